@@ -1,0 +1,438 @@
+//! `sip2d decode`: raw SIP2 from kiosk logs, shown field by field with a checksum verdict.
+
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bytes::BytesMut;
+use serde_json::{Value, json};
+
+use crate::proto::{
+    self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, FrameEvent, Trailer, escape,
+};
+
+/// Decode raw SIP2 messages, one per line, from files or standard input.
+///
+/// Every message is printed with its code and name, each field with its label, and the checksum
+/// verdict (ok, bad, or absent). Lines may end in CR, LF or CRLF. A log prefix in front of a
+/// message (a timestamp, a terminal name, an arrow) is found and skipped. PINs and passwords
+/// are never printed. The command exits 0 whenever it could read its input, whatever it found
+/// in it.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  sip2d decode kiosk.log
+  printf '9300CNkiosk1|COs3cret|AY0AZF215\\r' | sip2d decode
+  sip2d decode --json kiosk.log | jq 'select(.checksum == \"bad\")'
+  sip2d decode --escaped conformance/vectors/11_checkout.txt")]
+pub struct DecodeArgs {
+    /// Files to read; standard input when none is given or for "-".
+    files: Vec<PathBuf>,
+
+    /// Print one JSON object per message instead of text. Keys: line, code (or null), name,
+    /// direction, checksum ("ok", "bad", "absent"), sequence, error (or null), fields,
+    /// missing_required, prefix, raw.
+    #[arg(long)]
+    json: bool,
+
+    /// Character encoding of text fields: utf-8 (invalid bytes are read as cp850) or cp850.
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    encoding: Encoding,
+
+    /// Read the escaped notation of the test vectors: \r, \n, \t, \\ and \xHH escapes; text
+    /// after a TAB is a note; lines starting with # are comments.
+    #[arg(long)]
+    escaped: bool,
+
+    /// Longest message accepted, in bytes. A longer one is reported and skipped.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_parser = parse_max_length)]
+    max_length: usize,
+}
+
+fn parse_max_length(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (16..=1_048_576).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a length from 16 to 1048576 bytes")),
+    }
+}
+
+fn parse_encoding(s: &str) -> Result<Encoding, String> {
+    Encoding::from_name(s).ok_or_else(|| format!("unknown encoding '{s}': use utf-8 or cp850"))
+}
+
+/// Runs `sip2d decode`.
+pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = Output {
+        w: BufWriter::new(stdout.lock()),
+        json: args.json,
+        count: 0,
+    };
+    let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
+        vec![None]
+    } else {
+        args.files
+            .iter()
+            .map(|f| (f.as_os_str() != "-").then_some(f))
+            .collect()
+    };
+
+    let result = (|| -> Result<()> {
+        for input in inputs {
+            let (name, bytes) = match input {
+                Some(path) => (
+                    path.display().to_string(),
+                    fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => {
+                    let mut buf = Vec::new();
+                    io::stdin()
+                        .lock()
+                        .read_to_end(&mut buf)
+                        .context("cannot read standard input")?;
+                    ("-".to_string(), buf)
+                }
+            };
+            if args.escaped {
+                decode_escaped(&bytes, &name, args, &mut out)?;
+            } else {
+                decode_raw(&bytes, args, &mut out)?;
+            }
+        }
+        if !out.json {
+            writeln!(out.w, "{} message(s) decoded", out.count)?;
+        }
+        out.w.flush()?;
+        Ok(())
+    })();
+
+    match result {
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// A raw log: frames end at CR, LF or CRLF.
+fn decode_raw(input: &[u8], args: &DecodeArgs, out: &mut Output<'_>) -> Result<()> {
+    let mut lines = LineCounter::new(input);
+    let mut decoder = FrameDecoder::new(args.max_length);
+    let mut buf = BytesMut::from(input);
+    while let Some(event) = decoder.decode(&mut buf) {
+        // The terminator (one byte) has been consumed; the frame ends just before it.
+        let end = input.len() - buf.len() - 1;
+        match event {
+            FrameEvent::Frame(frame) => {
+                let line = lines.line_at(end - frame.len());
+                out.message(line, &frame, args.encoding)?;
+            }
+            FrameEvent::Oversize => {
+                let line = lines.line_at(end);
+                out.oversize(line, args.max_length)?;
+            }
+        }
+    }
+    if let Some(rest) = decoder.decode_eof(&mut buf) {
+        let line = lines.line_at(input.len() - rest.len());
+        out.message(line, &rest, args.encoding)?;
+    }
+    Ok(())
+}
+
+/// The escaped notation of the vectors: one message (or several, or a fragment) per line.
+fn decode_escaped(input: &[u8], name: &str, args: &DecodeArgs, out: &mut Output<'_>) -> Result<()> {
+    let text = String::from_utf8_lossy(input);
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let wire = line.split('\t').next().unwrap_or_default();
+        let Some(bytes) = escape::unescape(wire) else {
+            out.error(
+                line_no,
+                &format!("{name}:{line_no}: not valid escaped notation"),
+            )?;
+            continue;
+        };
+        let mut decoder = FrameDecoder::new(args.max_length);
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Some(event) = decoder.decode(&mut buf) {
+            match event {
+                FrameEvent::Frame(frame) => out.message(line_no, &frame, args.encoding)?,
+                FrameEvent::Oversize => out.oversize(line_no, args.max_length)?,
+            }
+        }
+        if let Some(rest) = decoder.decode_eof(&mut buf) {
+            out.message(line_no, &rest, args.encoding)?;
+        }
+    }
+    Ok(())
+}
+
+/// Maps byte offsets to 1-based line numbers; a line ends at LF, CR or CRLF. Offsets are asked
+/// in increasing order, so the input is scanned once.
+struct LineCounter<'a> {
+    input: &'a [u8],
+    scanned: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        LineCounter {
+            input,
+            scanned: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, offset: usize) -> usize {
+        let upto = offset.min(self.input.len());
+        while self.scanned < upto {
+            let b = self.input.get(self.scanned).copied();
+            let next = self.input.get(self.scanned + 1).copied();
+            if b == Some(b'\n') || (b == Some(b'\r') && next != Some(b'\n')) {
+                self.line += 1;
+            }
+            self.scanned += 1;
+        }
+        self.line
+    }
+}
+
+/// Where the message starts in a line that may carry a log prefix: the candidate that reads
+/// best (a valid checksum, then a clean parse), earliest first.
+fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
+    let score = |d: &Decoded<'_>| match (&d.message, d.trailer) {
+        (Ok(_), t) if t.is_valid() => 3,
+        (Ok(m), Trailer::Absent) if m.is_plausible() => 2,
+        (Ok(_), _) => 1,
+        _ => 0,
+    };
+    let whole = proto::decode(frame, encoding);
+    let mut best = (score(&whole), 0usize);
+    if best.0 < 3 {
+        for i in 1..frame.len().saturating_sub(1) {
+            let boundary = frame.get(i - 1).is_some_and(|b| {
+                matches!(b, b' ' | b'\t' | b'>' | b':' | b']' | b'"' | b'\'' | b'=')
+            });
+            let code = frame
+                .get(i..i + 2)
+                .and_then(|c| <[u8; 2]>::try_from(c).ok());
+            if !boundary || !code.is_some_and(|c| proto::lookup(c).is_some()) {
+                continue;
+            }
+            let s = score(&proto::decode(frame.get(i..).unwrap_or_default(), encoding));
+            if s > best.0 {
+                best = (s, i);
+                if s == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    let start = best.1;
+    (
+        start,
+        if start == 0 {
+            whole
+        } else {
+            proto::decode(frame.get(start..).unwrap_or_default(), encoding)
+        },
+    )
+}
+
+fn code_text(frame: &[u8]) -> Option<String> {
+    match frame {
+        [a, b, ..] if a.is_ascii_graphic() && b.is_ascii_graphic() => {
+            Some(format!("{}{}", char::from(*a), char::from(*b)))
+        }
+        _ => None,
+    }
+}
+
+fn id_text(id: [u8; 2]) -> String {
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+fn checksum_detail(trailer: &Trailer) -> String {
+    match trailer {
+        Trailer::Absent => "absent".to_string(),
+        Trailer::Present {
+            sequence,
+            checksum,
+            expected,
+            valid,
+        } => {
+            let seq = sequence.map(|s| format!("AY{s}, ")).unwrap_or_default();
+            if *valid {
+                format!("ok ({seq}AZ{checksum:04X})")
+            } else {
+                format!("BAD ({seq}AZ{checksum:04X}, should be {expected:04X})")
+            }
+        }
+        Trailer::Malformed(e) => format!("BAD ({e})"),
+    }
+}
+
+struct Output<'a> {
+    w: BufWriter<io::StdoutLock<'a>>,
+    json: bool,
+    count: usize,
+}
+
+impl Output<'_> {
+    fn message(&mut self, line: usize, frame: &[u8], encoding: Encoding) -> Result<()> {
+        self.count += 1;
+        let (start, decoded) = locate(frame, encoding);
+        let body = frame.get(start..).unwrap_or_default();
+        let prefix = (start > 0)
+            .then(|| String::from_utf8_lossy(frame.get(..start).unwrap_or_default()).into_owned());
+        let (name, direction) = match &decoded.message {
+            Ok(m) => (Some(m.name()), Some(m.direction().to_string())),
+            Err(_) => (None, None),
+        };
+        let code = match &decoded.message {
+            Ok(m) => code_text(&m.code()),
+            Err(e) if matches!(e.kind, proto::ParseErrorKind::NoCommand) => None,
+            Err(_) => code_text(body),
+        };
+        let fields = decoded
+            .message
+            .as_ref()
+            .map(|m| m.describe())
+            .unwrap_or_default();
+        let missing: Vec<String> = decoded
+            .message
+            .as_ref()
+            .map(|m| m.missing_required().into_iter().map(id_text).collect())
+            .unwrap_or_default();
+        let trailer_error = match decoded.trailer {
+            Trailer::Malformed(e) => Some(e.to_string()),
+            _ => None,
+        };
+
+        if self.json {
+            let obj = json!({
+                "line": line,
+                "code": code,
+                "name": name,
+                "direction": direction,
+                "checksum": decoded.trailer.verdict(),
+                "checksum_error": trailer_error,
+                "sequence": decoded.trailer.sequence().map(|s| s.get()),
+                "error": decoded.message.as_ref().err().map(|e| e.to_string()),
+                "fields": fields.iter().map(|f| json!({
+                    "id": f.id.map(id_text),
+                    "label": f.label,
+                    "value": f.value,
+                })).collect::<Vec<Value>>(),
+                "missing_required": missing,
+                "prefix": prefix,
+                "raw": escape::escape(body),
+            });
+            writeln!(self.w, "{obj}")?;
+            return Ok(());
+        }
+
+        let w = &mut self.w;
+        match &decoded.message {
+            Ok(m) => {
+                let c = code_text(&m.code()).unwrap_or_default();
+                writeln!(
+                    w,
+                    "line {line}: {c} {} ({}), checksum {}",
+                    m.name(),
+                    m.direction(),
+                    checksum_detail(&decoded.trailer)
+                )?;
+            }
+            Err(e) => {
+                let what = if e.is_unknown_command() {
+                    "not a SIP2 message"
+                } else {
+                    "cannot be read"
+                };
+                writeln!(
+                    w,
+                    "line {line}: {what}: {e}; checksum {}",
+                    checksum_detail(&decoded.trailer)
+                )?;
+            }
+        }
+        if let Some(p) = &prefix {
+            writeln!(w, "    (log prefix skipped: {:?})", p)?;
+        }
+        let width = fields.iter().map(|f| f.label.len()).max().unwrap_or(0);
+        for f in &fields {
+            let id = f.id.map(id_text).unwrap_or_else(|| "  ".to_string());
+            writeln!(w, "    {id} {:<width$}  {}", f.label, f.value)?;
+        }
+        if !missing.is_empty() {
+            writeln!(w, "    missing required field(s): {}", missing.join(", "))?;
+        }
+        if decoded.message.is_err()
+            || !decoded.trailer.is_valid() && decoded.trailer != Trailer::Absent
+        {
+            writeln!(w, "    raw: {}", escape::escape(body))?;
+        }
+        writeln!(w)?;
+        Ok(())
+    }
+
+    fn oversize(&mut self, line: usize, max: usize) -> Result<()> {
+        self.count += 1;
+        let msg = format!("message longer than {max} bytes; skipped to the next line");
+        self.error(line, &msg)
+    }
+
+    fn error(&mut self, line: usize, msg: &str) -> Result<()> {
+        if self.json {
+            let obj = json!({
+                "line": line, "code": null, "name": null, "direction": null, "checksum": "absent",
+                "checksum_error": null, "sequence": null, "error": msg, "fields": [],
+                "missing_required": [], "prefix": null, "raw": null,
+            });
+            writeln!(self.w, "{obj}")?;
+        } else {
+            writeln!(self.w, "line {line}: {msg}\n")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prefixes_are_skipped() {
+        let line = b"2025-01-14 09:30:40 kiosk1 -> 11YN20250114    093040                  AOMAIN|AA21234000012345|AB31234000098765|AC|AY3AZED57";
+        let (start, d) = locate(line, Encoding::Utf8);
+        assert_eq!(line.get(start..start + 4), Some(&b"11YN"[..]));
+        assert!(d.trailer.is_valid());
+
+        // Without a checksum the plausible parse wins over the timestamp read as a '20'.
+        let line = b"2025-01-14 09:30:40 [kiosk1] 9300CNkiosk1|COs3cret|";
+        let (start, d) = locate(line, Encoding::Utf8);
+        assert_eq!(line.get(start..start + 4), Some(&b"9300"[..]));
+        assert!(d.message.is_ok());
+    }
+
+    #[test]
+    fn lines_count_cr_lf_and_crlf_once_each() {
+        let input = b"a\rb\nc\r\nd";
+        let mut l = LineCounter::new(input);
+        assert_eq!(
+            [l.line_at(0), l.line_at(2), l.line_at(4), l.line_at(7)],
+            [1, 2, 3, 4]
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! sip2d: a SIP2 self-check server, its codec, and tools for library-automation vendors.
+//!
+//! # Layers
+//!
+//! Each layer may depend only on the layers named in its row. The protocol layer builds alone
+//! (`cargo build --lib --no-default-features`), which CI checks, so that the boundary holds by
+//! construction rather than by review.
+//!
+//! | module    | job                                                   | may depend on                  |
+//! |-----------|-------------------------------------------------------|--------------------------------|
+//! | `proto`   | bytes <-> typed SIP2 messages: framing, checksums     | `bytes`, `nom`                 |
+//! | `domain`  | patrons, items, loans, fees; rules as pure functions  | std, `serde` (planned)         |
+//! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode` (planned) |
+//! | `service` | translates SIP messages to domain decisions and back  | `proto`, `domain`, `store` (planned) |
+//! | `net`     | sockets, TLS, sessions, shutdown                      | `service`, `proto`, tokio, rustls (planned) |
+//! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
+//!
+//! Only `proto` and `cli` exist so far; the others arrive with the register and the server.
+
+pub mod proto;
+
+#[cfg(feature = "cli")]
+pub mod cli;
