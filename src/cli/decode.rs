@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use bytes::BytesMut;
 use serde_json::{Value, json};
 
-use crate::proto::{
-    self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, FrameEvent, Trailer, escape,
-};
+use crate::proto::{self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, FrameEvent, Trailer, escape};
 
 /// Decode raw SIP2 messages, one per line, from files or standard input.
 ///
@@ -65,18 +63,11 @@ fn parse_encoding(s: &str) -> Result<Encoding, String> {
 /// Runs `sip2d decode`.
 pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
-    let mut out = Output {
-        w: BufWriter::new(stdout.lock()),
-        json: args.json,
-        count: 0,
-    };
+    let mut out = Output { w: BufWriter::new(stdout.lock()), json: args.json, count: 0 };
     let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
         vec![None]
     } else {
-        args.files
-            .iter()
-            .map(|f| (f.as_os_str() != "-").then_some(f))
-            .collect()
+        args.files.iter().map(|f| (f.as_os_str() != "-").then_some(f)).collect()
     };
 
     let result = (|| -> Result<()> {
@@ -88,10 +79,7 @@ pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
                 ),
                 None => {
                     let mut buf = Vec::new();
-                    io::stdin()
-                        .lock()
-                        .read_to_end(&mut buf)
-                        .context("cannot read standard input")?;
+                    io::stdin().lock().read_to_end(&mut buf).context("cannot read standard input")?;
                     ("-".to_string(), buf)
                 }
             };
@@ -109,10 +97,7 @@ pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
     })();
 
     match result {
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) =>
-        {
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) => {
             Ok(ExitCode::SUCCESS)
         }
         other => other.map(|()| ExitCode::SUCCESS),
@@ -155,10 +140,7 @@ fn decode_escaped(input: &[u8], name: &str, args: &DecodeArgs, out: &mut Output<
         }
         let wire = line.split('\t').next().unwrap_or_default();
         let Some(bytes) = escape::unescape(wire) else {
-            out.error(
-                line_no,
-                &format!("{name}:{line_no}: not valid escaped notation"),
-            )?;
+            out.error(line_no, &format!("{name}:{line_no}: not valid escaped notation"))?;
             continue;
         };
         let mut decoder = FrameDecoder::new(args.max_length);
@@ -186,11 +168,7 @@ struct LineCounter<'a> {
 
 impl<'a> LineCounter<'a> {
     fn new(input: &'a [u8]) -> Self {
-        LineCounter {
-            input,
-            scanned: 0,
-            line: 1,
-        }
+        LineCounter { input, scanned: 0, line: 1 }
     }
 
     fn line_at(&mut self, offset: usize) -> usize {
@@ -220,13 +198,10 @@ fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
     let mut best = (score(&whole), 0usize);
     if best.0 < 3 {
         for i in 1..frame.len().saturating_sub(1) {
-            let boundary = frame.get(i - 1).is_some_and(|b| {
-                matches!(b, b' ' | b'\t' | b'>' | b':' | b']' | b'"' | b'\'' | b'=')
-            });
-            let code = frame
-                .get(i..i + 2)
-                .and_then(|c| <[u8; 2]>::try_from(c).ok());
-            if !boundary || !code.is_some_and(|c| proto::lookup(c).is_some()) {
+            let boundary =
+                frame.get(i - 1).is_some_and(|b| matches!(b, b' ' | b'\t' | b'>' | b':' | b']' | b'"' | b'\'' | b'='));
+            let code = frame.get(i..i + 2).and_then(|c| <[u8; 2]>::try_from(c).ok());
+            if !boundary || code.is_none_or(|c| proto::lookup(c).is_none()) {
                 continue;
             }
             let s = score(&proto::decode(frame.get(i..).unwrap_or_default(), encoding));
@@ -239,14 +214,7 @@ fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
         }
     }
     let start = best.1;
-    (
-        start,
-        if start == 0 {
-            whole
-        } else {
-            proto::decode(frame.get(start..).unwrap_or_default(), encoding)
-        },
-    )
+    (start, if start == 0 { whole } else { proto::decode(frame.get(start..).unwrap_or_default(), encoding) })
 }
 
 fn code_text(frame: &[u8]) -> Option<String> {
@@ -265,12 +233,7 @@ fn id_text(id: [u8; 2]) -> String {
 fn checksum_detail(trailer: &Trailer) -> String {
     match trailer {
         Trailer::Absent => "absent".to_string(),
-        Trailer::Present {
-            sequence,
-            checksum,
-            expected,
-            valid,
-        } => {
+        Trailer::Present { sequence, checksum, expected, valid } => {
             let seq = sequence.map(|s| format!("AY{s}, ")).unwrap_or_default();
             if *valid {
                 format!("ok ({seq}AZ{checksum:04X})")
@@ -293,8 +256,7 @@ impl Output<'_> {
         self.count += 1;
         let (start, decoded) = locate(frame, encoding);
         let body = frame.get(start..).unwrap_or_default();
-        let prefix = (start > 0)
-            .then(|| String::from_utf8_lossy(frame.get(..start).unwrap_or_default()).into_owned());
+        let prefix = (start > 0).then(|| String::from_utf8_lossy(frame.get(..start).unwrap_or_default()).into_owned());
         let (name, direction) = match &decoded.message {
             Ok(m) => (Some(m.name()), Some(m.direction().to_string())),
             Err(_) => (None, None),
@@ -304,11 +266,7 @@ impl Output<'_> {
             Err(e) if matches!(e.kind, proto::ParseErrorKind::NoCommand) => None,
             Err(_) => code_text(body),
         };
-        let fields = decoded
-            .message
-            .as_ref()
-            .map(|m| m.describe())
-            .unwrap_or_default();
+        let fields = decoded.message.as_ref().map(|m| m.describe()).unwrap_or_default();
         let missing: Vec<String> = decoded
             .message
             .as_ref()
@@ -336,7 +294,7 @@ impl Output<'_> {
                 })).collect::<Vec<Value>>(),
                 "missing_required": missing,
                 "prefix": prefix,
-                "raw": escape::escape(body),
+                "raw": escape::escape(&proto::redact(body)),
             });
             writeln!(self.w, "{obj}")?;
             return Ok(());
@@ -355,16 +313,8 @@ impl Output<'_> {
                 )?;
             }
             Err(e) => {
-                let what = if e.is_unknown_command() {
-                    "not a SIP2 message"
-                } else {
-                    "cannot be read"
-                };
-                writeln!(
-                    w,
-                    "line {line}: {what}: {e}; checksum {}",
-                    checksum_detail(&decoded.trailer)
-                )?;
+                let what = if e.is_unknown_command() { "not a SIP2 message" } else { "cannot be read" };
+                writeln!(w, "line {line}: {what}: {e}; checksum {}", checksum_detail(&decoded.trailer))?;
             }
         }
         if let Some(p) = &prefix {
@@ -378,10 +328,8 @@ impl Output<'_> {
         if !missing.is_empty() {
             writeln!(w, "    missing required field(s): {}", missing.join(", "))?;
         }
-        if decoded.message.is_err()
-            || !decoded.trailer.is_valid() && decoded.trailer != Trailer::Absent
-        {
-            writeln!(w, "    raw: {}", escape::escape(body))?;
+        if decoded.message.is_err() || !decoded.trailer.is_valid() && decoded.trailer != Trailer::Absent {
+            writeln!(w, "    raw: {}", escape::escape(&proto::redact(body)))?;
         }
         writeln!(w)?;
         Ok(())
@@ -430,9 +378,6 @@ mod tests {
     fn lines_count_cr_lf_and_crlf_once_each() {
         let input = b"a\rb\nc\r\nd";
         let mut l = LineCounter::new(input);
-        assert_eq!(
-            [l.line_at(0), l.line_at(2), l.line_at(4), l.line_at(7)],
-            [1, 2, 3, 4]
-        );
+        assert_eq!([l.line_at(0), l.line_at(2), l.line_at(4), l.line_at(7)], [1, 2, 3, 4]);
     }
 }

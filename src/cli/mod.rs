@@ -12,12 +12,7 @@ use clap::{Parser, Subcommand};
 /// system. sip2d reads and writes that protocol; `sip2d decode` turns raw SIP2 from kiosk logs
 /// into labelled fields with a checksum verdict.
 #[derive(Debug, Parser)]
-#[command(
-    name = "sip2d",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "sip2d", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

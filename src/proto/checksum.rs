@@ -10,9 +10,7 @@ use bytes::{BufMut, BytesMut};
 pub fn checksum(data: &[u8]) -> u16 {
     // u32 cannot overflow below 16 MiB of 0xFF bytes, far beyond any frame limit; wrapping keeps
     // it panic-free regardless.
-    let sum = data
-        .iter()
-        .fold(0u32, |acc, &b| acc.wrapping_add(u32::from(b)));
+    let sum = data.iter().fold(0u32, |acc, &b| acc.wrapping_add(u32::from(b)));
     (sum as u16).wrapping_neg()
 }
 
@@ -37,11 +35,7 @@ impl Sequence {
     }
 
     fn from_ascii(b: u8) -> Option<Sequence> {
-        if b.is_ascii_digit() {
-            Some(Sequence(b - b'0'))
-        } else {
-            None
-        }
+        if b.is_ascii_digit() { Some(Sequence(b - b'0')) } else { None }
     }
 }
 
@@ -78,11 +72,7 @@ impl Trailer {
     /// The sequence number of a valid trailer.
     pub fn sequence(&self) -> Option<Sequence> {
         match *self {
-            Trailer::Present {
-                sequence,
-                valid: true,
-                ..
-            } => sequence,
+            Trailer::Present { sequence, valid: true, .. } => sequence,
             _ => None,
         }
     }
@@ -110,10 +100,7 @@ impl fmt::Display for TrailerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrailerError::ChecksumDigits { offset } => {
-                write!(
-                    f,
-                    "AZ at byte {offset} is not followed by exactly four hex digits"
-                )
+                write!(f, "AZ at byte {offset} is not followed by exactly four hex digits")
             }
             TrailerError::SequenceDigit { offset } => {
                 write!(f, "AY at byte {offset} is not followed by one digit")
@@ -155,20 +142,9 @@ pub fn split_trailer(frame: &[u8]) -> (&[u8], Trailer) {
     match parse_hex4(digits) {
         Some(value) => {
             let expected = checksum(before_digits);
-            (
-                body,
-                Trailer::Present {
-                    sequence,
-                    checksum: value,
-                    expected,
-                    valid: expected == value,
-                },
-            )
+            (body, Trailer::Present { sequence, checksum: value, expected, valid: expected == value })
         }
-        None => (
-            body,
-            Trailer::Malformed(TrailerError::ChecksumDigits { offset: az }),
-        ),
+        None => (body, Trailer::Malformed(TrailerError::ChecksumDigits { offset: az })),
     }
 }
 
@@ -229,15 +205,7 @@ mod tests {
     fn trailer_is_split_and_verified() {
         let (body, t) = split_trailer(b"9300CNuser_id|COpassw0rd|AY1AZF594");
         assert_eq!(body, b"9300CNuser_id|COpassw0rd|");
-        assert_eq!(
-            t,
-            Trailer::Present {
-                sequence: Sequence::new(1),
-                checksum: 0xF594,
-                expected: 0xF594,
-                valid: true
-            }
-        );
+        assert_eq!(t, Trailer::Present { sequence: Sequence::new(1), checksum: 0xF594, expected: 0xF594, valid: true });
         let (_, t) = split_trailer(b"9300CNuser_id|COpassw0rd|AY1AZF595");
         assert_eq!(t.verdict(), "bad");
     }
@@ -264,38 +232,18 @@ mod tests {
     #[test]
     fn malformed_trailers() {
         let (_, t) = split_trailer(b"23AOMAIN|AY2AZ594");
-        assert!(matches!(
-            t,
-            Trailer::Malformed(TrailerError::ChecksumDigits { .. })
-        ));
+        assert!(matches!(t, Trailer::Malformed(TrailerError::ChecksumDigits { .. })));
         let (_, t) = split_trailer(b"23AOMAIN|AY2AZ12G4");
-        assert!(matches!(
-            t,
-            Trailer::Malformed(TrailerError::ChecksumDigits { .. })
-        ));
+        assert!(matches!(t, Trailer::Malformed(TrailerError::ChecksumDigits { .. })));
         let (_, t) = split_trailer(b"23AOMAIN|AY1AZF1AEXYZ");
-        assert!(matches!(
-            t,
-            Trailer::Malformed(TrailerError::ChecksumDigits { .. })
-        ));
+        assert!(matches!(t, Trailer::Malformed(TrailerError::ChecksumDigits { .. })));
         let (body, t) = split_trailer(b"23AOMAIN|AYXAZF187");
         assert_eq!(body, b"23AOMAIN|");
-        assert_eq!(
-            t,
-            Trailer::Malformed(TrailerError::SequenceDigit { offset: 9 })
-        );
+        assert_eq!(t, Trailer::Malformed(TrailerError::SequenceDigit { offset: 9 }));
         // A value ending in "AY" is data, not a sequence number.
         let (body, t) = split_trailer(b"93COxAY|AZFCD9");
         assert_eq!(body, b"93COxAY|");
-        assert_eq!(
-            t,
-            Trailer::Present {
-                sequence: None,
-                checksum: 0xFCD9,
-                expected: 0xFCD9,
-                valid: true
-            }
-        );
+        assert_eq!(t, Trailer::Present { sequence: None, checksum: 0xFCD9, expected: 0xFCD9, valid: true });
         // Degenerate inputs never panic.
         for f in [&b""[..], b"AZ", b"AYAZ", b"|AZ", b"YAZ0000", b"AY1AZ"] {
             let _ = split_trailer(f);

@@ -58,11 +58,7 @@ impl<'a, T: FixedCodec> FieldCodec<'a> for T {
     const EXPECTS: &'static str = T::EXPECTS;
 
     fn read(raw: &'a [u8], _encoding: Encoding) -> Option<Self::Value> {
-        if raw.len() == T::WIDTH && raw.is_ascii() {
-            T::read(raw)
-        } else {
-            None
-        }
+        if raw.len() == T::WIDTH && raw.is_ascii() { T::read(raw) } else { None }
     }
 
     fn write_field(id: &[u8; 2], value: &Self::Value, out: &mut BytesMut, _encoding: Encoding) {
@@ -205,9 +201,7 @@ pub(crate) fn parse_digits(raw: &[u8]) -> Option<u16> {
     if raw.is_empty() || raw.len() > 4 {
         return None;
     }
-    raw.iter().try_fold(0u16, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u16::from(b - b'0'))
-    })
+    raw.iter().try_fold(0u16, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u16::from(b - b'0')))
 }
 
 /// Writes `value` as exactly `width` zero-padded digits (`value` must fit).
@@ -228,8 +222,8 @@ pub(crate) mod arb {
 
     /// Characters that exist in both UTF-8 and CP850, including some outside ASCII.
     const ALPHABET: &[char] = &[
-        'a', 'b', 'k', 'z', 'A', 'M', 'Q', 'Y', 'Z', '0', '1', '7', '9', ' ', '-', '.', ',', ':',
-        '/', '#', '\u{e9}', '\u{fc}', '\u{f6}', '\u{c5}', '\u{df}', '\u{f1}', '\u{c7}', '\u{a3}',
+        'a', 'b', 'k', 'z', 'A', 'M', 'Q', 'Y', 'Z', '0', '1', '7', '9', ' ', '-', '.', ',', ':', '/', '#', '\u{e9}',
+        '\u{fc}', '\u{f6}', '\u{c5}', '\u{df}', '\u{f1}', '\u{c7}', '\u{a3}',
     ];
 
     /// Text of up to 40 characters: never a delimiter, control, or more than a field holds.

@@ -25,10 +25,7 @@ pub enum ParseErrorKind {
     /// A fixed field holds a byte outside ASCII (a multi-byte character shifts every field).
     NonAsciiFixed { field: &'static str },
     /// A fixed field's value does not fit its type.
-    InvalidFixed {
-        field: &'static str,
-        expects: &'static str,
-    },
+    InvalidFixed { field: &'static str, expects: &'static str },
     /// An identified field's value does not fit its type.
     InvalidField { id: [u8; 2], expects: &'static str },
     /// A NUL byte, which the spec forbids anywhere.
@@ -45,23 +42,13 @@ impl ParseError {
     pub fn is_unknown_command(&self) -> bool {
         matches!(
             self.kind,
-            ParseErrorKind::NoCommand
-                | ParseErrorKind::UnknownCommand(_)
-                | ParseErrorKind::WrongDirection(_)
+            ParseErrorKind::NoCommand | ParseErrorKind::UnknownCommand(_) | ParseErrorKind::WrongDirection(_)
         )
     }
 }
 
 fn show_code(code: &[u8; 2]) -> String {
-    code.iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() {
-                char::from(b).to_string()
-            } else {
-                format!("\\x{b:02X}")
-            }
-        })
-        .collect()
+    code.iter().map(|&b| if b.is_ascii_graphic() { char::from(b).to_string() } else { format!("\\x{b:02X}") }).collect()
 }
 
 impl fmt::Display for ParseError {
@@ -72,33 +59,23 @@ impl fmt::Display for ParseError {
             ParseErrorKind::UnknownCommand(c) => {
                 write!(f, "unknown command code '{}'", show_code(&c))
             }
-            ParseErrorKind::WrongDirection(c) => write!(
-                f,
-                "message '{}' is not expected in this direction",
-                show_code(&c)
-            ),
+            ParseErrorKind::WrongDirection(c) => {
+                write!(f, "message '{}' is not expected in this direction", show_code(&c))
+            }
             ParseErrorKind::TooShort { needed, got } => {
                 write!(
                     f,
                     "fixed part truncated at byte {at}: the message needs {needed} bytes before its fields, got {got}"
                 )
             }
-            ParseErrorKind::NonAsciiFixed { field } => write!(
-                f,
-                "fixed field '{field}' at byte {at} holds a non-ASCII byte"
-            ),
+            ParseErrorKind::NonAsciiFixed { field } => {
+                write!(f, "fixed field '{field}' at byte {at} holds a non-ASCII byte")
+            }
             ParseErrorKind::InvalidFixed { field, expects } => {
-                write!(
-                    f,
-                    "fixed field '{field}' at byte {at} is not valid (expected {expects})"
-                )
+                write!(f, "fixed field '{field}' at byte {at} is not valid (expected {expects})")
             }
             ParseErrorKind::InvalidField { id, expects } => {
-                write!(
-                    f,
-                    "field {} at byte {at} is not valid (expected {expects})",
-                    show_code(&id)
-                )
+                write!(f, "field {} at byte {at} is not valid (expected {expects})", show_code(&id))
             }
             ParseErrorKind::Nul => write!(f, "NUL byte at byte {at}"),
         }

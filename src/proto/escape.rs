@@ -50,10 +50,7 @@ mod tests {
     fn round_trips_every_byte() {
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(unescape(&escape(&all)).as_deref(), Some(&all[..]));
-        assert_eq!(
-            unescape("AE M\\xC3\\xBCller\\r").unwrap(),
-            b"AE M\xC3\xBCller\r"
-        );
+        assert_eq!(unescape("AE M\\xC3\\xBCller\\r").unwrap(), b"AE M\xC3\xBCller\r");
         assert_eq!(unescape("bad \\q"), None);
         assert_eq!(unescape("cut \\x4"), None);
     }

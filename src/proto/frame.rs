@@ -44,12 +44,7 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder with the given frame cap that accepts CR and bare LF as terminators.
     pub fn new(max_len: usize) -> FrameDecoder {
-        FrameDecoder {
-            max_len: max_len.max(1),
-            accept_lf: true,
-            scanned: 0,
-            discarding: false,
-        }
+        FrameDecoder { max_len: max_len.max(1), accept_lf: true, scanned: 0, discarding: false }
     }
 
     /// Whether a bare LF ends a frame (default true). CR always does.
@@ -69,56 +64,52 @@ impl FrameDecoder {
 
     /// Takes the next event out of `buf`, or `None` when more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Option<FrameEvent> {
-        loop {
-            if self.discarding {
-                match buf.iter().position(|&b| self.is_terminator(b)) {
-                    Some(end) => {
-                        buf.advance(end + 1);
-                        self.discarding = false;
-                    }
-                    None => {
-                        buf.clear();
-                        return None;
-                    }
-                }
-            }
-
-            if self.scanned == 0 {
-                // Leading debris: blanks, controls, and the LF of a CRLF pair.
-                let start = buf.iter().position(|&b| b > 0x20).unwrap_or(buf.len());
-                buf.advance(start);
-                if buf.is_empty() {
-                    return None;
-                }
-            }
-
-            let window_end = buf.len().min(self.max_len + 1);
-            let from = self.scanned.min(window_end);
-            let found = buf
-                .get(from..window_end)
-                .and_then(|w| w.iter().position(|&b| self.is_terminator(b)))
-                .map(|i| from + i);
-
-            match found {
-                // The window stops at `max_len`, so a terminator found in it ends a legal frame.
+        if self.discarding {
+            match buf.iter().position(|&b| self.is_terminator(b)) {
                 Some(end) => {
-                    self.scanned = 0;
-                    let frame = buf.split_to(end).freeze();
-                    buf.advance(1);
-                    return Some(FrameEvent::Frame(frame));
-                }
-                None if buf.len() > self.max_len => {
-                    self.scanned = 0;
-                    self.discarding = true;
-                    // Drop what is held now; the rest of the frame is dropped as it arrives.
-                    let keep_from = self.max_len + 1;
-                    buf.advance(keep_from.min(buf.len()));
-                    return Some(FrameEvent::Oversize);
+                    buf.advance(end + 1);
+                    self.discarding = false;
                 }
                 None => {
-                    self.scanned = buf.len();
+                    buf.clear();
                     return None;
                 }
+            }
+        }
+
+        if self.scanned == 0 {
+            // Leading debris: blanks, controls, and the LF of a CRLF pair.
+            let start = buf.iter().position(|&b| b > 0x20).unwrap_or(buf.len());
+            buf.advance(start);
+            if buf.is_empty() {
+                return None;
+            }
+        }
+
+        let window_end = buf.len().min(self.max_len + 1);
+        let from = self.scanned.min(window_end);
+        let found =
+            buf.get(from..window_end).and_then(|w| w.iter().position(|&b| self.is_terminator(b))).map(|i| from + i);
+
+        match found {
+            // The window stops at `max_len`, so a terminator found in it ends a legal frame.
+            Some(end) => {
+                self.scanned = 0;
+                let frame = buf.split_to(end).freeze();
+                buf.advance(1);
+                Some(FrameEvent::Frame(frame))
+            }
+            None if buf.len() > self.max_len => {
+                self.scanned = 0;
+                self.discarding = true;
+                // Drop what is held now; the rest of the frame is dropped as it arrives.
+                let keep_from = self.max_len + 1;
+                buf.advance(keep_from.min(buf.len()));
+                Some(FrameEvent::Oversize)
+            }
+            None => {
+                self.scanned = buf.len();
+                None
             }
         }
     }
@@ -126,11 +117,7 @@ impl FrameDecoder {
     /// At end of input: the unterminated remainder, if any, without leading debris. A server
     /// discards it; a log reader may still want to look at a last line with no newline.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
-        let rest = if self.discarding {
-            None
-        } else {
-            Some(buf.split().freeze())
-        };
+        let rest = if self.discarding { None } else { Some(buf.split().freeze()) };
         buf.clear();
         self.scanned = 0;
         self.discarding = false;
@@ -156,14 +143,8 @@ mod tests {
 
     #[test]
     fn cr_lf_and_crlf_end_frames_and_the_lf_of_crlf_is_not_a_frame() {
-        let got = frames(
-            &mut FrameDecoder::default(),
-            b"99a\r99b\n99c\r\n99d\r\r\n\n",
-        );
-        assert_eq!(
-            got,
-            vec![frame(b"99a"), frame(b"99b"), frame(b"99c"), frame(b"99d")]
-        );
+        let got = frames(&mut FrameDecoder::default(), b"99a\r99b\n99c\r\n99d\r\r\n\n");
+        assert_eq!(got, vec![frame(b"99a"), frame(b"99b"), frame(b"99c"), frame(b"99d")]);
     }
 
     #[test]
@@ -174,10 +155,7 @@ mod tests {
 
     #[test]
     fn leading_debris_is_dropped() {
-        let got = frames(
-            &mut FrameDecoder::default(),
-            b"\n\x00  9900302.00AY1AZFCA5\r     \r",
-        );
+        let got = frames(&mut FrameDecoder::default(), b"\n\x00  9900302.00AY1AZFCA5\r     \r");
         assert_eq!(got, vec![frame(b"9900302.00AY1AZFCA5")]);
     }
 
@@ -198,19 +176,13 @@ mod tests {
         let mut input = b"99ok\r".to_vec();
         input.extend(std::iter::repeat_n(b'A', 100));
         input.extend_from_slice(b"\r99next\r");
-        assert_eq!(
-            frames(&mut d, &input),
-            vec![frame(b"99ok"), FrameEvent::Oversize, frame(b"99next")]
-        );
+        assert_eq!(frames(&mut d, &input), vec![frame(b"99ok"), FrameEvent::Oversize, frame(b"99next")]);
     }
 
     #[test]
     fn a_frame_of_exactly_the_limit_passes() {
         let mut d = FrameDecoder::new(4);
-        assert_eq!(
-            frames(&mut d, b"1234\r12345\r99\r"),
-            vec![frame(b"1234"), FrameEvent::Oversize, frame(b"99")]
-        );
+        assert_eq!(frames(&mut d, b"1234\r12345\r99\r"), vec![frame(b"1234"), FrameEvent::Oversize, frame(b"99")]);
     }
 
     #[test]

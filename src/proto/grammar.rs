@@ -16,14 +16,7 @@ use nom::{IResult, Parser};
 
 /// The two-byte command code.
 pub(crate) fn command_code(input: &[u8]) -> IResult<&[u8], [u8; 2]> {
-    take(2usize)
-        .map(|c: &[u8]| {
-            [
-                c.first().copied().unwrap_or(0),
-                c.get(1).copied().unwrap_or(0),
-            ]
-        })
-        .parse(input)
+    take(2usize).map(|c: &[u8]| [c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]).parse(input)
 }
 
 /// One fixed field of `width` bytes.
@@ -46,10 +39,7 @@ pub(crate) struct IdentifiedField<'a> {
 }
 
 /// The identified fields that follow the fixed part, which ended at byte `offset` of the frame.
-pub(crate) fn identified_fields(
-    mut input: &[u8],
-    mut offset: usize,
-) -> impl Iterator<Item = IdentifiedField<'_>> {
+pub(crate) fn identified_fields(mut input: &[u8], mut offset: usize) -> impl Iterator<Item = IdentifiedField<'_>> {
     std::iter::from_fn(move || {
         loop {
             if input.is_empty() {
@@ -63,11 +53,7 @@ pub(crate) fn identified_fields(
             offset += before - rest.len();
             input = rest;
             if let [a, b, value @ ..] = seg {
-                return Some(IdentifiedField {
-                    offset: at,
-                    id: [*a, *b],
-                    value,
-                });
+                return Some(IdentifiedField { offset: at, id: [*a, *b], value });
             }
         }
     })
@@ -79,17 +65,8 @@ mod tests {
 
     #[test]
     fn fields_split_with_offsets_and_a_missing_last_delimiter() {
-        let got: Vec<_> = identified_fields(b"AOMAIN|AC||X|AD4321", 23)
-            .map(|f| (f.offset, f.id, f.value))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (23, *b"AO", &b"MAIN"[..]),
-                (30, *b"AC", &b""[..]),
-                (36, *b"AD", &b"4321"[..])
-            ]
-        );
+        let got: Vec<_> = identified_fields(b"AOMAIN|AC||X|AD4321", 23).map(|f| (f.offset, f.id, f.value)).collect();
+        assert_eq!(got, vec![(23, *b"AO", &b"MAIN"[..]), (30, *b"AC", &b""[..]), (36, *b"AD", &b"4321"[..])]);
     }
 
     #[test]

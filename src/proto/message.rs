@@ -54,12 +54,7 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Meta {
-        Meta {
-            order: [[0; 2]; ORDER_CAP],
-            len: 0,
-            parsed: false,
-            present: 0,
-        }
+        Meta { order: [[0; 2]; ORDER_CAP], len: 0, parsed: false, present: 0 }
     }
 }
 
@@ -109,18 +104,11 @@ fn is_tail(id: &[u8; 2]) -> bool {
 }
 
 fn extra_label(known: &[[u8; 2]], id: &[u8; 2]) -> &'static str {
-    if known.contains(id) {
-        "repeated field (first one used)"
-    } else {
-        "field not defined for this message"
-    }
+    if known.contains(id) { "repeated field (first one used)" } else { "field not defined for this message" }
 }
 
 fn read_extra<'a>(id: [u8; 2], raw: &'a [u8], encoding: Encoding) -> RawField<'a> {
-    RawField {
-        id,
-        value: super::text::decode(raw, encoding),
-    }
+    RawField { id, value: super::text::decode(raw, encoding) }
 }
 
 fn write_extra(field: &RawField<'_>, out: &mut BytesMut, encoding: Encoding) {
@@ -138,10 +126,7 @@ fn arbitrary_extra(
     for _ in 0..n {
         let id = *u.choose(&POOL)?;
         if !known.contains(&id) {
-            out.push(RawField {
-                id,
-                value: Cow::Owned(super::codec::arb::text(u)?),
-            });
+            out.push(RawField { id, value: Cow::Owned(super::codec::arb::text(u)?) });
         }
     }
     Ok(out)
@@ -213,28 +198,16 @@ macro_rules! emit {
 
 macro_rules! view {
     (req, $v:expr, $codec:ty, $id:expr, $label:expr, $views:ident) => {
-        $views.push(FieldView {
-            id: Some(*$id),
-            label: $label,
-            value: <$codec as FieldCodec<'_>>::show(&$v),
-        })
+        $views.push(FieldView { id: Some(*$id), label: $label, value: <$codec as FieldCodec<'_>>::show(&$v) })
     };
     (opt, $v:expr, $codec:ty, $id:expr, $label:expr, $views:ident) => {
         if let Some(v) = &$v {
-            $views.push(FieldView {
-                id: Some(*$id),
-                label: $label,
-                value: <$codec as FieldCodec<'_>>::show(v),
-            })
+            $views.push(FieldView { id: Some(*$id), label: $label, value: <$codec as FieldCodec<'_>>::show(v) })
         }
     };
     (rep, $v:expr, $codec:ty, $id:expr, $label:expr, $views:ident) => {
         for v in &$v {
-            $views.push(FieldView {
-                id: Some(*$id),
-                label: $label,
-                value: <$codec as FieldCodec<'_>>::show(v),
-            })
+            $views.push(FieldView { id: Some(*$id), label: $label, value: <$codec as FieldCodec<'_>>::show(v) })
         }
     };
 }
@@ -245,11 +218,7 @@ macro_rules! arbitrary_value {
         <$codec as FieldCodec<'_>>::arbitrary($u)?
     };
     (opt, $codec:ty, $u:ident) => {
-        if $u.arbitrary::<bool>()? {
-            Some(<$codec as FieldCodec<'_>>::arbitrary($u)?)
-        } else {
-            None
-        }
+        if $u.arbitrary::<bool>()? { Some(<$codec as FieldCodec<'_>>::arbitrary($u)?) } else { None }
     };
     (rep, $codec:ty, $u:ident) => {{
         let n = $u.int_in_range(0..=3usize)?;
@@ -400,8 +369,9 @@ macro_rules! sip_message {
             /// Every field with its label and a readable value, fixed fields first.
             pub fn describe(&self) -> Vec<FieldView> {
                 #[allow(unused_mut)]
-                let mut views = Vec::new();
-                $( views.push(FieldView { id: None, label: $flabel, value: <pick_codec!($($fcodec)?; $fty) as FixedCodec>::show(&self.$fname) }); )*
+                let mut views = vec![
+                    $( FieldView { id: None, label: $flabel, value: <pick_codec!($($fcodec)?; $fty) as FixedCodec>::show(&self.$fname) }, )*
+                ];
                 $( view!($kind, self.$vname, pick_codec!($($vcodec)?; $vty), $vid, $vlabel, views); )*
                 for x in &self.extra {
                     views.push(FieldView { id: Some(x.id), label: extra_label(Self::FIELD_IDS, &x.id), value: x.value.to_string() });
@@ -579,8 +549,7 @@ impl PatronInformation<'_> {
     /// The 1-based window `BP..=BQ` of the selected list; a bound that is not a number is
     /// ignored (PROTOCOL.md section 3.5).
     pub fn item_window(&self) -> (Option<u32>, Option<u32>) {
-        let num =
-            |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|s| s.trim().parse::<u32>().ok());
+        let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|s| s.trim().parse::<u32>().ok());
         (num(&self.start_item), num(&self.end_item))
     }
 }
@@ -1033,9 +1002,9 @@ macro_rules! message_set {
             $( #[doc = concat!("See [`", stringify!($variant), "`].")] $variant($variant<'a>), )*
         }
 
-        /// Every command code with its name and direction.
-        pub const ALL_MESSAGES: &[([u8; 2], &str, Direction)] = &[
-            $( ($variant::CODE, $variant::NAME, $variant::DIRECTION), )*
+        /// Every message: code, name, direction and fixed length.
+        pub const ALL_MESSAGES: &[MessageInfo] = &[
+            $( MessageInfo { code: $variant::CODE, name: $variant::NAME, direction: $variant::DIRECTION, fixed_len: $variant::FIXED_LEN }, )*
         ];
 
         impl<'a> Message<'a> {
@@ -1116,7 +1085,7 @@ macro_rules! message_set {
         impl<'a> arbitrary::Arbitrary<'a> for Message<'a> {
             fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
                 let pick = u.choose_index(ALL_MESSAGES.len())?;
-                let code = ALL_MESSAGES.get(pick).map(|m| m.0).unwrap_or(*b"96");
+                let code = ALL_MESSAGES.get(pick).map_or(*b"96", |m| m.code);
                 Message::arbitrary_with_code(code, u)
             }
         }
@@ -1132,10 +1101,48 @@ message_set! {
     FeePaid, FeePaidResponse, Hold, HoldResponse, BlockPatron, PatronEnable, PatronEnableResponse,
 }
 
-/// The name and direction of a command code, if it is a SIP2 2.00 message.
-pub fn lookup(code: [u8; 2]) -> Option<(&'static str, Direction)> {
-    ALL_MESSAGES
-        .iter()
-        .find(|m| m.0 == code)
-        .map(|m| (m.1, m.2))
+/// What the protocol says about one command code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The command code.
+    pub code: [u8; 2],
+    /// The spec's name.
+    pub name: &'static str,
+    /// Which way it travels.
+    pub direction: Direction,
+    /// Length of the code and the fixed part.
+    pub fixed_len: usize,
+}
+
+/// The message with this command code, if it is a SIP2 2.00 message.
+pub fn lookup(code: [u8; 2]) -> Option<&'static MessageInfo> {
+    ALL_MESSAGES.iter().find(|m| m.code == code)
+}
+
+/// A copy of a request frame fit for logs and screens: the values of `CO`, `AC` and `AD`
+/// (passwords and PINs) become `***`. Other frames come back unchanged.
+pub fn redact(frame: &[u8]) -> Cow<'_, [u8]> {
+    let info = grammar::command_code(frame).ok().and_then(|(_, code)| lookup(code));
+    let Some(info) = info.filter(|i| i.direction == Direction::ScToAcs) else {
+        return Cow::Borrowed(frame);
+    };
+    let fields = frame.get(info.fixed_len..).unwrap_or_default();
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    for field in grammar::identified_fields(fields, info.fixed_len) {
+        if matches!(&field.id, b"CO" | b"AC" | b"AD") && !field.value.is_empty() {
+            let start = field.offset + 2;
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(frame.len()));
+            buf.extend_from_slice(frame.get(copied..start).unwrap_or_default());
+            buf.extend_from_slice(b"***");
+            copied = start + field.value.len();
+        }
+    }
+    match out {
+        None => Cow::Borrowed(frame),
+        Some(mut buf) => {
+            buf.extend_from_slice(frame.get(copied..).unwrap_or_default());
+            Cow::Owned(buf)
+        }
+    }
 }

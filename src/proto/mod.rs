@@ -39,10 +39,7 @@ pub struct Decoded<'a> {
 /// Reads one frame (terminator already removed) as a message of either direction.
 pub fn decode(frame: &[u8], encoding: Encoding) -> Decoded<'_> {
     let (body, trailer) = split_trailer(frame);
-    Decoded {
-        trailer,
-        message: Message::parse(body, encoding),
-    }
+    Decoded { trailer, message: Message::parse(body, encoding) }
 }
 
 /// Reads one frame as a request from a kiosk: a response code is reported as
@@ -59,10 +56,7 @@ pub fn decode_response(frame: &[u8], encoding: Encoding) -> Decoded<'_> {
 fn only(mut decoded: Decoded<'_>, direction: Direction) -> Decoded<'_> {
     if let Ok(m) = &decoded.message {
         if m.direction() != direction {
-            decoded.message = Err(ParseError {
-                kind: ParseErrorKind::WrongDirection(m.code()),
-                offset: 0,
-            });
+            decoded.message = Err(ParseError { kind: ParseErrorKind::WrongDirection(m.code()), offset: 0 });
         }
     }
     decoded
@@ -91,19 +85,10 @@ pub enum Terminator {
 
 /// Appends a complete frame: message, trailer and terminator. Allocates nothing beyond what
 /// `out` needs to grow.
-pub fn encode_frame(
-    message: &Message<'_>,
-    out: &mut BytesMut,
-    encoding: Encoding,
-    seal: Seal,
-    terminator: Terminator,
-) {
+pub fn encode_frame(message: &Message<'_>, out: &mut BytesMut, encoding: Encoding, seal: Seal, terminator: Terminator) {
     let start = out.len();
     message.encode(out, encoding);
-    let no_sequence = matches!(
-        message,
-        Message::RequestAcsResend(_) | Message::RequestScResend(_)
-    );
+    let no_sequence = matches!(message, Message::RequestAcsResend(_) | Message::RequestScResend(_));
     match seal {
         Seal::None => {}
         Seal::Checksum => checksum::seal(out, start, None),

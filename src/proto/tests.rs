@@ -20,17 +20,8 @@ fn b(s: &'static str) -> Cow<'static, str> {
 fn pair(wire: &[u8], msg: Message<'_>, seal: Seal) {
     let frame = wire.strip_suffix(b"\r").expect("wire strings end in CR");
     let decoded = decode(frame, Encoding::Utf8);
-    assert!(
-        decoded.trailer.is_valid() || seal == Seal::None,
-        "trailer {:?}",
-        decoded.trailer
-    );
-    assert_eq!(
-        decoded.message.as_ref(),
-        Ok(&msg),
-        "parse of {}",
-        escape::escape(wire)
-    );
+    assert!(decoded.trailer.is_valid() || seal == Seal::None, "trailer {:?}", decoded.trailer);
+    assert_eq!(decoded.message.as_ref(), Ok(&msg), "parse of {}", escape::escape(wire));
     let mut out = BytesMut::new();
     encode_frame(&msg, &mut out, Encoding::Utf8, seal, Terminator::Cr);
     assert_eq!(escape::escape(&out), escape::escape(wire), "encode");
@@ -55,24 +46,8 @@ fn login_93_and_94() {
         .into(),
         seq(0),
     );
-    pair(
-        b"941AY0AZFDFD\r",
-        LoginResponse {
-            ok: true,
-            ..Default::default()
-        }
-        .into(),
-        seq(0),
-    );
-    pair(
-        b"940AY1AZFDFD\r",
-        LoginResponse {
-            ok: false,
-            ..Default::default()
-        }
-        .into(),
-        seq(1),
-    );
+    pair(b"941AY0AZFDFD\r", LoginResponse { ok: true, ..Default::default() }.into(), seq(0));
+    pair(b"940AY1AZFDFD\r", LoginResponse { ok: false, ..Default::default() }.into(), seq(1));
 }
 
 #[test]
@@ -116,11 +91,7 @@ fn sc_status_99_and_acs_status_98() {
 
 #[test]
 fn resends_96_and_97_never_carry_a_sequence_number() {
-    pair(
-        b"97AZFEF5\r",
-        RequestAcsResend::default().into(),
-        Seal::Checksum,
-    );
+    pair(b"97AZFEF5\r", RequestAcsResend::default().into(), Seal::Checksum);
     pair(b"96AZFEF6\r", RequestScResend::default().into(), seq(4));
     pair(b"96\r", RequestScResend::default().into(), Seal::None);
 }
@@ -339,18 +310,10 @@ fn fields_in_any_order_re_encode_as_they_came() {
     let wire = b"9300COs3cret|CNkiosk1|AY4AZF70A";
     let Decoded { message, trailer } = decode(wire, Encoding::Utf8);
     assert!(trailer.is_valid());
-    let Ok(Message::Login(login)) = message else {
-        panic!("not a login")
-    };
+    let Ok(Message::Login(login)) = message else { panic!("not a login") };
     assert_eq!(login.login_user_id, "kiosk1");
     let mut out = BytesMut::new();
-    encode_frame(
-        &Message::Login(login.clone()),
-        &mut out,
-        Encoding::Utf8,
-        seq(4),
-        Terminator::Cr,
-    );
+    encode_frame(&Message::Login(login.clone()), &mut out, Encoding::Utf8, seq(4), Terminator::Cr);
     assert_eq!(&out[..], b"9300COs3cret|CNkiosk1|AY4AZF70A\r");
 
     // Built in code, the same message comes out in the spec's order.
@@ -371,25 +334,30 @@ fn long_screen_messages_continue_and_long_values_are_cut() {
     };
     let mut out = BytesMut::new();
     msg.encode(&mut out, Encoding::Utf8);
-    let Ok(Message::EndSessionResponse(back)) = Message::parse(&out, Encoding::Utf8) else {
-        panic!()
-    };
+    let Ok(Message::EndSessionResponse(back)) = Message::parse(&out, Encoding::Utf8) else { panic!() };
     assert_eq!(back.patron_identifier.len(), MAX_VALUE_LEN);
-    assert_eq!(
-        back.screen_message
-            .iter()
-            .map(|s| s.len())
-            .collect::<Vec<_>>(),
-        vec![255, 45]
-    );
+    assert_eq!(back.screen_message.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![255, 45]);
+}
+
+#[test]
+fn redact_masks_passwords_and_pins_only() {
+    let frame = b"9300CNkiosk1|COs3cret|CPmain|AY0AZF215";
+    assert_eq!(&redact(frame)[..], b"9300CNkiosk1|CO***|CPmain|AY0AZF215");
+    let frame = b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1AD";
+    assert_eq!(&redact(frame)[..], &b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD***|AY2AZF1AD"[..]);
+    // Responses carry no secrets and come back as they are.
+    let response = b"24              00120250114    093016AOMAIN|AA1|AEx|ADnot-a-pin|";
+    assert_eq!(&redact(response)[..], &response[..]);
+    for junk in [&b""[..], b"9", b"93", b"9300", b"23AD", b"9300CO"] {
+        let _ = redact(junk);
+    }
 }
 
 #[test]
 fn debug_output_never_shows_a_pin() {
-    let Ok(Message::PatronStatusRequest(m)) = Message::parse(
-        b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|",
-        Encoding::Utf8,
-    ) else {
+    let Ok(Message::PatronStatusRequest(m)) =
+        Message::parse(b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|", Encoding::Utf8)
+    else {
         panic!()
     };
     let debug = format!("{m:?}");
@@ -401,17 +369,13 @@ fn debug_output_never_shows_a_pin() {
 // Properties.
 
 fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: 256,
-        failure_persistence: None,
-        ..Config::default()
-    })
+    TestRunner::new(Config { cases: 256, failure_persistence: None, ..Config::default() })
 }
 
 /// For every message type, both encodings and every trailer form: parse(encode(m)) == m.
 #[test]
 fn every_message_round_trips() {
-    for &(code, name, direction) in ALL_MESSAGES {
+    for &MessageInfo { code, name, direction, .. } in ALL_MESSAGES {
         runner()
             .run(&prop::collection::vec(any::<u8>(), 0..1024), |entropy| {
                 let mut u = arbitrary::Unstructured::new(&entropy);
@@ -424,26 +388,11 @@ fn every_message_round_trips() {
                         encode_frame(&msg, &mut out, encoding, seal, Terminator::Cr);
                         let frame = out.strip_suffix(b"\r").unwrap();
                         let decoded = decode(frame, encoding);
-                        prop_assert_eq!(
-                            decoded.trailer.verdict(),
-                            if seal == Seal::None { "absent" } else { "ok" }
-                        );
-                        prop_assert_eq!(
-                            decoded.message.as_ref(),
-                            Ok(&msg),
-                            "{} in {:?}",
-                            name,
-                            encoding
-                        );
+                        prop_assert_eq!(decoded.trailer.verdict(), if seal == Seal::None { "absent" } else { "ok" });
+                        prop_assert_eq!(decoded.message.as_ref(), Ok(&msg), "{} in {:?}", name, encoding);
                         // And the bytes are stable: encoding the parsed message again changes nothing.
                         let mut again = BytesMut::new();
-                        encode_frame(
-                            decoded.message.as_ref().unwrap(),
-                            &mut again,
-                            encoding,
-                            seal,
-                            Terminator::Cr,
-                        );
+                        encode_frame(decoded.message.as_ref().unwrap(), &mut again, encoding, seal, Terminator::Cr);
                         prop_assert_eq!(&again[..], &out[..]);
                     }
                 }

@@ -40,22 +40,21 @@ impl Encoding {
 
 /// Code page 850, bytes 0x80..=0xFF (the lower half is ASCII).
 const CP850_HIGH: [char; 128] = [
-    '\u{00C7}', '\u{00FC}', '\u{00E9}', '\u{00E2}', '\u{00E4}', '\u{00E0}', '\u{00E5}', '\u{00E7}',
-    '\u{00EA}', '\u{00EB}', '\u{00E8}', '\u{00EF}', '\u{00EE}', '\u{00EC}', '\u{00C4}', '\u{00C5}',
-    '\u{00C9}', '\u{00E6}', '\u{00C6}', '\u{00F4}', '\u{00F6}', '\u{00F2}', '\u{00FB}', '\u{00F9}',
-    '\u{00FF}', '\u{00D6}', '\u{00DC}', '\u{00F8}', '\u{00A3}', '\u{00D8}', '\u{00D7}', '\u{0192}',
-    '\u{00E1}', '\u{00ED}', '\u{00F3}', '\u{00FA}', '\u{00F1}', '\u{00D1}', '\u{00AA}', '\u{00BA}',
-    '\u{00BF}', '\u{00AE}', '\u{00AC}', '\u{00BD}', '\u{00BC}', '\u{00A1}', '\u{00AB}', '\u{00BB}',
-    '\u{2591}', '\u{2592}', '\u{2593}', '\u{2502}', '\u{2524}', '\u{00C1}', '\u{00C2}', '\u{00C0}',
-    '\u{00A9}', '\u{2563}', '\u{2551}', '\u{2557}', '\u{255D}', '\u{00A2}', '\u{00A5}', '\u{2510}',
-    '\u{2514}', '\u{2534}', '\u{252C}', '\u{251C}', '\u{2500}', '\u{253C}', '\u{00E3}', '\u{00C3}',
-    '\u{255A}', '\u{2554}', '\u{2569}', '\u{2566}', '\u{2560}', '\u{2550}', '\u{256C}', '\u{00A4}',
-    '\u{00F0}', '\u{00D0}', '\u{00CA}', '\u{00CB}', '\u{00C8}', '\u{0131}', '\u{00CD}', '\u{00CE}',
-    '\u{00CF}', '\u{2518}', '\u{250C}', '\u{2588}', '\u{2584}', '\u{00A6}', '\u{00CC}', '\u{2580}',
-    '\u{00D3}', '\u{00DF}', '\u{00D4}', '\u{00D2}', '\u{00F5}', '\u{00D5}', '\u{00B5}', '\u{00FE}',
-    '\u{00DE}', '\u{00DA}', '\u{00DB}', '\u{00D9}', '\u{00FD}', '\u{00DD}', '\u{00AF}', '\u{00B4}',
-    '\u{00AD}', '\u{00B1}', '\u{2017}', '\u{00BE}', '\u{00B6}', '\u{00A7}', '\u{00F7}', '\u{00B8}',
-    '\u{00B0}', '\u{00A8}', '\u{00B7}', '\u{00B9}', '\u{00B3}', '\u{00B2}', '\u{25A0}', '\u{00A0}',
+    '\u{00C7}', '\u{00FC}', '\u{00E9}', '\u{00E2}', '\u{00E4}', '\u{00E0}', '\u{00E5}', '\u{00E7}', '\u{00EA}',
+    '\u{00EB}', '\u{00E8}', '\u{00EF}', '\u{00EE}', '\u{00EC}', '\u{00C4}', '\u{00C5}', '\u{00C9}', '\u{00E6}',
+    '\u{00C6}', '\u{00F4}', '\u{00F6}', '\u{00F2}', '\u{00FB}', '\u{00F9}', '\u{00FF}', '\u{00D6}', '\u{00DC}',
+    '\u{00F8}', '\u{00A3}', '\u{00D8}', '\u{00D7}', '\u{0192}', '\u{00E1}', '\u{00ED}', '\u{00F3}', '\u{00FA}',
+    '\u{00F1}', '\u{00D1}', '\u{00AA}', '\u{00BA}', '\u{00BF}', '\u{00AE}', '\u{00AC}', '\u{00BD}', '\u{00BC}',
+    '\u{00A1}', '\u{00AB}', '\u{00BB}', '\u{2591}', '\u{2592}', '\u{2593}', '\u{2502}', '\u{2524}', '\u{00C1}',
+    '\u{00C2}', '\u{00C0}', '\u{00A9}', '\u{2563}', '\u{2551}', '\u{2557}', '\u{255D}', '\u{00A2}', '\u{00A5}',
+    '\u{2510}', '\u{2514}', '\u{2534}', '\u{252C}', '\u{251C}', '\u{2500}', '\u{253C}', '\u{00E3}', '\u{00C3}',
+    '\u{255A}', '\u{2554}', '\u{2569}', '\u{2566}', '\u{2560}', '\u{2550}', '\u{256C}', '\u{00A4}', '\u{00F0}',
+    '\u{00D0}', '\u{00CA}', '\u{00CB}', '\u{00C8}', '\u{0131}', '\u{00CD}', '\u{00CE}', '\u{00CF}', '\u{2518}',
+    '\u{250C}', '\u{2588}', '\u{2584}', '\u{00A6}', '\u{00CC}', '\u{2580}', '\u{00D3}', '\u{00DF}', '\u{00D4}',
+    '\u{00D2}', '\u{00F5}', '\u{00D5}', '\u{00B5}', '\u{00FE}', '\u{00DE}', '\u{00DA}', '\u{00DB}', '\u{00D9}',
+    '\u{00FD}', '\u{00DD}', '\u{00AF}', '\u{00B4}', '\u{00AD}', '\u{00B1}', '\u{2017}', '\u{00BE}', '\u{00B6}',
+    '\u{00A7}', '\u{00F7}', '\u{00B8}', '\u{00B0}', '\u{00A8}', '\u{00B7}', '\u{00B9}', '\u{00B3}', '\u{00B2}',
+    '\u{25A0}', '\u{00A0}',
 ];
 
 /// Reads a field value. Borrows when the bytes are already valid UTF-8 in the chosen reading.
@@ -68,8 +67,7 @@ pub fn decode(raw: &[u8], encoding: Encoding) -> Cow<'_, str> {
         Encoding::Cp850 => {
             if raw.is_ascii() {
                 // ASCII is valid UTF-8, so this cannot fail; the fallback keeps it panic-free.
-                std::str::from_utf8(raw)
-                    .map_or_else(|_| Cow::Owned(cp850_to_string(raw)), Cow::Borrowed)
+                std::str::from_utf8(raw).map_or_else(|_| Cow::Owned(cp850_to_string(raw)), Cow::Borrowed)
             } else {
                 Cow::Owned(cp850_to_string(raw))
             }
@@ -82,14 +80,7 @@ fn cp850_to_string(raw: &[u8]) -> String {
 }
 
 fn cp850_char(b: u8) -> char {
-    if b < 0x80 {
-        char::from(b)
-    } else {
-        CP850_HIGH
-            .get(usize::from(b - 0x80))
-            .copied()
-            .unwrap_or('?')
-    }
+    if b < 0x80 { char::from(b) } else { CP850_HIGH.get(usize::from(b - 0x80)).copied().unwrap_or('?') }
 }
 
 fn cp850_byte(c: char) -> u8 {
@@ -97,10 +88,7 @@ fn cp850_byte(c: char) -> u8 {
         // Lossless: `c` is below 0x80.
         c as u8
     } else {
-        CP850_HIGH
-            .iter()
-            .position(|&x| x == c)
-            .map_or(b'?', |i| 0x80 | (i as u8))
+        CP850_HIGH.iter().position(|&x| x == c).map_or(b'?', |i| 0x80 | (i as u8))
     }
 }
 
@@ -140,15 +128,11 @@ pub fn write_value(s: &str, encoding: Encoding, out: &mut BytesMut) -> usize {
             end
         }
         Encoding::Cp850 => {
-            let mut written = 0;
+            // One byte per character in CP850, so the cut falls after MAX_VALUE_LEN characters.
             let mut consumed = 0;
-            for c in s.chars() {
-                if written == MAX_VALUE_LEN {
-                    break;
-                }
+            for c in s.chars().take(MAX_VALUE_LEN) {
                 let b = cp850_byte(c);
                 out.put_u8(if is_forbidden(b) { b' ' } else { b });
-                written += 1;
                 consumed += c.len_utf8();
             }
             consumed
@@ -162,10 +146,7 @@ mod tests {
 
     #[test]
     fn cp850_reads_the_vector_name() {
-        assert_eq!(
-            decode(b"M\x81ller, J\x94rg", Encoding::Cp850),
-            "M\u{fc}ller, J\u{f6}rg"
-        );
+        assert_eq!(decode(b"M\x81ller, J\x94rg", Encoding::Cp850), "M\u{fc}ller, J\u{f6}rg");
     }
 
     #[test]

@@ -101,15 +101,7 @@ fn days_in_month(year: u16, month: u8) -> u8 {
 
 impl DateTime {
     /// `Some` when every part is in range.
-    pub fn new(
-        year: u16,
-        month: u8,
-        day: u8,
-        hour: u8,
-        minute: u8,
-        second: u8,
-        zone: Zone,
-    ) -> Option<DateTime> {
+    pub fn new(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, zone: Zone) -> Option<DateTime> {
         let ok = year <= 9999
             && (1..=12).contains(&month)
             && day >= 1
@@ -117,26 +109,11 @@ impl DateTime {
             && hour < 24
             && minute < 60
             && second < 60;
-        ok.then_some(DateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            zone,
-        })
+        ok.then_some(DateTime { year, month, day, hour, minute, second, zone })
     }
 
     /// A local-time date (four blank zone characters).
-    pub fn local(
-        year: u16,
-        month: u8,
-        day: u8,
-        hour: u8,
-        minute: u8,
-        second: u8,
-    ) -> Option<DateTime> {
+    pub fn local(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> Option<DateTime> {
         DateTime::new(year, month, day, hour, minute, second, Zone::Local)
     }
 
@@ -267,10 +244,7 @@ impl FixedCodec for SipDate {
         Ok(match u.int_in_range(0..=5u8)? {
             0 => SipDate::Blank,
             1 => SipDate::Zeros,
-            2 => SipDate::Invalid(InvalidDate(super::codec::arb::bytes_from(
-                u,
-                b"abcdefxyz-!? ",
-            )?)),
+            2 => SipDate::Invalid(InvalidDate(super::codec::arb::bytes_from(u, b"abcdefxyz-!? ")?)),
             _ => {
                 let zone = match u.int_in_range(0..=2u8)? {
                     0 => Zone::Local,
@@ -599,8 +573,7 @@ impl FixedCodec for Tristate {
 
     #[cfg(any(test, feature = "arbitrary"))]
     fn arbitrary(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Tristate> {
-        u.choose(&[Tristate::Yes, Tristate::No, Tristate::Unknown])
-            .copied()
+        u.choose(&[Tristate::Yes, Tristate::No, Tristate::Unknown]).copied()
     }
 }
 
@@ -818,11 +791,7 @@ impl FixedCodec for Count {
     const EXPECTS: &'static str = "4 digits or 4 blanks";
 
     fn read(raw: &[u8]) -> Option<Count> {
-        if raw == b"    " {
-            Some(Count::UNKNOWN)
-        } else {
-            parse_digits(raw).map(|n| Count(Some(n)))
-        }
+        if raw == b"    " { Some(Count::UNKNOWN) } else { parse_digits(raw).map(|n| Count(Some(n))) }
     }
 
     fn write(value: &Count, out: &mut BytesMut) {
@@ -833,18 +802,12 @@ impl FixedCodec for Count {
     }
 
     fn show(value: &Count) -> String {
-        value
-            .0
-            .map_or_else(|| "(unknown)".to_string(), |n| n.to_string())
+        value.0.map_or_else(|| "(unknown)".to_string(), |n| n.to_string())
     }
 
     #[cfg(any(test, feature = "arbitrary"))]
     fn arbitrary(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Count> {
-        Ok(if u.arbitrary()? {
-            Count::UNKNOWN
-        } else {
-            Count::new(u.int_in_range(0..=9999)?)
-        })
+        Ok(if u.arbitrary()? { Count::UNKNOWN } else { Count::new(u.int_in_range(0..=9999)?) })
     }
 }
 
@@ -856,10 +819,7 @@ impl<const N: usize> Ascii<N> {
     /// `Some` when `s` is exactly `N` printable ASCII characters.
     pub fn new(s: &str) -> Option<Ascii<N>> {
         let bytes: [u8; N] = s.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| (0x20..0x7F).contains(b))
-            .then_some(Ascii(bytes))
+        bytes.iter().all(|b| (0x20..0x7F).contains(b)).then_some(Ascii(bytes))
     }
 
     /// The text.
@@ -888,10 +848,7 @@ impl<const N: usize> FixedCodec for Ascii<N> {
 
     fn read(raw: &[u8]) -> Option<Ascii<N>> {
         let bytes: [u8; N] = raw.try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| (0x20..0x7F).contains(b))
-            .then_some(Ascii(bytes))
+        bytes.iter().all(|b| (0x20..0x7F).contains(b)).then_some(Ascii(bytes))
     }
 
     fn write(value: &Ascii<N>, out: &mut BytesMut) {
@@ -950,11 +907,7 @@ impl<'a> Secret<'a> {
 
 impl fmt::Debug for Secret<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "Secret(empty)"
-        } else {
-            "Secret(***)"
-        })
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
     }
 }
 
@@ -977,11 +930,7 @@ impl<'a> FieldCodec<'a> for Secret<'a> {
     }
 
     fn show(value: &Secret<'a>) -> String {
-        if value.is_empty() {
-            "(empty)".to_string()
-        } else {
-            "(hidden)".to_string()
-        }
+        if value.is_empty() { "(empty)".to_string() } else { "(hidden)".to_string() }
     }
 
     #[cfg(any(test, feature = "arbitrary"))]
@@ -1008,10 +957,7 @@ impl RawField<'_> {
 
     /// A copy that owns its text.
     pub fn into_owned(self) -> RawField<'static> {
-        RawField {
-            id: self.id,
-            value: Cow::Owned(self.value.into_owned()),
-        }
+        RawField { id: self.id, value: Cow::Owned(self.value.into_owned()) }
     }
 }
 
@@ -1032,20 +978,10 @@ mod tests {
     #[test]
     fn dates_in_every_zone_form() {
         let d = read::<SipDate>("20250114    093015").unwrap();
-        assert_eq!(
-            d,
-            SipDate::At(DateTime::local(2025, 1, 14, 9, 30, 15).unwrap())
-        );
+        assert_eq!(d, SipDate::At(DateTime::local(2025, 1, 14, 9, 30, 15).unwrap()));
         let utc = read::<SipDate>("20250114   Z093000").unwrap();
-        assert_eq!(
-            utc.datetime().unwrap().zone(),
-            Zone::Letter(ZoneLetter::UTC)
-        );
-        for s in [
-            "20250114   Z093000",
-            "20250114000009300", /* 17 */
-            "202501140000093000",
-        ] {
+        assert_eq!(utc.datetime().unwrap().zone(), Zone::Letter(ZoneLetter::UTC));
+        for s in ["20250114   Z093000", "20250114000009300" /* 17 */, "202501140000093000"] {
             if let Some(v) = read::<SipDate>(s) {
                 assert_eq!(write::<SipDate>(&v), s);
             }
@@ -1056,11 +992,7 @@ mod tests {
 
     #[test]
     fn impossible_dates_are_kept_not_refused() {
-        for s in [
-            "20251399    256161",
-            "not-a-date-at-all!",
-            "20250230    120000",
-        ] {
+        for s in ["20251399    256161", "not-a-date-at-all!", "20250230    120000"] {
             let d = read::<SipDate>(s).unwrap();
             assert!(matches!(d, SipDate::Invalid(_)), "{s}");
             assert_eq!(write::<SipDate>(&d), s);
@@ -1071,10 +1003,7 @@ mod tests {
 
     #[test]
     fn code_tables_keep_unlisted_codes() {
-        assert_eq!(
-            read::<CirculationStatus>("03"),
-            Some(CirculationStatus::Available)
-        );
+        assert_eq!(read::<CirculationStatus>("03"), Some(CirculationStatus::Available));
         let odd = read::<CirculationStatus>("42").unwrap();
         assert_eq!(odd.code(), 42);
         assert_eq!(write::<CirculationStatus>(&odd), "42");
