@@ -115,6 +115,26 @@ impl fmt::Display for TrailerError {
 /// fixed fields never hold `AZ`; a value that merely contains `AZ` is therefore never mistaken
 /// for a trailer.
 pub fn split_trailer(frame: &[u8]) -> (&[u8], Trailer) {
+    // Fast path for the usual ending `[AY<d>]AZhhhh`: that `AZ` is the last one in the frame (hex
+    // digits never contain `Z`) and `AY<d>` holds no `|`, so this is what the general search
+    // below would find.
+    if let Some((head, [b'A', b'Z', digits @ ..])) = frame.split_last_chunk::<6>() {
+        if let Some(value) = parse_hex4(digits) {
+            let expected = checksum(frame.get(..head.len() + 2).unwrap_or_default());
+            let (body, sequence) = match head.split_last_chunk::<3>() {
+                Some((before, [b'A', b'Y', d])) => match Sequence::from_ascii(*d) {
+                    Some(seq) => (before, Some(seq)),
+                    None => return split_trailer_general(frame),
+                },
+                _ => (head, None),
+            };
+            return (body, Trailer::Present { sequence, checksum: value, expected, valid: expected == value });
+        }
+    }
+    split_trailer_general(frame)
+}
+
+fn split_trailer_general(frame: &[u8]) -> (&[u8], Trailer) {
     let tail_start = frame.iter().rposition(|&b| b == b'|').map_or(0, |i| i + 1);
     let tail = frame.get(tail_start..).unwrap_or_default();
     let Some(az_in_tail) = tail.windows(2).rposition(|w| w == b"AZ") else {

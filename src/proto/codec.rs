@@ -34,6 +34,27 @@ pub trait FixedCodec {
     fn arbitrary(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Self::Value>;
 }
 
+/// The raw value of an identified field, with its text when the whole frame was already known
+/// to be valid in the connection's encoding (then no field is decoded twice).
+#[derive(Clone, Copy, Debug)]
+pub struct RawValue<'a> {
+    /// The bytes between the id and the delimiter.
+    pub bytes: &'a [u8],
+    /// The same bytes as text, when already validated.
+    pub text: Option<&'a str>,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value as text: borrowed when possible.
+    #[inline]
+    pub fn decode(self, encoding: Encoding) -> Cow<'a, str> {
+        match self.text {
+            Some(t) => Cow::Borrowed(t),
+            None => text::decode(self.bytes, encoding),
+        }
+    }
+}
+
 /// The value of an identified field (the part between the two-letter id and the `|`).
 pub trait FieldCodec<'a> {
     /// The typed value.
@@ -41,7 +62,7 @@ pub trait FieldCodec<'a> {
     /// What a valid value looks like, for error messages.
     const EXPECTS: &'static str;
     /// Reads a value; `None` if it does not fit the type.
-    fn read(raw: &'a [u8], encoding: Encoding) -> Option<Self::Value>;
+    fn read(raw: RawValue<'a>, encoding: Encoding) -> Option<Self::Value>;
     /// Writes `id`, the value and the delimiter. Text longer than a field allows is cut, or for
     /// screen and print lines continued in further fields with the same id.
     fn write_field(id: &[u8; 2], value: &Self::Value, out: &mut BytesMut, encoding: Encoding);
@@ -57,8 +78,9 @@ impl<'a, T: FixedCodec> FieldCodec<'a> for T {
     type Value = T::Value;
     const EXPECTS: &'static str = T::EXPECTS;
 
-    fn read(raw: &'a [u8], _encoding: Encoding) -> Option<Self::Value> {
-        if raw.len() == T::WIDTH && raw.is_ascii() { T::read(raw) } else { None }
+    fn read(raw: RawValue<'a>, _encoding: Encoding) -> Option<Self::Value> {
+        let bytes = raw.bytes;
+        if bytes.len() == T::WIDTH && bytes.is_ascii() { T::read(bytes) } else { None }
     }
 
     fn write_field(id: &[u8; 2], value: &Self::Value, out: &mut BytesMut, _encoding: Encoding) {
@@ -84,8 +106,8 @@ impl<'a> FieldCodec<'a> for Text {
     type Value = Cow<'a, str>;
     const EXPECTS: &'static str = "text";
 
-    fn read(raw: &'a [u8], encoding: Encoding) -> Option<Self::Value> {
-        Some(text::decode(raw, encoding))
+    fn read(raw: RawValue<'a>, encoding: Encoding) -> Option<Self::Value> {
+        Some(raw.decode(encoding))
     }
 
     fn write_field(id: &[u8; 2], value: &Self::Value, out: &mut BytesMut, encoding: Encoding) {
@@ -197,6 +219,7 @@ impl FixedCodec for Number3 {
 }
 
 /// Reads 1 to 4 ASCII digits.
+#[inline]
 pub(crate) fn parse_digits(raw: &[u8]) -> Option<u16> {
     if raw.is_empty() || raw.len() > 4 {
         return None;

@@ -11,7 +11,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use super::codec::{FieldCodec, FixedCodec, OneZero, Text, YesNo};
+use super::codec::{FieldCodec, FixedCodec, OneZero, RawValue, Text, YesNo};
 use super::error::{ParseError, ParseErrorKind};
 use super::grammar;
 use super::text::Encoding;
@@ -37,7 +37,7 @@ impl fmt::Display for Direction {
 
 const ORDER_CAP: usize = 32;
 /// Marks, in the received order, the place of the next field kept in `extra`.
-const EXTRA_MARK: [u8; 2] = [0, 0];
+const EXTRA_MARK: u8 = u8::MAX;
 
 /// How a parsed message arrived: the order of its identified fields and which were present.
 ///
@@ -46,15 +46,16 @@ const EXTRA_MARK: [u8; 2] = [0, 0];
 /// the spec's order. `Meta` is presentation, not content: it compares equal to every other.
 #[derive(Clone, Copy)]
 pub struct Meta {
-    order: [[u8; 2]; ORDER_CAP],
+    /// Field slots (positions in the message's table) in the order received.
+    order: [u8; ORDER_CAP],
     len: u8,
     parsed: bool,
-    present: u64,
+    present: u32,
 }
 
 impl Default for Meta {
     fn default() -> Meta {
-        Meta { order: [[0; 2]; ORDER_CAP], len: 0, parsed: false, present: 0 }
+        Meta { order: [0; ORDER_CAP], len: 0, parsed: false, present: 0 }
     }
 }
 
@@ -71,14 +72,14 @@ impl fmt::Debug for Meta {
 }
 
 impl Meta {
-    fn record(&mut self, id: [u8; 2]) {
-        if let Some(slot) = self.order.get_mut(usize::from(self.len)) {
-            *slot = id;
+    fn record(&mut self, slot: u8) {
+        if let Some(entry) = self.order.get_mut(usize::from(self.len)) {
+            *entry = slot;
             self.len += 1;
         }
     }
 
-    fn received(&self) -> &[[u8; 2]] {
+    fn received(&self) -> &[u8] {
         self.order.get(..usize::from(self.len)).unwrap_or_default()
     }
 
@@ -107,8 +108,13 @@ fn extra_label(known: &[[u8; 2]], id: &[u8; 2]) -> &'static str {
     if known.contains(id) { "repeated field (first one used)" } else { "field not defined for this message" }
 }
 
-fn read_extra<'a>(id: [u8; 2], raw: &'a [u8], encoding: Encoding) -> RawField<'a> {
-    RawField { id, value: super::text::decode(raw, encoding) }
+/// The whole body as text when it is valid in `encoding` (almost always): fields then borrow
+/// their text from it without being checked one by one.
+fn valid_text(body: &[u8], encoding: Encoding) -> Option<&str> {
+    match encoding {
+        Encoding::Utf8 => std::str::from_utf8(body).ok(),
+        Encoding::Cp850 => body.is_ascii().then(|| std::str::from_utf8(body).ok()).flatten(),
+    }
 }
 
 fn write_extra(field: &RawField<'_>, out: &mut BytesMut, encoding: Encoding) {
@@ -258,12 +264,16 @@ macro_rules! sip_message {
             /// Length of the command code and the fixed part.
             pub const FIXED_LEN: usize = 2 $( + <pick_codec!($($fcodec)?; $fty) as FixedCodec>::WIDTH )*;
             const FIELD_IDS: &'static [[u8; 2]] = &[ $( *$vid ),* ];
+            // `Meta` keeps one bit per field in a u32 and EXTRA_MARK must not be a slot.
+            const _FITS: () = assert!(Self::FIELD_IDS.len() <= 32);
 
             /// Parses a message body (a frame without its trailer) that starts with this code.
             pub fn parse(body: &'a [u8], encoding: Encoding) -> Result<Self, ParseError> {
                 #[allow(non_camel_case_types, dead_code, clippy::enum_variant_names)]
                 enum Slot { $( $vname, )* }
 
+                #[allow(clippy::let_unit_value)]
+                let () = Self::_FITS;
                 if body.len() < Self::FIXED_LEN {
                     return Err(ParseError::new(body.len(), ParseErrorKind::TooShort { needed: Self::FIXED_LEN, got: body.len() }));
                 }
@@ -276,11 +286,12 @@ macro_rules! sip_message {
                         type C = pick_codec!($($fcodec)?; $fty);
                         let (next, raw) = grammar::fixed_field(rest, <C as FixedCodec>::WIDTH)
                             .map_err(|_| ParseError::new(offset, ParseErrorKind::TooShort { needed: Self::FIXED_LEN, got: body.len() }))?;
-                        if let Some(i) = raw.iter().position(|b| !b.is_ascii()) {
+                        if !raw.is_ascii() {
+                            let i = raw.iter().position(|b| !b.is_ascii()).unwrap_or(0);
                             return Err(ParseError::new(offset + i, ParseErrorKind::NonAsciiFixed { field: $flabel }));
                         }
                         let value = <C as FixedCodec>::read(raw)
-                            .ok_or(ParseError::new(offset, ParseErrorKind::InvalidFixed { field: $flabel, expects: <C as FixedCodec>::EXPECTS }))?;
+                            .ok_or_else(|| ParseError::new(offset, ParseErrorKind::InvalidFixed { field: $flabel, expects: <C as FixedCodec>::EXPECTS }))?;
                         rest = next;
                         offset += <C as FixedCodec>::WIDTH;
                         value
@@ -289,18 +300,24 @@ macro_rules! sip_message {
 
                 let mut msg = $name { $( $fname, )* ..Default::default() };
                 msg.meta.parsed = true;
+                let body_text = valid_text(body, encoding);
                 for field in grammar::identified_fields(rest, offset) {
+                    let value_at = field.offset + 2;
+                    let raw = RawValue {
+                        bytes: field.value,
+                        text: body_text.and_then(|t| t.get(value_at..value_at + field.value.len())),
+                    };
                     match &field.id {
                         $(
                             $vid => {
-                                let bit = 1u64 << (Slot::$vname as u32);
+                                let bit = 1u32 << (Slot::$vname as u32);
                                 if msg.meta.present & bit != 0 && !kind_repeats!($kind) {
-                                    msg.extra.push(read_extra(field.id, field.value, encoding));
+                                    msg.extra.push(RawField { id: field.id, value: raw.decode(encoding) });
                                     msg.meta.record(EXTRA_MARK);
                                     continue;
                                 }
-                                let value = <pick_codec!($($vcodec)?; $vty) as FieldCodec<'a>>::read(field.value, encoding)
-                                    .ok_or(ParseError::new(
+                                let value = <pick_codec!($($vcodec)?; $vty) as FieldCodec<'a>>::read(raw, encoding)
+                                    .ok_or_else(|| ParseError::new(
                                         field.offset,
                                         ParseErrorKind::InvalidField {
                                             id: field.id,
@@ -310,12 +327,12 @@ macro_rules! sip_message {
                                 store!($kind, msg.$vname, value);
                                 if msg.meta.present & bit == 0 {
                                     msg.meta.present |= bit;
-                                    msg.meta.record(field.id);
+                                    msg.meta.record(Slot::$vname as u8);
                                 }
                             }
                         )*
                         _ => {
-                            msg.extra.push(read_extra(field.id, field.value, encoding));
+                            msg.extra.push(RawField { id: field.id, value: raw.decode(encoding) });
                             msg.meta.record(EXTRA_MARK);
                         }
                     }
@@ -334,25 +351,26 @@ macro_rules! sip_message {
                 // Fields in the order they arrived, then the rest in the spec's order with
                 // unknown fields before the screen and print lines.
                 #[allow(unused_mut, unused_variables)]
-                let mut done = 0u64;
+                let mut done = 0u32;
                 let mut extras = self.extra.iter();
-                for id in self.meta.received() {
-                    if *id == EXTRA_MARK {
+                for &slot in self.meta.received() {
+                    let Some(id) = Self::FIELD_IDS.get(usize::from(slot)) else {
+                        // EXTRA_MARK: the next unknown or repeated field goes here.
                         if let Some(x) = extras.next() {
                             write_extra(x, out, encoding);
                         }
                         continue;
-                    }
+                    };
                     match id {
                         $( $vid => {
-                            done |= 1u64 << (Slot::$vname as u32);
+                            done |= 1u32 << (Slot::$vname as u32);
                             emit!($kind, self.$vname, pick_codec!($($vcodec)?; $vty), $vid, out, encoding);
                         } )*
                         _ => {}
                     }
                 }
                 $(
-                    if !is_tail($vid) && done & (1u64 << (Slot::$vname as u32)) == 0 {
+                    if !is_tail($vid) && done & (1u32 << (Slot::$vname as u32)) == 0 {
                         emit!($kind, self.$vname, pick_codec!($($vcodec)?; $vty), $vid, out, encoding);
                     }
                 )*
@@ -360,7 +378,7 @@ macro_rules! sip_message {
                     write_extra(x, out, encoding);
                 }
                 $(
-                    if is_tail($vid) && done & (1u64 << (Slot::$vname as u32)) == 0 {
+                    if is_tail($vid) && done & (1u32 << (Slot::$vname as u32)) == 0 {
                         emit!($kind, self.$vname, pick_codec!($($vcodec)?; $vty), $vid, out, encoding);
                     }
                 )*
@@ -388,7 +406,7 @@ macro_rules! sip_message {
                 let mut missing = Vec::new();
                 if self.meta.parsed {
                     $(
-                        if kind_is_required!($kind) && self.meta.present & (1u64 << (Slot::$vname as u32)) == 0 {
+                        if kind_is_required!($kind) && self.meta.present & (1u32 << (Slot::$vname as u32)) == 0 {
                             missing.push(*$vid);
                         }
                     )*
@@ -994,12 +1012,27 @@ sip_message! {
 // ---------------------------------------------------------------------------------------------
 // Any message.
 
+macro_rules! variant_ty {
+    ($lt:lifetime, boxed $v:ident) => { Box<$v<$lt>> };
+    ($lt:lifetime, $v:ident) => { $v<$lt> };
+}
+
+macro_rules! wrap_variant {
+    (boxed, $e:expr) => {
+        Box::new($e)
+    };
+    (, $e:expr) => {
+        $e
+    };
+}
+
 macro_rules! message_set {
-    ( $( $variant:ident ),* $(,)? ) => {
-        /// Any SIP2 2.00 message, either direction.
+    ( $( $(#[$boxed:ident])? $variant:ident ),* $(,)? ) => {
+        /// Any SIP2 2.00 message, either direction. The largest responses are boxed, so that
+        /// the enum (moved on every parse) stays the size of the requests the server reads.
         #[derive(Clone, Debug, PartialEq)]
         pub enum Message<'a> {
-            $( #[doc = concat!("See [`", stringify!($variant), "`].")] $variant($variant<'a>), )*
+            $( #[doc = concat!("See [`", stringify!($variant), "`].")] $variant(variant_ty!('a, $($boxed)? $variant)), )*
         }
 
         /// Every message: code, name, direction and fixed length.
@@ -1010,17 +1043,21 @@ macro_rules! message_set {
         impl<'a> Message<'a> {
             /// Parses a message body (a frame with its trailer removed) of either direction.
             pub fn parse(body: &'a [u8], encoding: Encoding) -> Result<Message<'a>, ParseError> {
+                type Parser = for<'x> fn(&'x [u8], Encoding) -> Result<Message<'x>, ParseError>;
+                const PARSERS: &[Parser] = &[ $( |b, e| $variant::parse(b, e).map(|m| Message::$variant(wrap_variant!($($boxed)?, m))), )* ];
+
                 let (_, code) = grammar::command_code(body).map_err(|_| ParseError::new(body.len(), ParseErrorKind::NoCommand))?;
-                if lookup(code).is_none() {
+                let Some(parser) = index_of(code).and_then(|i| PARSERS.get(i)) else {
                     // Unknown before NUL: binary garbage is ignored as an unknown command, while a
                     // NUL inside a message we know is a line error (PROTOCOL.md section 6).
                     return Err(ParseError::new(0, ParseErrorKind::UnknownCommand(code)));
-                }
-                if let Some(at) = body.iter().position(|&b| b == 0) {
+                };
+                // A min-fold vectorises; a NUL is rare, so its position is looked for only then.
+                if body.iter().fold(u8::MAX, |m, &b| m.min(b)) == 0 {
+                    let at = body.iter().position(|&b| b == 0).unwrap_or(0);
                     return Err(ParseError::new(at, ParseErrorKind::Nul));
                 }
-                $( if code == $variant::CODE { return $variant::parse(body, encoding).map(Message::$variant); } )*
-                Err(ParseError::new(0, ParseErrorKind::UnknownCommand(code)))
+                parser(body, encoding)
             }
 
             /// The command code.
@@ -1067,7 +1104,7 @@ macro_rules! message_set {
         $(
             impl<'a> From<$variant<'a>> for Message<'a> {
                 fn from(m: $variant<'a>) -> Message<'a> {
-                    Message::$variant(m)
+                    Message::$variant(wrap_variant!($($boxed)?, m))
                 }
             }
         )*
@@ -1076,7 +1113,7 @@ macro_rules! message_set {
         impl<'a> Message<'a> {
             /// A random message with the given command code (a 96 for an unknown code).
             pub fn arbitrary_with_code(code: [u8; 2], u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-                $( if code == $variant::CODE { return Ok(Message::$variant(u.arbitrary()?)); } )*
+                $( if code == $variant::CODE { return Ok(Message::$variant(wrap_variant!($($boxed)?, u.arbitrary()?))); } )*
                 Ok(Message::RequestScResend(RequestScResend::default()))
             }
         }
@@ -1094,11 +1131,11 @@ macro_rules! message_set {
 
 message_set! {
     Login, LoginResponse, ScStatus, AcsStatus, RequestAcsResend, RequestScResend,
-    PatronStatusRequest, PatronStatusResponse, PatronInformation, PatronInformationResponse,
-    Checkout, CheckoutResponse, Checkin, CheckinResponse, Renew, RenewResponse,
-    RenewAll, RenewAllResponse, ItemInformation, ItemInformationResponse,
+    PatronStatusRequest, PatronStatusResponse, PatronInformation, #[boxed] PatronInformationResponse,
+    Checkout, #[boxed] CheckoutResponse, Checkin, #[boxed] CheckinResponse, Renew, #[boxed] RenewResponse,
+    RenewAll, RenewAllResponse, ItemInformation, #[boxed] ItemInformationResponse,
     ItemStatusUpdate, ItemStatusUpdateResponse, EndPatronSession, EndSessionResponse,
-    FeePaid, FeePaidResponse, Hold, HoldResponse, BlockPatron, PatronEnable, PatronEnableResponse,
+    FeePaid, FeePaidResponse, Hold, #[boxed] HoldResponse, BlockPatron, PatronEnable, PatronEnableResponse,
 }
 
 /// What the protocol says about one command code.
@@ -1114,9 +1151,30 @@ pub struct MessageInfo {
     pub fixed_len: usize,
 }
 
+/// For each two-digit code `00`..`99`, 1 + its index in [`ALL_MESSAGES`], or 0.
+const CODE_INDEX: [u8; 100] = {
+    let mut table = [0u8; 100];
+    let mut i = 0;
+    while i < ALL_MESSAGES.len() {
+        let [a, b] = ALL_MESSAGES[i].code;
+        table[((a - b'0') * 10 + (b - b'0')) as usize] = i as u8 + 1;
+        i += 1;
+    }
+    table
+};
+
+fn index_of(code: [u8; 2]) -> Option<usize> {
+    let [a, b] = code;
+    if !a.is_ascii_digit() || !b.is_ascii_digit() {
+        return None;
+    }
+    let slot = CODE_INDEX.get(usize::from((a - b'0') * 10 + (b - b'0'))).copied()?;
+    usize::from(slot).checked_sub(1)
+}
+
 /// The message with this command code, if it is a SIP2 2.00 message.
 pub fn lookup(code: [u8; 2]) -> Option<&'static MessageInfo> {
-    ALL_MESSAGES.iter().find(|m| m.code == code)
+    ALL_MESSAGES.get(index_of(code)?)
 }
 
 /// A copy of a request frame fit for logs and screens: the values of `CO`, `AC` and `AD`

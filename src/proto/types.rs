@@ -101,6 +101,7 @@ fn days_in_month(year: u16, month: u8) -> u8 {
 
 impl DateTime {
     /// `Some` when every part is in range.
+    #[inline]
     pub fn new(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8, zone: Zone) -> Option<DateTime> {
         let ok = year <= 9999
             && (1..=12).contains(&month)
@@ -149,36 +150,43 @@ impl SipDate {
         }
     }
 
+    #[inline(always)]
     fn parse(raw: &[u8]) -> Option<SipDate> {
         let raw: &[u8; 18] = raw.try_into().ok()?;
-        if raw.iter().all(|&b| b == b' ') {
-            return Some(SipDate::Blank);
-        }
-        if raw.iter().all(|&b| b == b'0') {
-            return Some(SipDate::Zeros);
+        // Branch on the first byte so a real date is read in one pass.
+        match raw.first() {
+            Some(b' ') if raw.iter().all(|&b| b == b' ') => return Some(SipDate::Blank),
+            Some(b'0') if raw.iter().all(|&b| b == b'0') => return Some(SipDate::Zeros),
+            _ => {}
         }
         Some(SipDate::parse_datetime(raw).map_or(SipDate::Invalid(InvalidDate(*raw)), SipDate::At))
     }
 
+    #[inline(always)]
     fn parse_datetime(raw: &[u8; 18]) -> Option<DateTime> {
-        let num = |from: usize, to: usize| raw.get(from..to).and_then(parse_digits);
-        let zone = match raw.get(8..12)? {
-            b"    " => Zone::Local,
-            b"0000" => Zone::LocalZeros,
-            [b' ', b' ', b' ', c] => Zone::Letter(ZoneLetter::new(*c)?),
+        let [y0, y1, y2, y3, mo0, mo1, d0, d1, z0, z1, z2, z3, h0, h1, mi0, mi1, s0, s1] = *raw;
+        let zone = match [z0, z1, z2, z3] {
+            [b' ', b' ', b' ', b' '] => Zone::Local,
+            [b'0', b'0', b'0', b'0'] => Zone::LocalZeros,
+            [b' ', b' ', b' ', c] => Zone::Letter(ZoneLetter::new(c)?),
             _ => return None,
         };
-        let narrow = |v: u16| u8::try_from(v).ok();
+        let year = u16::from(two_digits(y0, y1)?) * 100 + u16::from(two_digits(y2, y3)?);
         DateTime::new(
-            num(0, 4)?,
-            narrow(num(4, 6)?)?,
-            narrow(num(6, 8)?)?,
-            narrow(num(12, 14)?)?,
-            narrow(num(14, 16)?)?,
-            narrow(num(16, 18)?)?,
+            year,
+            two_digits(mo0, mo1)?,
+            two_digits(d0, d1)?,
+            two_digits(h0, h1)?,
+            two_digits(mi0, mi1)?,
+            two_digits(s0, s1)?,
             zone,
         )
     }
+}
+
+#[inline]
+fn two_digits(a: u8, b: u8) -> Option<u8> {
+    (a.is_ascii_digit() && b.is_ascii_digit()).then(|| (a - b'0') * 10 + (b - b'0'))
 }
 
 impl FixedCodec for SipDate {
@@ -186,6 +194,7 @@ impl FixedCodec for SipDate {
     const WIDTH: usize = 18;
     const EXPECTS: &'static str = "an 18-character date YYYYMMDDZZZZHHMMSS";
 
+    #[inline]
     fn read(raw: &[u8]) -> Option<SipDate> {
         SipDate::parse(raw)
     }
@@ -335,6 +344,7 @@ macro_rules! code_table {
             const WIDTH: usize = $width;
             const EXPECTS: &'static str = concat!($width, " digits");
 
+            #[inline]
             fn read(raw: &[u8]) -> Option<$name> {
                 (raw.len() == $width).then_some(())?;
                 parse_digits(raw).map($name::from_code)
@@ -921,8 +931,8 @@ impl<'a> FieldCodec<'a> for Secret<'a> {
     type Value = Secret<'a>;
     const EXPECTS: &'static str = "text";
 
-    fn read(raw: &'a [u8], encoding: Encoding) -> Option<Secret<'a>> {
-        Some(Secret(super::text::decode(raw, encoding)))
+    fn read(raw: super::codec::RawValue<'a>, encoding: Encoding) -> Option<Secret<'a>> {
+        Some(Secret(raw.decode(encoding)))
     }
 
     fn write_field(id: &[u8; 2], value: &Secret<'a>, out: &mut BytesMut, encoding: Encoding) {
