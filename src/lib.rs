@@ -21,3 +21,8 @@ pub mod proto;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+// The README's Rust example runs as a doctest, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -117,3 +117,15 @@ fn a_bad_encoding_name_is_refused_by_the_parser() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("unknown encoding 'latin9'"));
 }
+
+#[test]
+fn a_pin_never_appears_even_when_the_checksum_is_bad_and_a_prefix_hides_the_code() {
+    let line = b"2025-01-14 09:30:15 kiosk1 -> 2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1A0\r";
+    for args in [&["decode"][..], &["decode", "--json"][..]] {
+        let out = sip2d(args, line);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains("4321"), "{text}");
+        assert!(text.contains("23 Patron Status Request") || text.contains("\"code\":\"23\""), "{text}");
+    }
+}

@@ -186,17 +186,21 @@ impl<'a> LineCounter<'a> {
 }
 
 /// Where the message starts in a line that may carry a log prefix: the candidate that reads
-/// best (a valid checksum, then a clean parse), earliest first.
+/// best, earliest first. A valid checksum counts most; then a clean parse, plausible fixed
+/// fields (dates that are dates) and no missing required field.
 fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
-    let score = |d: &Decoded<'_>| match (&d.message, d.trailer) {
-        (Ok(_), t) if t.is_valid() => 3,
-        (Ok(m), Trailer::Absent) if m.is_plausible() => 2,
-        (Ok(_), _) => 1,
-        _ => 0,
+    let score = |d: &Decoded<'_>| match &d.message {
+        Ok(m) => {
+            1 + 4 * u8::from(d.trailer.is_valid())
+                + u8::from(m.is_plausible())
+                + u8::from(m.missing_required().is_empty())
+        }
+        Err(_) => 0,
     };
+    const BEST: u8 = 7;
     let whole = proto::decode(frame, encoding);
     let mut best = (score(&whole), 0usize);
-    if best.0 < 3 {
+    if best.0 < BEST {
         for i in 1..frame.len().saturating_sub(1) {
             let boundary =
                 frame.get(i - 1).is_some_and(|b| matches!(b, b' ' | b'\t' | b'>' | b':' | b']' | b'"' | b'\'' | b'='));
@@ -207,7 +211,7 @@ fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
             let s = score(&proto::decode(frame.get(i..).unwrap_or_default(), encoding));
             if s > best.0 {
                 best = (s, i);
-                if s == 3 {
+                if s == BEST {
                     break;
                 }
             }
@@ -367,7 +371,11 @@ mod tests {
         assert_eq!(line.get(start..start + 4), Some(&b"11YN"[..]));
         assert!(d.trailer.is_valid());
 
-        // Without a checksum the plausible parse wins over the timestamp read as a '20'.
+        // With a bad checksum, or none, the plausible parse wins over the timestamp read as a '20'.
+        let line = b"2025-01-14 09:30:15 kiosk1 -> 2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1A0";
+        let (start, d) = locate(line, Encoding::Utf8);
+        assert_eq!(line.get(start..start + 2), Some(&b"23"[..]));
+        assert_eq!(d.trailer.verdict(), "bad");
         let line = b"2025-01-14 09:30:40 [kiosk1] 9300CNkiosk1|COs3cret|";
         let (start, d) = locate(line, Encoding::Utf8);
         assert_eq!(line.get(start..start + 4), Some(&b"9300"[..]));

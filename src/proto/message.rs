@@ -392,7 +392,8 @@ macro_rules! sip_message {
                 ];
                 $( view!($kind, self.$vname, pick_codec!($($vcodec)?; $vty), $vid, $vlabel, views); )*
                 for x in &self.extra {
-                    views.push(FieldView { id: Some(x.id), label: extra_label(Self::FIELD_IDS, &x.id), value: x.value.to_string() });
+                    let value = if is_secret_id(&x.id) { "(hidden)".to_string() } else { x.value.to_string() };
+                    views.push(FieldView { id: Some(x.id), label: extra_label(Self::FIELD_IDS, &x.id), value });
                 }
                 views
             }
@@ -1177,30 +1178,34 @@ pub fn lookup(code: [u8; 2]) -> Option<&'static MessageInfo> {
     ALL_MESSAGES.get(index_of(code)?)
 }
 
-/// A copy of a request frame fit for logs and screens: the values of `CO`, `AC` and `AD`
-/// (passwords and PINs) become `***`. Other frames come back unchanged.
+/// Field ids whose values are passwords or PINs.
+fn is_secret_id(id: &[u8; 2]) -> bool {
+    matches!(id, b"CO" | b"AC" | b"AD")
+}
+
+/// A copy of a frame fit for logs and screens: the values of `CO`, `AC` and `AD` (passwords and
+/// PINs) become `***`. Fields are found after the fixed part of a known message and after every
+/// `|` otherwise, so a frame with a log prefix or an unknown code is masked too.
 pub fn redact(frame: &[u8]) -> Cow<'_, [u8]> {
-    let info = grammar::command_code(frame).ok().and_then(|(_, code)| lookup(code));
-    let Some(info) = info.filter(|i| i.direction == Direction::ScToAcs) else {
-        return Cow::Borrowed(frame);
-    };
-    let fields = frame.get(info.fixed_len..).unwrap_or_default();
-    let mut out: Option<Vec<u8>> = None;
+    let fixed_end = grammar::command_code(frame).ok().and_then(|(_, code)| lookup(code)).map(|i| i.fixed_len);
+    let mut out = Vec::new();
     let mut copied = 0;
-    for field in grammar::identified_fields(fields, info.fixed_len) {
-        if matches!(&field.id, b"CO" | b"AC" | b"AD") && !field.value.is_empty() {
-            let start = field.offset + 2;
-            let buf = out.get_or_insert_with(|| Vec::with_capacity(frame.len()));
-            buf.extend_from_slice(frame.get(copied..start).unwrap_or_default());
-            buf.extend_from_slice(b"***");
-            copied = start + field.value.len();
+    for start in 0..frame.len() {
+        let field_start = Some(start) == fixed_end || (start > 0 && frame.get(start - 1) == Some(&b'|'));
+        let Some(&[a, b]) = frame.get(start..start + 2) else { continue };
+        if !field_start || start < copied || !is_secret_id(&[a, b]) {
+            continue;
+        }
+        let end = frame.get(start..).and_then(|r| r.iter().position(|&b| b == b'|')).map_or(frame.len(), |i| start + i);
+        if end > start + 2 {
+            out.extend_from_slice(frame.get(copied..start + 2).unwrap_or_default());
+            out.extend_from_slice(b"***");
+            copied = end;
         }
     }
-    match out {
-        None => Cow::Borrowed(frame),
-        Some(mut buf) => {
-            buf.extend_from_slice(frame.get(copied..).unwrap_or_default());
-            Cow::Owned(buf)
-        }
+    if copied == 0 {
+        return Cow::Borrowed(frame);
     }
+    out.extend_from_slice(frame.get(copied..).unwrap_or_default());
+    Cow::Owned(out)
 }

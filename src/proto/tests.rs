@@ -345,9 +345,15 @@ fn redact_masks_passwords_and_pins_only() {
     assert_eq!(&redact(frame)[..], b"9300CNkiosk1|CO***|CPmain|AY0AZF215");
     let frame = b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1AD";
     assert_eq!(&redact(frame)[..], &b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD***|AY2AZF1AD"[..]);
-    // Responses carry no secrets and come back as they are.
-    let response = b"24              00120250114    093016AOMAIN|AA1|AEx|ADnot-a-pin|";
+    // Responses carry no secrets and come back as they are; a stray AD is masked all the same.
+    let response = b"24              00120250114    093016AOMAIN|AA1|AEx|";
     assert_eq!(&redact(response)[..], &response[..]);
+    assert_eq!(
+        &redact(b"24              00120250114    093016AOMAIN|AD9|")[..],
+        b"24              00120250114    093016AOMAIN|AD***|"
+    );
+    // A log prefix or an unknown code: fields are found after every '|'.
+    assert_eq!(&redact(b"12:00 kiosk -> 2300AOX|AD4321|AY1AZ0000")[..], b"12:00 kiosk -> 2300AOX|AD***|AY1AZ0000");
     for junk in [&b""[..], b"9", b"93", b"9300", b"23AD", b"9300CO"] {
         let _ = redact(junk);
     }

@@ -253,7 +253,14 @@ impl FixedCodec for SipDate {
         Ok(match u.int_in_range(0..=5u8)? {
             0 => SipDate::Blank,
             1 => SipDate::Zeros,
-            2 => SipDate::Invalid(InvalidDate(super::codec::arb::bytes_from(u, b"abcdefxyz-!? ")?)),
+            2 => {
+                // A letter first, so the bytes can never read as a blank, zero or valid date.
+                let mut raw: [u8; 18] = super::codec::arb::bytes_from(u, b"abcdefxyz-!? ")?;
+                if let Some(first) = raw.first_mut() {
+                    *first = *u.choose(b"nxq")?;
+                }
+                SipDate::Invalid(InvalidDate(raw))
+            }
             _ => {
                 let zone = match u.int_in_range(0..=2u8)? {
                     0 => Zone::Local,
