@@ -85,6 +85,25 @@ fn baseline(c: &mut Criterion) {
     let samples = sample_frames();
     let frame_of = |code: &[u8; 2]| samples.iter().find(|s| &s.0 == code).unwrap().2.clone();
 
+    // Like for like: both parse the message body, and neither verifies a checksum (the crate
+    // never does).
+    for code in [*b"11", *b"23"] {
+        let frame = frame_of(&code);
+        let body = proto::split_trailer(&frame).0.to_vec();
+        let mut group = c.benchmark_group(format!("baseline_parse_body_{}", String::from_utf8_lossy(&code)));
+        group.bench_function("sip2d", |b| {
+            b.iter(|| black_box(Message::parse(black_box(&body), Encoding::Utf8).is_ok()))
+        });
+        group.bench_function("sip2_crate", |b| {
+            b.iter(|| {
+                let text = std::str::from_utf8(black_box(&body)).unwrap();
+                black_box(sip2::Message::from_sip(text).is_ok())
+            })
+        });
+        group.finish();
+    }
+
+    // The whole frame: ours also splits and verifies the AY/AZ trailer, theirs reads it as a field.
     for code in [*b"11", *b"23"] {
         let frame = frame_of(&code);
         let mut group = c.benchmark_group(format!("baseline_parse_{}", String::from_utf8_lossy(&code)));

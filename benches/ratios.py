@@ -17,7 +17,10 @@ def fmt(ns):
 
 print("| comparison | sip2d | sip2 crate | ratio |")
 print("|---|---:|---:|---:|")
-for group, what in [("baseline_parse_11", "parse 11 Checkout"), ("baseline_parse_23", "parse 23 Patron Status"),
+for group, what in [("baseline_parse_body_11", "parse 11 Checkout, message body (like for like)"),
+                    ("baseline_parse_body_23", "parse 23 Patron Status, message body (like for like)"),
+                    ("baseline_parse_11", "decode 11 Checkout frame (ours also verifies AY/AZ)"),
+                    ("baseline_parse_23", "decode 23 Patron Status frame (ours also verifies AY/AZ)"),
                     ("baseline_encode_12", "encode 12 Checkout Response")]:
     ours, theirs = estimate(group, "sip2d"), estimate(group, "sip2_crate")
     ratio = f"{theirs / ours:.1f}x" if ours and theirs else "-"

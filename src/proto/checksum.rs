@@ -168,22 +168,32 @@ fn split_trailer_general(frame: &[u8]) -> (&[u8], Trailer) {
     }
 }
 
-fn parse_hex4(digits: &[u8]) -> Option<u16> {
-    let [a, b, c, d] = digits else { return None };
-    let mut value = 0u16;
-    for &x in [a, b, c, d] {
-        value = (value << 4) | u16::from(hex_value(x)?);
+/// Hex digit values, either case; 0xFF for anything else. A table: this runs on every frame.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    Some(value)
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+#[inline]
+fn parse_hex4(digits: &[u8]) -> Option<u16> {
+    let &[a, b, c, d] = digits else { return None };
+    let v = |x: u8| HEX_VALUE.get(usize::from(x)).copied().unwrap_or(0xFF);
+    let (a, b, c, d) = (v(a), v(b), v(c), v(d));
+    if (a | b | c | d) & 0xF0 != 0 {
+        return None;
     }
+    Some(u16::from(a) << 12 | u16::from(b) << 8 | u16::from(c) << 4 | u16::from(d))
 }
 
 /// Appends `[AY<d>]AZ<hhhh>` to `out`, with the checksum computed over `out[start..]`, where

@@ -111,10 +111,17 @@ fn extra_label(known: &[[u8; 2]], id: &[u8; 2]) -> &'static str {
 /// The whole body as text when it is valid in `encoding` (almost always): fields then borrow
 /// their text from it without being checked one by one.
 fn valid_text(body: &[u8], encoding: Encoding) -> Option<&str> {
-    match encoding {
+    super::text::ascii_str(body).or_else(|| match encoding {
         Encoding::Utf8 => std::str::from_utf8(body).ok(),
-        Encoding::Cp850 => body.is_ascii().then(|| std::str::from_utf8(body).ok()).flatten(),
-    }
+        Encoding::Cp850 => None,
+    })
+}
+
+/// The offset of the first NUL, which the spec forbids anywhere. A min-fold vectorises; the
+/// position is looked for only in the rare case that there is one.
+#[inline]
+fn find_nul(body: &[u8]) -> Option<usize> {
+    if body.iter().fold(u8::MAX, |m, &b| m.min(b)) == 0 { body.iter().position(|&b| b == 0) } else { None }
 }
 
 fn write_extra(field: &RawField<'_>, out: &mut BytesMut, encoding: Encoding) {
@@ -1053,9 +1060,7 @@ macro_rules! message_set {
                     // NUL inside a message we know is a line error (PROTOCOL.md section 6).
                     return Err(ParseError::new(0, ParseErrorKind::UnknownCommand(code)));
                 };
-                // A min-fold vectorises; a NUL is rare, so its position is looked for only then.
-                if body.iter().fold(u8::MAX, |m, &b| m.min(b)) == 0 {
-                    let at = body.iter().position(|&b| b == 0).unwrap_or(0);
+                if let Some(at) = find_nul(body) {
                     return Err(ParseError::new(at, ParseErrorKind::Nul));
                 }
                 parser(body, encoding)

@@ -57,6 +57,18 @@ const CP850_HIGH: [char; 128] = [
     '\u{25A0}', '\u{00A0}',
 ];
 
+/// `bytes` as text when every byte is ASCII. `is_ascii` checks a word at a time, which on frames
+/// of a few dozen bytes is much cheaper than full UTF-8 validation; this is the hot path.
+pub(crate) fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: a sequence of ASCII bytes is valid UTF-8.
+        #[allow(unsafe_code)]
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        None
+    }
+}
+
 /// Reads a field value. Borrows when the bytes are already valid UTF-8 in the chosen reading.
 pub fn decode(raw: &[u8], encoding: Encoding) -> Cow<'_, str> {
     match encoding {

@@ -153,13 +153,17 @@ impl SipDate {
     #[inline(always)]
     fn parse(raw: &[u8]) -> Option<SipDate> {
         let raw: &[u8; 18] = raw.try_into().ok()?;
-        // Branch on the first byte so a real date is read in one pass.
-        match raw.first() {
-            Some(b' ') if raw.iter().all(|&b| b == b' ') => return Some(SipDate::Blank),
-            Some(b'0') if raw.iter().all(|&b| b == b'0') => return Some(SipDate::Zeros),
-            _ => {}
+        // A real date is the common case: try it first, and build the others only on failure.
+        if let Some(dt) = SipDate::parse_datetime(raw) {
+            return Some(SipDate::At(dt));
         }
-        Some(SipDate::parse_datetime(raw).map_or(SipDate::Invalid(InvalidDate(*raw)), SipDate::At))
+        Some(if raw == &[b' '; 18] {
+            SipDate::Blank
+        } else if raw == &[b'0'; 18] {
+            SipDate::Zeros
+        } else {
+            SipDate::Invalid(InvalidDate(*raw))
+        })
     }
 
     #[inline(always)]
