@@ -22,7 +22,7 @@ use crate::proto::{self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, Fra
 #[command(after_help = "\
 Examples:
   sip2d decode kiosk.log
-  printf '9300CNkiosk1|COs3cret|AY0AZF215\\r' | sip2d decode
+  printf '9300CNkiosk1|COs3cret|CPmain-lobby|AY0AZF215\\r' | sip2d decode
   sip2d decode --json kiosk.log | jq 'select(.checksum == \"bad\")'
   sip2d decode --escaped conformance/vectors/11_checkout.txt")]
 pub struct DecodeArgs {
