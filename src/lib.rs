@@ -9,15 +9,19 @@
 //! | module    | job                                                   | may depend on                  |
 //! |-----------|-------------------------------------------------------|--------------------------------|
 //! | `proto`   | bytes <-> typed SIP2 messages: framing, checksums     | `bytes`, `nom`                 |
-//! | `domain`  | patrons, items, loans, fees; rules as pure functions  | std, `serde` (planned)         |
+//! | `domain`  | patrons, items, loans, fees; rules as pure functions  | std, `serde`, `jiff`, crypto   |
 //! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode` (planned) |
 //! | `service` | translates SIP messages to domain decisions and back  | `proto`, `domain`, `store` (planned) |
 //! | `net`     | sockets, TLS, sessions, shutdown                      | `service`, `proto`, tokio, rustls (planned) |
 //! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
 //!
-//! Only `proto` and `cli` exist so far; the others arrive with the register and the server.
+//! `proto`, `domain` and `cli` exist so far; the store, service and network layers arrive with
+//! the register and the server.
 
 pub mod proto;
+
+#[cfg(feature = "register")]
+pub mod domain;
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -1,0 +1,489 @@
+//! The register's records: institutions, patrons, items, loans, holds, fees, accounts.
+//!
+//! Plain data with serde, no behaviour beyond small accessors; the rules that decide things are
+//! pure functions in `rules`, and storage is the store's business.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+/// An amount in minor units (cents, öre) of the institution's currency. Negative is a credit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Money(pub i64);
+
+impl Money {
+    pub const ZERO: Money = Money(0);
+
+    /// Parses `12`, `12.5` or `12.50` (a dot, at most two decimals, an optional minus).
+    pub fn parse(s: &str) -> Option<Money> {
+        let s = s.trim();
+        let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 2 {
+            return None;
+        }
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let whole: i64 = whole.parse().ok()?;
+        let cents: i64 = match frac.len() {
+            0 => 0,
+            1 => frac.parse::<i64>().ok()? * 10,
+            _ => frac.parse().ok()?,
+        };
+        let v = whole.checked_mul(100)?.checked_add(cents)?;
+        Some(Money(if neg { -v } else { v }))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let v = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", v / 100, v % 100)
+    }
+}
+
+/// What a block, or the patron's standing, denies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Privileges {
+    pub borrow: bool,
+    pub renew: bool,
+    pub hold: bool,
+}
+
+impl Privileges {
+    pub const ALL: Privileges = Privileges { borrow: true, renew: true, hold: true };
+    pub const NONE: Privileges = Privileges { borrow: false, renew: false, hold: false };
+
+    /// Both sets together.
+    pub fn union(self, other: Privileges) -> Privileges {
+        Privileges {
+            borrow: self.borrow || other.borrow,
+            renew: self.renew || other.renew,
+            hold: self.hold || other.hold,
+        }
+    }
+
+    /// Parses `borrow`, `renew`, `hold`, `all`, or a comma-separated list of them.
+    pub fn parse(s: &str) -> Option<Privileges> {
+        s.split(',').map(str::trim).try_fold(Privileges::NONE, |acc, p| {
+            let one = match p {
+                "borrow" => Privileges { borrow: true, ..Privileges::NONE },
+                "renew" => Privileges { renew: true, ..Privileges::NONE },
+                "hold" => Privileges { hold: true, ..Privileges::NONE },
+                "all" => Privileges::ALL,
+                _ => return None,
+            };
+            Some(acc.union(one))
+        })
+    }
+}
+
+/// Loan rules for one user group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoanPolicy {
+    pub loan_days: u32,
+    pub max_loans: u32,
+    pub max_renewals: u32,
+    /// A balance above this blocks borrowing.
+    pub fine_threshold: Money,
+}
+
+impl Default for LoanPolicy {
+    fn default() -> LoanPolicy {
+        LoanPolicy { loan_days: 21, max_loans: 50, max_renewals: 3, fine_threshold: Money(10_00) }
+    }
+}
+
+/// A kind of block staff can place, and what it denies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockType {
+    pub code: String,
+    pub denies: Privileges,
+}
+
+/// What a PIN must look like.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinPolicy {
+    /// Exactly four digits (the default; kiosk PIN pads).
+    #[default]
+    FourDigits,
+    /// A password of at least this many characters.
+    Password { min_len: u8 },
+}
+
+/// Patterns that values must match, per institution (a regex each).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldFormats {
+    pub primary_id: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub postal_code: Option<String>,
+}
+
+/// A library: the SIP `AO`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Institution {
+    pub code: String,
+    pub name: String,
+    /// ISO 4217, e.g. `SEK`.
+    pub currency: String,
+    /// IANA time zone, e.g. `Europe/Stockholm`.
+    pub timezone: String,
+    pub default_policy: LoanPolicy,
+    /// Loan policy by user group.
+    pub policies: BTreeMap<String, LoanPolicy>,
+    pub block_types: Vec<BlockType>,
+    pub formats: FieldFormats,
+    pub pin_policy: PinPolicy,
+}
+
+impl Institution {
+    /// The loan policy for a user group (the default when the group has none).
+    pub fn policy_for(&self, group: Option<&str>) -> &LoanPolicy {
+        group.and_then(|g| self.policies.get(g)).unwrap_or(&self.default_policy)
+    }
+
+    /// The standard block types: what a library starts with.
+    pub fn standard_block_types() -> Vec<BlockType> {
+        vec![
+            BlockType { code: "general".into(), denies: Privileges::ALL },
+            BlockType { code: "lost-card".into(), denies: Privileges::ALL },
+            BlockType { code: "overdue".into(), denies: Privileges { borrow: true, renew: false, hold: true } },
+            BlockType { code: "self-check".into(), denies: Privileges::ALL },
+        ]
+    }
+}
+
+/// Staff, public or contact (a person the library only keeps in touch with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecordType {
+    Staff,
+    #[default]
+    Public,
+    Contact,
+}
+
+/// Who owns the record: the library, or an external system that syncs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccountType {
+    #[default]
+    Internal,
+    /// Synced from a student or HR system, named here.
+    External { source: String },
+}
+
+/// A barcode or other identifier of a patron.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identifier {
+    /// `barcode`, `national-id`, `student-id`, ...
+    pub kind: String,
+    pub value: String,
+    pub note: Option<String>,
+    pub active: bool,
+    /// Added by staff: survives a sync from an external system.
+    pub internal: bool,
+}
+
+/// A block on a patron.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub id: u32,
+    pub kind: String,
+    pub note: Option<String>,
+    pub active: bool,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// A note on a patron; `public` notes reach the kiosk screen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub id: u32,
+    pub kind: String,
+    pub text: String,
+    pub public: bool,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// A guardian, required to register a patron under 18.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guardian {
+    pub name: String,
+    pub contact: String,
+}
+
+/// A keyed hash of a PIN (HMAC-SHA-256 with the installation's secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinHash(pub [u8; 32]);
+
+impl fmt::Debug for PinHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinHash(***)")
+    }
+}
+
+/// A requested move to another library.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub to: String,
+    pub requested_by: String,
+    pub at: Timestamp,
+}
+
+/// A library user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patron {
+    pub id: u64,
+    pub institution: String,
+    pub primary_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_name: Option<String>,
+    pub title: Option<String>,
+    pub birth_date: Option<Date>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub postal_code: Option<String>,
+    pub language: Option<String>,
+    pub user_group: Option<String>,
+    pub record_type: RecordType,
+    pub account_type: AccountType,
+    pub expiry: Option<Date>,
+    pub purge: Option<Date>,
+    pub active: bool,
+    pub status_changed: Timestamp,
+    pub terms_accepted: Option<Date>,
+    pub guardian: Option<Guardian>,
+    pub identifiers: Vec<Identifier>,
+    pub blocks: Vec<Block>,
+    pub notes: Vec<Note>,
+    /// Patrons this patron may act for.
+    pub proxy_for: Vec<u64>,
+    pub pin: Option<PinHash>,
+    /// Wrong PINs in a row.
+    pub failed_pins: u8,
+    pub locked: bool,
+    pub deleted: Option<Timestamp>,
+    pub transfer: Option<Transfer>,
+}
+
+impl Patron {
+    /// "Last, First" as kiosks show it.
+    pub fn display_name(&self) -> String {
+        format!("{}, {}", self.last_name, self.first_name)
+    }
+
+    /// The active identifiers' values.
+    pub fn active_identifiers(&self) -> impl Iterator<Item = &str> {
+        self.identifiers.iter().filter(|i| i.active).map(|i| i.value.as_str())
+    }
+}
+
+/// SIP fee types (PROTOCOL.md section 4.5), as the register names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FeeKind {
+    Other,
+    Administrative,
+    Damage,
+    Overdue,
+    Processing,
+    Rental,
+    Replacement,
+    ComputerAccess,
+    Hold,
+}
+
+impl FeeKind {
+    pub const ALL: [FeeKind; 9] = [
+        FeeKind::Other,
+        FeeKind::Administrative,
+        FeeKind::Damage,
+        FeeKind::Overdue,
+        FeeKind::Processing,
+        FeeKind::Rental,
+        FeeKind::Replacement,
+        FeeKind::ComputerAccess,
+        FeeKind::Hold,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FeeKind::Other => "other",
+            FeeKind::Administrative => "administrative",
+            FeeKind::Damage => "damage",
+            FeeKind::Overdue => "overdue",
+            FeeKind::Processing => "processing",
+            FeeKind::Rental => "rental",
+            FeeKind::Replacement => "replacement",
+            FeeKind::ComputerAccess => "computer-access",
+            FeeKind::Hold => "hold",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FeeKind> {
+        FeeKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Where a fee stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FeeStatus {
+    Active,
+    /// Contested by the patron: left out of the balance that blocks borrowing.
+    Disputed,
+    Waived,
+    Paid,
+    Closed,
+}
+
+/// One step in a fee's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeeEvent {
+    Added { by: String, at: Timestamp },
+    Paid { amount: Money, by: String, at: Timestamp, transaction: Option<String> },
+    Waived { reason: String, by: String, at: Timestamp },
+    Disputed { by: String, at: Timestamp },
+    Restored { by: String, at: Timestamp },
+}
+
+/// A fine, a fee, or (negative amount) a credit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fee {
+    pub id: u64,
+    pub patron: u64,
+    pub kind: FeeKind,
+    pub amount: Money,
+    pub paid: Money,
+    pub currency: String,
+    pub item: Option<String>,
+    pub comment: Option<String>,
+    pub status: FeeStatus,
+    pub created: Timestamp,
+    pub history: Vec<FeeEvent>,
+}
+
+impl Fee {
+    /// What is still owed on it (never below zero for a charge; a credit stays negative).
+    pub fn outstanding(&self) -> Money {
+        if self.amount.0 < 0 { self.amount } else { Money((self.amount.0 - self.paid.0).max(0)) }
+    }
+}
+
+/// Circulation status of an item, in the register's terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ItemStatus {
+    #[default]
+    Available,
+    OnLoan,
+    OnHoldShelf,
+    InTransit,
+    InProcess,
+    Lost,
+    Missing,
+    ClaimedReturned,
+}
+
+/// A copy the library lends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub barcode: String,
+    pub institution: String,
+    pub title: String,
+    pub author: Option<String>,
+    pub call_number: Option<String>,
+    pub location: Option<String>,
+    /// SIP media type code (`001` book, `006` CD/DVD, ...).
+    pub media_type: u16,
+    pub status: ItemStatus,
+    /// SIP security marker code.
+    pub security_marker: u8,
+    /// Charged at checkout (rental items).
+    pub rental_fee: Option<Money>,
+    pub loan_days: Option<u32>,
+    /// Opaque properties a kiosk stored (SIP 19).
+    pub properties: Option<String>,
+}
+
+/// An item out on loan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loan {
+    pub item: String,
+    pub patron: u64,
+    pub out: Timestamp,
+    pub due: Timestamp,
+    pub renewals: u32,
+}
+
+/// Waiting or ready for pickup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HoldStatus {
+    Waiting,
+    Available,
+}
+
+/// A request for an item (or any copy of a title).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: u64,
+    pub patron: u64,
+    pub item: Option<String>,
+    pub title: Option<String>,
+    pub pickup: String,
+    pub placed: Timestamp,
+    pub expires: Option<Date>,
+    pub status: HoldStatus,
+}
+
+/// A self-check terminal's login and the profile the server applies to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub login: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    pub institution: String,
+    pub location: Option<String>,
+    pub profile: BTreeMap<String, String>,
+}
+
+/// One change to a patron, for the audit history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub patron: u64,
+    pub at: Timestamp,
+    pub by: String,
+    pub action: String,
+    /// Field, old value, new value (PINs appear only as "changed").
+    pub changes: Vec<(String, String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_parses_and_prints() {
+        assert_eq!(Money::parse("2.50"), Some(Money(250)));
+        assert_eq!(Money::parse("2.5"), Some(Money(250)));
+        assert_eq!(Money::parse("12"), Some(Money(1200)));
+        assert_eq!(Money::parse("-0.75"), Some(Money(-75)));
+        for bad in ["", ".5", "2.555", "1,00", "abc", "1.x", "--1"] {
+            assert_eq!(Money::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Money(-75).to_string(), "-0.75");
+        assert_eq!(Money(27_50).to_string(), "27.50");
+    }
+
+    #[test]
+    fn privileges_parse() {
+        assert_eq!(Privileges::parse("all"), Some(Privileges::ALL));
+        assert_eq!(Privileges::parse("borrow,hold"), Some(Privileges { borrow: true, renew: false, hold: true }));
+        assert_eq!(Privileges::parse("fly"), None);
+    }
+}
