@@ -10,18 +10,20 @@
 //! |-----------|-------------------------------------------------------|--------------------------------|
 //! | `proto`   | bytes <-> typed SIP2 messages: framing, checksums     | `bytes`, `nom`                 |
 //! | `domain`  | patrons, items, loans, fees; rules as pure functions  | std, `serde`, `jiff`, crypto   |
-//! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode` (planned) |
+//! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode`    |
 //! | `service` | translates SIP messages to domain decisions and back  | `proto`, `domain`, `store` (planned) |
 //! | `net`     | sockets, TLS, sessions, shutdown                      | `service`, `proto`, tokio, rustls (planned) |
 //! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
 //!
-//! `proto`, `domain` and `cli` exist so far; the store, service and network layers arrive with
-//! the register and the server.
+//! `proto`, `domain`, `store` and `cli` exist so far; the service and network layers arrive with
+//! the server.
 
 pub mod proto;
 
 #[cfg(feature = "register")]
 pub mod domain;
+#[cfg(feature = "register")]
+pub mod store;
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -1,0 +1,475 @@
+//! The register's durable store: sled, one tree per record kind, secondary indexes kept in the
+//! same transactions as the records, values as a version byte plus bincode.
+//!
+//! Callers speak domain terms (add a patron, find by barcode); nothing outside this module knows
+//! it is sled, so another engine can replace it.
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+use crate::domain::validate::Invalid;
+use crate::domain::{AuditEntry, Fee, Institution, Item, Patron};
+
+/// Format version written before every value, so records can evolve.
+const VERSION: u8 = 1;
+
+/// Why a store operation did not happen. Refusals name what is wrong; nothing is half-written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} is in use by another process (a running `sip2d serve`?); stop it or use its admin interface"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("a stored {kind} could not be read ({detail}); was it written by a newer sip2d?")]
+    Corrupt { kind: &'static str, detail: String },
+    #[error("no institution '{0}'")]
+    NoInstitution(String),
+    #[error("institution '{0}' exists already")]
+    InstitutionExists(String),
+    #[error("no patron {0}")]
+    NoPatron(String),
+    #[error("{what} '{value}' is already used by patron {patron} at {institution}")]
+    Taken { what: &'static str, value: String, institution: String, patron: u64 },
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Encodes a record: version byte, then bincode.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Serialising plain data into a Vec cannot fail.
+    bincode::serialize_into(&mut out, value).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
+    out
+}
+
+fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => {
+            bincode::deserialize(rest).map_err(|e| StoreError::Corrupt { kind, detail: e.to_string() })
+        }
+        Some((v, _)) => Err(StoreError::Corrupt { kind, detail: format!("format version {v}") }),
+        None => Err(StoreError::Corrupt { kind, detail: "empty value".into() }),
+    }
+}
+
+/// An index key: institution, a NUL, then the value (values cannot hold NUL: validation forbids
+/// control characters).
+fn scoped(institution: &str, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(institution.len() + 1 + value.len());
+    k.extend_from_slice(institution.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn email_key(institution: &str, email: &str) -> Vec<u8> {
+    scoped(institution, &email.to_lowercase())
+}
+
+/// Name index key: last and first name lower-cased, birth date, id; finds duplicates and serves
+/// name searches by prefix.
+fn name_key(p: &Patron) -> Vec<u8> {
+    let birth = p.birth_date.map(|d| d.to_string()).unwrap_or_default();
+    let mut k =
+        scoped(&p.institution, &format!("{}\0{}\0{birth}\0", p.last_name.to_lowercase(), p.first_name.to_lowercase()));
+    k.extend_from_slice(&p.id.to_be_bytes());
+    k
+}
+
+/// The sled database and its trees.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    institutions: Tree,
+    patrons: Tree,
+    /// institution \0 identifier value (primary id, barcodes, other ids) -> patron id
+    identifiers: Tree,
+    /// institution \0 lower-cased e-mail -> patron id
+    emails: Tree,
+    /// institution \0 last \0 first \0 birth \0 id -> ()
+    names: Tree,
+    items: Tree,
+    fees: Tree,
+    /// patron id ++ fee id -> ()
+    fees_by_patron: Tree,
+    /// patron id ++ timestamp ++ sequence -> AuditEntry
+    audit: Tree,
+}
+
+fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Io(e),
+    })
+}
+
+/// Reads and decodes one record inside a transaction.
+fn tx_get<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    kind: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, ConflictableTransactionError<StoreError>> {
+    match tree.get(key)? {
+        Some(v) => decode(kind, &v).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+/// Where a patron's unique values are claimed: primary id and identifiers, and e-mail.
+fn claims(p: &Patron) -> Vec<(&'static str, Vec<u8>, String)> {
+    let mut out = vec![("primary id", scoped(&p.institution, &p.primary_id), p.primary_id.clone())];
+    for i in &p.identifiers {
+        out.push(("identifier", scoped(&p.institution, &i.value), i.value.clone()));
+    }
+    out
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            // The hot path reads patrons and items; keep a generous working set in memory.
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { path: dir.to_path_buf() }
+                }
+                _ => StoreError::Open { path: dir.to_path_buf(), source: e },
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Store {
+            path: dir.to_path_buf(),
+            institutions: tree("institutions")?,
+            patrons: tree("patrons")?,
+            identifiers: tree("identifiers")?,
+            emails: tree("emails")?,
+            names: tree("names")?,
+            items: tree("items")?,
+            fees: tree("fees")?,
+            fees_by_patron: tree("fees_by_patron")?,
+            audit: tree("audit")?,
+            db,
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A fresh id (monotonic, unique across restarts).
+    pub fn new_id(&self) -> Result<u64, StoreError> {
+        // sled ids start at 0; patron and fee ids start at 1 so that 0 never names a record.
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    // -- institutions -----------------------------------------------------------------------
+
+    /// Adds an institution; refuses an existing code.
+    pub fn add_institution(&self, inst: &Institution) -> Result<(), StoreError> {
+        let prior =
+            self.institutions.compare_and_swap(inst.code.as_bytes(), None as Option<&[u8]>, Some(encode(inst)))?;
+        if prior.is_err() {
+            return Err(StoreError::InstitutionExists(inst.code.clone()));
+        }
+        self.flush()
+    }
+
+    /// Replaces an institution's settings.
+    pub fn put_institution(&self, inst: &Institution) -> Result<(), StoreError> {
+        self.institutions.insert(inst.code.as_bytes(), encode(inst))?;
+        self.flush()
+    }
+
+    pub fn institution(&self, code: &str) -> Result<Institution, StoreError> {
+        match self.institutions.get(code.as_bytes())? {
+            Some(v) => decode("institution", &v),
+            None => Err(StoreError::NoInstitution(code.to_string())),
+        }
+    }
+
+    pub fn institutions(&self) -> Result<Vec<Institution>, StoreError> {
+        self.institutions.iter().values().map(|v| decode("institution", &v?)).collect()
+    }
+
+    // -- patrons ----------------------------------------------------------------------------
+
+    /// Patrons at the institution with the same names and birth date (the duplicate warning).
+    pub fn same_person(&self, p: &Patron) -> Result<Vec<u64>, StoreError> {
+        let key = name_key(p);
+        let prefix = key.get(..key.len() - 8).unwrap_or_default();
+        self.names
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let id = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
+                Ok(id.map_or(0, u64::from_be_bytes))
+            })
+            .filter(|r| !matches!(r, Ok(id) if *id == p.id))
+            .collect()
+    }
+
+    /// Stores a new patron with its indexes, in one transaction; refuses a primary id,
+    /// identifier or e-mail already used at the institution.
+    pub fn add_patron(&self, patron: &Patron, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.institution(&patron.institution)?;
+        let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
+            |(patrons, identifiers, emails, names, audit_tree)| {
+                for (what, key, value) in claims(patron) {
+                    if let Some(owner) = identifiers.get(&key)? {
+                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
+                        return abort(StoreError::Taken {
+                            what,
+                            value,
+                            institution: patron.institution.clone(),
+                            patron: owner,
+                        });
+                    }
+                    identifiers.insert(key, &patron.id.to_be_bytes())?;
+                }
+                if let Some(email) = &patron.email {
+                    let key = email_key(&patron.institution, email);
+                    if let Some(owner) = emails.get(&key)? {
+                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
+                        return abort(StoreError::Taken {
+                            what: "e-mail",
+                            value: email.clone(),
+                            institution: patron.institution.clone(),
+                            patron: owner,
+                        });
+                    }
+                    emails.insert(key, &patron.id.to_be_bytes())?;
+                }
+                names.insert(name_key(patron), &[])?;
+                patrons.insert(&patron.id.to_be_bytes(), encode(patron))?;
+                audit_tree.insert(audit_key(audit), encode(audit))?;
+                Ok(())
+            },
+        );
+        tx_result(r)?;
+        self.flush()
+    }
+
+    pub fn patron(&self, id: u64) -> Result<Patron, StoreError> {
+        match self.patrons.get(id.to_be_bytes())? {
+            Some(v) => decode("patron", &v),
+            None => Err(StoreError::NoPatron(id.to_string())),
+        }
+    }
+
+    /// The patron holding this primary id or identifier at the institution.
+    pub fn patron_by_identifier(&self, institution: &str, value: &str) -> Result<Option<Patron>, StoreError> {
+        match self.identifiers.get(scoped(institution, value))? {
+            Some(id) => {
+                let id = <[u8; 8]>::try_from(id.as_ref()).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
+                    kind: "identifier index",
+                    detail: "a key of the wrong length".into(),
+                })?;
+                self.patron(id).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The patron with this e-mail at the institution.
+    pub fn patron_by_email(&self, institution: &str, email: &str) -> Result<Option<Patron>, StoreError> {
+        match self.emails.get(email_key(institution, email))? {
+            Some(id) => self.patron(<[u8; 8]>::try_from(id.as_ref()).map_or(0, u64::from_be_bytes)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Patrons whose last name (then first name) starts with `prefix`, case-insensitively.
+    pub fn patrons_by_name(&self, institution: &str, prefix: &str) -> Result<Vec<Patron>, StoreError> {
+        let key = scoped(institution, &prefix.to_lowercase());
+        self.names
+            .scan_prefix(key)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let id = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
+                self.patron(id.map_or(0, u64::from_be_bytes))
+            })
+            .collect()
+    }
+
+    /// Every patron, in id order (deleted ones too; callers filter).
+    pub fn patrons(&self) -> Result<Vec<Patron>, StoreError> {
+        self.patrons.iter().values().map(|v| decode("patron", &v?)).collect()
+    }
+
+    /// Changes a patron atomically: `change` sees the current record and returns the new one and
+    /// an audit entry, or a refusal. Indexes follow the change in the same transaction. The
+    /// closure may run more than once (on conflict), so it must not have side effects.
+    pub fn update_patron<F>(&self, id: u64, change: F) -> Result<Patron, StoreError>
+    where
+        F: Fn(Patron) -> Result<(Patron, AuditEntry), StoreError>,
+    {
+        let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
+            |(patrons, identifiers, emails, names, audit_tree)| {
+                let key = id.to_be_bytes();
+                let Some(old) = tx_get::<Patron>(patrons, "patron", &key)? else {
+                    return abort(StoreError::NoPatron(id.to_string()));
+                };
+                let (new, audit) = match change(old.clone()) {
+                    Ok(x) => x,
+                    Err(e) => return abort(e),
+                };
+                // Release the old claims, then take the new ones (refusing any held by another).
+                for (_, k, _) in claims(&old) {
+                    identifiers.remove(k)?;
+                }
+                for (what, k, value) in claims(&new) {
+                    if let Some(owner) = identifiers.get(&k)? {
+                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
+                        if owner != id {
+                            return abort(StoreError::Taken {
+                                what,
+                                value,
+                                institution: new.institution.clone(),
+                                patron: owner,
+                            });
+                        }
+                    }
+                    identifiers.insert(k, &key)?;
+                }
+                if let Some(e) = &old.email {
+                    emails.remove(email_key(&old.institution, e))?;
+                }
+                if let Some(e) = &new.email {
+                    let k = email_key(&new.institution, e);
+                    if let Some(owner) = emails.get(&k)? {
+                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
+                        if owner != id {
+                            return abort(StoreError::Taken {
+                                what: "e-mail",
+                                value: e.clone(),
+                                institution: new.institution.clone(),
+                                patron: owner,
+                            });
+                        }
+                    }
+                    emails.insert(k, &key)?;
+                }
+                names.remove(name_key(&old))?;
+                names.insert(name_key(&new), &[])?;
+                patrons.insert(&key, encode(&new))?;
+                audit_tree.insert(audit_key(&audit), encode(&audit))?;
+                Ok(new)
+            },
+        );
+        let patron = tx_result(r)?;
+        self.flush()?;
+        Ok(patron)
+    }
+
+    /// A patron's audit history, oldest first.
+    pub fn history(&self, patron: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit.scan_prefix(patron.to_be_bytes()).values().map(|v| decode("audit entry", &v?)).collect()
+    }
+
+    /// Removes audit entries older than `before`; returns how many.
+    pub fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for entry in self.audit.iter() {
+            let (k, v) = entry?;
+            let e: AuditEntry = decode("audit entry", &v)?;
+            if e.at < before {
+                self.audit.remove(k)?;
+                n += 1;
+            }
+        }
+        self.flush()?;
+        Ok(n)
+    }
+
+    // -- fees -------------------------------------------------------------------------------
+
+    /// Stores a fee (new or changed) with its patron index.
+    pub fn put_fee(&self, fee: &Fee, audit: &AuditEntry) -> Result<(), StoreError> {
+        let r = (&self.fees, &self.fees_by_patron, &self.audit).transaction(|(fees, by_patron, audit_tree)| {
+            fees.insert(&fee.id.to_be_bytes(), encode(fee))?;
+            let mut k = fee.patron.to_be_bytes().to_vec();
+            k.extend_from_slice(&fee.id.to_be_bytes());
+            by_patron.insert(k, &[])?;
+            audit_tree.insert(audit_key(audit), encode(audit))?;
+            Ok(())
+        });
+        tx_result(r)?;
+        self.flush()
+    }
+
+    pub fn fee(&self, id: u64) -> Result<Option<Fee>, StoreError> {
+        self.fees.get(id.to_be_bytes())?.map(|v| decode("fee", &v)).transpose()
+    }
+
+    /// A patron's fees, oldest first.
+    pub fn fees_of(&self, patron: u64) -> Result<Vec<Fee>, StoreError> {
+        self.fees_by_patron
+            .scan_prefix(patron.to_be_bytes())
+            .keys()
+            .filter_map(|k| match k {
+                Ok(k) => {
+                    let id = k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes)?;
+                    self.fee(id).transpose()
+                }
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    // -- items ------------------------------------------------------------------------------
+
+    pub fn put_item(&self, item: &Item) -> Result<(), StoreError> {
+        self.items.insert(item.barcode.as_bytes(), encode(item))?;
+        self.flush()
+    }
+
+    pub fn item(&self, barcode: &str) -> Result<Option<Item>, StoreError> {
+        self.items.get(barcode.as_bytes())?.map(|v| decode("item", &v)).transpose()
+    }
+}
+
+/// Audit key: patron, time, and a tie-breaker from the entry's content so that two changes in
+/// the same microsecond both survive.
+fn audit_key(e: &AuditEntry) -> Vec<u8> {
+    let mut k = e.patron.to_be_bytes().to_vec();
+    k.extend_from_slice(&e.at.as_microsecond().to_be_bytes());
+    let tie = e
+        .action
+        .bytes()
+        .chain(e.changes.iter().flat_map(|(f, _, _)| f.bytes().collect::<Vec<_>>()))
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    k.extend_from_slice(&tie.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests;
