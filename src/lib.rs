@@ -23,6 +23,8 @@ pub mod proto;
 #[cfg(feature = "register")]
 pub mod domain;
 #[cfg(feature = "register")]
+pub mod register;
+#[cfg(feature = "register")]
 pub mod store;
 
 #[cfg(feature = "cli")]

@@ -240,6 +240,7 @@ impl Store {
     /// identifier or e-mail already used at the institution.
     pub fn add_patron(&self, patron: &Patron, audit: &AuditEntry) -> Result<(), StoreError> {
         self.institution(&patron.institution)?;
+        let seq = self.new_id()?;
         let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
             |(patrons, identifiers, emails, names, audit_tree)| {
                 for (what, key, value) in claims(patron) {
@@ -269,7 +270,7 @@ impl Store {
                 }
                 names.insert(name_key(patron), &[])?;
                 patrons.insert(&patron.id.to_be_bytes(), encode(patron))?;
-                audit_tree.insert(audit_key(audit), encode(audit))?;
+                audit_tree.insert(audit_key(audit, seq), encode(audit))?;
                 Ok(())
             },
         );
@@ -332,6 +333,8 @@ impl Store {
     where
         F: Fn(Patron) -> Result<(Patron, AuditEntry), StoreError>,
     {
+        // Taken outside the transaction: its closure must stay free of side effects.
+        let seq = self.new_id()?;
         let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
             |(patrons, identifiers, emails, names, audit_tree)| {
                 let key = id.to_be_bytes();
@@ -381,7 +384,7 @@ impl Store {
                 names.remove(name_key(&old))?;
                 names.insert(name_key(&new), &[])?;
                 patrons.insert(&key, encode(&new))?;
-                audit_tree.insert(audit_key(&audit), encode(&audit))?;
+                audit_tree.insert(audit_key(&audit, seq), encode(&audit))?;
                 Ok(new)
             },
         );
@@ -414,12 +417,13 @@ impl Store {
 
     /// Stores a fee (new or changed) with its patron index.
     pub fn put_fee(&self, fee: &Fee, audit: &AuditEntry) -> Result<(), StoreError> {
+        let seq = self.new_id()?;
         let r = (&self.fees, &self.fees_by_patron, &self.audit).transaction(|(fees, by_patron, audit_tree)| {
             fees.insert(&fee.id.to_be_bytes(), encode(fee))?;
             let mut k = fee.patron.to_be_bytes().to_vec();
             k.extend_from_slice(&fee.id.to_be_bytes());
             by_patron.insert(k, &[])?;
-            audit_tree.insert(audit_key(audit), encode(audit))?;
+            audit_tree.insert(audit_key(audit, seq), encode(audit))?;
             Ok(())
         });
         tx_result(r)?;
@@ -457,17 +461,12 @@ impl Store {
     }
 }
 
-/// Audit key: patron, time, and a tie-breaker from the entry's content so that two changes in
+/// Audit key: patron, time, then a fresh id, so that entries sort by time and two changes in
 /// the same microsecond both survive.
-fn audit_key(e: &AuditEntry) -> Vec<u8> {
+fn audit_key(e: &AuditEntry, seq: u64) -> Vec<u8> {
     let mut k = e.patron.to_be_bytes().to_vec();
     k.extend_from_slice(&e.at.as_microsecond().to_be_bytes());
-    let tie = e
-        .action
-        .bytes()
-        .chain(e.changes.iter().flat_map(|(f, _, _)| f.bytes().collect::<Vec<_>>()))
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    k.extend_from_slice(&tie.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 

@@ -1,0 +1,550 @@
+//! Staff operations on the register: validate, decide, commit atomically, record the audit.
+//!
+//! The `sip2d` register commands call these, and so will the server's admin API, so both get
+//! the same checks and the same history. Time is an argument; nothing here reads the clock.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use crate::domain::rules::{self, PinCheck};
+use crate::domain::secret::{self, PinKey};
+use crate::domain::validate::{self, Invalid};
+use crate::domain::*;
+use crate::store::{Store, StoreError};
+
+/// The register: the store, the PIN key, and who is acting.
+pub struct Register {
+    pub store: Store,
+    key: PinKey,
+    actor: String,
+}
+
+/// What staff enter to register a patron.
+#[derive(Clone, Debug, Default)]
+pub struct NewPatron {
+    pub institution: String,
+    pub primary_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_name: Option<String>,
+    pub title: Option<String>,
+    pub birth_date: Option<Date>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub postal_code: Option<String>,
+    pub language: Option<String>,
+    pub user_group: Option<String>,
+    pub record_type: RecordType,
+    pub account_type: AccountType,
+    pub expiry: Option<Date>,
+    pub purge: Option<Date>,
+    pub barcodes: Vec<String>,
+    /// A Swedish personnummer or samordningsnummer, stored as a `national-id` identifier.
+    pub national_id: Option<String>,
+    pub guardian: Option<Guardian>,
+    pub terms_accepted: Option<Date>,
+}
+
+/// A registration that did not happen only because it looks like someone already registered.
+#[derive(Debug)]
+pub enum Added {
+    Patron(Box<Patron>),
+    /// Same first name, last name and birth date as these patrons: pass `force` to add anyway.
+    PossibleDuplicate(Vec<u64>),
+}
+
+fn audit(patron: u64, now: Timestamp, by: &str, action: &str, changes: Vec<(String, String, String)>) -> AuditEntry {
+    AuditEntry { patron, at: now, by: by.to_string(), action: action.to_string(), changes }
+}
+
+fn opt(field: &'static str, v: &Option<String>) -> Result<(), Invalid> {
+    v.as_deref().map_or(Ok(()), |s| validate::plain(field, s))
+}
+
+impl Register {
+    /// Opens the register in `dir`: the store, and the PIN key beside it (created on first use,
+    /// readable by its owner only).
+    pub fn open(dir: &Path, actor: &str) -> Result<Register, StoreError> {
+        let store = Store::open(dir)?;
+        let key = PinKey::load_or_create(&dir.join("pin.key"))
+            .map_err(|e| StoreError::Refused(format!("cannot read or create the PIN key in {}: {e}", dir.display())))?;
+        Ok(Register { store, key, actor: actor.to_string() })
+    }
+
+    /// Who the audit history will name.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    // -- institutions -----------------------------------------------------------------------
+
+    /// Adds an institution with the standard block types and default loan policy.
+    pub fn add_institution(
+        &self,
+        code: &str,
+        name: &str,
+        currency: &str,
+        timezone: &str,
+    ) -> Result<Institution, StoreError> {
+        validate::required("institution code", code)?;
+        validate::required("name", name)?;
+        if code.len() > 32 || code.contains(char::is_whitespace) {
+            return Err(StoreError::Refused(format!(
+                "institution code '{code}' must be 1-32 characters without spaces"
+            )));
+        }
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(StoreError::Refused(format!(
+                "currency '{currency}' is not an ISO 4217 code such as SEK or USD"
+            )));
+        }
+        jiff::tz::TimeZone::get(timezone).map_err(|_| {
+            StoreError::Refused(format!("time zone '{timezone}' is not an IANA zone such as Europe/Stockholm"))
+        })?;
+        let inst = Institution {
+            code: code.into(),
+            name: name.into(),
+            currency: currency.into(),
+            timezone: timezone.into(),
+            default_policy: LoanPolicy::default(),
+            policies: Default::default(),
+            block_types: Institution::standard_block_types(),
+            formats: Default::default(),
+            pin_policy: PinPolicy::FourDigits,
+        };
+        self.store.add_institution(&inst)?;
+        Ok(inst)
+    }
+
+    // -- patrons ----------------------------------------------------------------------------
+
+    /// Registers a patron after every check: required fields, characters, the institution's
+    /// patterns, the national id, minors' guardians, and (unless `force`) likely duplicates.
+    pub fn add_patron(&self, new: NewPatron, force: bool, today: Date, now: Timestamp) -> Result<Added, StoreError> {
+        let inst = self.store.institution(&new.institution)?;
+        validate::required("first name", &new.first_name)?;
+        validate::required("last name", &new.last_name)?;
+        validate::required("primary id", &new.primary_id)?;
+        for (field, v) in [
+            ("middle name", &new.middle_name),
+            ("title", &new.title),
+            ("e-mail", &new.email),
+            ("phone", &new.phone),
+            ("address", &new.address),
+            ("postal code", &new.postal_code),
+            ("language", &new.language),
+            ("user group", &new.user_group),
+        ] {
+            opt(field, v)?;
+        }
+        for b in &new.barcodes {
+            validate::required("barcode", b)?;
+        }
+        validate::formats(
+            &inst.formats,
+            &new.primary_id,
+            new.email.as_deref(),
+            new.phone.as_deref(),
+            new.postal_code.as_deref(),
+        )?;
+        let national = new.national_id.as_deref().map(|n| validate::swedish_national_id(n, today)).transpose()?;
+        let minor = new.birth_date.is_some_and(|b| validate::is_minor(b, today));
+        if minor && (new.guardian.is_none() || new.terms_accepted.is_none()) {
+            return Err(Invalid::MinorWithoutGuardian.into());
+        }
+
+        let id = self.store.new_id()?;
+        let mut identifiers: Vec<Identifier> = new
+            .barcodes
+            .iter()
+            .map(|b| Identifier { kind: "barcode".into(), value: b.clone(), note: None, active: true, internal: true })
+            .collect();
+        if let Some(n) = national {
+            identifiers.push(Identifier {
+                kind: "national-id".into(),
+                value: n,
+                note: None,
+                active: true,
+                internal: true,
+            });
+        }
+        let patron = Patron {
+            id,
+            institution: new.institution,
+            primary_id: new.primary_id,
+            first_name: new.first_name.trim().to_string(),
+            last_name: new.last_name.trim().to_string(),
+            middle_name: new.middle_name,
+            title: new.title,
+            birth_date: new.birth_date,
+            email: new.email,
+            phone: new.phone,
+            address: new.address,
+            postal_code: new.postal_code,
+            language: new.language,
+            user_group: new.user_group,
+            record_type: new.record_type,
+            account_type: new.account_type,
+            expiry: new.expiry,
+            purge: new.purge,
+            active: true,
+            status_changed: now,
+            terms_accepted: new.terms_accepted,
+            guardian: new.guardian,
+            identifiers,
+            blocks: vec![],
+            notes: vec![],
+            proxy_for: vec![],
+            pin: None,
+            failed_pins: 0,
+            locked: false,
+            deleted: None,
+            transfer: None,
+        };
+        if !force {
+            let same = self.store.same_person(&patron)?;
+            if !same.is_empty() {
+                return Ok(Added::PossibleDuplicate(same));
+            }
+        }
+        self.store.add_patron(&patron, &audit(id, now, &self.actor, "register", vec![]))?;
+        Ok(Added::Patron(Box::new(patron)))
+    }
+
+    /// Finds a patron by register id (`#123` or `123`), or by primary id, barcode or other
+    /// identifier, or e-mail, at the institution.
+    pub fn find(&self, institution: &str, key: &str) -> Result<Patron, StoreError> {
+        if let Some(rest) = key.strip_prefix('#') {
+            let id =
+                rest.parse().map_err(|_| StoreError::Refused(format!("'{key}' is not a register id such as #12")))?;
+            return self.store.patron(id);
+        }
+        if let Some(p) = self.store.patron_by_identifier(institution, key)? {
+            return Ok(p);
+        }
+        if key.contains('@') {
+            if let Some(p) = self.store.patron_by_email(institution, key)? {
+                return Ok(p);
+            }
+        }
+        if let Ok(id) = key.parse::<u64>() {
+            if let Ok(p) = self.store.patron(id) {
+                return Ok(p);
+            }
+        }
+        Err(StoreError::NoPatron(format!("'{key}' at {institution}")))
+    }
+
+    /// Sets a patron's PIN (checked against the institution's policy) and clears any lockout.
+    pub fn set_pin(&self, id: u64, pin: &str, now: Timestamp) -> Result<Patron, StoreError> {
+        let patron = self.store.patron(id)?;
+        let inst = self.store.institution(&patron.institution)?;
+        validate::pin(&inst.pin_policy, pin)?;
+        let hash = self.key.hash(id, pin);
+        self.store.update_patron(id, |mut p| {
+            p.pin = Some(hash.clone());
+            p.failed_pins = 0;
+            p.locked = false;
+            Ok((p, audit(id, now, &self.actor, "pin", vec![("pin".into(), String::new(), "changed".into())])))
+        })
+    }
+
+    /// Generates a four-digit PIN, sets it, and returns it to show once.
+    pub fn generate_pin(&self, id: u64, now: Timestamp) -> Result<String, StoreError> {
+        let pin = secret::generate_pin().map_err(|e| StoreError::Refused(format!("no randomness available: {e}")))?;
+        self.set_pin(id, &pin, now)?;
+        Ok(pin)
+    }
+
+    /// Checks a PIN the way a kiosk does: counts wrong ones and locks after five in a row.
+    pub fn check_pin(&self, id: u64, pin: &str, now: Timestamp) -> Result<PinCheck, StoreError> {
+        let patron = self.store.patron(id)?;
+        let correct = patron.pin.as_ref().is_some_and(|h| self.key.verify(id, pin, h));
+        let (outcome, failed, locked) = rules::pin_attempt(patron.failed_pins, patron.locked, correct);
+        if (failed, locked) != (patron.failed_pins, patron.locked) {
+            self.store.update_patron(id, |mut p| {
+                let changes = vec![("failed PINs".into(), p.failed_pins.to_string(), failed.to_string())];
+                let action = if locked && !p.locked { "locked" } else { "pin-attempt" };
+                p.failed_pins = failed;
+                p.locked = locked;
+                Ok((p, audit(id, now, "kiosk", action, changes)))
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    /// Lifts a PIN lockout.
+    pub fn unlock(&self, id: u64, now: Timestamp) -> Result<Patron, StoreError> {
+        self.store.update_patron(id, |mut p| {
+            if !p.locked && p.failed_pins == 0 {
+                return Err(StoreError::Refused(format!("patron {id} is not locked")));
+            }
+            let changes = vec![("locked".into(), p.locked.to_string(), "false".into())];
+            p.locked = false;
+            p.failed_pins = 0;
+            Ok((p, audit(id, now, &self.actor, "unlock", changes)))
+        })
+    }
+
+    /// Places a block of a type the institution knows.
+    pub fn block(&self, id: u64, kind: &str, note: Option<&str>, now: Timestamp) -> Result<Patron, StoreError> {
+        let patron = self.store.patron(id)?;
+        let inst = self.store.institution(&patron.institution)?;
+        if !inst.block_types.iter().any(|t| t.code == kind) {
+            let known: Vec<&str> = inst.block_types.iter().map(|t| t.code.as_str()).collect();
+            return Err(StoreError::Refused(format!("unknown block type '{kind}'; known: {}", known.join(", "))));
+        }
+        if let Some(n) = note {
+            validate::plain("note", n)?;
+        }
+        self.store.update_patron(id, |mut p| {
+            let block_id = p.blocks.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+            p.blocks.push(Block {
+                id: block_id,
+                kind: kind.into(),
+                note: note.map(Into::into),
+                active: true,
+                by: self.actor.clone(),
+                at: now,
+            });
+            Ok((p, audit(id, now, &self.actor, "block", vec![("block".into(), String::new(), kind.into())])))
+        })
+    }
+
+    /// Lifts the patron's active blocks of `kind` (or all of them when `kind` is `None`).
+    pub fn unblock(&self, id: u64, kind: Option<&str>, now: Timestamp) -> Result<Patron, StoreError> {
+        self.store.update_patron(id, |mut p| {
+            let mut lifted = Vec::new();
+            for b in p.blocks.iter_mut().filter(|b| b.active && kind.is_none_or(|k| k == b.kind)) {
+                b.active = false;
+                lifted.push(b.kind.clone());
+            }
+            if lifted.is_empty() {
+                return Err(StoreError::Refused(format!(
+                    "patron {id} has no active block{}",
+                    kind.map(|k| format!(" of type '{k}'")).unwrap_or_default()
+                )));
+            }
+            Ok((p, audit(id, now, &self.actor, "unblock", vec![("block".into(), lifted.join(","), String::new())])))
+        })
+    }
+
+    /// The patron's balance: active fees less payments, disputed ones left out.
+    pub fn balance(&self, id: u64) -> Result<Money, StoreError> {
+        Ok(rules::balance(&self.store.fees_of(id)?))
+    }
+
+    // -- fees -------------------------------------------------------------------------------
+
+    /// Charges a fee, or (negative amount) records a credit, which needs a comment.
+    pub fn add_fee(
+        &self,
+        patron: u64,
+        kind: FeeKind,
+        amount: Money,
+        item: Option<&str>,
+        comment: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Fee, StoreError> {
+        let p = self.store.patron(patron)?;
+        let inst = self.store.institution(&p.institution)?;
+        if amount.0 == 0 {
+            return Err(StoreError::Refused("a fee of 0.00 charges nothing".into()));
+        }
+        if amount.0 < 0 && comment.is_none_or(|c| c.trim().is_empty()) {
+            return Err(StoreError::Refused("a credit needs a comment saying why".into()));
+        }
+        for (field, v) in [("item", item), ("comment", comment)] {
+            v.map_or(Ok(()), |v| validate::plain(field, v))?;
+        }
+        let fee = Fee {
+            id: self.store.new_id()?,
+            patron,
+            kind,
+            amount,
+            paid: Money::ZERO,
+            currency: inst.currency,
+            item: item.map(Into::into),
+            comment: comment.map(Into::into),
+            status: FeeStatus::Active,
+            created: now,
+            history: vec![FeeEvent::Added { by: self.actor.clone(), at: now }],
+        };
+        let change = vec![("fee".into(), String::new(), format!("{} {} {}", fee.id, kind.name(), amount))];
+        self.store.put_fee(&fee, &audit(patron, now, &self.actor, "fee-add", change))?;
+        Ok(fee)
+    }
+
+    fn change_fee(
+        &self,
+        fee_id: u64,
+        action: &str,
+        now: Timestamp,
+        change: impl FnOnce(&mut Fee) -> Result<(), StoreError>,
+    ) -> Result<Fee, StoreError> {
+        let mut fee = self.store.fee(fee_id)?.ok_or_else(|| StoreError::Refused(format!("no fee {fee_id}")))?;
+        let before = format!("{:?} paid {}", fee.status, fee.paid);
+        change(&mut fee)?;
+        let after = format!("{:?} paid {}", fee.status, fee.paid);
+        let audit = audit(fee.patron, now, &self.actor, action, vec![(format!("fee {fee_id}"), before, after)]);
+        self.store.put_fee(&fee, &audit)?;
+        Ok(fee)
+    }
+
+    /// Records a payment on an active fee; refuses more than is owed.
+    pub fn pay_fee(
+        &self,
+        fee_id: u64,
+        amount: Money,
+        transaction: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Fee, StoreError> {
+        let by = self.actor.clone();
+        self.change_fee(fee_id, "fee-pay", now, |fee| {
+            if fee.status != FeeStatus::Active {
+                return Err(StoreError::Refused(format!("fee {fee_id} is {:?}, not active", fee.status)));
+            }
+            if amount.0 <= 0 || amount > fee.outstanding() {
+                return Err(StoreError::Refused(format!(
+                    "a payment must be more than 0 and at most {} owed",
+                    fee.outstanding()
+                )));
+            }
+            fee.paid = Money(fee.paid.0 + amount.0);
+            if fee.outstanding() == Money::ZERO {
+                fee.status = FeeStatus::Paid;
+            }
+            fee.history.push(FeeEvent::Paid { amount, by, at: now, transaction: transaction.map(Into::into) });
+            Ok(())
+        })
+    }
+
+    /// Waives an active or disputed fee, with a reason. A waived fee cannot be restored.
+    pub fn waive_fee(&self, fee_id: u64, reason: &str, now: Timestamp) -> Result<Fee, StoreError> {
+        validate::required("reason", reason)?;
+        let by = self.actor.clone();
+        self.change_fee(fee_id, "fee-waive", now, |fee| {
+            if !matches!(fee.status, FeeStatus::Active | FeeStatus::Disputed) {
+                return Err(StoreError::Refused(format!(
+                    "fee {fee_id} is {:?}; only active or disputed fees can be waived",
+                    fee.status
+                )));
+            }
+            fee.status = FeeStatus::Waived;
+            fee.history.push(FeeEvent::Waived { reason: reason.into(), by, at: now });
+            Ok(())
+        })
+    }
+
+    /// Marks an active fee disputed: it no longer counts toward the balance that blocks borrowing.
+    pub fn dispute_fee(&self, fee_id: u64, now: Timestamp) -> Result<Fee, StoreError> {
+        let by = self.actor.clone();
+        self.change_fee(fee_id, "fee-dispute", now, |fee| {
+            if fee.status != FeeStatus::Active {
+                return Err(StoreError::Refused(format!(
+                    "fee {fee_id} is {:?}; only an active fee can be disputed",
+                    fee.status
+                )));
+            }
+            fee.status = FeeStatus::Disputed;
+            fee.history.push(FeeEvent::Disputed { by, at: now });
+            Ok(())
+        })
+    }
+
+    /// Returns a disputed fee to active. Waived fees stay waived.
+    pub fn restore_fee(&self, fee_id: u64, now: Timestamp) -> Result<Fee, StoreError> {
+        let by = self.actor.clone();
+        self.change_fee(fee_id, "fee-restore", now, |fee| {
+            if fee.status != FeeStatus::Disputed {
+                return Err(StoreError::Refused(format!(
+                    "fee {fee_id} is {:?}; only a disputed fee can be restored",
+                    fee.status
+                )));
+            }
+            fee.status = FeeStatus::Active;
+            fee.history.push(FeeEvent::Restored { by, at: now });
+            Ok(())
+        })
+    }
+
+    // -- transfers, deletion ----------------------------------------------------------------
+
+    /// Asks for the patron to move to another institution; it waits there for acceptance.
+    pub fn request_transfer(&self, id: u64, to: &str, now: Timestamp) -> Result<Patron, StoreError> {
+        self.store.institution(to)?;
+        self.store.update_patron(id, |mut p| {
+            if p.institution == to {
+                return Err(StoreError::Refused(format!("patron {id} is already at {to}")));
+            }
+            if let Some(t) = &p.transfer {
+                return Err(StoreError::Refused(format!("patron {id} already has a transfer to {} pending", t.to)));
+            }
+            p.transfer = Some(Transfer { to: to.into(), requested_by: self.actor.clone(), at: now });
+            Ok((
+                p,
+                audit(id, now, &self.actor, "transfer-request", vec![("transfer".into(), String::new(), to.into())]),
+            ))
+        })
+    }
+
+    /// Patrons waiting to move to `institution`.
+    pub fn pending_transfers(&self, institution: &str) -> Result<Vec<Patron>, StoreError> {
+        Ok(self
+            .store
+            .patrons()?
+            .into_iter()
+            .filter(|p| p.transfer.as_ref().is_some_and(|t| t.to == institution))
+            .collect())
+    }
+
+    /// Accepts (moves the patron) or declines a pending transfer.
+    pub fn decide_transfer(&self, id: u64, accept: bool, now: Timestamp) -> Result<Patron, StoreError> {
+        self.store.update_patron(id, |mut p| {
+            let Some(t) = p.transfer.take() else {
+                return Err(StoreError::Refused(format!("patron {id} has no pending transfer")));
+            };
+            let from = p.institution.clone();
+            let (action, changes) = if accept {
+                p.institution = t.to.clone();
+                ("transfer-accept", vec![("institution".into(), from, t.to)])
+            } else {
+                ("transfer-decline", vec![("transfer".into(), t.to, String::new())])
+            };
+            Ok((p, audit(id, now, &self.actor, action, changes)))
+        })
+    }
+
+    /// Moves a patron to the bank of deleted users; refused while money is owed (loans are
+    /// checked too once the server records them).
+    pub fn delete(&self, id: u64, now: Timestamp) -> Result<Patron, StoreError> {
+        let balance = self.balance(id)?;
+        if balance.0 > 0 {
+            return Err(StoreError::Refused(format!("patron {id} cannot be deleted: a balance of {balance} is due")));
+        }
+        self.store.update_patron(id, |mut p| {
+            if p.deleted.is_some() {
+                return Err(StoreError::Refused(format!("patron {id} is already deleted")));
+            }
+            p.deleted = Some(now);
+            Ok((p, audit(id, now, &self.actor, "delete", vec![])))
+        })
+    }
+
+    /// Brings a patron back from the bank of deleted users.
+    pub fn restore(&self, id: u64, now: Timestamp) -> Result<Patron, StoreError> {
+        self.store.update_patron(id, |mut p| {
+            if p.deleted.is_none() {
+                return Err(StoreError::Refused(format!("patron {id} is not deleted")));
+            }
+            p.deleted = None;
+            Ok((p, audit(id, now, &self.actor, "restore", vec![])))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
