@@ -18,6 +18,10 @@ use crate::proto::{self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, Fra
 /// message (a timestamp, a terminal name, an arrow) is found and skipped. PINs and passwords
 /// are never printed. The command exits 0 whenever it could read its input, whatever it found
 /// in it.
+///
+/// With --json it prints one JSON object per message instead of text, with the keys line, code
+/// (or null), name, direction, checksum ("ok", "bad", "absent"), sequence, error (or null),
+/// fields, missing_required, prefix and raw.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -28,12 +32,6 @@ Examples:
 pub struct DecodeArgs {
     /// Files to read; standard input when none is given or for "-".
     files: Vec<PathBuf>,
-
-    /// Print one JSON object per message instead of text. Keys: line, code (or null), name,
-    /// direction, checksum ("ok", "bad", "absent"), sequence, error (or null), fields,
-    /// missing_required, prefix, raw.
-    #[arg(long)]
-    json: bool,
 
     /// Character encoding of text fields: utf-8 (invalid bytes are read as cp850) or cp850.
     #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
@@ -61,9 +59,9 @@ fn parse_encoding(s: &str) -> Result<Encoding, String> {
 }
 
 /// Runs `sip2d decode`.
-pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
+pub fn run(args: &DecodeArgs, json: bool) -> Result<ExitCode> {
     let stdout = io::stdout();
-    let mut out = Output { w: BufWriter::new(stdout.lock()), json: args.json, count: 0 };
+    let mut out = Output { w: BufWriter::new(stdout.lock()), json, count: 0 };
     let inputs: Vec<Option<&PathBuf>> = if args.files.is_empty() {
         vec![None]
     } else {

@@ -1,6 +1,7 @@
 //! The `sip2d` command line: one binary, git-style subcommands.
 
 mod decode;
+mod register;
 
 use std::process::ExitCode;
 
@@ -16,18 +17,26 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    common: register::Common,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     Decode(decode::DecodeArgs),
+    #[command(subcommand)]
+    Institution(register::InstitutionCmd),
+    #[command(subcommand)]
+    Patron(register::PatronCmd),
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Decode(args) => decode::run(&args),
+        Command::Decode(args) => decode::run(&args, cli.common.json),
+        Command::Institution(cmd) => register::institution(&cmd, &cli.common),
+        Command::Patron(cmd) => register::patron(&cmd, &cli.common),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,138 @@
+//! A staff session through the `sip2d` binary, as library staff run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sip2d(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .arg("--data")
+        .arg(data)
+        .args(["--as", "desk-1"])
+        .args(args)
+        .output()
+        .expect("run sip2d")
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = sip2d(data, args);
+    assert!(
+        out.status.success(),
+        "sip2d {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn refused(data: &Path, args: &[&str]) -> String {
+    let out = sip2d(data, args);
+    assert!(!out.status.success(), "sip2d {args:?} should have been refused");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn json(data: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(ok(data, &all).lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn a_staff_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    assert!(refused(d, &["patron", "show", "P1"]).contains("no institution yet"));
+    ok(d, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]);
+    ok(d, &["institution", "add", "--code", "BRANCH2", "--name", "Branch 2"]);
+    assert!(refused(d, &["institution", "add", "--code", "MAIN", "--name", "again"]).contains("exists already"));
+
+    // Register, with a generated PIN shown once.
+    let add = [
+        "patron",
+        "add",
+        "-i",
+        "MAIN",
+        "--first-name",
+        "Avery",
+        "--last-name",
+        "Reader",
+        "--primary-id",
+        "P1",
+        "--barcode",
+        "21234000012345",
+        "--birth-date",
+        "1990-05-17",
+        "--email",
+        "avery@example.org",
+    ];
+    let out = ok(d, &add);
+    assert!(out.contains("Reader, Avery"), "{out}");
+    let card = json(d, &["patron", "show", "-i", "MAIN", "21234000012345"]);
+    let id = card["id"].as_u64().unwrap();
+    assert_eq!(card["pin_set"], false);
+
+    // The same person again: a warning, nothing added, then --force.
+    let mut twin = add.to_vec();
+    twin[9] = "P2";
+    twin[11] = "B2";
+    twin[15] = "other@example.org";
+    let out = sip2d(d, &twin);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same names and birth date"));
+    assert!(refused(d, &["patron", "show", "-i", "MAIN", "P2"]).contains("no patron"));
+    twin.push("--force");
+    ok(d, &twin);
+    // Unique values are refused with the owner named.
+    let mut clash = twin.clone();
+    clash[9] = "P3";
+    clash[11] = "21234000012345";
+    assert!(refused(d, &clash).contains(&format!("already used by patron {id}")));
+
+    // PIN: set, five wrong tries lock, staff unlock.
+    assert!(refused(d, &["patron", "pin", "-i", "MAIN", "P1", "--set", "12a4"]).contains("four digits"));
+    ok(d, &["patron", "pin", "-i", "MAIN", "P1", "--set", "4321"]);
+    for _ in 0..4 {
+        assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "0000"]).status.code(), Some(4));
+    }
+    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "0000"]).status.code(), Some(5));
+    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "4321"]).status.code(), Some(5));
+    assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P1"])["locked"], true);
+    ok(d, &["patron", "unlock", "-i", "MAIN", "P1"]);
+    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "4321"]).status.code(), Some(0));
+
+    // Block and unblock.
+    ok(d, &["patron", "block", "-i", "MAIN", "P1", "--type", "general", "--note", "see staff"]);
+    assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P1"])["blocks"][0]["type"], "general");
+    ok(d, &["patron", "unblock", "-i", "MAIN", "P1"]);
+
+    // Fees: dispute leaves the balance, waive is final.
+    let fee = json(d, &["patron", "fee", "add", "-i", "MAIN", "P1", "--type", "overdue", "--amount", "2.50"]);
+    let fee_id = fee["id"].as_u64().unwrap().to_string();
+    assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P1"])["balance"], "2.50");
+    ok(d, &["patron", "fee", "dispute", &fee_id]);
+    assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P1"])["balance"], "0.00");
+    ok(d, &["patron", "fee", "restore", &fee_id]);
+    assert!(refused(d, &["patron", "delete", "-i", "MAIN", "P1"]).contains("balance of 2.50 is due"));
+    ok(d, &["patron", "fee", "waive", &fee_id, "--reason", "first time"]);
+    assert!(refused(d, &["patron", "fee", "restore", &fee_id]).contains("only a disputed fee"));
+
+    // Transfer, accepted at the other library.
+    ok(d, &["patron", "transfer", "request", "-i", "MAIN", "P1", "--to", "BRANCH2"]);
+    assert!(ok(d, &["patron", "transfer", "list", "--to", "BRANCH2"]).contains("Reader, Avery"));
+    ok(d, &["patron", "transfer", "accept", &format!("#{id}")]);
+    assert_eq!(json(d, &["patron", "show", &format!("#{id}")])["institution"], "BRANCH2");
+
+    // Delete now allowed; restore brings the patron back.
+    ok(d, &["patron", "delete", &format!("#{id}")]);
+    assert!(json(d, &["patron", "show", &format!("#{id}")])["deleted"].is_string());
+    ok(d, &["patron", "restore", &format!("#{id}")]);
+
+    // The history names the desk and never the PIN.
+    let history = ok(d, &["patron", "history", &format!("#{id}")]);
+    for action in ["register", "pin", "locked", "unlock", "block", "fee-waive", "transfer-accept", "delete", "restore"]
+    {
+        assert!(history.contains(action), "{action} missing:\n{history}");
+    }
+    assert!(history.contains("desk-1"));
+    assert!(!history.contains("4321"));
+}
