@@ -91,6 +91,8 @@ fn name_key(p: &Patron) -> Vec<u8> {
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
+    /// Counters and settings of the store itself.
+    meta: Tree,
     institutions: Tree,
     patrons: Tree,
     /// institution \0 identifier value (primary id, barcodes, other ids) -> patron id
@@ -159,6 +161,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name);
         Ok(Store {
             path: dir.to_path_buf(),
+            meta: tree("meta")?,
             institutions: tree("institutions")?,
             patrons: tree("patrons")?,
             identifiers: tree("identifiers")?,
@@ -183,10 +186,16 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh id (monotonic, unique across restarts).
+    /// A fresh id: 1, 2, 3, ... across restarts (staff read and type patron numbers, so they
+    /// stay short; sled's own id generator jumps by a million on every open).
     pub fn new_id(&self) -> Result<u64, StoreError> {
-        // sled ids start at 0; patron and fee ids start at 1 so that 0 never names a record.
-        Ok(self.db.generate_id()? + 1)
+        let next = self.meta.update_and_fetch(b"next_id", |old| {
+            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt { kind: "id counter", detail: "missing after update".into() })
     }
 
     // -- institutions -----------------------------------------------------------------------
