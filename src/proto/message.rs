@@ -44,19 +44,15 @@ const EXTRA_MARK: u8 = u8::MAX;
 /// Encoding follows the received order, so a message re-encodes as it came even when the sender
 /// used an unusual field order. A message built in code has an empty `Meta` and is written in
 /// the spec's order. `Meta` is presentation, not content: it compares equal to every other.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Meta {
     /// Field slots (positions in the message's table) in the order received.
     order: [u8; ORDER_CAP],
     len: u8,
+    /// More fields arrived than `order` holds; the message is then written in the spec's order.
+    overflow: bool,
     parsed: bool,
     present: u32,
-}
-
-impl Default for Meta {
-    fn default() -> Meta {
-        Meta { order: [0; ORDER_CAP], len: 0, parsed: false, present: 0 }
-    }
 }
 
 impl PartialEq for Meta {
@@ -73,14 +69,21 @@ impl fmt::Debug for Meta {
 
 impl Meta {
     fn record(&mut self, slot: u8) {
-        if let Some(entry) = self.order.get_mut(usize::from(self.len)) {
-            *entry = slot;
-            self.len += 1;
+        match self.order.get_mut(usize::from(self.len)) {
+            Some(entry) => {
+                *entry = slot;
+                self.len += 1;
+            }
+            None => self.overflow = true,
         }
     }
 
-    fn received(&self) -> &[u8] {
-        self.order.get(..usize::from(self.len)).unwrap_or_default()
+    /// The received order to follow when encoding, given how many absent required fields the
+    /// encoder will add. Empty (the spec's order) when the record is incomplete or would be on
+    /// re-parsing: that way encoding, parsing and encoding again always give the same bytes.
+    fn order_for_encoding(&self, added: u32) -> &[u8] {
+        let fits = usize::from(self.len) + added as usize <= ORDER_CAP;
+        if self.overflow || !fits { &[] } else { self.order.get(..usize::from(self.len)).unwrap_or_default() }
     }
 
     /// Forgets the received order, so the message is written in the spec's order.
@@ -360,7 +363,13 @@ macro_rules! sip_message {
                 #[allow(unused_mut, unused_variables)]
                 let mut done = 0u32;
                 let mut extras = self.extra.iter();
-                for &slot in self.meta.received() {
+                // Required fields the sender left out are written too; count them, since they
+                // become part of the order when the output is parsed again.
+                #[allow(unused_mut)]
+                let mut required = 0u32;
+                $( if kind_is_required!($kind) { required |= 1u32 << (Slot::$vname as u32); } )*
+                let added = if self.meta.parsed { (required & !self.meta.present).count_ones() } else { 0 };
+                for &slot in self.meta.order_for_encoding(added) {
                     let Some(id) = Self::FIELD_IDS.get(usize::from(slot)) else {
                         // EXTRA_MARK: the next unknown or repeated field goes here.
                         if let Some(x) = extras.next() {

@@ -325,6 +325,44 @@ fn fields_in_any_order_re_encode_as_they_came() {
 }
 
 #[test]
+fn many_unknown_fields_and_missing_required_ones_re_encode_stably() {
+    // Found by the parse_request fuzzer: past 32 recorded fields the order used to be cut short,
+    // and absent required fields moved on every re-encoding.
+    let mut frame = b"2300120250114    093015".to_vec();
+    for i in 0..40 {
+        frame.extend_from_slice(format!("X{}v{i}|", char::from(b'A' + (i % 26) as u8)).as_bytes());
+    }
+    frame.extend_from_slice(b"AA21234000012345|");
+    let first = Message::parse(&frame, Encoding::Utf8).unwrap();
+    assert_eq!(first.extra().len(), 40);
+    let mut once = BytesMut::new();
+    first.encode(&mut once, Encoding::Utf8);
+    let second = Message::parse(&once, Encoding::Utf8).unwrap();
+    let mut twice = BytesMut::new();
+    second.encode(&mut twice, Encoding::Utf8);
+    assert_eq!(escape::escape(&once), escape::escape(&twice));
+    assert_eq!(first, second);
+    // More fields than the order record holds: written in the spec's order, extras after.
+    assert!(once.starts_with(b"2300120250114    093015AO|AA21234000012345|AC|AD|XAv0|"), "{}", escape::escape(&once));
+
+    // At the boundary: 30 recorded fields fit, but the three required ones added on encoding
+    // would not, so the spec's order is used from the start and stays.
+    for extras in 27..=33 {
+        let mut frame = b"2300120250114    093015".to_vec();
+        for i in 0..extras {
+            frame.extend_from_slice(format!("Z{}x|", char::from(b'A' + (i % 26) as u8)).as_bytes());
+        }
+        frame.extend_from_slice(b"AA1|");
+        let m = Message::parse(&frame, Encoding::Utf8).unwrap();
+        let mut once = BytesMut::new();
+        m.encode(&mut once, Encoding::Utf8);
+        let mut twice = BytesMut::new();
+        Message::parse(&once, Encoding::Utf8).unwrap().encode(&mut twice, Encoding::Utf8);
+        assert_eq!(escape::escape(&once), escape::escape(&twice), "{extras} extra fields");
+    }
+}
+
+#[test]
 fn long_screen_messages_continue_and_long_values_are_cut() {
     let msg = EndSessionResponse {
         end_session: true,
