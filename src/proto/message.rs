@@ -127,8 +127,13 @@ fn find_nul(body: &[u8]) -> Option<usize> {
     if body.iter().fold(u8::MAX, |m, &b| m.min(b)) == 0 { body.iter().position(|&b| b == 0) } else { None }
 }
 
+/// Writes an unknown or repeated field as one field, cut at 255 bytes like any value. (Only
+/// fields the message defines as screen or print lines continue in further fields: splitting an
+/// unknown one would add fields, and the message would not re-encode the same.)
 fn write_extra(field: &RawField<'_>, out: &mut BytesMut, encoding: Encoding) {
-    super::codec::write_text_field(&field.id, &field.value, out, encoding);
+    out.put_slice(&field.id);
+    super::text::write_value(&field.value, encoding, out);
+    out.put_u8(b'|');
 }
 
 #[cfg(any(test, feature = "arbitrary"))]

@@ -363,6 +363,26 @@ fn many_unknown_fields_and_missing_required_ones_re_encode_stably() {
 }
 
 #[test]
+fn an_unknown_field_named_af_is_echoed_as_one_field() {
+    // Found by the parse_request fuzzer: a long `AF` on a 23 (which has no screen message) was
+    // split like a screen message, adding fields, so re-encoding changed the layout.
+    let mut frame = b"2300120250114    093015AOMAIN|".to_vec();
+    for i in 0..30 {
+        frame.extend_from_slice(format!("Q{}v|", char::from(b'A' + i as u8 % 26)).as_bytes());
+    }
+    frame.extend_from_slice(b"AF");
+    frame.extend_from_slice("x".repeat(600).as_bytes());
+    frame.extend_from_slice(b"|AA1|");
+    let m = Message::parse(&frame, Encoding::Cp850).unwrap();
+    let mut once = BytesMut::new();
+    m.encode(&mut once, Encoding::Cp850);
+    assert_eq!(once.windows(3).filter(|w| w == b"|AF").count(), 1, "{}", escape::escape(&once));
+    let mut twice = BytesMut::new();
+    Message::parse(&once, Encoding::Cp850).unwrap().encode(&mut twice, Encoding::Cp850);
+    assert_eq!(escape::escape(&once), escape::escape(&twice));
+}
+
+#[test]
 fn long_screen_messages_continue_and_long_values_are_cut() {
     let msg = EndSessionResponse {
         end_session: true,
