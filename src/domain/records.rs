@@ -275,6 +275,50 @@ pub struct Patron {
 }
 
 impl Patron {
+    /// A new active patron with the mandatory fields; everything else empty.
+    pub fn new(
+        id: u64,
+        institution: &str,
+        primary_id: &str,
+        first_name: &str,
+        last_name: &str,
+        now: Timestamp,
+    ) -> Patron {
+        Patron {
+            id,
+            institution: institution.into(),
+            primary_id: primary_id.into(),
+            first_name: first_name.into(),
+            last_name: last_name.into(),
+            middle_name: None,
+            title: None,
+            birth_date: None,
+            email: None,
+            phone: None,
+            address: None,
+            postal_code: None,
+            language: None,
+            user_group: None,
+            record_type: RecordType::Public,
+            account_type: AccountType::Internal,
+            expiry: None,
+            purge: None,
+            active: true,
+            status_changed: now,
+            terms_accepted: None,
+            guardian: None,
+            identifiers: vec![],
+            blocks: vec![],
+            notes: vec![],
+            proxy_for: vec![],
+            pin: None,
+            failed_pins: 0,
+            locked: false,
+            deleted: None,
+            transfer: None,
+        }
+    }
+
     /// "Last, First" as kiosks show it.
     pub fn display_name(&self) -> String {
         format!("{}, {}", self.last_name, self.first_name)

@@ -297,37 +297,8 @@ mod tests {
 
     fn patron(id: u64) -> Patron {
         Patron {
-            id,
-            institution: "MAIN".into(),
-            primary_id: format!("P{id}"),
-            first_name: "Avery".into(),
-            last_name: "Reader".into(),
-            middle_name: None,
-            title: None,
-            birth_date: None,
-            email: None,
-            phone: None,
-            address: None,
-            postal_code: None,
-            language: None,
-            user_group: None,
-            record_type: RecordType::Public,
-            account_type: AccountType::Internal,
             expiry: Some(date(2027, 12, 31)),
-            purge: None,
-            active: true,
-            status_changed: now(),
-            terms_accepted: None,
-            guardian: None,
-            identifiers: vec![],
-            blocks: vec![],
-            notes: vec![],
-            proxy_for: vec![],
-            pin: None,
-            failed_pins: 0,
-            locked: false,
-            deleted: None,
-            transfer: None,
+            ..Patron::new(id, "MAIN", &format!("P{id}"), "Avery", "Reader", now())
         }
     }
 

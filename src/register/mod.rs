@@ -172,11 +172,6 @@ impl Register {
             });
         }
         let patron = Patron {
-            id,
-            institution: new.institution,
-            primary_id: new.primary_id,
-            first_name: new.first_name.trim().to_string(),
-            last_name: new.last_name.trim().to_string(),
             middle_name: new.middle_name,
             title: new.title,
             birth_date: new.birth_date,
@@ -190,19 +185,10 @@ impl Register {
             account_type: new.account_type,
             expiry: new.expiry,
             purge: new.purge,
-            active: true,
-            status_changed: now,
             terms_accepted: new.terms_accepted,
             guardian: new.guardian,
             identifiers,
-            blocks: vec![],
-            notes: vec![],
-            proxy_for: vec![],
-            pin: None,
-            failed_pins: 0,
-            locked: false,
-            deleted: None,
-            transfer: None,
+            ..Patron::new(id, &new.institution, &new.primary_id, new.first_name.trim(), new.last_name.trim(), now)
         };
         if !force {
             let same = self.store.same_person(&patron)?;

@@ -26,28 +26,8 @@ fn institution(code: &str) -> Institution {
 
 fn patron(id: u64, primary: &str, barcode: &str, email: Option<&str>) -> Patron {
     Patron {
-        id,
-        institution: "MAIN".into(),
-        primary_id: primary.into(),
-        first_name: "Avery".into(),
-        last_name: "Reader".into(),
-        middle_name: None,
-        title: None,
         birth_date: Some(date(1990, 5, 17)),
         email: email.map(Into::into),
-        phone: None,
-        address: None,
-        postal_code: None,
-        language: None,
-        user_group: None,
-        record_type: RecordType::Public,
-        account_type: AccountType::Internal,
-        expiry: None,
-        purge: None,
-        active: true,
-        status_changed: now(),
-        terms_accepted: None,
-        guardian: None,
         identifiers: vec![Identifier {
             kind: "barcode".into(),
             value: barcode.into(),
@@ -55,14 +35,7 @@ fn patron(id: u64, primary: &str, barcode: &str, email: Option<&str>) -> Patron 
             active: true,
             internal: true,
         }],
-        blocks: vec![],
-        notes: vec![],
-        proxy_for: vec![],
-        pin: None,
-        failed_pins: 0,
-        locked: false,
-        deleted: None,
-        transfer: None,
+        ..Patron::new(id, "MAIN", primary, "Avery", "Reader", now())
     }
 }
 
