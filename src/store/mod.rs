@@ -132,6 +132,75 @@ fn tx_get<T: DeserializeOwned>(
     }
 }
 
+/// A record id stored as 8 big-endian bytes (an index value).
+fn read_id(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// The record id that ends an index key.
+fn trailing_id(key: &[u8]) -> Option<u64> {
+    key.get(key.len().saturating_sub(8)..).and_then(read_id)
+}
+
+/// Claims one unique value for patron `id` in an index tree. A value already claimed is refused,
+/// naming its owner, unless the owner is `holder` (the patron being changed keeps its own).
+fn claim(
+    tree: &TransactionalTree,
+    key: Vec<u8>,
+    id: u64,
+    holder: Option<u64>,
+    taken: impl FnOnce(u64) -> StoreError,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some(owner) = tree.get(&key)? {
+        let owner = read_id(&owner).unwrap_or(0);
+        if Some(owner) != holder {
+            return abort(taken(owner));
+        }
+    }
+    tree.insert(key, &id.to_be_bytes())?;
+    Ok(())
+}
+
+/// Moves a patron's index entries from `old` (none for a new patron) to `new`, in the caller's
+/// transaction: unique values (primary id, identifiers, e-mail) and the name index.
+fn reindex(
+    identifiers: &TransactionalTree,
+    emails: &TransactionalTree,
+    names: &TransactionalTree,
+    old: Option<&Patron>,
+    new: &Patron,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let holder = old.map(|o| o.id);
+    if let Some(old) = old {
+        for (_, k, _) in claims(old) {
+            identifiers.remove(k)?;
+        }
+        if let Some(e) = &old.email {
+            emails.remove(email_key(&old.institution, e))?;
+        }
+        names.remove(name_key(old))?;
+    }
+    let institution = &new.institution;
+    for (what, k, value) in claims(new) {
+        claim(identifiers, k, new.id, holder, |patron| StoreError::Taken {
+            what,
+            value,
+            institution: institution.clone(),
+            patron,
+        })?;
+    }
+    if let Some(e) = &new.email {
+        claim(emails, email_key(institution, e), new.id, holder, |patron| StoreError::Taken {
+            what: "e-mail",
+            value: e.clone(),
+            institution: institution.clone(),
+            patron,
+        })?;
+    }
+    names.insert(name_key(new), &[])?;
+    Ok(())
+}
+
 /// Where a patron's unique values are claimed: primary id and identifiers, and e-mail.
 fn claims(p: &Patron) -> Vec<(&'static str, Vec<u8>, String)> {
     let mut out = vec![("primary id", scoped(&p.institution, &p.primary_id), p.primary_id.clone())];
@@ -190,11 +259,10 @@ impl Store {
     /// stay short; sled's own id generator jumps by a million on every open).
     pub fn new_id(&self) -> Result<u64, StoreError> {
         let next = self.meta.update_and_fetch(b"next_id", |old| {
-            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+            let n = old.and_then(read_id).unwrap_or(0);
             Some((n + 1).to_be_bytes().to_vec())
         })?;
-        next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
+        next.and_then(|b| read_id(&b))
             .ok_or_else(|| StoreError::Corrupt { kind: "id counter", detail: "missing after update".into() })
     }
 
@@ -236,11 +304,7 @@ impl Store {
         self.names
             .scan_prefix(prefix)
             .keys()
-            .map(|k| {
-                let k = k?;
-                let id = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
-                Ok(id.map_or(0, u64::from_be_bytes))
-            })
+            .map(|k| Ok(trailing_id(&k?).unwrap_or(0)))
             .filter(|r| !matches!(r, Ok(id) if *id == p.id))
             .collect()
     }
@@ -252,32 +316,7 @@ impl Store {
         let seq = self.new_id()?;
         let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
             |(patrons, identifiers, emails, names, audit_tree)| {
-                for (what, key, value) in claims(patron) {
-                    if let Some(owner) = identifiers.get(&key)? {
-                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
-                        return abort(StoreError::Taken {
-                            what,
-                            value,
-                            institution: patron.institution.clone(),
-                            patron: owner,
-                        });
-                    }
-                    identifiers.insert(key, &patron.id.to_be_bytes())?;
-                }
-                if let Some(email) = &patron.email {
-                    let key = email_key(&patron.institution, email);
-                    if let Some(owner) = emails.get(&key)? {
-                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
-                        return abort(StoreError::Taken {
-                            what: "e-mail",
-                            value: email.clone(),
-                            institution: patron.institution.clone(),
-                            patron: owner,
-                        });
-                    }
-                    emails.insert(key, &patron.id.to_be_bytes())?;
-                }
-                names.insert(name_key(patron), &[])?;
+                reindex(identifiers, emails, names, None, patron)?;
                 patrons.insert(&patron.id.to_be_bytes(), encode(patron))?;
                 audit_tree.insert(audit_key(audit, seq), encode(audit))?;
                 Ok(())
@@ -298,7 +337,7 @@ impl Store {
     pub fn patron_by_identifier(&self, institution: &str, value: &str) -> Result<Option<Patron>, StoreError> {
         match self.identifiers.get(scoped(institution, value))? {
             Some(id) => {
-                let id = <[u8; 8]>::try_from(id.as_ref()).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
+                let id = read_id(&id).ok_or_else(|| StoreError::Corrupt {
                     kind: "identifier index",
                     detail: "a key of the wrong length".into(),
                 })?;
@@ -311,7 +350,7 @@ impl Store {
     /// The patron with this e-mail at the institution.
     pub fn patron_by_email(&self, institution: &str, email: &str) -> Result<Option<Patron>, StoreError> {
         match self.emails.get(email_key(institution, email))? {
-            Some(id) => self.patron(<[u8; 8]>::try_from(id.as_ref()).map_or(0, u64::from_be_bytes)).map(Some),
+            Some(id) => self.patron(read_id(&id).unwrap_or(0)).map(Some),
             None => Ok(None),
         }
     }
@@ -319,15 +358,7 @@ impl Store {
     /// Patrons whose last name (then first name) starts with `prefix`, case-insensitively.
     pub fn patrons_by_name(&self, institution: &str, prefix: &str) -> Result<Vec<Patron>, StoreError> {
         let key = scoped(institution, &prefix.to_lowercase());
-        self.names
-            .scan_prefix(key)
-            .keys()
-            .map(|k| {
-                let k = k?;
-                let id = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
-                self.patron(id.map_or(0, u64::from_be_bytes))
-            })
-            .collect()
+        self.names.scan_prefix(key).keys().map(|k| self.patron(trailing_id(&k?).unwrap_or(0))).collect()
     }
 
     /// Every patron, in id order (deleted ones too; callers filter).
@@ -354,44 +385,10 @@ impl Store {
                     Ok(x) => x,
                     Err(e) => return abort(e),
                 };
-                // Release the old claims, then take the new ones (refusing any held by another).
-                for (_, k, _) in claims(&old) {
-                    identifiers.remove(k)?;
+                if new.id != id {
+                    return abort(StoreError::Refused(format!("patron {id} cannot change its id")));
                 }
-                for (what, k, value) in claims(&new) {
-                    if let Some(owner) = identifiers.get(&k)? {
-                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
-                        if owner != id {
-                            return abort(StoreError::Taken {
-                                what,
-                                value,
-                                institution: new.institution.clone(),
-                                patron: owner,
-                            });
-                        }
-                    }
-                    identifiers.insert(k, &key)?;
-                }
-                if let Some(e) = &old.email {
-                    emails.remove(email_key(&old.institution, e))?;
-                }
-                if let Some(e) = &new.email {
-                    let k = email_key(&new.institution, e);
-                    if let Some(owner) = emails.get(&k)? {
-                        let owner = <[u8; 8]>::try_from(owner.as_ref()).map_or(0, u64::from_be_bytes);
-                        if owner != id {
-                            return abort(StoreError::Taken {
-                                what: "e-mail",
-                                value: e.clone(),
-                                institution: new.institution.clone(),
-                                patron: owner,
-                            });
-                        }
-                    }
-                    emails.insert(k, &key)?;
-                }
-                names.remove(name_key(&old))?;
-                names.insert(name_key(&new), &[])?;
+                reindex(identifiers, emails, names, Some(&old), &new)?;
                 patrons.insert(&key, encode(&new))?;
                 audit_tree.insert(audit_key(&audit, seq), encode(&audit))?;
                 Ok(new)
@@ -450,7 +447,7 @@ impl Store {
             .keys()
             .filter_map(|k| match k {
                 Ok(k) => {
-                    let id = k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes)?;
+                    let id = k.get(8..16).and_then(read_id)?;
                     self.fee(id).transpose()
                 }
                 Err(e) => Some(Err(e.into())),
