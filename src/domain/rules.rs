@@ -271,6 +271,15 @@ pub fn pin_attempt(failed_before: u8, locked: bool, correct: bool) -> (PinCheck,
     }
 }
 
+/// The outcome a lockout state reports: what [`pin_attempt`] returned when it left this state.
+pub fn pin_check_of(failed_pins: u8, locked: bool) -> PinCheck {
+    match (locked, failed_pins) {
+        (true, _) => PinCheck::LockedOut,
+        (false, 0) => PinCheck::Accepted,
+        (false, n) => PinCheck::Wrong { remaining: MAX_PIN_FAILURES.saturating_sub(n) },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,5 +511,13 @@ mod tests {
         assert_eq!((check, f, l), (PinCheck::LockedOut, 5, true));
         // Once locked, even the right PIN is refused until staff unlock.
         assert_eq!(pin_attempt(f, l, true).0, PinCheck::LockedOut);
+
+        // Every outcome can be read back from the state it leaves.
+        for failed in 0..MAX_PIN_FAILURES {
+            for correct in [false, true] {
+                let (check, f, l) = pin_attempt(failed, false, correct);
+                assert_eq!(pin_check_of(f, l), check, "{failed} failures, correct {correct}");
+            }
+        }
     }
 }

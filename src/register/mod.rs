@@ -247,19 +247,27 @@ impl Register {
 
     /// Checks a PIN the way a kiosk does: counts wrong ones and locks after five in a row.
     pub fn check_pin(&self, id: u64, pin: &str, now: Timestamp) -> Result<PinCheck, StoreError> {
-        let patron = self.store.patron(id)?;
-        let correct = patron.pin.as_ref().is_some_and(|h| self.key.verify(id, pin, h));
-        let (outcome, failed, locked) = rules::pin_attempt(patron.failed_pins, patron.locked, correct);
-        if (failed, locked) != (patron.failed_pins, patron.locked) {
-            self.store.update_patron(id, |mut p| {
-                let changes = vec![("failed PINs".into(), p.failed_pins.to_string(), failed.to_string())];
-                let action = if locked && !p.locked { "locked" } else { "pin-attempt" };
-                p.failed_pins = failed;
-                p.locked = locked;
-                Ok((p, audit(id, now, "kiosk", action, changes)))
-            })?;
+        let attempt = |p: &Patron| {
+            let correct = p.pin.as_ref().is_some_and(|h| self.key.verify(id, pin, h));
+            rules::pin_attempt(p.failed_pins, p.locked, correct)
+        };
+        let before = self.store.patron(id)?;
+        let (outcome, failed, locked) = attempt(&before);
+        if (failed, locked) == (before.failed_pins, before.locked) {
+            // Nothing to count or reset (a right PIN, or any PIN on a locked card): no write.
+            return Ok(outcome);
         }
-        Ok(outcome)
+        // Counted again inside the transaction, from the record it updates, so that attempts
+        // arriving together all count.
+        let after = self.store.update_patron(id, |mut p| {
+            let (_, failed, locked) = attempt(&p);
+            let changes = vec![("failed PINs".into(), p.failed_pins.to_string(), failed.to_string())];
+            let action = if locked && !p.locked { "locked" } else { "pin-attempt" };
+            p.failed_pins = failed;
+            p.locked = locked;
+            Ok((p, audit(id, now, "kiosk", action, changes)))
+        })?;
+        Ok(rules::pin_check_of(after.failed_pins, after.locked))
     }
 
     /// Lifts a PIN lockout.
