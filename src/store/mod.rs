@@ -214,19 +214,29 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
             // The hot path reads patrons and items; keep a generous working set in memory.
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
+            .cache_capacity(256 * 1024 * 1024);
+        // sled releases its file lock a moment after a `Db` is dropped (its flusher thread still
+        // holds the file), so a store closed and reopened in one process can briefly look locked.
+        // Wait that out; a lock still held after about a second belongs to another process.
+        let mut wait = std::time::Duration::from_millis(5);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
                 {
-                    StoreError::Locked { path: dir.to_path_buf() }
+                    if wait > std::time::Duration::from_millis(640) {
+                        return Err(StoreError::Locked { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(wait);
+                    wait *= 2;
                 }
-                _ => StoreError::Open { path: dir.to_path_buf(), source: e },
-            })?;
+                Err(e) => return Err(StoreError::Open { path: dir.to_path_buf(), source: e }),
+            }
+        };
         let tree = |name: &str| db.open_tree(name);
         Ok(Store {
             path: dir.to_path_buf(),
