@@ -10,6 +10,10 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+fn yes() -> bool {
+    true
+}
+
 /// An amount in minor units (cents, öre) of the institution's currency. Negative is a credit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Money(pub i64);
@@ -49,6 +53,7 @@ impl fmt::Display for Money {
 
 /// What a block, or the patron's standing, denies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Privileges {
     pub borrow: bool,
     pub renew: bool,
@@ -85,6 +90,7 @@ impl Privileges {
 
 /// Loan rules for one user group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoanPolicy {
     pub loan_days: u32,
     pub max_loans: u32,
@@ -101,6 +107,7 @@ impl Default for LoanPolicy {
 
 /// A kind of block staff can place, and what it denies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlockType {
     pub code: String,
     pub denies: Privileges,
@@ -108,6 +115,7 @@ pub struct BlockType {
 
 /// What a PIN must look like.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PinPolicy {
     /// Exactly four digits (the default; kiosk PIN pads).
     #[default]
@@ -118,6 +126,7 @@ pub enum PinPolicy {
 
 /// Patterns that values must match, per institution (a regex each).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FieldFormats {
     pub primary_id: Option<String>,
     pub email: Option<String>,
@@ -127,6 +136,7 @@ pub struct FieldFormats {
 
 /// A library: the SIP `AO`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Institution {
     pub code: String,
     pub name: String,
@@ -134,15 +144,39 @@ pub struct Institution {
     pub currency: String,
     /// IANA time zone, e.g. `Europe/Stockholm`.
     pub timezone: String,
+    #[serde(default)]
     pub default_policy: LoanPolicy,
     /// Loan policy by user group.
+    #[serde(default)]
     pub policies: BTreeMap<String, LoanPolicy>,
+    #[serde(default = "Institution::standard_block_types")]
     pub block_types: Vec<BlockType>,
+    #[serde(default)]
     pub formats: FieldFormats,
+    #[serde(default)]
     pub pin_policy: PinPolicy,
+    /// Audit entries older than this many days are pruned by `purge` (none: kept for ever).
+    #[serde(default)]
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Institution {
+    /// A new institution with the default loan policy and the standard block types.
+    pub fn new(code: &str, name: &str, currency: &str, timezone: &str) -> Institution {
+        Institution {
+            code: code.into(),
+            name: name.into(),
+            currency: currency.into(),
+            timezone: timezone.into(),
+            default_policy: LoanPolicy::default(),
+            policies: BTreeMap::new(),
+            block_types: Institution::standard_block_types(),
+            formats: FieldFormats::default(),
+            pin_policy: PinPolicy::FourDigits,
+            audit_retention_days: None,
+        }
+    }
+
     /// The loan policy for a user group (the default when the group has none).
     pub fn policy_for(&self, group: Option<&str>) -> &LoanPolicy {
         group.and_then(|g| self.policies.get(g)).unwrap_or(&self.default_policy)
@@ -161,6 +195,7 @@ impl Institution {
 
 /// Staff, public or contact (a person the library only keeps in touch with).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RecordType {
     Staff,
     #[default]
@@ -170,6 +205,7 @@ pub enum RecordType {
 
 /// Who owns the record: the library, or an external system that syncs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AccountType {
     #[default]
     Internal,
@@ -179,22 +215,27 @@ pub enum AccountType {
 
 /// A barcode or other identifier of a patron.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Identifier {
     /// `barcode`, `national-id`, `student-id`, ...
     pub kind: String,
     pub value: String,
     pub note: Option<String>,
+    #[serde(default = "yes")]
     pub active: bool,
     /// Added by staff: survives a sync from an external system.
+    #[serde(default)]
     pub internal: bool,
 }
 
 /// A block on a patron.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Block {
     pub id: u32,
     pub kind: String,
     pub note: Option<String>,
+    #[serde(default = "yes")]
     pub active: bool,
     pub by: String,
     pub at: Timestamp,
@@ -202,10 +243,12 @@ pub struct Block {
 
 /// A note on a patron; `public` notes reach the kiosk screen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Note {
     pub id: u32,
     pub kind: String,
     pub text: String,
+    #[serde(default)]
     pub public: bool,
     pub by: String,
     pub at: Timestamp,
@@ -213,6 +256,7 @@ pub struct Note {
 
 /// A guardian, required to register a patron under 18.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Guardian {
     pub name: String,
     pub contact: String,
@@ -332,6 +376,7 @@ impl Patron {
 
 /// SIP fee types (PROTOCOL.md section 4.5), as the register names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FeeKind {
     Other,
     Administrative,
@@ -378,6 +423,7 @@ impl FeeKind {
 
 /// Where a fee stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FeeStatus {
     Active,
     /// Contested by the patron: left out of the balance that blocks borrowing.
@@ -389,6 +435,7 @@ pub enum FeeStatus {
 
 /// One step in a fee's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FeeEvent {
     Added { by: String, at: Timestamp },
     Paid { amount: Money, by: String, at: Timestamp, transaction: Option<String> },
@@ -399,17 +446,20 @@ pub enum FeeEvent {
 
 /// A fine, a fee, or (negative amount) a credit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fee {
     pub id: u64,
     pub patron: u64,
     pub kind: FeeKind,
     pub amount: Money,
+    #[serde(default)]
     pub paid: Money,
     pub currency: String,
     pub item: Option<String>,
     pub comment: Option<String>,
     pub status: FeeStatus,
     pub created: Timestamp,
+    #[serde(default)]
     pub history: Vec<FeeEvent>,
 }
 
@@ -422,6 +472,7 @@ impl Fee {
 
 /// Circulation status of an item, in the register's terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ItemStatus {
     #[default]
     Available,
@@ -436,6 +487,7 @@ pub enum ItemStatus {
 
 /// A copy the library lends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Item {
     pub barcode: String,
     pub institution: String,
@@ -444,9 +496,12 @@ pub struct Item {
     pub call_number: Option<String>,
     pub location: Option<String>,
     /// SIP media type code (`001` book, `006` CD/DVD, ...).
+    #[serde(default)]
     pub media_type: u16,
+    #[serde(default)]
     pub status: ItemStatus,
     /// SIP security marker code.
+    #[serde(default)]
     pub security_marker: u8,
     /// Charged at checkout (rental items).
     pub rental_fee: Option<Money>,
@@ -457,16 +512,19 @@ pub struct Item {
 
 /// An item out on loan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Loan {
     pub item: String,
     pub patron: u64,
     pub out: Timestamp,
     pub due: Timestamp,
+    #[serde(default)]
     pub renewals: u32,
 }
 
 /// Waiting or ready for pickup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HoldStatus {
     Waiting,
     Available,
@@ -474,6 +532,7 @@ pub enum HoldStatus {
 
 /// A request for an item (or any copy of a title).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hold {
     pub id: u64,
     pub patron: u64,

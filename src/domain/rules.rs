@@ -292,15 +292,8 @@ mod tests {
 
     fn institution() -> Institution {
         Institution {
-            code: "MAIN".into(),
-            name: "Main".into(),
-            currency: "SEK".into(),
-            timezone: "Europe/Stockholm".into(),
             default_policy: LoanPolicy { loan_days: 21, max_loans: 2, max_renewals: 1, fine_threshold: Money(100_00) },
-            policies: Default::default(),
-            block_types: Institution::standard_block_types(),
-            formats: Default::default(),
-            pin_policy: Default::default(),
+            ..Institution::new("MAIN", "Main", "SEK", "Europe/Stockholm")
         }
     }
 

@@ -64,6 +64,100 @@ fn opt(field: &'static str, v: &Option<String>) -> Result<(), Invalid> {
     v.as_deref().map_or(Ok(()), |s| validate::plain(field, s))
 }
 
+/// Every check a stored patron must pass, whoever wrote it (staff, an edit, an import):
+/// required fields, characters, the institution's patterns, national ids, minors' guardians.
+pub fn check_patron(inst: &Institution, p: &Patron, today: Date) -> Result<(), StoreError> {
+    validate::required("first name", &p.first_name)?;
+    validate::required("last name", &p.last_name)?;
+    validate::required("primary id", &p.primary_id)?;
+    for (field, v) in [
+        ("middle name", &p.middle_name),
+        ("title", &p.title),
+        ("e-mail", &p.email),
+        ("phone", &p.phone),
+        ("address", &p.address),
+        ("postal code", &p.postal_code),
+        ("language", &p.language),
+        ("user group", &p.user_group),
+    ] {
+        opt(field, v)?;
+    }
+    for i in &p.identifiers {
+        validate::required("identifier", &i.value)?;
+        validate::required("identifier type", &i.kind)?;
+        if i.kind == "national-id" {
+            let canonical = validate::swedish_national_id(&i.value, today)?;
+            if canonical != i.value {
+                return Err(StoreError::Refused(format!(
+                    "national id '{}' must be stored in its 12-digit form {canonical}",
+                    i.value
+                )));
+            }
+        }
+    }
+    validate::formats(&inst.formats, &p.primary_id, p.email.as_deref(), p.phone.as_deref(), p.postal_code.as_deref())?;
+    let minor = p.birth_date.is_some_and(|b| validate::is_minor(b, today));
+    if minor && (p.guardian.is_none() || p.terms_accepted.is_none()) {
+        return Err(Invalid::MinorWithoutGuardian.into());
+    }
+    Ok(())
+}
+
+/// Every check a stored institution must pass.
+pub fn check_institution(i: &Institution) -> Result<(), StoreError> {
+    let code = &i.code;
+    validate::required("institution code", code)?;
+    validate::required("name", &i.name)?;
+    if code.len() > 32 || code.contains(char::is_whitespace) {
+        return Err(StoreError::Refused(format!("institution code '{code}' must be 1-32 characters without spaces")));
+    }
+    let currency = &i.currency;
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(StoreError::Refused(format!("currency '{currency}' is not an ISO 4217 code such as SEK or USD")));
+    }
+    let timezone = &i.timezone;
+    jiff::tz::TimeZone::get(timezone).map_err(|_| {
+        StoreError::Refused(format!("time zone '{timezone}' is not an IANA zone such as Europe/Stockholm"))
+    })?;
+    for (field, p) in [
+        ("primary id", &i.formats.primary_id),
+        ("e-mail", &i.formats.email),
+        ("phone", &i.formats.phone),
+        ("postal code", &i.formats.postal_code),
+    ] {
+        validate::pattern(field, "", p.as_deref()).or_else(|e| match e {
+            Invalid::Pattern { .. } => Ok(()),
+            e => Err(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// The fields that differ between two versions of a patron, as (field, old, new); a PIN shows
+/// only as "changed".
+pub fn diff(old: &Patron, new: &Patron) -> Vec<(String, String, String)> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec![];
+    };
+    let text = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            if k == "pin" {
+                (k.clone(), String::new(), "changed".into())
+            } else {
+                (k.clone(), text(a.get(k)), text(Some(v)))
+            }
+        })
+        .collect()
+}
+
 impl Register {
     /// Opens the register in `dir`: the store, and the PIN key beside it (created on first use,
     /// readable by its owner only).
@@ -89,32 +183,8 @@ impl Register {
         currency: &str,
         timezone: &str,
     ) -> Result<Institution, StoreError> {
-        validate::required("institution code", code)?;
-        validate::required("name", name)?;
-        if code.len() > 32 || code.contains(char::is_whitespace) {
-            return Err(StoreError::Refused(format!(
-                "institution code '{code}' must be 1-32 characters without spaces"
-            )));
-        }
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(StoreError::Refused(format!(
-                "currency '{currency}' is not an ISO 4217 code such as SEK or USD"
-            )));
-        }
-        jiff::tz::TimeZone::get(timezone).map_err(|_| {
-            StoreError::Refused(format!("time zone '{timezone}' is not an IANA zone such as Europe/Stockholm"))
-        })?;
-        let inst = Institution {
-            code: code.into(),
-            name: name.into(),
-            currency: currency.into(),
-            timezone: timezone.into(),
-            default_policy: LoanPolicy::default(),
-            policies: Default::default(),
-            block_types: Institution::standard_block_types(),
-            formats: Default::default(),
-            pin_policy: PinPolicy::FourDigits,
-        };
+        let inst = Institution::new(code, name, currency, timezone);
+        check_institution(&inst)?;
         self.store.add_institution(&inst)?;
         Ok(inst)
     }
@@ -125,36 +195,10 @@ impl Register {
     /// patterns, the national id, minors' guardians, and (unless `force`) likely duplicates.
     pub fn add_patron(&self, new: NewPatron, force: bool, today: Date, now: Timestamp) -> Result<Added, StoreError> {
         let inst = self.store.institution(&new.institution)?;
-        validate::required("first name", &new.first_name)?;
-        validate::required("last name", &new.last_name)?;
-        validate::required("primary id", &new.primary_id)?;
-        for (field, v) in [
-            ("middle name", &new.middle_name),
-            ("title", &new.title),
-            ("e-mail", &new.email),
-            ("phone", &new.phone),
-            ("address", &new.address),
-            ("postal code", &new.postal_code),
-            ("language", &new.language),
-            ("user group", &new.user_group),
-        ] {
-            opt(field, v)?;
-        }
         for b in &new.barcodes {
             validate::required("barcode", b)?;
         }
-        validate::formats(
-            &inst.formats,
-            &new.primary_id,
-            new.email.as_deref(),
-            new.phone.as_deref(),
-            new.postal_code.as_deref(),
-        )?;
         let national = new.national_id.as_deref().map(|n| validate::swedish_national_id(n, today)).transpose()?;
-        let minor = new.birth_date.is_some_and(|b| validate::is_minor(b, today));
-        if minor && (new.guardian.is_none() || new.terms_accepted.is_none()) {
-            return Err(Invalid::MinorWithoutGuardian.into());
-        }
 
         let id = self.store.new_id()?;
         let mut identifiers: Vec<Identifier> = new
@@ -190,6 +234,7 @@ impl Register {
             identifiers,
             ..Patron::new(id, &new.institution, &new.primary_id, new.first_name.trim(), new.last_name.trim(), now)
         };
+        check_patron(&inst, &patron, today)?;
         if !force {
             let same = self.store.same_person(&patron)?;
             if !same.is_empty() {
@@ -512,12 +557,20 @@ impl Register {
         })
     }
 
-    /// Moves a patron to the bank of deleted users; refused while money is owed (loans are
-    /// checked too once the server records them).
+    /// Moves a patron to the bank of deleted users; refused while money is owed or items are
+    /// on loan, saying which.
     pub fn delete(&self, id: u64, now: Timestamp) -> Result<Patron, StoreError> {
         let balance = self.balance(id)?;
+        let loans = self.store.loan_count(id);
+        let mut why = Vec::new();
         if balance.0 > 0 {
-            return Err(StoreError::Refused(format!("patron {id} cannot be deleted: a balance of {balance} is due")));
+            why.push(format!("a balance of {balance} is due"));
+        }
+        if loans > 0 {
+            why.push(format!("{loans} item{} on loan", if loans == 1 { " is" } else { "s are" }));
+        }
+        if !why.is_empty() {
+            return Err(StoreError::Refused(format!("patron {id} cannot be deleted: {}", why.join(" and "))));
         }
         self.store.update_patron(id, |mut p| {
             if p.deleted.is_some() {
@@ -539,6 +592,14 @@ impl Register {
         })
     }
 }
+
+mod circulation;
+mod exchange;
+mod patrons;
+
+pub use circulation::NewItem;
+pub use exchange::{ImportReport, Line};
+pub use patrons::{ListFilter, PurgeReport};
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use crate::domain::validate::Invalid;
-use crate::domain::{AuditEntry, Fee, Institution, Item, Patron};
+use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Patron};
 
 /// Format version written before every value, so records can evolve.
 const VERSION: u8 = 1;
@@ -87,6 +87,45 @@ fn name_key(p: &Patron) -> Vec<u8> {
     k
 }
 
+/// The store's tunables, with their defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Bytes of sled's page cache. Default 512 MiB: enough to keep 1 M patrons' indexes and
+    /// records warm, and with sled's own overhead still under 2 GiB while importing them.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { cache_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+/// One change in an atomic group of changes (see [`Store::apply`]).
+#[derive(Clone, Debug)]
+pub enum Write {
+    Institution(Institution),
+    /// A new or changed patron; its indexes follow, and unique values are claimed.
+    Patron(Patron),
+    /// Removes a patron for good, with its index entries.
+    RemovePatron(u64),
+    Item(Item),
+    RemoveItem(String),
+    /// Opens or replaces the loan of `loan.item`.
+    Loan(Loan),
+    /// Ends the loan of this item.
+    EndLoan(String),
+    Fee(Fee),
+    RemoveFee(u64),
+    Hold(Hold),
+    RemoveHold(u64),
+    Account(Account),
+    RemoveAccount(String),
+    Audit(AuditEntry),
+    /// Removes one stored audit entry (by its key, from [`Store::history_keys`]).
+    RemoveAudit(Vec<u8>),
+}
+
 /// The sled database and its trees.
 pub struct Store {
     path: PathBuf,
@@ -107,6 +146,18 @@ pub struct Store {
     fees_by_patron: Tree,
     /// patron id ++ timestamp ++ sequence -> AuditEntry
     audit: Tree,
+    /// item barcode -> Loan
+    loans: Tree,
+    /// patron id ++ item barcode -> ()
+    loans_by_patron: Tree,
+    /// hold id -> Hold
+    holds: Tree,
+    /// patron id ++ hold id -> ()
+    holds_by_patron: Tree,
+    /// item barcode \0 placed (µs) ++ hold id -> ()
+    holds_by_item: Tree,
+    /// terminal login -> Account
+    accounts: Tree,
 }
 
 fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
@@ -172,13 +223,7 @@ fn reindex(
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
     let holder = old.map(|o| o.id);
     if let Some(old) = old {
-        for (_, k, _) in claims(old) {
-            identifiers.remove(k)?;
-        }
-        if let Some(e) = &old.email {
-            emails.remove(email_key(&old.institution, e))?;
-        }
-        names.remove(name_key(old))?;
+        unindex(identifiers, emails, names, old)?;
     }
     let institution = &new.institution;
     for (what, k, value) in claims(new) {
@@ -201,6 +246,23 @@ fn reindex(
     Ok(())
 }
 
+/// Removes a patron's index entries.
+fn unindex(
+    identifiers: &TransactionalTree,
+    emails: &TransactionalTree,
+    names: &TransactionalTree,
+    old: &Patron,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    for (_, k, _) in claims(old) {
+        identifiers.remove(k)?;
+    }
+    if let Some(e) = &old.email {
+        emails.remove(email_key(&old.institution, e))?;
+    }
+    names.remove(name_key(old))?;
+    Ok(())
+}
+
 /// Where a patron's unique values are claimed: primary id and identifiers, and e-mail.
 fn claims(p: &Patron) -> Vec<(&'static str, Vec<u8>, String)> {
     let mut out = vec![("primary id", scoped(&p.institution, &p.primary_id), p.primary_id.clone())];
@@ -213,11 +275,13 @@ fn claims(p: &Patron) -> Vec<(&'static str, Vec<u8>, String)> {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, &StoreConfig::default())
+    }
+
+    /// Opens (or creates) the store in `dir` with these settings.
+    pub fn open_with(dir: &Path, settings: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
-        let config = sled::Config::new()
-            .path(dir.join("db"))
-            // The hot path reads patrons and items; keep a generous working set in memory.
-            .cache_capacity(256 * 1024 * 1024);
+        let config = sled::Config::new().path(dir.join("db")).cache_capacity(settings.cache_bytes);
         // sled releases its file lock a moment after a `Db` is dropped (its flusher thread still
         // holds the file), so a store closed and reopened in one process can briefly look locked.
         // Wait that out; a lock still held after about a second belongs to another process.
@@ -250,6 +314,12 @@ impl Store {
             fees: tree("fees")?,
             fees_by_patron: tree("fees_by_patron")?,
             audit: tree("audit")?,
+            loans: tree("loans")?,
+            loans_by_patron: tree("loans_by_patron")?,
+            holds: tree("holds")?,
+            holds_by_patron: tree("holds_by_patron")?,
+            holds_by_item: tree("holds_by_item")?,
+            accounts: tree("accounts")?,
             db,
         })
     }
@@ -265,15 +335,36 @@ impl Store {
         Ok(())
     }
 
+    /// Reserves `n` fresh ids and returns the first.
+    pub fn reserve_ids(&self, n: u64) -> Result<u64, StoreError> {
+        let next = self.meta.update_and_fetch(b"next_id", |old| {
+            let last = old.and_then(read_id).unwrap_or(0);
+            Some(last.saturating_add(n).to_be_bytes().to_vec())
+        })?;
+        let last = next
+            .and_then(|b| read_id(&b))
+            .ok_or_else(|| StoreError::Corrupt { kind: "id counter", detail: "missing after update".into() })?;
+        Ok(last + 1 - n)
+    }
+
+    /// The last id given out (0 in a new store).
+    pub fn last_id(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(b"next_id")?.and_then(|b| read_id(&b)).unwrap_or(0))
+    }
+
+    /// Makes sure later ids are above `id` (records imported with their own ids).
+    pub fn bump_ids(&self, id: u64) -> Result<(), StoreError> {
+        self.meta.update_and_fetch(b"next_id", |old| {
+            let last = old.and_then(read_id).unwrap_or(0);
+            Some(last.max(id).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
     /// A fresh id: 1, 2, 3, ... across restarts (staff read and type patron numbers, so they
     /// stay short; sled's own id generator jumps by a million on every open).
     pub fn new_id(&self) -> Result<u64, StoreError> {
-        let next = self.meta.update_and_fetch(b"next_id", |old| {
-            let n = old.and_then(read_id).unwrap_or(0);
-            Some((n + 1).to_be_bytes().to_vec())
-        })?;
-        next.and_then(|b| read_id(&b))
-            .ok_or_else(|| StoreError::Corrupt { kind: "id counter", detail: "missing after update".into() })
+        self.reserve_ids(1)
     }
 
     // -- institutions -----------------------------------------------------------------------
@@ -465,16 +556,282 @@ impl Store {
             .collect()
     }
 
-    // -- items ------------------------------------------------------------------------------
-
-    pub fn put_item(&self, item: &Item) -> Result<(), StoreError> {
-        self.items.insert(item.barcode.as_bytes(), encode(item))?;
-        self.flush()
-    }
+    // -- items, loans, holds, accounts -------------------------------------------------------
 
     pub fn item(&self, barcode: &str) -> Result<Option<Item>, StoreError> {
         self.items.get(barcode.as_bytes())?.map(|v| decode("item", &v)).transpose()
     }
+
+    /// Every item, in barcode order, read lazily.
+    pub fn items(&self) -> impl Iterator<Item = Result<Item, StoreError>> + '_ {
+        self.items.iter().values().map(|v| decode("item", &v?))
+    }
+
+    /// The loan of an item, if it is out.
+    pub fn loan(&self, item: &str) -> Result<Option<Loan>, StoreError> {
+        self.loans.get(item.as_bytes())?.map(|v| decode("loan", &v)).transpose()
+    }
+
+    /// Every loan, in item barcode order.
+    pub fn loans(&self) -> impl Iterator<Item = Result<Loan, StoreError>> + '_ {
+        self.loans.iter().values().map(|v| decode("loan", &v?))
+    }
+
+    /// A patron's loans, in item barcode order.
+    pub fn loans_of(&self, patron: u64) -> Result<Vec<Loan>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.loans_by_patron.scan_prefix(patron.to_be_bytes()).keys() {
+            let k = k?;
+            let barcode = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            out.extend(self.loan(&barcode)?);
+        }
+        Ok(out)
+    }
+
+    /// How many items the patron has on loan (without reading the loans).
+    pub fn loan_count(&self, patron: u64) -> u32 {
+        let n = self.loans_by_patron.scan_prefix(patron.to_be_bytes()).keys().count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    pub fn hold(&self, id: u64) -> Result<Option<Hold>, StoreError> {
+        self.holds.get(id.to_be_bytes())?.map(|v| decode("hold", &v)).transpose()
+    }
+
+    /// Every hold, in id order.
+    pub fn holds(&self) -> impl Iterator<Item = Result<Hold, StoreError>> + '_ {
+        self.holds.iter().values().map(|v| decode("hold", &v?))
+    }
+
+    /// A patron's holds, oldest first.
+    pub fn holds_of(&self, patron: u64) -> Result<Vec<Hold>, StoreError> {
+        self.ids_after(&self.holds_by_patron, &patron.to_be_bytes())
+            .filter_map(|id| id.and_then(|id| self.hold(id)).transpose())
+            .collect()
+    }
+
+    /// The holds on an item, oldest first (the queue).
+    pub fn holds_on(&self, item: &str) -> Result<Vec<Hold>, StoreError> {
+        let mut prefix = item.as_bytes().to_vec();
+        prefix.push(0);
+        self.ids_after(&self.holds_by_item, &prefix)
+            .filter_map(|id| id.and_then(|id| self.hold(id)).transpose())
+            .collect()
+    }
+
+    /// The ids that end the keys under `prefix` in an index tree.
+    fn ids_after<'a>(&self, tree: &'a Tree, prefix: &[u8]) -> impl Iterator<Item = Result<u64, StoreError>> + 'a {
+        tree.scan_prefix(prefix).keys().map(|k| {
+            let k = k?;
+            trailing_id(&k).ok_or_else(|| StoreError::Corrupt { kind: "index", detail: "a short key".into() })
+        })
+    }
+
+    pub fn account(&self, login: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts.get(login.as_bytes())?.map(|v| decode("account", &v)).transpose()
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.accounts.iter().values().map(|v| decode("account", &v?)).collect()
+    }
+
+    /// Every fee, in id order.
+    pub fn fees(&self) -> impl Iterator<Item = Result<Fee, StoreError>> + '_ {
+        self.fees.iter().values().map(|v| decode("fee", &v?))
+    }
+
+    /// Every patron, in id order, read lazily.
+    pub fn patrons_iter(&self) -> impl Iterator<Item = Result<Patron, StoreError>> + '_ {
+        self.patrons.iter().values().map(|v| decode("patron", &v?))
+    }
+
+    /// The storage keys of a patron's audit entries with the entries, oldest first.
+    pub fn history_keys(&self, patron: u64) -> Result<Vec<(Vec<u8>, AuditEntry)>, StoreError> {
+        self.audit
+            .scan_prefix(patron.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), decode("audit entry", &v)?))
+            })
+            .collect()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    // -- atomic groups ----------------------------------------------------------------------
+
+    /// Applies a group of changes in one transaction: all of them or none. Unique values are
+    /// claimed inside it, so a conflict refuses the whole group and writes nothing. Not flushed:
+    /// callers flush before they report success.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let audits = writes.iter().filter(|w| matches!(w, Write::Audit(_))).count() as u64;
+        let mut seq = if audits > 0 { self.reserve_ids(audits)? } else { 0 };
+        let mut audit_keys = Vec::with_capacity(audits as usize);
+        for w in writes {
+            if let Write::Audit(a) = w {
+                audit_keys.push(audit_key(a, seq));
+                seq += 1;
+            }
+        }
+        let trees = [
+            &self.institutions,
+            &self.patrons,
+            &self.identifiers,
+            &self.emails,
+            &self.names,
+            &self.items,
+            &self.fees,
+            &self.fees_by_patron,
+            &self.audit,
+            &self.loans,
+            &self.loans_by_patron,
+            &self.holds,
+            &self.holds_by_patron,
+            &self.holds_by_item,
+            &self.accounts,
+        ];
+        let r = trees[..].transaction(|t| {
+            let [
+                institutions,
+                patrons,
+                identifiers,
+                emails,
+                names,
+                items,
+                fees,
+                fees_by_patron,
+                audit,
+                loans,
+                loans_by_patron,
+                holds,
+                holds_by_patron,
+                holds_by_item,
+                accounts,
+            ] = t.as_slice()
+            else {
+                unreachable!("one transactional tree per tree passed in")
+            };
+            let mut audit_keys = audit_keys.iter();
+            for w in writes {
+                match w {
+                    Write::Institution(i) => {
+                        institutions.insert(i.code.as_bytes(), encode(i))?;
+                    }
+                    Write::Patron(p) => {
+                        if institutions.get(p.institution.as_bytes())?.is_none() {
+                            return abort(StoreError::NoInstitution(p.institution.clone()));
+                        }
+                        let key = p.id.to_be_bytes();
+                        let old = tx_get::<Patron>(patrons, "patron", &key)?;
+                        reindex(identifiers, emails, names, old.as_ref(), p)?;
+                        patrons.insert(&key, encode(p))?;
+                    }
+                    Write::RemovePatron(id) => {
+                        let key = id.to_be_bytes();
+                        if let Some(old) = tx_get::<Patron>(patrons, "patron", &key)? {
+                            unindex(identifiers, emails, names, &old)?;
+                            patrons.remove(&key)?;
+                        }
+                    }
+                    Write::Item(i) => {
+                        items.insert(i.barcode.as_bytes(), encode(i))?;
+                    }
+                    Write::RemoveItem(barcode) => {
+                        items.remove(barcode.as_bytes())?;
+                    }
+                    Write::Loan(l) => {
+                        if let Some(old) = tx_get::<Loan>(loans, "loan", l.item.as_bytes())? {
+                            loans_by_patron.remove(pair_key(old.patron, old.item.as_bytes()))?;
+                        }
+                        loans.insert(l.item.as_bytes(), encode(l))?;
+                        loans_by_patron.insert(pair_key(l.patron, l.item.as_bytes()), &[])?;
+                    }
+                    Write::EndLoan(item) => {
+                        if let Some(old) = tx_get::<Loan>(loans, "loan", item.as_bytes())? {
+                            loans_by_patron.remove(pair_key(old.patron, old.item.as_bytes()))?;
+                            loans.remove(item.as_bytes())?;
+                        }
+                    }
+                    Write::Fee(f) => {
+                        if let Some(old) = tx_get::<Fee>(fees, "fee", &f.id.to_be_bytes())? {
+                            fees_by_patron.remove(pair_key(old.patron, &old.id.to_be_bytes()))?;
+                        }
+                        fees.insert(&f.id.to_be_bytes(), encode(f))?;
+                        fees_by_patron.insert(pair_key(f.patron, &f.id.to_be_bytes()), &[])?;
+                    }
+                    Write::RemoveFee(id) => {
+                        if let Some(old) = tx_get::<Fee>(fees, "fee", &id.to_be_bytes())? {
+                            fees_by_patron.remove(pair_key(old.patron, &old.id.to_be_bytes()))?;
+                            fees.remove(&id.to_be_bytes())?;
+                        }
+                    }
+                    Write::Hold(h) => {
+                        if let Some(old) = tx_get::<Hold>(holds, "hold", &h.id.to_be_bytes())? {
+                            unindex_hold(holds_by_patron, holds_by_item, &old)?;
+                        }
+                        holds.insert(&h.id.to_be_bytes(), encode(h))?;
+                        holds_by_patron.insert(pair_key(h.patron, &h.id.to_be_bytes()), &[])?;
+                        if let Some(item) = &h.item {
+                            holds_by_item.insert(hold_item_key(item, h), &[])?;
+                        }
+                    }
+                    Write::RemoveHold(id) => {
+                        if let Some(old) = tx_get::<Hold>(holds, "hold", &id.to_be_bytes())? {
+                            unindex_hold(holds_by_patron, holds_by_item, &old)?;
+                            holds.remove(&id.to_be_bytes())?;
+                        }
+                    }
+                    Write::Account(a) => {
+                        accounts.insert(a.login.as_bytes(), encode(a))?;
+                    }
+                    Write::RemoveAccount(login) => {
+                        accounts.remove(login.as_bytes())?;
+                    }
+                    Write::Audit(a) => {
+                        let Some(k) = audit_keys.next() else { unreachable!("one key per audit entry") };
+                        audit.insert(k.as_slice(), encode(a))?;
+                    }
+                    Write::RemoveAudit(k) => {
+                        audit.remove(k.as_slice())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        tx_result(r)
+    }
+}
+
+/// An index key of a record id (big-endian) followed by another key.
+fn pair_key(id: u64, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + rest.len());
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+/// A hold's place in its item's queue: the item, then the time it was placed, then its id.
+fn hold_item_key(item: &str, h: &Hold) -> Vec<u8> {
+    let mut k = item.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&h.placed.as_microsecond().to_be_bytes());
+    k.extend_from_slice(&h.id.to_be_bytes());
+    k
+}
+
+fn unindex_hold(
+    by_patron: &TransactionalTree,
+    by_item: &TransactionalTree,
+    h: &Hold,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    by_patron.remove(pair_key(h.patron, &h.id.to_be_bytes()))?;
+    if let Some(item) = &h.item {
+        by_item.remove(hold_item_key(item, h))?;
+    }
+    Ok(())
 }
 
 /// Audit key: patron, time, then a fresh id, so that entries sort by time and two changes in

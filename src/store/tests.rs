@@ -11,17 +11,7 @@ fn now() -> Timestamp {
 }
 
 fn institution(code: &str) -> Institution {
-    Institution {
-        code: code.into(),
-        name: format!("{code} library"),
-        currency: "SEK".into(),
-        timezone: "Europe/Stockholm".into(),
-        default_policy: LoanPolicy::default(),
-        policies: Default::default(),
-        block_types: Institution::standard_block_types(),
-        formats: Default::default(),
-        pin_policy: Default::default(),
-    }
+    Institution::new(code, &format!("{code} library"), "SEK", "Europe/Stockholm")
 }
 
 fn patron(id: u64, primary: &str, barcode: &str, email: Option<&str>) -> Patron {

@@ -1,0 +1,767 @@
+//! `sip2d import` and `sip2d export`: the register as JSON Lines, one record per line.
+//!
+//! Import is idempotent (a record equal to what is stored writes nothing), applies each record
+//! atomically with its indexes, and reports every rejected line with its number and reason.
+//! Lines are committed in groups for speed; if a group is refused as a whole, its lines are
+//! redone one by one so that each gets its own verdict. See docs/import.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Seek};
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use super::circulation::check_item;
+use super::{Register, audit, check_institution, check_patron, diff};
+use crate::domain::secret;
+use crate::domain::validate;
+use crate::domain::*;
+use crate::store::{StoreError, Write};
+
+/// Lines committed together in one transaction.
+const GROUP: usize = 256;
+/// Groups between flushes to disk (and the final flush before the report).
+const GROUPS_PER_FLUSH: usize = 64;
+
+/// One line of the exchange format.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Line {
+    Institution(Institution),
+    Account(AccountLine),
+    Patron(Box<PatronLine>),
+    Item(Item),
+    Loan(Loan),
+    Fee(Fee),
+    Hold(Hold),
+}
+
+/// A self-check account: a plain `password` (hashed on import) or the `password_hash` an export
+/// wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountLine {
+    pub login: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    pub institution: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profile: BTreeMap<String, String>,
+}
+
+/// A patron. The person's fields are the line's to set: absent optional ones are cleared (an
+/// external system's sync owns them). Status fields (`active`, `locked`, `deleted`, the PIN...)
+/// are kept when absent. Blocks, notes, proxies and internal identifiers already stored survive.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatronLine {
+    /// The register id; when absent, the patron is matched by institution and primary id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub institution: String,
+    pub primary_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Date>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<RecordType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<AccountType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Date>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge: Option<Date>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms_accepted: Option<Date>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian: Option<Guardian>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<Identifier>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Block>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_for: Vec<u64>,
+    /// A PIN in clear, hashed on import (never exported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// The stored keyed hash, hex; valid only with the same `pin.key` and register id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_changed: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_pins: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+impl PatronLine {
+    /// Everything stored about a patron, for export.
+    pub fn of(p: &Patron) -> PatronLine {
+        PatronLine {
+            id: Some(p.id),
+            institution: p.institution.clone(),
+            primary_id: p.primary_id.clone(),
+            first_name: p.first_name.clone(),
+            last_name: p.last_name.clone(),
+            middle_name: p.middle_name.clone(),
+            title: p.title.clone(),
+            birth_date: p.birth_date,
+            email: p.email.clone(),
+            phone: p.phone.clone(),
+            address: p.address.clone(),
+            postal_code: p.postal_code.clone(),
+            language: p.language.clone(),
+            user_group: p.user_group.clone(),
+            record_type: Some(p.record_type),
+            account_type: Some(p.account_type.clone()),
+            expiry: p.expiry,
+            purge: p.purge,
+            terms_accepted: p.terms_accepted,
+            guardian: p.guardian.clone(),
+            identifiers: p.identifiers.clone(),
+            blocks: p.blocks.clone(),
+            notes: p.notes.clone(),
+            proxy_for: p.proxy_for.clone(),
+            pin: None,
+            pin_hash: p.pin.as_ref().map(|h| hex(&h.0)),
+            active: Some(p.active),
+            status_changed: Some(p.status_changed),
+            failed_pins: Some(p.failed_pins),
+            locked: Some(p.locked),
+            deleted: p.deleted,
+            transfer: p.transfer.clone(),
+        }
+    }
+
+    /// The patron this line makes of `base` (the stored one, or a fresh one).
+    fn apply_to(&self, base: &Patron, now: Timestamp) -> Patron {
+        let mut p = base.clone();
+        p.institution = self.institution.clone();
+        p.primary_id = self.primary_id.clone();
+        p.first_name = self.first_name.clone();
+        p.last_name = self.last_name.clone();
+        p.middle_name = self.middle_name.clone();
+        p.title = self.title.clone();
+        p.birth_date = self.birth_date;
+        p.email = self.email.clone();
+        p.phone = self.phone.clone();
+        p.address = self.address.clone();
+        p.postal_code = self.postal_code.clone();
+        p.language = self.language.clone();
+        p.user_group = self.user_group.clone();
+        p.expiry = self.expiry;
+        p.purge = self.purge;
+        p.terms_accepted = self.terms_accepted;
+        p.guardian = self.guardian.clone();
+        if let Some(t) = self.record_type {
+            p.record_type = t;
+        }
+        if let Some(t) = &self.account_type {
+            p.account_type = t.clone();
+        }
+        // The line's identifiers replace the synced ones; staff's own (internal) ones stay.
+        let mut ids = self.identifiers.clone();
+        ids.extend(
+            base.identifiers
+                .iter()
+                .filter(|i| i.internal && !self.identifiers.iter().any(|n| n.value == i.value))
+                .cloned(),
+        );
+        p.identifiers = ids;
+        merge_by_id(&mut p.blocks, &self.blocks, |b| b.id);
+        merge_by_id(&mut p.notes, &self.notes, |n| n.id);
+        for id in &self.proxy_for {
+            if !p.proxy_for.contains(id) {
+                p.proxy_for.push(*id);
+            }
+        }
+        if let Some(a) = self.active {
+            if a != p.active {
+                p.status_changed = now;
+            }
+            p.active = a;
+        }
+        if let Some(t) = self.status_changed {
+            p.status_changed = t;
+        }
+        if let Some(n) = self.failed_pins {
+            p.failed_pins = n;
+        }
+        if let Some(l) = self.locked {
+            p.locked = l;
+        }
+        if self.deleted.is_some() {
+            p.deleted = self.deleted;
+        }
+        if self.transfer.is_some() {
+            p.transfer = self.transfer.clone();
+        }
+        p
+    }
+}
+
+/// Replaces stored entries with the line's of the same id and appends the line's new ones.
+fn merge_by_id<T: Clone>(stored: &mut Vec<T>, incoming: &[T], id: impl Fn(&T) -> u32) {
+    for new in incoming {
+        match stored.iter_mut().find(|s| id(s) == id(new)) {
+            Some(s) => *s = new.clone(),
+            None => stored.push(new.clone()),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What an import did (or, dry, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub lines: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Line number (from 1) and why it was not imported.
+    pub rejected: Vec<(usize, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// What the lines planned so far (and not yet committed) will have written: later lines in the
+/// same group see it as if it were stored.
+#[derive(Default)]
+struct Overlay {
+    institutions: HashMap<String, Institution>,
+    patrons: HashMap<u64, Patron>,
+    /// institution \0 value (primary id, identifier, lower-cased e-mail) -> patron
+    claims: HashMap<String, u64>,
+    items: HashMap<String, Item>,
+    loans: HashMap<String, Loan>,
+    accounts: HashMap<String, Account>,
+}
+
+/// Ids for new records: from the store, or counted locally in a dry run (which writes nothing).
+struct Ids {
+    dry_next: Option<u64>,
+}
+
+struct Importer<'a> {
+    reg: &'a Register,
+    today: Date,
+    now: Timestamp,
+    overlay: Overlay,
+    ids: Ids,
+}
+
+fn claim_key(institution: &str, value: &str) -> String {
+    format!("{institution}\0{value}")
+}
+
+impl Importer<'_> {
+    fn new_id(&mut self) -> Result<u64, String> {
+        match &mut self.ids.dry_next {
+            Some(n) => {
+                *n += 1;
+                Ok(*n - 1)
+            }
+            None => self.reg.store.new_id().map_err(|e| e.to_string()),
+        }
+    }
+
+    fn institution(&self, code: &str) -> Result<Institution, String> {
+        if let Some(i) = self.overlay.institutions.get(code) {
+            return Ok(i.clone());
+        }
+        self.reg.store.institution(code).map_err(|e| e.to_string())
+    }
+
+    fn patron(&self, id: u64) -> Result<Option<Patron>, String> {
+        if let Some(p) = self.overlay.patrons.get(&id) {
+            return Ok(Some(p.clone()));
+        }
+        match self.reg.store.patron(id) {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::NoPatron(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn item(&self, barcode: &str) -> Result<Option<Item>, String> {
+        if let Some(i) = self.overlay.items.get(barcode) {
+            return Ok(Some(i.clone()));
+        }
+        self.reg.store.item(barcode).map_err(|e| e.to_string())
+    }
+
+    /// Who holds a unique value (primary id or identifier, or with `email` an e-mail).
+    fn owner(&self, institution: &str, value: &str, email: bool) -> Result<Option<u64>, String> {
+        let key = claim_key(institution, &if email { value.to_lowercase() } else { value.to_string() });
+        let key = if email { format!("@{key}") } else { key };
+        if let Some(id) = self.overlay.claims.get(&key) {
+            return Ok(Some(*id));
+        }
+        let found = if email {
+            self.reg.store.patron_by_email(institution, value)
+        } else {
+            self.reg.store.patron_by_identifier(institution, value)
+        };
+        let found = found.map_err(|e| e.to_string())?;
+        // A patron changed earlier in this group may have given the value up.
+        Ok(found.filter(|p| !self.overlay.patrons.contains_key(&p.id)).map(|p| p.id))
+    }
+
+    fn plan(&mut self, line: Line) -> Result<(Outcome, Vec<Write>), String> {
+        match line {
+            Line::Institution(i) => self.plan_institution(i),
+            Line::Account(a) => self.plan_account(a),
+            Line::Patron(p) => self.plan_patron(*p),
+            Line::Item(i) => self.plan_item(i),
+            Line::Loan(l) => self.plan_loan(l),
+            Line::Fee(f) => self.plan_fee(f),
+            Line::Hold(h) => self.plan_hold(h),
+        }
+    }
+
+    fn plan_institution(&mut self, i: Institution) -> Result<(Outcome, Vec<Write>), String> {
+        check_institution(&i).map_err(|e| e.to_string())?;
+        let outcome = match self.institution(&i.code) {
+            Ok(old) if old == i => return Ok((Outcome::Unchanged, vec![])),
+            Ok(_) => Outcome::Updated,
+            Err(_) => Outcome::Created,
+        };
+        self.overlay.institutions.insert(i.code.clone(), i.clone());
+        Ok((outcome, vec![Write::Institution(i)]))
+    }
+
+    fn plan_account(&mut self, a: AccountLine) -> Result<(Outcome, Vec<Write>), String> {
+        super::circulation::check_login(&a.login).map_err(|e| e.to_string())?;
+        self.institution(&a.institution)?;
+        let old = match self.overlay.accounts.get(&a.login) {
+            Some(a) => Some(a.clone()),
+            None => self.reg.store.account(&a.login).map_err(|e| e.to_string())?,
+        };
+        let password_hash = match (&a.password, &a.password_hash) {
+            (Some(_), Some(_)) => return Err("give password or password_hash, not both".into()),
+            (None, None) => match &old {
+                Some(o) => o.password_hash.clone(),
+                None => return Err("a new account needs a password".into()),
+            },
+            (None, Some(h)) => {
+                argon2::password_hash::PasswordHash::new(h)
+                    .map_err(|e| format!("password_hash is not an Argon2 PHC string: {e}"))?;
+                h.clone()
+            }
+            (Some(p), None) => match &old {
+                // Hashing again would change the salt: keep the stored hash if it matches.
+                Some(o) if secret::verify_password(p, &o.password_hash) => o.password_hash.clone(),
+                _ => {
+                    if p.chars().count() < 8 {
+                        return Err("a terminal password needs at least 8 characters".into());
+                    }
+                    secret::hash_password(p).map_err(|e| e.to_string())?
+                }
+            },
+        };
+        let account = Account {
+            login: a.login,
+            password_hash,
+            institution: a.institution,
+            location: a.location,
+            profile: a.profile,
+        };
+        let outcome = match &old {
+            Some(o) if *o == account => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        self.overlay.accounts.insert(account.login.clone(), account.clone());
+        Ok((outcome, vec![Write::Account(account)]))
+    }
+
+    fn plan_patron(&mut self, line: PatronLine) -> Result<(Outcome, Vec<Write>), String> {
+        let inst = self.institution(&line.institution)?;
+        let existing = match line.id {
+            Some(id) => self.patron(id)?,
+            None => match self.owner(&line.institution, &line.primary_id, false)? {
+                Some(id) => self.patron(id)?.filter(|p| p.primary_id == line.primary_id),
+                None => None,
+            },
+        };
+        let (id, base) = match &existing {
+            Some(p) => (p.id, p.clone()),
+            None => {
+                let id = match line.id {
+                    Some(id) => id,
+                    None => self.new_id()?,
+                };
+                (id, Patron::new(id, &line.institution, &line.primary_id, &line.first_name, &line.last_name, self.now))
+            }
+        };
+        let mut p = line.apply_to(&base, self.now);
+        check_patron(&inst, &p, self.today).map_err(|e| e.to_string())?;
+        match (&line.pin, &line.pin_hash) {
+            (Some(_), Some(_)) => return Err("give pin or pin_hash, not both".into()),
+            (Some(pin), None) => {
+                validate::pin(&inst.pin_policy, pin).map_err(|e| e.to_string())?;
+                let h = self.reg.key.hash(id, pin);
+                p.pin = Some(h);
+            }
+            (None, Some(h)) => {
+                let bytes = unhex32(h).ok_or("pin_hash is not 64 hex digits")?;
+                p.pin = Some(PinHash(bytes));
+            }
+            (None, None) => {}
+        }
+        for other in &p.proxy_for {
+            if *other == id || self.patron(*other)?.is_none() {
+                return Err(format!("proxy_for names patron {other}, who is not in the register"));
+            }
+        }
+        // Unique values: refused here with a clear reason rather than by the transaction.
+        let mut values: Vec<(&str, &str, bool)> = vec![("primary id", &p.primary_id, false)];
+        values.extend(p.identifiers.iter().map(|i| ("identifier", i.value.as_str(), false)));
+        values.extend(p.email.iter().map(|e| ("e-mail", e.as_str(), true)));
+        for (what, value, email) in &values {
+            if let Some(owner) = self.owner(&p.institution, value, *email)? {
+                if owner != id {
+                    return Err(format!("{what} '{value}' is already used by patron {owner} at {}", p.institution));
+                }
+            }
+        }
+        let outcome = match &existing {
+            Some(old) if *old == p => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        let changes = existing.as_ref().map(|old| diff(old, &p)).unwrap_or_default();
+        let action = if existing.is_some() { "import-update" } else { "import" };
+        for (_, value, email) in values {
+            let key = claim_key(&p.institution, &if email { value.to_lowercase() } else { value.to_string() });
+            self.overlay.claims.insert(if email { format!("@{key}") } else { key }, id);
+        }
+        self.overlay.patrons.insert(id, p.clone());
+        let entry = audit(id, self.now, &self.reg.actor, action, changes);
+        Ok((outcome, vec![Write::Patron(p), Write::Audit(entry)]))
+    }
+
+    fn plan_item(&mut self, item: Item) -> Result<(Outcome, Vec<Write>), String> {
+        self.institution(&item.institution)?;
+        check_item(&item).map_err(|e| e.to_string())?;
+        let outcome = match self.item(&item.barcode)? {
+            Some(old) if old == item => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        self.overlay.items.insert(item.barcode.clone(), item.clone());
+        Ok((outcome, vec![Write::Item(item)]))
+    }
+
+    fn plan_loan(&mut self, loan: Loan) -> Result<(Outcome, Vec<Write>), String> {
+        if self.patron(loan.patron)?.is_none() {
+            return Err(format!("no patron {}", loan.patron));
+        }
+        let Some(mut item) = self.item(&loan.item)? else { return Err(format!("no item '{}'", loan.item)) };
+        if loan.due < loan.out {
+            return Err("the due date is before the loan date".into());
+        }
+        let old = match self.overlay.loans.get(&loan.item) {
+            Some(l) => Some(l.clone()),
+            None => self.reg.store.loan(&loan.item).map_err(|e| e.to_string())?,
+        };
+        let outcome = match &old {
+            Some(o) if o.patron != loan.patron => {
+                return Err(format!("item '{}' is on loan to patron {}", loan.item, o.patron));
+            }
+            Some(o) if *o == loan && item.status == ItemStatus::OnLoan => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        let mut writes = vec![Write::Loan(loan.clone())];
+        if item.status != ItemStatus::OnLoan {
+            item.status = ItemStatus::OnLoan;
+            self.overlay.items.insert(item.barcode.clone(), item.clone());
+            writes.push(Write::Item(item));
+        }
+        self.overlay.loans.insert(loan.item.clone(), loan);
+        Ok((outcome, writes))
+    }
+
+    fn plan_fee(&mut self, fee: Fee) -> Result<(Outcome, Vec<Write>), String> {
+        if fee.id == 0 {
+            return Err("a fee needs its id (a number), so that importing it again finds it".into());
+        }
+        if self.patron(fee.patron)?.is_none() {
+            return Err(format!("no patron {}", fee.patron));
+        }
+        if fee.amount.0 == 0 {
+            return Err("a fee of 0.00 charges nothing".into());
+        }
+        if fee.amount.0 < 0 && fee.comment.as_deref().is_none_or(|c| c.trim().is_empty()) {
+            return Err("a credit needs a comment saying why".into());
+        }
+        if fee.paid.0 < 0 || (fee.amount.0 > 0 && fee.paid > fee.amount) {
+            return Err(format!("paid {} does not fit the amount {}", fee.paid, fee.amount));
+        }
+        let old = self.reg.store.fee(fee.id).map_err(|e| e.to_string())?;
+        let outcome = match &old {
+            Some(o) if o.patron != fee.patron => {
+                return Err(format!("fee {} belongs to patron {}, not {}", fee.id, o.patron, fee.patron));
+            }
+            Some(o) if *o == fee => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        Ok((outcome, vec![Write::Fee(fee)]))
+    }
+
+    fn plan_hold(&mut self, hold: Hold) -> Result<(Outcome, Vec<Write>), String> {
+        if hold.id == 0 {
+            return Err("a hold needs its id (a number), so that importing it again finds it".into());
+        }
+        if self.patron(hold.patron)?.is_none() {
+            return Err(format!("no patron {}", hold.patron));
+        }
+        match (&hold.item, &hold.title) {
+            (Some(b), _) => {
+                if self.item(b)?.is_none() {
+                    return Err(format!("no item '{b}'"));
+                }
+            }
+            (None, Some(_)) => {}
+            (None, None) => return Err("a hold is on an item or a title: give one".into()),
+        }
+        validate::required("pickup", &hold.pickup).map_err(|e| e.to_string())?;
+        let old = self.reg.store.hold(hold.id).map_err(|e| e.to_string())?;
+        let outcome = match &old {
+            Some(o) if *o == hold => return Ok((Outcome::Unchanged, vec![])),
+            Some(_) => Outcome::Updated,
+            None => Outcome::Created,
+        };
+        Ok((outcome, vec![Write::Hold(hold)]))
+    }
+}
+
+/// The explicit ids a file uses, read ahead so new ids never collide with a later line's.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+impl Register {
+    /// Imports JSON Lines from `input`. Rejected lines are reported, not fatal; an error is
+    /// returned only when the store itself fails.
+    pub fn import<R: BufRead + Seek>(
+        &self,
+        mut input: R,
+        dry_run: bool,
+        today: Date,
+        now: Timestamp,
+    ) -> Result<ImportReport, StoreError> {
+        let read_err = |e: io::Error| StoreError::Refused(format!("cannot read the import file: {e}"));
+        // The file is read twice, streaming: first for the ids it uses, then to import.
+        let mut max_id = 0;
+        for l in (&mut input).split(b'\n') {
+            let l = l.map_err(read_err)?;
+            if let Some(id) = serde_json::from_slice::<IdOnly>(&l).ok().and_then(|x| x.id) {
+                max_id = max_id.max(id);
+            }
+        }
+        input.rewind().map_err(read_err)?;
+        let lines = input.split(b'\n').enumerate().map(|(n, l)| {
+            let text = match l {
+                Ok(bytes) => String::from_utf8(bytes).map_err(|_| "the line is not UTF-8".to_string()),
+                Err(e) => Err(format!("cannot read: {e}")),
+            };
+            (n + 1, text)
+        });
+        let dry_next = if dry_run { Some(self.store.last_id()?.max(max_id) + 1) } else { None };
+        if !dry_run {
+            self.store.bump_ids(max_id)?;
+        }
+        let mut report = ImportReport::default();
+        let mut imp = Importer { reg: self, today, now, overlay: Overlay::default(), ids: Ids { dry_next } };
+        let mut group: Vec<(usize, String)> = Vec::with_capacity(GROUP);
+        let mut groups = 0;
+        for (n, text) in lines {
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    report.lines += 1;
+                    report.rejected.push((n, e));
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            report.lines += 1;
+            group.push((n, text));
+            if group.len() == GROUP {
+                self.import_group(&mut imp, &group, dry_run, &mut report)?;
+                group.clear();
+                groups += 1;
+                if !dry_run && groups % GROUPS_PER_FLUSH == 0 {
+                    self.store.flush()?;
+                }
+            }
+        }
+        self.import_group(&mut imp, &group, dry_run, &mut report)?;
+        if !dry_run {
+            self.store.flush()?;
+        }
+        report.rejected.sort_by_key(|(n, _)| *n);
+        Ok(report)
+    }
+
+    /// Plans a group of lines and commits them in one transaction; if the store refuses the
+    /// group, redoes it line by line.
+    fn import_group(
+        &self,
+        imp: &mut Importer<'_>,
+        group: &[(usize, String)],
+        dry_run: bool,
+        report: &mut ImportReport,
+    ) -> Result<(), StoreError> {
+        let mut writes = Vec::new();
+        let mut outcomes = Vec::new();
+        for (n, text) in group {
+            match serde_json::from_str::<Line>(text).map_err(|e| e.to_string()).and_then(|l| imp.plan(l)) {
+                Ok((outcome, w)) => {
+                    writes.extend(w);
+                    outcomes.push(outcome);
+                }
+                Err(why) => report.rejected.push((*n, why)),
+            }
+        }
+        if dry_run {
+            tally(report, &outcomes);
+            return Ok(());
+        }
+        imp.overlay = Overlay::default();
+        match self.store.apply(&writes) {
+            Ok(()) => {
+                tally(report, &outcomes);
+                Ok(())
+            }
+            Err(StoreError::Io(e)) => Err(StoreError::Io(e)),
+            Err(_) => {
+                // Something in the group was refused at commit: give each line its own verdict.
+                let planned: Vec<usize> = report.rejected.iter().map(|(n, _)| *n).collect();
+                for (n, text) in group.iter().filter(|(n, _)| !planned.contains(n)) {
+                    let line = serde_json::from_str::<Line>(text).map_err(|e| e.to_string());
+                    let result = line.and_then(|l| imp.plan(l)).and_then(|(outcome, w)| {
+                        self.store.apply(&w).map_err(|e| e.to_string())?;
+                        Ok(outcome)
+                    });
+                    imp.overlay = Overlay::default();
+                    match result {
+                        Ok(outcome) => tally(report, &[outcome]),
+                        Err(why) => report.rejected.push((*n, why)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the whole register as JSON Lines: institutions, accounts, patrons, items, loans,
+    /// fees, holds (each kind after what it refers to). Returns the number of lines.
+    pub fn export(&self, out: &mut impl io::Write) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut put = |line: Line| -> Result<(), StoreError> {
+            let text =
+                serde_json::to_string(&line).map_err(|e| StoreError::Refused(format!("cannot write JSON: {e}")))?;
+            writeln!(out, "{text}").map_err(|e| StoreError::Refused(format!("cannot write the export: {e}")))?;
+            n += 1;
+            Ok(())
+        };
+        for i in self.store.institutions()? {
+            put(Line::Institution(i))?;
+        }
+        for a in self.store.accounts()? {
+            put(Line::Account(AccountLine {
+                login: a.login,
+                password: None,
+                password_hash: Some(a.password_hash),
+                institution: a.institution,
+                location: a.location,
+                profile: a.profile,
+            }))?;
+        }
+        for p in self.store.patrons_iter() {
+            put(Line::Patron(Box::new(PatronLine::of(&p?))))?;
+        }
+        for i in self.store.items() {
+            put(Line::Item(i?))?;
+        }
+        for l in self.store.loans() {
+            put(Line::Loan(l?))?;
+        }
+        for f in self.store.fees() {
+            put(Line::Fee(f?))?;
+        }
+        for h in self.store.holds() {
+            put(Line::Hold(h?))?;
+        }
+        out.flush().map_err(|e| StoreError::Refused(format!("cannot write the export: {e}")))?;
+        Ok(n)
+    }
+}
+
+fn tally(report: &mut ImportReport, outcomes: &[Outcome]) {
+    for o in outcomes {
+        match o {
+            Outcome::Created => report.created += 1,
+            Outcome::Updated => report.updated += 1,
+            Outcome::Unchanged => report.unchanged += 1,
+        }
+    }
+}
