@@ -9,8 +9,9 @@ use jiff::civil::Date;
 use serde_json::{Value, json};
 
 use crate::domain::rules::PinCheck;
-use crate::domain::{FeeKind, Guardian, Money, Patron, RecordType};
-use crate::register::{Added, NewPatron, Register};
+use crate::domain::{BlockType, FeeKind, Guardian, Institution, Money, Patron, PinPolicy, Privileges, RecordType};
+use crate::register::{Added, ListFilter, NewPatron, Register};
+use crate::store::StoreError;
 
 /// Where the register lives and who is acting; shared by every register command.
 #[derive(Debug, clap::Args)]
@@ -28,7 +29,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn open(&self) -> Result<Register> {
+    pub(super) fn open(&self) -> Result<Register> {
         let dir = match &self.data {
             Some(d) => d.clone(),
             None => {
@@ -59,6 +60,55 @@ pub enum InstitutionCmd {
     },
     /// List institutions.
     List,
+    /// Show an institution's settings: loan policies, block types, patterns, PIN policy.
+    Show { code: String },
+    /// Change an institution's settings. A pattern is a regular expression the whole value must
+    /// match; an empty one removes it.
+    Set {
+        code: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_name = "REGEX")]
+        pattern_primary_id: Option<String>,
+        #[arg(long, value_name = "REGEX")]
+        pattern_email: Option<String>,
+        #[arg(long, value_name = "REGEX")]
+        pattern_phone: Option<String>,
+        #[arg(long, value_name = "REGEX")]
+        pattern_postal_code: Option<String>,
+        /// four-digits, or password:N for a password of at least N characters.
+        #[arg(long, value_parser = parse_pin_policy)]
+        pin_policy: Option<PinPolicy>,
+        /// Audit entries older than this are pruned by `sip2d purge` (0: keep for ever).
+        #[arg(long, value_name = "DAYS")]
+        audit_retention_days: Option<u32>,
+    },
+    /// Set the loan policy for a user group (or the default policy, without --group).
+    Policy {
+        code: String,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        loan_days: Option<u32>,
+        #[arg(long)]
+        max_loans: Option<u32>,
+        #[arg(long)]
+        max_renewals: Option<u32>,
+        /// A balance above this blocks borrowing, e.g. 50.00.
+        #[arg(long, value_parser = parse_money)]
+        fine_threshold: Option<Money>,
+    },
+    /// Add (or change) a block type and what it denies, or remove one.
+    BlockType {
+        code: String,
+        /// The block type's name, e.g. lost-card.
+        name: String,
+        /// What it denies: borrow, renew, hold, all, or a list such as borrow,hold.
+        #[arg(long, value_parser = parse_privileges, required_unless_present = "remove")]
+        denies: Option<Privileges>,
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 /// Manage patrons. PATRON is a register id (#12), or a primary id, barcode, other identifier or
@@ -67,8 +117,65 @@ pub enum InstitutionCmd {
 pub enum PatronCmd {
     /// Register a patron.
     Add(Box<AddPatron>),
-    /// Show a patron's card: identifiers, standing, blocks, fees.
+    /// Show a patron's card: identifiers, standing, blocks, notes, fees.
     Show {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// List patrons (deleted ones only with --deleted).
+    List {
+        #[command(flatten)]
+        at: At,
+        #[arg(long)]
+        group: Option<String>,
+        /// The bank of deleted users.
+        #[arg(long)]
+        deleted: bool,
+        /// Only inactive patrons.
+        #[arg(long)]
+        inactive: bool,
+        /// Only patrons whose card expired before this date (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        expired_before: Option<Date>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Find patrons by name ("last" or "last, first", a prefix), primary id, barcode, other
+    /// identifier, national id or e-mail.
+    Search {
+        query: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Change fields: --set FIELD=VALUE, repeatable; an empty VALUE clears an optional field.
+    /// Fields: first-name, last-name, middle-name, title, primary-id, birth-date, email, phone,
+    /// address, postal-code, language, group, record-type, account-type (internal or
+    /// external:SOURCE), expiry, purge, terms-accepted, guardian (NAME;CONTACT).
+    Edit {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long = "set", value_name = "FIELD=VALUE", value_parser = parse_assignment, required = true)]
+        sets: Vec<(String, String)>,
+    },
+    /// Add an identifier, or turn one off or on.
+    #[command(subcommand)]
+    Identifier(IdentifierCmd),
+    /// Add or remove notes; --public notes are shown to the patron at the kiosk.
+    #[command(subcommand)]
+    Note(NoteCmd),
+    /// Let one patron act for another (or stop it).
+    #[command(subcommand)]
+    Proxy(ProxyCmd),
+    /// Make a patron active again.
+    Activate {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Make a patron inactive: kiosks refuse them until activated.
+    Deactivate {
         patron: String,
         #[command(flatten)]
         at: At,
@@ -119,7 +226,8 @@ pub enum PatronCmd {
     /// Move a patron to another institution.
     #[command(subcommand)]
     Transfer(TransferCmd),
-    /// Move a patron to the bank of deleted users (refused while a balance is due).
+    /// Move a patron to the bank of deleted users (refused while a balance is due or items are
+    /// on loan).
     Delete {
         patron: String,
         #[command(flatten)]
@@ -246,6 +354,78 @@ pub enum FeeCmd {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum IdentifierCmd {
+    /// Add an identifier: --type barcode, student-id, national-id (checked), ...
+    Add {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long = "type", default_value = "barcode")]
+        kind: String,
+        value: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Stop an identifier being accepted (it stays on record).
+    Deactivate {
+        patron: String,
+        value: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Accept an identifier again.
+    Activate {
+        patron: String,
+        value: String,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NoteCmd {
+    /// Add a note.
+    Add {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        text: String,
+        #[arg(long = "type", default_value = "general")]
+        kind: String,
+        /// Show it to the patron at the kiosk.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Remove a note by its number.
+    Remove {
+        patron: String,
+        note: u32,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProxyCmd {
+    /// PATRON may act for FOR.
+    Add {
+        patron: String,
+        #[arg(long = "for", value_name = "PATRON")]
+        for_whom: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// PATRON may no longer act for FOR.
+    Remove {
+        patron: String,
+        #[arg(long = "for", value_name = "PATRON")]
+        for_whom: String,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum TransferCmd {
     /// Ask for the patron to move to another institution.
     Request {
@@ -283,6 +463,29 @@ fn parse_record_type(s: &str) -> Result<RecordType, String> {
     }
 }
 
+fn parse_pin_policy(s: &str) -> Result<PinPolicy, String> {
+    match s.split_once(':') {
+        None if s == "four-digits" => Ok(PinPolicy::FourDigits),
+        Some(("password", n)) => match n.parse::<u8>() {
+            Ok(min_len) if min_len >= 4 => Ok(PinPolicy::Password { min_len }),
+            _ => Err(format!("'{n}' is not a minimum length of 4 to 255")),
+        },
+        _ => Err(format!("'{s}' is not four-digits or password:N")),
+    }
+}
+
+fn parse_privileges(s: &str) -> Result<Privileges, String> {
+    Privileges::parse(s).ok_or_else(|| format!("'{s}' is not borrow, renew, hold, all or a list of them"))
+}
+
+/// `FIELD=VALUE`.
+pub(super) fn parse_assignment(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((f, v)) if !f.trim().is_empty() => Ok((f.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not FIELD=VALUE")),
+    }
+}
+
 fn parse_fee_kind(s: &str) -> Result<FeeKind, String> {
     FeeKind::parse(s).ok_or_else(|| {
         let names: Vec<_> = FeeKind::ALL.iter().map(|k| k.name()).collect();
@@ -290,11 +493,11 @@ fn parse_fee_kind(s: &str) -> Result<FeeKind, String> {
     })
 }
 
-fn parse_money(s: &str) -> Result<Money, String> {
+pub(super) fn parse_money(s: &str) -> Result<Money, String> {
     Money::parse(s).ok_or_else(|| format!("'{s}' is not an amount such as 2.50"))
 }
 
-fn institution_of(reg: &Register, at: &At) -> Result<String> {
+pub(super) fn institution_of(reg: &Register, at: &At) -> Result<String> {
     if let Some(i) = &at.institution {
         return Ok(i.clone());
     }
@@ -306,42 +509,67 @@ fn institution_of(reg: &Register, at: &At) -> Result<String> {
     }
 }
 
-fn find(reg: &Register, key: &str, at: &At) -> Result<Patron> {
+pub(super) fn find(reg: &Register, key: &str, at: &At) -> Result<Patron> {
     if key.starts_with('#') {
         return Ok(reg.find("", key)?);
     }
     Ok(reg.find(&institution_of(reg, at)?, key)?)
 }
 
-fn patron_json(p: &Patron, balance: Money) -> Value {
-    json!({
+fn patron_json(reg: &Register, p: &Patron, today: Date) -> Result<Value> {
+    let balance = reg.balance(p.id)?;
+    let standing = reg.standing(p, today)?;
+    let loans = reg.store.loans_of(p.id)?;
+    Ok(json!({
         "id": p.id, "institution": p.institution, "primary_id": p.primary_id,
-        "first_name": p.first_name, "last_name": p.last_name, "birth_date": p.birth_date.map(|d| d.to_string()),
-        "email": p.email, "phone": p.phone, "group": p.user_group,
-        "identifiers": p.identifiers.iter().map(|i| json!({"type": i.kind, "value": i.value, "active": i.active})).collect::<Vec<_>>(),
-        "active": p.active, "expiry": p.expiry.map(|d| d.to_string()), "locked": p.locked, "failed_pins": p.failed_pins,
+        "first_name": p.first_name, "last_name": p.last_name, "middle_name": p.middle_name, "title": p.title,
+        "birth_date": p.birth_date.map(|d| d.to_string()),
+        "email": p.email, "phone": p.phone, "address": p.address, "postal_code": p.postal_code,
+        "language": p.language, "group": p.user_group, "record_type": p.record_type, "account_type": p.account_type,
+        "identifiers": p.identifiers.iter().map(|i| json!({"type": i.kind, "value": i.value, "active": i.active, "note": i.note, "internal": i.internal})).collect::<Vec<_>>(),
+        "active": p.active, "status_changed": p.status_changed.to_string(),
+        "expiry": p.expiry.map(|d| d.to_string()), "purge": p.purge.map(|d| d.to_string()),
+        "terms_accepted": p.terms_accepted.map(|d| d.to_string()), "guardian": p.guardian,
+        "locked": p.locked, "failed_pins": p.failed_pins,
         "pin_set": p.pin.is_some(), "deleted": p.deleted.map(|t| t.to_string()),
-        "blocks": p.blocks.iter().filter(|b| b.active).map(|b| json!({"type": b.kind, "note": b.note})).collect::<Vec<_>>(),
+        "blocks": p.blocks.iter().filter(|b| b.active).map(|b| json!({"type": b.kind, "note": b.note, "by": b.by, "at": b.at.to_string()})).collect::<Vec<_>>(),
+        "notes": p.notes.iter().map(|n| json!({"number": n.id, "type": n.kind, "text": n.text, "public": n.public, "by": n.by, "at": n.at.to_string()})).collect::<Vec<_>>(),
+        "proxy_for": p.proxy_for,
         "transfer_to": p.transfer.as_ref().map(|t| t.to.clone()),
+        "loans": loans.iter().map(|l| json!({"item": l.item, "due": l.due.to_string(), "renewals": l.renewals})).collect::<Vec<_>>(),
         "balance": balance.to_string(),
-    })
+        "may_borrow": !standing.denied.borrow, "may_renew": !standing.denied.renew, "may_hold": !standing.denied.hold,
+        "reasons": standing.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    }))
 }
 
-fn print_patron(p: &Patron, balance: Money, json: bool) {
+pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) -> Result<()> {
     if json {
-        println!("{}", patron_json(p, balance));
-        return;
+        println!("{}", patron_json(reg, p, today)?);
+        return Ok(());
     }
+    let balance = reg.balance(p.id)?;
+    let standing = reg.standing(p, today)?;
     println!("#{} {} ({})", p.id, p.display_name(), p.institution);
     println!("  primary id    {}", p.primary_id);
     for i in &p.identifiers {
         println!("  {:<13} {}{}", i.kind, i.value, if i.active { "" } else { " (inactive)" });
     }
-    if let Some(e) = &p.email {
-        println!("  e-mail        {e}");
-    }
-    if let Some(b) = p.birth_date {
-        println!("  born          {b}");
+    let line = |label: &str, v: Option<String>| {
+        if let Some(v) = v {
+            println!("  {label:<13} {v}");
+        }
+    };
+    line("e-mail", p.email.clone());
+    line("phone", p.phone.clone());
+    line("address", p.address.clone());
+    line("born", p.birth_date.map(|b| b.to_string()));
+    line("group", p.user_group.clone());
+    line("expires", p.expiry.map(|d| d.to_string()));
+    line("purge on", p.purge.map(|d| d.to_string()));
+    line("guardian", p.guardian.as_ref().map(|g| format!("{} ({})", g.name, g.contact)));
+    if let crate::domain::AccountType::External { source } = &p.account_type {
+        line("synced from", Some(source.clone()));
     }
     let status = match (p.deleted.is_some(), p.active, p.locked) {
         (true, _, _) => "deleted",
@@ -349,15 +577,118 @@ fn print_patron(p: &Patron, balance: Money, json: bool) {
         (_, _, true) => "locked (too many wrong PINs)",
         _ => "active",
     };
-    println!("  status        {status}");
+    println!("  status        {status} since {}", super::local(p.status_changed).strftime("%Y-%m-%d"));
     println!("  PIN           {}", if p.pin.is_some() { "set" } else { "not set" });
     for b in p.blocks.iter().filter(|b| b.active) {
         println!("  block         {}{}", b.kind, b.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
     }
+    for n in &p.notes {
+        println!("  note {:<8} [{}{}] {}", n.id, n.kind, if n.public { ", shown to patron" } else { "" }, n.text);
+    }
+    for id in &p.proxy_for {
+        println!("  may act for   #{id}");
+    }
     if let Some(t) = &p.transfer {
         println!("  transfer      to {} (pending)", t.to);
     }
+    for l in reg.store.loans_of(p.id)? {
+        println!("  on loan       {} due {}", l.item, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+    }
     println!("  balance       {balance}");
+    let may = |denied: bool| if denied { "no" } else { "yes" };
+    println!(
+        "  may borrow    {}, renew {}, hold {}",
+        may(standing.denied.borrow),
+        may(standing.denied.renew),
+        may(standing.denied.hold)
+    );
+    for r in &standing.reasons {
+        println!("  because       {r}");
+    }
+    Ok(())
+}
+
+fn list_patrons(patrons: &[Patron], json: bool) -> Result<()> {
+    for p in patrons {
+        if json {
+            println!(
+                "{}",
+                json!({"id": p.id, "institution": p.institution, "primary_id": p.primary_id,
+                "first_name": p.first_name, "last_name": p.last_name, "birth_date": p.birth_date.map(|d| d.to_string()),
+                "active": p.active, "deleted": p.deleted.is_some()})
+            );
+        } else {
+            let born = p.birth_date.map(|d| d.to_string()).unwrap_or_default();
+            let state = match (p.deleted.is_some(), p.active) {
+                (true, _) => "deleted",
+                (_, false) => "inactive",
+                _ => "",
+            };
+            println!(
+                "#{:<7} {:<32} {:<16} {:<10} {:<6} {}",
+                p.id,
+                p.display_name(),
+                p.primary_id,
+                born,
+                p.institution,
+                state
+            );
+        }
+    }
+    Ok(())
+}
+
+fn privileges_text(p: Privileges) -> String {
+    let mut v = Vec::new();
+    if p.borrow {
+        v.push("borrow");
+    }
+    if p.renew {
+        v.push("renew");
+    }
+    if p.hold {
+        v.push("hold");
+    }
+    if v.is_empty() { "nothing".into() } else { v.join(",") }
+}
+
+fn print_institution(i: &Institution, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(i).unwrap_or_default());
+        return;
+    }
+    println!("{} {} ({}, {})", i.code, i.name, i.currency, i.timezone);
+    let policy = |name: &str, p: &crate::domain::LoanPolicy| {
+        println!(
+            "  policy {:<12} {} days, {} loans, {} renewals, fines over {} block",
+            name, p.loan_days, p.max_loans, p.max_renewals, p.fine_threshold
+        );
+    };
+    policy("(default)", &i.default_policy);
+    for (g, p) in &i.policies {
+        policy(g, p);
+    }
+    for t in &i.block_types {
+        println!("  block type   {:<14} denies {}", t.code, privileges_text(t.denies));
+    }
+    for (f, p) in [
+        ("primary id", &i.formats.primary_id),
+        ("e-mail", &i.formats.email),
+        ("phone", &i.formats.phone),
+        ("postal code", &i.formats.postal_code),
+    ] {
+        if let Some(p) = p {
+            println!("  pattern      {f:<14} {p}");
+        }
+    }
+    match &i.pin_policy {
+        PinPolicy::FourDigits => println!("  PIN          four digits"),
+        PinPolicy::Password { min_len } => println!("  PIN          a password of at least {min_len} characters"),
+    }
+    match i.audit_retention_days {
+        Some(d) => println!("  audit kept   {d} days"),
+        None => println!("  audit kept   for ever"),
+    }
 }
 
 /// Runs `sip2d institution ...`.
@@ -374,6 +705,74 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
             } else {
                 println!("added institution {} ({})", inst.code, inst.name);
             }
+        }
+        InstitutionCmd::Show { code } => print_institution(&reg.store.institution(code)?, common.json),
+        InstitutionCmd::Set {
+            code,
+            name,
+            pattern_primary_id,
+            pattern_email,
+            pattern_phone,
+            pattern_postal_code,
+            pin_policy,
+            audit_retention_days,
+        } => {
+            let pattern = |v: &Option<String>, old: &mut Option<String>| {
+                if let Some(v) = v {
+                    *old = if v.is_empty() { None } else { Some(v.clone()) };
+                }
+            };
+            let inst = reg.change_institution(code, |i| {
+                if let Some(n) = name {
+                    i.name = n.clone();
+                }
+                pattern(pattern_primary_id, &mut i.formats.primary_id);
+                pattern(pattern_email, &mut i.formats.email);
+                pattern(pattern_phone, &mut i.formats.phone);
+                pattern(pattern_postal_code, &mut i.formats.postal_code);
+                if let Some(p) = pin_policy {
+                    i.pin_policy = p.clone();
+                }
+                if let Some(d) = audit_retention_days {
+                    i.audit_retention_days = (*d > 0).then_some(*d);
+                }
+                Ok(())
+            })?;
+            print_institution(&inst, common.json);
+        }
+        InstitutionCmd::Policy { code, group, loan_days, max_loans, max_renewals, fine_threshold } => {
+            let inst = reg.change_institution(code, |i| {
+                let policy = match group {
+                    Some(g) => i.policies.entry(g.clone()).or_insert_with(|| i.default_policy.clone()),
+                    None => &mut i.default_policy,
+                };
+                policy.loan_days = loan_days.unwrap_or(policy.loan_days);
+                policy.max_loans = max_loans.unwrap_or(policy.max_loans);
+                policy.max_renewals = max_renewals.unwrap_or(policy.max_renewals);
+                policy.fine_threshold = fine_threshold.unwrap_or(policy.fine_threshold);
+                Ok(())
+            })?;
+            print_institution(&inst, common.json);
+        }
+        InstitutionCmd::BlockType { code, name, denies, remove } => {
+            let inst = reg.change_institution(code, |i| {
+                if *remove {
+                    let before = i.block_types.len();
+                    i.block_types.retain(|t| t.code != *name);
+                    if i.block_types.len() == before {
+                        return Err(StoreError::Refused(format!("{code} has no block type '{name}'")));
+                    }
+                    return Ok(());
+                }
+                crate::domain::validate::required("block type", name)?;
+                let denies = denies.unwrap_or(Privileges::ALL);
+                match i.block_types.iter_mut().find(|t| t.code == *name) {
+                    Some(t) => t.denies = denies,
+                    None => i.block_types.push(BlockType { code: name.clone(), denies }),
+                }
+                Ok(())
+            })?;
+            print_institution(&inst, common.json);
         }
         InstitutionCmd::List => {
             for i in reg.store.institutions()? {
@@ -396,10 +795,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
     let now = Timestamp::now();
     let today = now.to_zoned(jiff::tz::TimeZone::system()).date();
-    let show = |p: &Patron| -> Result<()> {
-        print_patron(p, reg.balance(p.id)?, common.json);
-        Ok(())
-    };
+    let show = |p: &Patron| -> Result<()> { print_patron(&reg, p, today, common.json) };
     match cmd {
         PatronCmd::Add(a) => {
             let institution = institution_of(&reg, &a.at)?;
@@ -453,6 +849,58 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             }
         }
         PatronCmd::Show { patron, at } => show(&find(&reg, patron, at)?)?,
+        PatronCmd::List { at, group, deleted, inactive, expired_before, limit } => {
+            let filter = ListFilter {
+                institution: at.institution.clone(),
+                group: group.clone(),
+                deleted: *deleted,
+                inactive_only: *inactive,
+                expired_by: *expired_before,
+                limit: Some(*limit),
+            };
+            list_patrons(&reg.list(&filter)?, common.json)?;
+        }
+        PatronCmd::Search { query, at } => {
+            let found = if query.starts_with('#') {
+                vec![reg.find("", query)?]
+            } else {
+                reg.search(&institution_of(&reg, at)?, query, today)?
+            };
+            if found.is_empty() {
+                eprintln!("sip2d: no patron matches '{query}'");
+                return Ok(ExitCode::from(2));
+            }
+            list_patrons(&found, common.json)?;
+        }
+        PatronCmd::Edit { patron, at, sets } => show(&reg.edit(find(&reg, patron, at)?.id, sets, today, now)?)?,
+        PatronCmd::Identifier(c) => match c {
+            IdentifierCmd::Add { patron, at, kind, value, note } => {
+                show(&reg.add_identifier(find(&reg, patron, at)?.id, kind, value, note.as_deref(), today, now)?)?
+            }
+            IdentifierCmd::Deactivate { patron, value, at } => {
+                show(&reg.set_identifier_active(find(&reg, patron, at)?.id, value, false, now)?)?
+            }
+            IdentifierCmd::Activate { patron, value, at } => {
+                show(&reg.set_identifier_active(find(&reg, patron, at)?.id, value, true, now)?)?
+            }
+        },
+        PatronCmd::Note(c) => match c {
+            NoteCmd::Add { patron, at, text, kind, public } => {
+                show(&reg.add_note(find(&reg, patron, at)?.id, kind, text, *public, now)?)?
+            }
+            NoteCmd::Remove { patron, note, at } => show(&reg.remove_note(find(&reg, patron, at)?.id, *note, now)?)?,
+        },
+        PatronCmd::Proxy(c) => {
+            let (patron, for_whom, at, allow) = match c {
+                ProxyCmd::Add { patron, for_whom, at } => (patron, for_whom, at, true),
+                ProxyCmd::Remove { patron, for_whom, at } => (patron, for_whom, at, false),
+            };
+            let a = find(&reg, patron, at)?;
+            let b = find(&reg, for_whom, at)?;
+            show(&reg.set_proxy(a.id, b.id, allow, now)?)?
+        }
+        PatronCmd::Activate { patron, at } => show(&reg.set_active(find(&reg, patron, at)?.id, true, now)?)?,
+        PatronCmd::Deactivate { patron, at } => show(&reg.set_active(find(&reg, patron, at)?.id, false, now)?)?,
         PatronCmd::Pin { patron, at, set, generate, check } => {
             let p = find(&reg, patron, at)?;
             if let Some(pin) = set {
@@ -497,7 +945,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             TransferCmd::List { to } => {
                 for p in reg.pending_transfers(to)? {
                     if common.json {
-                        println!("{}", patron_json(&p, reg.balance(p.id)?));
+                        println!("{}", patron_json(&reg, &p, today)?);
                     } else {
                         println!("#{:<6} {:<30} from {}", p.id, p.display_name(), p.institution);
                     }

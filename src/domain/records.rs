@@ -15,8 +15,27 @@ fn yes() -> bool {
 }
 
 /// An amount in minor units (cents, öre) of the institution's currency. Negative is a credit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Stored as the integer; in JSON it is the decimal text staff write, such as "27.50".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Money(pub i64);
+
+impl Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.collect_str(self) } else { s.serialize_i64(self.0) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            Money::parse(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is not an amount such as \"27.50\"")))
+        } else {
+            i64::deserialize(d).map(Money)
+        }
+    }
+}
 
 impl Money {
     pub const ZERO: Money = Money(0);

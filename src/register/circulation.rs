@@ -31,6 +31,13 @@ pub struct NewItem {
     pub loan_days: Option<u32>,
 }
 
+/// What a hold waits for: one copy, or any copy of a title.
+#[derive(Clone, Copy, Debug)]
+pub enum HoldTarget<'a> {
+    Item(&'a str),
+    Title(&'a str),
+}
+
 /// Every check a stored item must pass.
 pub fn check_item(item: &Item) -> Result<(), StoreError> {
     validate::required("barcode", &item.barcode)?;
@@ -257,8 +264,7 @@ impl Register {
     pub fn place_hold(
         &self,
         patron: u64,
-        item: Option<&str>,
-        title: Option<&str>,
+        target: HoldTarget<'_>,
         pickup: &str,
         expires: Option<Date>,
         today: Date,
@@ -272,16 +278,19 @@ impl Register {
             return Err(refused(format!("patron {patron} may not place holds: {why}")));
         }
         validate::required("pickup location", pickup)?;
-        match (item, title) {
-            (Some(b), None) => {
+        let (item, title) = match target {
+            HoldTarget::Item(b) => {
                 self.item(b)?;
                 if self.store.holds_on(b)?.iter().any(|h| h.patron == patron) {
                     return Err(refused(format!("patron {patron} already has a hold on '{b}'")));
                 }
+                (Some(b), None)
             }
-            (None, Some(t)) => validate::required("title", t)?,
-            _ => return Err(refused("a hold is on an item or on a title: give one of them".into())),
-        }
+            HoldTarget::Title(t) => {
+                validate::required("title", t)?;
+                (None, Some(t))
+            }
+        };
         let hold = Hold {
             id: self.store.new_id()?,
             patron,

@@ -488,7 +488,7 @@ impl Importer<'_> {
         }
         self.overlay.patrons.insert(id, p.clone());
         let entry = audit(id, self.now, &self.reg.actor, action, changes);
-        Ok((outcome, vec![Write::Patron(p), Write::Audit(entry)]))
+        Ok((outcome, vec![Write::Patron(Box::new(p)), Write::Audit(entry)]))
     }
 
     fn plan_item(&mut self, item: Item) -> Result<(Outcome, Vec<Write>), String> {
@@ -673,7 +673,7 @@ impl Register {
         let mut writes = Vec::new();
         let mut outcomes = Vec::new();
         for (n, text) in group {
-            match serde_json::from_str::<Line>(text).map_err(|e| e.to_string()).and_then(|l| imp.plan(l)) {
+            match parse_line(text).and_then(|l| imp.plan(l)) {
                 Ok((outcome, w)) => {
                     writes.extend(w);
                     outcomes.push(outcome);
@@ -696,8 +696,7 @@ impl Register {
                 // Something in the group was refused at commit: give each line its own verdict.
                 let planned: Vec<usize> = report.rejected.iter().map(|(n, _)| *n).collect();
                 for (n, text) in group.iter().filter(|(n, _)| !planned.contains(n)) {
-                    let line = serde_json::from_str::<Line>(text).map_err(|e| e.to_string());
-                    let result = line.and_then(|l| imp.plan(l)).and_then(|(outcome, w)| {
+                    let result = parse_line(text).and_then(|l| imp.plan(l)).and_then(|(outcome, w)| {
                         self.store.apply(&w).map_err(|e| e.to_string())?;
                         Ok(outcome)
                     });
@@ -754,6 +753,17 @@ impl Register {
         out.flush().map_err(|e| StoreError::Refused(format!("cannot write the export: {e}")))?;
         Ok(n)
     }
+}
+
+/// Reads one line, saying what is wrong in terms of the line (serde counts lines of the text it
+/// was given, which is always one here).
+fn parse_line(text: &str) -> Result<Line, String> {
+    serde_json::from_str::<Line>(text).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() { "not valid JSON: " } else { "" };
+        let msg = e.to_string();
+        let msg = msg.split(" at line 1 column ").next().unwrap_or(&msg);
+        format!("{what}{msg} (column {})", e.column())
+    })
 }
 
 fn tally(report: &mut ImportReport, outcomes: &[Outcome]) {

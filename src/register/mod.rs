@@ -189,6 +189,25 @@ impl Register {
         Ok(inst)
     }
 
+    /// Changes an institution's settings, with the same checks as when it was added.
+    pub fn change_institution(
+        &self,
+        code: &str,
+        change: impl FnOnce(&mut Institution) -> Result<(), StoreError>,
+    ) -> Result<Institution, StoreError> {
+        let mut inst = self.store.institution(code)?;
+        change(&mut inst)?;
+        check_institution(&inst)?;
+        self.store.put_institution(&inst)?;
+        Ok(inst)
+    }
+
+    /// What a patron may do today and why not, from the same rules the kiosk answers with.
+    pub fn standing(&self, p: &Patron, today: Date) -> Result<rules::Standing, StoreError> {
+        let inst = self.store.institution(&p.institution)?;
+        Ok(rules::standing(p, &inst, self.store.loan_count(p.id), self.balance(p.id)?, today))
+    }
+
     // -- patrons ----------------------------------------------------------------------------
 
     /// Registers a patron after every check: required fields, characters, the institution's
@@ -597,7 +616,7 @@ mod circulation;
 mod exchange;
 mod patrons;
 
-pub use circulation::NewItem;
+pub use circulation::{HoldTarget, NewItem};
 pub use exchange::{ImportReport, Line};
 pub use patrons::{ListFilter, PurgeReport};
 

@@ -106,7 +106,7 @@ impl Default for StoreConfig {
 pub enum Write {
     Institution(Institution),
     /// A new or changed patron; its indexes follow, and unique values are claimed.
-    Patron(Patron),
+    Patron(Box<Patron>),
     /// Removes a patron for good, with its index entries.
     RemovePatron(u64),
     Item(Item),

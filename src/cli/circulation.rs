@@ -1,0 +1,505 @@
+//! `sip2d item`, `loan`, `hold`, `account`, `purge`, `import` and `export`.
+
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde_json::json;
+
+use super::register::{At, Common, find, institution_of, parse_assignment, parse_money};
+use crate::domain::{Account, Hold, Item, Loan, Money};
+use crate::register::{HoldTarget, NewItem, Register};
+
+/// Manage items (copies the library lends).
+#[derive(Debug, clap::Subcommand)]
+pub enum ItemCmd {
+    /// Add an item.
+    Add {
+        barcode: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        author: Option<String>,
+        #[arg(long)]
+        call_number: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+        /// SIP media type: 000 other, 001 book, 002 magazine, 003 bound journal, 004 audio tape,
+        /// 005 video tape, 006 CD/CDROM, 007 diskette, 008 book with diskette, 009 book with CD,
+        /// 010 book with audio tape.
+        #[arg(long, default_value_t = 1)]
+        media_type: u16,
+        /// SIP security marker: 00 other, 01 none, 02 3M Tattle-Tape, 03 3M Whisper Tape.
+        #[arg(long, default_value_t = 2)]
+        security_marker: u8,
+        /// A fee charged at checkout, e.g. 20.00.
+        #[arg(long, value_parser = parse_money)]
+        rental_fee: Option<Money>,
+        /// Overrides the patron's loan period.
+        #[arg(long)]
+        loan_days: Option<u32>,
+    },
+    /// Show an item, its loan and its holds.
+    Show { barcode: String },
+    /// Change fields: --set FIELD=VALUE (title, author, call-number, location, media-type,
+    /// security-marker, loan-days, rental-fee, status).
+    Edit {
+        barcode: String,
+        #[arg(long = "set", value_name = "FIELD=VALUE", value_parser = parse_assignment, required = true)]
+        sets: Vec<(String, String)>,
+    },
+    /// List items.
+    List {
+        #[arg(long, short = 'i')]
+        institution: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Remove an item that is not on loan.
+    Delete { barcode: String },
+}
+
+/// Loans: list them, or lend and take back at the desk.
+#[derive(Debug, clap::Subcommand)]
+pub enum LoanCmd {
+    /// List loans: a patron's, or all (optionally only overdue ones).
+    List {
+        #[arg(long)]
+        patron: Option<String>,
+        #[command(flatten)]
+        at: At,
+        /// Only loans past their due date.
+        #[arg(long)]
+        overdue: bool,
+    },
+    /// Lend an item, with the rules a kiosk applies (renews if the patron already has it).
+    Checkout {
+        patron: String,
+        item: String,
+        #[command(flatten)]
+        at: At,
+        /// The patron accepts the item's rental fee.
+        #[arg(long)]
+        accept_fee: bool,
+    },
+    /// Take an item back.
+    Return { item: String },
+}
+
+/// Holds on items or titles.
+#[derive(Debug, clap::Subcommand)]
+pub enum HoldCmd {
+    /// Place a hold on an item (--item) or any copy of a title (--title).
+    Place {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long, required_unless_present = "title", conflicts_with = "title")]
+        item: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        /// Where the patron collects it.
+        #[arg(long)]
+        pickup: String,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        expires: Option<Date>,
+    },
+    /// List holds: a patron's, an item's queue, or all.
+    List {
+        #[arg(long)]
+        patron: Option<String>,
+        #[arg(long)]
+        item: Option<String>,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Cancel a hold by its number.
+    Cancel { hold: u64 },
+}
+
+/// Self-check terminal accounts: the login a kiosk sends in its SIP login (93).
+#[derive(Debug, clap::Subcommand)]
+pub enum AccountCmd {
+    /// Add a terminal account; the password is read from standard input (one line).
+    Add {
+        login: String,
+        #[command(flatten)]
+        at: At,
+        /// Where the terminal stands (the SIP location code).
+        #[arg(long)]
+        location: Option<String>,
+    },
+    /// List terminal accounts.
+    List,
+    /// Show an account and its profile.
+    Show { login: String },
+    /// Change the password (read from standard input, one line).
+    Password { login: String },
+    /// Set profile settings the server applies to this terminal: --set KEY=VALUE (an empty
+    /// value removes the key).
+    Profile {
+        login: String,
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment, required = true)]
+        sets: Vec<(String, String)>,
+    },
+    /// Remove an account.
+    Remove { login: String },
+}
+
+/// `sip2d purge`.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// Show what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `sip2d import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// A JSON Lines file (see docs/import.md), or - for standard input.
+    file: PathBuf,
+    /// Check every line and report, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `sip2d export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Where to write (default: standard output).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+fn clock() -> (Timestamp, Date) {
+    let now = Timestamp::now();
+    (now, now.to_zoned(jiff::tz::TimeZone::system()).date())
+}
+
+fn item_json(reg: &Register, i: &Item) -> Result<serde_json::Value> {
+    let loan = reg.store.loan(&i.barcode)?;
+    let holds = reg.store.holds_on(&i.barcode)?;
+    let mut v = serde_json::to_value(i)?;
+    v["loan"] = serde_json::to_value(loan)?;
+    v["holds"] = serde_json::to_value(holds)?;
+    Ok(v)
+}
+
+fn print_item(reg: &Register, i: &Item, json: bool) -> Result<()> {
+    if json {
+        println!("{}", item_json(reg, i)?);
+        return Ok(());
+    }
+    println!("{} {}{}", i.barcode, i.title, i.author.as_ref().map(|a| format!(" / {a}")).unwrap_or_default());
+    println!("  institution   {}", i.institution);
+    println!("  status        {}", serde_json::to_value(i.status)?.as_str().unwrap_or("?"));
+    println!("  media type    {:03}   security marker {:02}", i.media_type, i.security_marker);
+    for (label, v) in [("call number", &i.call_number), ("location", &i.location)] {
+        if let Some(v) = v {
+            println!("  {label:<13} {v}");
+        }
+    }
+    if let Some(f) = i.rental_fee {
+        println!("  rental fee    {f}");
+    }
+    if let Some(d) = i.loan_days {
+        println!("  loan days     {d}");
+    }
+    if let Some(l) = reg.store.loan(&i.barcode)? {
+        println!("  on loan to    #{} due {}", l.patron, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+    }
+    for (n, h) in reg.store.holds_on(&i.barcode)?.iter().enumerate() {
+        println!("  hold {:<8} #{} (queue {}, {:?})", h.id, h.patron, n + 1, h.status);
+    }
+    Ok(())
+}
+
+fn print_loan(l: &Loan, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"item": l.item, "patron": l.patron, "out": l.out.to_string(), "due": l.due.to_string(), "renewals": l.renewals})
+        );
+    } else {
+        println!(
+            "{:<16} #{:<7} out {}  due {}  renewed {}",
+            l.item,
+            l.patron,
+            super::local(l.out).strftime("%Y-%m-%d"),
+            super::local(l.due).strftime("%Y-%m-%d %H:%M"),
+            l.renewals
+        );
+    }
+}
+
+fn print_hold(reg: &Register, h: &Hold, json: bool) -> Result<()> {
+    let position = reg.queue_position(h)?;
+    if json {
+        let mut v = serde_json::to_value(h)?;
+        v["queue_position"] = json!(position);
+        println!("{v}");
+    } else {
+        let what = h.item.as_deref().map(|i| format!("item {i}")).or(h.title.as_ref().map(|t| format!("title '{t}'")));
+        println!(
+            "hold {:<6} #{:<7} {:<30} pickup {:<10} {:?}{}",
+            h.id,
+            h.patron,
+            what.unwrap_or_default(),
+            h.pickup,
+            h.status,
+            position.map(|p| format!(", queue {p}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn print_account(a: &Account, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile})
+        );
+    } else {
+        println!("{:<20} {:<10} {}", a.login, a.institution, a.location.clone().unwrap_or_default());
+        for (k, v) in &a.profile {
+            println!("  {k} = {v}");
+        }
+    }
+}
+
+/// Reads a password: one line from standard input (never from the command line, where other
+/// users could see it in the process list).
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        bail!("no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN`");
+    }
+    Ok(pw)
+}
+
+pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    match cmd {
+        ItemCmd::Add {
+            barcode,
+            at,
+            title,
+            author,
+            call_number,
+            location,
+            media_type,
+            security_marker,
+            rental_fee,
+            loan_days,
+        } => {
+            let item = reg.add_item(NewItem {
+                barcode: barcode.clone(),
+                institution: institution_of(&reg, at)?,
+                title: title.clone(),
+                author: author.clone(),
+                call_number: call_number.clone(),
+                location: location.clone(),
+                media_type: *media_type,
+                security_marker: *security_marker,
+                rental_fee: *rental_fee,
+                loan_days: *loan_days,
+            })?;
+            print_item(&reg, &item, common.json)?;
+        }
+        ItemCmd::Show { barcode } => print_item(&reg, &reg.item(barcode)?, common.json)?,
+        ItemCmd::Edit { barcode, sets } => print_item(&reg, &reg.edit_item(barcode, sets)?, common.json)?,
+        ItemCmd::List { institution, limit } => {
+            for i in reg
+                .store
+                .items()
+                .filter(|i| i.as_ref().map_or(true, |i| institution.as_ref().is_none_or(|c| *c == i.institution)))
+                .take(*limit)
+            {
+                let i = i?;
+                if common.json {
+                    println!("{}", serde_json::to_string(&i)?);
+                } else {
+                    println!(
+                        "{:<16} {:<8} {:<14} {}",
+                        i.barcode,
+                        i.institution,
+                        serde_json::to_value(i.status)?.as_str().unwrap_or("?"),
+                        i.title
+                    );
+                }
+            }
+        }
+        ItemCmd::Delete { barcode } => {
+            reg.delete_item(barcode)?;
+            println!("item {barcode} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    let (now, today) = clock();
+    match cmd {
+        LoanCmd::List { patron, at, overdue } => {
+            let loans: Vec<Loan> = match patron {
+                Some(p) => reg.store.loans_of(find(&reg, p, at)?.id)?,
+                None => reg.store.loans().collect::<Result<_, _>>()?,
+            };
+            for l in loans.iter().filter(|l| !*overdue || l.due < now) {
+                print_loan(l, common.json);
+            }
+        }
+        LoanCmd::Checkout { patron, item, at, accept_fee } => {
+            let p = find(&reg, patron, at)?;
+            print_loan(&reg.checkout(p.id, item, *accept_fee, today, now)?, common.json);
+        }
+        LoanCmd::Return { item } => match reg.checkin(item, now)? {
+            Some(l) => println!("{item} returned by #{}", l.patron),
+            None => println!("{item} was not on loan; it is back on the shelf"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hold(cmd: &HoldCmd, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    let (now, today) = clock();
+    match cmd {
+        HoldCmd::Place { patron, at, item, title, pickup, expires } => {
+            let p = find(&reg, patron, at)?;
+            let target = match (item, title) {
+                (Some(i), _) => HoldTarget::Item(i),
+                (None, Some(t)) => HoldTarget::Title(t),
+                (None, None) => bail!("give --item BARCODE or --title TITLE"),
+            };
+            let h = reg.place_hold(p.id, target, pickup, *expires, today, now)?;
+            print_hold(&reg, &h, common.json)?;
+        }
+        HoldCmd::List { patron, item, at } => {
+            let holds: Vec<Hold> = match (patron, item) {
+                (Some(p), _) => reg.store.holds_of(find(&reg, p, at)?.id)?,
+                (None, Some(i)) => reg.store.holds_on(i)?,
+                (None, None) => reg.store.holds().collect::<Result<_, _>>()?,
+            };
+            for h in &holds {
+                print_hold(&reg, h, common.json)?;
+            }
+        }
+        HoldCmd::Cancel { hold } => {
+            let h = reg.cancel_hold(*hold, now)?;
+            println!("hold {} for #{} cancelled", h.id, h.patron);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn account(cmd: &AccountCmd, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    match cmd {
+        AccountCmd::Add { login, at, location } => {
+            let institution = institution_of(&reg, at)?;
+            let pw = read_password()?;
+            print_account(&reg.add_account(login, &pw, &institution, location.as_deref())?, common.json);
+        }
+        AccountCmd::List => {
+            for a in reg.store.accounts()? {
+                print_account(&a, common.json);
+            }
+        }
+        AccountCmd::Show { login } => print_account(&reg.account(login)?, common.json),
+        AccountCmd::Password { login } => {
+            reg.account(login)?;
+            let pw = read_password()?;
+            reg.set_account_password(login, &pw)?;
+            println!("password changed for {login}");
+        }
+        AccountCmd::Profile { login, sets } => print_account(&reg.set_account_profile(login, sets)?, common.json),
+        AccountCmd::Remove { login } => {
+            reg.remove_account(login)?;
+            println!("account {login} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn purge(args: &PurgeArgs, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    let (now, today) = clock();
+    let report = reg.purge(today, now, args.dry_run)?;
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    if common.json {
+        println!(
+            "{}",
+            json!({"dry_run": args.dry_run, "removed": report.removed, "kept": report.kept, "audit_entries_pruned": report.audit_entries_pruned})
+        );
+    } else {
+        for (_, what) in &report.removed {
+            println!("{verb} {what}");
+        }
+        for (id, why) in &report.kept {
+            println!("kept #{id}: {why}");
+        }
+        println!(
+            "{verb} {} patrons and {} audit entries past their retention",
+            report.removed.len(),
+            report.audit_entries_pruned
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    let (now, today) = clock();
+    let report = if args.file.as_os_str() == "-" {
+        // Standard input cannot be read twice: hold it in memory.
+        let mut all = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut all).context("cannot read standard input")?;
+        reg.import(Cursor::new(all), args.dry_run, today, now)?
+    } else {
+        let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+        reg.import(BufReader::with_capacity(1 << 20, f), args.dry_run, today, now)?
+    };
+    if common.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for (n, why) in &report.rejected {
+            eprintln!("line {n}: {why}");
+        }
+        println!(
+            "{}{} lines: {} created, {} updated, {} unchanged, {} rejected",
+            if args.dry_run { "dry run, nothing written. " } else { "" },
+            report.lines,
+            report.created,
+            report.updated,
+            report.unchanged,
+            report.rejected.len()
+        );
+    }
+    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(6) })
+}
+
+pub fn export(args: &ExportArgs, common: &Common) -> Result<ExitCode> {
+    let reg = common.open()?;
+    match &args.output {
+        Some(path) => {
+            let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let n = reg.export(&mut std::io::BufWriter::new(f))?;
+            eprintln!("exported {n} lines to {}", path.display());
+        }
+        None => {
+            reg.export(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
