@@ -171,3 +171,285 @@ fn blocks_transfers_and_deletion() {
         assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
     }
 }
+
+fn item(barcode: &str) -> NewItem {
+    NewItem { barcode: barcode.into(), institution: "MAIN".into(), title: "Dune".into(), ..Default::default() }
+}
+
+#[test]
+fn edits_are_checked_and_audited_field_by_field() {
+    let (_d, reg) = open();
+    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let set = |f: &str, v: &str| vec![(f.to_string(), v.to_string())];
+    let p2 = reg.edit(p.id, &set("email", "avery@example.org"), TODAY, now()).unwrap();
+    assert_eq!(p2.email.as_deref(), Some("avery@example.org"));
+    assert!(reg.edit(p.id, &set("email", "not-an-address"), TODAY, now()).is_err());
+    assert!(reg.edit(p.id, &set("first-name", " "), TODAY, now()).unwrap_err().to_string().contains("required"));
+    assert!(reg.edit(p.id, &set("shoe-size", "42"), TODAY, now()).unwrap_err().to_string().contains("editable"));
+    // A minor needs a guardian: making Avery 10 years old is refused until one is given.
+    assert!(reg.edit(p.id, &set("birth-date", "2016-01-01"), TODAY, now()).is_err());
+    // The institution's pattern applies to edits too.
+    reg.change_institution("MAIN", |i| {
+        i.formats.phone = Some(r"\+46\d{7,9}".into());
+        Ok(())
+    })
+    .unwrap();
+    let e = reg.edit(p.id, &set("phone", "555-1234"), TODAY, now()).unwrap_err().to_string();
+    assert!(e.contains(r"\+46\d{7,9}"), "{e}");
+    reg.edit(p.id, &set("phone", "+46701234567"), TODAY, now()).unwrap();
+    // An empty value clears an optional field.
+    let p3 = reg.edit(p.id, &set("email", ""), TODAY, now()).unwrap();
+    assert_eq!(p3.email, None);
+    let history = reg.store.history(p.id).unwrap();
+    let edits: Vec<_> = history.iter().filter(|e| e.action == "edit").collect();
+    assert_eq!(edits.len(), 3);
+    assert_eq!(edits[0].changes, vec![("email".to_string(), String::new(), "avery@example.org".to_string())]);
+    // Nothing refused was written.
+    assert_eq!(reg.store.patron(p.id).unwrap().phone.as_deref(), Some("+46701234567"));
+}
+
+#[test]
+fn notes_proxies_status_and_identifiers() {
+    let (_d, reg) = open();
+    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let mut other = avery();
+    other.primary_id = "P2".into();
+    other.first_name = "Blake".into();
+    other.barcodes = vec!["B2".into()];
+    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+
+    let a1 = reg.add_note(a.id, "general", "Prefers large print", true, now()).unwrap();
+    assert_eq!(a1.notes[0].id, 1);
+    assert!(a1.notes[0].public);
+    assert!(reg.remove_note(a.id, 9, now()).is_err());
+    assert!(reg.remove_note(a.id, 1, now()).unwrap().notes.is_empty());
+
+    assert!(reg.set_proxy(a.id, a.id, true, now()).is_err());
+    assert_eq!(reg.set_proxy(b.id, a.id, true, now()).unwrap().proxy_for, vec![a.id]);
+    assert!(reg.set_proxy(b.id, a.id, true, now()).is_err());
+    assert!(reg.set_proxy(b.id, a.id, false, now()).unwrap().proxy_for.is_empty());
+
+    let later: Timestamp = "2026-11-23T08:00:00Z".parse().unwrap();
+    let off = reg.set_active(a.id, false, later).unwrap();
+    assert!(!off.active);
+    assert_eq!(off.status_changed, later);
+    assert!(reg.set_active(a.id, false, later).is_err());
+    assert!(reg.standing(&off, TODAY).unwrap().denied.borrow);
+
+    reg.add_identifier(a.id, "student-id", "S-77", None, TODAY, now()).unwrap();
+    assert_eq!(reg.find("MAIN", "S-77").unwrap().id, a.id);
+    // Unique within the institution: B may not take A's identifier.
+    assert!(
+        reg.add_identifier(b.id, "barcode", "S-77", None, TODAY, now())
+            .unwrap_err()
+            .to_string()
+            .contains("already used")
+    );
+    assert!(reg.add_identifier(a.id, "national-id", "19900517-1234", None, TODAY, now()).is_err());
+    let n = reg.add_identifier(a.id, "national-id", "811218-9876", None, TODAY, now()).unwrap();
+    assert!(n.identifiers.iter().any(|i| i.value == "198112189876"));
+    assert_eq!(reg.search("MAIN", "19811218-9876", TODAY).unwrap()[0].id, a.id);
+    let off = reg.set_identifier_active(a.id, "S-77", false, now()).unwrap();
+    assert!(!off.active_identifiers().any(|v| v == "S-77"));
+
+    assert_eq!(reg.search("MAIN", "read", TODAY).unwrap().len(), 2);
+    assert_eq!(reg.search("MAIN", "Reader, Bl", TODAY).unwrap()[0].id, b.id);
+    let inactive = reg.list(&ListFilter { inactive_only: true, ..Default::default() }).unwrap();
+    assert_eq!(inactive.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id]);
+}
+
+#[test]
+fn loans_block_deletion_and_checkout_follows_the_rules() {
+    let (_d, reg) = open();
+    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    reg.add_item(item("I1")).unwrap();
+    assert!(reg.add_item(item("I1")).unwrap_err().to_string().contains("exists"));
+    reg.add_item(NewItem { rental_fee: Some(Money(20_00)), ..item("I2") }).unwrap();
+
+    let loan = reg.checkout(p.id, "I1", false, TODAY, now()).unwrap();
+    assert_eq!(loan.patron, p.id);
+    assert_eq!(reg.item("I1").unwrap().status, ItemStatus::OnLoan);
+    // The rental fee must be accepted; then it is charged.
+    assert!(reg.checkout(p.id, "I2", false, TODAY, now()).unwrap_err().to_string().contains("Rental fee 20.00"));
+    reg.checkout(p.id, "I2", true, TODAY, now()).unwrap();
+    assert_eq!(reg.balance(p.id).unwrap(), Money(20_00));
+
+    let e = reg.delete(p.id, now()).unwrap_err().to_string();
+    assert!(e.contains("20.00") && e.contains("2 items are on loan"), "{e}");
+    assert!(reg.delete_item("I1").unwrap_err().to_string().contains("on loan"));
+
+    let fee = reg.store.fees_of(p.id).unwrap().remove(0);
+    reg.pay_fee(fee.id, Money(20_00), None, now()).unwrap();
+    reg.checkin("I2", now()).unwrap();
+    let e = reg.delete(p.id, now()).unwrap_err().to_string();
+    assert!(e.contains("1 item is on loan") && !e.contains("balance"), "{e}");
+    reg.checkin("I1", now()).unwrap();
+    assert_eq!(reg.item("I1").unwrap().status, ItemStatus::Available);
+    reg.delete(p.id, now()).unwrap();
+}
+
+#[test]
+fn holds_queue_and_go_to_the_hold_shelf_on_return() {
+    let (_d, reg) = open();
+    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let mut other = avery();
+    other.primary_id = "P2".into();
+    other.first_name = "Blake".into();
+    other.barcodes = vec!["B2".into()];
+    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+    reg.add_item(item("I1")).unwrap();
+    reg.checkout(a.id, "I1", false, TODAY, now()).unwrap();
+    let h = reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, TODAY, now()).unwrap();
+    assert_eq!(reg.queue_position(&h).unwrap(), Some(1));
+    assert!(reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, TODAY, now()).is_err());
+    assert!(reg.place_hold(b.id, HoldTarget::Item("NOPE"), "MAIN", None, TODAY, now()).is_err());
+    // Renewal is refused while someone else waits.
+    assert!(reg.checkout(a.id, "I1", false, TODAY, now()).unwrap_err().to_string().contains("hold"));
+    reg.checkin("I1", now()).unwrap();
+    assert_eq!(reg.item("I1").unwrap().status, ItemStatus::OnHoldShelf);
+    assert_eq!(reg.store.hold(h.id).unwrap().unwrap().status, HoldStatus::Available);
+    // A on-hold item goes only to the patron it waits for; their loan fulfils the hold.
+    assert!(reg.checkout(a.id, "I1", false, TODAY, now()).is_err());
+    reg.checkout(b.id, "I1", false, TODAY, now()).unwrap();
+    assert!(reg.store.holds_of(b.id).unwrap().is_empty());
+    let t = reg.place_hold(a.id, HoldTarget::Title("Dune"), "MAIN", None, TODAY, now()).unwrap();
+    assert_eq!(reg.queue_position(&t).unwrap(), None);
+    reg.cancel_hold(t.id, now()).unwrap();
+    assert!(reg.cancel_hold(t.id, now()).is_err());
+}
+
+#[test]
+fn accounts_keep_only_an_argon2_hash() {
+    let (_d, reg) = open();
+    assert!(reg.add_account("kiosk 1", "long enough", "MAIN", None).is_err());
+    assert!(reg.add_account("kiosk1", "short", "MAIN", None).is_err());
+    assert!(reg.add_account("kiosk1", "long enough", "NOPE", None).is_err());
+    let a = reg.add_account("kiosk1", "long enough", "MAIN", Some("ENTRANCE")).unwrap();
+    assert!(a.password_hash.starts_with("$argon2"));
+    assert!(!a.password_hash.contains("long enough"));
+    assert!(reg.verify_account("kiosk1", "long enough").unwrap().is_some());
+    assert!(reg.verify_account("kiosk1", "wrong one!").unwrap().is_none());
+    assert!(reg.add_account("kiosk1", "long enough", "MAIN", None).is_err());
+    reg.set_account_password("kiosk1", "another secret").unwrap();
+    assert!(reg.verify_account("kiosk1", "long enough").unwrap().is_none());
+    let a = reg.set_account_profile("kiosk1", &[("renewals".into(), "no".into())]).unwrap();
+    assert_eq!(a.profile.get("renewals").map(String::as_str), Some("no"));
+    reg.remove_account("kiosk1").unwrap();
+    assert!(reg.verify_account("kiosk1", "another secret").unwrap().is_none());
+}
+
+#[test]
+fn purge_removes_deleted_and_expired_records_and_old_history() {
+    let (_d, reg) = open();
+    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let mut other = avery();
+    other.primary_id = "P2".into();
+    other.first_name = "Blake".into();
+    other.barcodes = vec!["B2".into()];
+    other.purge = Some(date(2026, 1, 1));
+    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+    reg.add_fee(b.id, FeeKind::Damage, Money(5_00), None, None, now()).unwrap();
+    reg.delete(a.id, now()).unwrap();
+
+    let dry = reg.purge(TODAY, now(), true).unwrap();
+    assert_eq!(dry.removed.len(), 1);
+    assert_eq!(dry.kept.len(), 1, "B owes money: kept");
+    assert!(reg.store.patron(a.id).is_ok(), "a dry run removes nothing");
+
+    let done = reg.purge(TODAY, now(), false).unwrap();
+    assert_eq!(done.removed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a.id]);
+    assert!(reg.store.patron(a.id).is_err());
+    assert!(reg.find("MAIN", "P1").is_err(), "its identifiers are free again");
+    assert!(reg.store.history(a.id).unwrap().is_empty());
+
+    // Retention: entries older than the period go; newer ones stay.
+    reg.change_institution("MAIN", |i| {
+        i.audit_retention_days = Some(30);
+        Ok(())
+    })
+    .unwrap();
+    let much_later = now().checked_add(jiff::SignedDuration::from_hours(24 * 40)).unwrap();
+    reg.set_active(b.id, false, much_later).unwrap();
+    let r = reg.purge(TODAY, much_later, false).unwrap();
+    assert_eq!(r.audit_entries_pruned, 2, "registration and fee, not the deactivation");
+    assert_eq!(reg.store.history(b.id).unwrap().len(), 1);
+}
+
+#[test]
+fn import_is_idempotent_reports_bad_lines_and_round_trips() {
+    let (dir, reg) = open();
+    let file = r#"{"type":"patron","institution":"MAIN","primary_id":"U1","first_name":"Ada","last_name":"Lind","email":"ada@example.org","identifiers":[{"kind":"barcode","value":"B1"}],"pin":"1234"}
+{"type":"patron","institution":"MAIN","primary_id":"U2","first_name":"Bo","last_name":"Berg","email":"ADA@example.org"}
+{"type":"item","barcode":"I1","institution":"MAIN","title":"Dune"}
+
+{"type":"item","barcode":"I2","institution":"MAIN","title":""}
+{"type":"loan","item":"I1","patron":999,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
+nonsense
+"#;
+    let dry = reg.import(std::io::Cursor::new(file), true, TODAY, now()).unwrap();
+    assert_eq!((dry.created, dry.rejected.len()), (2, 4));
+    assert!(reg.find("MAIN", "U1").is_err(), "a dry run writes nothing");
+
+    let first = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    assert_eq!(first.lines, 6, "the blank line is not a record");
+    assert_eq!(first.created, 2);
+    let lines: Vec<usize> = first.rejected.iter().map(|(n, _)| *n).collect();
+    assert_eq!(lines, vec![2, 5, 6, 7]);
+    assert!(first.rejected[0].1.contains("already used by patron"), "{:?}", first.rejected[0]);
+    assert!(first.rejected[1].1.contains("title is required"));
+    assert!(first.rejected[2].1.contains("no patron 999"));
+    assert!(first.rejected[3].1.contains("not valid JSON"));
+    let ada = reg.find("MAIN", "B1").unwrap();
+    assert_eq!(reg.check_pin(ada.id, "1234", now()).unwrap(), PinCheck::Accepted);
+
+    let again = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
+
+    // Export, import into an empty store with the same key, export again: identical.
+    reg.add_fee(ada.id, FeeKind::Overdue, Money(7_50), Some("I1"), None, now()).unwrap();
+    reg.add_note(ada.id, "general", "Hello", true, now()).unwrap();
+    reg.checkout(ada.id, "I1", false, TODAY, now()).unwrap();
+    reg.block(ada.id, "overdue", Some("Three overdue items"), now()).unwrap();
+    reg.add_account("kiosk1", "long enough", "MAIN", None).unwrap();
+    let mut out = Vec::new();
+    reg.export(&mut out).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("pin.key"), copy.path().join("pin.key")).unwrap();
+    let reg2 = Register::open(copy.path(), "tester").unwrap();
+    let r = reg2.import(std::io::Cursor::new(&out), false, TODAY, now()).unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    let mut out2 = Vec::new();
+    reg2.export(&mut out2).unwrap();
+    assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(out2).unwrap());
+    assert_eq!(reg2.check_pin(ada.id, "1234", now()).unwrap(), PinCheck::Accepted);
+    assert_eq!(reg2.balance(ada.id).unwrap(), Money(7_50));
+    let r = reg2.import(std::io::Cursor::new(&out), false, TODAY, now()).unwrap();
+    assert_eq!(r.unchanged, r.lines);
+}
+
+#[test]
+fn sync_overwrites_external_fields_and_keeps_local_additions() {
+    let (_d, reg) = open();
+    let sync1 = r#"{"type":"patron","institution":"MAIN","primary_id":"S1","first_name":"Cy","last_name":"Ek","email":"cy@uni.se","account_type":{"external":{"source":"ladok"}},"identifiers":[{"kind":"student-id","value":"ST1"}]}"#;
+    reg.import(std::io::Cursor::new(sync1), false, TODAY, now()).unwrap();
+    let cy = reg.find("MAIN", "ST1").unwrap();
+    reg.add_note(cy.id, "general", "Local note", false, now()).unwrap();
+    reg.block(cy.id, "general", None, now()).unwrap();
+    reg.add_identifier(cy.id, "barcode", "LOCAL-1", None, TODAY, now()).unwrap();
+    reg.set_pin(cy.id, "4321", now()).unwrap();
+
+    let sync2 = r#"{"type":"patron","institution":"MAIN","primary_id":"S1","first_name":"Cyrus","last_name":"Ek","account_type":{"external":{"source":"ladok"}},"identifiers":[{"kind":"student-id","value":"ST2"}]}"#;
+    let r = reg.import(std::io::Cursor::new(sync2), false, TODAY, now()).unwrap();
+    assert_eq!(r.updated, 1);
+    let after = reg.store.patron(cy.id).unwrap();
+    assert_eq!(after.first_name, "Cyrus");
+    assert_eq!(after.email, None, "the external system cleared it");
+    let ids: Vec<&str> = after.identifiers.iter().map(|i| i.value.as_str()).collect();
+    assert_eq!(ids, vec!["ST2", "LOCAL-1"]);
+    assert_eq!(after.notes.len(), 1);
+    assert_eq!(after.blocks.len(), 1);
+    assert_eq!(reg.check_pin(cy.id, "4321", now()).unwrap(), PinCheck::Accepted);
+    assert!(reg.find("MAIN", "ST1").is_err(), "the old synced identifier is gone from the index");
+    let r = reg.import(std::io::Cursor::new(sync2), false, TODAY, now()).unwrap();
+    assert_eq!(r.unchanged, 1);
+}

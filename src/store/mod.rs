@@ -656,6 +656,20 @@ impl Store {
             .collect()
     }
 
+    /// Reads the patron lookup path (identifier index and patron records) once, so that the
+    /// first kiosk questions after a start are answered from memory, not disk. Returns the
+    /// number of entries read.
+    pub fn warm_up(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for tree in [&self.identifiers, &self.patrons] {
+            for kv in tree.iter() {
+                kv?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
