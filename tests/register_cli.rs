@@ -30,6 +30,21 @@ fn refused(data: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+fn with_stdin(data: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sip2d");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn json(data: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
@@ -122,6 +137,59 @@ fn a_staff_session() {
     ok(d, &["patron", "transfer", "accept", &format!("#{id}")]);
     assert_eq!(json(d, &["patron", "show", &format!("#{id}")])["institution"], "BRANCH2");
 
+    // Loans: the item out blocks deletion, with the reason given.
+    let who = format!("#{id}");
+    ok(d, &["item", "add", "-i", "BRANCH2", "30001", "--title", "Dune", "--author", "Herbert"]);
+    ok(d, &["loan", "checkout", &who, "30001"]);
+    assert_eq!(json(d, &["item", "show", "30001"])["status"], "on-loan");
+    assert!(ok(d, &["loan", "list", "--patron", &who]).contains("30001"));
+    assert!(refused(d, &["patron", "delete", &who]).contains("1 item is on loan"));
+    ok(d, &["loan", "return", "30001"]);
+
+    // Edit, note, search, proxy: each checked and in the history.
+    assert!(refused(d, &["patron", "edit", &who, "--set", "email=nope"]).contains("not an address"));
+    ok(d, &["patron", "edit", &who, "--set", "phone=+46701234567", "--set", "group=adult"]);
+    ok(d, &["patron", "note", "add", &who, "Prefers large print", "--public"]);
+    let found = ok(d, &["patron", "search", "-i", "BRANCH2", "reader, av"]);
+    assert!(found.contains(&format!("#{id} ")), "{found}");
+    ok(d, &["patron", "proxy", "add", "-i", "MAIN", "P2", "--for", &who]);
+    ok(d, &["patron", "deactivate", &who]);
+    assert_eq!(json(d, &["patron", "show", &who])["may_borrow"], false);
+    ok(d, &["patron", "activate", &who]);
+
+    // A self-check account; its password comes on standard input and is never shown.
+    let out =
+        with_stdin(d, &["account", "add", "kiosk-1", "-i", "BRANCH2", "--location", "ENTRANCE"], "s3cret-kiosk\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!ok(d, &["account", "list"]).contains("s3cret"));
+
+    // Export, import into an empty store: the same register. Importing again changes nothing.
+    let export = ok(d, &["export"]);
+    assert!(export.lines().count() >= 6, "{export}");
+    assert!(!export.contains("s3cret") && !export.contains("4321"), "no secrets in clear");
+    let file = dir.path().join("register.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(d.join("pin.key"), copy.path().join("pin.key")).unwrap();
+    let imported = ok(copy.path(), &["import", file.to_str().unwrap()]);
+    assert!(imported.contains(" 0 rejected"), "{imported}");
+    assert_eq!(ok(copy.path(), &["export"]), export);
+    let again = ok(copy.path(), &["import", file.to_str().unwrap()]);
+    assert!(again.contains(" 0 created, 0 updated"), "{again}");
+    assert_eq!(sip2d(copy.path(), &["patron", "pin", &who, "--check", "4321"]).status.code(), Some(0));
+
+    // A bad line is reported with its number; --dry-run writes nothing.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"type\":\"item\",\"barcode\":\"30002\",\"institution\":\"MAIN\",\"title\":\"Emma\"}\n{\"type\":\"item\",\"barcode\":\"30003\"}\n",
+    )
+    .unwrap();
+    let out = sip2d(d, &["import", "--dry-run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: missing field"));
+    assert!(refused(d, &["item", "show", "30002"]).contains("no item"));
+
     // Delete now allowed; restore brings the patron back.
     ok(d, &["patron", "delete", &format!("#{id}")]);
     assert!(json(d, &["patron", "show", &format!("#{id}")])["deleted"].is_string());
@@ -129,10 +197,29 @@ fn a_staff_session() {
 
     // The history names the desk and never the PIN.
     let history = ok(d, &["patron", "history", &format!("#{id}")]);
-    for action in ["register", "pin", "locked", "unlock", "block", "fee-waive", "transfer-accept", "delete", "restore"]
-    {
+    for action in [
+        "register",
+        "pin",
+        "locked",
+        "unlock",
+        "block",
+        "fee-waive",
+        "transfer-accept",
+        "checkout",
+        "edit",
+        "note-add",
+        "deactivate",
+        "delete",
+        "restore",
+    ] {
         assert!(history.contains(action), "{action} missing:\n{history}");
     }
     assert!(history.contains("desk-1"));
     assert!(!history.contains("4321"));
+
+    // Purge: the deleted patron goes for good.
+    ok(d, &["patron", "delete", &who]);
+    assert!(ok(d, &["purge", "--dry-run"]).contains("would remove 1 patrons"));
+    assert!(ok(d, &["purge"]).contains(&format!("removed #{id}")));
+    assert!(refused(d, &["patron", "show", &who]).contains("no patron"));
 }

@@ -287,6 +287,41 @@ struct Overlay {
     accounts: HashMap<String, Account>,
 }
 
+/// The overlays of the groups planned but perhaps not yet committed, newest last. A real
+/// import keeps three: the group being applied, the one waiting, and the one being planned.
+#[derive(Default)]
+struct Overlays {
+    gens: std::collections::VecDeque<Overlay>,
+    /// How many to keep (none: all, for a dry run, which commits nothing).
+    keep: Option<usize>,
+}
+
+impl Overlays {
+    fn get<'a, T>(&'a self, f: impl Fn(&'a Overlay) -> Option<T>) -> Option<T> {
+        self.gens.iter().rev().find_map(f)
+    }
+
+    fn cur(&mut self) -> &mut Overlay {
+        if self.gens.is_empty() {
+            self.gens.push_back(Overlay::default());
+        }
+        let last = self.gens.len() - 1;
+        &mut self.gens[last]
+    }
+
+    /// Starts the next group's overlay, dropping those of groups surely committed.
+    fn next_group(&mut self) {
+        self.gens.push_back(Overlay::default());
+        while self.keep.is_some_and(|k| self.gens.len() > k) {
+            self.gens.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.gens.clear();
+    }
+}
+
 /// Ids for new records: reserved from the store a block at a time, or counted locally in a dry
 /// run (which writes nothing).
 struct Ids {
@@ -297,12 +332,9 @@ struct Ids {
 
 struct Importer<'a> {
     reg: &'a Register,
-    /// A dry run checks unique values against the store here; a real run leaves that to the
-    /// transaction (which checks them anyway), saving three reads per patron.
-    dry_run: bool,
     today: Date,
     now: Timestamp,
-    overlay: Overlay,
+    overlay: Overlays,
     ids: Ids,
     /// Institutions as stored, read once (an institution line updates it).
     institutions: HashMap<String, Institution>,
@@ -332,7 +364,7 @@ impl Importer<'_> {
     }
 
     fn institution(&mut self, code: &str) -> Result<Institution, String> {
-        if let Some(i) = self.overlay.institutions.get(code).or_else(|| self.institutions.get(code)) {
+        if let Some(i) = self.overlay.get(|o| o.institutions.get(code)).or_else(|| self.institutions.get(code)) {
             return Ok(i.clone());
         }
         let i = self.reg.store.institution(code).map_err(|e| e.to_string())?;
@@ -341,7 +373,7 @@ impl Importer<'_> {
     }
 
     fn patron(&self, id: u64) -> Result<Option<Patron>, String> {
-        if let Some(p) = self.overlay.patrons.get(&id) {
+        if let Some(p) = self.overlay.get(|o| o.patrons.get(&id)) {
             return Ok(Some(p.clone()));
         }
         match self.reg.store.patron(id) {
@@ -353,15 +385,15 @@ impl Importer<'_> {
 
     /// The patron whose primary id this is, planned in this group or stored.
     fn by_primary_id(&self, institution: &str, primary_id: &str) -> Result<Option<Patron>, String> {
-        if let Some(id) = self.overlay.claims.get(&claim_key(institution, primary_id)) {
-            return Ok(self.overlay.patrons.get(id).filter(|p| p.primary_id == primary_id).cloned());
+        if let Some(id) = self.overlay.get(|o| o.claims.get(&claim_key(institution, primary_id))) {
+            return Ok(self.overlay.get(|o| o.patrons.get(id)).filter(|p| p.primary_id == primary_id).cloned());
         }
         let found = self.reg.store.patron_by_identifier(institution, primary_id).map_err(|e| e.to_string())?;
-        Ok(found.filter(|p| p.primary_id == primary_id && !self.overlay.patrons.contains_key(&p.id)))
+        Ok(found.filter(|p| p.primary_id == primary_id && self.overlay.get(|o| o.patrons.get(&p.id)).is_none()))
     }
 
     fn item(&self, barcode: &str) -> Result<Option<Item>, String> {
-        if let Some(i) = self.overlay.items.get(barcode) {
+        if let Some(i) = self.overlay.get(|o| o.items.get(barcode)) {
             return Ok(Some(i.clone()));
         }
         self.reg.store.item(barcode).map_err(|e| e.to_string())
@@ -371,20 +403,17 @@ impl Importer<'_> {
     fn owner(&self, institution: &str, value: &str, email: bool) -> Result<Option<u64>, String> {
         let key = claim_key(institution, &if email { value.to_lowercase() } else { value.to_string() });
         let key = if email { format!("@{key}") } else { key };
-        if let Some(id) = self.overlay.claims.get(&key) {
+        if let Some(id) = self.overlay.get(|o| o.claims.get(&key)) {
             return Ok(Some(*id));
         }
-        if !self.dry_run {
-            return Ok(None);
-        }
         let found = if email {
-            self.reg.store.patron_by_email(institution, value)
+            self.reg.store.email_owner(institution, value)
         } else {
-            self.reg.store.patron_by_identifier(institution, value)
+            self.reg.store.identifier_owner(institution, value)
         };
         let found = found.map_err(|e| e.to_string())?;
-        // A patron changed earlier in this group may have given the value up.
-        Ok(found.filter(|p| !self.overlay.patrons.contains_key(&p.id)).map(|p| p.id))
+        // A patron changed in a group not yet committed may have given the value up.
+        Ok(found.filter(|id| self.overlay.get(|o| o.patrons.get(id)).is_none()))
     }
 
     fn plan(&mut self, line: Line) -> Result<(Outcome, Vec<Write>), String> {
@@ -406,7 +435,7 @@ impl Importer<'_> {
             Ok(_) => Outcome::Updated,
             Err(_) => Outcome::Created,
         };
-        self.overlay.institutions.insert(i.code.clone(), i.clone());
+        self.overlay.cur().institutions.insert(i.code.clone(), i.clone());
         self.institutions.remove(&i.code);
         Ok((outcome, vec![Write::Institution(i)]))
     }
@@ -414,7 +443,7 @@ impl Importer<'_> {
     fn plan_account(&mut self, a: AccountLine) -> Result<(Outcome, Vec<Write>), String> {
         super::circulation::check_login(&a.login).map_err(|e| e.to_string())?;
         self.institution(&a.institution)?;
-        let old = match self.overlay.accounts.get(&a.login) {
+        let old = match self.overlay.get(|o| o.accounts.get(&a.login)) {
             Some(a) => Some(a.clone()),
             None => self.reg.store.account(&a.login).map_err(|e| e.to_string())?,
         };
@@ -452,7 +481,7 @@ impl Importer<'_> {
             Some(_) => Outcome::Updated,
             None => Outcome::Created,
         };
-        self.overlay.accounts.insert(account.login.clone(), account.clone());
+        self.overlay.cur().accounts.insert(account.login.clone(), account.clone());
         Ok((outcome, vec![Write::Account(account)]))
     }
 
@@ -512,9 +541,9 @@ impl Importer<'_> {
         let action = if existing.is_some() { "import-update" } else { "import" };
         for (_, value, email) in values {
             let key = claim_key(&p.institution, &if email { value.to_lowercase() } else { value.to_string() });
-            self.overlay.claims.insert(if email { format!("@{key}") } else { key }, id);
+            self.overlay.cur().claims.insert(if email { format!("@{key}") } else { key }, id);
         }
-        self.overlay.patrons.insert(id, p.clone());
+        self.overlay.cur().patrons.insert(id, p.clone());
         let entry = audit(id, self.now, &self.reg.actor, action, changes);
         Ok((outcome, vec![Write::Patron(Box::new(p)), Write::Audit(entry)]))
     }
@@ -527,7 +556,7 @@ impl Importer<'_> {
             Some(_) => Outcome::Updated,
             None => Outcome::Created,
         };
-        self.overlay.items.insert(item.barcode.clone(), item.clone());
+        self.overlay.cur().items.insert(item.barcode.clone(), item.clone());
         Ok((outcome, vec![Write::Item(item)]))
     }
 
@@ -539,7 +568,7 @@ impl Importer<'_> {
         if loan.due < loan.out {
             return Err("the due date is before the loan date".into());
         }
-        let old = match self.overlay.loans.get(&loan.item) {
+        let old = match self.overlay.get(|o| o.loans.get(&loan.item)) {
             Some(l) => Some(l.clone()),
             None => self.reg.store.loan(&loan.item).map_err(|e| e.to_string())?,
         };
@@ -554,10 +583,10 @@ impl Importer<'_> {
         let mut writes = vec![Write::Loan(loan.clone())];
         if item.status != ItemStatus::OnLoan {
             item.status = ItemStatus::OnLoan;
-            self.overlay.items.insert(item.barcode.clone(), item.clone());
+            self.overlay.cur().items.insert(item.barcode.clone(), item.clone());
             writes.push(Write::Item(item));
         }
-        self.overlay.loans.insert(loan.item.clone(), loan);
+        self.overlay.cur().loans.insert(loan.item.clone(), loan);
         Ok((outcome, writes))
     }
 
@@ -616,6 +645,45 @@ impl Importer<'_> {
     }
 }
 
+/// A group of lines as the planner left them: each line with its verdict, and the writes of
+/// those it accepted, to be committed together.
+struct Planned {
+    lines: Vec<(usize, String, Result<Outcome, String>)>,
+    /// Lines that could not be read (not UTF-8): rejected whatever the store holds.
+    unreadable: Vec<(usize, String)>,
+    writes: Vec<Write>,
+}
+
+/// Splits numbered lines into groups of [`GROUP`] records; blank lines are skipped.
+fn groups_of(
+    lines: impl Iterator<Item = (usize, Result<String, String>)>,
+) -> impl Iterator<Item = Vec<(usize, Result<String, String>)>> {
+    let mut lines = lines.filter(|(_, l)| l.as_ref().map_or(true, |t| !t.trim().is_empty())).peekable();
+    std::iter::from_fn(move || {
+        lines.peek()?;
+        Some(lines.by_ref().take(GROUP).collect())
+    })
+}
+
+impl Importer<'_> {
+    fn plan_group(&mut self, group: Vec<(usize, Result<String, String>)>) -> Planned {
+        let mut planned = Planned { lines: Vec::with_capacity(group.len()), unreadable: vec![], writes: vec![] };
+        for (n, text) in group {
+            match text {
+                Err(why) => planned.unreadable.push((n, why)),
+                Ok(text) => {
+                    let verdict = parse_line(&text).and_then(|l| self.plan(l)).map(|(outcome, w)| {
+                        planned.writes.extend(w);
+                        outcome
+                    });
+                    planned.lines.push((n, text, verdict));
+                }
+            }
+        }
+        planned
+    }
+}
+
 /// The explicit ids a file uses, read ahead so new ids never collide with a later line's.
 #[derive(Deserialize)]
 struct IdOnly {
@@ -626,7 +694,7 @@ struct IdOnly {
 impl Register {
     /// Imports JSON Lines from `input`. Rejected lines are reported, not fatal; an error is
     /// returned only when the store itself fails.
-    pub fn import<R: BufRead + Seek>(
+    pub fn import<R: BufRead + Seek + Send>(
         &self,
         mut input: R,
         dry_run: bool,
@@ -658,97 +726,95 @@ impl Register {
         if !dry_run {
             self.store.bump_ids(max_id)?;
         }
-        let mut report = ImportReport::default();
         let mut imp = Importer {
             reg: self,
-            dry_run,
             today,
             now,
-            overlay: Overlay::default(),
+            overlay: Overlays { gens: Default::default(), keep: if dry_run { None } else { Some(3) } },
             ids: Ids { dry_next, block: (0, 0) },
             institutions: HashMap::new(),
         };
-        let mut group: Vec<(usize, String)> = Vec::with_capacity(GROUP);
-        let mut groups = 0;
-        for (n, text) in lines {
-            let text = match text {
-                Ok(t) => t,
-                Err(e) => {
-                    report.lines += 1;
-                    report.rejected.push((n, e));
-                    continue;
-                }
-            };
-            if text.trim().is_empty() {
-                continue;
-            }
-            report.lines += 1;
-            group.push((n, text));
-            if group.len() == GROUP {
-                self.import_group(&mut imp, &group, dry_run, &mut report)?;
-                group.clear();
-                groups += 1;
-                if !dry_run && groups % GROUPS_PER_FLUSH == 0 {
-                    self.store.flush()?;
+        let mut report = ImportReport::default();
+        let groups = groups_of(lines);
+        if dry_run {
+            for group in groups {
+                let planned = imp.plan_group(group);
+                report.lines += planned.lines.len();
+                report.rejected.extend(planned.unreadable);
+                for (n, _, verdict) in planned.lines {
+                    match verdict {
+                        Ok(outcome) => tally(&mut report, &[outcome]),
+                        Err(why) => report.rejected.push((n, why)),
+                    }
                 }
             }
-        }
-        self.import_group(&mut imp, &group, dry_run, &mut report)?;
-        if !dry_run {
+        } else {
+            // Two threads: this one commits group k while the planner reads and checks group
+            // k+1 (the planner's overlays show it what k and k+1 will write).
+            std::thread::scope(|scope| -> Result<(), StoreError> {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Planned>(1);
+                scope.spawn(move || {
+                    for group in groups {
+                        imp.overlay.next_group();
+                        if tx.send(imp.plan_group(group)).is_err() {
+                            return; // the committer stopped
+                        }
+                    }
+                });
+                let mut sequential: Option<Importer<'_>> = None;
+                for (k, planned) in rx.into_iter().enumerate() {
+                    report.lines += planned.lines.len();
+                    report.rejected.extend(planned.unreadable.iter().cloned());
+                    if sequential.is_none() {
+                        match self.store.apply(&planned.writes) {
+                            Ok(()) => {
+                                for (n, _, verdict) in &planned.lines {
+                                    match verdict {
+                                        Ok(outcome) => tally(&mut report, &[*outcome]),
+                                        Err(why) => report.rejected.push((*n, why.clone())),
+                                    }
+                                }
+                                if (k + 1) % GROUPS_PER_FLUSH == 0 {
+                                    self.store.flush()?;
+                                }
+                                continue;
+                            }
+                            Err(StoreError::Io(e)) => return Err(StoreError::Io(e)),
+                            Err(_) => {
+                                // Refused at commit (another writer took a value the planner
+                                // saw free). The planner's later plans assumed this group would
+                                // land, so from here on each line is planned and committed alone.
+                                sequential = Some(Importer {
+                                    reg: self,
+                                    today,
+                                    now,
+                                    overlay: Overlays::default(),
+                                    ids: Ids { dry_next: None, block: (0, 0) },
+                                    institutions: HashMap::new(),
+                                });
+                            }
+                        }
+                    }
+                    if let Some(imp) = sequential.as_mut() {
+                        for (n, text, _) in &planned.lines {
+                            imp.overlay.clear();
+                            let result = parse_line(text).and_then(|l| imp.plan(l)).and_then(|(outcome, w)| {
+                                self.store.apply(&w).map_err(|e| e.to_string())?;
+                                Ok(outcome)
+                            });
+                            match result {
+                                Ok(outcome) => tally(&mut report, &[outcome]),
+                                Err(why) => report.rejected.push((*n, why)),
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
             self.store.flush()?;
         }
         report.rejected.sort_by_key(|(n, _)| *n);
         Ok(report)
-    }
-
-    /// Plans a group of lines and commits them in one transaction; if the store refuses the
-    /// group, redoes it line by line.
-    fn import_group(
-        &self,
-        imp: &mut Importer<'_>,
-        group: &[(usize, String)],
-        dry_run: bool,
-        report: &mut ImportReport,
-    ) -> Result<(), StoreError> {
-        let mut writes = Vec::new();
-        let mut outcomes = Vec::new();
-        for (n, text) in group {
-            match parse_line(text).and_then(|l| imp.plan(l)) {
-                Ok((outcome, w)) => {
-                    writes.extend(w);
-                    outcomes.push(outcome);
-                }
-                Err(why) => report.rejected.push((*n, why)),
-            }
-        }
-        if dry_run {
-            tally(report, &outcomes);
-            return Ok(());
-        }
-        imp.overlay = Overlay::default();
-        match self.store.apply(&writes) {
-            Ok(()) => {
-                tally(report, &outcomes);
-                Ok(())
-            }
-            Err(StoreError::Io(e)) => Err(StoreError::Io(e)),
-            Err(_) => {
-                // Something in the group was refused at commit: give each line its own verdict.
-                let planned: Vec<usize> = report.rejected.iter().map(|(n, _)| *n).collect();
-                for (n, text) in group.iter().filter(|(n, _)| !planned.contains(n)) {
-                    let result = parse_line(text).and_then(|l| imp.plan(l)).and_then(|(outcome, w)| {
-                        self.store.apply(&w).map_err(|e| e.to_string())?;
-                        Ok(outcome)
-                    });
-                    imp.overlay = Overlay::default();
-                    match result {
-                        Ok(outcome) => tally(report, &[outcome]),
-                        Err(why) => report.rejected.push((*n, why)),
-                    }
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Writes the whole register as JSON Lines: institutions, accounts, patrons, items, loans,

@@ -448,6 +448,16 @@ impl Store {
         }
     }
 
+    /// The id of the patron holding this primary id or identifier (no record read).
+    pub fn identifier_owner(&self, institution: &str, value: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.identifiers.get(scoped(institution, value))?.and_then(|v| read_id(&v)))
+    }
+
+    /// The id of the patron with this e-mail (no record read).
+    pub fn email_owner(&self, institution: &str, email: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.emails.get(email_key(institution, email))?.and_then(|v| read_id(&v)))
+    }
+
     /// The patron with this e-mail at the institution.
     pub fn patron_by_email(&self, institution: &str, email: &str) -> Result<Option<Patron>, StoreError> {
         match self.emails.get(email_key(institution, email))? {
@@ -681,6 +691,18 @@ impl Store {
     /// claimed inside it, so a conflict refuses the whole group and writes nothing. Not flushed:
     /// callers flush before they report success.
     pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        // Items alone touch one tree and read nothing: a batch is atomic there, and cheaper than
+        // a transaction (a bulk import is mostly items).
+        if !writes.is_empty() && writes.iter().all(|w| matches!(w, Write::Item(_))) {
+            let mut batch = sled::Batch::default();
+            for w in writes {
+                if let Write::Item(i) = w {
+                    batch.insert(i.barcode.as_bytes(), encode(i));
+                }
+            }
+            self.items.apply_batch(batch)?;
+            return Ok(());
+        }
         let audits = writes.iter().filter(|w| matches!(w, Write::Audit(_))).count() as u64;
         let mut seq = if audits > 0 { self.reserve_ids(audits)? } else { 0 };
         let mut audit_keys = Vec::with_capacity(audits as usize);
@@ -729,14 +751,19 @@ impl Store {
                 unreachable!("one transactional tree per tree passed in")
             };
             let mut audit_keys = audit_keys.iter();
+            // Institutions seen to exist in this transaction (patrons of a group share a few).
+            let mut known: Vec<&str> = Vec::new();
             for w in writes {
                 match w {
                     Write::Institution(i) => {
                         institutions.insert(i.code.as_bytes(), encode(i))?;
                     }
                     Write::Patron(p) => {
-                        if institutions.get(p.institution.as_bytes())?.is_none() {
-                            return abort(StoreError::NoInstitution(p.institution.clone()));
+                        if !known.contains(&p.institution.as_str()) {
+                            if institutions.get(p.institution.as_bytes())?.is_none() {
+                                return abort(StoreError::NoInstitution(p.institution.clone()));
+                            }
+                            known.push(&p.institution);
                         }
                         let key = p.id.to_be_bytes();
                         let old = tx_get::<Patron>(patrons, "patron", &key)?;
