@@ -12,7 +12,7 @@ use crate::domain::rules::{self, PinCheck};
 use crate::domain::secret::{self, PinKey};
 use crate::domain::validate::{self, Invalid};
 use crate::domain::*;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreConfig, StoreError};
 
 /// The register: the store, the PIN key, and who is acting.
 pub struct Register {
@@ -162,7 +162,12 @@ impl Register {
     /// Opens the register in `dir`: the store, and the PIN key beside it (created on first use,
     /// readable by its owner only).
     pub fn open(dir: &Path, actor: &str) -> Result<Register, StoreError> {
-        let store = Store::open(dir)?;
+        Register::open_with(dir, actor, &StoreConfig::default())
+    }
+
+    /// Opens the register with these store settings.
+    pub fn open_with(dir: &Path, actor: &str, settings: &StoreConfig) -> Result<Register, StoreError> {
+        let store = Store::open_with(dir, settings)?;
         let key = PinKey::load_or_create(&dir.join("pin.key"))
             .map_err(|e| StoreError::Refused(format!("cannot read or create the PIN key in {}: {e}", dir.display())))?;
         Ok(Register { store, key, actor: actor.to_string() })
