@@ -30,6 +30,11 @@ fn avery() -> NewPatron {
     }
 }
 
+/// A second patron, Avery's sibling (another first name, so no duplicate warning).
+fn blake() -> NewPatron {
+    NewPatron { primary_id: "P2".into(), first_name: "Blake".into(), barcodes: vec!["B2".into()], ..avery() }
+}
+
 fn added(a: Added) -> Patron {
     match a {
         Added::Patron(p) => *p,
@@ -212,11 +217,7 @@ fn edits_are_checked_and_audited_field_by_field() {
 fn notes_proxies_status_and_identifiers() {
     let (_d, reg) = open();
     let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let mut other = avery();
-    other.primary_id = "P2".into();
-    other.first_name = "Blake".into();
-    other.barcodes = vec!["B2".into()];
-    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
 
     let a1 = reg.add_note(a.id, "general", "Prefers large print", true, now()).unwrap();
     assert_eq!(a1.notes[0].id, 1);
@@ -292,11 +293,7 @@ fn loans_block_deletion_and_checkout_follows_the_rules() {
 fn holds_queue_and_go_to_the_hold_shelf_on_return() {
     let (_d, reg) = open();
     let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let mut other = avery();
-    other.primary_id = "P2".into();
-    other.first_name = "Blake".into();
-    other.barcodes = vec!["B2".into()];
-    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
     reg.add_item(item("I1")).unwrap();
     reg.checkout(a.id, "I1", false, TODAY, now()).unwrap();
     let h = reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, TODAY, now()).unwrap();
@@ -342,12 +339,7 @@ fn accounts_keep_only_an_argon2_hash() {
 fn purge_removes_deleted_and_expired_records_and_old_history() {
     let (_d, reg) = open();
     let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let mut other = avery();
-    other.primary_id = "P2".into();
-    other.first_name = "Blake".into();
-    other.barcodes = vec!["B2".into()];
-    other.purge = Some(date(2026, 1, 1));
-    let b = added(reg.add_patron(other, false, TODAY, now()).unwrap());
+    let b = added(reg.add_patron(NewPatron { purge: Some(date(2026, 1, 1)), ..blake() }, false, TODAY, now()).unwrap());
     reg.add_fee(b.id, FeeKind::Damage, Money(5_00), None, None, now()).unwrap();
     reg.delete(a.id, now()).unwrap();
 

@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use bincode::Options;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use bincode::Options;
 use sled::{Transactional, Tree};
 
 use crate::domain::validate::Invalid;
