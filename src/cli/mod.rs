@@ -11,8 +11,10 @@ use clap::{Parser, Subcommand};
 /// sip2d: a SIP2 (3M Standard Interchange Protocol 2.00) self-check server and toolkit.
 ///
 /// Self-check kiosks, sorters and authentication clients speak SIP2 to a library's circulation
-/// system. sip2d reads and writes that protocol; `sip2d decode` turns raw SIP2 from kiosk logs
-/// into labelled fields with a checksum verdict.
+/// system. sip2d keeps the patron register they ask about (institutions, patrons, items, loans,
+/// holds, fees, self-check accounts: the commands below, with import and export as JSON Lines)
+/// and reads and writes the protocol: `sip2d decode` turns raw SIP2 from kiosk logs into
+/// labelled fields with a checksum verdict.
 #[derive(Debug, Parser)]
 #[command(name = "sip2d", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {

@@ -967,7 +967,8 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                     );
                 } else {
                     let changes: Vec<String> = e.changes.iter().map(|(f, o, n)| format!("{f}: {o} -> {n}")).collect();
-                    println!("{}  {:<10} {:<18} {}", e.at, e.by, e.action, changes.join("; "));
+                    let at = super::local(e.at).strftime("%Y-%m-%d %H:%M:%S");
+                    println!("{at}  {:<10} {:<18} {}", e.by, e.action, changes.join("; "));
                 }
             }
         }
