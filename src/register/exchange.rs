@@ -19,10 +19,12 @@ use crate::domain::validate;
 use crate::domain::*;
 use crate::store::{StoreError, Write};
 
-/// Lines committed together in one transaction.
-const GROUP: usize = 256;
+/// Lines committed together in one transaction. sled keeps a transaction's garbage until it
+/// ends, so larger groups cost memory and time: 32-128 measured fastest, 256 about 10% slower,
+/// 1 024 slower still (docs/BENCHMARKS.md).
+const GROUP: usize = 64;
 /// Groups between flushes to disk (and the final flush before the report).
-const GROUPS_PER_FLUSH: usize = 64;
+const GROUPS_PER_FLUSH: usize = 256;
 
 /// One line of the exchange format.
 #[derive(Clone, Debug, Serialize, Deserialize)]
