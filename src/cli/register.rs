@@ -959,7 +959,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
         PatronCmd::Restore { patron, at } => show(&reg.restore(find(&reg, patron, at)?.id, now)?)?,
         PatronCmd::History { patron, at } => {
             let p = find(&reg, patron, at)?;
-            for e in reg.store.history(p.id)? {
+            for e in reg.history(p.id)? {
                 if common.json {
                     println!(
                         "{}",

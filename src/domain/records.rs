@@ -299,6 +299,16 @@ pub struct Transfer {
     pub at: Timestamp,
 }
 
+/// Who created a record, when, and how (`register` at the desk, `import`): the first line of
+/// a patron's history, kept with the record so that a bulk import writes one record, not two.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Created {
+    pub at: Timestamp,
+    pub by: String,
+    pub via: String,
+}
+
 /// A library user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Patron {
@@ -322,6 +332,7 @@ pub struct Patron {
     pub purge: Option<Date>,
     pub active: bool,
     pub status_changed: Timestamp,
+    pub created: Created,
     pub terms_accepted: Option<Date>,
     pub guardian: Option<Guardian>,
     pub identifiers: Vec<Identifier>,
@@ -368,6 +379,7 @@ impl Patron {
             purge: None,
             active: true,
             status_changed: now,
+            created: Created { at: now, by: String::new(), via: String::new() },
             terms_accepted: None,
             guardian: None,
             identifiers: vec![],

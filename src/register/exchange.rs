@@ -117,6 +117,9 @@ pub struct PatronLine {
     pub active: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_changed: Option<Timestamp>,
+    /// How the record came to be (export writes it; a new patron without it is "import").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Created>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_pins: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +162,7 @@ impl PatronLine {
             pin_hash: p.pin.as_ref().map(|h| hex(&h.0)),
             active: Some(p.active),
             status_changed: Some(p.status_changed),
+            created: Some(p.created.clone()),
             failed_pins: Some(p.failed_pins),
             locked: Some(p.locked),
             deleted: p.deleted,
@@ -500,7 +504,14 @@ impl Importer<'_> {
                     Some(id) => id,
                     None => self.new_id()?,
                 };
-                (id, Patron::new(id, &line.institution, &line.primary_id, &line.first_name, &line.last_name, self.now))
+                let created = line.created.clone().unwrap_or(Created {
+                    at: self.now,
+                    by: self.reg.actor.clone(),
+                    via: "import".into(),
+                });
+                let fresh =
+                    Patron::new(id, &line.institution, &line.primary_id, &line.first_name, &line.last_name, self.now);
+                (id, Patron { created, ..fresh })
             }
         };
         let mut p = line.apply_to(&base, self.now);
@@ -539,15 +550,19 @@ impl Importer<'_> {
             Some(_) => Outcome::Updated,
             None => Outcome::Created,
         };
-        let changes = existing.as_ref().map(|old| diff(old, &p)).unwrap_or_default();
-        let action = if existing.is_some() { "import-update" } else { "import" };
         for (_, value, email) in values {
             let key = claim_key(&p.institution, &if email { value.to_lowercase() } else { value.to_string() });
             self.overlay.cur().claims.insert(if email { format!("@{key}") } else { key }, id);
         }
         self.overlay.cur().patrons.insert(id, p.clone());
-        let entry = audit(id, self.now, &self.reg.actor, action, changes);
-        Ok((outcome, vec![Write::Patron(Box::new(p)), Write::Audit(entry)]))
+        match &existing {
+            // A new patron's creation is recorded in the record itself (`created`).
+            None => Ok((outcome, vec![Write::Patron(Box::new(p))])),
+            Some(old) => {
+                let entry = audit(id, self.now, &self.reg.actor, "import-update", diff(old, &p));
+                Ok((outcome, vec![Write::Patron(Box::new(p)), Write::Audit(entry)]))
+            }
+        }
     }
 
     fn plan_item(&mut self, item: Item) -> Result<(Outcome, Vec<Write>), String> {

@@ -12,7 +12,7 @@ use crate::domain::rules::{self, PinCheck};
 use crate::domain::secret::{self, PinKey};
 use crate::domain::validate::{self, Invalid};
 use crate::domain::*;
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{Store, StoreConfig, StoreError, Write};
 
 /// The register: the store, the PIN key, and who is acting.
 pub struct Register {
@@ -256,6 +256,7 @@ impl Register {
             terms_accepted: new.terms_accepted,
             guardian: new.guardian,
             identifiers,
+            created: Created { at: now, by: self.actor.clone(), via: "register".into() },
             ..Patron::new(id, &new.institution, &new.primary_id, new.first_name.trim(), new.last_name.trim(), now)
         };
         check_patron(&inst, &patron, today)?;
@@ -265,8 +266,19 @@ impl Register {
                 return Ok(Added::PossibleDuplicate(same));
             }
         }
-        self.store.add_patron(&patron, &audit(id, now, &self.actor, "register", vec![]))?;
+        // The registration itself is recorded in the record (`created`), first in its history.
+        self.store.apply(&[Write::Patron(Box::new(patron.clone()))])?;
+        self.store.flush()?;
         Ok(Added::Patron(Box::new(patron)))
+    }
+
+    /// A patron's history, oldest first: how the record was created, then every change.
+    pub fn history(&self, id: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        let p = self.store.patron(id)?;
+        let c = p.created;
+        let mut out = vec![AuditEntry { patron: id, at: c.at, by: c.by, action: c.via, changes: vec![] }];
+        out.extend(self.store.history(id)?);
+        Ok(out)
     }
 
     /// Finds a patron by register id (`#123` or `123`), or by primary id, barcode or other

@@ -161,7 +161,9 @@ fn blocks_transfers_and_deletion() {
     assert!(reg.store.patron(p.id).unwrap().deleted.is_some());
     reg.restore(p.id, now()).unwrap();
     assert!(reg.store.patron(p.id).unwrap().deleted.is_none());
-    let actions: Vec<String> = reg.store.history(p.id).unwrap().into_iter().map(|e| e.action).collect();
+    let history = reg.history(p.id).unwrap();
+    assert_eq!((history[0].action.as_str(), history[0].by.as_str()), ("register", "tester"), "creation comes first");
+    let actions: Vec<String> = history.into_iter().map(|e| e.action).collect();
     for a in [
         "register",
         "block",
@@ -363,8 +365,9 @@ fn purge_removes_deleted_and_expired_records_and_old_history() {
     let much_later = now().checked_add(jiff::SignedDuration::from_hours(24 * 40)).unwrap();
     reg.set_active(b.id, false, much_later).unwrap();
     let r = reg.purge(TODAY, much_later, false).unwrap();
-    assert_eq!(r.audit_entries_pruned, 2, "registration and fee, not the deactivation");
-    assert_eq!(reg.store.history(b.id).unwrap().len(), 1);
+    assert_eq!(r.audit_entries_pruned, 1, "the fee, not the deactivation");
+    let left: Vec<String> = reg.history(b.id).unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(left, vec!["register", "deactivate"], "the creation stays with the record");
 }
 
 #[test]
@@ -393,6 +396,8 @@ nonsense
     assert!(first.rejected[3].1.contains("not valid JSON"));
     let ada = reg.find("MAIN", "B1").unwrap();
     assert_eq!(reg.check_pin(ada.id, "1234", now()).unwrap(), PinCheck::Accepted);
+    let first = &reg.history(ada.id).unwrap()[0];
+    assert_eq!((first.action.as_str(), first.by.as_str(), first.at), ("import", "tester", now()));
 
     let again = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
     assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
