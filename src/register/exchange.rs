@@ -338,6 +338,10 @@ struct Ids {
 
 struct Importer<'a> {
     reg: &'a Register,
+    /// Whether unique values are checked against the store while planning. A dry run must; a
+    /// real run leaves it to the commit, which checks them anyway (and a refused group is then
+    /// redone line by line, so each line still gets its verdict).
+    check_store: bool,
     today: Date,
     now: Timestamp,
     overlay: Overlays,
@@ -411,6 +415,9 @@ impl Importer<'_> {
         let key = if email { format!("@{key}") } else { key };
         if let Some(id) = self.overlay.get(|o| o.claims.get(&key)) {
             return Ok(Some(*id));
+        }
+        if !self.check_store {
+            return Ok(None);
         }
         let found = if email {
             self.reg.store.email_owner(institution, value)
@@ -745,6 +752,7 @@ impl Register {
         }
         let mut imp = Importer {
             reg: self,
+            check_store: dry_run,
             today,
             now,
             overlay: Overlays { gens: Default::default(), keep: if dry_run { None } else { Some(3) } },
@@ -803,6 +811,7 @@ impl Register {
                                 // land, so from here on each line is planned and committed alone.
                                 sequential = Some(Importer {
                                     reg: self,
+                                    check_store: true,
                                     today,
                                     now,
                                     overlay: Overlays::default(),

@@ -450,3 +450,28 @@ fn sync_overwrites_external_fields_and_keeps_local_additions() {
     let r = reg.import(std::io::Cursor::new(sync2), false, TODAY, now()).unwrap();
     assert_eq!(r.unchanged, 1);
 }
+
+#[test]
+fn a_group_refused_at_commit_is_redone_line_by_line() {
+    // A real import leaves unique values to the commit: a clash with a stored patron refuses
+    // the whole group, and every line is then done alone, each with its own verdict.
+    let (_d, reg) = open();
+    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let file = r#"{"type":"patron","institution":"MAIN","primary_id":"U5","first_name":"Cy","last_name":"Ek","identifiers":[{"kind":"barcode","value":"21234000012345"}]}
+{"type":"patron","institution":"MAIN","primary_id":"U6","first_name":"Di","last_name":"Ek","identifiers":[{"kind":"barcode","value":"B6"}]}
+{"type":"loan","item":"I9","patron":1,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
+{"type":"item","barcode":"I9","institution":"MAIN","title":"Dune"}
+{"type":"loan","item":"I9","patron":PID,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
+"#
+    .replace("PID", &p.id.to_string());
+    let dry = reg.import(std::io::Cursor::new(&file), true, TODAY, now()).unwrap();
+    assert_eq!(dry.rejected.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 3], "a dry run checks the store");
+    let r = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    let rejected: Vec<usize> = r.rejected.iter().map(|(n, _)| *n).collect();
+    assert_eq!(rejected, vec![1, 3], "{:?}", r.rejected);
+    assert!(r.rejected[0].1.contains(&format!("already used by patron {}", p.id)), "{:?}", r.rejected);
+    assert_eq!(r.created, 3);
+    assert!(reg.find("MAIN", "U5").is_err(), "nothing of the refused line was written");
+    assert_eq!(reg.find("MAIN", "B6").unwrap().primary_id, "U6");
+    assert_eq!(reg.store.loan("I9").unwrap().unwrap().patron, p.id);
+}
