@@ -141,8 +141,9 @@ pub enum AccountCmd {
     Show { login: String },
     /// Change the password (read from standard input, one line).
     Password { login: String },
-    /// Set profile settings the server applies to this terminal: --set KEY=VALUE (an empty
-    /// value removes the key).
+    /// Set profile settings the server applies to this terminal: --set KEY=VALUE, yes or no (an
+    /// empty value removes the key). Keys: pin-required (default yes; no: no PIN is checked and
+    /// no CQ sent), empty-pin-ok (default no), renewals (default yes).
     Profile {
         login: String,
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment, required = true)]

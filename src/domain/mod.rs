@@ -4,9 +4,11 @@
 // Amounts in minor units are written major_minor: `27_50` is 27.50.
 #![allow(clippy::inconsistent_digit_grouping)]
 
+pub mod profile;
 pub mod records;
 pub mod rules;
 pub mod secret;
 pub mod validate;
 
+pub use profile::Profile;
 pub use records::*;

@@ -384,6 +384,7 @@ impl Register {
                 a.profile.insert(k.clone(), v.clone());
             }
         }
+        Profile::of(&a).map_err(refused)?;
         self.store.apply(&[Write::Account(a.clone())])?;
         self.store.flush()?;
         Ok(a)

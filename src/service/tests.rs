@@ -1,0 +1,161 @@
+//! The service against a temporary register: requests in, replies out, fixed instants.
+
+use std::borrow::Cow;
+
+use jiff::civil::date;
+
+use super::*;
+use crate::domain::{FeeKind, Money};
+use crate::proto::{self, Encoding, Message, Secret};
+use crate::register::{Added, NewPatron};
+
+fn now() -> Timestamp {
+    "2026-11-22T10:00:00Z".parse().unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    reg: Register,
+    patron: u64,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Register::open(dir.path(), "tester").unwrap();
+    reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
+    let new = NewPatron {
+        institution: "MAIN".into(),
+        primary_id: "P1".into(),
+        first_name: "Avery".into(),
+        last_name: "Reader".into(),
+        birth_date: Some(date(1990, 5, 17)),
+        expiry: Some(date(2028, 1, 1)),
+        barcodes: vec!["21234000012345".into()],
+        ..Default::default()
+    };
+    let Added::Patron(p) = reg.add_patron(new, false, date(2026, 11, 22), now()).unwrap() else { panic!() };
+    reg.set_pin(p.id, "4321", now()).unwrap();
+    reg.add_account("kiosk1", "kiosk-secret", "MAIN", Some("ENTRANCE")).unwrap();
+    Fixture { _dir: dir, reg, patron: p.id }
+}
+
+fn login(f: &Fixture, user: &str, password: &str) -> Option<Terminal> {
+    let req = Login {
+        login_user_id: Cow::Owned(user.into()),
+        login_password: Secret::new(password.to_string()),
+        ..Default::default()
+    };
+    let (reply, terminal) = Service::new(&f.reg).login(&req).unwrap();
+    assert_eq!(reply.ok, terminal.is_some());
+    terminal
+}
+
+fn status(f: &Fixture, t: &Terminal, barcode: &str, pin: &str) -> PatronStatusResponse<'static> {
+    let req = PatronStatusRequest {
+        institution_id: Cow::Borrowed("MAIN"),
+        patron_identifier: Cow::Owned(barcode.into()),
+        patron_password: Secret::new(pin.to_string()),
+        ..Default::default()
+    };
+    Service::new(&f.reg).patron_status(t, &req, now()).unwrap()
+}
+
+/// The reply as a kiosk receives it.
+fn wire(m: impl Into<Message<'static>>) -> String {
+    let mut out = bytes::BytesMut::new();
+    proto::encode_frame(&m.into(), &mut out, Encoding::Utf8, proto::Seal::None, proto::Terminator::Cr);
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+#[test]
+fn login_checks_the_account_and_its_profile() {
+    let f = fixture();
+    assert!(login(&f, "kiosk1", "wrong").is_none());
+    assert!(login(&f, "nobody", "kiosk-secret").is_none());
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    assert_eq!(t.institution.code, "MAIN");
+    assert_eq!(t.profile, Profile::default());
+    // A profile key with a typo is refused when it is set.
+    let e = f.reg.set_account_profile("kiosk1", &[("pin-requird".into(), "no".into())]).unwrap_err();
+    assert!(e.to_string().contains("known keys: pin-required"), "{e}");
+    assert!(f.reg.set_account_profile("kiosk1", &[("renewals".into(), "maybe".into())]).is_err());
+    assert!(login(&f, "kiosk1", "kiosk-secret").is_some());
+}
+
+#[test]
+fn sc_status_says_what_the_terminal_may_do() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let all = SupportedMessages::from_wire("YYYYYYYYYYYYYYYY");
+    let reply = Service::new(&f.reg).sc_status(&t, all, now());
+    // 10:00 UTC is 11:00 in Stockholm.
+    assert_eq!(
+        wire(reply),
+        "98YYYYNN99900320261122    1100002.00AOMAIN|AMMain Library|BXYYYYYYYYYYYYYYYY|ANENTRANCE|\r"
+    );
+}
+
+#[test]
+fn patron_status_in_good_standing_with_the_right_pin() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let r = status(&f, &t, "21234000012345", "4321");
+    assert_eq!(wire(r), "24              00020261122    110000AOMAIN|AA21234000012345|AEReader, Avery|BLY|CQY|\r");
+}
+
+#[test]
+fn unknown_patron_gets_the_unknown_shape() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let r = status(&f, &t, "99999", "4321");
+    assert_eq!(r.patron_status, PatronStatus::UNKNOWN_PATRON);
+    assert_eq!((r.valid_patron, r.valid_patron_password), (Some(false), Some(false)));
+    assert_eq!(r.personal_name, "");
+    assert_eq!(r.patron_identifier, "99999");
+    // An identifier turned off is unknown too.
+    f.reg.set_identifier_active(f.patron, "21234000012345", false, now()).unwrap();
+    assert_eq!(status(&f, &t, "21234000012345", "4321").valid_patron, Some(false));
+}
+
+#[test]
+fn wrong_and_empty_pins_and_the_lockout() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let r = status(&f, &t, "21234000012345", "");
+    assert_eq!(r.valid_patron_password, Some(false), "an empty PIN is not a PIN");
+    for _ in 0..4 {
+        let r = status(&f, &t, "21234000012345", "0000");
+        assert_eq!(r.valid_patron_password, Some(false));
+        assert!(!r.patron_status.contains(PatronStatus::CHARGE_DENIED), "a wrong PIN leaves the mask alone");
+    }
+    let r = status(&f, &t, "21234000012345", "0000");
+    assert!(r.patron_status.contains(PatronStatus::CHARGE_DENIED), "the fifth wrong PIN locks the card");
+    assert!(r.screen_message.iter().any(|m| m.contains("locked")), "{:?}", r.screen_message);
+    assert_eq!(status(&f, &t, "21234000012345", "4321").valid_patron_password, Some(false), "locked");
+    f.reg.unlock(f.patron, now()).unwrap();
+    assert_eq!(status(&f, &t, "21234000012345", "4321").valid_patron_password, Some(true));
+
+    // A profile without PINs sends no CQ and counts nothing.
+    f.reg.set_account_profile("kiosk1", &[("pin-required".into(), "no".into())]).unwrap();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    assert_eq!(status(&f, &t, "21234000012345", "").valid_patron_password, None);
+}
+
+#[test]
+fn blocks_fines_and_public_notes_reach_the_kiosk() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    f.reg.add_fee(f.patron, FeeKind::Overdue, Money(25_00), None, None, now()).unwrap();
+    f.reg.add_note(f.patron, "general", "Your new card is ready at the desk.", true, now()).unwrap();
+    f.reg.add_note(f.patron, "general", "Staff only", false, now()).unwrap();
+    let r = status(&f, &t, "21234000012345", "4321");
+    assert!(r.patron_status.contains(PatronStatus::EXCESSIVE_FINES));
+    assert!(r.patron_status.contains(PatronStatus::CHARGE_DENIED));
+    assert_eq!((r.currency_type.as_deref(), r.fee_amount.as_deref()), (Some("SEK"), Some("25.00")));
+    assert_eq!(r.screen_message, vec!["Fines of 25.00 block borrowing.", "Your new card is ready at the desk."]);
+
+    f.reg.block(f.patron, "lost-card", Some("Reported lost"), now()).unwrap();
+    let r = status(&f, &t, "21234000012345", "4321");
+    assert!(r.patron_status.contains(PatronStatus::CARD_REPORTED_LOST));
+    assert_eq!(r.valid_patron, Some(true), "a blocked patron is still a valid patron");
+}
