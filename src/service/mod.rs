@@ -10,10 +10,11 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::domain::rules::{self, PinCheck, Standing};
-use crate::domain::{Account, Institution, Patron, Profile};
+use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, Money, Patron, Profile};
 use crate::proto::{
-    AcsStatus, Algorithm, DateTime, Login, LoginResponse, PatronStatus, PatronStatusRequest, PatronStatusResponse,
-    ProtocolVersion, SipDate, SupportedMessages,
+    AcsStatus, Algorithm, Count, DateTime, Login, LoginResponse, PatronInformation, PatronInformationResponse,
+    PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Secret, SipDate, Summary,
+    SupportedMessages,
 };
 use crate::register::Register;
 use crate::store::StoreError;
@@ -24,6 +25,18 @@ pub struct Terminal {
     pub account: Account,
     pub profile: Profile,
     pub institution: Institution,
+}
+
+/// What kiosks are told about a barcode that matches no one.
+const UNKNOWN_CARD: &str = "Your library card number cannot be found. Please see staff.";
+
+/// A patron as 23 and 63 see them.
+struct Assessment {
+    patron: Patron,
+    /// `None` when no `CQ` is to be sent.
+    pin_ok: Option<bool>,
+    balance: Money,
+    standing: Standing,
 }
 
 /// Translates requests into register operations and replies.
@@ -122,7 +135,7 @@ impl<'r> Service<'r> {
         &self,
         terminal: &Terminal,
         patron: &Patron,
-        pin: &crate::proto::Secret<'_>,
+        pin: &Secret<'_>,
         now: Timestamp,
     ) -> Result<Option<bool>, StoreError> {
         if !terminal.profile.pin_required {
@@ -132,6 +145,42 @@ impl<'r> Service<'r> {
             return Ok(Some(terminal.profile.empty_pin_ok));
         }
         Ok(Some(self.reg.check_pin(patron.id, pin.expose(), now)? == PinCheck::Accepted))
+    }
+
+    /// Everything 23 and 63 report about a patron: found or not, the PIN verdict (checked
+    /// first, so a lockout it causes shows at once), standing and balance.
+    fn assess(
+        &self,
+        terminal: &Terminal,
+        identifier: &str,
+        pin: Option<&Secret<'_>>,
+        now: Timestamp,
+    ) -> Result<Option<Assessment>, StoreError> {
+        let inst = &terminal.institution;
+        let Some(patron) = self.patron(terminal, identifier)? else { return Ok(None) };
+        let pin_ok = match pin {
+            Some(pin) => self.pin(terminal, &patron, pin, now)?,
+            None => None,
+        };
+        let patron = self.reg.store.patron(patron.id)?;
+        let today = now.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date();
+        let balance = self.reg.balance(patron.id)?;
+        let standing = rules::standing(&patron, inst, self.reg.store.loan_count(patron.id), balance, today);
+        Ok(Some(Assessment { patron, pin_ok, balance, standing }))
+    }
+
+    /// The screen messages for an assessed patron: a wrong PIN, the first reason they may not
+    /// borrow, then their public notes.
+    fn screen(a: &Assessment) -> Vec<Cow<'static, str>> {
+        let mut out = Vec::new();
+        if a.pin_ok == Some(false) {
+            out.push(Cow::Borrowed("The PIN is not correct."));
+        }
+        if let Some(r) = a.standing.first_reason() {
+            out.push(Cow::Owned(r.to_string()));
+        }
+        out.extend(a.patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
+        out
     }
 
     /// 23: the patron's standing as status flags, whether the barcode and PIN are valid, what
@@ -150,34 +199,110 @@ impl<'r> Service<'r> {
             patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
             ..Default::default()
         };
-        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+        let Some(a) = self.assess(terminal, &req.patron_identifier, Some(&req.patron_password), now)? else {
             reply.patron_status = PatronStatus::UNKNOWN_PATRON;
             reply.valid_patron = Some(false);
             reply.valid_patron_password = terminal.profile.pin_required.then_some(false);
-            reply.screen_message.push(Cow::Borrowed("Your library card number cannot be found. Please see staff."));
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
             return Ok(reply);
         };
-        let pin_ok = self.pin(terminal, &patron, &req.patron_password, now)?;
-        // The PIN check may have locked the card: read the standing after it.
-        let patron = self.reg.store.patron(patron.id)?;
-        let today = now.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date();
-        let balance = self.reg.balance(patron.id)?;
-        let standing = rules::standing(&patron, inst, self.reg.store.loan_count(patron.id), balance, today);
-        reply.patron_status = status_flags(&standing);
-        reply.personal_name = Cow::Owned(patron.display_name());
+        reply.patron_status = status_flags(&a.standing);
+        reply.personal_name = Cow::Owned(a.patron.display_name());
         reply.valid_patron = Some(true);
-        reply.valid_patron_password = pin_ok;
-        if balance.0 != 0 {
+        reply.valid_patron_password = a.pin_ok;
+        if a.balance.0 != 0 {
             reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
-            reply.fee_amount = Some(Cow::Owned(balance.to_string()));
+            reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
         }
-        if pin_ok == Some(false) {
-            reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+        reply.screen_message = Service::screen(&a);
+        Ok(reply)
+    }
+
+    /// 63: what 23 says, plus counts, limits, contact details and the one item list the
+    /// summary asks for (barcodes; titles for title holds; fines as "amount type item").
+    pub fn patron_information(
+        &self,
+        terminal: &Terminal,
+        req: &PatronInformation<'_>,
+        now: Timestamp,
+    ) -> Result<PatronInformationResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = PatronInformationResponse {
+            language: req.language,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            ..Default::default()
+        };
+        let Some(a) = self.assess(terminal, &req.patron_identifier, req.patron_password.as_ref(), now)? else {
+            reply.patron_status = PatronStatus::UNKNOWN_PATRON;
+            for c in [
+                &mut reply.hold_items_count,
+                &mut reply.overdue_items_count,
+                &mut reply.charged_items_count,
+                &mut reply.fine_items_count,
+                &mut reply.recall_items_count,
+                &mut reply.unavailable_holds_count,
+            ] {
+                *c = Count::new(0);
+            }
+            reply.valid_patron = Some(false);
+            reply.valid_patron_password =
+                (req.patron_password.is_some() && terminal.profile.pin_required).then_some(false);
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
+            return Ok(reply);
+        };
+        let p = &a.patron;
+        let loans = self.reg.store.loans_of(p.id)?;
+        let holds = self.reg.store.holds_of(p.id)?;
+        let fees: Vec<Fee> =
+            self.reg.store.fees_of(p.id)?.into_iter().filter(|f| f.status == FeeStatus::Active).collect();
+        let hold_name = |h: &Hold| h.item.clone().or_else(|| h.title.clone()).unwrap_or_default();
+        let ready: Vec<String> = holds.iter().filter(|h| h.status == HoldStatus::Available).map(hold_name).collect();
+        let waiting: Vec<String> = holds.iter().filter(|h| h.status == HoldStatus::Waiting).map(hold_name).collect();
+        let overdue: Vec<String> = loans.iter().filter(|l| l.due < now).map(|l| l.item.clone()).collect();
+        let charged: Vec<String> = loans.iter().map(|l| l.item.clone()).collect();
+        let fines: Vec<String> = fees
+            .iter()
+            .map(|f| {
+                format!("{} {} {}", f.outstanding(), f.kind.name(), f.item.as_deref().unwrap_or(""))
+                    .trim_end()
+                    .to_string()
+            })
+            .collect();
+        reply.patron_status = status_flags(&a.standing);
+        reply.hold_items_count = Count::new(ready.len());
+        reply.overdue_items_count = Count::new(overdue.len());
+        reply.charged_items_count = Count::new(charged.len());
+        reply.fine_items_count = Count::new(fines.len());
+        reply.recall_items_count = Count::new(0);
+        reply.unavailable_holds_count = Count::new(waiting.len());
+        let policy = inst.policy_for(p.user_group.as_deref());
+        reply.charged_items_limit = Some(Cow::Owned(format!("{:04}", policy.max_loans.min(9999))));
+        reply.personal_name = Cow::Owned(p.display_name());
+        reply.valid_patron = Some(true);
+        reply.valid_patron_password = a.pin_ok;
+        reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
+        reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
+        reply.fee_limit = Some(Cow::Owned(policy.fine_threshold.to_string()));
+        reply.home_address = p.address.clone().map(Cow::Owned);
+        reply.email_address = p.email.clone().map(Cow::Owned);
+        reply.home_phone_number = p.phone.clone().map(Cow::Owned);
+        let window = |list: Vec<String>| -> Vec<Cow<'static, str>> {
+            // BP/BQ are 1-based and inclusive; a bound that is not a number is ignored.
+            let start = req.start_item.as_deref().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(1).max(1);
+            let end = req.end_item.as_deref().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(usize::MAX);
+            list.into_iter().skip(start - 1).take(end.saturating_sub(start - 1)).map(Cow::Owned).collect()
+        };
+        match req.summary.selected() {
+            Some(Summary::HOLD_ITEMS) => reply.hold_items = window(ready),
+            Some(Summary::OVERDUE_ITEMS) => reply.overdue_items = window(overdue),
+            Some(Summary::CHARGED_ITEMS) => reply.charged_items = window(charged),
+            Some(Summary::FINE_ITEMS) => reply.fine_items = window(fines),
+            Some(Summary::UNAVAILABLE_HOLDS) => reply.unavailable_hold_items = window(waiting),
+            _ => {}
         }
-        if let Some(r) = standing.first_reason() {
-            reply.screen_message.push(Cow::Owned(r.to_string()));
-        }
-        reply.screen_message.extend(patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
+        reply.screen_message = Service::screen(&a);
         Ok(reply)
     }
 }

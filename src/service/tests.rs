@@ -159,3 +159,67 @@ fn blocks_fines_and_public_notes_reach_the_kiosk() {
     assert!(r.patron_status.contains(PatronStatus::CARD_REPORTED_LOST));
     assert_eq!(r.valid_patron, Some(true), "a blocked patron is still a valid patron");
 }
+
+fn info(
+    f: &Fixture,
+    t: &Terminal,
+    barcode: &str,
+    summary: &str,
+    window: Option<(&str, &str)>,
+) -> PatronInformationResponse<'static> {
+    let req = PatronInformation {
+        summary: proto::Summary::from_wire(summary),
+        institution_id: Cow::Borrowed("MAIN"),
+        patron_identifier: Cow::Owned(barcode.into()),
+        patron_password: Some(Secret::new("4321")),
+        start_item: window.map(|w| Cow::Owned(w.0.to_string())),
+        end_item: window.map(|w| Cow::Owned(w.1.to_string())),
+        ..Default::default()
+    };
+    Service::new(&f.reg).patron_information(t, &req, now()).unwrap()
+}
+
+#[test]
+fn patron_information_counts_lists_and_windows() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let earlier: Timestamp = "2026-10-01T10:00:00Z".parse().unwrap();
+    for b in ["I1", "I2", "I3"] {
+        f.reg
+            .add_item(crate::register::NewItem {
+                barcode: b.into(),
+                institution: "MAIN".into(),
+                title: format!("Title {b}"),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    // I1 was lent long ago (overdue now); I2 today.
+    f.reg.checkout(f.patron, "I1", false, date(2026, 10, 1), earlier).unwrap();
+    f.reg.checkout(f.patron, "I2", false, date(2026, 11, 22), now()).unwrap();
+    f.reg.add_fee(f.patron, FeeKind::Damage, Money(3_50), Some("I1"), None, now()).unwrap();
+    f.reg
+        .place_hold(f.patron, crate::register::HoldTarget::Title("Dune"), "MAIN", None, date(2026, 11, 22), now())
+        .unwrap();
+
+    let r = info(&f, &t, "21234000012345", "  Y       ", None);
+    assert_eq!(
+        wire(r),
+        "64              00020261122    110000000000010002000100000001AOMAIN|AA21234000012345|AEReader, Avery|CB0050|BLY|CQY|BHSEK|BV3.50|CC10.00|AUI1|AUI2|\r"
+    );
+    let r = info(&f, &t, "21234000012345", " Y        ", None);
+    assert_eq!(r.overdue_items, vec!["I1"]);
+    let r = info(&f, &t, "21234000012345", "   Y      ", None);
+    assert_eq!(r.fine_items, vec!["3.50 damage I1"]);
+    let r = info(&f, &t, "21234000012345", "     Y    ", None);
+    assert_eq!(r.unavailable_hold_items, vec!["Dune"]);
+    // BP/BQ choose a window; a bound that is not a number is ignored.
+    assert_eq!(info(&f, &t, "21234000012345", "  Y       ", Some(("2", "2"))).charged_items, vec!["I2"]);
+    assert_eq!(info(&f, &t, "21234000012345", "  Y       ", Some(("x", "1"))).charged_items, vec!["I1"]);
+    assert!(info(&f, &t, "21234000012345", "  Y       ", Some(("5", "9"))).charged_items.is_empty());
+
+    let r = info(&f, &t, "nobody", "  Y       ", None);
+    assert_eq!(r.patron_status, PatronStatus::UNKNOWN_PATRON);
+    assert_eq!(r.charged_items_count, Count::new(0));
+    assert_eq!((r.valid_patron, r.valid_patron_password), (Some(false), Some(false)));
+}
