@@ -38,6 +38,31 @@ pub enum HoldTarget<'a> {
     Title(&'a str),
 }
 
+/// How a checkout is asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Lend {
+    /// The patron accepted the item's rental fee.
+    pub accept_fee: bool,
+    /// The terminal (and its account) allow renewing an item the patron already has.
+    pub renewal_allowed: bool,
+    /// Done off line by the kiosk, due then: recorded even where the rules would refuse.
+    pub no_block: Option<Timestamp>,
+}
+
+/// What a checkout came to.
+#[derive(Clone, Debug)]
+pub enum Lent {
+    /// Committed: the loan, the item as it now stands, a rental fee charged, and whether it
+    /// was a renewal of the patron's own loan.
+    Done {
+        loan: Loan,
+        item: Item,
+        fee: Option<Fee>,
+        renewed: bool,
+    },
+    Refused(rules::Refusal),
+}
+
 /// Every check a stored item must pass.
 pub fn check_item(item: &Item) -> Result<(), StoreError> {
     validate::required("barcode", &item.barcode)?;
@@ -166,6 +191,16 @@ impl Register {
         today: Date,
         now: Timestamp,
     ) -> Result<Loan, StoreError> {
+        let request = Lend { accept_fee, renewal_allowed: true, no_block: None };
+        match self.lend(patron, barcode, &request, today, now)? {
+            Lent::Done { loan, .. } => Ok(loan),
+            Lent::Refused(r) => Err(refused(r.to_string())),
+        }
+    }
+
+    /// Decides a checkout by the rules and, when it is allowed, commits the loan (with its fee,
+    /// the item's status, the patron's fulfilled hold and the audit entry) before returning.
+    pub fn lend(&self, patron: u64, barcode: &str, r: &Lend, today: Date, now: Timestamp) -> Result<Lent, StoreError> {
         let p = self.store.patron(patron)?;
         let inst = self.store.institution(&p.institution)?;
         let mut item = self.item(barcode)?;
@@ -174,29 +209,39 @@ impl Register {
         let tz = jiff::tz::TimeZone::get(&inst.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let current = self.store.loan(barcode)?;
         let holds = self.store.holds_on(barcode)?;
-        let decision = rules::checkout(&CheckoutRequest {
-            patron: &p,
-            standing: &standing,
-            policy: inst.policy_for(p.user_group.as_deref()),
-            item: &item,
-            current_loan: current.as_ref(),
-            holds: &holds,
-            fee_acknowledged: accept_fee,
-            renewal_allowed: true,
-            now,
-            tz: &tz,
-        });
+        let decision = match r.no_block {
+            // Done off line already: recorded as the kiosk did it, whatever the rules say now.
+            Some(due) if current.as_ref().is_none_or(|l| l.patron == patron) => {
+                CheckoutDecision::Lend { due, fee: item.rental_fee.filter(|f| f.0 > 0) }
+            }
+            _ => rules::checkout(&CheckoutRequest {
+                patron: &p,
+                standing: &standing,
+                policy: inst.policy_for(p.user_group.as_deref()),
+                item: &item,
+                current_loan: current.as_ref(),
+                holds: &holds,
+                fee_acknowledged: r.accept_fee,
+                renewal_allowed: r.renewal_allowed,
+                now,
+                tz: &tz,
+            }),
+        };
         let mut writes = Vec::new();
-        let loan = match decision {
-            CheckoutDecision::Refuse(r) => return Err(refused(r.to_string())),
-            CheckoutDecision::Renew { due, renewals } => Loan {
-                due,
-                renewals,
-                ..current.unwrap_or(Loan { item: barcode.into(), patron, out: now, due, renewals })
-            },
+        let mut charged = None;
+        let (loan, renewed) = match decision {
+            CheckoutDecision::Refuse(r) => return Ok(Lent::Refused(r)),
+            CheckoutDecision::Renew { due, renewals } => (
+                Loan {
+                    due,
+                    renewals,
+                    ..current.unwrap_or(Loan { item: barcode.into(), patron, out: now, due, renewals })
+                },
+                true,
+            ),
             CheckoutDecision::Lend { due, fee } => {
                 if let Some(amount) = fee {
-                    writes.push(Write::Fee(Fee {
+                    let fee = Fee {
                         id: self.store.new_id()?,
                         patron,
                         kind: FeeKind::Rental,
@@ -208,26 +253,28 @@ impl Register {
                         status: FeeStatus::Active,
                         created: now,
                         history: vec![FeeEvent::Added { by: self.actor.clone(), at: now }],
-                    }));
+                    };
+                    writes.push(Write::Fee(fee.clone()));
+                    charged = Some(fee);
                 }
                 // The patron's own hold is fulfilled by the loan.
                 writes.extend(holds.iter().filter(|h| h.patron == patron).map(|h| Write::RemoveHold(h.id)));
-                Loan { item: barcode.into(), patron, out: now, due, renewals: 0 }
+                (Loan { item: barcode.into(), patron, out: now, due, renewals: 0 }, false)
             }
         };
         item.status = ItemStatus::OnLoan;
-        writes.push(Write::Item(item));
+        writes.push(Write::Item(item.clone()));
         writes.push(Write::Loan(loan.clone()));
         writes.push(Write::Audit(audit(
             patron,
             now,
             &self.actor,
-            "checkout",
+            if renewed { "renew" } else { "checkout" },
             vec![("loan".into(), String::new(), format!("{barcode} due {}", loan.due))],
         )));
         self.store.apply(&writes)?;
         self.store.flush()?;
-        Ok(loan)
+        Ok(Lent::Done { loan, item, fee: charged, renewed })
     }
 
     /// Takes an item back: ends its loan, and puts it on the hold shelf if someone waits for it.

@@ -633,7 +633,7 @@ mod circulation;
 mod exchange;
 mod patrons;
 
-pub use circulation::{HoldTarget, NewItem};
+pub use circulation::{HoldTarget, Lend, Lent, NewItem};
 pub use exchange::{ImportReport, Line};
 pub use patrons::{ListFilter, PurgeReport};
 

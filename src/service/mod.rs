@@ -9,14 +9,14 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::domain::rules::{self, PinCheck, Standing};
+use crate::domain::rules::{self, PinCheck, Refusal, Standing};
 use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, Money, Patron, Profile};
 use crate::proto::{
-    AcsStatus, Algorithm, Count, DateTime, Login, LoginResponse, PatronInformation, PatronInformationResponse,
-    PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Secret, SipDate, Summary,
-    SupportedMessages,
+    AcsStatus, Algorithm, Checkout, CheckoutResponse, Count, DateTime, FeeType, Login, LoginResponse, MediaType,
+    PatronInformation, PatronInformationResponse, PatronStatus, PatronStatusRequest, PatronStatusResponse,
+    ProtocolVersion, Secret, SipDate, Summary, SupportedMessages, Tristate,
 };
-use crate::register::Register;
+use crate::register::{Lend, Lent, Register};
 use crate::store::StoreError;
 
 /// A logged-in terminal: its account, profile and institution.
@@ -58,6 +58,47 @@ pub fn sip_date(now: Timestamp, institution: &Institution) -> SipDate {
         part(t.second()),
     )
     .map_or(SipDate::Zeros, SipDate::At)
+}
+
+/// A kiosk's date (an 11's no-block due date) as a moment, reading a local date in the
+/// institution's zone; `None` when it is blank or impossible.
+pub fn moment(date: &SipDate, institution: &Institution) -> Option<Timestamp> {
+    let SipDate::At(d) = date else { return None };
+    let tz = TimeZone::get(&institution.timezone).unwrap_or(TimeZone::UTC);
+    let civil = jiff::civil::DateTime::new(
+        i16::try_from(d.year()).ok()?,
+        i8::try_from(d.month()).ok()?,
+        i8::try_from(d.day()).ok()?,
+        i8::try_from(d.hour()).ok()?,
+        i8::try_from(d.minute()).ok()?,
+        i8::try_from(d.second()).ok()?,
+        0,
+    )
+    .ok()?;
+    civil.to_zoned(tz).ok().map(|z| z.timestamp())
+}
+
+/// A due date as kiosks print it: the 18-character SIP form, local to the institution.
+fn due_text(due: Timestamp, institution: &Institution) -> String {
+    match sip_date(due, institution) {
+        SipDate::At(d) => format!(
+            "{:04}{:02}{:02}    {:02}{:02}{:02}",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Whether an item is audio-visual media, which the kiosk handles its own way (12's
+/// "magnetic media").
+fn magnetic(media: MediaType) -> bool {
+    matches!(media, MediaType::AudioTape | MediaType::VideoTape | MediaType::CdRom | MediaType::Diskette)
+        || matches!(media, MediaType::BookWithDiskette | MediaType::BookWithCd | MediaType::BookWithAudioTape)
 }
 
 /// The 14 patron status flags a standing comes to.
@@ -215,6 +256,82 @@ impl<'r> Service<'r> {
             reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
         }
         reply.screen_message = Service::screen(&a);
+        Ok(reply)
+    }
+
+    /// 11: lends the item by the register's rules (renewing it if the patron already has it,
+    /// asking for the rental fee to be accepted, recording a no-block checkout as it was made)
+    /// and answers only after the loan is committed.
+    pub fn checkout(
+        &self,
+        terminal: &Terminal,
+        req: &Checkout<'_>,
+        now: Timestamp,
+    ) -> Result<CheckoutResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = CheckoutResponse {
+            ok: false,
+            renewal_ok: false,
+            magnetic_media: Tristate::Unknown,
+            desensitize: Tristate::No,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            item_identifier: Cow::Owned(req.item_identifier.to_string()),
+            ..Default::default()
+        };
+        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
+            return Ok(reply);
+        };
+        if let Some(pin) = &req.patron_password {
+            if self.pin(terminal, &patron, pin, now)? == Some(false) {
+                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+                return Ok(reply);
+            }
+        }
+        let Some(item) = self.reg.store.item(&req.item_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed("This item is not in the library's catalogue. Please see staff."));
+            return Ok(reply);
+        };
+        reply.title_identifier = Cow::Owned(item.title.clone());
+        let media = MediaType::from_code(item.media_type);
+        reply.media_type = Some(media);
+        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
+        let today = now.to_zoned(tz.clone()).date();
+        let no_block = req.no_block.then(|| {
+            let policy = inst.policy_for(patron.user_group.as_deref());
+            moment(&req.nb_due_date, inst).unwrap_or_else(|| rules::due_date(policy, &item, now, &tz))
+        });
+        let lend = Lend {
+            accept_fee: req.fee_acknowledged == Some(true),
+            renewal_allowed: req.sc_renewal_policy && terminal.profile.renewals,
+            no_block,
+        };
+        match self.reg.lend(patron.id, &item.barcode, &lend, today, now)? {
+            Lent::Done { loan, item, fee, renewed } => {
+                reply.ok = true;
+                reply.renewal_ok = renewed;
+                reply.magnetic_media =
+                    if magnetic(MediaType::from_code(item.media_type)) { Tristate::Yes } else { Tristate::No };
+                reply.desensitize = Tristate::Yes;
+                reply.due_date = Cow::Owned(due_text(loan.due, inst));
+                if let Some(fee) = fee {
+                    reply.fee_type = Some(FeeType::Rental);
+                    reply.currency_type = Some(Cow::Owned(fee.currency.clone()));
+                    reply.fee_amount = Some(Cow::Owned(fee.amount.to_string()));
+                    reply.transaction_id = Some(Cow::Owned(fee.id.to_string()));
+                }
+            }
+            Lent::Refused(refusal) => {
+                if let Refusal::FeeNotAcknowledged { fee } = &refusal {
+                    reply.fee_type = Some(FeeType::Rental);
+                    reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
+                    reply.fee_amount = Some(Cow::Owned(fee.to_string()));
+                }
+                reply.screen_message.push(Cow::Owned(refusal.to_string()));
+            }
+        }
         Ok(reply)
     }
 

@@ -223,3 +223,93 @@ fn patron_information_counts_lists_and_windows() {
     assert_eq!(r.charged_items_count, Count::new(0));
     assert_eq!((r.valid_patron, r.valid_patron_password), (Some(false), Some(false)));
 }
+
+fn checkout(
+    f: &Fixture,
+    t: &Terminal,
+    item: &str,
+    tweak: impl FnOnce(&mut Checkout<'static>),
+) -> CheckoutResponse<'static> {
+    let mut req = Checkout {
+        sc_renewal_policy: true,
+        institution_id: Cow::Borrowed("MAIN"),
+        patron_identifier: Cow::Borrowed("21234000012345"),
+        item_identifier: Cow::Owned(item.into()),
+        patron_password: Some(Secret::new("4321")),
+        ..Default::default()
+    };
+    tweak(&mut req);
+    Service::new(&f.reg).checkout(t, &req, now()).unwrap()
+}
+
+fn add_item(f: &Fixture, barcode: &str, rental: Option<Money>, media: u16) {
+    f.reg
+        .add_item(crate::register::NewItem {
+            barcode: barcode.into(),
+            institution: "MAIN".into(),
+            title: format!("Title {barcode}"),
+            rental_fee: rental,
+            media_type: media,
+            ..Default::default()
+        })
+        .unwrap();
+}
+
+#[test]
+fn checkout_lends_and_answers_after_the_commit() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", None, 1);
+    let r = checkout(&f, &t, "I1", |_| {});
+    // Due in 21 days at 23:59 Stockholm time.
+    assert_eq!(
+        wire(r),
+        "121NNY20261122    110000AOMAIN|AA21234000012345|ABI1|AJTitle I1|AH20261213    235900|CK001|\r"
+    );
+    assert_eq!(f.reg.store.loan("I1").unwrap().unwrap().patron, f.patron, "stored before the reply");
+    // Again: the patron has it, so it is a renewal (when the kiosk allows renewals).
+    let r = checkout(&f, &t, "I1", |_| {});
+    assert!(r.ok && r.renewal_ok);
+    let r = checkout(&f, &t, "I1", |q| q.sc_renewal_policy = false);
+    assert!(!r.ok);
+    assert_eq!(r.screen_message, vec!["Renewal is not allowed from this terminal."]);
+}
+
+#[test]
+fn checkout_fee_flow_and_refusals() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "DVD1", Some(Money(20_00)), 6);
+    let r = checkout(&f, &t, "DVD1", |_| {});
+    assert!(!r.ok);
+    assert_eq!(
+        (r.fee_type, r.fee_amount.as_deref(), r.currency_type.as_deref()),
+        (Some(FeeType::Rental), Some("20.00"), Some("SEK"))
+    );
+    assert!(f.reg.store.loan("DVD1").unwrap().is_none());
+    let r = checkout(&f, &t, "DVD1", |q| q.fee_acknowledged = Some(true));
+    assert!(r.ok);
+    assert_eq!(r.magnetic_media, Tristate::Yes);
+    let fee_id: u64 = r.transaction_id.as_deref().unwrap().parse().unwrap();
+    assert_eq!(f.reg.store.fee(fee_id).unwrap().unwrap().amount, Money(20_00));
+
+    let r = checkout(&f, &t, "NOPE", |_| {});
+    assert!(!r.ok);
+    assert_eq!(r.title_identifier, "");
+    let r = checkout(&f, &t, "DVD1", |q| q.patron_password = Some(Secret::new("0000")));
+    assert_eq!((r.ok, r.screen_message[0].as_ref()), (false, "The PIN is not correct."));
+
+    add_item(&f, "I2", None, 1);
+    f.reg.block(f.patron, "general", Some("Please see the desk"), now()).unwrap();
+    let r = checkout(&f, &t, "I2", |_| {});
+    assert!(!r.ok);
+    assert_eq!(r.screen_message, vec!["Your card is blocked: Please see the desk. Please see staff."]);
+    // A no-block checkout was done off line: it is recorded, with the kiosk's due date.
+    let r = checkout(&f, &t, "I2", |q| {
+        q.no_block = true;
+        q.nb_due_date = SipDate::At(DateTime::local(2026, 12, 1, 20, 0, 0).unwrap());
+    });
+    assert!(r.ok, "{:?}", r.screen_message);
+    assert_eq!(r.due_date, "20261201    200000");
+    assert_eq!(f.reg.store.loan("I2").unwrap().unwrap().due, "2026-12-01T19:00:00Z".parse::<Timestamp>().unwrap());
+}
