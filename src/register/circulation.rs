@@ -274,7 +274,7 @@ impl Register {
         )));
         self.store.apply(&writes)?;
         self.store.flush()?;
-        Ok(Lent::Done { loan, item, fee: charged, renewed })
+        Ok(Lent::Done { loan, item: Box::new(item), fee: charged.map(Box::new), renewed })
     }
 
     /// Takes an item back: ends its loan, and puts it on the hold shelf if someone waits for it.
