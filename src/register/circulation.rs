@@ -56,8 +56,8 @@ pub enum Lent {
     /// was a renewal of the patron's own loan.
     Done {
         loan: Loan,
-        item: Item,
-        fee: Option<Fee>,
+        item: Box<Item>,
+        fee: Option<Box<Fee>>,
         renewed: bool,
     },
     Refused(rules::Refusal),
