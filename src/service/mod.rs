@@ -12,9 +12,9 @@ use jiff::tz::TimeZone;
 use crate::domain::rules::{self, PinCheck, Refusal, Standing};
 use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, Money, Patron, Profile};
 use crate::proto::{
-    AcsStatus, Algorithm, Checkout, CheckoutResponse, Count, DateTime, FeeType, Login, LoginResponse, MediaType,
-    PatronInformation, PatronInformationResponse, PatronStatus, PatronStatusRequest, PatronStatusResponse,
-    ProtocolVersion, Secret, SipDate, Summary, SupportedMessages, Tristate,
+    AcsStatus, AlertType, Algorithm, Checkin, CheckinResponse, Checkout, CheckoutResponse, Count, DateTime, FeeType,
+    Login, LoginResponse, MediaType, PatronInformation, PatronInformationResponse, PatronStatus, PatronStatusRequest,
+    PatronStatusResponse, ProtocolVersion, Secret, SipDate, Summary, SupportedMessages, Tristate,
 };
 use crate::register::{Lend, Lent, Register};
 use crate::store::StoreError;
@@ -331,6 +331,64 @@ impl<'r> Service<'r> {
                 }
                 reply.screen_message.push(Cow::Owned(refusal.to_string()));
             }
+        }
+        Ok(reply)
+    }
+
+    /// 09: takes the item back (answered after the commit). An item someone waits for is
+    /// sent to the hold shelf: alert, the hold's pickup location and who it is for.
+    pub fn checkin(
+        &self,
+        terminal: &Terminal,
+        req: &Checkin<'_>,
+        now: Timestamp,
+    ) -> Result<CheckinResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = CheckinResponse {
+            ok: false,
+            resensitize: false,
+            magnetic_media: Tristate::Unknown,
+            alert: true,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            item_identifier: Cow::Owned(req.item_identifier.to_string()),
+            ..Default::default()
+        };
+        let Some(item) = self.reg.store.item(&req.item_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed("This item is not in the library's catalogue. Please see staff."));
+            return Ok(reply);
+        };
+        let loan = self.reg.checkin(&item.barcode, now)?;
+        let av = magnetic(MediaType::from_code(item.media_type));
+        reply.ok = true;
+        reply.alert = false;
+        reply.resensitize = !av;
+        reply.magnetic_media = if av { Tristate::Yes } else { Tristate::No };
+        reply.permanent_location = Cow::Owned(item.location.clone().unwrap_or_default());
+        reply.title_identifier = Some(Cow::Owned(item.title.clone()));
+        reply.media_type = Some(MediaType::from_code(item.media_type));
+        reply.call_number = item.call_number.clone().map(Cow::Owned);
+        match &loan {
+            Some(l) => {
+                let who = self.reg.store.patron(l.patron)?;
+                let card = who.active_identifiers().next().unwrap_or(&who.primary_id).to_string();
+                reply.patron_identifier = Some(Cow::Owned(card));
+            }
+            None => reply.screen_message.push(Cow::Borrowed("This item was not on loan.")),
+        }
+        if let Some(hold) = self.reg.store.holds_on(&item.barcode)?.into_iter().next() {
+            let for_whom = self.reg.store.patron(hold.patron)?;
+            reply.alert = true;
+            reply.alert_type =
+                Some(if hold.pickup == inst.code || Some(&hold.pickup) == terminal.account.location.as_ref() {
+                    AlertType::HoldHere
+                } else {
+                    AlertType::HoldElsewhere
+                });
+            reply.destination_location = Some(Cow::Owned(hold.pickup.clone()));
+            reply.hold_patron_id = Some(Cow::Owned(for_whom.primary_id.clone()));
+            reply.hold_patron_name = Some(Cow::Owned(for_whom.display_name()));
+            reply.screen_message.push(Cow::Owned(format!("On hold: put it aside for pickup at {}.", hold.pickup)));
         }
         Ok(reply)
     }

@@ -313,3 +313,60 @@ fn checkout_fee_flow_and_refusals() {
     assert_eq!(r.due_date, "20261201    200000");
     assert_eq!(f.reg.store.loan("I2").unwrap().unwrap().due, "2026-12-01T19:00:00Z".parse::<Timestamp>().unwrap());
 }
+
+fn checkin(f: &Fixture, t: &Terminal, item: &str) -> CheckinResponse<'static> {
+    let req = Checkin {
+        current_location: Cow::Borrowed("ENTRANCE"),
+        institution_id: Cow::Borrowed("MAIN"),
+        item_identifier: Cow::Owned(item.into()),
+        ..Default::default()
+    };
+    Service::new(&f.reg).checkin(t, &req, now()).unwrap()
+}
+
+#[test]
+fn checkin_returns_the_item_and_routes_holds() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", None, 1);
+    assert!(checkout(&f, &t, "I1", |_| {}).ok);
+    let r = checkin(&f, &t, "I1");
+    assert_eq!(wire(r), "101YNN20261122    110000AOMAIN|ABI1|AQ|AJTitle I1|AA21234000012345|CK001|\r");
+    assert!(f.reg.store.loan("I1").unwrap().is_none(), "stored before the reply");
+
+    // Not on loan: still ok, no alert, and a word on the screen.
+    let r = checkin(&f, &t, "I1");
+    assert!(r.ok && !r.alert);
+    assert_eq!(r.screen_message, vec!["This item was not on loan."]);
+
+    // Someone waits for it: alert, and where it goes.
+    let other = f
+        .reg
+        .add_patron(
+            NewPatron {
+                institution: "MAIN".into(),
+                primary_id: "P2".into(),
+                first_name: "Blake".into(),
+                last_name: "Reader".into(),
+                ..Default::default()
+            },
+            false,
+            date(2026, 11, 22),
+            now(),
+        )
+        .unwrap();
+    let Added::Patron(other) = other else { panic!() };
+    assert!(checkout(&f, &t, "I1", |_| {}).ok);
+    f.reg
+        .place_hold(other.id, crate::register::HoldTarget::Item("I1"), "BRANCH", None, date(2026, 11, 22), now())
+        .unwrap();
+    let r = checkin(&f, &t, "I1");
+    assert!(r.ok && r.alert);
+    assert_eq!(r.alert_type, Some(AlertType::HoldElsewhere));
+    assert_eq!((r.destination_location.as_deref(), r.hold_patron_id.as_deref()), (Some("BRANCH"), Some("P2")));
+    assert_eq!(f.reg.item("I1").unwrap().status, crate::domain::ItemStatus::OnHoldShelf);
+
+    let r = checkin(&f, &t, "NOPE");
+    assert!(!r.ok && r.alert);
+    assert_eq!(r.permanent_location, "");
+}
