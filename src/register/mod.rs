@@ -497,6 +497,72 @@ impl Register {
         })
     }
 
+    /// Takes a payment from a patron (a kiosk's 37): on the named fee, or on the oldest active
+    /// fees in turn, all in one commit. More than is owed is refused. Returns the fees as
+    /// changed and a receipt number.
+    pub fn pay(
+        &self,
+        patron: u64,
+        amount: Money,
+        fee: Option<u64>,
+        transaction: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(Vec<Fee>, u64), StoreError> {
+        if amount.0 <= 0 {
+            return Err(StoreError::Refused("a payment must be more than 0.00".into()));
+        }
+        let mut fees: Vec<Fee> = self
+            .store
+            .fees_of(patron)?
+            .into_iter()
+            .filter(|f| f.status == FeeStatus::Active && f.outstanding().0 > 0)
+            .collect();
+        if let Some(id) = fee {
+            fees.retain(|f| f.id == id);
+            if fees.is_empty() {
+                return Err(StoreError::Refused(format!("fee {id} is not an open fee of this patron")));
+            }
+        }
+        let owed = Money(fees.iter().map(|f| f.outstanding().0).sum());
+        if amount > owed {
+            return Err(StoreError::Refused(format!("{amount} is more than the {owed} owed")));
+        }
+        let receipt = self.store.new_id()?;
+        let transaction = transaction.map(String::from).or_else(|| Some(format!("receipt {receipt}")));
+        let mut left = amount.0;
+        let mut writes = Vec::new();
+        let mut changed = Vec::new();
+        for mut f in fees {
+            if left == 0 {
+                break;
+            }
+            let part = left.min(f.outstanding().0);
+            left -= part;
+            f.paid = Money(f.paid.0 + part);
+            if f.outstanding() == Money::ZERO {
+                f.status = FeeStatus::Paid;
+            }
+            f.history.push(FeeEvent::Paid {
+                amount: Money(part),
+                by: self.actor.clone(),
+                at: now,
+                transaction: transaction.clone(),
+            });
+            writes.push(Write::Audit(audit(
+                patron,
+                now,
+                &self.actor,
+                "fee-pay",
+                vec![(format!("fee {}", f.id), String::new(), format!("paid {}", Money(part)))],
+            )));
+            writes.push(Write::Fee(f.clone()));
+            changed.push(f);
+        }
+        self.store.apply(&writes)?;
+        self.store.flush()?;
+        Ok((changed, receipt))
+    }
+
     /// Waives an active or disputed fee, with a reason. A waived fee cannot be restored.
     pub fn waive_fee(&self, fee_id: u64, reason: &str, now: Timestamp) -> Result<Fee, StoreError> {
         validate::required("reason", reason)?;

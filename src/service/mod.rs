@@ -10,11 +10,13 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::domain::rules::{self, PinCheck, Refusal, Standing};
-use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, Money, Patron, Profile};
+use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, ItemStatus, Money, Patron, Profile};
 use crate::proto::{
-    AcsStatus, AlertType, Algorithm, Checkin, CheckinResponse, Checkout, CheckoutResponse, Count, DateTime, FeeType,
-    Login, LoginResponse, MediaType, PatronInformation, PatronInformationResponse, PatronStatus, PatronStatusRequest,
-    PatronStatusResponse, ProtocolVersion, Secret, SipDate, Summary, SupportedMessages, Tristate,
+    AcsStatus, AlertType, Algorithm, Checkin, CheckinResponse, Checkout, CheckoutResponse, CirculationStatus, Count,
+    DateTime, EndPatronSession, EndSessionResponse, FeePaid, FeePaidResponse, FeeType, ItemInformation,
+    ItemInformationResponse, Login, LoginResponse, MediaType, PatronInformation, PatronInformationResponse,
+    PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Renew, RenewResponse, Secret,
+    SecurityMarker, SipDate, Summary, SupportedMessages, Tristate,
 };
 use crate::register::{Lend, Lent, Register};
 use crate::store::StoreError;
@@ -391,6 +393,185 @@ impl<'r> Service<'r> {
             reply.screen_message.push(Cow::Owned(format!("On hold: put it aside for pickup at {}.", hold.pickup)));
         }
         Ok(reply)
+    }
+
+    /// 17: what the item is, where, whether it is out and until when, and its holds.
+    pub fn item_information(
+        &self,
+        terminal: &Terminal,
+        req: &ItemInformation<'_>,
+        now: Timestamp,
+    ) -> Result<ItemInformationResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = ItemInformationResponse {
+            circulation_status: CirculationStatus::Other,
+            security_marker: SecurityMarker::None,
+            fee_type: FeeType::OtherUnknown,
+            transaction_date: sip_date(now, inst),
+            item_identifier: Cow::Owned(req.item_identifier.to_string()),
+            ..Default::default()
+        };
+        let Some(item) = self.reg.store.item(&req.item_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed("This item is not in the library's catalogue."));
+            return Ok(reply);
+        };
+        let holds = self.reg.store.holds_on(&item.barcode)?;
+        reply.circulation_status = match item.status {
+            ItemStatus::Available => CirculationStatus::Available,
+            ItemStatus::OnLoan => CirculationStatus::Charged,
+            ItemStatus::OnHoldShelf => CirculationStatus::WaitingOnHoldShelf,
+            ItemStatus::InTransit => CirculationStatus::InTransit,
+            ItemStatus::InProcess => CirculationStatus::InProcess,
+            ItemStatus::Lost => CirculationStatus::Lost,
+            ItemStatus::Missing => CirculationStatus::Missing,
+            ItemStatus::ClaimedReturned => CirculationStatus::ClaimedReturned,
+        };
+        reply.security_marker = SecurityMarker::from_code(u16::from(item.security_marker));
+        reply.title_identifier = Cow::Owned(item.title.clone());
+        reply.hold_queue_length = Some(Cow::Owned(holds.len().to_string()));
+        if let Some(loan) = self.reg.store.loan(&item.barcode)? {
+            reply.due_date = Some(Cow::Owned(due_text(loan.due, inst)));
+        }
+        if let Some(fee) = item.rental_fee.filter(|f| f.0 > 0) {
+            reply.fee_type = FeeType::Rental;
+            reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
+            reply.fee_amount = Some(Cow::Owned(fee.to_string()));
+        }
+        reply.owner = Some(Cow::Owned(item.institution.clone()));
+        reply.media_type = Some(MediaType::from_code(item.media_type));
+        reply.permanent_location = item.location.clone().map(Cow::Owned);
+        reply.call_number = item.call_number.clone().map(Cow::Owned);
+        reply.item_properties = item.properties.clone().map(Cow::Owned);
+        Ok(reply)
+    }
+
+    /// 29: renews one of the patron's loans by the register's rules.
+    pub fn renew(
+        &self,
+        terminal: &Terminal,
+        req: &Renew<'_>,
+        now: Timestamp,
+    ) -> Result<RenewResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = RenewResponse {
+            ok: false,
+            renewal_ok: false,
+            magnetic_media: Tristate::Unknown,
+            desensitize: Tristate::No,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            item_identifier: Cow::Owned(req.item_identifier.as_deref().unwrap_or("").to_string()),
+            ..Default::default()
+        };
+        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
+            return Ok(reply);
+        };
+        if let Some(pin) = &req.patron_password {
+            if self.pin(terminal, &patron, pin, now)? == Some(false) {
+                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+                return Ok(reply);
+            }
+        }
+        let Some(barcode) = req.item_identifier.as_deref().filter(|b| !b.is_empty()) else {
+            reply.screen_message.push(Cow::Borrowed("Renewing by title is not supported: scan the item."));
+            return Ok(reply);
+        };
+        let Some(loan) = self.reg.store.loan(barcode)?.filter(|l| l.patron == patron.id) else {
+            reply.screen_message.push(Cow::Borrowed("This item is not on loan to you."));
+            return Ok(reply);
+        };
+        if let Some(item) = self.reg.store.item(&loan.item)? {
+            reply.title_identifier = Cow::Owned(item.title.clone());
+            reply.media_type = Some(MediaType::from_code(item.media_type));
+        }
+        if !terminal.profile.renewals {
+            reply.screen_message.push(Cow::Owned(Refusal::RenewalNotAllowed.to_string()));
+            return Ok(reply);
+        }
+        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
+        let lend = Lend {
+            accept_fee: req.fee_acknowledged == Some(true),
+            renewal_allowed: true,
+            no_block: req.no_block.then(|| moment(&req.nb_due_date, inst)).flatten(),
+        };
+        match self.reg.lend(patron.id, barcode, &lend, now.to_zoned(tz).date(), now)? {
+            Lent::Done { loan, item, .. } => {
+                reply.ok = true;
+                reply.renewal_ok = true;
+                reply.magnetic_media =
+                    if magnetic(MediaType::from_code(item.media_type)) { Tristate::Yes } else { Tristate::No };
+                reply.due_date = Cow::Owned(due_text(loan.due, inst));
+            }
+            Lent::Refused(r) => reply.screen_message.push(Cow::Owned(r.to_string())),
+        }
+        Ok(reply)
+    }
+
+    /// 35: the kiosk is done with this patron. Nothing is cached per patron, so this only
+    /// confirms (for any patron, known or not, as other servers do).
+    pub fn end_session(
+        &self,
+        terminal: &Terminal,
+        req: &EndPatronSession<'_>,
+        now: Timestamp,
+    ) -> EndSessionResponse<'static> {
+        EndSessionResponse {
+            end_session: true,
+            transaction_date: sip_date(now, &terminal.institution),
+            institution_id: Cow::Owned(terminal.institution.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// 37: takes a payment, on the fee named in `CG` or on the oldest open fees; refuses
+    /// another currency, an amount that is not money, and more than is owed. Accepted only
+    /// after the commit; `BK` is our receipt number.
+    pub fn fee_paid(
+        &self,
+        terminal: &Terminal,
+        req: &FeePaid<'_>,
+        now: Timestamp,
+    ) -> Result<FeePaidResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = FeePaidResponse {
+            payment_accepted: false,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            ..Default::default()
+        };
+        let mut refuse = |why: String| {
+            reply.screen_message.push(Cow::Owned(why));
+            Ok(reply.clone())
+        };
+        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+            return refuse(UNKNOWN_CARD.into());
+        };
+        if req.currency_type.as_str() != inst.currency {
+            return refuse(format!("Payments here are in {}, not {}.", inst.currency, req.currency_type.as_str()));
+        }
+        let Some(amount) = Money::parse(&req.fee_amount) else {
+            return refuse(format!("'{}' is not an amount.", req.fee_amount));
+        };
+        let fee = match req.fee_identifier.as_deref().filter(|f| !f.is_empty()) {
+            Some(f) => match f.trim().parse::<u64>() {
+                Ok(id) => Some(id),
+                Err(_) => return refuse(format!("There is no fee '{f}'.")),
+            },
+            None => None,
+        };
+        match self.reg.pay(patron.id, amount, fee, req.transaction_id.as_deref(), now) {
+            Ok((_, receipt)) => {
+                reply.payment_accepted = true;
+                reply.transaction_id = Some(Cow::Owned(receipt.to_string()));
+                Ok(reply)
+            }
+            Err(StoreError::Refused(why)) => refuse(format!("Payment refused: {why}.")),
+            Err(e) => Err(e),
+        }
     }
 
     /// 63: what 23 says, plus counts, limits, contact details and the one item list the

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use jiff::civil::date;
 
 use super::*;
-use crate::domain::{FeeKind, Money};
+use crate::domain::{FeeKind, FeeStatus, Money};
 use crate::proto::{self, Encoding, Message, Secret};
 use crate::register::{Added, NewPatron};
 
@@ -369,4 +369,77 @@ fn checkin_returns_the_item_and_routes_holds() {
     let r = checkin(&f, &t, "NOPE");
     assert!(!r.ok && r.alert);
     assert_eq!(r.permanent_location, "");
+}
+
+#[test]
+fn item_information_renew_end_session() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", Some(Money(5_00)), 1);
+    let info = |b: &str| {
+        let req = ItemInformation { item_identifier: Cow::Owned(b.into()), ..Default::default() };
+        Service::new(&f.reg).item_information(&t, &req, now()).unwrap()
+    };
+    assert_eq!(wire(info("I1")), "1803000620261122    110000ABI1|AJTitle I1|CF0|BGMAIN|BHSEK|BV5.00|CK001|\r");
+    assert_eq!(
+        wire(info("NOPE")),
+        "1801010120261122    110000ABNOPE|AJ|AFThis item is not in the library's catalogue.|\r"
+    );
+
+    let renew = |b: &str| {
+        let req = Renew {
+            patron_identifier: Cow::Borrowed("21234000012345"),
+            item_identifier: Some(Cow::Owned(b.into())),
+            ..Default::default()
+        };
+        Service::new(&f.reg).renew(&t, &req, now()).unwrap()
+    };
+    let r = renew("I1");
+    assert_eq!((r.ok, r.screen_message[0].as_ref()), (false, "This item is not on loan to you."));
+    assert!(checkout(&f, &t, "I1", |q| q.fee_acknowledged = Some(true)).ok);
+    assert_eq!(info("I1").circulation_status, CirculationStatus::Charged);
+    let r = renew("I1");
+    assert!(r.ok && r.renewal_ok, "{:?}", r.screen_message);
+    assert_eq!(f.reg.store.loan("I1").unwrap().unwrap().renewals, 1);
+    // The default policy allows three renewals.
+    assert!(renew("I1").ok && renew("I1").ok);
+    let r = renew("I1");
+    assert_eq!((r.ok, r.screen_message[0].as_ref()), (false, "Renewal limit reached (3)."));
+
+    let req = EndPatronSession { patron_identifier: Cow::Borrowed("anyone"), ..Default::default() };
+    assert_eq!(wire(Service::new(&f.reg).end_session(&t, &req, now())), "36Y20261122    110000AOMAIN|AAanyone|\r");
+}
+
+#[test]
+fn fee_paid_applies_payments_and_refuses_overpayment() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let a = f.reg.add_fee(f.patron, FeeKind::Overdue, Money(3_00), None, None, now()).unwrap();
+    let b = f.reg.add_fee(f.patron, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
+    let pay = |amount: &str, currency: &str, fee: Option<String>| {
+        let req = FeePaid {
+            currency_type: proto::Currency::new(currency).unwrap(),
+            fee_amount: Cow::Owned(amount.into()),
+            patron_identifier: Cow::Borrowed("21234000012345"),
+            fee_identifier: fee.map(Cow::Owned),
+            ..Default::default()
+        };
+        Service::new(&f.reg).fee_paid(&t, &req, now()).unwrap()
+    };
+    let r = pay("14.00", "SEK", None);
+    assert!(!r.payment_accepted);
+    assert!(r.screen_message[0].contains("more than the 13.00 owed"), "{:?}", r.screen_message);
+    assert!(!pay("5.00", "USD", None).payment_accepted);
+    assert!(!pay("five", "SEK", None).payment_accepted);
+    // 5.00 on the oldest first: 3.00 settles fee a, 2.00 goes to b.
+    let r = pay("5.00", "SEK", None);
+    assert!(r.payment_accepted);
+    assert!(r.transaction_id.is_some());
+    assert_eq!(f.reg.store.fee(a.id).unwrap().unwrap().status, FeeStatus::Paid);
+    assert_eq!(f.reg.store.fee(b.id).unwrap().unwrap().paid, Money(2_00));
+    assert_eq!(f.reg.balance(f.patron).unwrap(), Money(8_00));
+    // A named fee takes the payment; another patron's or a settled one is refused.
+    assert!(!pay("1.00", "SEK", Some(a.id.to_string())).payment_accepted);
+    assert!(pay("8.00", "SEK", Some(b.id.to_string())).payment_accepted);
+    assert_eq!(f.reg.balance(f.patron).unwrap(), Money::ZERO);
 }
