@@ -16,8 +16,8 @@
 //! | `net`     | sockets, TLS, sessions, shutdown                      | `service`, `proto`, tokio, rustls (planned) |
 //! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
 //!
-//! The network layer arrives with the server; the service layer answers ten of the sixteen
-//! message pairs so far (93, 99, 23, 63, 11, 09, 17, 29, 35, 37).
+//! The network layer arrives with the server; the service layer already answers every request
+//! message (93, 99, 23, 63, 11, 09, 29, 65, 17, 19, 35, 37, 15, 01, 25).
 
 pub mod proto;
 

@@ -143,7 +143,8 @@ pub enum AccountCmd {
     Password { login: String },
     /// Set profile settings the server applies to this terminal: --set KEY=VALUE, yes or no (an
     /// empty value removes the key). Keys: pin-required (default yes; no: no PIN is checked and
-    /// no CQ sent), empty-pin-ok (default no), renewals (default yes).
+    /// no CQ sent), empty-pin-ok (default no), renewals (default yes), status-update (default
+    /// no: may block cards, 01), patron-enable (default no: may lift kiosk blocks, 25).
     Profile {
         login: String,
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment, required = true)]

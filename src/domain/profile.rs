@@ -13,17 +13,22 @@ pub struct Profile {
     pub empty_pin_ok: bool,
     /// `renewals` (default yes): the 98 renewal policy.
     pub renewals: bool,
+    /// `status-update` (default no): the kiosk may block a card (01).
+    pub status_update: bool,
+    /// `patron-enable` (default no): the kiosk may lift the blocks kiosks placed (25).
+    pub patron_enable: bool,
 }
 
 impl Default for Profile {
     fn default() -> Profile {
-        Profile { pin_required: true, empty_pin_ok: false, renewals: true }
+        Profile { pin_required: true, empty_pin_ok: false, renewals: true, status_update: false, patron_enable: false }
     }
 }
 
 impl Profile {
     /// The keys a profile may hold.
-    pub const KEYS: &'static [&'static str] = &["pin-required", "empty-pin-ok", "renewals"];
+    pub const KEYS: &'static [&'static str] =
+        &["pin-required", "empty-pin-ok", "renewals", "status-update", "patron-enable"];
 
     /// Reads an account's profile settings.
     pub fn of(account: &Account) -> Result<Profile, String> {
@@ -38,6 +43,8 @@ impl Profile {
                 "pin-required" => p.pin_required = yes,
                 "empty-pin-ok" => p.empty_pin_ok = yes,
                 "renewals" => p.renewals = yes,
+                "status-update" => p.status_update = yes,
+                "patron-enable" => p.patron_enable = yes,
                 _ => return Err(format!("profile key '{k}' is unknown; known keys: {}", Profile::KEYS.join(", "))),
             }
         }

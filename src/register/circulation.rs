@@ -355,6 +355,42 @@ impl Register {
         Ok(hold)
     }
 
+    /// Changes where a hold is collected or when it lapses; its place in the queue stays.
+    pub fn change_hold(
+        &self,
+        id: u64,
+        pickup: Option<&str>,
+        expires: Option<Date>,
+        now: Timestamp,
+    ) -> Result<Hold, StoreError> {
+        let mut hold = self.store.hold(id)?.ok_or_else(|| refused(format!("no hold {id}")))?;
+        if let Some(p) = pickup {
+            validate::required("pickup location", p)?;
+            hold.pickup = p.into();
+        }
+        if expires.is_some() {
+            hold.expires = expires;
+        }
+        let change =
+            vec![("hold".into(), id.to_string(), format!("pickup {} expires {:?}", hold.pickup, hold.expires))];
+        self.store.apply(&[
+            Write::Hold(hold.clone()),
+            Write::Audit(audit(hold.patron, now, &self.actor, "hold-change", change)),
+        ])?;
+        self.store.flush()?;
+        Ok(hold)
+    }
+
+    /// Stores the opaque properties a kiosk keeps on an item (SIP 19).
+    pub fn set_item_properties(&self, barcode: &str, properties: &str) -> Result<Item, StoreError> {
+        let mut item = self.item(barcode)?;
+        validate::plain("item properties", properties)?;
+        item.properties = if properties.is_empty() { None } else { Some(properties.into()) };
+        self.store.apply(&[Write::Item(item.clone())])?;
+        self.store.flush()?;
+        Ok(item)
+    }
+
     /// Cancels a hold.
     pub fn cancel_hold(&self, id: u64, now: Timestamp) -> Result<Hold, StoreError> {
         let hold = self.store.hold(id)?.ok_or_else(|| refused(format!("no hold {id}")))?;

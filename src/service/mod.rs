@@ -18,7 +18,11 @@ use crate::proto::{
     PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Renew, RenewResponse, Secret,
     SecurityMarker, SipDate, Summary, SupportedMessages, Tristate,
 };
-use crate::register::{Lend, Lent, Register};
+use crate::proto::{
+    BlockPatron, Hold as HoldRequest, HoldMode, HoldResponse, ItemStatusUpdate, ItemStatusUpdateResponse, PatronEnable,
+    PatronEnableResponse, RenewAll, RenewAllResponse,
+};
+use crate::register::{HoldTarget, Lend, Lent, Register};
 use crate::store::StoreError;
 
 /// A logged-in terminal: its account, profile and institution.
@@ -149,7 +153,7 @@ impl<'r> Service<'r> {
             checkin_ok: true,
             checkout_ok: true,
             acs_renewal_policy: terminal.profile.renewals,
-            status_update_ok: false,
+            status_update_ok: terminal.profile.status_update,
             offline_ok: false,
             timeout_period: 999,
             retries_allowed: 3,
@@ -572,6 +576,241 @@ impl<'r> Service<'r> {
             Err(StoreError::Refused(why)) => refuse(format!("Payment refused: {why}.")),
             Err(e) => Err(e),
         }
+    }
+
+    /// 65: renews every loan the patron has, each by the rules; lists what was and was not
+    /// renewed (with the reason).
+    pub fn renew_all(
+        &self,
+        terminal: &Terminal,
+        req: &RenewAll<'_>,
+        now: Timestamp,
+    ) -> Result<RenewAllResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = RenewAllResponse {
+            ok: false,
+            renewed_count: Count::new(0),
+            unrenewed_count: Count::new(0),
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            ..Default::default()
+        };
+        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
+            return Ok(reply);
+        };
+        if let Some(pin) = &req.patron_password {
+            if self.pin(terminal, &patron, pin, now)? == Some(false) {
+                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+                return Ok(reply);
+            }
+        }
+        let today = now.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date();
+        let lend = Lend {
+            accept_fee: req.fee_acknowledged == Some(true),
+            renewal_allowed: terminal.profile.renewals,
+            no_block: None,
+        };
+        for loan in self.reg.store.loans_of(patron.id)? {
+            match self.reg.lend(patron.id, &loan.item, &lend, today, now)? {
+                Lent::Done { .. } => reply.renewed_items.push(Cow::Owned(loan.item)),
+                Lent::Refused(r) => reply.unrenewed_items.push(Cow::Owned(format!("{} {}", loan.item, r))),
+            }
+        }
+        reply.ok = true;
+        reply.renewed_count = Count::new(reply.renewed_items.len());
+        reply.unrenewed_count = Count::new(reply.unrenewed_items.len());
+        Ok(reply)
+    }
+
+    /// 15: places (`+`), cancels (`-`) or changes (`*`) a hold on an item or a title.
+    pub fn hold(
+        &self,
+        terminal: &Terminal,
+        req: &HoldRequest<'_>,
+        now: Timestamp,
+    ) -> Result<HoldResponse<'static>, StoreError> {
+        let inst = &terminal.institution;
+        let mut reply = HoldResponse {
+            ok: false,
+            available: false,
+            transaction_date: sip_date(now, inst),
+            institution_id: Cow::Owned(inst.code.clone()),
+            patron_identifier: Cow::Owned(req.patron_identifier.to_string()),
+            item_identifier: req.item_identifier.clone().map(|c| Cow::Owned(c.into_owned())),
+            title_identifier: req.title_identifier.clone().map(|c| Cow::Owned(c.into_owned())),
+            ..Default::default()
+        };
+        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
+            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
+            return Ok(reply);
+        };
+        if let Some(pin) = &req.patron_password {
+            if self.pin(terminal, &patron, pin, now)? == Some(false) {
+                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+                return Ok(reply);
+            }
+        }
+        let item = req.item_identifier.as_deref().filter(|v| !v.is_empty());
+        let title = req.title_identifier.as_deref().filter(|v| !v.is_empty());
+        let target = match (item, title) {
+            (Some(i), _) => HoldTarget::Item(i),
+            (None, Some(t)) => HoldTarget::Title(t),
+            (None, None) => {
+                reply.screen_message.push(Cow::Borrowed("Say which item or title to hold."));
+                return Ok(reply);
+            }
+        };
+        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
+        let today = now.to_zoned(tz).date();
+        let expires = req
+            .expiration_date
+            .as_ref()
+            .and_then(|d| moment(d, inst))
+            .map(|t| t.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date());
+        let pickup = req.pickup_location.as_deref().filter(|p| !p.is_empty());
+        let existing = self.reg.store.holds_of(patron.id)?.into_iter().find(|h| match target {
+            HoldTarget::Item(i) => h.item.as_deref() == Some(i),
+            HoldTarget::Title(t) => h.item.is_none() && h.title.as_deref() == Some(t),
+        });
+        let result = match (req.hold_mode, existing) {
+            (HoldMode::Add, _) => {
+                let pickup = pickup.or(terminal.account.location.as_deref()).unwrap_or(&inst.code);
+                self.reg.place_hold(patron.id, target, pickup, expires, today, now)
+            }
+            (HoldMode::Delete, Some(h)) => self.reg.cancel_hold(h.id, now),
+            (HoldMode::Change, Some(h)) => self.reg.change_hold(h.id, pickup, expires, now),
+            (HoldMode::Delete | HoldMode::Change, None) => Err(StoreError::Refused("you have no such hold".into())),
+            (HoldMode::Unlisted(_), _) => Err(StoreError::Refused("the hold mode is not +, - or *".into())),
+        };
+        match result {
+            Ok(h) => {
+                reply.ok = true;
+                if req.hold_mode != HoldMode::Delete {
+                    reply.queue_position = self.reg.queue_position(&h)?.map(|p| Cow::Owned(p.to_string()));
+                    reply.pickup_location = Some(Cow::Owned(h.pickup.clone()));
+                    reply.expiration_date = h.expires.and_then(|d| {
+                        DateTime::local(
+                            u16::try_from(d.year()).ok()?,
+                            d.month().try_into().ok()?,
+                            d.day().try_into().ok()?,
+                            23,
+                            59,
+                            59,
+                        )
+                        .map(SipDate::At)
+                    });
+                }
+                if let Some(i) = item {
+                    reply.available = self.reg.store.item(i)?.is_some_and(|it| it.status == ItemStatus::Available);
+                }
+            }
+            Err(StoreError::Refused(why)) => reply.screen_message.push(Cow::Owned(format!("Hold refused: {why}."))),
+            Err(e) => return Err(e),
+        }
+        Ok(reply)
+    }
+
+    /// 01: the kiosk blocks the card (a `self-check` block with its message), when the
+    /// profile allows it; answered with a 24 describing the patron after the block.
+    pub fn block_patron(
+        &self,
+        terminal: &Terminal,
+        req: &BlockPatron<'_>,
+        now: Timestamp,
+    ) -> Result<PatronStatusResponse<'static>, StoreError> {
+        let patron = self.patron(terminal, &req.patron_identifier)?;
+        let mut note = None;
+        if let (Some(p), true) = (&patron, terminal.profile.status_update) {
+            let msg = if req.card_retained {
+                format!("{} (card retained)", req.blocked_card_msg)
+            } else {
+                req.blocked_card_msg.to_string()
+            };
+            self.reg.block(p.id, "self-check", Some(&msg), now)?;
+        } else if patron.is_some() {
+            note = Some("This terminal may not block cards.");
+        }
+        let status = PatronStatusRequest {
+            institution_id: req.institution_id.clone(),
+            patron_identifier: req.patron_identifier.clone(),
+            ..Default::default()
+        };
+        let without_pin =
+            Terminal { profile: Profile { pin_required: false, ..terminal.profile.clone() }, ..terminal.clone() };
+        let mut reply = self.patron_status(&without_pin, &status, now)?;
+        reply.screen_message.extend(note.map(Cow::Borrowed));
+        Ok(reply)
+    }
+
+    /// 25: lifts the blocks kiosks placed, when the profile allows it (and the PIN, if sent,
+    /// is right).
+    pub fn patron_enable(
+        &self,
+        terminal: &Terminal,
+        req: &PatronEnable<'_>,
+        now: Timestamp,
+    ) -> Result<PatronEnableResponse<'static>, StoreError> {
+        let mut messages = Vec::new();
+        if let Some(p) = self.patron(terminal, &req.patron_identifier)? {
+            let pin_ok = match &req.patron_password {
+                Some(pin) => self.pin(terminal, &p, pin, now)?,
+                None => None,
+            };
+            if !terminal.profile.patron_enable {
+                messages.push(Cow::Borrowed("This terminal may not enable cards."));
+            } else if pin_ok == Some(false) {
+                messages.push(Cow::Borrowed("The PIN is not correct."));
+            } else if p.blocks.iter().any(|b| b.active && b.kind == "self-check") {
+                self.reg.unblock(p.id, Some("self-check"), now)?;
+            }
+        }
+        let status = PatronStatusRequest {
+            institution_id: req.institution_id.clone(),
+            patron_identifier: req.patron_identifier.clone(),
+            ..Default::default()
+        };
+        let without_pin =
+            Terminal { profile: Profile { pin_required: false, ..terminal.profile.clone() }, ..terminal.clone() };
+        let s = self.patron_status(&without_pin, &status, now)?;
+        let mut screen = messages;
+        screen.extend(s.screen_message);
+        Ok(PatronEnableResponse {
+            patron_status: s.patron_status,
+            language: s.language,
+            transaction_date: s.transaction_date,
+            institution_id: s.institution_id,
+            patron_identifier: s.patron_identifier,
+            personal_name: s.personal_name,
+            valid_patron: s.valid_patron,
+            screen_message: screen,
+            ..Default::default()
+        })
+    }
+
+    /// 19: stores the item properties the kiosk keeps.
+    pub fn item_status_update(
+        &self,
+        terminal: &Terminal,
+        req: &ItemStatusUpdate<'_>,
+        now: Timestamp,
+    ) -> Result<ItemStatusUpdateResponse<'static>, StoreError> {
+        let mut reply = ItemStatusUpdateResponse {
+            item_properties_ok: false,
+            transaction_date: sip_date(now, &terminal.institution),
+            item_identifier: Cow::Owned(req.item_identifier.to_string()),
+            ..Default::default()
+        };
+        match self.reg.set_item_properties(&req.item_identifier, &req.item_properties) {
+            Ok(item) => {
+                reply.item_properties_ok = true;
+                reply.title_identifier = Some(Cow::Owned(item.title));
+                reply.item_properties = item.properties.map(Cow::Owned);
+            }
+            Err(StoreError::Refused(why)) => reply.screen_message.push(Cow::Owned(format!("Not stored: {why}."))),
+            Err(e) => return Err(e),
+        }
+        Ok(reply)
     }
 
     /// 63: what 23 says, plus counts, limits, contact details and the one item list the

@@ -443,3 +443,124 @@ fn fee_paid_applies_payments_and_refuses_overpayment() {
     assert!(pay("8.00", "SEK", Some(b.id.to_string())).payment_accepted);
     assert_eq!(f.reg.balance(f.patron).unwrap(), Money::ZERO);
 }
+
+#[test]
+fn renew_all_lists_what_was_and_was_not_renewed() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", None, 1);
+    add_item(&f, "I2", None, 1);
+    assert!(checkout(&f, &t, "I1", |_| {}).ok && checkout(&f, &t, "I2", |_| {}).ok);
+    let other = f
+        .reg
+        .add_patron(
+            NewPatron {
+                institution: "MAIN".into(),
+                primary_id: "P2".into(),
+                first_name: "Blake".into(),
+                last_name: "Reader".into(),
+                ..Default::default()
+            },
+            false,
+            date(2026, 11, 22),
+            now(),
+        )
+        .unwrap();
+    let Added::Patron(other) = other else { panic!() };
+    f.reg
+        .place_hold(other.id, crate::register::HoldTarget::Item("I2"), "MAIN", None, date(2026, 11, 22), now())
+        .unwrap();
+    let req = proto::RenewAll {
+        patron_identifier: Cow::Borrowed("21234000012345"),
+        patron_password: Some(Secret::new("4321")),
+        ..Default::default()
+    };
+    let r = Service::new(&f.reg).renew_all(&t, &req, now()).unwrap();
+    assert_eq!(wire(r), "6610001000120261122    110000AOMAIN|BMI1|BNI2 This item is on hold for another patron.|\r");
+}
+
+#[test]
+fn holds_are_placed_changed_and_cancelled() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", None, 1);
+    let hold = |mode: proto::HoldMode, pickup: Option<&str>| {
+        let req = proto::Hold {
+            hold_mode: mode,
+            patron_identifier: Cow::Borrowed("21234000012345"),
+            item_identifier: Some(Cow::Borrowed("I1")),
+            pickup_location: pickup.map(|p| Cow::Owned(p.to_string())),
+            ..Default::default()
+        };
+        Service::new(&f.reg).hold(&t, &req, now()).unwrap()
+    };
+    let r = hold(proto::HoldMode::Add, None);
+    assert!(r.ok && r.available);
+    assert_eq!((r.queue_position.as_deref(), r.pickup_location.as_deref()), (Some("1"), Some("ENTRANCE")));
+    assert!(!hold(proto::HoldMode::Add, None).ok, "one hold per patron and item");
+    let r = hold(proto::HoldMode::Change, Some("BRANCH"));
+    assert_eq!((r.ok, r.pickup_location.as_deref()), (true, Some("BRANCH")));
+    assert!(hold(proto::HoldMode::Delete, None).ok);
+    assert!(f.reg.store.holds_of(f.patron).unwrap().is_empty());
+    let r = hold(proto::HoldMode::Delete, None);
+    assert_eq!((r.ok, r.screen_message[0].as_ref()), (false, "Hold refused: you have no such hold."));
+}
+
+#[test]
+fn block_and_enable_follow_the_profile() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let block = |t: &Terminal| {
+        let req = proto::BlockPatron {
+            card_retained: true,
+            blocked_card_msg: Cow::Borrowed("Card left in the machine"),
+            patron_identifier: Cow::Borrowed("21234000012345"),
+            ..Default::default()
+        };
+        Service::new(&f.reg).block_patron(t, &req, now()).unwrap()
+    };
+    let enable = |t: &Terminal| {
+        let req = proto::PatronEnable { patron_identifier: Cow::Borrowed("21234000012345"), ..Default::default() };
+        Service::new(&f.reg).patron_enable(t, &req, now()).unwrap()
+    };
+    // Off by default: the state is reported unchanged, with a word why.
+    let r = block(&t);
+    assert!(!r.patron_status.contains(PatronStatus::CHARGE_DENIED));
+    assert_eq!(r.screen_message.last().map(|m| m.as_ref()), Some("This terminal may not block cards."));
+    f.reg
+        .set_account_profile(
+            "kiosk1",
+            &[("status-update".into(), "yes".into()), ("patron-enable".into(), "yes".into())],
+        )
+        .unwrap();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let r = block(&t);
+    assert!(r.patron_status.contains(PatronStatus::CHARGE_DENIED));
+    let b = &f.reg.store.patron(f.patron).unwrap().blocks[0];
+    assert_eq!((b.kind.as_str(), b.note.as_deref()), ("self-check", Some("Card left in the machine (card retained)")));
+    // Enable lifts only what kiosks placed.
+    f.reg.block(f.patron, "general", None, now()).unwrap();
+    let r = enable(&t);
+    assert!(r.patron_status.contains(PatronStatus::CHARGE_DENIED), "the staff block stays");
+    let active: Vec<String> =
+        f.reg.store.patron(f.patron).unwrap().blocks.iter().filter(|b| b.active).map(|b| b.kind.clone()).collect();
+    assert_eq!(active, vec!["general"]);
+}
+
+#[test]
+fn item_status_update_stores_properties() {
+    let f = fixture();
+    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    add_item(&f, "I1", None, 1);
+    let update = |b: &str| {
+        let req = proto::ItemStatusUpdate {
+            item_identifier: Cow::Owned(b.into()),
+            item_properties: Cow::Borrowed("shelf 4, RFID tag 9"),
+            ..Default::default()
+        };
+        Service::new(&f.reg).item_status_update(&t, &req, now()).unwrap()
+    };
+    assert_eq!(wire(update("I1")), "20120261122    110000ABI1|AJTitle I1|CHshelf 4, RFID tag 9|\r");
+    assert_eq!(f.reg.item("I1").unwrap().properties.as_deref(), Some("shelf 4, RFID tag 9"));
+    assert!(!update("NOPE").item_properties_ok);
+}
