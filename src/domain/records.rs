@@ -196,6 +196,17 @@ impl Institution {
         }
     }
 
+    /// The institution's time zone. The name is checked when the institution is stored, so the
+    /// UTC fallback only covers a zone database that lost it since.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
+    /// The calendar date at the institution at `now`.
+    pub fn today(&self, now: Timestamp) -> Date {
+        now.to_zoned(self.time_zone()).date()
+    }
+
     /// The loan policy for a user group (the default when the group has none).
     pub fn policy_for(&self, group: Option<&str>) -> &LoanPolicy {
         group.and_then(|g| self.policies.get(g)).unwrap_or(&self.default_policy)

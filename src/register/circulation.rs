@@ -206,7 +206,7 @@ impl Register {
         let mut item = self.item(barcode)?;
         let loans = self.store.loan_count(patron);
         let standing = rules::standing(&p, &inst, loans, self.balance(patron)?, today);
-        let tz = jiff::tz::TimeZone::get(&inst.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let tz = inst.time_zone();
         let current = self.store.loan(barcode)?;
         let holds = self.store.holds_on(barcode)?;
         let decision = match r.no_block {

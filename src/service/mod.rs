@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 
 use crate::domain::rules::{self, PinCheck, Refusal, Standing};
 use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, ItemStatus, Money, Patron, Profile};
@@ -52,8 +51,7 @@ pub struct Service<'r> {
 
 /// `now` as a SIP date in the institution's time zone (local time, blank zone).
 pub fn sip_date(now: Timestamp, institution: &Institution) -> SipDate {
-    let tz = TimeZone::get(&institution.timezone).unwrap_or(TimeZone::UTC);
-    let t = now.to_zoned(tz).datetime();
+    let t = now.to_zoned(institution.time_zone()).datetime();
     let part = |v: i8| u8::try_from(v).unwrap_or(0);
     DateTime::local(
         u16::try_from(t.year()).unwrap_or(0),
@@ -70,7 +68,6 @@ pub fn sip_date(now: Timestamp, institution: &Institution) -> SipDate {
 /// institution's zone; `None` when it is blank or impossible.
 pub fn moment(date: &SipDate, institution: &Institution) -> Option<Timestamp> {
     let SipDate::At(d) = date else { return None };
-    let tz = TimeZone::get(&institution.timezone).unwrap_or(TimeZone::UTC);
     let civil = jiff::civil::DateTime::new(
         i16::try_from(d.year()).ok()?,
         i8::try_from(d.month()).ok()?,
@@ -81,7 +78,7 @@ pub fn moment(date: &SipDate, institution: &Institution) -> Option<Timestamp> {
         0,
     )
     .ok()?;
-    civil.to_zoned(tz).ok().map(|z| z.timestamp())
+    civil.to_zoned(institution.time_zone()).ok().map(|z| z.timestamp())
 }
 
 /// A due date as kiosks print it: the 18-character SIP form, local to the institution.
@@ -210,7 +207,7 @@ impl<'r> Service<'r> {
             None => None,
         };
         let patron = self.reg.store.patron(patron.id)?;
-        let today = now.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date();
+        let today = inst.today(now);
         let balance = self.reg.balance(patron.id)?;
         let standing = rules::standing(&patron, inst, self.reg.store.loan_count(patron.id), balance, today);
         Ok(Some(Assessment { patron, pin_ok, balance, standing }))
@@ -303,8 +300,8 @@ impl<'r> Service<'r> {
         reply.title_identifier = Cow::Owned(item.title.clone());
         let media = MediaType::from_code(item.media_type);
         reply.media_type = Some(media);
-        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
-        let today = now.to_zoned(tz.clone()).date();
+        let tz = inst.time_zone();
+        let today = inst.today(now);
         let no_block = req.no_block.then(|| {
             let policy = inst.policy_for(patron.user_group.as_deref());
             moment(&req.nb_due_date, inst).unwrap_or_else(|| rules::due_date(policy, &item, now, &tz))
@@ -494,13 +491,12 @@ impl<'r> Service<'r> {
             reply.screen_message.push(Cow::Owned(Refusal::RenewalNotAllowed.to_string()));
             return Ok(reply);
         }
-        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
         let lend = Lend {
             accept_fee: req.fee_acknowledged == Some(true),
             renewal_allowed: true,
             no_block: req.no_block.then(|| moment(&req.nb_due_date, inst)).flatten(),
         };
-        match self.reg.lend(patron.id, barcode, &lend, now.to_zoned(tz).date(), now)? {
+        match self.reg.lend(patron.id, barcode, &lend, inst.today(now), now)? {
             Lent::Done { loan, item, .. } => {
                 reply.ok = true;
                 reply.renewal_ok = true;
@@ -605,7 +601,7 @@ impl<'r> Service<'r> {
                 return Ok(reply);
             }
         }
-        let today = now.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date();
+        let today = inst.today(now);
         let lend = Lend {
             accept_fee: req.fee_acknowledged == Some(true),
             renewal_allowed: terminal.profile.renewals,
@@ -661,13 +657,8 @@ impl<'r> Service<'r> {
                 return Ok(reply);
             }
         };
-        let tz = TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC);
-        let today = now.to_zoned(tz).date();
-        let expires = req
-            .expiration_date
-            .as_ref()
-            .and_then(|d| moment(d, inst))
-            .map(|t| t.to_zoned(TimeZone::get(&inst.timezone).unwrap_or(TimeZone::UTC)).date());
+        let today = inst.today(now);
+        let expires = req.expiration_date.as_ref().and_then(|d| moment(d, inst)).map(|t| inst.today(t));
         let pickup = req.pickup_location.as_deref().filter(|p| !p.is_empty());
         let existing = self.reg.store.holds_of(patron.id)?.into_iter().find(|h| match target {
             HoldTarget::Item(i) => h.item.as_deref() == Some(i),
