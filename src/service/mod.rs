@@ -12,7 +12,7 @@ use crate::domain::rules::{self, PinCheck, Refusal, Standing};
 use crate::domain::{Account, Fee, FeeStatus, Hold, HoldStatus, Institution, ItemStatus, Money, Patron, Profile};
 use crate::proto::{
     AcsStatus, AlertType, Algorithm, Checkin, CheckinResponse, Checkout, CheckoutResponse, CirculationStatus, Count,
-    DateTime, EndPatronSession, EndSessionResponse, FeePaid, FeePaidResponse, FeeType, ItemInformation,
+    DateTime, EndPatronSession, EndSessionResponse, FeePaid, FeePaidResponse, FeeType, FixedCodec, ItemInformation,
     ItemInformationResponse, Login, LoginResponse, MediaType, PatronInformation, PatronInformationResponse,
     PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Renew, RenewResponse, Secret,
     SecurityMarker, SipDate, Summary, SupportedMessages, Tristate,
@@ -34,6 +34,9 @@ pub struct Terminal {
 
 /// What kiosks are told about a barcode that matches no one.
 const UNKNOWN_CARD: &str = "Your library card number cannot be found. Please see staff.";
+
+/// What kiosks are told when the PIN sent does not match.
+const WRONG_PIN: &str = "The PIN is not correct.";
 
 /// A patron as 23 and 63 see them.
 struct Assessment {
@@ -83,18 +86,13 @@ pub fn moment(date: &SipDate, institution: &Institution) -> Option<Timestamp> {
 
 /// A due date as kiosks print it: the 18-character SIP form, local to the institution.
 fn due_text(due: Timestamp, institution: &Institution) -> String {
-    match sip_date(due, institution) {
-        SipDate::At(d) => format!(
-            "{:04}{:02}{:02}    {:02}{:02}{:02}",
-            d.year(),
-            d.month(),
-            d.day(),
-            d.hour(),
-            d.minute(),
-            d.second()
-        ),
-        _ => String::new(),
+    let date = sip_date(due, institution);
+    if !matches!(date, SipDate::At(_)) {
+        return String::new();
     }
+    let mut out = bytes::BytesMut::new();
+    <SipDate as FixedCodec>::write(&date, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether an item is audio-visual media, which the kiosk handles its own way (12's
@@ -191,6 +189,24 @@ impl<'r> Service<'r> {
         Ok(Some(self.reg.check_pin(patron.id, pin.expose(), now)? == PinCheck::Accepted))
     }
 
+    /// The patron a request acts for, or the screen message refusing it: an unknown card, or a
+    /// PIN that was sent and is wrong (the check counts toward the lockout).
+    fn authenticate(
+        &self,
+        terminal: &Terminal,
+        identifier: &str,
+        pin: Option<&Secret<'_>>,
+        now: Timestamp,
+    ) -> Result<Result<Patron, &'static str>, StoreError> {
+        let Some(patron) = self.patron(terminal, identifier)? else { return Ok(Err(UNKNOWN_CARD)) };
+        if let Some(pin) = pin {
+            if self.pin(terminal, &patron, pin, now)? == Some(false) {
+                return Ok(Err(WRONG_PIN));
+            }
+        }
+        Ok(Ok(patron))
+    }
+
     /// Everything 23 and 63 report about a patron: found or not, the PIN verdict (checked
     /// first, so a lockout it causes shows at once), standing and balance.
     fn assess(
@@ -218,7 +234,7 @@ impl<'r> Service<'r> {
     fn screen(a: &Assessment) -> Vec<Cow<'static, str>> {
         let mut out = Vec::new();
         if a.pin_ok == Some(false) {
-            out.push(Cow::Borrowed("The PIN is not correct."));
+            out.push(Cow::Borrowed(WRONG_PIN));
         }
         if let Some(r) = a.standing.first_reason() {
             out.push(Cow::Owned(r.to_string()));
@@ -283,16 +299,13 @@ impl<'r> Service<'r> {
             item_identifier: Cow::Owned(req.item_identifier.to_string()),
             ..Default::default()
         };
-        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
-            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
-            return Ok(reply);
-        };
-        if let Some(pin) = &req.patron_password {
-            if self.pin(terminal, &patron, pin, now)? == Some(false) {
-                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+        let patron = match self.authenticate(terminal, &req.patron_identifier, req.patron_password.as_ref(), now)? {
+            Ok(p) => p,
+            Err(why) => {
+                reply.screen_message.push(Cow::Borrowed(why));
                 return Ok(reply);
             }
-        }
+        };
         let Some(item) = self.reg.store.item(&req.item_identifier)? else {
             reply.screen_message.push(Cow::Borrowed("This item is not in the library's catalogue. Please see staff."));
             return Ok(reply);
@@ -465,16 +478,13 @@ impl<'r> Service<'r> {
             item_identifier: Cow::Owned(req.item_identifier.as_deref().unwrap_or("").to_string()),
             ..Default::default()
         };
-        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
-            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
-            return Ok(reply);
-        };
-        if let Some(pin) = &req.patron_password {
-            if self.pin(terminal, &patron, pin, now)? == Some(false) {
-                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+        let patron = match self.authenticate(terminal, &req.patron_identifier, req.patron_password.as_ref(), now)? {
+            Ok(p) => p,
+            Err(why) => {
+                reply.screen_message.push(Cow::Borrowed(why));
                 return Ok(reply);
             }
-        }
+        };
         let Some(barcode) = req.item_identifier.as_deref().filter(|b| !b.is_empty()) else {
             reply.screen_message.push(Cow::Borrowed("Renewing by title is not supported: scan the item."));
             return Ok(reply);
@@ -591,16 +601,13 @@ impl<'r> Service<'r> {
             institution_id: Cow::Owned(inst.code.clone()),
             ..Default::default()
         };
-        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
-            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
-            return Ok(reply);
-        };
-        if let Some(pin) = &req.patron_password {
-            if self.pin(terminal, &patron, pin, now)? == Some(false) {
-                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+        let patron = match self.authenticate(terminal, &req.patron_identifier, req.patron_password.as_ref(), now)? {
+            Ok(p) => p,
+            Err(why) => {
+                reply.screen_message.push(Cow::Borrowed(why));
                 return Ok(reply);
             }
-        }
+        };
         let today = inst.today(now);
         let lend = Lend {
             accept_fee: req.fee_acknowledged == Some(true),
@@ -637,16 +644,13 @@ impl<'r> Service<'r> {
             title_identifier: req.title_identifier.clone().map(|c| Cow::Owned(c.into_owned())),
             ..Default::default()
         };
-        let Some(patron) = self.patron(terminal, &req.patron_identifier)? else {
-            reply.screen_message.push(Cow::Borrowed(UNKNOWN_CARD));
-            return Ok(reply);
-        };
-        if let Some(pin) = &req.patron_password {
-            if self.pin(terminal, &patron, pin, now)? == Some(false) {
-                reply.screen_message.push(Cow::Borrowed("The PIN is not correct."));
+        let patron = match self.authenticate(terminal, &req.patron_identifier, req.patron_password.as_ref(), now)? {
+            Ok(p) => p,
+            Err(why) => {
+                reply.screen_message.push(Cow::Borrowed(why));
                 return Ok(reply);
             }
-        }
+        };
         let item = req.item_identifier.as_deref().filter(|v| !v.is_empty());
         let title = req.title_identifier.as_deref().filter(|v| !v.is_empty());
         let target = match (item, title) {
@@ -702,6 +706,20 @@ impl<'r> Service<'r> {
         Ok(reply)
     }
 
+    /// A 24 describing the patron as they now stand, with no PIN checked (01 and 25 answer
+    /// with it; the kiosk may never have asked for a PIN).
+    fn status_now(
+        &self,
+        terminal: &Terminal,
+        identifier: &str,
+        now: Timestamp,
+    ) -> Result<PatronStatusResponse<'static>, StoreError> {
+        let status = PatronStatusRequest { patron_identifier: Cow::Borrowed(identifier), ..Default::default() };
+        let without_pin =
+            Terminal { profile: Profile { pin_required: false, ..terminal.profile.clone() }, ..terminal.clone() };
+        self.patron_status(&without_pin, &status, now)
+    }
+
     /// 01: the kiosk blocks the card (a `self-check` block with its message), when the
     /// profile allows it; answered with a 24 describing the patron after the block.
     pub fn block_patron(
@@ -722,14 +740,7 @@ impl<'r> Service<'r> {
         } else if patron.is_some() {
             note = Some("This terminal may not block cards.");
         }
-        let status = PatronStatusRequest {
-            institution_id: req.institution_id.clone(),
-            patron_identifier: req.patron_identifier.clone(),
-            ..Default::default()
-        };
-        let without_pin =
-            Terminal { profile: Profile { pin_required: false, ..terminal.profile.clone() }, ..terminal.clone() };
-        let mut reply = self.patron_status(&without_pin, &status, now)?;
+        let mut reply = self.status_now(terminal, &req.patron_identifier, now)?;
         reply.screen_message.extend(note.map(Cow::Borrowed));
         Ok(reply)
     }
@@ -751,19 +762,12 @@ impl<'r> Service<'r> {
             if !terminal.profile.patron_enable {
                 messages.push(Cow::Borrowed("This terminal may not enable cards."));
             } else if pin_ok == Some(false) {
-                messages.push(Cow::Borrowed("The PIN is not correct."));
+                messages.push(Cow::Borrowed(WRONG_PIN));
             } else if p.blocks.iter().any(|b| b.active && b.kind == "self-check") {
                 self.reg.unblock(p.id, Some("self-check"), now)?;
             }
         }
-        let status = PatronStatusRequest {
-            institution_id: req.institution_id.clone(),
-            patron_identifier: req.patron_identifier.clone(),
-            ..Default::default()
-        };
-        let without_pin =
-            Terminal { profile: Profile { pin_required: false, ..terminal.profile.clone() }, ..terminal.clone() };
-        let s = self.patron_status(&without_pin, &status, now)?;
+        let s = self.status_now(terminal, &req.patron_identifier, now)?;
         let mut screen = messages;
         screen.extend(s.screen_message);
         Ok(PatronEnableResponse {
