@@ -354,6 +354,12 @@ fn claim_key(institution: &str, value: &str) -> String {
     format!("{institution}\0{value}")
 }
 
+/// The overlay key of a unique value: e-mails compare without case and live apart from
+/// identifiers (as in the store's own indexes).
+fn claim_of(institution: &str, value: &str, email: bool) -> String {
+    if email { format!("@{}", claim_key(institution, &value.to_lowercase())) } else { claim_key(institution, value) }
+}
+
 impl Importer<'_> {
     fn new_id(&mut self) -> Result<u64, String> {
         match &mut self.ids.dry_next {
@@ -411,8 +417,7 @@ impl Importer<'_> {
 
     /// Who holds a unique value (primary id or identifier, or with `email` an e-mail).
     fn owner(&self, institution: &str, value: &str, email: bool) -> Result<Option<u64>, String> {
-        let key = claim_key(institution, &if email { value.to_lowercase() } else { value.to_string() });
-        let key = if email { format!("@{key}") } else { key };
+        let key = claim_of(institution, value, email);
         if let Some(id) = self.overlay.get(|o| o.claims.get(&key)) {
             return Ok(Some(*id));
         }
@@ -558,8 +563,7 @@ impl Importer<'_> {
             None => Outcome::Created,
         };
         for (_, value, email) in values {
-            let key = claim_key(&p.institution, &if email { value.to_lowercase() } else { value.to_string() });
-            self.overlay.cur().claims.insert(if email { format!("@{key}") } else { key }, id);
+            self.overlay.cur().claims.insert(claim_of(&p.institution, value, email), id);
         }
         self.overlay.cur().patrons.insert(id, p.clone());
         match &existing {

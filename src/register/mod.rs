@@ -64,6 +64,15 @@ fn opt(field: &'static str, v: &Option<String>) -> Result<(), Invalid> {
     v.as_deref().map_or(Ok(()), |s| validate::plain(field, s))
 }
 
+/// Adds a payment to a fee: what is paid, `Paid` once nothing is owed, and the history line.
+fn record_payment(fee: &mut Fee, amount: Money, by: String, at: Timestamp, transaction: Option<String>) {
+    fee.paid = Money(fee.paid.0 + amount.0);
+    if fee.outstanding() == Money::ZERO {
+        fee.status = FeeStatus::Paid;
+    }
+    fee.history.push(FeeEvent::Paid { amount, by, at, transaction });
+}
+
 /// Every check a stored patron must pass, whoever wrote it (staff, an edit, an import):
 /// required fields, characters, the institution's patterns, national ids, minors' guardians.
 pub fn check_patron(inst: &Institution, p: &Patron, today: Date) -> Result<(), StoreError> {
@@ -488,11 +497,7 @@ impl Register {
                     fee.outstanding()
                 )));
             }
-            fee.paid = Money(fee.paid.0 + amount.0);
-            if fee.outstanding() == Money::ZERO {
-                fee.status = FeeStatus::Paid;
-            }
-            fee.history.push(FeeEvent::Paid { amount, by, at: now, transaction: transaction.map(Into::into) });
+            record_payment(fee, amount, by, now, transaction.map(Into::into));
             Ok(())
         })
     }
@@ -538,16 +543,7 @@ impl Register {
             }
             let part = left.min(f.outstanding().0);
             left -= part;
-            f.paid = Money(f.paid.0 + part);
-            if f.outstanding() == Money::ZERO {
-                f.status = FeeStatus::Paid;
-            }
-            f.history.push(FeeEvent::Paid {
-                amount: Money(part),
-                by: self.actor.clone(),
-                at: now,
-                transaction: transaction.clone(),
-            });
+            record_payment(&mut f, Money(part), self.actor.clone(), now, transaction.clone());
             writes.push(Write::Audit(audit(
                 patron,
                 now,
