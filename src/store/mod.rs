@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
-use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -417,23 +416,6 @@ impl Store {
             .collect()
     }
 
-    /// Stores a new patron with its indexes, in one transaction; refuses a primary id,
-    /// identifier or e-mail already used at the institution.
-    pub fn add_patron(&self, patron: &Patron, audit: &AuditEntry) -> Result<(), StoreError> {
-        self.institution(&patron.institution)?;
-        let seq = self.new_id()?;
-        let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
-            |(patrons, identifiers, emails, names, audit_tree)| {
-                reindex(identifiers, emails, names, None, patron)?;
-                patrons.insert(&patron.id.to_be_bytes(), encode(patron))?;
-                audit_tree.insert(audit_key(audit, seq), encode(audit))?;
-                Ok(())
-            },
-        );
-        tx_result(r)?;
-        self.flush()
-    }
-
     pub fn patron(&self, id: u64) -> Result<Patron, StoreError> {
         match self.patrons.get(id.to_be_bytes())? {
             Some(v) => decode("patron", &v),
@@ -522,35 +504,11 @@ impl Store {
         self.audit.scan_prefix(patron.to_be_bytes()).values().map(|v| decode("audit entry", &v?)).collect()
     }
 
-    /// Removes audit entries older than `before`; returns how many.
-    pub fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for entry in self.audit.iter() {
-            let (k, v) = entry?;
-            let e: AuditEntry = decode("audit entry", &v)?;
-            if e.at < before {
-                self.audit.remove(k)?;
-                n += 1;
-            }
-        }
-        self.flush()?;
-        Ok(n)
-    }
-
     // -- fees -------------------------------------------------------------------------------
 
     /// Stores a fee (new or changed) with its patron index.
     pub fn put_fee(&self, fee: &Fee, audit: &AuditEntry) -> Result<(), StoreError> {
-        let seq = self.new_id()?;
-        let r = (&self.fees, &self.fees_by_patron, &self.audit).transaction(|(fees, by_patron, audit_tree)| {
-            fees.insert(&fee.id.to_be_bytes(), encode(fee))?;
-            let mut k = fee.patron.to_be_bytes().to_vec();
-            k.extend_from_slice(&fee.id.to_be_bytes());
-            by_patron.insert(k, &[])?;
-            audit_tree.insert(audit_key(audit, seq), encode(audit))?;
-            Ok(())
-        });
-        tx_result(r)?;
+        self.apply(&[Write::Fee(fee.clone()), Write::Audit(audit.clone())])?;
         self.flush()
     }
 

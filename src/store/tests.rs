@@ -33,6 +33,12 @@ fn created(id: u64) -> AuditEntry {
     AuditEntry { patron: id, at: now(), by: "test".into(), action: "add".into(), changes: vec![] }
 }
 
+/// Stores a new patron and its audit entry as the register does: one atomic group, flushed.
+fn add(store: &Store, p: &Patron, audit: &AuditEntry) -> Result<(), StoreError> {
+    store.apply(&[Write::Patron(Box::new(p.clone())), Write::Audit(audit.clone())])?;
+    store.flush()
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -53,7 +59,7 @@ fn institutions_are_unique_by_code() {
 #[test]
 fn patrons_are_found_by_any_identifier_and_e_mail() {
     let (_dir, store) = open();
-    store.add_patron(&patron(1, "P1", "21234000012345", Some("Avery@Example.org")), &created(1)).unwrap();
+    add(&store, &patron(1, "P1", "21234000012345", Some("Avery@Example.org")), &created(1)).unwrap();
     let by_barcode = store.patron_by_identifier("MAIN", "21234000012345").unwrap().unwrap();
     assert_eq!(by_barcode.id, 1);
     assert_eq!(store.patron_by_identifier("MAIN", "P1").unwrap().unwrap().id, 1);
@@ -66,14 +72,14 @@ fn patrons_are_found_by_any_identifier_and_e_mail() {
 #[test]
 fn unique_values_are_refused_and_nothing_is_half_written() {
     let (_dir, store) = open();
-    store.add_patron(&patron(1, "P1", "B1", Some("a@example.org")), &created(1)).unwrap();
+    add(&store, &patron(1, "P1", "B1", Some("a@example.org")), &created(1)).unwrap();
     for (p, what) in [
         (patron(2, "P1", "B2", None), "primary id"),
         (patron(2, "P2", "B1", None), "identifier"),
         (patron(2, "P2", "P1", None), "identifier"),
         (patron(2, "P2", "B2", Some("A@example.org")), "e-mail"),
     ] {
-        match store.add_patron(&p, &created(2)) {
+        match add(&store, &p, &created(2)) {
             Err(StoreError::Taken { what: w, patron: 1, .. }) => assert_eq!(w, what),
             other => panic!("{what}: {other:?}"),
         }
@@ -86,8 +92,8 @@ fn unique_values_are_refused_and_nothing_is_half_written() {
 #[test]
 fn updates_move_indexes_and_record_history() {
     let (_dir, store) = open();
-    store.add_patron(&patron(1, "P1", "B1", Some("a@example.org")), &created(1)).unwrap();
-    store.add_patron(&patron(2, "P2", "B2", None), &created(2)).unwrap();
+    add(&store, &patron(1, "P1", "B1", Some("a@example.org")), &created(1)).unwrap();
+    add(&store, &patron(2, "P2", "B2", None), &created(2)).unwrap();
     let updated = store
         .update_patron(1, |mut p| {
             p.identifiers[0].value = "B9".into();
@@ -126,7 +132,7 @@ fn updates_move_indexes_and_record_history() {
 #[test]
 fn duplicates_are_found_by_name_and_birth_date() {
     let (_dir, store) = open();
-    store.add_patron(&patron(1, "P1", "B1", None), &created(1)).unwrap();
+    add(&store, &patron(1, "P1", "B1", None), &created(1)).unwrap();
     let twin = patron(2, "P2", "B2", None);
     assert_eq!(store.same_person(&twin).unwrap(), vec![1]);
     let mut other = patron(3, "P3", "B3", None);
@@ -140,7 +146,7 @@ fn fees_are_listed_per_patron_and_survive_reopening() {
     {
         let store = Store::open(dir.path()).unwrap();
         store.add_institution(&institution("MAIN")).unwrap();
-        store.add_patron(&patron(1, "P1", "B1", None), &created(1)).unwrap();
+        add(&store, &patron(1, "P1", "B1", None), &created(1)).unwrap();
         for (id, cents) in [(10, 250), (11, 100)] {
             let fee = Fee {
                 id,
