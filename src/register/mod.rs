@@ -630,12 +630,10 @@ impl Register {
 
     /// Patrons waiting to move to `institution`.
     pub fn pending_transfers(&self, institution: &str) -> Result<Vec<Patron>, StoreError> {
-        Ok(self
-            .store
-            .patrons()?
-            .into_iter()
-            .filter(|p| p.transfer.as_ref().is_some_and(|t| t.to == institution))
-            .collect())
+        self.store
+            .patrons_iter()
+            .filter(|p| p.as_ref().map_or(true, |p| p.transfer.as_ref().is_some_and(|t| t.to == institution)))
+            .collect()
     }
 
     /// Accepts (moves the patron) or declines a pending transfer.

@@ -461,11 +461,6 @@ impl Store {
         self.names.scan_prefix(key).keys().map(|k| self.patron(trailing_id(&k?).unwrap_or(0))).collect()
     }
 
-    /// Every patron, in id order (deleted ones too; callers filter).
-    pub fn patrons(&self) -> Result<Vec<Patron>, StoreError> {
-        self.patrons.iter().values().map(|v| decode("patron", &v?)).collect()
-    }
-
     /// Changes a patron atomically: `change` sees the current record and returns the new one and
     /// an audit entry, or a refusal. Indexes follow the change in the same transaction. The
     /// closure may run more than once (on conflict), so it must not have side effects.
