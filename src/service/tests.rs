@@ -39,6 +39,19 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, reg, patron: p.id }
 }
 
+/// Another patron at MAIN (no PIN, no barcode), for holds that wait behind the first.
+fn second_patron(f: &Fixture) -> crate::domain::Patron {
+    let new = NewPatron {
+        institution: "MAIN".into(),
+        primary_id: "P2".into(),
+        first_name: "Blake".into(),
+        last_name: "Reader".into(),
+        ..Default::default()
+    };
+    let Added::Patron(p) = f.reg.add_patron(new, false, date(2026, 11, 22), now()).unwrap() else { panic!() };
+    *p
+}
+
 fn login(f: &Fixture, user: &str, password: &str) -> Option<Terminal> {
     let req = Login {
         login_user_id: Cow::Owned(user.into()),
@@ -340,22 +353,7 @@ fn checkin_returns_the_item_and_routes_holds() {
     assert_eq!(r.screen_message, vec!["This item was not on loan."]);
 
     // Someone waits for it: alert, and where it goes.
-    let other = f
-        .reg
-        .add_patron(
-            NewPatron {
-                institution: "MAIN".into(),
-                primary_id: "P2".into(),
-                first_name: "Blake".into(),
-                last_name: "Reader".into(),
-                ..Default::default()
-            },
-            false,
-            date(2026, 11, 22),
-            now(),
-        )
-        .unwrap();
-    let Added::Patron(other) = other else { panic!() };
+    let other = second_patron(&f);
     assert!(checkout(&f, &t, "I1", |_| {}).ok);
     f.reg
         .place_hold(other.id, crate::register::HoldTarget::Item("I1"), "BRANCH", None, date(2026, 11, 22), now())
@@ -451,22 +449,7 @@ fn renew_all_lists_what_was_and_was_not_renewed() {
     add_item(&f, "I1", None, 1);
     add_item(&f, "I2", None, 1);
     assert!(checkout(&f, &t, "I1", |_| {}).ok && checkout(&f, &t, "I2", |_| {}).ok);
-    let other = f
-        .reg
-        .add_patron(
-            NewPatron {
-                institution: "MAIN".into(),
-                primary_id: "P2".into(),
-                first_name: "Blake".into(),
-                last_name: "Reader".into(),
-                ..Default::default()
-            },
-            false,
-            date(2026, 11, 22),
-            now(),
-        )
-        .unwrap();
-    let Added::Patron(other) = other else { panic!() };
+    let other = second_patron(&f);
     f.reg
         .place_hold(other.id, crate::register::HoldTarget::Item("I2"), "MAIN", None, date(2026, 11, 22), now())
         .unwrap();
