@@ -13,11 +13,11 @@
 //! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode`    |
 //! | `register`| staff operations: validate, decide, commit, audit     | `domain`, `store`              |
 //! | `service` | translates SIP messages to register calls and back    | `proto`, `domain`, `register`, `store` |
-//! | `net`     | sockets, TLS, sessions, shutdown                      | `service`, `proto`, tokio, rustls (planned) |
+//! | `net`     | sockets, TLS, limits, shutdown; the only I/O          | `service`, `proto`, `register`, tokio, rustls |
 //! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
 //!
-//! The network layer arrives with the server; the service layer already answers every request
-//! message (93, 99, 23, 63, 11, 09, 29, 65, 17, 19, 35, 37, 15, 01, 25).
+//! The service layer holds each connection's protocol state (`service::Session`: login, error
+//! detection, resend, duplicates) without touching a socket; `net` feeds it frames.
 
 pub mod proto;
 
@@ -29,6 +29,9 @@ pub mod register;
 pub mod service;
 #[cfg(feature = "register")]
 pub mod store;
+
+#[cfg(feature = "server")]
+pub mod net;
 
 #[cfg(feature = "cli")]
 pub mod cli;

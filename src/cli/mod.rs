@@ -3,6 +3,7 @@
 mod circulation;
 mod decode;
 mod register;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -11,10 +12,10 @@ use clap::{Parser, Subcommand};
 /// sip2d: a SIP2 (3M Standard Interchange Protocol 2.00) self-check server and toolkit.
 ///
 /// Self-check kiosks, sorters and authentication clients speak SIP2 to a library's circulation
-/// system. sip2d keeps the patron register they ask about (institutions, patrons, items, loans,
-/// holds, fees, self-check accounts: the commands below, with import and export as JSON Lines)
-/// and reads and writes the protocol: `sip2d decode` turns raw SIP2 from kiosk logs into
-/// labelled fields with a checksum verdict.
+/// system. `sip2d serve` answers them over TCP and TLS from the patron register sip2d keeps
+/// (institutions, patrons, items, loans, holds, fees, self-check accounts: the commands below,
+/// with import and export as JSON Lines); `sip2d serve --demo` starts one to try. `sip2d
+/// decode` turns raw SIP2 from kiosk logs into labelled fields with a checksum verdict.
 #[derive(Debug, Parser)]
 #[command(name = "sip2d", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -26,6 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(serve::ServeArgs),
     Decode(decode::DecodeArgs),
     #[command(subcommand)]
     Institution(register::InstitutionCmd),
@@ -54,6 +56,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Decode(args) => decode::run(&args, cli.common.json),
         Command::Institution(cmd) => register::institution(&cmd, &cli.common),
         Command::Patron(cmd) => register::patron(&cmd, &cli.common),

@@ -29,12 +29,15 @@ pub struct Common {
 }
 
 impl Common {
+    /// The per-user data directory, used when no --data is given.
+    pub(super) fn default_dir() -> Result<PathBuf> {
+        Ok(dirs::data_dir().context("no per-user data directory on this system; pass --data DIR")?.join("sip2d"))
+    }
+
     pub(super) fn open(&self) -> Result<Register> {
         let dir = match &self.data {
             Some(d) => d.clone(),
-            None => {
-                dirs::data_dir().context("no per-user data directory on this system; pass --data DIR")?.join("sip2d")
-            }
+            None => Common::default_dir()?,
         };
         let actor = self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into());
         Ok(Register::open(&dir, &actor)?)

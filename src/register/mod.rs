@@ -690,6 +690,7 @@ impl Register {
 }
 
 mod circulation;
+pub mod demo;
 mod exchange;
 mod patrons;
 

@@ -24,6 +24,14 @@ use crate::proto::{
 use crate::register::{HoldTarget, Lend, Lent, Register};
 use crate::store::StoreError;
 
+mod answer;
+mod guard;
+mod session;
+
+pub use answer::refusal;
+pub use guard::{PinGuard, ServiceLimits};
+pub use session::{Outcome, Session, SessionRules, Verdict};
+
 /// A logged-in terminal: its account, profile and institution.
 #[derive(Clone, Debug)]
 pub struct Terminal {
@@ -38,11 +46,44 @@ const UNKNOWN_CARD: &str = "Your library card number cannot be found. Please see
 /// What kiosks are told when the PIN sent does not match.
 const WRONG_PIN: &str = "The PIN is not correct.";
 
+/// What kiosks are told when their terminal sent too many wrong PINs of late.
+const PIN_THROTTLED: &str = "Too many wrong PINs at this terminal. Please wait a few minutes or see staff.";
+
+/// What became of a PIN a kiosk sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PinVerdict {
+    /// The profile asks for no PIN: no `CQ` is sent.
+    NotChecked,
+    Right,
+    Wrong,
+    /// Not tried: the terminal is over its budget of wrong PINs.
+    Throttled,
+}
+
+impl PinVerdict {
+    /// The `CQ` to send.
+    fn cq(self) -> Option<bool> {
+        match self {
+            PinVerdict::NotChecked => None,
+            PinVerdict::Right => Some(true),
+            PinVerdict::Wrong | PinVerdict::Throttled => Some(false),
+        }
+    }
+
+    /// The screen message refusing the request, if the PIN refuses it.
+    fn refusal(self) -> Option<&'static str> {
+        match self {
+            PinVerdict::Wrong => Some(WRONG_PIN),
+            PinVerdict::Throttled => Some(PIN_THROTTLED),
+            PinVerdict::NotChecked | PinVerdict::Right => None,
+        }
+    }
+}
+
 /// A patron as 23 and 63 see them.
 struct Assessment {
     patron: Patron,
-    /// `None` when no `CQ` is to be sent.
-    pin_ok: Option<bool>,
+    pin: PinVerdict,
     balance: Money,
     standing: Standing,
 }
@@ -50,6 +91,9 @@ struct Assessment {
 /// Translates requests into register operations and replies.
 pub struct Service<'r> {
     reg: &'r Register,
+    limits: &'r ServiceLimits,
+    /// Wrong PINs per terminal, shared by all connections; `None` applies no rate limit.
+    guard: Option<&'r PinGuard>,
 }
 
 /// `now` as a SIP date in the institution's time zone (local time, blank zone).
@@ -121,8 +165,19 @@ pub fn status_flags(s: &Standing) -> PatronStatus {
 }
 
 impl<'r> Service<'r> {
+    /// A service with the default limits and no PIN rate limit (staff tools and tests).
     pub fn new(reg: &'r Register) -> Service<'r> {
-        Service { reg }
+        Service { reg, limits: &ServiceLimits::DEFAULT, guard: None }
+    }
+
+    /// A service as the server runs it: these limits, and wrong PINs counted in `guard`.
+    pub fn with_limits(reg: &'r Register, limits: &'r ServiceLimits, guard: &'r PinGuard) -> Service<'r> {
+        Service { reg, limits, guard: Some(guard) }
+    }
+
+    /// The register it answers from.
+    pub fn register(&self) -> &'r Register {
+        self.reg
     }
 
     /// 93: checks the terminal's login. A refused login is `940` and no terminal.
@@ -171,22 +226,34 @@ impl<'r> Service<'r> {
         }))
     }
 
-    /// Checks the PIN a kiosk sent, as the profile asks: `None` when no `CQ` is to be sent.
-    /// A check counts toward the lockout.
+    /// Checks the PIN a kiosk sent, as the profile asks. A check counts toward the patron's
+    /// lockout and, when wrong, toward the terminal's rate limit.
     fn pin(
         &self,
         terminal: &Terminal,
         patron: &Patron,
         pin: &Secret<'_>,
         now: Timestamp,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<PinVerdict, StoreError> {
         if !terminal.profile.pin_required {
-            return Ok(None);
+            return Ok(PinVerdict::NotChecked);
         }
         if pin.is_empty() {
-            return Ok(Some(terminal.profile.empty_pin_ok));
+            return Ok(if terminal.profile.empty_pin_ok { PinVerdict::Right } else { PinVerdict::Wrong });
         }
-        Ok(Some(self.reg.check_pin(patron.id, pin.expose(), now)? == PinCheck::Accepted))
+        let login = &terminal.account.login;
+        if let Some(g) = self.guard {
+            if !g.allows(login, self.limits, now) {
+                return Ok(PinVerdict::Throttled);
+            }
+        }
+        if self.reg.check_pin(patron.id, pin.expose(), now)? == PinCheck::Accepted {
+            return Ok(PinVerdict::Right);
+        }
+        if let Some(g) = self.guard {
+            g.failed(login, self.limits, now);
+        }
+        Ok(PinVerdict::Wrong)
     }
 
     /// The patron a request acts for, or the screen message refusing it: an unknown card, or a
@@ -200,8 +267,8 @@ impl<'r> Service<'r> {
     ) -> Result<Result<Patron, &'static str>, StoreError> {
         let Some(patron) = self.patron(terminal, identifier)? else { return Ok(Err(UNKNOWN_CARD)) };
         if let Some(pin) = pin {
-            if self.pin(terminal, &patron, pin, now)? == Some(false) {
-                return Ok(Err(WRONG_PIN));
+            if let Some(why) = self.pin(terminal, &patron, pin, now)?.refusal() {
+                return Ok(Err(why));
             }
         }
         Ok(Ok(patron))
@@ -218,24 +285,22 @@ impl<'r> Service<'r> {
     ) -> Result<Option<Assessment>, StoreError> {
         let inst = &terminal.institution;
         let Some(patron) = self.patron(terminal, identifier)? else { return Ok(None) };
-        let pin_ok = match pin {
+        let pin = match pin {
             Some(pin) => self.pin(terminal, &patron, pin, now)?,
-            None => None,
+            None => PinVerdict::NotChecked,
         };
         let patron = self.reg.store.patron(patron.id)?;
         let today = inst.today(now);
         let balance = self.reg.balance(patron.id)?;
         let standing = rules::standing(&patron, inst, self.reg.store.loan_count(patron.id), balance, today);
-        Ok(Some(Assessment { patron, pin_ok, balance, standing }))
+        Ok(Some(Assessment { patron, pin, balance, standing }))
     }
 
     /// The screen messages for an assessed patron: a wrong PIN, the first reason they may not
     /// borrow, then their public notes.
     fn screen(a: &Assessment) -> Vec<Cow<'static, str>> {
         let mut out = Vec::new();
-        if a.pin_ok == Some(false) {
-            out.push(Cow::Borrowed(WRONG_PIN));
-        }
+        out.extend(a.pin.refusal().map(Cow::Borrowed));
         if let Some(r) = a.standing.first_reason() {
             out.push(Cow::Owned(r.to_string()));
         }
@@ -269,7 +334,7 @@ impl<'r> Service<'r> {
         reply.patron_status = status_flags(&a.standing);
         reply.personal_name = Cow::Owned(a.patron.display_name());
         reply.valid_patron = Some(true);
-        reply.valid_patron_password = a.pin_ok;
+        reply.valid_patron_password = a.pin.cq();
         if a.balance.0 != 0 {
             reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
             reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
@@ -315,9 +380,15 @@ impl<'r> Service<'r> {
         reply.media_type = Some(media);
         let tz = inst.time_zone();
         let today = inst.today(now);
+        if req.cancel == Some(true) {
+            return self.cancel_checkout(patron.id, &item.barcode, now, reply);
+        }
         let no_block = req.no_block.then(|| {
             let policy = inst.policy_for(patron.user_group.as_deref());
-            moment(&req.nb_due_date, inst).unwrap_or_else(|| rules::due_date(policy, &item, now, &tz))
+            let latest = now + jiff::SignedDuration::from_hours(24 * i64::from(self.limits.no_block_max_days));
+            moment(&req.nb_due_date, inst)
+                .filter(|due| *due > now && *due <= latest)
+                .unwrap_or_else(|| rules::due_date(policy, &item, now, &tz))
         });
         let lend = Lend {
             accept_fee: req.fee_acknowledged == Some(true),
@@ -347,6 +418,27 @@ impl<'r> Service<'r> {
                 }
                 reply.screen_message.push(Cow::Owned(refusal.to_string()));
             }
+        }
+        Ok(reply)
+    }
+
+    /// 11 with cancel `Y`: the kiosk could not finish the checkout it was granted (the
+    /// security strip would not desensitise), so the loan it made is undone. Anything else
+    /// is refused: a cancel never ends someone else's loan.
+    fn cancel_checkout(
+        &self,
+        patron: u64,
+        barcode: &str,
+        now: Timestamp,
+        mut reply: CheckoutResponse<'static>,
+    ) -> Result<CheckoutResponse<'static>, StoreError> {
+        match self.reg.store.loan(barcode)? {
+            Some(loan) if loan.patron == patron => {
+                self.reg.checkin(barcode, now)?;
+                reply.ok = true;
+                reply.screen_message.push(Cow::Borrowed("Checkout cancelled."));
+            }
+            _ => reply.screen_message.push(Cow::Borrowed("There is no checkout of this item to cancel.")),
         }
         Ok(reply)
     }
@@ -755,14 +847,14 @@ impl<'r> Service<'r> {
     ) -> Result<PatronEnableResponse<'static>, StoreError> {
         let mut messages = Vec::new();
         if let Some(p) = self.patron(terminal, &req.patron_identifier)? {
-            let pin_ok = match &req.patron_password {
+            let pin = match &req.patron_password {
                 Some(pin) => self.pin(terminal, &p, pin, now)?,
-                None => None,
+                None => PinVerdict::NotChecked,
             };
             if !terminal.profile.patron_enable {
                 messages.push(Cow::Borrowed("This terminal may not enable cards."));
-            } else if pin_ok == Some(false) {
-                messages.push(Cow::Borrowed(WRONG_PIN));
+            } else if let Some(why) = pin.refusal() {
+                messages.push(Cow::Borrowed(why));
             } else if p.blocks.iter().any(|b| b.active && b.kind == "self-check") {
                 self.reg.unblock(p.id, Some("self-check"), now)?;
             }
@@ -871,7 +963,7 @@ impl<'r> Service<'r> {
         reply.charged_items_limit = Some(Cow::Owned(format!("{:04}", policy.max_loans.min(9999))));
         reply.personal_name = Cow::Owned(p.display_name());
         reply.valid_patron = Some(true);
-        reply.valid_patron_password = a.pin_ok;
+        reply.valid_patron_password = a.pin.cq();
         reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
         reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
         reply.fee_limit = Some(Cow::Owned(policy.fine_threshold.to_string()));

@@ -164,6 +164,64 @@ pub struct Store {
     holds_by_item: Tree,
     /// terminal login -> Account
     accounts: Tree,
+    /// Shares one disk sync among writers that ask for it at the same time.
+    commits: GroupCommit,
+}
+
+/// Group commit: a writer that asks for durability while a sync is running waits for the
+/// next one, and that next sync covers every writer that arrived meanwhile. Under load one
+/// fdatasync serves many requests, and an idle store still syncs each write at once.
+#[derive(Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<CommitState>,
+    synced: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Tickets handed out: one per `flush` call.
+    asked: u64,
+    /// Every ticket up to this one is durable.
+    done: u64,
+    /// A sync is running.
+    syncing: bool,
+    /// How many syncs have run (for the benchmarks and tests).
+    syncs: u64,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn flush(&self, sync: impl Fn() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        st.asked += 1;
+        // Writes before this call are applied; any sync that starts from now on covers them.
+        let ticket = st.asked;
+        loop {
+            if st.done >= ticket {
+                return Ok(());
+            }
+            if !st.syncing {
+                st.syncing = true;
+                let upto = st.asked;
+                drop(st);
+                let result = sync();
+                st = self.lock();
+                st.syncing = false;
+                st.syncs += 1;
+                if result.is_ok() {
+                    st.done = st.done.max(upto);
+                }
+                self.synced.notify_all();
+                // A failed sync fails its leader; the waiters try again with their own.
+                result?;
+                continue;
+            }
+            st = self.synced.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
@@ -326,6 +384,7 @@ impl Store {
             holds_by_patron: tree("holds_by_patron")?,
             holds_by_item: tree("holds_by_item")?,
             accounts: tree("accounts")?,
+            commits: GroupCommit::default(),
             db,
         })
     }
@@ -335,10 +394,18 @@ impl Store {
         &self.path
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. Callers that flush at the same time share one disk
+    /// sync (group commit).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.commits.flush(|| {
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// How many disk syncs `flush` has run since the store was opened.
+    pub fn syncs(&self) -> u64 {
+        self.commits.state.lock().map_or(0, |s| s.syncs)
     }
 
     /// Reserves `n` fresh ids and returns the first.
@@ -846,3 +913,50 @@ fn audit_key(e: &AuditEntry, seq: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn writers_arriving_during_a_sync_share_the_next_one() {
+        let gc = Arc::new(GroupCommit::default());
+        let synced = Arc::new(AtomicU64::new(0));
+        let start = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gc, synced, start) = (gc.clone(), synced.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    gc.flush(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        synced.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let n = synced.load(Ordering::SeqCst);
+        // One sync for the first arrival, then one for everyone who waited behind it.
+        assert!((1..8).contains(&n), "8 concurrent flushes ran {n} syncs");
+        assert_eq!(gc.state.lock().unwrap().done, 8);
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_and_the_next_flush_syncs_again() {
+        let gc = GroupCommit::default();
+        assert!(gc.flush(|| Err(StoreError::Refused("disk full".into()))).is_err());
+        let ran = std::cell::Cell::new(false);
+        gc.flush(|| {
+            ran.set(true);
+            Ok(())
+        })
+        .unwrap();
+        assert!(ran.get());
+    }
+}

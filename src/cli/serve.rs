@@ -1,0 +1,211 @@
+//! `sip2d serve`: runs the SIP2 server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio_util::sync::CancellationToken;
+
+use super::register::Common;
+use crate::net::{Config, Listener, LogFormat, Server, TlsFiles};
+use crate::register::{Register, demo};
+use crate::store::StoreConfig;
+
+/// Serve kiosks over SIP2 (TCP and TLS) from the register.
+///
+/// Settings come from a TOML file (--config; every key and its default is in
+/// docs/server.md) and the flags below, which override it. Without any, the server listens
+/// on 127.0.0.1:6001 only. SIGINT or SIGTERM stops it cleanly: no new connections, requests
+/// in flight finish within the grace period, the store is flushed, exit 0.
+///
+/// `sip2d serve --demo` starts on loopback with a demo register in a fresh data directory and
+/// prints accounts, patron barcodes and PINs to try.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "SIP2D_CONFIG")]
+    config: Option<PathBuf>,
+    /// A plain TCP address to listen on (repeatable). Given with --tls-listen or alone, these
+    /// replace the configuration file's listeners.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// A TLS-only address to listen on (repeatable); needs --cert and --key.
+    #[arg(long = "tls-listen", value_name = "ADDR", requires_all = ["cert", "key"])]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// PEM CA certificates: --tls-listen clients must present a certificate they issued.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Start with the demo register in a fresh data directory (a new temporary one unless
+    /// --data names an empty one).
+    #[arg(long)]
+    demo: bool,
+    /// Log format: text or json (one object per line).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Most connections open at once.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Close a logged-in connection silent this long, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+}
+
+fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() || !args.tls_listen.is_empty() {
+        c.listen = args.listen.iter().map(|a| Listener { address: *a, tls: None }).collect();
+        for a in &args.tls_listen {
+            let (Some(cert), Some(key)) = (&args.cert, &args.key) else { bail!("--tls-listen needs --cert and --key") };
+            let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.client_ca.clone() };
+            c.listen.push(Listener { address: *a, tls: Some(files) });
+        }
+    } else if args.cert.is_some() || args.key.is_some() || args.client_ca.is_some() {
+        bail!("--cert, --key and --client-ca belong to a --tls-listen address");
+    }
+    if let Some(f) = args.log_format {
+        c.log.format = f;
+    }
+    if let Some(n) = args.max_connections {
+        c.limits.max_connections = n;
+    }
+    if let Some(d) = args.idle_timeout {
+        c.limits.idle_timeout = d;
+    }
+    if common.data.is_some() {
+        c.data = common.data.clone();
+    }
+    c.check()?;
+    Ok(c)
+}
+
+fn init_logging(c: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match c.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A fresh directory for the demo register.
+fn demo_dir(given: Option<&PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(d) => {
+            let used = std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false);
+            if used {
+                bail!("--demo needs a fresh data directory, and {} is not empty", d.display());
+            }
+            Ok(d.clone())
+        }
+        None => {
+            let stamp = jiff::Timestamp::now().as_millisecond();
+            let d = std::env::temp_dir().join(format!("sip2d-demo-{}-{stamp}", std::process::id()));
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            Ok(d)
+        }
+    }
+}
+
+fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
+    println!("sip2d {} serving the demo register in {}", env!("CARGO_PKG_VERSION"), data.display());
+    for (addr, tls) in server.addresses() {
+        println!("  listening on {addr}{}", if tls { " (TLS)" } else { "" });
+    }
+    println!("\nself-check accounts (93 login):");
+    for a in &d.accounts {
+        println!("  {:<8} password {:<15} {:<7} {}", a.login, a.password, a.institution, a.shows);
+    }
+    println!("\npatrons (PIN {} for all):", demo::DEMO_PIN);
+    for p in &d.patrons {
+        println!("  {}  {}", p.barcode, p.shows);
+    }
+    println!("\nitems:");
+    for (b, t) in &d.items {
+        println!("  {b}  {t}");
+    }
+    if let Some((addr, _)) = server.addresses().into_iter().find(|(_, tls)| !tls) {
+        println!("\ntry it: log in, then ask for Avery's status with the PIN:");
+        println!(
+            "  printf '9300CNkiosk1|COkiosk1-secret|\\r2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|\\r' | nc -q 1 {} {}",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    println!("\nstop with Ctrl-C");
+}
+
+pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
+    let mut c = config(args, common)?;
+    init_logging(&c);
+    let data = if args.demo {
+        let d = demo_dir(c.data.as_ref())?;
+        c.data = Some(d.clone());
+        d
+    } else {
+        match &c.data {
+            Some(d) => d.clone(),
+            None => Common::default_dir()?,
+        }
+    };
+    let actor = if args.demo { "demo".to_string() } else { "sip2d-serve".to_string() };
+    let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024) };
+    let register = Register::open_with(&data, &actor, &store)
+        .with_context(|| format!("cannot open the register in {}", data.display()))?;
+    let built = if args.demo { Some(demo::build(&register, jiff::Timestamp::now())?) } else { None };
+    register.store.warm_up()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let result = runtime.block_on(async {
+        let server = Server::bind(&c, register).await?;
+        match &built {
+            Some(d) => banner(&data, &server, d),
+            None => {
+                for (addr, tls) in server.addresses() {
+                    println!("sip2d listening on {addr}{}", if tls { " (TLS)" } else { "" });
+                }
+            }
+        }
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        server.run(shutdown).await
+    });
+    // Requests still on the blocking pool have had the grace period; do not wait forever.
+    runtime.shutdown_timeout(c.limits.shutdown_grace);
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}

@@ -1,0 +1,264 @@
+//! The server's configuration: listeners, TLS files and every limit, read from TOML.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::service::{ServiceLimits, SessionRules};
+
+/// Everything `sip2d serve` is told, with documented defaults. A file names only what it
+/// changes; unknown keys are refused so that a typo is not silently ignored.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data directory (store and PIN key). Default: `--data`, or the per-user data directory.
+    pub data: Option<PathBuf>,
+    /// Where to listen. Default: one plain listener on 127.0.0.1:6001 (loopback only).
+    pub listen: Vec<Listener>,
+    /// Whether a 99 SC Status before login is answered (default false: refused like any other
+    /// message before login).
+    pub sc_status_before_login: bool,
+    /// Whether a bare LF ends a frame as CR does (default true; some kiosks send LF alone).
+    pub accept_lf: bool,
+    /// Bytes of the store's page cache, in MiB (default 512).
+    pub cache_mib: u64,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+/// One listening address, plain TCP or TLS-only.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// When present the listener speaks TLS only.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// A TLS listener's PEM files.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate issued by one of these CAs (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Every limit the server applies, in one place. Durations are written like "30s" or "10m".
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest frame accepted, terminator excluded (default 8192 bytes). A longer one closes
+    /// the connection without a reply.
+    pub max_message_bytes: usize,
+    /// Connections open at once, all listeners together (default 512). Further ones are
+    /// closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (default 64).
+    pub max_connections_per_address: usize,
+    /// Time from connecting to a successful login (default 30s).
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Time a logged-in connection may stay silent (default 10m; kiosks stay connected all day).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time to deliver one reply to a client that is not reading (default 10s).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Time for a TLS handshake (default 10s).
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long requests in flight may take to finish (default 10s).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Unreadable or unknown frames in a row before the connection is closed (default 5).
+    pub max_unreadable_frames: u32,
+    /// Refused logins on one connection before it is closed (default 3).
+    pub max_login_attempts: u32,
+    /// Pause before answering a refused login, to slow guessing (default 1s).
+    #[serde(with = "humantime_serde")]
+    pub login_failure_delay: Duration,
+    /// Latest no-block due date accepted, in days after the checkout (default 90).
+    pub no_block_max_days: u32,
+    /// Wrong PINs one terminal may send per `pin_window` before its PIN checks are refused
+    /// untried (default 20).
+    pub pin_failures_per_window: u32,
+    /// The window of `pin_failures_per_window` (default 10m).
+    #[serde(with = "humantime_serde")]
+    pub pin_window: Duration,
+}
+
+/// How the server logs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` (default) or `json`: one object per line.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` (default) or `sip2d=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("'{s}' is not a log format: text or json")),
+        }
+    }
+}
+
+/// The SIP2 port kiosks are usually set to.
+pub const DEFAULT_PORT: u16 = 6001;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data: None,
+            listen: vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)), tls: None }],
+            sc_status_before_login: false,
+            accept_lf: true,
+            cache_mib: 512,
+            limits: Limits::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: crate::proto::DEFAULT_MAX_FRAME,
+            max_connections: 512,
+            max_connections_per_address: 64,
+            login_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            max_unreadable_frames: 5,
+            max_login_attempts: 3,
+            login_failure_delay: Duration::from_secs(1),
+            no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
+            pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
+            pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses settings the server cannot run with.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_string()));
+        if self.listen.is_empty() {
+            return bad("no listener: give at least one [[listen]] address or --listen");
+        }
+        if l.max_message_bytes < 64 {
+            return bad("limits.max_message_bytes must be at least 64");
+        }
+        if l.max_connections == 0 || l.max_connections_per_address == 0 {
+            return bad("limits.max_connections and max_connections_per_address must be at least 1");
+        }
+        if l.max_unreadable_frames == 0 || l.max_login_attempts == 0 {
+            return bad("limits.max_unreadable_frames and max_login_attempts must be at least 1");
+        }
+        if l.pin_window.is_zero() || l.pin_window.as_secs() > u64::from(u32::MAX) {
+            return bad("limits.pin_window must be between 1s and about 136 years");
+        }
+        Ok(())
+    }
+
+    /// The session rules these settings give.
+    pub fn session_rules(&self) -> SessionRules {
+        SessionRules {
+            max_login_attempts: self.limits.max_login_attempts,
+            max_unreadable: self.limits.max_unreadable_frames,
+            sc_status_before_login: self.sc_status_before_login,
+        }
+    }
+
+    /// The service limits these settings give.
+    pub fn service_limits(&self) -> ServiceLimits {
+        ServiceLimits {
+            no_block_max_days: self.limits.no_block_max_days,
+            pin_failures_per_window: self.limits.pin_failures_per_window,
+            pin_window_secs: u32::try_from(self.limits.pin_window.as_secs().max(1)).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_names_only_what_it_changes_and_typos_are_refused() {
+        let c: Config = toml::from_str(
+            r#"
+            [[listen]]
+            address = "0.0.0.0:6001"
+            [[listen]]
+            address = "0.0.0.0:6002"
+            tls = { cert = "server.pem", key = "server.key", client_ca = "ca.pem" }
+            [limits]
+            idle_timeout = "2m"
+            max_connections = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[1].tls.as_ref().unwrap().client_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.login_timeout, Duration::from_secs(30), "defaults fill the rest");
+        let e = toml::from_str::<Config>("[limits]\nidle_timout = \"2m\"").unwrap_err();
+        assert!(e.to_string().contains("idle_timout"), "{e}");
+        let none = Config { listen: vec![], ..Config::default() };
+        assert!(none.check().is_err());
+        assert_eq!(Config::default().listen[0].address.ip().to_string(), "127.0.0.1");
+    }
+}

@@ -1,0 +1,322 @@
+//! The network layer: listeners, TLS, one task per connection, limits and clean shutdown.
+//! The only module that touches sockets; every request goes to a [`Session`] and back.
+
+pub mod config;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use jiff::Timestamp;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+pub use config::{Config, ConfigError, Limits, Listener, LogFormat, TlsFiles};
+pub use tls::TlsError;
+
+use crate::proto::{FrameDecoder, FrameEvent};
+use crate::register::Register;
+use crate::service::{PinGuard, Service, ServiceLimits, Session, SessionRules, Verdict};
+use crate::store::StoreError;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("TLS listener {address}: {source}")]
+    Tls { address: SocketAddr, source: TlsError },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What every connection shares.
+struct Shared {
+    register: Arc<Register>,
+    limits: Limits,
+    rules: SessionRules,
+    service_limits: ServiceLimits,
+    guard: PinGuard,
+    accept_lf: bool,
+    connections: Arc<Semaphore>,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One bound listener.
+struct Bound {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: Option<TlsAcceptor>,
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    bound: Vec<Bound>,
+}
+
+/// A slot in the per-address connection count, given back when the connection ends.
+struct AddressSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut map = shared.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= shared.limits.max_connections_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { shared: shared.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Binds every listener of `config` (port 0 picks a free port; see [`Server::addresses`]).
+    pub async fn bind(config: &Config, register: Register) -> Result<Server, ServeError> {
+        config.check()?;
+        let shared = Arc::new(Shared {
+            register: Arc::new(register),
+            limits: config.limits.clone(),
+            rules: config.session_rules(),
+            service_limits: config.service_limits(),
+            guard: PinGuard::new(),
+            accept_lf: config.accept_lf,
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            per_address: Mutex::new(HashMap::new()),
+        });
+        let mut bound = Vec::new();
+        for l in &config.listen {
+            let tls = match &l.tls {
+                Some(files) => {
+                    Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address: l.address, source })?)
+                }
+                None => None,
+            };
+            let listener =
+                TcpListener::bind(l.address).await.map_err(|source| ServeError::Bind { address: l.address, source })?;
+            let address = listener.local_addr().map_err(|source| ServeError::Bind { address: l.address, source })?;
+            bound.push(Bound { listener, address, tls });
+        }
+        Ok(Server { shared, bound })
+    }
+
+    /// The bound addresses, in the order of the configuration, with whether each is TLS.
+    pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
+        self.bound.iter().map(|b| (b.address, b.tls.is_some())).collect()
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops accepting, lets requests in flight
+    /// finish within the grace period, and flushes the store.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let tracker = TaskTracker::new();
+        for b in self.bound {
+            info!(address = %b.address, tls = b.tls.is_some(), "listening");
+            tracker.spawn(accept_loop(b, self.shared.clone(), shutdown.clone(), tracker.clone()));
+        }
+        shutdown.cancelled().await;
+        info!("shutting down: no new connections; finishing requests in flight");
+        tracker.close();
+        if tokio::time::timeout(self.shared.limits.shutdown_grace, tracker.wait()).await.is_err() {
+            warn!(grace = ?self.shared.limits.shutdown_grace, "grace period over; closing the remaining connections");
+        }
+        let register = self.shared.register.clone();
+        tokio::task::spawn_blocking(move || register.store.flush())
+            .await
+            .map_err(|e| StoreError::Refused(format!("the final flush did not run: {e}")))??;
+        info!("stopped; the store is flushed");
+        Ok(())
+    }
+}
+
+async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = b.listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                warn!(address = %b.address, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            warn!(%peer, limit = shared.limits.max_connections, "connection refused: server at its connection limit");
+            continue;
+        };
+        let Some(slot) = AddressSlot::take(&shared, peer.ip()) else {
+            warn!(%peer, limit = shared.limits.max_connections_per_address, "connection refused: too many from this address");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        let tls = b.tls.clone();
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            connection(stream, peer, tls, shared, shutdown, permit, slot).await;
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+    _slot: AddressSlot,
+) {
+    debug!(%peer, "connected");
+    let started = tokio::time::Instant::now();
+    match tls {
+        None => serve(stream, peer, &shared, &shutdown, started).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(stream));
+            match tokio::select! { _ = shutdown.cancelled() => return, r = handshake => r } {
+                Ok(Ok(s)) => serve(s, peer, &shared, &shutdown, started).await,
+                Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => info!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    debug!(%peer, "disconnected");
+}
+
+/// Reads frames and answers them in order until the peer leaves, a limit closes the
+/// connection, or the server shuts down (after the request in flight is answered).
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    started: tokio::time::Instant,
+) {
+    let limits = &shared.limits;
+    let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(shared.accept_lf);
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut session = Some(Session::new(shared.rules.clone()));
+    loop {
+        while let Some(event) = decoder.decode(&mut buf) {
+            let frame = match event {
+                FrameEvent::Frame(f) => f,
+                FrameEvent::Oversize => {
+                    warn!(%peer, limit = limits.max_message_bytes, "frame over the size limit; closing");
+                    return;
+                }
+            };
+            let Some(s) = session.take() else { return };
+            let clock = Instant::now();
+            let sh = shared.clone();
+            // The store blocks (reads, and the disk sync before an "ok"), so requests run on
+            // the blocking pool; the session travels with its request and comes back.
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut s = s;
+                let svc = Service::with_limits(&sh.register, &sh.service_limits, &sh.guard);
+                let r = s.on_frame(&svc, &frame, Timestamp::now());
+                (s, r)
+            })
+            .await;
+            let (s, result) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    error!(%peer, error = %e, "request task failed; closing");
+                    return;
+                }
+            };
+            let account = s.terminal().map(|t| t.account.login.clone());
+            session = Some(s);
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    // Nothing was acknowledged; the kiosk retries on a new connection.
+                    error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
+                    return;
+                }
+            };
+            let code = outcome.code.map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "--".into());
+            info!(
+                %peer,
+                account = account.as_deref().unwrap_or("-"),
+                code = %code,
+                outcome = outcome.verdict.as_str(),
+                latency_us = clock.elapsed().as_micros() as u64,
+                "request"
+            );
+            if outcome.verdict == Verdict::LoginRefused && !limits.login_failure_delay.is_zero() {
+                tokio::time::sleep(limits.login_failure_delay).await;
+            }
+            if let Some(reply) = &outcome.reply {
+                match tokio::time::timeout(limits.write_timeout, io.write_all(reply)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "write failed");
+                        return;
+                    }
+                    Err(_) => {
+                        info!(%peer, "write timed out; closing");
+                        return;
+                    }
+                }
+            }
+            if outcome.close {
+                info!(%peer, reason = outcome.verdict.as_str(), "closing the connection");
+                let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+                return;
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let logged_in = session.as_ref().is_some_and(|s| s.terminal().is_some());
+        let deadline =
+            if logged_in { tokio::time::Instant::now() + limits.idle_timeout } else { started + limits.login_timeout };
+        let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf));
+        let r = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = read => r,
+        };
+        match r {
+            Err(_) => {
+                info!(%peer, reason = if logged_in { "idle" } else { "no login" }, "timed out; closing");
+                let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+                return;
+            }
+            // End of input: a frame without its terminator is dropped.
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "read failed");
+                return;
+            }
+        }
+    }
+}

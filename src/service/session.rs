@@ -1,0 +1,332 @@
+//! One kiosk connection's protocol state: login, error detection, resend and duplicate
+//! replay, refusals before login. Frames in, reply bytes out; no sockets, no clock.
+
+use bytes::{Bytes, BytesMut};
+use jiff::Timestamp;
+
+use super::{Service, Terminal, refusal, sip_date};
+use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
+use crate::proto::{
+    self, AcsStatus, DateTime, Encoding, LoginResponse, Message, ProtocolVersion, RequestScResend, Seal, Sequence,
+    SipDate, SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
+};
+use crate::store::StoreError;
+
+/// How sessions treat logins and unreadable input (from the server's configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRules {
+    /// Refused logins on one connection before it is closed (default 3).
+    pub max_login_attempts: u32,
+    /// Unreadable or unknown frames in a row before the connection is closed (default 5).
+    pub max_unreadable: u32,
+    /// Whether a 99 before login is answered (with what any terminal may do) rather than refused.
+    pub sc_status_before_login: bool,
+}
+
+impl Default for SessionRules {
+    fn default() -> SessionRules {
+        SessionRules { max_login_attempts: 3, max_unreadable: 5, sc_status_before_login: false }
+    }
+}
+
+/// What became of one frame, for the request log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Served, and the reply says yes (ok 1, valid patron, payment accepted...).
+    Ok,
+    /// Served, and the reply says no, with a screen message.
+    Refused,
+    /// A 93 that was refused.
+    LoginRefused,
+    /// Refused because the terminal has not logged in.
+    NotLoggedIn,
+    /// Refused because the terminal's profile does not allow the message.
+    NotAllowed,
+    /// A 97: the last reply sent again.
+    Resent,
+    /// The same request again (same AY and AZ): the stored reply, nothing run twice.
+    Duplicate,
+    /// The checksum trailer is wrong or missing where required: answered 96.
+    BadChecksum,
+    /// A known message that could not be read: answered 96.
+    Unreadable,
+    /// An unknown code, or a response sent to us: no reply.
+    Ignored,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Refused => "refused",
+            Verdict::LoginRefused => "login-refused",
+            Verdict::NotLoggedIn => "not-logged-in",
+            Verdict::NotAllowed => "not-allowed",
+            Verdict::Resent => "resent",
+            Verdict::Duplicate => "duplicate",
+            Verdict::BadChecksum => "bad-checksum",
+            Verdict::Unreadable => "unreadable",
+            Verdict::Ignored => "ignored",
+        }
+    }
+}
+
+/// What to do after one frame.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The request's command code, when it has one.
+    pub code: Option<[u8; 2]>,
+    /// The bytes to send, terminator included; `None` sends nothing.
+    pub reply: Option<Bytes>,
+    pub verdict: Verdict,
+    /// Close the connection once the reply is sent.
+    pub close: bool,
+}
+
+/// A connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    rules: SessionRules,
+    terminal: Option<Terminal>,
+    failed_logins: u32,
+    unreadable: u32,
+    /// The exact bytes of the last reply, for 97 and duplicates.
+    last_reply: Option<Bytes>,
+    /// `(AY, AZ)` of the last request served, to recognise a retransmission.
+    last_request: Option<(Sequence, u16)>,
+}
+
+/// The `BX` position of each request code.
+const BX: &[([u8; 2], SupportedMessages)] = &[
+    (*b"23", SupportedMessages::PATRON_STATUS),
+    (*b"11", SupportedMessages::CHECKOUT),
+    (*b"09", SupportedMessages::CHECKIN),
+    (*b"01", SupportedMessages::BLOCK_PATRON),
+    (*b"99", SupportedMessages::SC_ACS_STATUS),
+    (*b"97", SupportedMessages::RESEND),
+    (*b"93", SupportedMessages::LOGIN),
+    (*b"63", SupportedMessages::PATRON_INFORMATION),
+    (*b"35", SupportedMessages::END_PATRON_SESSION),
+    (*b"37", SupportedMessages::FEE_PAID),
+    (*b"17", SupportedMessages::ITEM_INFORMATION),
+    (*b"19", SupportedMessages::ITEM_STATUS_UPDATE),
+    (*b"25", SupportedMessages::PATRON_ENABLE),
+    (*b"15", SupportedMessages::HOLD),
+    (*b"29", SupportedMessages::RENEW),
+    (*b"65", SupportedMessages::RENEW_ALL),
+];
+
+/// Whether a terminal with this profile may send this request code: its `messages` list,
+/// and for 01 and 25 the permissions that govern them.
+pub fn may_use(profile: &Profile, code: [u8; 2]) -> bool {
+    profile.allows(code) && (code != *b"01" || profile.status_update) && (code != *b"25" || profile.patron_enable)
+}
+
+/// The 98 `BX` for this profile: exactly what it may use.
+pub fn supported(profile: &Profile) -> SupportedMessages {
+    let mut bx = SupportedMessages::default();
+    for (code, flag) in BX {
+        if may_use(profile, *code) {
+            bx.insert(*flag);
+        }
+    }
+    bx
+}
+
+/// `now` in UTC, for replies sent before a login names the institution and its zone.
+fn utc_date(now: Timestamp) -> SipDate {
+    let t = now.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    let part = |v: i8| u8::try_from(v).unwrap_or(0);
+    let zone = ZoneLetter::new(b'Z').map_or(Zone::Local, Zone::Letter);
+    let year = u16::try_from(t.year()).unwrap_or(0);
+    DateTime::new(year, part(t.month()), part(t.day()), part(t.hour()), part(t.minute()), part(t.second()), zone)
+        .map_or(SipDate::Zeros, SipDate::At)
+}
+
+fn refused_login() -> Message<'static> {
+    LoginResponse { ok: false, ..Default::default() }.into()
+}
+
+/// Whether a reply says yes.
+fn says_yes(reply: &Message<'_>) -> bool {
+    match reply {
+        Message::LoginResponse(m) => m.ok,
+        Message::AcsStatus(m) => m.online_status,
+        Message::PatronStatusResponse(m) => m.valid_patron == Some(true) && m.valid_patron_password != Some(false),
+        Message::PatronInformationResponse(m) => m.valid_patron == Some(true) && m.valid_patron_password != Some(false),
+        Message::PatronEnableResponse(m) => m.valid_patron == Some(true) && m.screen_message.is_empty(),
+        Message::CheckoutResponse(m) => m.ok,
+        Message::CheckinResponse(m) => m.ok,
+        Message::RenewResponse(m) => m.ok,
+        Message::RenewAllResponse(m) => m.ok,
+        Message::ItemInformationResponse(m) => m.screen_message.is_empty(),
+        Message::ItemStatusUpdateResponse(m) => m.item_properties_ok,
+        Message::EndSessionResponse(m) => m.end_session,
+        Message::FeePaidResponse(m) => m.payment_accepted,
+        Message::HoldResponse(m) => m.ok,
+        _ => true,
+    }
+}
+
+impl Session {
+    pub fn new(rules: SessionRules) -> Session {
+        Session { rules, terminal: None, failed_logins: 0, unreadable: 0, last_reply: None, last_request: None }
+    }
+
+    /// The logged-in terminal, if any.
+    pub fn terminal(&self) -> Option<&Terminal> {
+        self.terminal.as_ref()
+    }
+
+    fn profile(&self) -> Option<&Profile> {
+        self.terminal.as_ref().map(|t| &t.profile)
+    }
+
+    fn encoding(&self) -> Encoding {
+        match self.profile().map(|p| p.charset) {
+            Some(Charset::Cp850) => Encoding::Cp850,
+            _ => Encoding::Utf8,
+        }
+    }
+
+    fn terminator(&self) -> Terminator {
+        match self.profile().map(|p| p.line_end) {
+            Some(LineEnd::CrLf) => Terminator::CrLf,
+            _ => Terminator::Cr,
+        }
+    }
+
+    fn encode(&self, reply: &Message<'_>, seal: Seal) -> Bytes {
+        let mut out = BytesMut::with_capacity(256);
+        proto::encode_frame(reply, &mut out, self.encoding(), seal, self.terminator());
+        out.freeze()
+    }
+
+    /// Answers 96 ("could not read that"), with a checksum when error detection is on. The
+    /// duplicate-detection state is left alone; a 97 after it gets the 96 again.
+    fn resend_please(&mut self, code: Option<[u8; 2]>, sealed: bool, verdict: Verdict) -> Outcome {
+        self.unreadable += 1;
+        let seal = if sealed { Seal::Checksum } else { Seal::None };
+        let bytes = self.encode(&RequestScResend::default().into(), seal);
+        self.last_reply = Some(bytes.clone());
+        Outcome { code, reply: Some(bytes), verdict, close: self.unreadable >= self.rules.max_unreadable }
+    }
+
+    /// Handles one frame (terminator removed) at `now`.
+    pub fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Result<Outcome, StoreError> {
+        let detection = self.profile().map_or(ErrorDetection::Auto, |p| p.error_detection);
+        let decoded = proto::decode_request(frame, self.encoding());
+        let code = frame.first_chunk::<2>().copied();
+        let seal = match (detection, decoded.trailer) {
+            (ErrorDetection::Off, _) => Seal::None,
+            (_, Trailer::Present { valid: true, sequence: Some(s), .. }) => Seal::Sequenced(s),
+            (_, Trailer::Present { valid: true, sequence: None, .. }) => Seal::Checksum,
+            (_, Trailer::Present { valid: false, .. } | Trailer::Malformed(_)) => {
+                return Ok(self.resend_please(code, true, Verdict::BadChecksum));
+            }
+            (ErrorDetection::Required, Trailer::Absent) => {
+                return Ok(self.resend_please(code, true, Verdict::BadChecksum));
+            }
+            (ErrorDetection::Auto, Trailer::Absent) => Seal::None,
+        };
+        let request = match decoded.message {
+            Ok(m) => m,
+            Err(e) if e.is_unknown_command() => {
+                self.unreadable += 1;
+                let close = self.unreadable >= self.rules.max_unreadable;
+                return Ok(Outcome { code, reply: None, verdict: Verdict::Ignored, close });
+            }
+            Err(_) => return Ok(self.resend_please(code, seal != Seal::None, Verdict::Unreadable)),
+        };
+        self.unreadable = 0;
+        let code = Some(request.code());
+        if let Message::RequestAcsResend(_) = request {
+            let bytes = match &self.last_reply {
+                Some(b) => b.clone(),
+                None => {
+                    let b = self.encode(
+                        &RequestScResend::default().into(),
+                        if seal == Seal::None { Seal::None } else { Seal::Checksum },
+                    );
+                    self.last_reply = Some(b.clone());
+                    b
+                }
+            };
+            return Ok(Outcome { code, reply: Some(bytes), verdict: Verdict::Resent, close: false });
+        }
+        let id = match (seal, decoded.trailer) {
+            (Seal::Sequenced(s), Trailer::Present { checksum, .. }) => Some((s, checksum)),
+            _ => None,
+        };
+        if let (Some(id), Some(last)) = (id, &self.last_reply) {
+            if self.last_request == Some(id) {
+                return Ok(Outcome { code, reply: Some(last.clone()), verdict: Verdict::Duplicate, close: false });
+            }
+        }
+        let (reply, verdict, close) = self.serve(svc, &request, now)?;
+        let bytes = self.encode(&reply, seal);
+        self.last_reply = Some(bytes.clone());
+        self.last_request = id;
+        Ok(Outcome { code, reply: Some(bytes), verdict, close })
+    }
+
+    /// Runs one readable request: the reply, its verdict, and whether to close afterwards.
+    fn serve(
+        &mut self,
+        svc: &Service<'_>,
+        request: &Message<'_>,
+        now: Timestamp,
+    ) -> Result<(Message<'static>, Verdict, bool), StoreError> {
+        if let Message::Login(login) = request {
+            let (reply, terminal) = svc.login(login)?;
+            // A new login replaces the old one, and a refused one leaves the terminal logged out.
+            self.terminal = terminal;
+            if self.terminal.is_some() {
+                self.failed_logins = 0;
+                return Ok((reply.into(), Verdict::Ok, false));
+            }
+            self.failed_logins += 1;
+            let close = self.failed_logins >= self.rules.max_login_attempts;
+            return Ok((refused_login(), Verdict::LoginRefused, close));
+        }
+        let Some(terminal) = &self.terminal else {
+            let date = utc_date(now);
+            if let (Message::ScStatus(_), true) = (request, self.rules.sc_status_before_login) {
+                let mut bx = SupportedMessages::default();
+                for flag in [SupportedMessages::SC_ACS_STATUS, SupportedMessages::RESEND, SupportedMessages::LOGIN] {
+                    bx.insert(flag);
+                }
+                let status = AcsStatus {
+                    online_status: true,
+                    timeout_period: 999,
+                    retries_allowed: 3,
+                    date_time_sync: date,
+                    protocol_version: ProtocolVersion::V2_00,
+                    supported_messages: bx,
+                    ..Default::default()
+                };
+                return Ok((status.into(), Verdict::Ok, false));
+            }
+            let reply = refusal(request, None, date, "Please log in first: this terminal is not logged in.");
+            return Ok((reply.unwrap_or_else(refused_login), Verdict::NotLoggedIn, false));
+        };
+        let inst = &terminal.institution;
+        if !may_use(&terminal.profile, request.code()) {
+            let why = "This terminal may not use this message. Please see staff.";
+            let reply = refusal(request, Some(&inst.code), sip_date(now, inst), why);
+            return Ok((reply.unwrap_or_else(refused_login), Verdict::NotAllowed, false));
+        }
+        let bx = supported(&terminal.profile);
+        match svc.answer(terminal, request, bx, now)? {
+            Some(reply) => {
+                let verdict = if says_yes(&reply) { Verdict::Ok } else { Verdict::Refused };
+                Ok((reply, verdict, false))
+            }
+            None => {
+                // Every request code reaches `answer`; this is only for safety.
+                let reply = refusal(request, Some(&inst.code), sip_date(now, inst), "This message is not served here.");
+                Ok((reply.unwrap_or_else(refused_login), Verdict::Refused, false))
+            }
+        }
+    }
+}
