@@ -1,0 +1,241 @@
+//! A server on a free port over a temporary register, and a blocking kiosk to talk to it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use jiff::civil::date;
+use sip2d::net::{Config, Listener, ServeError, Server};
+use sip2d::register::{Added, NewItem, NewPatron, Register};
+use tokio_util::sync::CancellationToken;
+
+/// The vectors' world: institution MAIN, Avery Reader with card 21234000012345 and PIN 4321,
+/// the item 31234000098765, and the terminal kiosk1 / s3cret-kiosk.
+pub fn vector_world(reg: &Register) {
+    let now = jiff::Timestamp::now();
+    let today = jiff::Zoned::now().date();
+    reg.add_institution("MAIN", "Main Library", "USD", "America/Chicago").unwrap();
+    let new = NewPatron {
+        institution: "MAIN".into(),
+        primary_id: "P1".into(),
+        first_name: "Avery".into(),
+        last_name: "Reader".into(),
+        expiry: Some(date(2099, 1, 1)),
+        barcodes: vec!["21234000012345".into()],
+        ..Default::default()
+    };
+    let Added::Patron(p) = reg.add_patron(new, false, today, now).unwrap() else { panic!("duplicate") };
+    reg.set_pin(p.id, "4321", now).unwrap();
+    let new = NewPatron {
+        institution: "MAIN".into(),
+        primary_id: "P2".into(),
+        first_name: "Blake".into(),
+        last_name: "Owing".into(),
+        expiry: Some(date(2099, 1, 1)),
+        barcodes: vec!["21234000099999".into()],
+        ..Default::default()
+    };
+    let Added::Patron(b) = reg.add_patron(new, false, today, now).unwrap() else { panic!("duplicate") };
+    reg.set_pin(b.id, "1111", now).unwrap();
+    for (barcode, title) in [
+        ("31234000098765", "The Left Hand of Darkness"),
+        ("31234000011111", "Dune"),
+        ("31234000022222", "The Dispossessed"),
+    ] {
+        reg.add_item(NewItem {
+            barcode: barcode.into(),
+            institution: "MAIN".into(),
+            title: title.into(),
+            media_type: 1,
+            security_marker: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    reg.add_account("kiosk1", "s3cret-kiosk", "MAIN", Some("ENTRANCE")).unwrap();
+    reg.set_account_profile(
+        "kiosk1",
+        &[("status-update".into(), "yes".into()), ("patron-enable".into(), "yes".into())],
+    )
+    .unwrap();
+}
+
+/// A running server and its data directory.
+pub struct Running {
+    pub addrs: Vec<(SocketAddr, bool)>,
+    pub shutdown: CancellationToken,
+    handle: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Test settings: one plain listener on a free loopback port, no pause after a bad login.
+pub fn test_config() -> Config {
+    let mut c =
+        Config { listen: vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: None }], ..Config::default() };
+    c.limits.login_failure_delay = Duration::ZERO;
+    c
+}
+
+pub fn start(setup: impl FnOnce(&Register), config: Config) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Register::open(dir.path(), "test").unwrap();
+    setup(&reg);
+    start_in(dir, reg, config)
+}
+
+pub fn start_in(dir: tempfile::TempDir, reg: Register, config: Config) -> Running {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = rt.block_on(Server::bind(&config, reg)).unwrap();
+    let addrs = server.addresses();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = std::thread::spawn(move || {
+        let r = rt.block_on(server.run(token));
+        rt.shutdown_timeout(Duration::from_secs(5));
+        r
+    });
+    Running { addrs, shutdown, handle: Some(handle), dir }
+}
+
+impl Running {
+    /// The first plain listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs.iter().find(|(_, tls)| !tls).map(|(a, _)| *a).expect("a plain listener")
+    }
+
+    /// Shuts down as SIGTERM would and waits for the server to finish.
+    pub fn stop(mut self) -> (Result<(), ServeError>, tempfile::TempDir) {
+        self.shutdown.cancel();
+        let r = self.handle.take().unwrap().join().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (r, dir)
+    }
+
+    pub fn kiosk(&self) -> Kiosk {
+        Kiosk::connect(self.addr())
+    }
+
+    /// A kiosk logged in as kiosk1.
+    pub fn logged_in(&self) -> Kiosk {
+        let mut k = self.kiosk();
+        assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941");
+        k
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A frame with its `AY`/`AZ` trailer.
+pub fn sealed(body: &str, seq: u8) -> String {
+    let head = format!("{body}AY{seq}AZ");
+    format!("{head}{:04X}", sip2d::proto::checksum(head.as_bytes()))
+}
+
+/// A blocking kiosk connection.
+pub struct Kiosk {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Kiosk {
+    pub fn connect(addr: SocketAddr) -> Kiosk {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Kiosk { stream, pending: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next reply, without its CR (and an LF after it); `None` when the server closed.
+    pub fn reply(&mut self) -> Option<String> {
+        self.reply_bytes().map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The next reply's raw bytes, terminator included.
+    pub fn raw_reply(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\r') {
+                let mut end = i + 1;
+                if self.pending.get(end) == Some(&b'\n') {
+                    end += 1;
+                } else if end == self.pending.len() {
+                    // An LF may still be on its way; give it a moment.
+                    self.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let mut b = [0u8; 1];
+                    if let Ok(1) = self.stream.read(&mut b) {
+                        self.pending.push(b[0]);
+                    }
+                    self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    if self.pending.get(end) == Some(&b'\n') {
+                        end += 1;
+                    }
+                }
+                return Some(self.pending.drain(..end).collect());
+            }
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no reply: {e}"),
+            }
+        }
+    }
+
+    fn reply_bytes(&mut self) -> Option<Vec<u8>> {
+        let mut b = self.raw_reply()?;
+        while matches!(b.last(), Some(b'\r' | b'\n')) {
+            b.pop();
+        }
+        Some(b)
+    }
+
+    /// Sends one frame (CR appended) and returns the reply.
+    pub fn ask(&mut self, frame: &str) -> String {
+        self.send(format!("{frame}\r").as_bytes());
+        self.reply().unwrap_or_else(|| panic!("the server closed instead of answering {frame:?}"))
+    }
+
+    /// True when nothing arrives for `wait` and the connection stays open.
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 1];
+        let r = self.stream.read(&mut b);
+        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        match r {
+            Ok(0) => false,
+            Ok(_) => {
+                self.pending.push(b[0]);
+                false
+            }
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+
+    /// True when the server closes the connection (within the read timeout) without
+    /// sending anything more.
+    pub fn closed(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}

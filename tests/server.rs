@@ -1,0 +1,349 @@
+//! The server over real sockets: every message pair and its refusals, error detection and
+//! resends, CRLF and pipelining, profiles, limits and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Kiosk, sealed, start, start_in, test_config, vector_world};
+use sip2d::domain::{FeeKind, Money};
+use sip2d::register::Register;
+
+const D: &str = "20261122    120000";
+const BLANK_DATE: &str = "                  ";
+
+fn with_fee(reg: &Register) {
+    vector_world(reg);
+    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
+    reg.add_fee(blake.id, FeeKind::Overdue, Money(500), None, None, jiff::Timestamp::now()).unwrap();
+}
+
+/// A variable field's value (not the first field, which follows the fixed part).
+fn field<'a>(reply: &'a str, id: &str) -> Option<&'a str> {
+    reply.split('|').skip(1).find_map(|f| f.strip_prefix(id))
+}
+
+#[test]
+fn every_message_pair_is_answered_and_its_changes_persist() {
+    let s = start(with_fee, test_config());
+    let mut k = s.logged_in();
+
+    let r = k.ask("9900302.00");
+    assert!(r.starts_with("98YYYYYN999003"), "status update allowed for kiosk1: {r}");
+    assert!(r.contains("|BXYYYYYYYYYYYYYYYY|"), "kiosk1 may use all sixteen: {r}");
+    assert!(r.contains("AOMAIN|AMMain Library|"), "{r}");
+
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.starts_with("24              001"), "{r}");
+    assert!(r.contains("|AA21234000012345|AEReader, Avery|BLY|CQY|"), "{r}");
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD9999|"));
+    assert!(r.contains("|BLY|CQN|") && r.contains("AFThe PIN is not correct."), "{r}");
+    let r = k.ask(&format!("23001{D}AOMAIN|AA00000000000000|AC|AD9999|"));
+    assert!(r.starts_with("24YYYY          001") && r.contains("|BLN|CQN|"), "unknown card: {r}");
+
+    let r = k.ask(&format!("63001{D}          AOMAIN|AA21234000099999|AC|AD1111|"));
+    assert!(r.starts_with("64"), "{r}");
+    assert!(r.contains("|BLY|CQY|BHUSD|BV5.00|"), "the fee shows in BV: {r}");
+
+    let checkout = format!("11YN{D}{BLANK_DATE}AOMAIN|AA21234000012345|AB31234000098765|AC|AD4321|");
+    let r = k.ask(&checkout);
+    assert!(r.starts_with("121NYY") || r.starts_with("121N"), "{r}");
+    assert!(r.contains("|AJThe Left Hand of Darkness|AH"), "{r}");
+    let r = k.ask(&checkout);
+    assert!(r.starts_with("121Y"), "the patron's own item is renewed: {r}");
+    let r = k.ask(&format!("11YN{D}{BLANK_DATE}AOMAIN|AA21234000099999|AB31234000098765|AC|AD1111|"));
+    assert!(r.starts_with("120"), "someone else's loan: {r}");
+    assert!(field(&r, "AF").is_some(), "a refusal says why: {r}");
+
+    let r = k.ask(&format!("17{D}AOMAIN|AB31234000098765|AC|"));
+    assert!(r.starts_with("180402"), "charged, security marker 02: {r}");
+    assert!(r.contains("|AJThe Left Hand of Darkness|"), "{r}");
+
+    let r = k.ask(&format!("29NN{D}{BLANK_DATE}AOMAIN|AA21234000012345|AD4321|AB31234000098765|AC|"));
+    assert!(r.starts_with("301Y"), "{r}");
+    let r = k.ask(&format!("65{D}AOMAIN|AA21234000012345|AD4321|AC|"));
+    assert!(r.starts_with("66100010000"), "one renewed, none refused: {r}");
+    assert!(r.contains("|BM31234000098765|"), "{r}");
+
+    let r = k.ask(&format!("63001{D}  Y       AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.contains("|AU31234000098765|"), "charged items listed: {r}");
+
+    let r = k.ask(&format!("09N{D}{D}APENTRANCE|AOMAIN|AB31234000098765|AC|"));
+    assert!(r.starts_with("101YNN"), "{r}");
+    assert!(r.contains("|AA21234000012345|"), "whose loan it was: {r}");
+
+    let r = k.ask(&format!("15+{D}AOMAIN|AA21234000099999|AD1111|AB31234000011111|AC|"));
+    assert!(r.starts_with("161"), "{r}");
+    assert!(r.contains("BR1|"), "first in the queue: {r}");
+    let r = k.ask(&format!("15-{D}AOMAIN|AA21234000099999|AD1111|AB31234000011111|AC|"));
+    assert!(r.starts_with("161"), "cancelled: {r}");
+    let r = k.ask(&format!("15?{D}AOMAIN|AA21234000099999|AD1111|AB31234000011111|AC|"));
+    assert!(r.starts_with("160"), "unknown hold mode: {r}");
+
+    let r = k.ask(&format!("37{D}0400USDBV9.00|AOMAIN|AA21234000099999|AC|AD1111|"));
+    assert!(r.starts_with("38N"), "more than is owed is refused: {r}");
+    let r = k.ask(&format!("37{D}0400USDBV2.00|AOMAIN|AA21234000099999|AC|AD1111|"));
+    assert!(r.starts_with("38Y") && field(&r, "BK").is_some(), "accepted with a receipt: {r}");
+
+    let r = k.ask(&format!("35{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.starts_with("36Y"), "{r}");
+
+    let r = k.ask(&format!("19{D}AOMAIN|AB31234000022222|AC|CHshelf 4, bin 2|"));
+    assert!(r.starts_with("201"), "{r}");
+
+    let r = k.ask(&format!("01N{D}AOMAIN|ALCard left in the machine|AA21234000012345|AC|"));
+    assert!(r.starts_with("24YYYY"), "the card is blocked at once: {r}");
+    let r = k.ask(&format!("25{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.starts_with("26    "), "the self-check block is lifted: {r}");
+
+    drop(k);
+    let (result, dir) = s.stop();
+    result.unwrap();
+    // Everything answered "ok" is in the store.
+    let reg = Register::open(dir.path(), "test").unwrap();
+    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
+    assert_eq!(reg.balance(blake.id).unwrap(), Money(300), "5.00 owed, 2.00 paid");
+    let item = reg.store.item("31234000022222").unwrap().unwrap();
+    assert_eq!(item.properties.as_deref(), Some("shelf 4, bin 2"));
+    assert!(reg.store.loan("31234000098765").unwrap().is_none(), "checked in");
+    let avery = reg.store.patron_by_identifier("MAIN", "21234000012345").unwrap().unwrap();
+    assert!(avery.blocks.iter().any(|b| b.kind == "self-check" && !b.active), "blocked, then enabled: {avery:?}");
+}
+
+#[test]
+fn before_login_every_request_gets_its_refusal_and_three_bad_logins_close() {
+    let s = start(vector_world, test_config());
+    let mut k = s.kiosk();
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.starts_with("24YYYY") && r.contains("|BLN|"), "{r}");
+    assert!(!r.contains("Reader"), "no patron data before login: {r}");
+    assert!(r.contains("AFPlease log in first"), "{r}");
+    let r = k.ask(&format!("11YN{D}{BLANK_DATE}AOMAIN|AA21234000012345|AB31234000098765|AC|AD4321|"));
+    assert!(r.starts_with("120"), "{r}");
+    let r = k.ask("9900302.00");
+    assert!(r.starts_with("98N"), "offline before login: {r}");
+    let r = k.ask(&format!("37{D}0400USDBV2.00|AOMAIN|AA21234000099999|AC|"));
+    assert!(r.starts_with("38N"), "{r}");
+    // A corrupted login is a line error, not an attempt.
+    assert_eq!(k.ask("9300CNkiosj1|COs3cret-kiosk|AY0AZF70E"), "96AZFEF6");
+    assert_eq!(k.ask("9300CNkiosk1|COwrong|"), "940");
+    assert_eq!(k.ask("9300CNkiosk1|COwrong|"), "940");
+    assert_eq!(k.ask("9300CNkiosk1|COwrong|"), "940");
+    assert!(k.closed(), "the third refused login closes the connection");
+
+    // With sc_status_before_login a 99 is answered before login, and says only 93/97/99.
+    let mut c = test_config();
+    c.sc_status_before_login = true;
+    let s = start(vector_world, c);
+    let mut k = s.kiosk();
+    let r = k.ask("9900302.00");
+    assert!(r.starts_with("98Y") && r.contains("|BXNNNNYYYNNNNNNNNN|"), "{r}");
+}
+
+#[test]
+fn checksums_resends_and_retransmissions() {
+    let s = start(with_fee, test_config());
+    let mut k = s.kiosk();
+    assert_eq!(k.ask("97AZFEF5"), "96AZFEF6", "nothing sent yet");
+    assert_eq!(k.ask(&sealed("9300CNkiosk1|COs3cret-kiosk|", 0)), sealed("941", 0));
+    let status = sealed(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"), 1);
+    let r = k.ask(&status);
+    assert!(r.starts_with("24") && r.contains("|AY1AZ"), "{r}");
+    assert_eq!(k.ask("97AZFEF5"), r, "97 replays the last reply byte for byte");
+    // One corrupted digit: 96, and nothing runs.
+    let mut bad = status.clone();
+    bad.pop();
+    bad.push(if status.ends_with('0') { '1' } else { '0' });
+    assert_eq!(k.ask(&bad), "96AZFEF6");
+    // AZ without AY: processed, answered with AZ only.
+    let body = format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|AZ");
+    let r = k.ask(&format!("{body}{:04X}", sip2d::proto::checksum(body.as_bytes())));
+    assert!(r.contains("|AZ") && !r.contains("AY"), "{r}");
+    // Lower-case checksum digits are accepted.
+    let frame = sealed(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"), 2);
+    let (head, sum) = frame.split_at(frame.len() - 4);
+    let r = k.ask(&format!("{head}{}", sum.to_lowercase()));
+    assert!(r.starts_with("24") && r.contains("|AY2AZ"), "{r}");
+
+    // A retried payment is answered from the stored reply and not paid twice.
+    let pay = sealed(&format!("37{D}0400USDBV2.00|AOMAIN|AA21234000099999|AC|AD1111|"), 3);
+    let first = k.ask(&pay);
+    assert!(first.starts_with("38Y"), "{first}");
+    let again = k.ask(&pay);
+    assert_eq!(again, first, "the same AY and AZ get the same bytes");
+    // The same payment with the next sequence number is a new payment.
+    let next = k.ask(&sealed(&format!("37{D}0400USDBV2.00|AOMAIN|AA21234000099999|AC|AD1111|"), 4));
+    assert!(next.starts_with("38Y") && next != first, "{next}");
+    drop(k);
+    let (r, dir) = s.stop();
+    r.unwrap();
+    let reg = Register::open(dir.path(), "test").unwrap();
+    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
+    assert_eq!(reg.balance(blake.id).unwrap(), Money(100), "two payments of 2.00, not three");
+}
+
+#[test]
+fn crlf_pipelining_profiles_and_encodings() {
+    let s = start(
+        |reg| {
+            vector_world(reg);
+            reg.add_account("sorter", "sorter-password", "MAIN", None).unwrap();
+            let sets =
+                [("messages", "09,17"), ("terminator", "crlf"), ("encoding", "cp850"), ("error-detection", "required")];
+            let sets: Vec<(String, String)> = sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            reg.set_account_profile("sorter", &sets).unwrap();
+            let p = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
+            let names =
+                [("first-name".to_string(), "Jörg".to_string()), ("last-name".to_string(), "Müller".to_string())];
+            reg.edit(p.id, &names, jiff::Zoned::now().date(), jiff::Timestamp::now()).unwrap();
+        },
+        test_config(),
+    );
+    // Two frames in one write, CRLF-terminated: both answered, in order.
+    let mut k = s.logged_in();
+    k.send(format!("9900302.00\r\n23001{D}AOMAIN|AA21234000012345|AC|AD4321|\r\n").as_bytes());
+    assert!(k.reply().unwrap().starts_with("98"));
+    assert!(k.reply().unwrap().starts_with("24"));
+
+    let mut k = s.kiosk();
+    assert_eq!(k.ask(&sealed("9300CNsorter|COsorter-password|", 1)), sealed("941", 1));
+    // Error detection required: a frame without a trailer is not served.
+    k.send(b"9900302.00\r");
+    assert_eq!(k.raw_reply().unwrap(), b"96AZFEF6\r\n", "CRLF on output for this terminal");
+    k.send(format!("{}\r", sealed("9900302.00", 2)).as_bytes());
+    let r = k.reply().unwrap();
+    let bx = field(&r, "BX").unwrap();
+    assert_eq!(bx, "NNYNYYYNNNYNNNNN", "09, 99, 97, 93 and 17 only");
+    let r = k.ask(&sealed(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"), 3));
+    assert!(r.starts_with("24YYYY") && r.contains("may not use"), "{r}");
+    // CP850 on the wire for this terminal.
+    let r = k.ask(&sealed(&format!("17{D}AOMAIN|AB31234000098765|AC|"), 4));
+    assert!(r.starts_with("18"), "{r}");
+    drop(k);
+    let mut k = s.kiosk();
+    assert_eq!(k.ask("9300CNsorter|COsorter-password|"), "941");
+    k.send(format!("{}\r", sealed(&format!("09N{D}{D}APX|AOMAIN|AB31234000098765|AC|"), 5)).as_bytes());
+    let raw = k.raw_reply().unwrap();
+    assert!(raw.starts_with(b"10"), "{raw:?}");
+    drop(k);
+
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000099999|AC|AD1111|"));
+    assert!(r.contains("AEMüller, Jörg"), "UTF-8 for kiosk1: {r}");
+}
+
+#[test]
+fn a_no_block_due_date_out_of_bounds_is_replaced_by_the_policy() {
+    let s = start(vector_world, test_config());
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("11YY{D}20991231    235900AOMAIN|AA21234000012345|AB31234000098765|AC|AD4321|"));
+    assert!(r.starts_with("121"), "{r}");
+    let due = field(&r, "AH").unwrap();
+    assert!(!due.starts_with("2099"), "a due date 73 years out is not taken: {r}");
+    let soon = jiff::Zoned::now().date().saturating_add(jiff::Span::new().days(10));
+    let nb = format!("{}    235900", soon.strftime("%Y%m%d"));
+    let r = k.ask(&format!("11YY{D}{nb}AOMAIN|AA21234000012345|AB31234000011111|AC|AD4321|"));
+    assert!(
+        field(&r, "AH").unwrap().starts_with(&soon.strftime("%Y%m%d").to_string()),
+        "within bounds it is kept: {r}"
+    );
+}
+
+#[test]
+fn a_terminal_that_sends_too_many_wrong_pins_is_held_back() {
+    let mut c = test_config();
+    c.limits.pin_failures_per_window = 3;
+    let s = start(vector_world, c);
+    let mut k = s.logged_in();
+    for pin in ["0001", "0002", "0003"] {
+        let r = k.ask(&format!("23001{D}AOMAIN|AA21234000099999|AC|AD{pin}|"));
+        assert!(r.contains("|CQN|"), "{r}");
+    }
+    // The right PIN of another patron is not even tried now.
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.contains("|CQN|") && r.contains("Too many wrong PINs"), "{r}");
+    // A reconnect does not reset it: the budget is the terminal's.
+    drop(k);
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"));
+    assert!(r.contains("|CQN|"), "{r}");
+}
+
+#[test]
+fn limits_oversize_frames_idle_and_login_timeouts_garbage_and_the_connection_cap() {
+    let mut c = test_config();
+    c.limits.idle_timeout = Duration::from_millis(400);
+    c.limits.login_timeout = Duration::from_millis(400);
+    c.limits.max_message_bytes = 1024;
+    c.limits.max_connections = 3;
+    let s = start(vector_world, c);
+
+    // An oversize frame closes the connection without a reply.
+    let mut k = s.logged_in();
+    let mut big = format!("23001{D}AOMAIN|AA");
+    big.push_str(&"7".repeat(5000));
+    big.push_str("|AC|AD|\r");
+    k.send(big.as_bytes());
+    assert!(k.closed());
+
+    // Idle after login, and silent without login: both closed.
+    let mut k = s.logged_in();
+    assert!(k.closed(), "idle timeout");
+    let mut k = s.kiosk();
+    k.send(b"9900302.00");
+    assert!(k.closed(), "no login within the login timeout");
+
+    // Five unknown frames in a row close; a good frame in between resets the count.
+    let mut k = s.logged_in();
+    for _ in 0..4 {
+        k.send(b"XX garbage\r");
+    }
+    assert!(k.ask("9900302.00").starts_with("98"));
+    for _ in 0..4 {
+        k.send(b"XX garbage\r");
+    }
+    assert!(k.silent_for(Duration::from_millis(100)), "four in a row are ignored");
+    k.send(b"XX garbage\r");
+    assert!(k.closed(), "the fifth in a row closes");
+
+    // The cap: three open, a fourth is closed at once, and served again once one leaves.
+    let held: Vec<Kiosk> = (0..3).map(|_| s.kiosk()).collect();
+    let mut extra = s.kiosk();
+    assert!(extra.closed(), "over the connection cap");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut k = s.logged_in();
+    assert!(k.ask("9900302.00").starts_with("98"));
+}
+
+#[test]
+fn a_slow_client_does_not_hold_up_others() {
+    let s = start(vector_world, test_config());
+    // One connection sends half a frame and stops.
+    let mut slow = s.logged_in();
+    slow.send(b"23001");
+    let mut k = s.logged_in();
+    for _ in 0..20 {
+        assert!(k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|")).starts_with("24"));
+    }
+}
+
+#[test]
+fn shutdown_finishes_what_was_asked_and_flushes() {
+    let s = start(vector_world, test_config());
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("11YN{D}{BLANK_DATE}AOMAIN|AA21234000012345|AB31234000098765|AC|AD4321|"));
+    assert!(r.starts_with("121"), "{r}");
+    let addr = s.addr();
+    let (result, dir) = s.stop();
+    result.unwrap();
+    assert!(k.closed(), "open connections are closed");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
+    let reg = Register::open(dir.path(), "test").unwrap();
+    assert!(reg.store.loan("31234000098765").unwrap().is_some());
+    // The same directory serves again.
+    let s = start_in(dir, reg, test_config());
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("17{D}AOMAIN|AB31234000098765|AC|"));
+    assert!(r.starts_with("1804"), "{r}");
+}
