@@ -1,0 +1,170 @@
+//! TLS listeners: TLS 1.2 and 1.3 with certificates from PEM files, and mutual TLS that
+//! refuses a client without a certificate from the configured CA.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{start, test_config, vector_world};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sip2d::net::{Listener, TlsFiles};
+
+struct Pki {
+    ca: String,
+    files: TlsFiles,
+    client_cert: String,
+    client_key: String,
+    stranger_cert: String,
+    stranger_key: String,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "sip2d test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &ca, &ca_key).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params.distinguished_name.push(DnType::CommonName, "kiosk1");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    // A client certificate from a CA the server does not trust.
+    let other_key = KeyPair::generate().unwrap();
+    let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_ca = other_params.self_signed(&other_key).unwrap();
+    let stranger_key = KeyPair::generate().unwrap();
+    let mut stranger_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    stranger_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let stranger = stranger_params.signed_by(&stranger_key, &other_ca, &other_key).unwrap();
+
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let files = TlsFiles {
+        cert: write("server.pem", server.pem()),
+        key: write("server.key", server_key.serialize_pem()),
+        client_ca: Some(write("ca.pem", ca.pem())),
+    };
+    Pki {
+        ca: ca.pem(),
+        files,
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+        stranger_cert: stranger.pem(),
+        stranger_key: stranger_key.serialize_pem(),
+    }
+}
+
+fn client_config(
+    pki: &Pki,
+    version: &'static rustls::SupportedProtocolVersion,
+    cert: Option<(&str, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((c, k)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// Logs in over TLS and asks for a patron status; the reply, or the I/O error.
+fn session(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<(String, String)> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let conn = rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut ask = |frame: &str| -> std::io::Result<String> {
+        tls.write_all(format!("{frame}\r").as_bytes())?;
+        tls.flush()?;
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            match tls.read(&mut b)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                _ if b[0] == b'\r' => return Ok(String::from_utf8_lossy(&out).into_owned()),
+                _ => out.push(b[0]),
+            }
+        }
+    };
+    let login = ask("9300CNkiosk1|COs3cret-kiosk|")?;
+    let status = ask("2300120261122    120000AOMAIN|AA21234000012345|AC|AD4321|")?;
+    let version = tls.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+    Ok((format!("{login} {status}"), version))
+}
+
+#[test]
+fn tls_listeners_serve_tls_1_2_and_1_3_and_mutual_tls_needs_a_trusted_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut config = test_config();
+    let plain_tls = TlsFiles { client_ca: None, ..pki.files.clone() };
+    config.listen = vec![
+        Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(plain_tls) },
+        Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) },
+    ];
+    let s = start(vector_world, config);
+    let (tls_addr, mtls_addr) = (s.addrs[0].0, s.addrs[1].0);
+    assert!(s.addrs.iter().all(|(_, tls)| *tls));
+
+    for (version, name) in [(&rustls::version::TLS13, "TLSv1_3"), (&rustls::version::TLS12, "TLSv1_2")] {
+        let (replies, negotiated) = session(tls_addr, client_config(&pki, version, None)).unwrap();
+        assert!(replies.starts_with("941 24") && replies.contains("|BLY|CQY|"), "{replies}");
+        assert_eq!(negotiated, name);
+    }
+
+    // The TLS-only listener does not speak plain SIP.
+    let mut plain = TcpStream::connect(tls_addr).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain.write_all(b"9300CNkiosk1|COs3cret-kiosk|\r").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!got.starts_with(b"94"), "no plain-text reply on a TLS port: {got:?}");
+    assert_eq!(got.first(), Some(&0x15), "a TLS alert, then the close");
+
+    // Mutual TLS: no certificate, or one from another CA, is refused; the CA's client is served.
+    assert!(session(mtls_addr, client_config(&pki, &rustls::version::TLS13, None)).is_err());
+    let stranger = Some((pki.stranger_cert.as_str(), pki.stranger_key.as_str()));
+    assert!(session(mtls_addr, client_config(&pki, &rustls::version::TLS13, stranger)).is_err());
+    let trusted = Some((pki.client_cert.as_str(), pki.client_key.as_str()));
+    let (replies, _) = session(mtls_addr, client_config(&pki, &rustls::version::TLS12, trusted)).unwrap();
+    assert!(replies.starts_with("941 24"), "{replies}");
+}
+
+#[test]
+fn a_tls_listener_with_unreadable_files_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = TlsFiles { cert: dir.path().join("none.pem"), key: dir.path().join("none.key"), client_ca: None };
+    let mut config = test_config();
+    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(missing) }];
+    let reg = sip2d::register::Register::open(dir.path(), "test").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(sip2d::net::Server::bind(&config, reg)).err().expect("refused");
+    assert!(err.to_string().contains("none.pem"), "{err}");
+}
