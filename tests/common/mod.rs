@@ -149,6 +149,10 @@ impl Kiosk {
     pub fn connect(addr: SocketAddr) -> Kiosk {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Kiosk::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Kiosk {
         Kiosk { stream, pending: Vec::new() }
     }
 
