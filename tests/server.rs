@@ -188,8 +188,13 @@ fn crlf_pipelining_profiles_and_encodings() {
         |reg| {
             vector_world(reg);
             reg.add_account("sorter", "sorter-password", "MAIN", None).unwrap();
-            let sets =
-                [("messages", "09,17"), ("terminator", "crlf"), ("encoding", "cp850"), ("error-detection", "required")];
+            let sets = [
+                ("messages", "09,17"),
+                ("terminator", "crlf"),
+                ("encoding", "cp850"),
+                ("error-detection", "required"),
+                ("language", "sv"),
+            ];
             let sets: Vec<(String, String)> = sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             reg.set_account_profile("sorter", &sets).unwrap();
             let p = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
@@ -214,8 +219,12 @@ fn crlf_pipelining_profiles_and_encodings() {
     let r = k.reply().unwrap();
     let bx = field(&r, "BX").unwrap();
     assert_eq!(bx, "NNYNYYYNNNYNNNNN", "09, 99, 97, 93 and 17 only");
-    let r = k.ask(&sealed(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"), 3));
-    assert!(r.starts_with("24YYYY") && r.contains("may not use"), "{r}");
+    k.send(format!("{}\r", sealed(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD4321|"), 3)).as_bytes());
+    let raw = k.raw_reply().unwrap();
+    assert!(raw.starts_with(b"24YYYY"), "{raw:?}");
+    // In Swedish, and in CP850: å is 0x86, ö is 0x94.
+    let swedish_cp850 = b"AFAutomaten f\x86r inte utf\x94ra detta.";
+    assert!(raw.windows(swedish_cp850.len()).any(|w| w == swedish_cp850), "{}", String::from_utf8_lossy(&raw));
     // CP850 on the wire for this terminal.
     let r = k.ask(&sealed(&format!("17{D}AOMAIN|AB31234000098765|AC|"), 4));
     assert!(r.starts_with("18"), "{r}");

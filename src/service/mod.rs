@@ -26,10 +26,12 @@ use crate::store::StoreError;
 
 mod answer;
 mod guard;
+mod language;
 mod session;
 
 pub use answer::refusal;
 pub use guard::{PinGuard, ServiceLimits};
+pub use language::{localise, translate};
 pub use session::{Outcome, Session, SessionRules, Verdict};
 
 /// A logged-in terminal: its account, profile and institution.

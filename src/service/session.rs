@@ -263,7 +263,10 @@ impl Session {
                 return Ok(Outcome { code, reply: Some(last.clone()), verdict: Verdict::Duplicate, close: false });
             }
         }
-        let (reply, verdict, close) = self.serve(svc, &request, now)?;
+        let (mut reply, verdict, close) = self.serve(svc, &request, now)?;
+        if let Some(p) = self.profile() {
+            super::localise(&mut reply, p.language);
+        }
         let bytes = self.encode(&reply, seal);
         self.last_reply = Some(bytes.clone());
         self.last_request = id;
