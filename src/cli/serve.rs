@@ -140,12 +140,12 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
         println!("  {b}  {t}");
     }
     if let Some((addr, _)) = server.addresses().into_iter().find(|(_, tls)| !tls) {
-        println!("\ntry it: log in, then ask for Avery's status with the PIN:");
+        println!("\ntry it from another terminal: log in, then ask for Avery's status with the PIN:");
+        println!("  exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port());
         println!(
-            "  printf '9300CNkiosk1|COkiosk1-secret|\\r2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|\\r' | nc -q 1 {} {}",
-            addr.ip(),
-            addr.port()
+            "  printf '9300CNkiosk1|COkiosk1-secret|\\r2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|\\r' >&3"
         );
+        println!("  timeout 1 cat <&3 | tr '\\r' '\\n'");
     }
     println!("\nstop with Ctrl-C");
 }
