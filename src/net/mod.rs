@@ -125,6 +125,11 @@ impl Server {
         Ok(Server { shared, bound })
     }
 
+    /// The register the server answers from (for counters such as [`crate::store::Store::syncs`]).
+    pub fn register(&self) -> Arc<Register> {
+        self.shared.register.clone()
+    }
+
     /// The bound addresses, in the order of the configuration, with whether each is TLS.
     pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
         self.bound.iter().map(|b| (b.address, b.tls.is_some())).collect()

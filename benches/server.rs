@@ -1,0 +1,152 @@
+//! Server throughput and latency over loopback, and how many requests share one disk sync.
+//!
+//! For 1, 4 and 16 concurrent kiosks: a read-only workload (23 patron status with PIN) as the
+//! baseline, and a write workload (11 checkout, 09 checkin: each answered only after its
+//! commit is synced). Reports requests per second, latency percentiles, and requests per
+//! fsync (group commit). `cargo bench --bench server`; BENCH_SECONDS sets the time per cell.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sip2d::domain::Money;
+use sip2d::net::{Config, Listener, Server};
+use sip2d::register::{Added, NewItem, NewPatron, Register};
+use tokio_util::sync::CancellationToken;
+
+const MAX_CLIENTS: usize = 16;
+const D: &str = "20261122    120000";
+
+fn card(c: usize) -> String {
+    format!("2100000000{c:04}")
+}
+
+fn item(c: usize) -> String {
+    format!("3100000000{c:04}")
+}
+
+fn setup(reg: &Register) {
+    let now = jiff::Timestamp::now();
+    reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
+    for c in 0..MAX_CLIENTS {
+        let new = NewPatron {
+            institution: "MAIN".into(),
+            primary_id: format!("B{c}"),
+            first_name: "Bench".into(),
+            last_name: format!("Client{c}"),
+            barcodes: vec![card(c)],
+            ..Default::default()
+        };
+        let Added::Patron(p) = reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap() else { panic!() };
+        reg.set_pin(p.id, "1234", now).unwrap();
+        let new = NewItem {
+            barcode: item(c),
+            institution: "MAIN".into(),
+            title: "Bench copy".into(),
+            media_type: 1,
+            rental_fee: None::<Money>,
+            ..Default::default()
+        };
+        reg.add_item(new).unwrap();
+    }
+    reg.add_account("bench", "bench-password", "MAIN", None).unwrap();
+}
+
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn ask(&mut self, frame: &str) -> Vec<u8> {
+        self.s.write_all(frame.as_bytes()).unwrap();
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\r') {
+                return self.buf.drain(..=i).collect();
+            }
+            let mut b = [0u8; 4096];
+            let n = self.s.read(&mut b).unwrap();
+            assert!(n > 0, "server closed");
+            self.buf.extend_from_slice(&b[..n]);
+        }
+    }
+}
+
+fn client(addr: SocketAddr, c: usize, write: bool, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut k = Conn { s, buf: Vec::new() };
+    assert!(k.ask("9300CNbench|CObench-password|\r").starts_with(b"941"));
+    let status = format!("23001{D}AOMAIN|AA{}|AC|AD1234|\r", card(c));
+    let checkout = format!("11YN{D}{}AOMAIN|AA{}|AB{}|AC|AD1234|\r", " ".repeat(18), card(c), item(c));
+    let checkin = format!("09N{D}{D}AP|AOMAIN|AB{}|AC|\r", item(c));
+    let mut lat = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if write {
+            let t = Instant::now();
+            assert!(k.ask(&checkout).starts_with(b"121"));
+            lat.push(t.elapsed());
+            let t = Instant::now();
+            assert!(k.ask(&checkin).starts_with(b"101"));
+            lat.push(t.elapsed());
+        } else {
+            let t = Instant::now();
+            assert!(k.ask(&status).starts_with(b"24"));
+            lat.push(t.elapsed());
+        }
+    }
+    lat
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Register::open(dir.path(), "bench").unwrap();
+    setup(&reg);
+    let config =
+        Config { listen: vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: None }], ..Config::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let server = rt.block_on(Server::bind(&config, reg)).unwrap();
+    let addr = server.addresses()[0].0;
+    let register = server.register();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = std::thread::spawn(move || rt.block_on(server.run(token)));
+
+    println!("| workload | kiosks | requests/s | p50 µs | p99 µs | requests per fsync |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for clients in [1, 4, 16] {
+        for write in [false, true] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let syncs_before = register.store.syncs();
+            let started = Instant::now();
+            let threads: Vec<_> = (0..clients)
+                .map(|c| {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || client(addr, c, write, stop))
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(seconds));
+            stop.store(true, Ordering::Relaxed);
+            let mut lat: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+            let elapsed = started.elapsed().as_secs_f64();
+            let syncs = register.store.syncs() - syncs_before;
+            lat.sort();
+            let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_micros();
+            // Logins write nothing; every write request syncs (or shares a sync).
+            let per_sync =
+                if write && syncs > 0 { format!("{:.1}", lat.len() as f64 / syncs as f64) } else { "-".into() };
+            println!(
+                "| {} | {clients} | {:.0} | {} | {} | {per_sync} |",
+                if write { "11 checkout + 09 checkin" } else { "23 patron status (baseline)" },
+                lat.len() as f64 / elapsed,
+                pct(0.50),
+                pct(0.99),
+            );
+        }
+    }
+    shutdown.cancel();
+    handle.join().unwrap().unwrap();
+}
