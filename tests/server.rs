@@ -356,3 +356,15 @@ fn shutdown_finishes_what_was_asked_and_flushes() {
     let r = k.ask(&format!("17{D}AOMAIN|AB31234000098765|AC|"));
     assert!(r.starts_with("1804"), "{r}");
 }
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let mut c = test_config();
+    c.limits.max_connections_per_address = 2;
+    let s = start(vector_world, c);
+    let mut a = s.logged_in();
+    let _b = s.logged_in();
+    let mut third = s.kiosk();
+    assert!(third.closed(), "a third connection from 127.0.0.1 is refused");
+    assert!(a.ask("9900302.00").starts_with("98"), "the first two are unaffected");
+}

@@ -446,7 +446,10 @@ impl<'r> Service<'r> {
     }
 
     /// 09: takes the item back (answered after the commit). An item someone waits for is
-    /// sent to the hold shelf: alert, the hold's pickup location and who it is for.
+    /// sent to the hold shelf: alert, the hold's pickup location and who it is for. The sort
+    /// bin (`CL`) tells a sorter where it goes: `HOLD`, `TRANSIT` (another institution's
+    /// item) or the item's shelf location. A no-block checkin (made off line) is recorded
+    /// at the kiosk's return date when that is a readable date in the past.
     pub fn checkin(
         &self,
         terminal: &Terminal,
@@ -468,8 +471,20 @@ impl<'r> Service<'r> {
             reply.screen_message.push(Cow::Borrowed("This item is not in the library's catalogue. Please see staff."));
             return Ok(reply);
         };
-        let loan = self.reg.checkin(&item.barcode, now)?;
+        let out = self.reg.store.loan(&item.barcode)?.map(|l| l.out);
+        let returned = req
+            .no_block
+            .then(|| moment(&req.return_date, inst))
+            .flatten()
+            .filter(|t| *t <= now && out.is_none_or(|o| o <= *t))
+            .unwrap_or(now);
+        let loan = self.reg.checkin(&item.barcode, returned)?;
         let av = magnetic(MediaType::from_code(item.media_type));
+        reply.sort_bin = Some(Cow::Owned(if item.institution != inst.code {
+            "TRANSIT".to_string()
+        } else {
+            item.location.clone().unwrap_or_else(|| "SHELF".into())
+        }));
         reply.ok = true;
         reply.alert = false;
         reply.resensitize = !av;
@@ -489,6 +504,7 @@ impl<'r> Service<'r> {
         if let Some(hold) = self.reg.store.holds_on(&item.barcode)?.into_iter().next() {
             let for_whom = self.reg.store.patron(hold.patron)?;
             reply.alert = true;
+            reply.sort_bin = Some(Cow::Borrowed("HOLD"));
             reply.alert_type =
                 Some(if hold.pickup == inst.code || Some(&hold.pickup) == terminal.account.location.as_ref() {
                     AlertType::HoldHere

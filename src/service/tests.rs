@@ -344,8 +344,21 @@ fn checkin_returns_the_item_and_routes_holds() {
     add_item(&f, "I1", None, 1);
     assert!(checkout(&f, &t, "I1", |_| {}).ok);
     let r = checkin(&f, &t, "I1");
-    assert_eq!(wire(r), "101YNN20261122    110000AOMAIN|ABI1|AQ|AJTitle I1|AA21234000012345|CK001|\r");
+    assert_eq!(wire(r), "101YNN20261122    110000AOMAIN|ABI1|AQ|AJTitle I1|CLSHELF|AA21234000012345|CK001|\r");
     assert!(f.reg.store.loan("I1").unwrap().is_none(), "stored before the reply");
+
+    // Off line (no block): recorded at the kiosk's return date, between the checkout and now.
+    let two_days_ago = now() - jiff::SignedDuration::from_hours(48);
+    f.reg.checkout(f.patron, "I1", false, date(2026, 11, 20), two_days_ago).unwrap();
+    let req = Checkin {
+        no_block: true,
+        return_date: SipDate::At(DateTime::local(2026, 11, 21, 18, 30, 0).unwrap()),
+        item_identifier: Cow::Borrowed("I1"),
+        ..Default::default()
+    };
+    assert!(Service::new(&f.reg).checkin(&t, &req, now()).unwrap().ok);
+    let at: Timestamp = "2026-11-21T17:30:00Z".parse().unwrap();
+    assert!(f.reg.history(f.patron).unwrap().iter().any(|e| e.action == "checkin" && e.at == at));
 
     // Not on loan: still ok, no alert, and a word on the screen.
     let r = checkin(&f, &t, "I1");
@@ -361,6 +374,7 @@ fn checkin_returns_the_item_and_routes_holds() {
     let r = checkin(&f, &t, "I1");
     assert!(r.ok && r.alert);
     assert_eq!(r.alert_type, Some(AlertType::HoldElsewhere));
+    assert_eq!(r.sort_bin.as_deref(), Some("HOLD"));
     assert_eq!((r.destination_location.as_deref(), r.hold_patron_id.as_deref()), (Some("BRANCH"), Some("P2")));
     assert_eq!(f.reg.item("I1").unwrap().status, crate::domain::ItemStatus::OnHoldShelf);
 

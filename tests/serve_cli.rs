@@ -1,0 +1,77 @@
+//! `sip2d serve` as a process: the demo register, JSON request logs without secrets, and a
+//! clean exit 0 on SIGTERM with everything acknowledged on disk.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use common::Kiosk;
+use sip2d::register::Register;
+
+#[test]
+fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain the log as it comes, or a full pipe would stall the server.
+    let mut stderr = child.stderr.take().unwrap();
+    let log_reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the banner ended early: {banner}");
+        banner.push_str(&line);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.parse().unwrap();
+        }
+    };
+    let mut k = Kiosk::connect(addr);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");
+    assert!(r.contains("|AEReader, Avery|BLY|CQY|"), "{r}");
+    let r = k.ask("2300120261122    120000AOMAIN|AA21000000000002|AC|AD1234|");
+    assert!(r.starts_with("24YYYY") && r.contains("Card reported lost"), "the blocked demo patron: {r}");
+    let r = k.ask("2300120261122    120000AOMAIN|AA21000000000007|AC|AD1234|");
+    assert!(r.contains("locked"), "the locked-out demo patron: {r}");
+    let r = k.ask("11YN20261122    120000                  AOMAIN|AA21000000000001|AB31000000000004|AC|AD1234|");
+    assert!(r.starts_with("120") && r.contains("on hold for another"), "held for Harper: {r}");
+    let r = k.ask("11YN20261122    120000                  AOMAIN|AA21000000000001|AB31000000000002|AC|AD1234|");
+    assert!(r.starts_with("121"), "{r}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM ends with exit 0: {exit:?}");
+    let log = log_reader.join().unwrap();
+    for secret in ["kiosk1-secret", "AD1234", "|AD", "COkiosk1"] {
+        assert!(!log.contains(secret), "the log holds {secret}");
+    }
+    let requests: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .collect();
+    assert_eq!(requests.len(), 6, "one line per request: {log}");
+    let checkout = &requests[5];
+    for key in ["peer", "account", "code", "outcome", "latency_us"] {
+        assert!(!checkout[key].is_null(), "{key} missing from {checkout}");
+    }
+    assert_eq!((checkout["code"].as_str(), checkout["outcome"].as_str()), (Some("11"), Some("ok")));
+    assert!(log.contains("the store is flushed"), "{log}");
+
+    // The checkout answered "ok" is in the store.
+    let reg = Register::open(&data, "test").unwrap();
+    assert!(reg.store.loan("31000000000002").unwrap().is_some());
+}
