@@ -250,7 +250,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 (s, r)
             })
             .await;
-            let (s, result) = match joined {
+            let (s, outcome) = match joined {
                 Ok(v) => v,
                 Err(e) => {
                     error!(%peer, error = %e, "request task failed; closing");
@@ -259,14 +259,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             };
             let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
-            let outcome = match result {
-                Ok(o) => o,
-                Err(e) => {
-                    // Nothing was acknowledged; the kiosk retries on a new connection.
-                    error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
-                    return;
-                }
-            };
+            if let Some(e) = &outcome.failure {
+                // Refused, not acknowledged; the kiosk retries on a new connection.
+                error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
+            }
             let code = outcome.code.map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "--".into());
             info!(
                 %peer,

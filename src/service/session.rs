@@ -52,6 +52,9 @@ pub enum Verdict {
     Unreadable,
     /// An unknown code, or a response sent to us: no reply.
     Ignored,
+    /// The store failed: the request's refusal ("could not complete"), then the connection
+    /// is closed.
+    Failed,
 }
 
 impl Verdict {
@@ -67,12 +70,13 @@ impl Verdict {
             Verdict::BadChecksum => "bad-checksum",
             Verdict::Unreadable => "unreadable",
             Verdict::Ignored => "ignored",
+            Verdict::Failed => "failed",
         }
     }
 }
 
 /// What to do after one frame.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Outcome {
     /// The request's command code, when it has one.
     pub code: Option<[u8; 2]>,
@@ -81,7 +85,12 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Close the connection once the reply is sent.
     pub close: bool,
+    /// The store failure behind a [`Verdict::Failed`], for the log.
+    pub failure: Option<StoreError>,
 }
+
+/// What a kiosk is told when the store fails under a request.
+const UNAVAILABLE: &str = "The library system could not complete this. Please try again or see staff.";
 
 /// A connection's protocol state.
 #[derive(Debug)]
@@ -209,11 +218,17 @@ impl Session {
         let seal = if sealed { Seal::Checksum } else { Seal::None };
         let bytes = self.encode(&RequestScResend::default().into(), seal);
         self.last_reply = Some(bytes.clone());
-        Outcome { code, reply: Some(bytes), verdict, close: self.unreadable >= self.rules.max_unreadable }
+        Outcome {
+            code,
+            reply: Some(bytes),
+            verdict,
+            close: self.unreadable >= self.rules.max_unreadable,
+            failure: None,
+        }
     }
 
     /// Handles one frame (terminator removed) at `now`.
-    pub fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Result<Outcome, StoreError> {
+    pub fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Outcome {
         let detection = self.profile().map_or(ErrorDetection::Auto, |p| p.error_detection);
         let decoded = proto::decode_request(frame, self.encoding());
         let code = frame.first_chunk::<2>().copied();
@@ -222,10 +237,10 @@ impl Session {
             (_, Trailer::Present { valid: true, sequence: Some(s), .. }) => Seal::Sequenced(s),
             (_, Trailer::Present { valid: true, sequence: None, .. }) => Seal::Checksum,
             (_, Trailer::Present { valid: false, .. } | Trailer::Malformed(_)) => {
-                return Ok(self.resend_please(code, true, Verdict::BadChecksum));
+                return self.resend_please(code, true, Verdict::BadChecksum);
             }
             (ErrorDetection::Required, Trailer::Absent) => {
-                return Ok(self.resend_please(code, true, Verdict::BadChecksum));
+                return self.resend_please(code, true, Verdict::BadChecksum);
             }
             (ErrorDetection::Auto, Trailer::Absent) => Seal::None,
         };
@@ -234,9 +249,9 @@ impl Session {
             Err(e) if e.is_unknown_command() => {
                 self.unreadable += 1;
                 let close = self.unreadable >= self.rules.max_unreadable;
-                return Ok(Outcome { code, reply: None, verdict: Verdict::Ignored, close });
+                return Outcome { code, reply: None, verdict: Verdict::Ignored, close, failure: None };
             }
-            Err(_) => return Ok(self.resend_please(code, seal != Seal::None, Verdict::Unreadable)),
+            Err(_) => return self.resend_please(code, seal != Seal::None, Verdict::Unreadable),
         };
         self.unreadable = 0;
         let code = Some(request.code());
@@ -252,7 +267,7 @@ impl Session {
                     b
                 }
             };
-            return Ok(Outcome { code, reply: Some(bytes), verdict: Verdict::Resent, close: false });
+            return Outcome { code, reply: Some(bytes), verdict: Verdict::Resent, close: false, failure: None };
         }
         let id = match (seal, decoded.trailer) {
             (Seal::Sequenced(s), Trailer::Present { checksum, .. }) => Some((s, checksum)),
@@ -260,17 +275,38 @@ impl Session {
         };
         if let (Some(id), Some(last)) = (id, &self.last_reply) {
             if self.last_request == Some(id) {
-                return Ok(Outcome { code, reply: Some(last.clone()), verdict: Verdict::Duplicate, close: false });
+                return Outcome {
+                    code,
+                    reply: Some(last.clone()),
+                    verdict: Verdict::Duplicate,
+                    close: false,
+                    failure: None,
+                };
             }
         }
-        let (mut reply, verdict, close) = self.serve(svc, &request, now)?;
+        let (mut reply, verdict, close) = match self.serve(svc, &request, now) {
+            Ok(served) => served,
+            Err(e) => {
+                // Never silence: the request's own refusal. It is not kept for 97 or duplicate
+                // replay, so a retry on a new connection runs afresh.
+                let (inst, date) = match &self.terminal {
+                    Some(t) => (Some(t.institution.code.as_str()), sip_date(now, &t.institution)),
+                    None => (None, utc_date(now)),
+                };
+                let reply = refusal(&request, inst, date, UNAVAILABLE).unwrap_or_else(refused_login);
+                let bytes = self.encode(&reply, seal);
+                self.last_reply = None;
+                self.last_request = None;
+                return Outcome { code, reply: Some(bytes), verdict: Verdict::Failed, close: true, failure: Some(e) };
+            }
+        };
         if let Some(p) = self.profile() {
             super::localise(&mut reply, p.language);
         }
         let bytes = self.encode(&reply, seal);
         self.last_reply = Some(bytes.clone());
         self.last_request = id;
-        Ok(Outcome { code, reply: Some(bytes), verdict, close })
+        Outcome { code, reply: Some(bytes), verdict, close, failure: None }
     }
 
     /// Runs one readable request: the reply, its verdict, and whether to close afterwards.
