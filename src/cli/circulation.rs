@@ -141,10 +141,21 @@ pub enum AccountCmd {
     Show { login: String },
     /// Change the password (read from standard input, one line).
     Password { login: String },
-    /// Set profile settings the server applies to this terminal: --set KEY=VALUE, yes or no (an
-    /// empty value removes the key). Keys: pin-required (default yes; no: no PIN is checked and
-    /// no CQ sent), empty-pin-ok (default no), renewals (default yes), status-update (default
-    /// no: may block cards, 01), patron-enable (default no: may lift kiosk blocks, 25).
+    /// Set profile settings the server applies to this terminal: --set KEY=VALUE (repeatable;
+    /// an empty value removes the key, bringing back the default).
+    ///
+    /// Keys, default first:
+    ///   pin-required     yes|no    no: no PIN is checked and no CQ sent
+    ///   empty-pin-ok     no|yes    an empty PIN counts as right
+    ///   renewals         yes|no    the 98 renewal policy; 11 on one's own item renews
+    ///   status-update    no|yes    may block cards (01)
+    ///   patron-enable    no|yes    may lift blocks kiosks placed (25)
+    ///   terminator       cr|crlf   the end of every reply
+    ///   encoding         utf-8|cp850
+    ///   error-detection  auto|required|off   AY/AZ trailers; required: none gets 96
+    ///   messages         all|CODES  the requests it may send, e.g. 09,17,19 (93, 97, 99 always)
+    ///   language         en|sv     the language of screen messages
+    #[command(verbatim_doc_comment)]
     Profile {
         login: String,
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_assignment, required = true)]

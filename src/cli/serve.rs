@@ -23,6 +23,7 @@ use crate::store::StoreConfig;
 /// `sip2d serve --demo` starts on loopback with a demo register in a fresh data directory and
 /// prints accounts, patron barcodes and PINs to try.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = CONFIG_HELP)]
 pub struct ServeArgs {
     /// The TOML configuration file.
     #[arg(long, value_name = "FILE", env = "SIP2D_CONFIG")]
@@ -57,6 +58,38 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     idle_timeout: Option<Duration>,
 }
+
+const CONFIG_HELP: &str = "\
+The configuration file (TOML; every key optional, defaults shown):
+  data = \"DIR\"                       the data directory (default: --data, or the per-user one)
+  sc_status_before_login = false     answer a 99 before login
+  accept_lf = true                   a bare LF ends a frame as CR does
+  cache_mib = 512                    the store's page cache
+  [[listen]]                         repeatable; default one plain 127.0.0.1:6001
+  address = \"0.0.0.0:6001\"
+  tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
+                                     TLS-only listener; client_ca turns on mutual TLS
+  [limits]
+  max_message_bytes = 8192           longer frame: closed, no reply
+  max_connections = 512              all listeners together
+  max_connections_per_address = 64
+  login_timeout = \"30s\"              connect to successful login
+  idle_timeout = \"10m\"               a logged-in connection silent this long is closed
+  write_timeout = \"10s\"
+  tls_handshake_timeout = \"10s\"
+  shutdown_grace = \"10s\"             time for requests in flight on SIGINT/SIGTERM
+  max_unreadable_frames = 5          unknown or unreadable frames in a row, then close
+  max_login_attempts = 3             refused logins, then 940 and close
+  login_failure_delay = \"1s\"         pause before a 940
+  no_block_max_days = 90             latest no-block due date accepted
+  pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
+  pin_window = \"10m\"
+  [log]
+  format = \"text\"                    or \"json\"
+  level = \"info\"                     a tracing filter; RUST_LOG overrides
+
+Terminals log in with accounts from `sip2d account add`; `sip2d account profile --help` lists
+what a profile sets. docs/server.md tells what a terminal sees in each situation.";
 
 fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     let mut c = match &args.config {
