@@ -8,6 +8,7 @@ use super::*;
 use crate::domain::{FeeKind, FeeStatus, Money};
 use crate::proto::{self, Encoding, Message, Secret};
 use crate::register::{Added, NewPatron};
+use crate::service::{Session, SessionRules, Verdict};
 
 fn now() -> Timestamp {
     "2026-11-22T10:00:00Z".parse().unwrap()
@@ -560,4 +561,43 @@ fn item_status_update_stores_properties() {
     assert_eq!(wire(update("I1")), "20120261122    110000ABI1|AJTitle I1|CHshelf 4, RFID tag 9|\r");
     assert_eq!(f.reg.item("I1").unwrap().properties.as_deref(), Some("shelf 4, RFID tag 9"));
     assert!(!update("NOPE").item_properties_ok);
+}
+
+/// A frame with its `AY`/`AZ` trailer.
+fn sealed(body: &str, seq: u8) -> String {
+    let head = format!("{body}AY{seq}AZ");
+    format!("{head}{:04X}", proto::checksum(head.as_bytes()))
+}
+
+#[test]
+fn a_session_is_driven_by_frames_and_a_fixed_clock() {
+    let f = fixture();
+    let svc = Service::new(&f.reg);
+    let mut s = Session::new(SessionRules::default());
+    let mut send = |frame: &str| {
+        let o = s.on_frame(&svc, frame.as_bytes(), now());
+        (o.reply.map(|b| String::from_utf8(b.to_vec()).unwrap()), o.verdict, o.close)
+    };
+    assert_eq!(send("97"), (Some("96\r".into()), Verdict::Resent, false));
+    let (reply, verdict, _) = send("2300120261122    110000AOMAIN|AA21234000012345|AC|AD4321|");
+    assert_eq!(verdict, Verdict::NotLoggedIn);
+    assert_eq!(
+        reply.unwrap(),
+        "24YYYY          00120261122   Z100000AOMAIN|AA21234000012345|AE|BLN|CQN|AFPlease log in first: this terminal is not logged in.|\r"
+    );
+    assert_eq!(
+        send(&sealed("9300CNkiosk1|COkiosk-secret|", 1)),
+        (Some(format!("{}\r", sealed("941", 1))), Verdict::Ok, false)
+    );
+    // The same time on every reply: the clock is the caller's.
+    let status = sealed("2300120261122    110000AOMAIN|AA21234000012345|AC|AD4321|", 2);
+    let (first, verdict, _) = send(&status);
+    assert_eq!(verdict, Verdict::Ok);
+    assert!(first.as_deref().unwrap().starts_with("24              00120261122    110000AOMAIN|"));
+    assert_eq!(send(&status), (first.clone(), Verdict::Duplicate, false));
+    assert_eq!(send("97AZFEF5"), (first, Verdict::Resent, false));
+    for n in 1..=5 {
+        let (reply, verdict, close) = send("XX not a message");
+        assert_eq!((reply, verdict, close), (None, Verdict::Ignored, n == 5));
+    }
 }
