@@ -168,3 +168,23 @@ fn a_tls_listener_with_unreadable_files_is_refused_at_start() {
     let err = rt.block_on(sip2d::net::Server::bind(&config, reg)).err().expect("refused");
     assert!(err.to_string().contains("none.pem"), "{err}");
 }
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut config = test_config();
+    config.limits.tls_handshake_timeout = Duration::from_millis(300);
+    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) }];
+    let s = start(vector_world, config);
+    let mut silent = TcpStream::connect(s.addrs[0].0).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = silent.read_to_end(&mut got);
+    assert!(got.is_empty(), "nothing is sent to a client that says nothing");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed by the handshake timeout, not the read timeout");
+    // Others are served meanwhile and after.
+    let trusted = Some((pki.client_cert.as_str(), pki.client_key.as_str()));
+    assert!(session(s.addrs[0].0, client_config(&pki, &rustls::version::TLS13, trusted)).is_ok());
+}
