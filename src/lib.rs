@@ -14,6 +14,7 @@
 //! | `register`| staff operations: validate, decide, commit, audit     | `domain`, `store`              |
 //! | `service` | translates SIP messages to register calls and back    | `proto`, `domain`, `register`, `store` |
 //! | `net`     | sockets, TLS, limits, shutdown; the only I/O          | `service`, `proto`, `register`, tokio, rustls |
+//! | `tools`   | vendor tools: client connection, conformance, load    | `proto`, `net`, `service`, tokio, rustls |
 //! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
 //!
 //! The service layer holds each connection's protocol state (`service::Session`: login, error
@@ -32,6 +33,8 @@ pub mod store;
 
 #[cfg(feature = "server")]
 pub mod net;
+#[cfg(feature = "server")]
+pub mod tools;
 
 #[cfg(feature = "cli")]
 pub mod cli;

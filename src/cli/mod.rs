@@ -1,6 +1,7 @@
 //! The `sip2d` command line: one binary, git-style subcommands.
 
 mod circulation;
+mod client;
 mod decode;
 mod register;
 mod serve;
@@ -28,6 +29,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Serve(serve::ServeArgs),
+    /// Talk SIP2 to any server (sip2d or another), plain or TLS: one request by name
+    /// (`sip2d client --login U:P patron-status 21234 --pin 1234`) or, without one, an
+    /// interactive prompt with history and completion. Replies are shown decoded with field
+    /// labels, or raw with --raw; PINs and passwords are masked.
+    Client(client::ClientArgs),
     Decode(decode::DecodeArgs),
     #[command(subcommand)]
     Institution(register::InstitutionCmd),
@@ -57,6 +63,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args, &cli.common),
+        Command::Client(args) => client::run(&args),
         Command::Decode(args) => decode::run(&args, cli.common.json),
         Command::Institution(cmd) => register::institution(&cmd, &cli.common),
         Command::Patron(cmd) => register::patron(&cmd, &cli.common),

@@ -19,6 +19,9 @@ pub fn checksum(data: &[u8]) -> u16 {
 pub struct Sequence(u8);
 
 impl Sequence {
+    /// `0`, where a session's numbering starts.
+    pub const ZERO: Sequence = Sequence(0);
+
     /// `Some` for `0..=9`.
     pub const fn new(n: u8) -> Option<Sequence> {
         if n <= 9 { Some(Sequence(n)) } else { None }

@@ -1,0 +1,4 @@
+//! Tools for vendors and operators: a SIP2 client connection, the conformance checker and the
+//! load generator. They talk to any SIP2 server over sockets, so they sit beside `net`.
+
+pub mod conn;
