@@ -340,7 +340,7 @@ pub fn message(req: &Request, inst: &str) -> Result<Option<Message<'static>>> {
         }
         .into(),
         Request::Checkin { item, location } => Checkin {
-            transaction_date: date.clone(),
+            transaction_date: date,
             return_date: date,
             current_location: s(location),
             institution_id: ao(),
@@ -609,9 +609,8 @@ async fn interactive(t: &Target, raw: bool) -> Result<ExitCode> {
             }
         };
         let _ = editor.add_history_entry(line.as_str());
-        match words.first().map(String::as_str) {
-            Some("quit" | "exit") => break,
-            _ => {}
+        if let Some("quit" | "exit") = words.first().map(String::as_str) {
+            break;
         }
         let req = match <Line as clap::Parser>::try_parse_from(&words) {
             Ok(l) => l.request,
