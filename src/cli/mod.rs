@@ -1,5 +1,6 @@
 //! The `sip2d` command line: one binary, git-style subcommands.
 
+mod bench;
 mod circulation;
 mod client;
 mod decode;
@@ -34,6 +35,7 @@ enum Command {
     /// interactive prompt with history and completion. Replies are shown decoded with field
     /// labels, or raw with --raw; PINs and passwords are masked.
     Client(client::ClientArgs),
+    Bench(bench::BenchArgs),
     Decode(decode::DecodeArgs),
     #[command(subcommand)]
     Institution(register::InstitutionCmd),
@@ -64,6 +66,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Decode(args) => decode::run(&args, cli.common.json),
         Command::Institution(cmd) => register::institution(&cmd, &cli.common),
         Command::Patron(cmd) => register::patron(&cmd, &cli.common),

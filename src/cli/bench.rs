@@ -1,0 +1,260 @@
+//! `sip2d bench`: the closed-loop load generator, and the register file it runs against.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Target;
+use crate::tools::bench::{self, Op, Plan, Report};
+use crate::tools::conn::ClientTls;
+
+/// Drive a SIP2 server with N connections, each logging in once and then looping a mix of
+/// requests; report throughput and latency percentiles overall and per message.
+///
+/// The patrons and items it uses follow a naming scheme (`--patron-prefix`, `--item-prefix`);
+/// `--write-register FILE` writes a register with exactly those for `sip2d import`:
+///
+///   sip2d bench --write-register bench.jsonl --register-patrons 1000 --register-items 2000
+///   sip2d --data ./bench-data import bench.jsonl
+///   sip2d --data ./bench-data serve &
+///   sip2d bench --connections 16 --duration 10s
+///
+/// `--null` runs against a canned responder in the same process (no register, no parsing
+/// beyond framing): the ceiling of this machine and of the generator, to compare with.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Connections, each a kiosk (1 to 10000).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
+    /// How long to measure, after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    warmup: Duration,
+    /// The requests each connection loops, in order: status (23), checkout (11), checkin (09).
+    #[arg(long, default_value = "status,checkout,checkin", value_delimiter = ',')]
+    mix: Vec<String>,
+    /// Patron barcodes are this prefix and a 7-digit number from 0.
+    #[arg(long, default_value = "B")]
+    patron_prefix: String,
+    /// How many patrons there are (default: one per connection).
+    #[arg(long)]
+    patrons: Option<usize>,
+    /// Every patron's PIN.
+    #[arg(long, default_value = "1234")]
+    pin: String,
+    /// Item barcodes are this prefix and a 7-digit number from 0; connection i uses item i.
+    #[arg(long, default_value = "I")]
+    item_prefix: String,
+    /// Run against the built-in canned responder instead of --host/--port.
+    #[arg(long)]
+    null: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write a register for the bench to FILE (JSON Lines for `sip2d import`) and exit.
+    #[arg(long, value_name = "FILE")]
+    write_register: Option<PathBuf>,
+    /// Patrons in the --write-register file.
+    #[arg(long, default_value_t = 1000)]
+    register_patrons: usize,
+    /// Items in the --write-register file.
+    #[arg(long, default_value_t = 2000)]
+    register_items: usize,
+}
+
+fn barcode(prefix: &str, n: usize) -> String {
+    format!("{prefix}{n:07}")
+}
+
+fn write_register(args: &BenchArgs, path: &PathBuf) -> Result<ExitCode> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let inst = args.target.institution.clone().unwrap_or_else(|| "BENCH".into());
+    writeln!(
+        w,
+        "{}",
+        json!({"type":"institution","code":inst,"name":"Bench Library","currency":"SEK","timezone":"Europe/Stockholm"})
+    )?;
+    let (user, password) = args.target.credentials()?.unwrap_or_else(|| ("bench".into(), "bench-password".into()));
+    writeln!(w, "{}", json!({"type":"account","login":user,"password":password,"institution":inst}))?;
+    for n in 0..args.register_patrons {
+        let b = barcode(&args.patron_prefix, n);
+        writeln!(
+            w,
+            "{}",
+            json!({"type":"patron","institution":inst,"primary_id":format!("P{n:07}"),"first_name":"Bench",
+                   "last_name":format!("Patron {n}"),"identifiers":[{"kind":"barcode","value":b}],"pin":args.pin})
+        )?;
+    }
+    for n in 0..args.register_items {
+        let b = barcode(&args.item_prefix, n);
+        writeln!(
+            w,
+            "{}",
+            json!({"type":"item","barcode":b,"institution":inst,"title":format!("Bench copy {n}"),"media_type":1,"security_marker":2})
+        )?;
+    }
+    w.flush()?;
+    println!(
+        "wrote {} patrons ({}0000000...) and {} items ({}0000000...) for institution {inst}, account {user}, to {}",
+        args.register_patrons,
+        args.patron_prefix,
+        args.register_items,
+        args.item_prefix,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    json!({
+        "count": h.len(),
+        "p50_us": h.value_at_quantile(0.50),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+    })
+}
+
+fn print(report: &Report, args: &BenchArgs, target: &str) {
+    let all = report.overall();
+    if args.json {
+        let per: serde_json::Map<String, serde_json::Value> = report
+            .per_op
+            .iter()
+            .map(|(op, s)| {
+                let mut v = percentiles(&s.hist);
+                v["errors"] = json!(s.errors);
+                (op.code().to_string(), v)
+            })
+            .collect();
+        let obj = json!({
+            "target": target,
+            "connections": report.connections,
+            "duration_s": report.measured.as_secs_f64(),
+            "checksums": !args.target.no_checksums,
+            "tls": args.target.tls,
+            "throughput": report.throughput(),
+            "requests": report.requests(),
+            "errors": report.errors(),
+            "failed_connections": report.failed_connections,
+            "io_errors": report.io_errors,
+            "latency": percentiles(&all),
+            "per_message": per,
+            "error_samples": report.samples,
+        });
+        println!("{obj}");
+        return;
+    }
+    println!(
+        "{target}: {} connections, {:.1}s measured, checksums {}, TLS {}",
+        report.connections,
+        report.measured.as_secs_f64(),
+        if args.target.no_checksums { "off" } else { "on" },
+        if args.target.tls { "on" } else { "off" }
+    );
+    println!(
+        "{:<8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "message", "requests", "req/s", "p50 µs", "p99 µs", "p999 µs", "max µs", "errors"
+    );
+    let secs = report.measured.as_secs_f64().max(1e-9);
+    for (op, s) in &report.per_op {
+        let h = &s.hist;
+        println!(
+            "{:<8} {:>10} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            op.code(),
+            h.len(),
+            h.len() as f64 / secs,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            s.errors
+        );
+    }
+    println!(
+        "{:<8} {:>10} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "all",
+        all.len(),
+        report.throughput(),
+        all.value_at_quantile(0.5),
+        all.value_at_quantile(0.99),
+        all.value_at_quantile(0.999),
+        all.max(),
+        report.errors()
+    );
+    if report.failed_connections > 0 || report.io_errors > 0 {
+        println!("{} connections failed, {} requests unanswered", report.failed_connections, report.io_errors);
+    }
+    for s in &report.samples {
+        println!("  e.g. {s}");
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.write_register {
+        return write_register(args, path);
+    }
+    let mut mix = Vec::new();
+    for m in &args.mix {
+        mix.push(Op::parse(m).with_context(|| format!("--mix {m}: status, checkout or checkin"))?);
+    }
+    if mix.is_empty() {
+        bail!("--mix names no request");
+    }
+    let connections = args.connections as usize;
+    let t = &args.target;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let (host, port, target) = if args.null {
+            let addr = bench::start_null(shutdown.clone()).await?;
+            (addr.ip().to_string(), addr.port(), "null responder".to_string())
+        } else {
+            (t.host.clone(), t.port, format!("{}:{}", t.host, t.port))
+        };
+        let login = match t.credentials()? {
+            Some(c) => Some(c),
+            None if args.null => Some(("bench".into(), "bench-password".into())),
+            None => Some(("bench".into(), "bench-password".into())),
+        };
+        let patrons = args.patrons.unwrap_or(connections).max(1);
+        let plan = Plan {
+            host,
+            port,
+            tls: (t.tls && !args.null).then(|| ClientTls {
+                ca: t.ca.clone(),
+                cert: t.cert.clone().zip(t.key.clone()),
+                insecure: t.insecure,
+                server_name: None,
+            }),
+            wire: t.wire(),
+            login,
+            institution: t.institution.clone().unwrap_or_else(|| "BENCH".into()),
+            connections,
+            duration: args.duration,
+            warmup: args.warmup,
+            mix,
+            patrons: (0..patrons).map(|n| (barcode(&args.patron_prefix, n), args.pin.clone())).collect(),
+            items: (0..connections).map(|n| barcode(&args.item_prefix, n)).collect(),
+            timeout: t.timeout,
+            connect_timeout: t.timeout.max(Duration::from_secs(30)),
+        };
+        let report = bench::run(plan).await?;
+        shutdown.cancel();
+        anyhow::Ok((report, target))
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    print(&report.0, args, &report.1);
+    Ok(if report.0.errors() == 0 && report.0.requests() > 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
