@@ -3,6 +3,7 @@
 mod bench;
 mod circulation;
 mod client;
+mod conform;
 mod decode;
 mod register;
 mod serve;
@@ -35,6 +36,7 @@ enum Command {
     /// interactive prompt with history and completion. Replies are shown decoded with field
     /// labels, or raw with --raw; PINs and passwords are masked.
     Client(client::ClientArgs),
+    Conform(conform::ConformArgs),
     Bench(bench::BenchArgs),
     Decode(decode::DecodeArgs),
     #[command(subcommand)]
@@ -66,6 +68,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
+        Command::Conform(args) => conform::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Decode(args) => decode::run(&args, cli.common.json),
         Command::Institution(cmd) => register::institution(&cmd, &cli.common),

@@ -2,4 +2,5 @@
 //! load generator. They talk to any SIP2 server over sockets, so they sit beside `net`.
 
 pub mod bench;
+pub mod conform;
 pub mod conn;

@@ -1,0 +1,132 @@
+//! `sip2d conform`: grade a SIP2 server against the conformance transcripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use super::client::{Target, now_date};
+use crate::proto::{FixedCodec, SipDate};
+use crate::tools::conform::{self, Fixture, Settings, Transcript, Verdict};
+
+/// Run the conformance transcripts against a SIP2 server (sip2d or any other) and print one
+/// line per check: PASS, FAIL or SKIP with the reason, then `N passed, M failed`. Exits 1 when
+/// any check fails.
+///
+/// The checks: framing, checksum and sequence echo, fixed-field widths, required fields, the
+/// right response code, and, given a fixture naming what the server holds (patrons, PINs,
+/// items and their states), the semantics: valid patron and PIN flags, refusals, checkout and
+/// checkin. The transcripts and their format are in conformance/ (README.md); the built-in set
+/// is used unless --transcripts names files. conformance/fixtures/demo.toml describes
+/// `sip2d serve --demo`.
+#[derive(Debug, clap::Args)]
+pub struct ConformArgs {
+    #[command(flatten)]
+    target: Target,
+    /// What the server holds: a TOML file of names and values (see conformance/fixtures/demo.toml).
+    #[arg(long, value_name = "FILE")]
+    fixture: Option<PathBuf>,
+    /// Transcript files to run instead of the built-in set (repeatable).
+    #[arg(long = "transcripts", value_name = "FILE")]
+    transcripts: Vec<PathBuf>,
+    /// Run only transcripts whose name contains this.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Print a JSON report instead of lines.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait before deciding a server sends no reply.
+    #[arg(long, default_value = "500ms", value_parser = humantime_serde::re::humantime::parse_duration)]
+    silence: std::time::Duration,
+}
+
+fn load_fixture(path: Option<&PathBuf>) -> Result<Fixture> {
+    let mut f = Fixture::new();
+    if let Some(p) = path {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not TOML", p.display()))?;
+        for (k, v) in table {
+            let value = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => bail!("{}: {k} must be a string, not {other}", p.display()),
+            };
+            f.insert(k, value);
+        }
+    }
+    let mut date = bytes::BytesMut::new();
+    <SipDate as FixedCodec>::write(&now_date(), &mut date);
+    f.entry("date".into()).or_insert_with(|| String::from_utf8_lossy(&date).into_owned());
+    Ok(f)
+}
+
+fn load_transcripts(args: &ConformArgs) -> Result<Vec<(String, Transcript)>> {
+    let mut out = Vec::new();
+    let sources: Vec<(String, String)> = if args.transcripts.is_empty() {
+        conform::BUILT_IN.iter().map(|(n, t)| ((*n).to_string(), (*t).to_string())).collect()
+    } else {
+        args.transcripts
+            .iter()
+            .map(|p| {
+                Ok((
+                    p.display().to_string(),
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+                ))
+            })
+            .collect::<Result<_>>()?
+    };
+    for (name, text) in sources {
+        let file = name.rsplit('/').next().unwrap_or(&name).trim_end_matches(".sip").to_string();
+        for t in conform::parse(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))? {
+            if args.only.as_ref().is_none_or(|o| t.name.contains(o.as_str())) {
+                out.push((file.clone(), t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: &ConformArgs) -> Result<ExitCode> {
+    let fixture = load_fixture(args.fixture.as_ref())?;
+    let transcripts = load_transcripts(args)?;
+    let t = &args.target;
+    let settings =
+        Settings { login: t.credentials()?, encoding: t.encoding, timeout: t.timeout, silence: args.silence };
+    let named: Vec<Transcript> =
+        transcripts.iter().map(|(file, tr)| Transcript { name: format!("{file}/{}", tr.name), ..tr.clone() }).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let checks = rt.block_on(async {
+        conform::run(&named, &fixture, &settings, || async { t.connect().await.map_err(std::io::Error::other) }).await
+    });
+    let passed = checks.iter().filter(|c| c.verdict == Verdict::Pass).count();
+    let failed = checks.iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).count();
+    let skipped = checks.iter().filter(|c| matches!(c.verdict, Verdict::Skip(_))).count();
+    if args.json {
+        let list: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                let (verdict, reason) = match &c.verdict {
+                    Verdict::Pass => ("pass", None),
+                    Verdict::Fail(r) => ("fail", Some(r.clone())),
+                    Verdict::Skip(r) => ("skip", Some(r.clone())),
+                };
+                json!({"transcript": c.transcript, "check": c.check, "tests": c.tests, "verdict": verdict, "reason": reason})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"target": format!("{}:{}", t.host, t.port), "passed": passed, "failed": failed, "skipped": skipped, "checks": list})
+        );
+    } else {
+        for c in &checks {
+            match &c.verdict {
+                Verdict::Pass => println!("PASS {}: {}", c.transcript, c.check),
+                Verdict::Fail(r) => println!("FAIL {}: {}: {r}  [{}]", c.transcript, c.check, c.tests),
+                Verdict::Skip(r) => println!("SKIP {}: {r}", c.transcript),
+            }
+        }
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
+    }
+    Ok(if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
