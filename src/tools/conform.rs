@@ -408,7 +408,7 @@ async fn expect(r: &mut Runner<'_>, e: &Expectation, reply: Option<&[u8]>, fixtu
             let want = fill(value, fixture).unwrap_or_default();
             let values = reply.map(|b| field_values(b, id, r.settings.encoding)).unwrap_or_default();
             let (label, ok) = match op {
-                FieldOp::Equals => (format!("{id} = {want}"), values.iter().any(|v| *v == want)),
+                FieldOp::Equals => (format!("{id} = {want}"), values.contains(&want)),
                 FieldOp::Contains => (format!("{id} ~ {want}"), values.iter().any(|v| v.contains(&want))),
                 FieldOp::Present => (format!("{id} present"), !values.is_empty()),
                 FieldOp::Absent => (format!("{id} absent"), values.is_empty()),

@@ -1,0 +1,203 @@
+//! The vendor tools as processes: `client`, `conform` (passing against sip2d, failing against
+//! a broken responder) and `bench` (against sip2d with a register it wrote, and `--null`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+
+fn sip2d(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sip2d")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `sip2d serve` with these arguments; its address from the first line it prints.
+fn serve(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "serve printed no address");
+        if let Some(a) = line.trim().rsplit("listening on ").next().filter(|_| line.contains("listening on ")) {
+            // Keep reading stdout in the background so the banner never blocks the server.
+            std::thread::spawn(move || for _ in out.lines() {});
+            return (child, a.parse().unwrap());
+        }
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn conform_passes_against_the_demo_and_the_client_talks_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let (child, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"]);
+    let _guard = Killed(child);
+    let port = addr.port().to_string();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/fixtures/demo.toml");
+    let o = sip2d(&["conform", "--port", &port, "--login", "kiosk1:kiosk1-secret", "--fixture", fixture]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(" 0 failed, 0 skipped"), "{t}");
+    assert!(t.contains("PASS patron/status-right-pin: CQ = Y"), "{t}");
+
+    // The JSON report, and a transcript skipped when the fixture lacks what it needs.
+    let o = sip2d(&["conform", "--port", &port, "--login", "kiosk1:kiosk1-secret", "--json", "--only", "status-right"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["checks"][0]["verdict"], "skip", "{report}");
+    assert!(!o.status.success(), "nothing passed, so it is not a pass");
+
+    // The client, one-shot, decoded and raw.
+    let o = sip2d(&[
+        "client",
+        "--port",
+        &port,
+        "--login",
+        "kiosk1:kiosk1-secret",
+        "patron-status",
+        "21000000000001",
+        "--pin",
+        "1234",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("24 Patron Status Response (checksum ok") && t.contains("CQ valid patron password  Y (yes)"),
+        "{t}"
+    );
+    let o = sip2d(&[
+        "client",
+        "--port",
+        &port,
+        "--login",
+        "kiosk1:kiosk1-secret",
+        "--raw",
+        "--no-checksums",
+        "--crlf",
+        "checkout",
+        "21000000000001",
+        "31000000000002",
+        "--pin",
+        "1234",
+    ]);
+    let t = text(&o);
+    assert!(t.contains("> 11YN") && t.contains("|AD***|"), "the PIN is masked: {t}");
+    assert!(t.contains("< 121"), "{t}");
+    let o = sip2d(&["client", "--port", &port, "--login", "kiosk1:wrong", "sc-status"]);
+    assert!(!o.status.success() && text(&o).contains("refused the login"), "{}", text(&o));
+
+    // Interactive: commands from standard input, one reply each.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(["client", "--port", &port, "--login", "kiosk1:kiosk1-secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"item-info 31000000000005\nno-such-command\nresend\nquit\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("< 18 Item Information Response").count(), 2, "item-info, then resend: {t}");
+    assert!(t.contains("unrecognized subcommand 'no-such-command'"), "{t}");
+}
+
+#[test]
+fn conform_fails_against_a_broken_responder() {
+    // The bench's canned responder: no checksums, the wrong patron echoed, every patron valid.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let addr = rt.block_on(sip2d::tools::bench::start_null(token.clone())).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/fixtures/demo.toml");
+    let o = sip2d(&["conform", "--port", &addr.port().to_string(), "--login", "bench:x", "--fixture", fixture]);
+    let t = text(&o);
+    assert!(!o.status.success(), "a broken server must not pass: {t}");
+    for failure in [
+        "FAIL framing/sc-status: checksum: no valid AY/AZ trailer",
+        "FAIL patron/status-unknown-patron: BL = N",
+        "FAIL patron/status-right-pin: AA = 21000000000001",
+        "FAIL framing/unknown-code-ignored: no reply",
+    ] {
+        assert!(t.contains(failure), "expected '{failure}' in:\n{t}");
+    }
+    token.cancel();
+}
+
+#[test]
+fn bench_runs_clean_against_sip2d_and_the_null_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.jsonl");
+    let data = dir.path().join("data");
+    let o = sip2d(&[
+        "bench",
+        "--write-register",
+        file.to_str().unwrap(),
+        "--register-patrons",
+        "8",
+        "--register-items",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sip2d(&["--data", data.to_str().unwrap(), "import", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (child, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
+    let _guard = Killed(child);
+    let port = addr.port().to_string();
+    let o = sip2d(&["bench", "--port", &port, "--connections", "4", "--duration", "2s", "--warmup", "500ms", "--json"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["throughput"].as_f64().unwrap() > 0.0, "{r}");
+    for code in ["23", "11", "09"] {
+        assert!(r["per_message"][code]["count"].as_u64().unwrap() > 0, "{code}: {r}");
+        assert!(
+            r["per_message"][code]["p99_us"].as_u64().unwrap() >= r["per_message"][code]["p50_us"].as_u64().unwrap()
+        );
+    }
+    // Items the register does not have: every checkout is refused, and the bench must count
+    // each refusal as an error.
+    let o = sip2d(&[
+        "bench",
+        "--port",
+        &port,
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--mix",
+        "checkout",
+        "--json",
+        "--item-prefix",
+        "X",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["errors"].as_u64().unwrap() > 0, "a refusal counts as an error: {r}");
+    assert!(!o.status.success());
+
+    let o = sip2d(&["bench", "--null", "--connections", "8", "--duration", "1s", "--warmup", "200ms", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["throughput"].as_f64().unwrap() > 100.0, "{r}");
+}
