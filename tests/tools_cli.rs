@@ -15,16 +15,18 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// `sip2d serve` with these arguments; its address from the first line it prints.
-fn serve(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+/// `sip2d serve` with these arguments (killed when dropped); its address from what it prints.
+fn serve(args: &[&str]) -> (Killed, SocketAddr) {
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_sip2d"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
     loop {
         let mut line = String::new();
         assert!(out.read_line(&mut line).unwrap() > 0, "serve printed no address");
@@ -48,8 +50,7 @@ impl Drop for Killed {
 fn conform_passes_against_the_demo_and_the_client_talks_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let (child, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"]);
-    let _guard = Killed(child);
+    let (_server, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"]);
     let port = addr.port().to_string();
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/fixtures/demo.toml");
     let o = sip2d(&["conform", "--port", &port, "--login", "kiosk1:kiosk1-secret", "--fixture", fixture]);
@@ -159,8 +160,7 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
     assert!(o.status.success(), "{}", text(&o));
     let o = sip2d(&["--data", data.to_str().unwrap(), "import", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    let (child, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
-    let _guard = Killed(child);
+    let (_server, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
     let port = addr.port().to_string();
     let o = sip2d(&["bench", "--port", &port, "--connections", "4", "--duration", "2s", "--warmup", "500ms", "--json"]);
     let t = text(&o);
