@@ -368,3 +368,50 @@ fn one_address_cannot_take_every_connection() {
     assert!(third.closed(), "a third connection from 127.0.0.1 is refused");
     assert!(a.ask("9900302.00").starts_with("98"), "the first two are unaffected");
 }
+
+#[test]
+fn injected_faults_exercise_a_kiosks_retry_logic() {
+    // Every 2nd reply's checksum corrupted: the kiosk's 97 gets the good bytes.
+    let mut c = test_config();
+    c.faults.corrupt_checksum_every = 2;
+    let s = start(with_fee, c);
+    let mut k = s.kiosk();
+    assert_eq!(k.ask(&sealed("9300CNkiosk1|COs3cret-kiosk|", 0)), sealed("941", 0));
+    let bad = k.ask(&sealed("9900302.00", 1));
+    let d = sip2d::proto::decode(bad.as_bytes(), sip2d::proto::Encoding::Utf8);
+    assert!(!d.trailer.is_valid(), "corrupted: {bad}");
+    let good = k.ask("97AZFEF5");
+    assert!(sip2d::proto::decode(good.as_bytes(), sip2d::proto::Encoding::Utf8).trailer.is_valid(), "{good}");
+    assert_eq!(good.len(), bad.len());
+    drop(k);
+    drop(s);
+
+    // Every 2nd request answered 96: the kiosk resends, gets the real reply, pays once.
+    let mut c = test_config();
+    c.faults.answer_96_every = 2;
+    let s = start(with_fee, c);
+    let mut k = s.kiosk();
+    assert_eq!(k.ask(&sealed("9300CNkiosk1|COs3cret-kiosk|", 0)), sealed("941", 0));
+    let pay = sealed(&format!("37{D}0400USDBV2.00|AOMAIN|AA21234000099999|AC|AD1111|"), 1);
+    assert_eq!(k.ask(&pay), "96AZFEF6");
+    assert!(k.ask(&pay).starts_with("38Y"), "the resend gets the stored reply");
+    drop(k);
+    let (r, dir) = s.stop();
+    r.unwrap();
+    let reg = Register::open(dir.path(), "test").unwrap();
+    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
+    assert_eq!(reg.balance(blake.id).unwrap(), Money(300), "paid once");
+
+    // Every 2nd reply cut off halfway, then the connection closed.
+    let mut c = test_config();
+    c.faults.drop_mid_reply_every = 2;
+    c.faults.delay = Duration::from_millis(50);
+    let s = start(vector_world, c);
+    let mut k = s.logged_in();
+    k.send(b"9900302.00\r");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut k.stream, &mut got).unwrap();
+    assert!(got.starts_with(b"98") && !got.contains(&b'\r') && got.len() > 10, "half a reply, then a close: {got:?}");
+    assert!(started.elapsed() >= Duration::from_millis(40), "the delay applies");
+}

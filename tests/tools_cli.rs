@@ -201,3 +201,47 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["throughput"].as_f64().unwrap() > 100.0, "{r}");
 }
+
+#[test]
+fn conform_listen_grades_what_a_kiosk_sends() {
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_sip2d"))
+            .args(["conform", "--listen", "127.0.0.1:0", "--duration", "3s", "--json"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0);
+        if let Some(rest) = line.strip_prefix("conform: acting as the ACS on ") {
+            break rest.split_whitespace().next().unwrap().trim_end_matches(';').parse().unwrap();
+        }
+    };
+    let mut k = common::Kiosk::connect(addr);
+    // Before login, then a good login, then a bad checksum and a sequence jump.
+    let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");
+    assert!(r.starts_with("24"), "{r}");
+    assert_eq!(k.ask(&common::sealed("9300CNkiosk1|COkiosk1-secret|", 0)), common::sealed("941", 0));
+    assert!(k.ask(&common::sealed("9900302.00", 1)).starts_with("98"));
+    assert_eq!(k.ask("9900302.00AY2AZ0000"), "96AZFEF6");
+    assert!(k.ask(&common::sealed("9900302.00", 6)).starts_with("98"));
+    drop(k);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(!status.success(), "a kiosk with faults fails the grading");
+    let report: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(report["requests"], 5, "{report}");
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "fail")
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["login first", "checksum", "sequence"], "{report}");
+}

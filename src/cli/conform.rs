@@ -36,6 +36,17 @@ pub struct ConformArgs {
     /// Print a JSON report instead of lines.
     #[arg(long)]
     json: bool,
+    /// Act as the ACS instead: accept kiosks on this address, answer from a demo register,
+    /// and grade every request they send (well-formed, required fields, checksum, sequence,
+    /// login first); the report comes on Ctrl-C or after --duration.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["fixture", "transcripts"])]
+    listen: Option<std::net::SocketAddr>,
+    /// With --listen: stop after this long.
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// With --listen: inject faults as `sip2d serve --fault` does (repeatable).
+    #[arg(long = "fault", value_name = "NAME=VALUE")]
+    faults: Vec<String>,
     /// How long to wait before deciding a server sends no reply.
     #[arg(long, default_value = "500ms", value_parser = humantime_serde::re::humantime::parse_duration)]
     silence: std::time::Duration,
@@ -88,6 +99,9 @@ fn load_transcripts(args: &ConformArgs) -> Result<Vec<(String, Transcript)>> {
 }
 
 pub fn run(args: &ConformArgs) -> Result<ExitCode> {
+    if let Some(addr) = args.listen {
+        return listen(args, addr);
+    }
     let fixture = load_fixture(args.fixture.as_ref())?;
     let transcripts = load_transcripts(args)?;
     let t = &args.target;
@@ -129,4 +143,94 @@ pub fn run(args: &ConformArgs) -> Result<ExitCode> {
         println!("{passed} passed, {failed} failed, {skipped} skipped");
     }
     Ok(if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `--listen`: the checker as the ACS, grading a kiosk.
+fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
+    use std::sync::{Arc, Mutex};
+
+    use crate::net::{Config, Listener, Server};
+    use crate::register::{Register, demo};
+    use crate::tools::conform::{Check, KioskGrader};
+
+    let dir = std::env::temp_dir().join(format!(
+        "sip2d-conform-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond()
+    ));
+    let register = Register::open(&dir, "conform").with_context(|| format!("cannot create {}", dir.display()))?;
+    let d = demo::build(&register, jiff::Timestamp::now())?;
+    let mut config = Config { listen: vec![Listener { address: addr, tls: None }], ..Config::default() };
+    for f in &args.faults {
+        config.faults.set(f).map_err(anyhow::Error::msg)?;
+    }
+    let encoding = args.target.encoding;
+    let grader = Arc::new(Mutex::new(KioskGrader::new()));
+    let checks: Arc<Mutex<Vec<Check>>> = Arc::new(Mutex::new(Vec::new()));
+    let print_line = |c: &Check| match &c.verdict {
+        Verdict::Pass => println!("PASS {}: {}", c.transcript, c.check),
+        Verdict::Fail(r) => println!("FAIL {}: {}: {r}", c.transcript, c.check),
+        Verdict::Skip(r) => println!("NOTE {}: {}: {r}", c.transcript, c.check),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (g, all) = (grader.clone(), checks.clone());
+        let json = args.json;
+        let tap: crate::net::Tap = Arc::new(move |peer, frame: &[u8], _outcome: &crate::service::Outcome| {
+            let new = g.lock().map(|mut g| g.grade(peer, frame, encoding)).unwrap_or_default();
+            if !json {
+                for c in &new {
+                    print_line(c);
+                }
+            }
+            if let Ok(mut a) = all.lock() {
+                a.extend(new);
+            }
+        });
+        let server = Server::bind(&config, register).await?.with_tap(tap);
+        for (a, _) in server.addresses() {
+            println!("conform: acting as the ACS on {a} with the demo register; grading every request");
+        }
+        for a in &d.accounts {
+            println!("  account {} / {} ({})", a.login, a.password, a.institution);
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        let duration = args.duration;
+        tokio::spawn(async move {
+            match duration {
+                Some(d) => {
+                    tokio::select! { _ = tokio::time::sleep(d) => {}, _ = tokio::signal::ctrl_c() => {} }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            stop.cancel();
+        });
+        server.run(shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    let checks = checks.lock().map(|c| c.clone()).unwrap_or_default();
+    let failed = checks.iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).count();
+    let passed = checks.iter().filter(|c| c.verdict == Verdict::Pass).count();
+    let requests: std::collections::BTreeSet<&str> = checks.iter().map(|c| c.transcript.as_str()).collect();
+    if args.json {
+        let list: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                let (verdict, reason) = match &c.verdict {
+                    Verdict::Pass => ("pass", None),
+                    Verdict::Fail(r) => ("fail", Some(r.clone())),
+                    Verdict::Skip(r) => ("note", Some(r.clone())),
+                };
+                json!({"request": c.transcript, "check": c.check, "verdict": verdict, "reason": reason})
+            })
+            .collect();
+        println!("{}", json!({"requests": requests.len(), "passed": passed, "failed": failed, "checks": list}));
+    } else {
+        println!("{} requests graded: {passed} passed, {failed} failed", requests.len());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Most connections open at once.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Inject a fault to test kiosks' retry logic (repeatable): corrupt-checksum=N (every Nth
+    /// reply's checksum), answer-96=N (96 instead of every Nth reply), drop=N (close halfway
+    /// through every Nth reply), delay=DURATION (before every reply).
+    #[arg(long = "fault", value_name = "NAME=VALUE")]
+    pub faults: Vec<String>,
     /// Close a logged-in connection silent this long, e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = humantime_serde::re::humantime::parse_duration)]
     idle_timeout: Option<Duration>,
@@ -87,6 +92,11 @@ The configuration file (TOML; every key optional, defaults shown):
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides
+  [faults]                           for testing kiosks' retry logic; all off by default
+  corrupt_checksum_every = 0         every Nth reply's checksum corrupted
+  answer_96_every = 0                96 instead of every Nth reply
+  drop_mid_reply_every = 0           half of every Nth reply, then a close
+  delay = \"0s\"                       before every reply
 
 Terminals log in with accounts from `sip2d account add`; `sip2d account profile --help` lists
 what a profile sets. docs/server.md tells what a terminal sees in each situation.";
@@ -114,6 +124,9 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     }
     if let Some(d) = args.idle_timeout {
         c.limits.idle_timeout = d;
+    }
+    for f in &args.faults {
+        c.faults.set(f).map_err(anyhow::Error::msg)?;
     }
     if common.data.is_some() {
         c.data = common.data.clone();

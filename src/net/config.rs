@@ -26,6 +26,48 @@ pub struct Config {
     pub cache_mib: u64,
     pub limits: Limits,
     pub log: Log,
+    /// Deliberate faults for testing kiosks' retry logic; all off by default.
+    pub faults: Faults,
+}
+
+/// Faults injected into replies, so kiosk makers can test their retry logic. Counts are per
+/// connection: "every 5th reply". 0 (the default) turns a fault off.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Corrupt the checksum of every Nth reply (the kiosk should send 97).
+    pub corrupt_checksum_every: u32,
+    /// Answer every Nth request with 96 instead of its reply (the request has run; the
+    /// kiosk's resend is answered from the stored reply and not run twice).
+    pub answer_96_every: u32,
+    /// Send only half of every Nth reply, then close the connection.
+    pub drop_mid_reply_every: u32,
+    /// Wait this long before every reply.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+}
+
+impl Faults {
+    pub fn is_off(&self) -> bool {
+        *self == Faults::default()
+    }
+
+    /// Reads `NAME=VALUE` (`corrupt-checksum=5`, `answer-96=7`, `drop=11`, `delay=200ms`).
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (name, value) = spec.split_once('=').ok_or_else(|| format!("--fault {spec}: NAME=VALUE"))?;
+        let every = || value.parse::<u32>().map_err(|_| format!("--fault {spec}: a count, e.g. {name}=5"));
+        match name {
+            "corrupt-checksum" => self.corrupt_checksum_every = every()?,
+            "answer-96" => self.answer_96_every = every()?,
+            "drop" => self.drop_mid_reply_every = every()?,
+            "delay" => {
+                self.delay =
+                    humantime_serde::re::humantime::parse_duration(value).map_err(|e| format!("--fault {spec}: {e}"))?
+            }
+            _ => return Err(format!("--fault {name}: one of corrupt-checksum, answer-96, drop, delay")),
+        }
+        Ok(())
+    }
 }
 
 /// One listening address, plain TCP or TLS-only.
@@ -137,6 +179,7 @@ impl Default for Config {
             cache_mib: 512,
             limits: Limits::default(),
             log: Log::default(),
+            faults: Faults::default(),
         }
     }
 }

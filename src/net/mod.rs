@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-pub use config::{Config, ConfigError, Limits, Listener, LogFormat, TlsFiles};
+pub use config::{Config, ConfigError, Faults, Limits, Listener, LogFormat, TlsFiles};
 pub use tls::TlsError;
 
 use crate::proto::{FrameDecoder, FrameEvent};
@@ -50,6 +50,43 @@ struct Shared {
     accept_lf: bool,
     connections: Arc<Semaphore>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    faults: Faults,
+    tap: Option<Tap>,
+}
+
+/// Sees every frame a connection reads and what became of it (the conformance checker's
+/// kiosk mode grades requests through it).
+pub type Tap = Arc<dyn Fn(SocketAddr, &[u8], &crate::service::Outcome) + Send + Sync>;
+
+/// What the fault injection does to one reply.
+enum Fault {
+    None,
+    Corrupt,
+    Answer96,
+    Drop,
+}
+
+fn fault_for(faults: &Faults, n: u64) -> Fault {
+    let hit = |every: u32| every > 0 && n % u64::from(every) == 0;
+    if hit(faults.drop_mid_reply_every) {
+        Fault::Drop
+    } else if hit(faults.answer_96_every) {
+        Fault::Answer96
+    } else if hit(faults.corrupt_checksum_every) {
+        Fault::Corrupt
+    } else {
+        Fault::None
+    }
+}
+
+/// A reply with one checksum digit changed (or its last byte, when it has no checksum).
+fn corrupt(reply: &[u8]) -> Vec<u8> {
+    let mut out = reply.to_vec();
+    let end = out.iter().rposition(|&b| b != b'\r' && b != b'\n').unwrap_or(0);
+    if let Some(b) = out.get_mut(end) {
+        *b = if *b == b'0' { b'1' } else { b'0' };
+    }
+    out
 }
 
 /// One bound listener.
@@ -108,6 +145,8 @@ impl Server {
             accept_lf: config.accept_lf,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             per_address: Mutex::new(HashMap::new()),
+            faults: config.faults.clone(),
+            tap: None,
         });
         let mut bound = Vec::new();
         for l in &config.listen {
@@ -123,6 +162,14 @@ impl Server {
             bound.push(Bound { listener, address, tls });
         }
         Ok(Server { shared, bound })
+    }
+
+    /// Sends every frame and its outcome to `tap` as well (call before [`Server::run`]).
+    pub fn with_tap(mut self, tap: Tap) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.tap = Some(tap);
+        }
+        self
     }
 
     /// The register the server answers from (for counters such as [`crate::store::Store::syncs`]).
@@ -229,6 +276,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(shared.accept_lf);
     let mut buf = BytesMut::with_capacity(1024);
     let mut session = Some(Session::new(shared.rules.clone()));
+    let mut replies: u64 = 0;
     loop {
         while let Some(event) = decoder.decode(&mut buf) {
             let frame = match event {
@@ -241,6 +289,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let Some(s) = session.take() else { return };
             let clock = Instant::now();
             let sh = shared.clone();
+            let tapped = shared.tap.as_ref().map(|_| frame.clone());
             // The store blocks (reads, and the disk sync before an "ok"), so requests run on
             // the blocking pool; the session travels with its request and comes back.
             let joined = tokio::task::spawn_blocking(move || {
@@ -259,6 +308,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             };
             let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
+            if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
+                tap(peer, f, &outcome);
+            }
             if let Some(e) = &outcome.failure {
                 // Refused, not acknowledged; the kiosk retries on a new connection.
                 error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
@@ -276,7 +328,29 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 tokio::time::sleep(limits.login_failure_delay).await;
             }
             if let Some(reply) = &outcome.reply {
-                match tokio::time::timeout(limits.write_timeout, io.write_all(reply)).await {
+                let faults = &shared.faults;
+                let mut bytes = std::borrow::Cow::Borrowed(&reply[..]);
+                if !faults.is_off() {
+                    replies += 1;
+                    if !faults.delay.is_zero() {
+                        tokio::time::sleep(faults.delay).await;
+                    }
+                    match fault_for(faults, replies) {
+                        Fault::None => {}
+                        Fault::Corrupt => bytes = std::borrow::Cow::Owned(corrupt(reply)),
+                        Fault::Answer96 => {
+                            let sealed = reply.windows(2).any(|w| w == b"AZ");
+                            bytes = std::borrow::Cow::Borrowed(if sealed { b"96AZFEF6\r" } else { b"96\r" });
+                        }
+                        Fault::Drop => {
+                            let half = reply.get(..reply.len() / 2).unwrap_or_default();
+                            let _ = tokio::time::timeout(limits.write_timeout, io.write_all(half)).await;
+                            info!(%peer, "fault injection: dropped the connection mid-reply");
+                            return;
+                        }
+                    }
+                }
+                match tokio::time::timeout(limits.write_timeout, io.write_all(&bytes)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(%peer, error = %e, "write failed");

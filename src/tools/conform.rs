@@ -440,3 +440,136 @@ pub fn message_name(frame: &[u8]) -> String {
         Err(_) => "unreadable".into(),
     }
 }
+
+/// Grades the requests a kiosk sends (the checker acting as the ACS): each must be a
+/// well-formed SIP2 request with its required fields, a right checksum when it has one, a
+/// sequence number that advances by one (or repeats, for a retransmission), and the session
+/// must begin with a login (93, or 99 then 93).
+#[derive(Default)]
+pub struct KioskGrader {
+    peers: std::collections::HashMap<std::net::SocketAddr, PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    requests: u64,
+    last_sequence: Option<u8>,
+    logged_in: bool,
+}
+
+impl KioskGrader {
+    pub fn new() -> KioskGrader {
+        KioskGrader::default()
+    }
+
+    /// The checks one request frame (terminator removed) gets.
+    pub fn grade(&mut self, peer: std::net::SocketAddr, frame: &[u8], encoding: Encoding) -> Vec<Check> {
+        let st = self.peers.entry(peer).or_default();
+        st.requests += 1;
+        let d = proto::decode_request(frame, encoding);
+        let code = frame.get(..2).map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
+        let name = format!("{peer} #{} {}", st.requests, message_name(frame));
+        let mut out = Vec::new();
+        let mut add = |check: &str, verdict: Verdict| {
+            out.push(Check { transcript: name.clone(), check: check.into(), tests: String::new(), verdict })
+        };
+        let shown = escape::escape(&proto::redact(frame));
+        match &d.message {
+            Ok(m) => {
+                add("well-formed request", Verdict::Pass);
+                let missing = m.missing_required();
+                add(
+                    "required fields present",
+                    if missing.is_empty() {
+                        Verdict::Pass
+                    } else {
+                        let ids: Vec<String> =
+                            missing.iter().map(|i| String::from_utf8_lossy(i).into_owned()).collect();
+                        Verdict::Fail(format!("missing {} in {shown}", ids.join(", ")))
+                    },
+                );
+            }
+            Err(e) => add("well-formed request", Verdict::Fail(format!("{e}: {shown}"))),
+        }
+        match d.trailer {
+            Trailer::Absent => add("checksum", Verdict::Skip("no error detection".into())),
+            Trailer::Present { valid: true, .. } => add("checksum", Verdict::Pass),
+            Trailer::Present { expected, .. } => {
+                add("checksum", Verdict::Fail(format!("wrong checksum, should be {expected:04X}: {shown}")))
+            }
+            Trailer::Malformed(e) => add("checksum", Verdict::Fail(format!("{e}: {shown}"))),
+        }
+        if let Some(seq) = d.trailer.sequence().map(|s| s.get()) {
+            let ok = match st.last_sequence {
+                None => true,
+                Some(last) => seq == (last + 1) % 10 || seq == last,
+            };
+            add(
+                "sequence",
+                if ok {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("AY went from {} to {seq}", st.last_sequence.unwrap_or(0)))
+                },
+            );
+            st.last_sequence = Some(seq);
+        }
+        let login_first = match code.as_str() {
+            "93" => {
+                st.logged_in = true;
+                true
+            }
+            "99" | "97" => true,
+            _ => st.logged_in,
+        };
+        add("login first", if login_first { Verdict::Pass } else { Verdict::Fail(format!("{code} before any 93")) });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_parse_and_bad_ones_are_refused_with_their_line() {
+        for (name, text) in BUILT_IN {
+            let ts = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!ts.is_empty() && ts.iter().all(|t| !t.tests.is_empty() && !t.why.is_empty()), "{name}");
+        }
+        let e = parse("transcript x\nexpect field ABC = 1\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(parse("send 23\n").is_err(), "a step before a transcript");
+        assert!(parse("transcript x\nfrobnicate\n").is_err());
+    }
+
+    #[test]
+    fn placeholders_fill_from_the_fixture_and_a_missing_one_is_named() {
+        let mut f = Fixture::new();
+        f.insert("patron.good".into(), "P1".into());
+        assert_eq!(fill("AA{patron.good}|AD{x}", &f), Err("x".to_string()));
+        assert_eq!(fill("AA{patron.good}|", &f), Ok("AAP1|".to_string()));
+    }
+
+    #[test]
+    fn the_kiosk_grader_finds_what_a_kiosk_gets_wrong() {
+        let mut g = KioskGrader::new();
+        let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fails = |checks: Vec<Check>| -> Vec<String> {
+            checks.into_iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).map(|c| c.check).collect()
+        };
+        assert_eq!(fails(g.grade(peer, b"2300120250114    093015AOMAIN|AA1|AC|AD|", Encoding::Utf8)), ["login first"]);
+        assert!(fails(g.grade(peer, b"9300CNkiosk1|COpw|AY1AZF6B2", Encoding::Utf8)).contains(&"checksum".to_string()));
+        let good = {
+            let head = "9900302.00AY2AZ";
+            format!("{head}{:04X}", proto::checksum(head.as_bytes()))
+        };
+        assert!(fails(g.grade(peer, good.as_bytes(), Encoding::Utf8)).is_empty());
+        let jump = {
+            let head = "9900302.00AY7AZ";
+            format!("{head}{:04X}", proto::checksum(head.as_bytes()))
+        };
+        assert_eq!(fails(g.grade(peer, jump.as_bytes(), Encoding::Utf8)), ["sequence"]);
+        assert_eq!(fails(g.grade(peer, b"2300120250114    0930", Encoding::Utf8)), ["well-formed request"]);
+    }
+}
