@@ -25,7 +25,7 @@ pub use tls::TlsError;
 use crate::proto::{FrameDecoder, FrameEvent};
 use crate::register::Register;
 use crate::service::{PinGuard, Service, ServiceLimits, Session, SessionRules, Verdict};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,42 @@ struct Shared {
     per_address: Mutex<HashMap<IpAddr, usize>>,
     faults: Faults,
     tap: Option<Tap>,
+    flusher: Flusher,
+}
+
+/// The disk syncs behind "ok": requests that wrote wait here, and one sync on a dedicated
+/// thread serves every request waiting when it starts (group commit, without a thread
+/// blocked per request).
+struct Flusher {
+    tx: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl Flusher {
+    fn start(register: Arc<Register>) -> Flusher {
+        let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        let spawned = std::thread::Builder::new().name("sip2d-sync".into()).spawn(move || {
+            // Ends when the server (the only sender) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                let result = register.store.sync().map_err(|e| e.to_string());
+                for w in waiting {
+                    let _ = w.send(result.clone());
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start the sync thread; writes will fail");
+        }
+        Flusher { tx }
+    }
+
+    /// Waits until everything written so far is on disk.
+    async fn sync(&self) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(tx).map_err(|_| "the sync thread is gone".to_string())?;
+        rx.await.map_err(|_| "the sync thread is gone".to_string())?
+    }
 }
 
 /// Sees every frame a connection reads and what became of it (the conformance checker's
@@ -136,8 +172,13 @@ impl Server {
     /// Binds every listener of `config` (port 0 picks a free port; see [`Server::addresses`]).
     pub async fn bind(config: &Config, register: Register) -> Result<Server, ServeError> {
         config.check()?;
+        // Requests note the sync they owe and the server waits for it without blocking a
+        // thread (see `Store::defer_flushes`).
+        register.store.defer_flushes(true);
+        let register = Arc::new(register);
         let shared = Arc::new(Shared {
-            register: Arc::new(register),
+            flusher: Flusher::start(register.clone()),
+            register,
             limits: config.limits.clone(),
             rules: config.session_rules(),
             service_limits: config.service_limits(),
@@ -197,7 +238,7 @@ impl Server {
             warn!(grace = ?self.shared.limits.shutdown_grace, "grace period over; closing the remaining connections");
         }
         let register = self.shared.register.clone();
-        tokio::task::spawn_blocking(move || register.store.flush())
+        tokio::task::spawn_blocking(move || register.store.sync())
             .await
             .map_err(|e| StoreError::Refused(format!("the final flush did not run: {e}")))??;
         info!("stopped; the store is flushed");
@@ -286,28 +327,45 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
             };
-            let Some(s) = session.take() else { return };
+            let Some(mut s) = session.take() else { return };
             let clock = Instant::now();
-            let sh = shared.clone();
             let tapped = shared.tap.as_ref().map(|_| frame.clone());
-            // The store blocks (reads, and the disk sync before an "ok"), so requests run on
-            // the blocking pool; the session travels with its request and comes back.
-            let joined = tokio::task::spawn_blocking(move || {
-                let mut s = s;
-                let svc = Service::with_limits(&sh.register, &sh.service_limits, &sh.guard);
-                let r = s.on_frame(&svc, &frame, Timestamp::now());
-                (s, r)
-            })
-            .await;
-            let (s, outcome) = match joined {
-                Ok(v) => v,
-                Err(e) => {
-                    error!(%peer, error = %e, "request task failed; closing");
-                    return;
+            let (s, outcome, owed) = if frame.starts_with(b"93") {
+                // A login verifies an Argon2 hash (milliseconds of CPU on purpose): off the
+                // runtime's threads, the session travelling with it.
+                let sh = shared.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    Store::take_owed_sync();
+                    let svc = Service::with_limits(&sh.register, &sh.service_limits, &sh.guard);
+                    let r = s.on_frame(&svc, &frame, Timestamp::now());
+                    (s, r, Store::take_owed_sync())
+                })
+                .await;
+                match joined {
+                    Ok(v) => v,
+                    Err(e) => {
+                        error!(%peer, error = %e, "request task failed; closing");
+                        return;
+                    }
                 }
+            } else {
+                // Everything else is a few microseconds of in-memory store work: done here.
+                // A write does not wait for the disk on this thread; it owes a sync, awaited
+                // below before the reply goes out.
+                Store::take_owed_sync();
+                let svc = Service::with_limits(&shared.register, &shared.service_limits, &shared.guard);
+                let r = s.on_frame(&svc, &frame, Timestamp::now());
+                (s, r, Store::take_owed_sync())
             };
             let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
+            if owed {
+                if let Err(e) = shared.flusher.sync().await {
+                    // Committed but not known to be on disk: no "ok" may go out.
+                    error!(%peer, error = %e, "the disk sync failed; closing without a reply");
+                    return;
+                }
+            }
             if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
                 tap(peer, f, &outcome);
             }

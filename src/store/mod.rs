@@ -166,6 +166,14 @@ pub struct Store {
     accounts: Tree,
     /// Shares one disk sync among writers that ask for it at the same time.
     commits: GroupCommit,
+    /// When set, `flush` only notes on the calling thread that a sync is owed (see
+    /// [`Store::defer_flushes`]).
+    deferred: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// Set by a deferred `flush` on this thread; taken by [`Store::take_owed_sync`].
+    static SYNC_OWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Group commit: a writer that asks for durability while a sync is running waits for the
@@ -385,6 +393,7 @@ impl Store {
             holds_by_item: tree("holds_by_item")?,
             accounts: tree("accounts")?,
             commits: GroupCommit::default(),
+            deferred: std::sync::atomic::AtomicBool::new(false),
             db,
         })
     }
@@ -395,12 +404,34 @@ impl Store {
     }
 
     /// Makes every write so far durable. Callers that flush at the same time share one disk
-    /// sync (group commit).
+    /// sync (group commit). With flushes deferred, it only notes that a sync is owed.
     pub fn flush(&self) -> Result<(), StoreError> {
+        if self.deferred.load(std::sync::atomic::Ordering::Relaxed) {
+            SYNC_OWED.with(|o| o.set(true));
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Syncs every write so far to disk now (group commit), deferred or not.
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.commits.flush(|| {
             self.db.flush()?;
             Ok(())
         })
+    }
+
+    /// The server's mode: `flush` no longer waits for the disk but notes on the calling thread
+    /// that a sync is owed; the server takes that note after each request
+    /// ([`Store::take_owed_sync`]) and holds the reply until a shared sync has run. Requests
+    /// then never block a thread on the disk, and one sync serves every request waiting.
+    pub fn defer_flushes(&self, on: bool) {
+        self.deferred.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether work on this thread since the last call owes a sync; clears the note.
+    pub fn take_owed_sync() -> bool {
+        SYNC_OWED.with(|o| o.replace(false))
     }
 
     /// How many disk syncs `flush` has run since the store was opened.
