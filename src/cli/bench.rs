@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Run against the built-in canned responder instead of --host/--port.
     #[arg(long)]
     null: bool,
+    /// Also hold this many idle connections open (connected, never logged in) for the whole
+    /// run, to see what they cost the busy ones; the server's limits must allow them.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -151,6 +155,7 @@ fn print(report: &Report, args: &BenchArgs, target: &str) {
             "io_errors": report.io_errors,
             "latency": percentiles(&all),
             "per_message": per,
+            "idle_connections": args.idle,
             "error_samples": report.samples,
         });
         println!("{obj}");
@@ -248,9 +253,17 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             patrons: (0..patrons).map(|n| (barcode(&args.patron_prefix, n), args.pin.clone())).collect(),
             items: (0..connections).map(|n| barcode(&args.item_prefix, n)).collect(),
             timeout: t.timeout,
-            connect_timeout: t.timeout.max(Duration::from_secs(30)),
+            connect_timeout: t.timeout.max(Duration::from_secs(300)),
         };
+        let mut idle = Vec::with_capacity(args.idle);
+        for _ in 0..args.idle {
+            match tokio::net::TcpStream::connect((plan.host.as_str(), plan.port)).await {
+                Ok(s) => idle.push(s),
+                Err(e) => bail!("idle connection {} of {}: {e}", idle.len() + 1, args.idle),
+            }
+        }
         let report = bench::run(plan).await?;
+        drop(idle);
         shutdown.cancel();
         anyhow::Ok((report, target))
     })?;

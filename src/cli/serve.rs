@@ -135,18 +135,24 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     Ok(c)
 }
 
-fn init_logging(c: &Config) {
+/// Sets up logging to standard error through a background writer; the guard flushes what is
+/// queued when it is dropped, so keep it until the server has stopped.
+fn init_logging(c: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.log.level));
-    use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match c.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// A fresh directory for the demo register.
@@ -198,7 +204,7 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
-    init_logging(&c);
+    let _log = init_logging(&c);
     let data = if args.demo {
         let d = demo_dir(c.data.as_ref())?;
         c.data = Some(d.clone());

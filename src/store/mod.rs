@@ -353,7 +353,10 @@ impl Store {
     /// Opens (or creates) the store in `dir` with these settings.
     pub fn open_with(dir: &Path, settings: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
-        let config = sled::Config::new().path(dir.join("db")).cache_capacity(settings.cache_bytes);
+        let config = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(settings.cache_bytes)
+            .mode(sled::Mode::HighThroughput);
         // sled releases its file lock a moment after a `Db` is dropped (its flusher thread still
         // holds the file), so a store closed and reopened in one process can briefly look locked.
         // Wait that out; a lock still held after about a second belongs to another process.

@@ -71,7 +71,8 @@ pub struct Plan {
     pub items: Vec<String>,
     /// How long to wait for one reply.
     pub timeout: Duration,
-    /// How long to spend opening connections.
+    /// How long one connection may take to open and log in (logins queue behind each other's
+    /// Argon2 hashes when thousands start at once).
     pub connect_timeout: Duration,
 }
 
@@ -180,12 +181,32 @@ struct Local {
     io_errors: u64,
     samples: Vec<String>,
     failed: bool,
+    /// Passed the start line.
+    waited: bool,
 }
 
-async fn one_connection(plan: Arc<Plan>, i: usize, tls: Option<Arc<rustls::ClientConfig>>, start: Instant) -> Local {
-    let mut local = Local { per_op: BTreeMap::new(), io_errors: 0, samples: Vec::new(), failed: false };
-    let measure_from = start + plan.warmup;
-    let end = measure_from + plan.duration;
+async fn one_connection(
+    plan: Arc<Plan>,
+    i: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    ready: Arc<tokio::sync::Barrier>,
+) -> Local {
+    let mut local = connect_and_run(&plan, i, tls, &ready).await;
+    if local.failed && !local.waited {
+        // Every connection reaches the start line, failed or not, so that none waits forever.
+        ready.wait().await;
+        local.waited = true;
+    }
+    local
+}
+
+async fn connect_and_run(
+    plan: &Plan,
+    i: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    ready: &tokio::sync::Barrier,
+) -> Local {
+    let mut local = Local { per_op: BTreeMap::new(), io_errors: 0, samples: Vec::new(), failed: false, waited: false };
     let tls_pair = plan.tls.as_ref().zip(tls);
     let conn = SipConn::connect(&plan.host, plan.port, tls_pair, plan.wire, plan.connect_timeout).await;
     let mut conn = match conn {
@@ -204,7 +225,7 @@ async fn one_connection(plan: Arc<Plan>, i: usize, tls: Option<Arc<rustls::Clien
             login_password: Secret::new(password.clone()),
             ..Default::default()
         };
-        match conn.ask(&login.into(), plan.timeout).await {
+        match conn.ask(&login.into(), plan.connect_timeout).await {
             Ok(r) if r.starts_with(b"941") => {}
             other => {
                 local.failed = true;
@@ -213,6 +234,13 @@ async fn one_connection(plan: Arc<Plan>, i: usize, tls: Option<Arc<rustls::Clien
             }
         }
     }
+    // The clock starts when every connection is open and logged in: logins (an Argon2 hash
+    // each, on purpose slow) are not part of the load.
+    ready.wait().await;
+    local.waited = true;
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
     let patron = plan.patrons.get(i % plan.patrons.len().max(1)).cloned().unwrap_or_default();
     let item = plan.items.get(i % plan.items.len().max(1)).cloned().unwrap_or_default();
     let frames: Vec<(Op, Message<'static>)> =
@@ -266,10 +294,10 @@ pub async fn run(plan: Plan) -> std::io::Result<Report> {
         None => None,
     };
     let plan = Arc::new(plan);
-    let start = Instant::now();
+    let ready = Arc::new(tokio::sync::Barrier::new(plan.connections));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.connections {
-        tasks.spawn(one_connection(plan.clone(), i, tls.clone(), start));
+        tasks.spawn(one_connection(plan.clone(), i, tls.clone(), ready.clone()));
     }
     let mut report = Report {
         connections: plan.connections,
