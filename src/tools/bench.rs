@@ -243,9 +243,20 @@ async fn connect_and_run(
     let end = measure_from + plan.duration;
     let patron = plan.patrons.get(i % plan.patrons.len().max(1)).cloned().unwrap_or_default();
     let item = plan.items.get(i % plan.items.len().max(1)).cloned().unwrap_or_default();
-    let frames: Vec<(Op, Message<'static>)> =
+    let mut frames: Vec<(Op, Message<'static>)> =
         plan.mix.iter().map(|op| (*op, request(*op, &plan.institution, &patron, &item))).collect();
+    let mut round = 0usize;
     'run: while Instant::now() < end {
+        // Status requests walk through every patron (connection i asks for i, i + N, i + 2N...),
+        // so a large register is read across, not through one hot record.
+        round += 1;
+        if plan.patrons.len() > plan.connections {
+            let k = (i + round * plan.connections) % plan.patrons.len();
+            let who = plan.patrons.get(k).cloned().unwrap_or_default();
+            for (op, msg) in frames.iter_mut().filter(|(op, _)| *op == Op::Status) {
+                *msg = request(*op, &plan.institution, &who, &item);
+            }
+        }
         for (op, msg) in &frames {
             let t = Instant::now();
             let reply = conn.ask(msg, plan.timeout).await;
