@@ -415,3 +415,65 @@ fn injected_faults_exercise_a_kiosks_retry_logic() {
     assert!(got.starts_with(b"98") && !got.contains(&b'\r') && got.len() > 10, "half a reply, then a close: {got:?}");
     assert!(started.elapsed() >= Duration::from_millis(40), "the delay applies");
 }
+
+#[test]
+fn metrics_health_and_readiness() {
+    let mut c = test_config();
+    c.ops_listen = Some("127.0.0.1:0".parse().unwrap());
+    c.faults.delay = Duration::from_millis(800);
+    let s = start(vector_world, c);
+    let ops = s.ops.unwrap();
+    assert_eq!(common::http_get(ops, "/health").0, 200);
+    assert_eq!(common::http_get(ops, "/ready").0, 200);
+    let mut k = s.logged_in();
+    let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD9999|"));
+    assert!(r.contains("|CQN|"), "{r}");
+    k.send(b"XX\xff garbage that must not become a label\r");
+    // Frames on a connection are handled in order: once this is answered, so was the garbage.
+    assert!(k.ask("9900302.00").starts_with("98"));
+    let (status, m) = common::http_get(ops, "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        r#"sip2d_requests_total{code="23",outcome="refused"} 1"#,
+        r#"sip2d_requests_total{code="other",outcome="ignored"} 1"#,
+        r#"sip2d_logins_total{outcome="accepted"} 1"#,
+        "sip2d_connections 1",
+        "sip2d_pin_failures_total 1",
+        r#"sip2d_request_seconds_count{code="23"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+    }
+    assert!(m.contains("sip2d_bytes_in_total") && m.contains("sip2d_store_sync_seconds"), "{m}");
+    assert!(!m.contains("garbage"), "labels stay bounded");
+    // A request in flight (the delay fault holds its reply) keeps the server draining: not
+    // ready, still healthy.
+    k.send(format!("17{D}AOMAIN|AB31234000098765|AC|\r").as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    s.shutdown.cancel();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(common::http_get(ops, "/ready").0, 503, "draining");
+    assert_eq!(common::http_get(ops, "/health").0, 200);
+    assert!(k.reply().unwrap().starts_with("18"), "the request in flight is answered");
+}
+
+#[test]
+fn the_sample_configuration_is_valid_and_says_the_defaults() {
+    let text = include_str!("../contrib/sip2d.toml");
+    let sample: sip2d::net::Config = toml::from_str(text).unwrap();
+    sample.check().unwrap();
+    assert_eq!(sample, sip2d::net::Config::default(), "uncommented, the sample is the defaults");
+    // Every commented setting, uncommented, is a known key with its default value.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.contains(" = ") && !rest.starts_with("address") && !rest.starts_with("tls") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let full: sip2d::net::Config = toml::from_str(&uncommented).unwrap();
+    let mut want = sip2d::net::Config::default();
+    want.data = Some("/var/lib/sip2d".into());
+    want.ops_listen = Some("127.0.0.1:9101".parse().unwrap());
+    assert_eq!(full, want);
+}

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Most connections open at once.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Serve /metrics (Prometheus), /health and /ready over HTTP on this address; keep it on
+    /// loopback or a management network (no authentication).
+    #[arg(long, value_name = "ADDR")]
+    ops_listen: Option<SocketAddr>,
     /// Inject a fault to test kiosks' retry logic (repeatable): corrupt-checksum=N (every Nth
     /// reply's checksum), answer-96=N (96 instead of every Nth reply), drop=N (close halfway
     /// through every Nth reply), delay=DURATION (before every reply).
@@ -70,6 +74,7 @@ The configuration file (TOML; every key optional, defaults shown):
   sc_status_before_login = false     answer a 99 before login
   accept_lf = true                   a bare LF ends a frame as CR does
   cache_mib = 512                    the store's page cache
+  ops_listen = \"127.0.0.1:9101\"      /metrics, /health, /ready over HTTP (default: off)
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
@@ -127,6 +132,9 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     }
     for f in &args.faults {
         c.faults.set(f).map_err(anyhow::Error::msg)?;
+    }
+    if args.ops_listen.is_some() {
+        c.ops_listen = args.ops_listen;
     }
     if common.data.is_some() {
         c.data = common.data.clone();
@@ -229,6 +237,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             None => {
                 for (addr, tls) in server.addresses() {
                     println!("sip2d listening on {addr}{}", if tls { " (TLS)" } else { "" });
+                }
+                if let Some(a) = server.ops_address() {
+                    println!("sip2d operations endpoints on http://{a}/metrics, /health, /ready");
                 }
             }
         }

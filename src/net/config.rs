@@ -24,6 +24,9 @@ pub struct Config {
     pub accept_lf: bool,
     /// Bytes of the store's page cache, in MiB (default 512).
     pub cache_mib: u64,
+    /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (default: not served). Keep
+    /// it on loopback or a management network: it has no authentication.
+    pub ops_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub log: Log,
     /// Deliberate faults for testing kiosks' retry logic; all off by default.
@@ -177,6 +180,7 @@ impl Default for Config {
             sc_status_before_login: false,
             accept_lf: true,
             cache_mib: 512,
+            ops_listen: None,
             limits: Limits::default(),
             log: Log::default(),
             faults: Faults::default(),

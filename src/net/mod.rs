@@ -2,6 +2,7 @@
 //! The only module that touches sockets; every request goes to a [`Session`] and back.
 
 pub mod config;
+pub mod ops;
 mod tls;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ struct Shared {
     faults: Faults,
     tap: Option<Tap>,
     flusher: Flusher,
+    metrics: Arc<ops::Metrics>,
 }
 
 /// The disk syncs behind "ok": requests that wrote wait here, and one sync on a dedicated
@@ -63,14 +65,16 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(register: Arc<Register>) -> Flusher {
+    fn start(register: Arc<Register>, metrics: Arc<ops::Metrics>) -> Flusher {
         let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
         let spawned = std::thread::Builder::new().name("sip2d-sync".into()).spawn(move || {
             // Ends when the server (the only sender) is gone.
             while let Ok(first) = rx.recv() {
                 let mut waiting = vec![first];
                 waiting.extend(rx.try_iter());
+                let started = Instant::now();
                 let result = register.store.sync().map_err(|e| e.to_string());
+                metrics.sync(started.elapsed(), waiting.len());
                 for w in waiting {
                     let _ = w.send(result.clone());
                 }
@@ -136,6 +140,7 @@ struct Bound {
 pub struct Server {
     shared: Arc<Shared>,
     bound: Vec<Bound>,
+    ops: Option<TcpListener>,
 }
 
 /// A slot in the per-address connection count, given back when the connection ends.
@@ -176,8 +181,10 @@ impl Server {
         // thread (see `Store::defer_flushes`).
         register.store.defer_flushes(true);
         let register = Arc::new(register);
+        let metrics = Arc::new(ops::Metrics::new());
         let shared = Arc::new(Shared {
-            flusher: Flusher::start(register.clone()),
+            flusher: Flusher::start(register.clone(), metrics.clone()),
+            metrics,
             register,
             limits: config.limits.clone(),
             rules: config.session_rules(),
@@ -202,7 +209,11 @@ impl Server {
             let address = listener.local_addr().map_err(|source| ServeError::Bind { address: l.address, source })?;
             bound.push(Bound { listener, address, tls });
         }
-        Ok(Server { shared, bound })
+        let ops = match config.ops_listen {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|source| ServeError::Bind { address: a, source })?),
+            None => None,
+        };
+        Ok(Server { shared, bound, ops })
     }
 
     /// Sends every frame and its outcome to `tap` as well (call before [`Server::run`]).
@@ -218,6 +229,11 @@ impl Server {
         self.shared.register.clone()
     }
 
+    /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
+    pub fn ops_address(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The bound addresses, in the order of the configuration, with whether each is TLS.
     pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
         self.bound.iter().map(|b| (b.address, b.tls.is_some())).collect()
@@ -227,11 +243,28 @@ impl Server {
     /// finish within the grace period, and flushes the store.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let tracker = TaskTracker::new();
+        let ops_stop = CancellationToken::new();
+        if let Some(listener) = self.ops {
+            let (metrics, shared) = (self.shared.metrics.clone(), self.shared.clone());
+            let state = Arc::new(ops::OpsState {
+                metrics,
+                refresh: Box::new(move || {
+                    let (failures, lockouts) = shared.guard.totals();
+                    shared.metrics.pins(failures, lockouts);
+                }),
+            });
+            if let Ok(a) = listener.local_addr() {
+                info!(address = %a, "serving /metrics, /health and /ready");
+            }
+            tokio::spawn(ops::serve(listener, state, ops_stop.clone()));
+        }
         for b in self.bound {
             info!(address = %b.address, tls = b.tls.is_some(), "listening");
             tracker.spawn(accept_loop(b, self.shared.clone(), shutdown.clone(), tracker.clone()));
         }
+        self.shared.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         shutdown.cancelled().await;
+        self.shared.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
         info!("shutting down: no new connections; finishing requests in flight");
         tracker.close();
         if tokio::time::timeout(self.shared.limits.shutdown_grace, tracker.wait()).await.is_err() {
@@ -241,6 +274,7 @@ impl Server {
         tokio::task::spawn_blocking(move || register.store.sync())
             .await
             .map_err(|e| StoreError::Refused(format!("the final flush did not run: {e}")))??;
+        ops_stop.cancel();
         info!("stopped; the store is flushed");
         Ok(())
     }
@@ -289,6 +323,7 @@ async fn connection(
     _slot: AddressSlot,
 ) {
     debug!(%peer, "connected");
+    shared.metrics.connection_opened();
     let started = tokio::time::Instant::now();
     match tls {
         None => serve(stream, peer, &shared, &shutdown, started).await,
@@ -301,6 +336,7 @@ async fn connection(
             }
         }
     }
+    shared.metrics.connection_closed();
     debug!(%peer, "disconnected");
 }
 
@@ -373,6 +409,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 // Refused, not acknowledged; the kiosk retries on a new connection.
                 error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
             }
+            shared.metrics.request(outcome.code, outcome.verdict.as_str(), clock.elapsed());
             let code = outcome.code.map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "--".into());
             info!(
                 %peer,
@@ -409,7 +446,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 match tokio::time::timeout(limits.write_timeout, io.write_all(&bytes)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => shared.metrics.wrote(bytes.len()),
                     Ok(Err(e)) => {
                         debug!(%peer, error = %e, "write failed");
                         return;
@@ -445,7 +482,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // End of input: a frame without its terminator is dropped.
             Ok(Ok(0)) => return,
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => shared.metrics.read(n),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
                 return;

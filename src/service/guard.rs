@@ -36,6 +36,10 @@ impl Default for ServiceLimits {
 #[derive(Debug, Default)]
 pub struct PinGuard {
     windows: Mutex<HashMap<String, (Timestamp, u32)>>,
+    /// Wrong PINs seen, all terminals (for metrics).
+    failures: std::sync::atomic::AtomicU64,
+    /// PIN checks refused because the card is locked (for metrics).
+    lockouts: std::sync::atomic::AtomicU64,
 }
 
 impl PinGuard {
@@ -57,8 +61,20 @@ impl PinGuard {
         })
     }
 
+    /// Records a PIN check refused because the card is locked.
+    pub fn locked_out(&self) {
+        self.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wrong PINs and locked-card refusals so far.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.failures.load(Relaxed), self.lockouts.load(Relaxed))
+    }
+
     /// Records a wrong PIN from this terminal.
     pub fn failed(&self, terminal: &str, limits: &ServiceLimits, now: Timestamp) {
+        self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let window = SignedDuration::from_secs(i64::from(limits.pin_window_secs));
         self.with(|m| {
             // Windows that ended are dropped, so the map holds only terminals failing lately.

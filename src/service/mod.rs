@@ -249,11 +249,15 @@ impl<'r> Service<'r> {
                 return Ok(PinVerdict::Throttled);
             }
         }
-        if self.reg.check_pin(patron.id, pin.expose(), now)? == PinCheck::Accepted {
+        let check = self.reg.check_pin(patron.id, pin.expose(), now)?;
+        if check == PinCheck::Accepted {
             return Ok(PinVerdict::Right);
         }
         if let Some(g) = self.guard {
             g.failed(login, self.limits, now);
+            if check == PinCheck::LockedOut {
+                g.locked_out();
+            }
         }
         Ok(PinVerdict::Wrong)
     }

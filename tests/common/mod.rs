@@ -64,6 +64,8 @@ pub fn vector_world(reg: &Register) {
 /// A running server and its data directory.
 pub struct Running {
     pub addrs: Vec<(SocketAddr, bool)>,
+    /// Where `/metrics`, `/health` and `/ready` are served, when configured.
+    pub ops: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     handle: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
@@ -88,6 +90,7 @@ pub fn start_in(dir: tempfile::TempDir, reg: Register, config: Config) -> Runnin
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let server = rt.block_on(Server::bind(&config, reg)).unwrap();
     let addrs = server.addresses();
+    let ops = server.ops_address();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let handle = std::thread::spawn(move || {
@@ -95,7 +98,7 @@ pub fn start_in(dir: tempfile::TempDir, reg: Register, config: Config) -> Runnin
         rt.shutdown_timeout(Duration::from_secs(5));
         r
     });
-    Running { addrs, shutdown, handle: Some(handle), dir }
+    Running { addrs, ops, shutdown, handle: Some(handle), dir }
 }
 
 impl Running {
@@ -242,4 +245,16 @@ impl Kiosk {
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         }
     }
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }

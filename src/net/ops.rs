@@ -1,0 +1,192 @@
+//! Operations endpoints over HTTP: `/metrics` (Prometheus text), `/health` and `/ready`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    code: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The request codes a label may take; anything else is `other`, so labels stay bounded.
+const CODES: &[&str] =
+    &["01", "09", "11", "15", "17", "19", "23", "25", "29", "35", "37", "63", "65", "93", "97", "99"];
+
+fn code_label(code: Option<[u8; 2]>) -> &'static str {
+    code.and_then(|c| CODES.iter().find(|k| k.as_bytes() == c).copied()).unwrap_or("other")
+}
+
+/// Everything the server counts.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<CodeLabels, Histogram>,
+    connections: Gauge,
+    logins: Family<OutcomeLabels, Counter>,
+    pin_failures: Counter,
+    pin_lockouts: Counter,
+    sync_seconds: Histogram,
+    sync_batch: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    /// Listeners accepting, store open, not draining.
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sip2d");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "SIP2 requests by message code and outcome", requests.clone());
+        let latency = Family::<CodeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+        });
+        registry.register(
+            "request_seconds",
+            "Time from a frame read to its reply ready, by message code",
+            latency.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("connections", "Open SIP2 connections", connections.clone());
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("logins", "Terminal logins (93) by outcome", logins.clone());
+        let pin_failures = Counter::default();
+        registry.register("pin_failures", "Wrong PINs sent by terminals", pin_failures.clone());
+        let pin_lockouts = Counter::default();
+        registry.register("pin_lockouts", "PIN checks refused because the card is locked", pin_lockouts.clone());
+        let sync_seconds = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register("store_sync_seconds", "Time of one disk sync of the store", sync_seconds.clone());
+        let sync_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("store_sync_batch", "Requests served by one disk sync (group commit)", sync_batch.clone());
+        let bytes_in = Counter::default();
+        registry.register("bytes_in", "Bytes read from SIP2 connections", bytes_in.clone());
+        let bytes_out = Counter::default();
+        registry.register("bytes_out", "Bytes written to SIP2 connections", bytes_out.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            connections,
+            logins,
+            pin_failures,
+            pin_lockouts,
+            sync_seconds,
+            sync_batch,
+            bytes_in,
+            bytes_out,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn request(&self, code: Option<[u8; 2]>, outcome: &'static str, elapsed: Duration) {
+        let code = code_label(code);
+        self.requests.get_or_create(&RequestLabels { code, outcome }).inc();
+        self.latency.get_or_create(&CodeLabels { code }).observe(elapsed.as_secs_f64());
+        if code == "93" {
+            let outcome = if outcome == "ok" { "accepted" } else { "refused" };
+            self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub fn sync(&self, elapsed: Duration, batch: usize) {
+        self.sync_seconds.observe(elapsed.as_secs_f64());
+        self.sync_batch.observe(batch as f64);
+    }
+
+    pub fn read(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
+    }
+
+    pub fn wrote(&self, n: usize) {
+        self.bytes_out.inc_by(n as u64);
+    }
+
+    /// Brings the PIN counters up to the guard's totals.
+    pub fn pins(&self, failures: u64, lockouts: u64) {
+        let f = failures.saturating_sub(self.pin_failures.get());
+        self.pin_failures.inc_by(f);
+        let l = lockouts.saturating_sub(self.pin_lockouts.get());
+        self.pin_lockouts.inc_by(l);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// What the endpoints read.
+pub struct OpsState {
+    pub metrics: Arc<Metrics>,
+    /// Called before rendering, to copy counters kept elsewhere.
+    pub refresh: Box<dyn Fn() + Send + Sync>,
+}
+
+async fn metrics(State(s): State<Arc<OpsState>>) -> impl IntoResponse {
+    (s.refresh)();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+}
+
+async fn health() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn ready(State(s): State<Arc<OpsState>>) -> impl IntoResponse {
+    if s.metrics.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state);
+    let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+}
