@@ -472,8 +472,10 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
         .collect::<Vec<_>>()
         .join("\n");
     let full: sip2d::net::Config = toml::from_str(&uncommented).unwrap();
-    let mut want = sip2d::net::Config::default();
-    want.data = Some("/var/lib/sip2d".into());
-    want.ops_listen = Some("127.0.0.1:9101".parse().unwrap());
+    let want = sip2d::net::Config {
+        data: Some("/var/lib/sip2d".into()),
+        ops_listen: Some("127.0.0.1:9101".parse().unwrap()),
+        ..Default::default()
+    };
     assert_eq!(full, want);
 }
