@@ -75,3 +75,68 @@ fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
     let reg = Register::open(&data, "test").unwrap();
     assert!(reg.store.loan("31000000000002").unwrap().is_some());
 }
+
+#[test]
+fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let config = dir.path().join("sip2d.toml");
+    let write =
+        |limit: &str| std::fs::write(&config, format!("[limits]\nmax_connections_per_address = {limit}\n")).unwrap();
+    write("8");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log_reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+
+    // A new connection refused at once (the per-address limit), polled while a signal lands.
+    let refused_soon = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+            if matches!(s.read(&mut [0u8; 1]), Ok(0)) {
+                return true;
+            }
+        }
+        false
+    };
+    let mut open = Kiosk::connect(addr);
+    assert_eq!(open.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    write("1");
+    hup(child.id());
+    assert!(refused_soon(), "after SIGHUP one connection per address");
+    assert!(open.ask("9900302.00").starts_with("98"), "the open connection keeps working");
+
+    std::fs::write(&config, "[limits]\nmax_connections_per_address = \"many\"\n").unwrap();
+    hup(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(refused_soon(), "the old configuration stays in force");
+    assert!(open.ask("9900302.00").starts_with("98"));
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let log = log_reader.join().unwrap();
+    assert!(log.contains("SIGHUP: configuration reloaded"), "{log}");
+    assert!(log.contains("SIGHUP: configuration refused") && log.contains("many"), "{log}");
+}

@@ -479,3 +479,34 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
     };
     assert_eq!(full, want);
 }
+
+#[test]
+fn a_reload_changes_new_connections_keeps_open_ones_and_refuses_a_bad_configuration() {
+    let s = start(vector_world, test_config());
+    let mut open = s.logged_in();
+    // The configuration as given (port 0), as a SIGHUP re-reads it.
+    let mut tighter = test_config();
+    tighter.limits.max_connections_per_address = 1;
+    s.handle.reload(&tighter).unwrap();
+    let mut refused = s.kiosk();
+    assert!(refused.closed(), "the new limit applies to new connections");
+    assert!(open.ask("9900302.00").starts_with("98"), "the open connection keeps working");
+
+    // Unusable configurations are refused and the one in force stays.
+    let mut bad = tighter.clone();
+    bad.limits.max_connections = 0;
+    assert!(s.handle.reload(&bad).is_err());
+    let mut moved = tighter.clone();
+    moved.listen = vec![sip2d::net::Listener { address: "127.0.0.1:1".parse().unwrap(), tls: None }];
+    let e = s.handle.reload(&moved).unwrap_err();
+    assert!(e.to_string().contains("needs a restart"), "{e}");
+    assert!(s.kiosk().closed(), "still one per address");
+    assert!(open.ask("9900302.00").starts_with("98"));
+
+    // Loosened again, a second connection is served.
+    let mut loose = tighter.clone();
+    loose.limits.max_connections_per_address = 8;
+    s.handle.reload(&loose).unwrap();
+    let mut second = s.logged_in();
+    assert!(second.ask("9900302.00").starts_with("98"));
+}

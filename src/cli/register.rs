@@ -14,7 +14,7 @@ use crate::register::{Added, ListFilter, NewPatron, Register};
 use crate::store::StoreError;
 
 /// Where the register lives and who is acting; shared by every register command.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// The data directory holding the store and its PIN key.
     /// Default: the per-user data directory (e.g. ~/.local/share/sip2d).

@@ -15,14 +15,16 @@ use crate::store::StoreConfig;
 
 /// Serve kiosks over SIP2 (TCP and TLS) from the register.
 ///
-/// Settings come from a TOML file (--config; every key and its default is in
-/// docs/server.md) and the flags below, which override it. Without any, the server listens
+/// Settings come from a TOML file (--config; every key and its default is below and in
+/// docs/server.md) and the flags below, which override it. SIGHUP reads them again and applies
+/// them to new connections (limits, TLS certificates, faults, log level); an unusable
+/// configuration is refused and the old one kept. Without any, the server listens
 /// on 127.0.0.1:6001 only. SIGINT or SIGTERM stops it cleanly: no new connections, requests
 /// in flight finish within the grace period, the store is flushed, exit 0.
 ///
 /// `sip2d serve --demo` starts on loopback with a demo register in a fresh data directory and
 /// prints accounts, patron barcodes and PINs to try.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = CONFIG_HELP)]
 pub struct ServeArgs {
     /// The TOML configuration file.
@@ -143,23 +145,49 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     Ok(c)
 }
 
-/// Sets up logging to standard error through a background writer; the guard flushes what is
-/// queued when it is dropped, so keep it until the server has stopped.
-fn init_logging(c: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter a configuration asks for; `RUST_LOG` overrides it.
+fn log_filter(c: &Config) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log.level))
+}
+
+/// Sets up logging to standard error through a background writer. The guard flushes what is
+/// queued when it is dropped, so keep it until the server has stopped; the handle changes the
+/// level on a reload.
+fn init_logging(c: &Config) -> (tracing_appender::non_blocking::WorkerGuard, FilterHandle) {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&c.log.level));
+    use tracing_subscriber::prelude::*;
     let (writer, guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match c.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(c));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
+    let format: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match c.log.format {
+        LogFormat::Text => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
     };
-    guard
+    let _ = tracing_subscriber::registry().with(filter).with(format).try_init();
+    (guard, handle)
+}
+
+/// On SIGHUP: reads the configuration again (file and flags) and applies it to new
+/// connections and the log level. A configuration that cannot be used is refused, with the
+/// reason in the log, and the old one stays in force.
+#[cfg(unix)]
+async fn reload_on_hangup(args: ServeArgs, common: Common, server: crate::net::Handle, log: FilterHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let applied = config(&args, &common).map_err(|e| format!("{e:#}")).and_then(|c| {
+            server.reload(&c).map_err(|e| e.to_string())?;
+            log.modify(|f| *f = log_filter(&c)).map_err(|e| e.to_string())
+        });
+        match applied {
+            Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused; the old one stays in force"),
+        }
+    }
 }
 
 /// A fresh directory for the demo register.
@@ -211,7 +239,7 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
-    let _log = init_logging(&c);
+    let (_log, log_handle) = init_logging(&c);
     let data = if args.demo {
         let d = demo_dir(c.data.as_ref())?;
         c.data = Some(d.clone());
@@ -245,6 +273,8 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        #[cfg(unix)]
+        tokio::spawn(reload_on_hangup(args.clone(), common.clone(), server.handle(), log_handle));
         server.run(shutdown).await
     });
     // Requests still on the blocking pool have had the grace period; do not wait forever.

@@ -14,7 +14,6 @@ use bytes::BytesMut;
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,17 +43,86 @@ pub enum ServeError {
 /// What every connection shares.
 struct Shared {
     register: Arc<Register>,
-    limits: Limits,
-    rules: SessionRules,
-    service_limits: ServiceLimits,
+    /// The settings a reload may change; each connection keeps the ones it started with.
+    settings: std::sync::RwLock<Arc<Settings>>,
     guard: PinGuard,
-    accept_lf: bool,
-    connections: Arc<Semaphore>,
+    /// Connections open now, all listeners together.
+    open: std::sync::atomic::AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
-    faults: Faults,
     tap: Option<Tap>,
     flusher: Flusher,
     metrics: Arc<ops::Metrics>,
+}
+
+/// The reloadable settings: limits, session rules, faults, and each listener's TLS acceptor.
+struct Settings {
+    limits: Limits,
+    rules: SessionRules,
+    service_limits: ServiceLimits,
+    accept_lf: bool,
+    faults: Faults,
+    /// By listener, in the configuration's order: `Some` for TLS listeners.
+    tls: Vec<Option<TlsAcceptor>>,
+    /// The listener addresses as configured (a reload may not change them).
+    addresses: Vec<SocketAddr>,
+}
+
+impl Settings {
+    /// Reads and checks everything a configuration sets (TLS files included).
+    fn of(config: &Config) -> Result<Settings, ServeError> {
+        config.check()?;
+        let mut tls = Vec::new();
+        for l in &config.listen {
+            tls.push(match &l.tls {
+                Some(files) => {
+                    Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address: l.address, source })?)
+                }
+                None => None,
+            });
+        }
+        Ok(Settings {
+            limits: config.limits.clone(),
+            rules: config.session_rules(),
+            service_limits: config.service_limits(),
+            accept_lf: config.accept_lf,
+            faults: config.faults.clone(),
+            tls,
+            addresses: config.listen.iter().map(|l| l.address).collect(),
+        })
+    }
+}
+
+impl Shared {
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// A handle to a running server, for reloading its configuration.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Applies a new configuration to new connections: limits, session rules, faults, TLS
+    /// certificates and keys (read again from their files). Open connections keep the settings
+    /// they started with. A configuration that cannot be used (a bad value, an unreadable TLS
+    /// file, changed listener addresses, which need a restart) is refused and the old one
+    /// stays in force.
+    pub fn reload(&self, config: &Config) -> Result<(), ServeError> {
+        let new = Settings::of(config)?;
+        let old = self.shared.settings();
+        if new.addresses != old.addresses || new.tls.iter().map(Option::is_some).ne(old.tls.iter().map(Option::is_some))
+        {
+            return Err(ServeError::Config(ConfigError::Invalid(
+                "the listeners (addresses, plain or TLS) changed: that needs a restart".into(),
+            )));
+        }
+        *self.shared.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+        info!("configuration reloaded");
+        Ok(())
+    }
 }
 
 /// The disk syncs behind "ok": requests that wrote wait here, and one sync on a dedicated
@@ -133,7 +201,9 @@ fn corrupt(reply: &[u8]) -> Vec<u8> {
 struct Bound {
     listener: TcpListener,
     address: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    /// Its place in the configuration (and in `Settings::tls`).
+    index: usize,
+    tls: bool,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -141,6 +211,25 @@ pub struct Server {
     shared: Arc<Shared>,
     bound: Vec<Bound>,
     ops: Option<TcpListener>,
+}
+
+/// A place among the open connections, given back when the connection ends.
+struct Permit {
+    shared: Arc<Shared>,
+}
+
+impl Permit {
+    fn take(shared: &Arc<Shared>, max: usize) -> Option<Permit> {
+        use std::sync::atomic::Ordering::SeqCst;
+        shared.open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Permit { shared: shared.clone() })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A slot in the per-address connection count, given back when the connection ends.
@@ -153,7 +242,7 @@ impl AddressSlot {
     fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<AddressSlot> {
         let mut map = shared.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
-        if *n >= shared.limits.max_connections_per_address {
+        if *n >= shared.settings().limits.max_connections_per_address {
             return None;
         }
         *n += 1;
@@ -176,7 +265,7 @@ impl Drop for AddressSlot {
 impl Server {
     /// Binds every listener of `config` (port 0 picks a free port; see [`Server::addresses`]).
     pub async fn bind(config: &Config, register: Register) -> Result<Server, ServeError> {
-        config.check()?;
+        let settings = Settings::of(config)?;
         // Requests note the sync they owe and the server waits for it without blocking a
         // thread (see `Store::defer_flushes`).
         register.store.defer_flushes(true);
@@ -186,28 +275,18 @@ impl Server {
             flusher: Flusher::start(register.clone(), metrics.clone()),
             metrics,
             register,
-            limits: config.limits.clone(),
-            rules: config.session_rules(),
-            service_limits: config.service_limits(),
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             guard: PinGuard::new(),
-            accept_lf: config.accept_lf,
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            open: std::sync::atomic::AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
-            faults: config.faults.clone(),
             tap: None,
         });
         let mut bound = Vec::new();
-        for l in &config.listen {
-            let tls = match &l.tls {
-                Some(files) => {
-                    Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address: l.address, source })?)
-                }
-                None => None,
-            };
+        for (index, l) in config.listen.iter().enumerate() {
             let listener =
                 TcpListener::bind(l.address).await.map_err(|source| ServeError::Bind { address: l.address, source })?;
             let address = listener.local_addr().map_err(|source| ServeError::Bind { address: l.address, source })?;
-            bound.push(Bound { listener, address, tls });
+            bound.push(Bound { listener, address, index, tls: l.tls.is_some() });
         }
         let ops = match config.ops_listen {
             Some(a) => Some(TcpListener::bind(a).await.map_err(|source| ServeError::Bind { address: a, source })?),
@@ -224,6 +303,11 @@ impl Server {
         self
     }
 
+    /// A handle to reload the configuration while the server runs.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
     /// The register the server answers from (for counters such as [`crate::store::Store::syncs`]).
     pub fn register(&self) -> Arc<Register> {
         self.shared.register.clone()
@@ -236,7 +320,7 @@ impl Server {
 
     /// The bound addresses, in the order of the configuration, with whether each is TLS.
     pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
-        self.bound.iter().map(|b| (b.address, b.tls.is_some())).collect()
+        self.bound.iter().map(|b| (b.address, b.tls)).collect()
     }
 
     /// Serves until `shutdown` is cancelled; then stops accepting, lets requests in flight
@@ -259,7 +343,7 @@ impl Server {
             tokio::spawn(ops::serve(listener, state, ops_stop.clone()));
         }
         for b in self.bound {
-            info!(address = %b.address, tls = b.tls.is_some(), "listening");
+            info!(address = %b.address, tls = b.tls, "listening");
             tracker.spawn(accept_loop(b, self.shared.clone(), shutdown.clone(), tracker.clone()));
         }
         self.shared.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -267,8 +351,9 @@ impl Server {
         self.shared.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
         info!("shutting down: no new connections; finishing requests in flight");
         tracker.close();
-        if tokio::time::timeout(self.shared.limits.shutdown_grace, tracker.wait()).await.is_err() {
-            warn!(grace = ?self.shared.limits.shutdown_grace, "grace period over; closing the remaining connections");
+        let grace = self.shared.settings().limits.shutdown_grace;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(?grace, "grace period over; closing the remaining connections");
         }
         let register = self.shared.register.clone();
         tokio::task::spawn_blocking(move || register.store.sync())
@@ -295,42 +380,45 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
                 continue;
             }
         };
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            warn!(%peer, limit = shared.limits.max_connections, "connection refused: server at its connection limit");
+        let settings = shared.settings();
+        let Some(permit) = Permit::take(&shared, settings.limits.max_connections) else {
+            warn!(%peer, limit = settings.limits.max_connections, "connection refused: server at its connection limit");
             continue;
         };
         let Some(slot) = AddressSlot::take(&shared, peer.ip()) else {
-            warn!(%peer, limit = shared.limits.max_connections_per_address, "connection refused: too many from this address");
+            warn!(%peer, limit = settings.limits.max_connections_per_address, "connection refused: too many from this address");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-        let tls = b.tls.clone();
+        let tls = settings.tls.get(b.index).cloned().flatten();
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tracker.spawn(async move {
-            connection(stream, peer, tls, shared, shutdown, permit, slot).await;
+            connection(stream, peer, tls, shared, settings, shutdown, permit, slot).await;
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
+    settings: Arc<Settings>,
     shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
     _slot: AddressSlot,
 ) {
     debug!(%peer, "connected");
     shared.metrics.connection_opened();
     let started = tokio::time::Instant::now();
     match tls {
-        None => serve(stream, peer, &shared, &shutdown, started).await,
+        None => serve(stream, peer, &shared, &settings, &shutdown, started).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(stream));
+            let handshake = tokio::time::timeout(settings.limits.tls_handshake_timeout, acceptor.accept(stream));
             match tokio::select! { _ = shutdown.cancelled() => return, r = handshake => r } {
-                Ok(Ok(s)) => serve(s, peer, &shared, &shutdown, started).await,
+                Ok(Ok(s)) => serve(s, peer, &shared, &settings, &shutdown, started).await,
                 Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => info!(%peer, "TLS handshake timed out"),
             }
@@ -346,13 +434,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     peer: SocketAddr,
     shared: &Arc<Shared>,
+    settings: &Arc<Settings>,
     shutdown: &CancellationToken,
     started: tokio::time::Instant,
 ) {
-    let limits = &shared.limits;
-    let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(shared.accept_lf);
+    let limits = &settings.limits;
+    let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(settings.accept_lf);
     let mut buf = BytesMut::with_capacity(1024);
-    let mut session = Some(Session::new(shared.rules.clone()));
+    let mut session = Some(Session::new(settings.rules.clone()));
     let mut replies: u64 = 0;
     loop {
         while let Some(event) = decoder.decode(&mut buf) {
@@ -369,10 +458,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let (s, outcome, owed) = if frame.starts_with(b"93") {
                 // A login verifies an Argon2 hash (milliseconds of CPU on purpose): off the
                 // runtime's threads, the session travelling with it.
-                let sh = shared.clone();
+                let (sh, set) = (shared.clone(), settings.clone());
                 let joined = tokio::task::spawn_blocking(move || {
                     Store::take_owed_sync();
-                    let svc = Service::with_limits(&sh.register, &sh.service_limits, &sh.guard);
+                    let svc = Service::with_limits(&sh.register, &set.service_limits, &sh.guard);
                     let r = s.on_frame(&svc, &frame, Timestamp::now());
                     (s, r, Store::take_owed_sync())
                 })
@@ -389,7 +478,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 // A write does not wait for the disk on this thread; it owes a sync, awaited
                 // below before the reply goes out.
                 Store::take_owed_sync();
-                let svc = Service::with_limits(&shared.register, &shared.service_limits, &shared.guard);
+                let svc = Service::with_limits(&shared.register, &settings.service_limits, &shared.guard);
                 let r = s.on_frame(&svc, &frame, Timestamp::now());
                 (s, r, Store::take_owed_sync())
             };
@@ -423,7 +512,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 tokio::time::sleep(limits.login_failure_delay).await;
             }
             if let Some(reply) = &outcome.reply {
-                let faults = &shared.faults;
+                let faults = &settings.faults;
                 let mut bytes = std::borrow::Cow::Borrowed(&reply[..]);
                 if !faults.is_off() {
                     replies += 1;

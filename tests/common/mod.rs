@@ -66,8 +66,10 @@ pub struct Running {
     pub addrs: Vec<(SocketAddr, bool)>,
     /// Where `/metrics`, `/health` and `/ready` are served, when configured.
     pub ops: Option<SocketAddr>,
+    /// Reloads the configuration.
+    pub handle: sip2d::net::Handle,
     pub shutdown: CancellationToken,
-    handle: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+    join: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -91,14 +93,15 @@ pub fn start_in(dir: tempfile::TempDir, reg: Register, config: Config) -> Runnin
     let server = rt.block_on(Server::bind(&config, reg)).unwrap();
     let addrs = server.addresses();
     let ops = server.ops_address();
+    let handle = server.handle();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let handle = std::thread::spawn(move || {
+    let join = std::thread::spawn(move || {
         let r = rt.block_on(server.run(token));
         rt.shutdown_timeout(Duration::from_secs(5));
         r
     });
-    Running { addrs, ops, shutdown, handle: Some(handle), dir }
+    Running { addrs, ops, handle, shutdown, join: Some(join), dir }
 }
 
 impl Running {
@@ -110,7 +113,7 @@ impl Running {
     /// Shuts down as SIGTERM would and waits for the server to finish.
     pub fn stop(mut self) -> (Result<(), ServeError>, tempfile::TempDir) {
         self.shutdown.cancel();
-        let r = self.handle.take().unwrap().join().unwrap();
+        let r = self.join.take().unwrap().join().unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (r, dir)
     }
@@ -130,7 +133,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
+        if let Some(h) = self.join.take() {
             let _ = h.join();
         }
     }
