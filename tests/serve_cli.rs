@@ -140,3 +140,92 @@ fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
     assert!(log.contains("SIGHUP: configuration reloaded"), "{log}");
     assert!(log.contains("SIGHUP: configuration refused") && log.contains("many"), "{log}");
 }
+
+#[test]
+fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(["--data", &d, "serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let sip2d = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+            .args(["--data", &d])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let mut k = Kiosk::connect(addr);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let status = "2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|";
+    assert!(k.ask(status).starts_with("24    "), "not blocked yet");
+
+    // The store is the server's: the command goes to it, and the very next request sees it.
+    let (code, out) = sip2d(
+        &[
+            "--as",
+            "alice",
+            "patron",
+            "block",
+            "21000000000001",
+            "--institution",
+            "MAIN",
+            "--type",
+            "general",
+            "--note",
+            "Lost card",
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let r = k.ask(status);
+    assert!(r.starts_with("24YYYY") && r.contains("Lost card"), "{r}");
+    let (_, history) = sip2d(&["patron", "history", "21000000000001", "--institution", "MAIN"], "");
+    assert!(history.contains("alice (admin API)"), "the audit names the admin client: {history}");
+
+    // Refusals keep their message and exit code; standard input and files travel.
+    let (code, out) = sip2d(&["patron", "show", "nobody", "--institution", "MAIN"], "");
+    assert_ne!(code, Some(0));
+    assert!(out.contains("no patron"), "{out}");
+    let (code, out) = sip2d(&["account", "password", "kiosk2"], "a-new-password\n");
+    assert_eq!(code, Some(0), "{out}");
+    let mut k2 = Kiosk::connect(addr);
+    assert_eq!(k2.ask("9300CNkiosk2|COa-new-password|"), "941");
+    let export = dir.path().join("export.jsonl");
+    let (code, out) = sip2d(&["export", "-o", export.to_str().unwrap()], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(std::fs::read_to_string(&export).unwrap().contains("\"21000000000001\""));
+    let import = dir.path().join("more.jsonl");
+    std::fs::write(&import, r#"{"type":"item","barcode":"39999","institution":"MAIN","title":"Imported live","media_type":1,"security_marker":2}"#).unwrap();
+    let (code, out) = sip2d(&["import", import.to_str().unwrap()], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(k.ask("1720261122    120000AOMAIN|AB39999|AC|").contains("AJImported live"));
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    assert!(!data.join("admin.sock").exists(), "the socket goes with the server");
+    // With no server, the same command opens the store itself.
+    let (code, out) = sip2d(&["patron", "history", "21000000000001", "--institution", "MAIN"], "");
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -1,6 +1,6 @@
 //! `sip2d item`, `loan`, `hold`, `account`, `purge`, `import` and `export`.
 
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::io::{BufReader, Cursor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -177,7 +177,7 @@ pub struct PurgeArgs {
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// A JSON Lines file (see docs/import.md), or - for standard input.
-    file: PathBuf,
+    pub(super) file: PathBuf,
     /// Check every line and report, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -188,7 +188,7 @@ pub struct ImportArgs {
 pub struct ExportArgs {
     /// Where to write (default: standard output).
     #[arg(long, short = 'o')]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
 }
 
 fn clock() -> (Timestamp, Date) {
@@ -207,41 +207,41 @@ fn item_json(reg: &Register, i: &Item) -> Result<serde_json::Value> {
 
 fn print_item(reg: &Register, i: &Item, json: bool) -> Result<()> {
     if json {
-        println!("{}", item_json(reg, i)?);
+        outln!("{}", item_json(reg, i)?);
         return Ok(());
     }
-    println!("{} {}{}", i.barcode, i.title, i.author.as_ref().map(|a| format!(" / {a}")).unwrap_or_default());
-    println!("  institution   {}", i.institution);
-    println!("  status        {}", serde_json::to_value(i.status)?.as_str().unwrap_or("?"));
-    println!("  media type    {:03}   security marker {:02}", i.media_type, i.security_marker);
+    outln!("{} {}{}", i.barcode, i.title, i.author.as_ref().map(|a| format!(" / {a}")).unwrap_or_default());
+    outln!("  institution   {}", i.institution);
+    outln!("  status        {}", serde_json::to_value(i.status)?.as_str().unwrap_or("?"));
+    outln!("  media type    {:03}   security marker {:02}", i.media_type, i.security_marker);
     for (label, v) in [("call number", &i.call_number), ("location", &i.location)] {
         if let Some(v) = v {
-            println!("  {label:<13} {v}");
+            outln!("  {label:<13} {v}");
         }
     }
     if let Some(f) = i.rental_fee {
-        println!("  rental fee    {f}");
+        outln!("  rental fee    {f}");
     }
     if let Some(d) = i.loan_days {
-        println!("  loan days     {d}");
+        outln!("  loan days     {d}");
     }
     if let Some(l) = reg.store.loan(&i.barcode)? {
-        println!("  on loan to    #{} due {}", l.patron, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+        outln!("  on loan to    #{} due {}", l.patron, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
     }
     for (n, h) in reg.store.holds_on(&i.barcode)?.iter().enumerate() {
-        println!("  hold {:<8} #{} (queue {}, {:?})", h.id, h.patron, n + 1, h.status);
+        outln!("  hold {:<8} #{} (queue {}, {:?})", h.id, h.patron, n + 1, h.status);
     }
     Ok(())
 }
 
 fn print_loan(l: &Loan, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"item": l.item, "patron": l.patron, "out": l.out.to_string(), "due": l.due.to_string(), "renewals": l.renewals})
         );
     } else {
-        println!(
+        outln!(
             "{:<16} #{:<7} out {}  due {}  renewed {}",
             l.item,
             l.patron,
@@ -257,10 +257,10 @@ fn print_hold(reg: &Register, h: &Hold, json: bool) -> Result<()> {
     if json {
         let mut v = serde_json::to_value(h)?;
         v["queue_position"] = json!(position);
-        println!("{v}");
+        outln!("{v}");
     } else {
         let what = h.item.as_deref().map(|i| format!("item {i}")).or(h.title.as_ref().map(|t| format!("title '{t}'")));
-        println!(
+        outln!(
             "hold {:<6} #{:<7} {:<30} pickup {:<10} {:?}{}",
             h.id,
             h.patron,
@@ -275,14 +275,14 @@ fn print_hold(reg: &Register, h: &Hold, json: bool) -> Result<()> {
 
 fn print_account(a: &Account, json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile})
         );
     } else {
-        println!("{:<20} {:<10} {}", a.login, a.institution, a.location.clone().unwrap_or_default());
+        outln!("{:<20} {:<10} {}", a.login, a.institution, a.location.clone().unwrap_or_default());
         for (k, v) in &a.profile {
-            println!("  {k} = {v}");
+            outln!("  {k} = {v}");
         }
     }
 }
@@ -291,7 +291,7 @@ fn print_account(a: &Account, json: bool) {
 /// users could see it in the process list).
 fn read_password() -> Result<String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    super::io::read_line(&mut line).context("cannot read the password from standard input")?;
     let pw = line.trim_end_matches(['\r', '\n']).to_string();
     if pw.is_empty() {
         bail!("no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN`");
@@ -339,9 +339,9 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
             {
                 let i = i?;
                 if common.json {
-                    println!("{}", serde_json::to_string(&i)?);
+                    outln!("{}", serde_json::to_string(&i)?);
                 } else {
-                    println!(
+                    outln!(
                         "{:<16} {:<8} {:<14} {}",
                         i.barcode,
                         i.institution,
@@ -353,7 +353,7 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
         }
         ItemCmd::Delete { barcode } => {
             reg.delete_item(barcode)?;
-            println!("item {barcode} removed");
+            outln!("item {barcode} removed");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -377,8 +377,8 @@ pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
             print_loan(&reg.checkout(p.id, item, *accept_fee, today, now)?, common.json);
         }
         LoanCmd::Return { item } => match reg.checkin(item, now)? {
-            Some(l) => println!("{item} returned by #{}", l.patron),
-            None => println!("{item} was not on loan; it is back on the shelf"),
+            Some(l) => outln!("{item} returned by #{}", l.patron),
+            None => outln!("{item} was not on loan; it is back on the shelf"),
         },
     }
     Ok(ExitCode::SUCCESS)
@@ -410,7 +410,7 @@ pub fn hold(cmd: &HoldCmd, common: &Common) -> Result<ExitCode> {
         }
         HoldCmd::Cancel { hold } => {
             let h = reg.cancel_hold(*hold, now)?;
-            println!("hold {} for #{} cancelled", h.id, h.patron);
+            outln!("hold {} for #{} cancelled", h.id, h.patron);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -434,12 +434,12 @@ pub fn account(cmd: &AccountCmd, common: &Common) -> Result<ExitCode> {
             reg.account(login)?;
             let pw = read_password()?;
             reg.set_account_password(login, &pw)?;
-            println!("password changed for {login}");
+            outln!("password changed for {login}");
         }
         AccountCmd::Profile { login, sets } => print_account(&reg.set_account_profile(login, sets)?, common.json),
         AccountCmd::Remove { login } => {
             reg.remove_account(login)?;
-            println!("account {login} removed");
+            outln!("account {login} removed");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -451,18 +451,18 @@ pub fn purge(args: &PurgeArgs, common: &Common) -> Result<ExitCode> {
     let report = reg.purge(today, now, args.dry_run)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     if common.json {
-        println!(
+        outln!(
             "{}",
             json!({"dry_run": args.dry_run, "removed": report.removed, "kept": report.kept, "audit_entries_pruned": report.audit_entries_pruned})
         );
     } else {
         for (_, what) in &report.removed {
-            println!("{verb} {what}");
+            outln!("{verb} {what}");
         }
         for (id, why) in &report.kept {
-            println!("kept #{id}: {why}");
+            outln!("kept #{id}: {why}");
         }
-        println!(
+        outln!(
             "{verb} {} patrons and {} audit entries past their retention",
             report.removed.len(),
             report.audit_entries_pruned
@@ -477,19 +477,19 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
     let report = if args.file.as_os_str() == "-" {
         // Standard input cannot be read twice: hold it in memory.
         let mut all = Vec::new();
-        std::io::stdin().lock().read_to_end(&mut all).context("cannot read standard input")?;
+        super::io::read_all(&mut all).context("cannot read standard input")?;
         reg.import(Cursor::new(all), args.dry_run, today, now)?
     } else {
         let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
         reg.import(BufReader::with_capacity(1 << 20, f), args.dry_run, today, now)?
     };
     if common.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         for (n, why) in &report.rejected {
-            eprintln!("line {n}: {why}");
+            errln!("line {n}: {why}");
         }
-        println!(
+        outln!(
             "{}{} lines: {} created, {} updated, {} unchanged, {} rejected",
             if args.dry_run { "dry run, nothing written. " } else { "" },
             report.lines,
@@ -508,10 +508,10 @@ pub fn export(args: &ExportArgs, common: &Common) -> Result<ExitCode> {
         Some(path) => {
             let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             let n = reg.export(&mut std::io::BufWriter::new(f))?;
-            eprintln!("exported {n} lines to {}", path.display());
+            errln!("exported {n} lines to {}", path.display());
         }
         None => {
-            reg.export(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+            reg.export(&mut std::io::BufWriter::new(super::io::Out))?;
         }
     }
     Ok(ExitCode::SUCCESS)

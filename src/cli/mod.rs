@@ -1,5 +1,8 @@
 //! The `sip2d` command line: one binary, git-style subcommands.
 
+#[macro_use]
+mod io;
+mod admin;
 mod bench;
 mod circulation;
 mod client;
@@ -65,7 +68,103 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // A register command on a data directory a server holds goes to that server.
+    if cli.command.is_register() {
+        match forward(&cli) {
+            Ok(Some(code)) => return code,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("sip2d: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match run_command(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sip2d: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// Whether it works on the register (and so may go through a running server).
+    fn is_register(&self) -> bool {
+        matches!(
+            self,
+            Command::Institution(_)
+                | Command::Patron(_)
+                | Command::Item(_)
+                | Command::Loan(_)
+                | Command::Hold(_)
+                | Command::Account(_)
+                | Command::Purge(_)
+                | Command::Import(_)
+                | Command::Export(_)
+        )
+    }
+}
+
+/// Sends this register command to the server running on its data directory, if any: the
+/// arguments as given, standard input when the command reads it, files read and written here.
+fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
+    use std::io::Read;
+    let dir = cli.common.dir()?;
+    if !dir.join(admin::SOCKET).exists() {
+        return Ok(None);
+    }
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut stdin = String::new();
+    let mut output: Option<std::path::PathBuf> = None;
+    match &cli.command {
+        // The file is read here and sent as standard input.
+        Command::Import(a) if a.file.as_os_str() != "-" => {
+            stdin = std::fs::read_to_string(&a.file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", a.file.display()))?;
+            let file = a.file.to_string_lossy().into_owned();
+            if let Some(arg) = args.iter_mut().find(|x| **x == file) {
+                *arg = "-".into();
+            }
+        }
+        Command::Import(_) => {
+            std::io::stdin().read_to_string(&mut stdin)?;
+        }
+        // The export comes back on standard output and is written here.
+        Command::Export(a) => {
+            if let Some(o) = &a.output {
+                output = Some(o.clone());
+                let o = o.to_string_lossy().into_owned();
+                if let Some(i) = args.iter().position(|x| *x == o) {
+                    args.remove(i);
+                    if i > 0 && matches!(args.get(i - 1).map(String::as_str), Some("-o" | "--output")) {
+                        args.remove(i - 1);
+                    }
+                }
+            }
+        }
+        Command::Account(circulation::AccountCmd::Add { .. } | circulation::AccountCmd::Password { .. }) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            stdin = line;
+        }
+        _ => {}
+    }
+    let Some(answer) = admin::forward(&dir, args, stdin, cli.common.actor())? else { return Ok(None) };
+    match output {
+        Some(path) if answer.code == 0 => {
+            std::fs::write(&path, &answer.stdout)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
+        _ => print!("{}", answer.stdout),
+    }
+    eprint!("{}", answer.stderr);
+    Ok(Some(ExitCode::from(answer.code)))
+}
+
+/// Runs a parsed command here.
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
         Command::Conform(args) => conform::run(&args),
@@ -80,13 +179,6 @@ pub fn main() -> ExitCode {
         Command::Purge(args) => circulation::purge(&args, &cli.common),
         Command::Import(args) => circulation::import(&args, &cli.common),
         Command::Export(args) => circulation::export(&args, &cli.common),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("sip2d: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -34,13 +34,26 @@ impl Common {
         Ok(dirs::data_dir().context("no per-user data directory on this system; pass --data DIR")?.join("sip2d"))
     }
 
-    pub(super) fn open(&self) -> Result<Register> {
-        let dir = match &self.data {
-            Some(d) => d.clone(),
-            None => Common::default_dir()?,
-        };
-        let actor = self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into());
-        Ok(Register::open(&dir, &actor)?)
+    /// The data directory these options name.
+    pub(super) fn dir(&self) -> Result<PathBuf> {
+        match &self.data {
+            Some(d) => Ok(d.clone()),
+            None => Common::default_dir(),
+        }
+    }
+
+    /// The staff member acting: `--as`, or the login name.
+    pub(super) fn actor(&self) -> String {
+        self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into())
+    }
+
+    /// The register: the running server's, when this command is being run by the server for
+    /// an admin client, otherwise the store in the data directory, opened here.
+    pub(super) fn open(&self) -> Result<std::sync::Arc<Register>> {
+        if let Some(served) = super::admin::served() {
+            return Ok(served);
+        }
+        Ok(std::sync::Arc::new(Register::open(&self.dir()?, &self.actor())?))
     }
 }
 
@@ -548,19 +561,19 @@ fn patron_json(reg: &Register, p: &Patron, today: Date) -> Result<Value> {
 
 pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) -> Result<()> {
     if json {
-        println!("{}", patron_json(reg, p, today)?);
+        outln!("{}", patron_json(reg, p, today)?);
         return Ok(());
     }
     let balance = reg.balance(p.id)?;
     let standing = reg.standing(p, today)?;
-    println!("#{} {} ({})", p.id, p.display_name(), p.institution);
-    println!("  primary id    {}", p.primary_id);
+    outln!("#{} {} ({})", p.id, p.display_name(), p.institution);
+    outln!("  primary id    {}", p.primary_id);
     for i in &p.identifiers {
-        println!("  {:<13} {}{}", i.kind, i.value, if i.active { "" } else { " (inactive)" });
+        outln!("  {:<13} {}{}", i.kind, i.value, if i.active { "" } else { " (inactive)" });
     }
     let line = |label: &str, v: Option<String>| {
         if let Some(v) = v {
-            println!("  {label:<13} {v}");
+            outln!("  {label:<13} {v}");
         }
     };
     line("e-mail", p.email.clone());
@@ -580,33 +593,33 @@ pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) 
         (_, _, true) => "locked (too many wrong PINs)",
         _ => "active",
     };
-    println!("  status        {status} since {}", super::local(p.status_changed).strftime("%Y-%m-%d"));
-    println!("  PIN           {}", if p.pin.is_some() { "set" } else { "not set" });
+    outln!("  status        {status} since {}", super::local(p.status_changed).strftime("%Y-%m-%d"));
+    outln!("  PIN           {}", if p.pin.is_some() { "set" } else { "not set" });
     for b in p.blocks.iter().filter(|b| b.active) {
-        println!("  block         {}{}", b.kind, b.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
+        outln!("  block         {}{}", b.kind, b.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
     }
     for n in &p.notes {
-        println!("  note {:<8} [{}{}] {}", n.id, n.kind, if n.public { ", shown to patron" } else { "" }, n.text);
+        outln!("  note {:<8} [{}{}] {}", n.id, n.kind, if n.public { ", shown to patron" } else { "" }, n.text);
     }
     for id in &p.proxy_for {
-        println!("  may act for   #{id}");
+        outln!("  may act for   #{id}");
     }
     if let Some(t) = &p.transfer {
-        println!("  transfer      to {} (pending)", t.to);
+        outln!("  transfer      to {} (pending)", t.to);
     }
     for l in reg.store.loans_of(p.id)? {
-        println!("  on loan       {} due {}", l.item, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+        outln!("  on loan       {} due {}", l.item, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
     }
-    println!("  balance       {balance}");
+    outln!("  balance       {balance}");
     let may = |denied: bool| if denied { "no" } else { "yes" };
-    println!(
+    outln!(
         "  may borrow    {}, renew {}, hold {}",
         may(standing.denied.borrow),
         may(standing.denied.renew),
         may(standing.denied.hold)
     );
     for r in &standing.reasons {
-        println!("  because       {r}");
+        outln!("  because       {r}");
     }
     Ok(())
 }
@@ -614,7 +627,7 @@ pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) 
 fn list_patrons(patrons: &[Patron], json: bool) -> Result<()> {
     for p in patrons {
         if json {
-            println!(
+            outln!(
                 "{}",
                 json!({"id": p.id, "institution": p.institution, "primary_id": p.primary_id,
                 "first_name": p.first_name, "last_name": p.last_name, "birth_date": p.birth_date.map(|d| d.to_string()),
@@ -627,7 +640,7 @@ fn list_patrons(patrons: &[Patron], json: bool) -> Result<()> {
                 (_, false) => "inactive",
                 _ => "",
             };
-            println!(
+            outln!(
                 "#{:<7} {:<32} {:<16} {:<10} {:<6} {}",
                 p.id,
                 p.display_name(),
@@ -657,14 +670,18 @@ fn privileges_text(p: Privileges) -> String {
 
 fn print_institution(i: &Institution, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(i).unwrap_or_default());
+        outln!("{}", serde_json::to_string(i).unwrap_or_default());
         return;
     }
-    println!("{} {} ({}, {})", i.code, i.name, i.currency, i.timezone);
+    outln!("{} {} ({}, {})", i.code, i.name, i.currency, i.timezone);
     let policy = |name: &str, p: &crate::domain::LoanPolicy| {
-        println!(
+        outln!(
             "  policy {:<12} {} days, {} loans, {} renewals, fines over {} block",
-            name, p.loan_days, p.max_loans, p.max_renewals, p.fine_threshold
+            name,
+            p.loan_days,
+            p.max_loans,
+            p.max_renewals,
+            p.fine_threshold
         );
     };
     policy("(default)", &i.default_policy);
@@ -672,7 +689,7 @@ fn print_institution(i: &Institution, json: bool) {
         policy(g, p);
     }
     for t in &i.block_types {
-        println!("  block type   {:<14} denies {}", t.code, privileges_text(t.denies));
+        outln!("  block type   {:<14} denies {}", t.code, privileges_text(t.denies));
     }
     for (f, p) in [
         ("primary id", &i.formats.primary_id),
@@ -681,16 +698,16 @@ fn print_institution(i: &Institution, json: bool) {
         ("postal code", &i.formats.postal_code),
     ] {
         if let Some(p) = p {
-            println!("  pattern      {f:<14} {p}");
+            outln!("  pattern      {f:<14} {p}");
         }
     }
     match &i.pin_policy {
-        PinPolicy::FourDigits => println!("  PIN          four digits"),
-        PinPolicy::Password { min_len } => println!("  PIN          a password of at least {min_len} characters"),
+        PinPolicy::FourDigits => outln!("  PIN          four digits"),
+        PinPolicy::Password { min_len } => outln!("  PIN          a password of at least {min_len} characters"),
     }
     match i.audit_retention_days {
-        Some(d) => println!("  audit kept   {d} days"),
-        None => println!("  audit kept   for ever"),
+        Some(d) => outln!("  audit kept   {d} days"),
+        None => outln!("  audit kept   for ever"),
     }
 }
 
@@ -701,12 +718,12 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
         InstitutionCmd::Add { code, name, currency, timezone } => {
             let inst = reg.add_institution(code, name, currency, timezone)?;
             if common.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"code": inst.code, "name": inst.name, "currency": inst.currency, "timezone": inst.timezone})
                 );
             } else {
-                println!("added institution {} ({})", inst.code, inst.name);
+                outln!("added institution {} ({})", inst.code, inst.name);
             }
         }
         InstitutionCmd::Show { code } => print_institution(&reg.store.institution(code)?, common.json),
@@ -780,12 +797,12 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
         InstitutionCmd::List => {
             for i in reg.store.institutions()? {
                 if common.json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"code": i.code, "name": i.name, "currency": i.currency, "timezone": i.timezone})
                     );
                 } else {
-                    println!("{:<10} {:<30} {} {}", i.code, i.name, i.currency, i.timezone);
+                    outln!("{:<10} {:<30} {} {}", i.code, i.name, i.currency, i.timezone);
                 }
             }
         }
@@ -830,7 +847,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 Added::Patron(p) => *p,
                 Added::PossibleDuplicate(ids) => {
                     let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
-                    eprintln!(
+                    errln!(
                         "sip2d: a patron with the same names and birth date exists already ({}); nothing was added. Check, then pass --force to add anyway.",
                         ids.join(", ")
                     );
@@ -845,9 +862,9 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             show(&p)?;
             if let Some(pin) = generated {
                 if common.json {
-                    println!("{}", json!({"generated_pin": pin}));
+                    outln!("{}", json!({"generated_pin": pin}));
                 } else {
-                    println!("  new PIN       {pin}   (shown once: give it to the patron now)");
+                    outln!("  new PIN       {pin}   (shown once: give it to the patron now)");
                 }
             }
         }
@@ -870,7 +887,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 reg.search(&institution_of(&reg, at)?, query, today)?
             };
             if found.is_empty() {
-                eprintln!("sip2d: no patron matches '{query}'");
+                errln!("sip2d: no patron matches '{query}'");
                 return Ok(ExitCode::from(2));
             }
             list_patrons(&found, common.json)?;
@@ -908,10 +925,10 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             let p = find(&reg, patron, at)?;
             if let Some(pin) = set {
                 reg.set_pin(p.id, pin, now)?;
-                println!("PIN set for #{}", p.id);
+                outln!("PIN set for #{}", p.id);
             } else if *generate {
                 let pin = reg.generate_pin(p.id, now)?;
-                println!("new PIN for #{}: {pin}   (shown once)", p.id);
+                outln!("new PIN for #{}: {pin}   (shown once)", p.id);
             } else if let Some(pin) = check {
                 let outcome = reg.check_pin(p.id, pin, now)?;
                 let (text, code) = match outcome {
@@ -923,7 +940,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                         ("the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it".into(), 5)
                     }
                 };
-                println!("{text}");
+                outln!("{text}");
                 return Ok(ExitCode::from(code));
             } else {
                 bail!("say what to do: --set PIN, --generate or --check PIN");
@@ -948,30 +965,27 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             TransferCmd::List { to } => {
                 for p in reg.pending_transfers(to)? {
                     if common.json {
-                        println!("{}", patron_json(&reg, &p, today)?);
+                        outln!("{}", patron_json(&reg, &p, today)?);
                     } else {
-                        println!("#{:<6} {:<30} from {}", p.id, p.display_name(), p.institution);
+                        outln!("#{:<6} {:<30} from {}", p.id, p.display_name(), p.institution);
                     }
                 }
             }
         },
         PatronCmd::Delete { patron, at } => {
             let p = reg.delete(find(&reg, patron, at)?.id, now)?;
-            println!("patron #{} moved to the deleted users; `sip2d patron restore #{}` brings them back", p.id, p.id);
+            outln!("patron #{} moved to the deleted users; `sip2d patron restore #{}` brings them back", p.id, p.id);
         }
         PatronCmd::Restore { patron, at } => show(&reg.restore(find(&reg, patron, at)?.id, now)?)?,
         PatronCmd::History { patron, at } => {
             let p = find(&reg, patron, at)?;
             for e in reg.history(p.id)? {
                 if common.json {
-                    println!(
-                        "{}",
-                        json!({"at": e.at.to_string(), "by": e.by, "action": e.action, "changes": e.changes})
-                    );
+                    outln!("{}", json!({"at": e.at.to_string(), "by": e.by, "action": e.action, "changes": e.changes}));
                 } else {
                     let changes: Vec<String> = e.changes.iter().map(|(f, o, n)| format!("{f}: {o} -> {n}")).collect();
                     let at = super::local(e.at).strftime("%Y-%m-%d %H:%M:%S");
-                    println!("{at}  {:<10} {:<18} {}", e.by, e.action, changes.join("; "));
+                    outln!("{at}  {:<10} {:<18} {}", e.by, e.action, changes.join("; "));
                 }
             }
         }
@@ -982,14 +996,14 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
 fn fee(reg: &Register, cmd: &FeeCmd, common: &Common, now: Timestamp) -> Result<()> {
     let print = |f: &crate::domain::Fee| {
         if common.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"id": f.id, "patron": f.patron, "type": f.kind.name(), "amount": f.amount.to_string(),
                        "paid": f.paid.to_string(), "status": format!("{:?}", f.status).to_lowercase(),
                        "item": f.item, "comment": f.comment})
             );
         } else {
-            println!(
+            outln!(
                 "fee {:<6} {:<12} {:>9} paid {:>9}  {:<9} {}",
                 f.id,
                 f.kind.name(),
@@ -1011,7 +1025,7 @@ fn fee(reg: &Register, cmd: &FeeCmd, common: &Common, now: Timestamp) -> Result<
                 print(&f);
             }
             if !common.json {
-                println!("balance {}", reg.balance(p.id)?);
+                outln!("balance {}", reg.balance(p.id)?);
             }
         }
         FeeCmd::Pay { fee, amount, transaction } => print(&reg.pay_fee(*fee, *amount, transaction.as_deref(), now)?),

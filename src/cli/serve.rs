@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
+use super::admin;
 use super::register::Common;
 use crate::net::{Config, Listener, LogFormat, Server, TlsFiles};
 use crate::register::{Register, demo};
@@ -260,6 +261,10 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::bind(&c, register).await?;
+        // Register commands run meanwhile (`sip2d patron ...` on this data directory) come to
+        // this server over the admin socket; it is open before the address is announced.
+        let admin_stop = CancellationToken::new();
+        admin::serve(&data, server.register(), admin_stop.clone()).await?;
         match &built {
             Some(d) => banner(&data, &server, d),
             None => {
@@ -275,7 +280,10 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(args.clone(), common.clone(), server.handle(), log_handle));
-        server.run(shutdown).await
+        let ran = server.run(shutdown).await;
+        admin_stop.cancel();
+        let _ = std::fs::remove_file(data.join(admin::SOCKET));
+        ran.map_err(anyhow::Error::from)
     });
     // Requests still on the blocking pool have had the grace period; do not wait forever.
     runtime.shutdown_timeout(c.limits.shutdown_grace);

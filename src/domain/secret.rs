@@ -14,6 +14,7 @@ use super::records::PinHash;
 
 /// The installation's PIN key. Kept outside the store, readable by its owner only, so that a
 /// copy of the store alone cannot be used to test PINs offline.
+#[derive(Clone)]
 pub struct PinKey([u8; 32]);
 
 impl PinKey {

@@ -21,6 +21,14 @@ pub struct Register {
     actor: String,
 }
 
+impl Register {
+    /// The same register (one store, one PIN key) acting for someone else: the name its
+    /// changes record in the audit history. The server gives each admin request one.
+    pub fn acting_as(&self, actor: &str) -> Register {
+        Register { store: self.store.clone(), key: self.key.clone(), actor: actor.to_string() }
+    }
+}
+
 /// What staff enter to register a patron.
 #[derive(Clone, Debug, Default)]
 pub struct NewPatron {

@@ -5,6 +5,7 @@
 //! it is sled, so another engine can replace it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bincode::Options;
 use serde::Serialize;
@@ -132,7 +133,8 @@ pub enum Write {
     RemoveAudit(Vec<u8>),
 }
 
-/// The sled database and its trees.
+/// The sled database and its trees. Clones share the database (sled handles are shared).
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
@@ -165,10 +167,10 @@ pub struct Store {
     /// terminal login -> Account
     accounts: Tree,
     /// Shares one disk sync among writers that ask for it at the same time.
-    commits: GroupCommit,
+    commits: Arc<GroupCommit>,
     /// When set, `flush` only notes on the calling thread that a sync is owed (see
     /// [`Store::defer_flushes`]).
-    deferred: std::sync::atomic::AtomicBool,
+    deferred: Arc<std::sync::atomic::AtomicBool>,
 }
 
 thread_local! {
@@ -395,8 +397,8 @@ impl Store {
             holds_by_patron: tree("holds_by_patron")?,
             holds_by_item: tree("holds_by_item")?,
             accounts: tree("accounts")?,
-            commits: GroupCommit::default(),
-            deferred: std::sync::atomic::AtomicBool::new(false),
+            commits: Arc::new(GroupCommit::default()),
+            deferred: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             db,
         })
     }

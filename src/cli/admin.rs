@@ -1,0 +1,145 @@
+//! The admin API: while `sip2d serve` runs, it holds the store, so the register commands are
+//! sent to it over HTTP on a Unix socket in the data directory (owner-only) and run there, with
+//! the same code, validation and audit as when they open the store themselves.
+//!
+//! `POST /v1/run` with `{"args": [...], "stdin": "...", "actor": "..."}` runs one register
+//! command (the arguments as after `sip2d`) and answers `{"code": N, "stdout": "...",
+//! "stderr": "..."}`. `docs/admin-api.yaml` describes it.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+
+use crate::register::Register;
+
+/// The socket's name in the data directory.
+pub const SOCKET: &str = "admin.sock";
+
+thread_local! {
+    static SERVED: RefCell<Option<Arc<Register>>> = const { RefCell::new(None) };
+}
+
+/// The server's register, while this thread runs a command for an admin client.
+pub fn served() -> Option<Arc<Register>> {
+    SERVED.with(|s| s.borrow().clone())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The command line after `sip2d`, e.g. `["patron", "show", "21000000000001"]`.
+    pub args: Vec<String>,
+    /// What the command reads from standard input (a password, an import).
+    #[serde(default)]
+    pub stdin: String,
+    /// Who is asking: recorded in the audit history as "NAME (admin API)".
+    #[serde(default)]
+    pub actor: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunResponse {
+    pub code: u8,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The register commands an admin client may run.
+const COMMANDS: &[&str] = &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export"];
+
+fn exit_code(code: ExitCode) -> u8 {
+    (0..=255u8).find(|c| ExitCode::from(*c) == code).unwrap_or(1)
+}
+
+/// Runs one register command against the server's register, capturing what it prints.
+fn run_here(register: &Register, req: RunRequest) -> RunResponse {
+    use clap::Parser;
+    let args = std::iter::once("sip2d".to_string()).chain(req.args.iter().cloned());
+    let refuse = |code: u8, stderr: String| RunResponse { code, stdout: String::new(), stderr };
+    let cli = match super::Cli::try_parse_from(args) {
+        Ok(cli) if cli.command.is_register() => cli,
+        Ok(_) => {
+            return refuse(2, format!("sip2d: the admin API runs register commands only ({})\n", COMMANDS.join(", ")));
+        }
+        Err(e) => return refuse(2, e.to_string()),
+    };
+    let actor = if req.actor.is_empty() { "admin".to_string() } else { req.actor.clone() };
+    let acting = Arc::new(register.acting_as(&format!("{actor} (admin API)")));
+    SERVED.with(|s| *s.borrow_mut() = Some(acting));
+    let (code, captured) = super::io::capture(req.stdin.into_bytes(), || match super::run_command(cli) {
+        Ok(code) => exit_code(code),
+        Err(e) => {
+            errln!("sip2d: {e:#}");
+            1
+        }
+    });
+    SERVED.with(|s| *s.borrow_mut() = None);
+    RunResponse {
+        code,
+        stdout: String::from_utf8_lossy(&captured.out).into_owned(),
+        stderr: String::from_utf8_lossy(&captured.err).into_owned(),
+    }
+}
+
+async fn run(State(register): State<Arc<Register>>, Json(req): Json<RunRequest>) -> Json<RunResponse> {
+    let answer = tokio::task::spawn_blocking(move || run_here(&register, req)).await;
+    Json(answer.unwrap_or_else(|e| RunResponse { code: 1, stdout: String::new(), stderr: format!("sip2d: {e}\n") }))
+}
+
+/// Serves the admin API on `DIR/admin.sock` (owner-only) until `shutdown`.
+pub async fn serve(
+    dir: &Path,
+    register: Arc<Register>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(SOCKET);
+    // A socket left by a server that was killed: nothing listens on it any more.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener =
+        tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let app = axum::Router::new().route("/v1/run", post(run)).with_state(register);
+    let p = path.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let _ = std::fs::remove_file(&p);
+    });
+    Ok(path)
+}
+
+/// Sends a register command to the server running on `dir`, if one is; `None` when none is.
+pub fn forward(dir: &Path, args: Vec<String>, stdin: String, actor: String) -> Result<Option<RunResponse>> {
+    let path = dir.join(SOCKET);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let Ok(stream) = tokio::net::UnixStream::connect(&path).await else { return Ok(None) };
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.context("the admin socket")?;
+        tokio::spawn(conn);
+        let body = serde_json::to_vec(&RunRequest { args, stdin, actor })?;
+        let req = hyper::Request::post("/v1/run")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let res = sender.send_request(req).await.context("the running server did not answer")?;
+        if !res.status().is_success() {
+            bail!("the running server refused the command: {}", res.status());
+        }
+        use http_body_util::BodyExt;
+        let bytes = res.into_body().collect().await?.to_bytes();
+        Ok(Some(serde_json::from_slice(&bytes).context("the running server's answer")?))
+    })
+}
