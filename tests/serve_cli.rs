@@ -229,3 +229,70 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     let (code, out) = sip2d(&["patron", "history", "21000000000001", "--institution", "MAIN"], "");
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// A raw HTTP/1.1 POST: status and body.
+fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn the_admin_api_over_tcp_needs_the_token_and_reloads_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 100\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let admin: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0);
+        if let Some(rest) = line.strip_prefix("sip2d admin API on http://") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let token_file = data.join("admin.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let show = r#"{"args":["patron","show","21000000000001","--institution","MAIN","--json"],"actor":"ops"}"#;
+    assert_eq!(post(admin, "/v1/run", None, show).0, 401, "no token");
+    assert_eq!(post(admin, "/v1/run", Some("wrong"), show).0, 401, "a wrong token");
+    let (status, body) = post(admin, "/v1/run", Some(&token), show);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["code"], 0, "{answer}");
+    assert!(answer["stdout"].as_str().unwrap().contains("Avery"), "{answer}");
+    let (_, body) = post(admin, "/v1/run", Some(&token), r#"{"args":["serve"]}"#);
+    assert!(body.contains("register commands only"), "{body}");
+
+    let (status, body) = post(admin, "/v1/reload", Some(&token), "");
+    assert_eq!(status, 200, "{body}");
+    std::fs::write(&config, "[limits]\nmax_connections = 0\n").unwrap();
+    let (status, body) = post(admin, "/v1/reload", Some(&token), "");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("max_connections"), "the reason: {body}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+}

@@ -475,6 +475,7 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
     let want = sip2d::net::Config {
         data: Some("/var/lib/sip2d".into()),
         ops_listen: Some("127.0.0.1:9101".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:9102".parse().unwrap()),
         ..Default::default()
     };
     assert_eq!(full, want);

@@ -88,15 +88,109 @@ fn run_here(register: &Register, req: RunRequest) -> RunResponse {
     }
 }
 
-async fn run(State(register): State<Arc<Register>>, Json(req): Json<RunRequest>) -> Json<RunResponse> {
+/// Reloads the server's configuration (as SIGHUP does); `Err` says why it was refused.
+pub type Reload = Arc<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
+
+/// What the admin endpoints share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub register: Arc<Register>,
+    pub reload: Reload,
+    /// For the TCP listener: the bearer token every request must carry.
+    pub token: Option<Arc<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub reloaded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a request carries the token (always, on the Unix socket).
+fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = &state.token else { return true };
+    let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let want = format!("Bearer {token}");
+    // Compared in constant time: the token is a secret.
+    given.len() == want.len() && given.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn run(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<RunRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !authorised(&state, &headers) {
+        return (axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    }
+    let register = state.register.clone();
     let answer = tokio::task::spawn_blocking(move || run_here(&register, req)).await;
     Json(answer.unwrap_or_else(|e| RunResponse { code: 1, stdout: String::new(), stderr: format!("sip2d: {e}\n") }))
+        .into_response()
+}
+
+async fn reload(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !authorised(&state, &headers) {
+        return (axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    }
+    let f = state.reload.clone();
+    let r = tokio::task::spawn_blocking(move || f()).await.unwrap_or_else(|e| Err(e.to_string()));
+    let status = if r.is_ok() { axum::http::StatusCode::OK } else { axum::http::StatusCode::UNPROCESSABLE_ENTITY };
+    (status, Json(ReloadResponse { reloaded: r.is_ok(), error: r.err() })).into_response()
+}
+
+fn router(state: AdminState) -> axum::Router {
+    axum::Router::new().route("/v1/run", post(run)).route("/v1/reload", post(reload)).with_state(state)
+}
+
+/// The token file in the data directory, created (owner-only) with a random token if absent.
+pub fn token(dir: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(token)
+}
+
+/// Serves the admin API on a TCP address, every request needing the token in
+/// `DIR/admin.token` as `Authorization: Bearer TOKEN`.
+pub async fn serve_tcp(
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    register: Arc<Register>,
+    reload: Reload,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<std::net::SocketAddr> {
+    let token = Arc::new(token(dir)?);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = router(AdminState { register, reload, token: Some(token) });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    });
+    Ok(bound)
 }
 
 /// Serves the admin API on `DIR/admin.sock` (owner-only) until `shutdown`.
 pub async fn serve(
     dir: &Path,
     register: Arc<Register>,
+    reload: Reload,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -108,7 +202,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = axum::Router::new().route("/v1/run", post(run)).with_state(register);
+    let app = router(AdminState { register, reload, token: None });
     let p = path.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;

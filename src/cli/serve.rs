@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// loopback or a management network (no authentication).
     #[arg(long, value_name = "ADDR")]
     ops_listen: Option<SocketAddr>,
+    /// Serve the admin API on this TCP address too (it needs the bearer token in
+    /// DATA/admin.token, created owner-only); the Unix socket DATA/admin.sock is always on.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
     /// Inject a fault to test kiosks' retry logic (repeatable): corrupt-checksum=N (every Nth
     /// reply's checksum), answer-96=N (96 instead of every Nth reply), drop=N (close halfway
     /// through every Nth reply), delay=DURATION (before every reply).
@@ -78,6 +82,7 @@ The configuration file (TOML; every key optional, defaults shown):
   accept_lf = true                   a bare LF ends a frame as CR does
   cache_mib = 512                    the store's page cache
   ops_listen = \"127.0.0.1:9101\"      /metrics, /health, /ready over HTTP (default: off)
+  admin_listen = \"127.0.0.1:9102\"    the admin API over TCP, bearer token in DATA/admin.token (default: off)
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
@@ -139,6 +144,9 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     if args.ops_listen.is_some() {
         c.ops_listen = args.ops_listen;
     }
+    if args.admin_listen.is_some() {
+        c.admin_listen = args.admin_listen;
+    }
     if common.data.is_some() {
         c.data = common.data.clone();
     }
@@ -175,15 +183,26 @@ fn init_logging(c: &Config) -> (tracing_appender::non_blocking::WorkerGuard, Fil
 /// On SIGHUP: reads the configuration again (file and flags) and applies it to new
 /// connections and the log level. A configuration that cannot be used is refused, with the
 /// reason in the log, and the old one stays in force.
+/// Reads the configuration again and applies it (SIGHUP and the admin API's reload).
+fn apply_config(
+    args: &ServeArgs,
+    common: &Common,
+    server: &crate::net::Handle,
+    log: &FilterHandle,
+) -> Result<(), String> {
+    let c = config(args, common).map_err(|e| format!("{e:#}"))?;
+    server.reload(&c).map_err(|e| e.to_string())?;
+    log.modify(|f| *f = log_filter(&c)).map_err(|e| e.to_string())?;
+    tracing::info!("configuration reloaded");
+    Ok(())
+}
+
 #[cfg(unix)]
 async fn reload_on_hangup(args: ServeArgs, common: Common, server: crate::net::Handle, log: FilterHandle) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        let applied = config(&args, &common).map_err(|e| format!("{e:#}")).and_then(|c| {
-            server.reload(&c).map_err(|e| e.to_string())?;
-            log.modify(|f| *f = log_filter(&c)).map_err(|e| e.to_string())
-        });
+        let applied = apply_config(&args, &common, &server, &log);
         match applied {
             Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused; the old one stays in force"),
@@ -264,7 +283,15 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         // Register commands run meanwhile (`sip2d patron ...` on this data directory) come to
         // this server over the admin socket; it is open before the address is announced.
         let admin_stop = CancellationToken::new();
-        admin::serve(&data, server.register(), admin_stop.clone()).await?;
+        let reload: admin::Reload = {
+            let (args, common, handle, log) = (args.clone(), common.clone(), server.handle(), log_handle.clone());
+            std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
+        };
+        admin::serve(&data, server.register(), reload.clone(), admin_stop.clone()).await?;
+        if let Some(addr) = c.admin_listen {
+            let bound = admin::serve_tcp(addr, &data, server.register(), reload, admin_stop.clone()).await?;
+            println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
+        }
         match &built {
             Some(d) => banner(&data, &server, d),
             None => {

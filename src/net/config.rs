@@ -27,6 +27,9 @@ pub struct Config {
     /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (default: not served). Keep
     /// it on loopback or a management network: it has no authentication.
     pub ops_listen: Option<SocketAddr>,
+    /// Where to serve the admin API over TCP as well as on `DATA/admin.sock` (default: not
+    /// served). Every request needs the bearer token in `DATA/admin.token`.
+    pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub log: Log,
     /// Deliberate faults for testing kiosks' retry logic; all off by default.
@@ -181,6 +184,7 @@ impl Default for Config {
             accept_lf: true,
             cache_mib: 512,
             ops_listen: None,
+            admin_listen: None,
             limits: Limits::default(),
             log: Log::default(),
             faults: Faults::default(),
