@@ -467,6 +467,7 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest) if rest.contains(" = ") && !rest.starts_with("address") && !rest.starts_with("tls") => rest,
+            Some(rest @ "[mail]") => rest,
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -476,6 +477,11 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
         data: Some("/var/lib/sip2d".into()),
         ops_listen: Some("127.0.0.1:9101".parse().unwrap()),
         admin_listen: Some("127.0.0.1:9102".parse().unwrap()),
+        mail: Some(sip2d::net::config::Mail {
+            relay: "localhost:25".into(),
+            from: "library@example.org".into(),
+            interval: Duration::from_secs(30),
+        }),
         ..Default::default()
     };
     assert_eq!(full, want);

@@ -52,7 +52,8 @@ pub struct RunResponse {
 }
 
 /// The register commands an admin client may run.
-const COMMANDS: &[&str] = &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export"];
+const COMMANDS: &[&str] =
+    &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export", "outbox"];
 
 fn exit_code(code: ExitCode) -> u8 {
     (0..=255u8).find(|c| ExitCode::from(*c) == code).unwrap_or(1)

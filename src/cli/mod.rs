@@ -8,6 +8,7 @@ mod circulation;
 mod client;
 mod conform;
 mod decode;
+mod outbox;
 mod register;
 mod serve;
 
@@ -63,6 +64,10 @@ enum Command {
     Import(circulation::ImportArgs),
     /// Export the whole register as JSON Lines, the format `import` reads.
     Export(circulation::ExportArgs),
+    /// Notifications to patrons (welcome, transfers, reports, balance due): list them, and
+    /// deliver the pending ones through an SMTP relay with retries.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -102,6 +107,7 @@ impl Command {
                 | Command::Purge(_)
                 | Command::Import(_)
                 | Command::Export(_)
+                | Command::Outbox(_)
         )
     }
 }
@@ -179,6 +185,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge(args) => circulation::purge(&args, &cli.common),
         Command::Import(args) => circulation::import(&args, &cli.common),
         Command::Export(args) => circulation::export(&args, &cli.common),
+        Command::Outbox(cmd) => outbox::run(&cmd, &cli.common),
     }
 }
 

@@ -261,6 +261,24 @@ pub enum PatronCmd {
         #[command(flatten)]
         at: At,
     },
+    /// Write a report of the patron's loans, requests and balance to the outbox (sent by
+    /// e-mail when an SMTP relay is configured) and show it.
+    Report {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Opt a patron out of (or back into) a kind of notification: welcome,
+    /// transfer-requested, transfer-accepted, transfer-declined, report, balance-due.
+    Notices {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long, value_name = "KIND")]
+        opt_out: Vec<String>,
+        #[arg(long, value_name = "KIND")]
+        opt_in: Vec<String>,
+    },
 }
 
 /// Which institution PATRON is looked up at (default: the only one, if there is one).
@@ -289,6 +307,9 @@ pub struct AddPatron {
     national_id: Option<String>,
     #[arg(long)]
     email: Option<String>,
+    /// Preferred language, e.g. sv or en: notifications are written in it.
+    #[arg(long)]
+    language: Option<String>,
     #[arg(long)]
     phone: Option<String>,
     #[arg(long)]
@@ -831,6 +852,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 last_name: a.last_name.clone(),
                 birth_date: a.birth_date,
                 email: a.email.clone(),
+                language: a.language.clone(),
                 phone: a.phone.clone(),
                 address: a.address.clone(),
                 postal_code: a.postal_code.clone(),
@@ -977,6 +999,35 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             outln!("patron #{} moved to the deleted users; `sip2d patron restore #{}` brings them back", p.id, p.id);
         }
         PatronCmd::Restore { patron, at } => show(&reg.restore(find(&reg, patron, at)?.id, now)?)?,
+        PatronCmd::Report { patron, at } => {
+            let n = reg.report(find(&reg, patron, at)?.id, now)?;
+            super::outbox::print_notice(&n, true, common.json);
+        }
+        PatronCmd::Notices { patron, at, opt_out, opt_in } => {
+            let id = find(&reg, patron, at)?.id;
+            let kind = |k: &String| {
+                crate::domain::NoticeKind::parse(k).with_context(|| {
+                    let all: Vec<&str> = crate::domain::NoticeKind::ALL.iter().map(|k| k.name()).collect();
+                    format!("'{k}' is not a kind of notification: {}", all.join(", "))
+                })
+            };
+            let mut kinds = reg.store.optouts(id)?;
+            for k in opt_out {
+                kinds = reg.set_optout(id, kind(k)?, true)?;
+            }
+            for k in opt_in {
+                kinds = reg.set_optout(id, kind(k)?, false)?;
+            }
+            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+            if common.json {
+                outln!("{}", json!({"patron": id, "opted_out": names}));
+            } else {
+                outln!(
+                    "patron {id} opted out of: {}",
+                    if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
+                );
+            }
+        }
         PatronCmd::History { patron, at } => {
             let p = find(&reg, patron, at)?;
             for e in reg.history(p.id)? {

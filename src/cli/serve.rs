@@ -105,6 +105,10 @@ The configuration file (TOML; every key optional, defaults shown):
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides
+  [mail]                             patron notifications by e-mail (default: kept in the outbox)
+  relay = \"localhost:25\"             plain SMTP relay
+  from = \"library@example.org\"
+  interval = \"30s\"                   how often the outbox is delivered
   [faults]                           for testing kiosks' retry logic; all off by default
   corrupt_checksum_every = 0         every Nth reply's checksum corrupted
   answer_96_every = 0                96 instead of every Nth reply
@@ -183,6 +187,26 @@ fn init_logging(c: &Config) -> (tracing_appender::non_blocking::WorkerGuard, Fil
 /// On SIGHUP: reads the configuration again (file and flags) and applies it to new
 /// connections and the log level. A configuration that cannot be used is refused, with the
 /// reason in the log, and the old one stays in force.
+/// Delivers the outbox through the configured relay every `interval` until shutdown.
+async fn deliver_mail(mail: crate::net::config::Mail, register: std::sync::Arc<Register>, shutdown: CancellationToken) {
+    let smtp = super::outbox::Smtp { smtp: mail.relay.clone(), from: mail.from.clone() };
+    loop {
+        let (reg, smtp2) = (register.clone(), smtp.clone());
+        match tokio::task::spawn_blocking(move || super::outbox::deliver(&reg, &smtp2)).await {
+            Ok(Ok((0, 0, 0))) => {}
+            Ok(Ok((sent, failed, pending))) => {
+                tracing::info!(sent, failed, pending, relay = %mail.relay, "outbox delivered")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "outbox delivery failed"),
+            Err(e) => tracing::error!(error = %e, "outbox delivery task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(mail.interval) => {}
+        }
+    }
+}
+
 /// Reads the configuration again and applies it (SIGHUP and the admin API's reload).
 fn apply_config(
     args: &ServeArgs,
@@ -304,6 +328,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             }
         }
         let shutdown = CancellationToken::new();
+        if let Some(mail) = c.mail.clone() {
+            tokio::spawn(deliver_mail(mail, server.register(), shutdown.clone()));
+        }
         tokio::spawn(stop_on_signal(shutdown.clone()));
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(args.clone(), common.clone(), server.handle(), log_handle));

@@ -632,3 +632,81 @@ mod tests {
         assert_eq!(Privileges::parse("fly"), None);
     }
 }
+
+/// What a notification to a patron is about. Patrons may opt out of each kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// On registration, with how to set a PIN.
+    Welcome,
+    /// A transfer to another library was requested.
+    TransferRequested,
+    TransferAccepted,
+    TransferDeclined,
+    /// Loans and requests, on demand.
+    Report,
+    /// A balance is due (deletion was refused because of it).
+    BalanceDue,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 6] = [
+        NoticeKind::Welcome,
+        NoticeKind::TransferRequested,
+        NoticeKind::TransferAccepted,
+        NoticeKind::TransferDeclined,
+        NoticeKind::Report,
+        NoticeKind::BalanceDue,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeKind::Welcome => "welcome",
+            NoticeKind::TransferRequested => "transfer-requested",
+            NoticeKind::TransferAccepted => "transfer-accepted",
+            NoticeKind::TransferDeclined => "transfer-declined",
+            NoticeKind::Report => "report",
+            NoticeKind::BalanceDue => "balance-due",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NoticeKind> {
+        NoticeKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Where a notification stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Waiting for (another) attempt.
+    Pending,
+    Sent,
+    /// Given up after the last attempt.
+    Failed,
+    /// Not to be sent: the patron opted out, or has no e-mail address.
+    Skipped,
+}
+
+/// A notification in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub id: u64,
+    pub patron: u64,
+    pub kind: NoticeKind,
+    /// The address it goes to (the patron's e-mail when it was written).
+    pub to: Option<String>,
+    /// `en` or `sv`: the language it is written in.
+    pub language: String,
+    pub subject: String,
+    pub body: String,
+    pub created: Timestamp,
+    pub delivery: Delivery,
+    pub attempts: u32,
+    /// When the next attempt is due (pending ones).
+    pub next_attempt: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub sent: Option<Timestamp>,
+    /// Why it is skipped.
+    pub note: Option<String>,
+}

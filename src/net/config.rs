@@ -34,6 +34,27 @@ pub struct Config {
     pub log: Log,
     /// Deliberate faults for testing kiosks' retry logic; all off by default.
     pub faults: Faults,
+    /// The SMTP relay that delivers patron notifications; without it they wait in the outbox.
+    pub mail: Option<Mail>,
+}
+
+/// Delivery of patron notifications.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Mail {
+    /// The relay, `HOST:PORT` (plain SMTP).
+    pub relay: String,
+    /// The sender address.
+    pub from: String,
+    /// How often the outbox is looked at (default 30s).
+    #[serde(default = "Mail::default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Mail {
+    fn default_interval() -> Duration {
+        Duration::from_secs(30)
+    }
 }
 
 /// Faults injected into replies, so kiosk makers can test their retry logic. Counts are per
@@ -188,6 +209,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: Log::default(),
             faults: Faults::default(),
+            mail: None,
         }
     }
 }

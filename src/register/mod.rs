@@ -285,6 +285,8 @@ impl Register {
         }
         // The registration itself is recorded in the record (`created`), first in its history.
         self.store.apply(&[Write::Patron(Box::new(patron.clone()))])?;
+        // The welcome goes to the outbox with the registration, in the same flush.
+        self.write_notice(&patron, crate::domain::NoticeKind::Welcome, "", now)?;
         self.store.flush()?;
         Ok(Added::Patron(Box::new(patron)))
     }
@@ -621,19 +623,32 @@ impl Register {
     /// Asks for the patron to move to another institution; it waits there for acceptance.
     pub fn request_transfer(&self, id: u64, to: &str, now: Timestamp) -> Result<Patron, StoreError> {
         self.store.institution(to)?;
-        self.store.update_patron(id, |mut p| {
-            if p.institution == to {
-                return Err(StoreError::Refused(format!("patron {id} is already at {to}")));
-            }
-            if let Some(t) = &p.transfer {
-                return Err(StoreError::Refused(format!("patron {id} already has a transfer to {} pending", t.to)));
-            }
-            p.transfer = Some(Transfer { to: to.into(), requested_by: self.actor.clone(), at: now });
-            Ok((
-                p,
-                audit(id, now, &self.actor, "transfer-request", vec![("transfer".into(), String::new(), to.into())]),
-            ))
-        })
+        self.store
+            .update_patron(id, |mut p| {
+                if p.institution == to {
+                    return Err(StoreError::Refused(format!("patron {id} is already at {to}")));
+                }
+                if let Some(t) = &p.transfer {
+                    return Err(StoreError::Refused(format!("patron {id} already has a transfer to {} pending", t.to)));
+                }
+                p.transfer = Some(Transfer { to: to.into(), requested_by: self.actor.clone(), at: now });
+                Ok((
+                    p,
+                    audit(
+                        id,
+                        now,
+                        &self.actor,
+                        "transfer-request",
+                        vec![("transfer".into(), String::new(), to.into())],
+                    ),
+                ))
+            })
+            .and_then(|p| {
+                let to_name = self.store.institution(to).map(|i| i.name).unwrap_or_else(|_| to.to_string());
+                self.write_notice(&p, crate::domain::NoticeKind::TransferRequested, &to_name, now)?;
+                self.store.flush()?;
+                Ok(p)
+            })
     }
 
     /// Patrons waiting to move to `institution`.
@@ -646,7 +661,8 @@ impl Register {
 
     /// Accepts (moves the patron) or declines a pending transfer.
     pub fn decide_transfer(&self, id: u64, accept: bool, now: Timestamp) -> Result<Patron, StoreError> {
-        self.store.update_patron(id, |mut p| {
+        let to = self.store.patron(id)?.transfer.map(|t| t.to).unwrap_or_default();
+        let decided = self.store.update_patron(id, |mut p| {
             let Some(t) = p.transfer.take() else {
                 return Err(StoreError::Refused(format!("patron {id} has no pending transfer")));
             };
@@ -658,7 +674,16 @@ impl Register {
                 ("transfer-decline", vec![("transfer".into(), t.to, String::new())])
             };
             Ok((p, audit(id, now, &self.actor, action, changes)))
-        })
+        })?;
+        let (kind, detail) = if accept {
+            (crate::domain::NoticeKind::TransferAccepted, String::new())
+        } else {
+            let name = self.store.institution(&to).map(|i| i.name).unwrap_or(to);
+            (crate::domain::NoticeKind::TransferDeclined, name)
+        };
+        self.write_notice(&decided, kind, &detail, now)?;
+        self.store.flush()?;
+        Ok(decided)
     }
 
     /// Moves a patron to the bank of deleted users; refused while money is owed or items are
@@ -674,6 +699,13 @@ impl Register {
             why.push(format!("{loans} item{} on loan", if loans == 1 { " is" } else { "s are" }));
         }
         if !why.is_empty() {
+            if balance.0 > 0 {
+                // The patron hears what is owed.
+                let p = self.store.patron(id)?;
+                let currency = self.store.institution(&p.institution)?.currency;
+                self.write_notice(&p, crate::domain::NoticeKind::BalanceDue, &format!("{balance} {currency}"), now)?;
+                self.store.flush()?;
+            }
             return Err(StoreError::Refused(format!("patron {id} cannot be deleted: {}", why.join(" and "))));
         }
         self.store.update_patron(id, |mut p| {
@@ -700,6 +732,7 @@ impl Register {
 mod circulation;
 pub mod demo;
 mod exchange;
+pub mod notices;
 mod patrons;
 
 pub use circulation::{HoldTarget, Lend, Lent, NewItem};

@@ -14,7 +14,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 use crate::domain::validate::Invalid;
-use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Patron};
+use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron};
 
 /// Format version written before every value, so records can evolve. 2: bincode with
 /// variable-length integers (lengths and small numbers take one byte: records a third smaller,
@@ -166,6 +166,10 @@ pub struct Store {
     holds_by_item: Tree,
     /// terminal login -> Account
     accounts: Tree,
+    /// notice id -> Notice (the outbox)
+    outbox: Tree,
+    /// patron id -> the notice kinds they opted out of
+    optouts: Tree,
     /// Shares one disk sync among writers that ask for it at the same time.
     commits: Arc<GroupCommit>,
     /// When set, `flush` only notes on the calling thread that a sync is owed (see
@@ -397,6 +401,8 @@ impl Store {
             holds_by_patron: tree("holds_by_patron")?,
             holds_by_item: tree("holds_by_item")?,
             accounts: tree("accounts")?,
+            outbox: tree("outbox")?,
+            optouts: tree("optouts")?,
             commits: Arc::new(GroupCommit::default()),
             deferred: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             db,
@@ -437,6 +443,32 @@ impl Store {
     /// Whether work on this thread since the last call owes a sync; clears the note.
     pub fn take_owed_sync() -> bool {
         SYNC_OWED.with(|o| o.replace(false))
+    }
+
+    /// Stores a notice in the outbox (new or updated). Not flushed: callers flush before they
+    /// report success.
+    pub fn put_notice(&self, n: &Notice) -> Result<(), StoreError> {
+        self.outbox.insert(n.id.to_be_bytes(), encode(n))?;
+        Ok(())
+    }
+
+    /// The outbox, oldest first.
+    pub fn notices(&self) -> impl Iterator<Item = Result<Notice, StoreError>> + '_ {
+        self.outbox.iter().values().map(|v| decode("notice", &v?))
+    }
+
+    /// The notice kinds a patron opted out of.
+    pub fn optouts(&self, patron: u64) -> Result<Vec<NoticeKind>, StoreError> {
+        match self.optouts.get(patron.to_be_bytes())? {
+            Some(v) => decode("opt-outs", &v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Replaces a patron's opt-outs (flushed).
+    pub fn set_optouts(&self, patron: u64, kinds: &[NoticeKind]) -> Result<(), StoreError> {
+        self.optouts.insert(patron.to_be_bytes(), encode(&kinds.to_vec()))?;
+        self.flush()
     }
 
     /// How many disk syncs `flush` has run since the store was opened.

@@ -1,0 +1,200 @@
+//! Patron notifications: written to the outbox in the patron's language unless they opted
+//! out, and delivered to a real SMTP server on loopback (Python's aiosmtpd, which `.ci/run`
+//! installs), with a failed delivery kept for a retry.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn sip2d(data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sip2d")).arg("--data").arg(data).args(args).output().unwrap()
+}
+
+fn ok(o: Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+fn outbox(data: &std::path::Path) -> Vec<serde_json::Value> {
+    let o = ok(sip2d(data, &["--json", "outbox", "list"]));
+    o.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+struct Smtpd(Child);
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// aiosmtpd on a free loopback port, printing every message it receives.
+fn smtpd() -> (Smtpd, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("python3")
+        .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Debugging"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd; .ci/run does)");
+    let server = Smtpd(child);
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (server, port);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("aiosmtpd did not start on port {port} (is it installed? python3 -m pip install aiosmtpd)");
+}
+
+#[test]
+fn notifications_are_written_in_the_patrons_language_and_delivered_by_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(sip2d(data, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
+    ok(sip2d(data, &["institution", "add", "--code", "WEST", "--name", "West Library"]));
+    let add = |id: &str, first: &str, extra: &[&str]| {
+        let mut args = vec![
+            "patron",
+            "add",
+            "--institution",
+            "MAIN",
+            "--first-name",
+            first,
+            "--last-name",
+            "Reader",
+            "--primary-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        ok(sip2d(data, &args));
+    };
+    add("P1", "Ada", &["--email", "ada@example.org"]);
+    add("P2", "Åsa", &["--email", "asa@example.org", "--language", "sv"]);
+    add("P3", "Noemail", &[]);
+
+    let notes = outbox(data);
+    assert_eq!(notes.len(), 3, "a welcome for each registration: {notes:?}");
+    assert_eq!((notes[0]["kind"].as_str(), notes[0]["state"].as_str()), (Some("welcome"), Some("pending")));
+    assert_eq!(notes[0]["subject"], "Welcome to Main Library");
+    assert!(notes[0]["body"].as_str().unwrap().contains("PIN"), "how to get a PIN: {}", notes[0]["body"]);
+    assert_eq!(notes[1]["language"], "sv");
+    assert_eq!(notes[1]["subject"], "Välkommen till Main Library");
+    assert_eq!(
+        (notes[2]["state"].as_str(), notes[2]["note"].as_str()),
+        (Some("skipped"), Some("the patron has no e-mail address"))
+    );
+
+    // Opt-outs, a report, a transfer, and a balance that stops a deletion.
+    ok(sip2d(data, &["patron", "notices", "P1", "-i", "MAIN", "--opt-out", "transfer-requested"]));
+    let report = ok(sip2d(data, &["patron", "report", "P2", "-i", "MAIN"]));
+    assert!(report.contains("Lån:") && report.contains("Att betala: 0.00 SEK"), "{report}");
+    ok(sip2d(data, &["patron", "transfer", "request", "P1", "-i", "MAIN", "--to", "WEST"]));
+    ok(sip2d(data, &["patron", "fee", "add", "P2", "-i", "MAIN", "--type", "damage", "--amount", "12.00"]));
+    assert!(!sip2d(data, &["patron", "delete", "P2", "-i", "MAIN"]).status.success());
+    let notes = outbox(data);
+    let kinds: Vec<(&str, &str)> =
+        notes.iter().map(|n| (n["kind"].as_str().unwrap(), n["state"].as_str().unwrap())).collect();
+    assert_eq!(
+        &kinds[3..],
+        [("report", "pending"), ("transfer-requested", "skipped"), ("balance-due", "pending")],
+        "{notes:?}"
+    );
+    assert!(notes[5]["body"].as_str().unwrap().contains("12.00 SEK"), "{}", notes[5]["body"]);
+    assert!(!sip2d(data, &["patron", "notices", "P1", "-i", "MAIN", "--opt-out", "spam"]).status.success());
+
+    // A relay that is down: nothing lost, retried later with a backoff.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o =
+        sip2d(data, &["outbox", "deliver", "--smtp", &format!("127.0.0.1:{closed}"), "--from", "library@example.org"]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stdout));
+    let notes = outbox(data);
+    assert_eq!(notes[0]["attempts"], 1);
+    assert_eq!(notes[0]["state"], "pending");
+    assert!(notes[0]["last_error"].is_string() && notes[0]["next_attempt"].is_string(), "{}", notes[0]);
+
+    // A real SMTP server on loopback: once the backoff has passed, the notices go out.
+    let (mut server, port) = smtpd();
+    let relay = format!("127.0.0.1:{port}");
+    let o = sip2d(data, &["outbox", "deliver", "--smtp", &relay, "--from", "library@example.org"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("0 sent"),
+        "not due yet: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Make them due: the store says when the next attempt is; a fresh notice is due at once.
+    ok(sip2d(data, &["patron", "report", "P1", "-i", "MAIN"]));
+    let o = ok(sip2d(data, &["outbox", "deliver", "--smtp", &relay, "--from", "library@example.org"]));
+    assert!(o.contains("1 sent"), "{o}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.0.kill();
+    let mut received = String::new();
+    server.0.stdout.take().unwrap().read_to_string(&mut received).unwrap();
+    assert!(
+        received.contains("ada@example.org") && received.contains("Your loans and requests at Main Library"),
+        "{received}"
+    );
+    let notes = outbox(data);
+    let last = notes.last().unwrap();
+    assert_eq!((last["kind"].as_str(), last["state"].as_str()), (Some("report"), Some("sent")));
+}
+
+#[test]
+fn a_running_server_with_a_relay_delivers_the_outbox_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut smtp, port) = smtpd();
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(
+        &config,
+        format!("[mail]\nrelay = \"127.0.0.1:{port}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n"),
+    )
+    .unwrap();
+    ok(sip2d(&data, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
+    let mut server = Smtpd(
+        Command::new(env!("CARGO_BIN_EXE_sip2d"))
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    // Registered while the server runs (through its admin socket): the welcome goes out alone.
+    ok(sip2d(
+        &data,
+        &[
+            "patron",
+            "add",
+            "--first-name",
+            "Bo",
+            "--last-name",
+            "Reader",
+            "--primary-id",
+            "P9",
+            "--email",
+            "bo@example.org",
+        ],
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let notes = outbox(&data);
+        if notes.first().is_some_and(|n| n["state"] == "sent") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered: {notes:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(server);
+    let _ = smtp.0.kill();
+    let mut received = String::new();
+    smtp.0.stdout.take().unwrap().read_to_string(&mut received).unwrap();
+    assert!(received.contains("bo@example.org") && received.contains("Welcome to Main Library"), "{received}");
+}
