@@ -61,9 +61,10 @@ pub struct ServeArgs {
     /// loopback or a management network (no authentication).
     #[arg(long, value_name = "ADDR")]
     ops_listen: Option<SocketAddr>,
-    /// Serve the admin API on this TCP address too (it needs the bearer token in
-    /// DATA/admin.token, created owner-only); the Unix socket DATA/admin.sock is always on.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the admin API on a TCP address too (127.0.0.1:9102 when none is given); every
+    /// request needs the bearer token in DATA/admin.token (created owner-only). The Unix socket
+    /// DATA/admin.sock is always on.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9102")]
     admin_listen: Option<SocketAddr>,
     /// Inject a fault to test kiosks' retry logic (repeatable): corrupt-checksum=N (every Nth
     /// reply's checksum), answer-96=N (96 instead of every Nth reply), drop=N (close halfway
