@@ -13,9 +13,9 @@
 //! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode`    |
 //! | `register`| staff operations: validate, decide, commit, audit     | `domain`, `store`              |
 //! | `service` | translates SIP messages to register calls and back    | `proto`, `domain`, `register`, `store` |
-//! | `net`     | sockets, TLS, limits, shutdown; the only I/O          | `service`, `proto`, `register`, tokio, rustls |
+//! | `net`     | sockets, TLS, limits, shutdown, metrics; SIP2 I/O     | `service`, `proto`, `register`, tokio, rustls |
 //! | `tools`   | vendor tools: client connection, conformance, load    | `proto`, `net`, `service`, tokio, rustls |
-//! | `cli`     | the `sip2d` command line                              | everything above, `clap`       |
+//! | `cli`     | the `sip2d` command line, the admin API, e-mail        | everything above, `clap`       |
 //!
 //! The service layer holds each connection's protocol state (`service::Session`: login, error
 //! detection, resend, duplicates) without touching a socket; `net` feeds it frames.
