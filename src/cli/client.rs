@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::proto::{
-    self, Algorithm, BlockPatron, Checkin, Checkout, DateTime, Encoding, EndPatronSession, FeePaid, FeeType, Hold,
-    HoldMode, ItemInformation, ItemStatusUpdate, Login, Message, PatronEnable, PatronInformation, PatronStatusRequest,
+    self, Algorithm, BlockPatron, Checkin, Checkout, Encoding, EndPatronSession, FeePaid, FeeType, Hold, HoldMode,
+    ItemInformation, ItemStatusUpdate, Login, Message, PatronEnable, PatronInformation, PatronStatusRequest,
     PaymentType, Renew, RenewAll, RequestAcsResend, ScStatus, Secret, SipDate, Summary, Terminator, Trailer, escape,
 };
 use crate::tools::conn::{ClientTls, SipConn, Wire};
@@ -263,17 +263,7 @@ pub struct ClientArgs {
 
 /// The current time as a local SIP date.
 pub fn now_date() -> SipDate {
-    let t = jiff::Zoned::now().datetime();
-    let p = |v: i8| u8::try_from(v).unwrap_or(0);
-    DateTime::local(
-        u16::try_from(t.year()).unwrap_or(0),
-        p(t.month()),
-        p(t.day()),
-        p(t.hour()),
-        p(t.minute()),
-        p(t.second()),
-    )
-    .map_or(SipDate::Zeros, SipDate::At)
+    crate::service::sip_date_in(jiff::Timestamp::now(), &jiff::tz::TimeZone::system(), proto::Zone::Local)
 }
 
 fn pin(p: &Option<String>) -> Option<Secret<'static>> {

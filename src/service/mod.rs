@@ -15,7 +15,7 @@ use crate::proto::{
     DateTime, EndPatronSession, EndSessionResponse, FeePaid, FeePaidResponse, FeeType, FixedCodec, ItemInformation,
     ItemInformationResponse, Login, LoginResponse, MediaType, PatronInformation, PatronInformationResponse,
     PatronStatus, PatronStatusRequest, PatronStatusResponse, ProtocolVersion, Renew, RenewResponse, Secret,
-    SecurityMarker, SipDate, Summary, SupportedMessages, Tristate,
+    SecurityMarker, SipDate, Summary, SupportedMessages, Tristate, Zone,
 };
 use crate::proto::{
     BlockPatron, Hold as HoldRequest, HoldMode, HoldResponse, ItemStatusUpdate, ItemStatusUpdateResponse, PatronEnable,
@@ -100,17 +100,16 @@ pub struct Service<'r> {
 
 /// `now` as a SIP date in the institution's time zone (local time, blank zone).
 pub fn sip_date(now: Timestamp, institution: &Institution) -> SipDate {
-    let t = now.to_zoned(institution.time_zone()).datetime();
+    sip_date_in(now, &institution.time_zone(), Zone::Local)
+}
+
+/// `now` as a SIP date: the wall-clock time in `tz`, written with the zone field `zone`.
+pub fn sip_date_in(now: Timestamp, tz: &jiff::tz::TimeZone, zone: Zone) -> SipDate {
+    let t = now.to_zoned(tz.clone()).datetime();
     let part = |v: i8| u8::try_from(v).unwrap_or(0);
-    DateTime::local(
-        u16::try_from(t.year()).unwrap_or(0),
-        part(t.month()),
-        part(t.day()),
-        part(t.hour()),
-        part(t.minute()),
-        part(t.second()),
-    )
-    .map_or(SipDate::Zeros, SipDate::At)
+    let year = u16::try_from(t.year()).unwrap_or(0);
+    DateTime::new(year, part(t.month()), part(t.day()), part(t.hour()), part(t.minute()), part(t.second()), zone)
+        .map_or(SipDate::Zeros, SipDate::At)
 }
 
 /// A kiosk's date (an 11's no-block due date) as a moment, reading a local date in the

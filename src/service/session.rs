@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use super::{Service, Terminal, refusal, sip_date};
 use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
 use crate::proto::{
-    self, AcsStatus, DateTime, Encoding, LoginResponse, Message, ProtocolVersion, RequestScResend, Seal, Sequence,
-    SipDate, SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
+    self, AcsStatus, Encoding, LoginResponse, Message, ProtocolVersion, RequestScResend, Seal, Sequence, SipDate,
+    SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
 };
 use crate::store::StoreError;
 
@@ -144,12 +144,8 @@ pub fn supported(profile: &Profile) -> SupportedMessages {
 
 /// `now` in UTC, for replies sent before a login names the institution and its zone.
 fn utc_date(now: Timestamp) -> SipDate {
-    let t = now.to_zoned(jiff::tz::TimeZone::UTC).datetime();
-    let part = |v: i8| u8::try_from(v).unwrap_or(0);
     let zone = ZoneLetter::new(b'Z').map_or(Zone::Local, Zone::Letter);
-    let year = u16::try_from(t.year()).unwrap_or(0);
-    DateTime::new(year, part(t.month()), part(t.day()), part(t.hour()), part(t.minute()), part(t.second()), zone)
-        .map_or(SipDate::Zeros, SipDate::At)
+    super::sip_date_in(now, &jiff::tz::TimeZone::UTC, zone)
 }
 
 fn refused_login() -> Message<'static> {
