@@ -98,6 +98,21 @@ fn load_transcripts(args: &ConformArgs) -> Result<Vec<(String, Transcript)>> {
     Ok(out)
 }
 
+/// How many checks passed, failed and were skipped.
+fn tally(checks: &[conform::Check]) -> (usize, usize, usize) {
+    let count = |f: fn(&Verdict) -> bool| checks.iter().filter(|c| f(&c.verdict)).count();
+    (count(|v| *v == Verdict::Pass), count(|v| matches!(v, Verdict::Fail(_))), count(|v| matches!(v, Verdict::Skip(_))))
+}
+
+/// A verdict for the JSON report: its name (`skip` names the third kind) and its reason.
+fn verdict_parts<'a>(v: &Verdict, skip: &'a str) -> (&'a str, Option<String>) {
+    match v {
+        Verdict::Pass => ("pass", None),
+        Verdict::Fail(r) => ("fail", Some(r.clone())),
+        Verdict::Skip(r) => (skip, Some(r.clone())),
+    }
+}
+
 pub fn run(args: &ConformArgs) -> Result<ExitCode> {
     if let Some(addr) = args.listen {
         return listen(args, addr);
@@ -113,18 +128,12 @@ pub fn run(args: &ConformArgs) -> Result<ExitCode> {
     let checks = rt.block_on(async {
         conform::run(&named, &fixture, &settings, || async { t.connect().await.map_err(std::io::Error::other) }).await
     });
-    let passed = checks.iter().filter(|c| c.verdict == Verdict::Pass).count();
-    let failed = checks.iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).count();
-    let skipped = checks.iter().filter(|c| matches!(c.verdict, Verdict::Skip(_))).count();
+    let (passed, failed, skipped) = tally(&checks);
     if args.json {
         let list: Vec<_> = checks
             .iter()
             .map(|c| {
-                let (verdict, reason) = match &c.verdict {
-                    Verdict::Pass => ("pass", None),
-                    Verdict::Fail(r) => ("fail", Some(r.clone())),
-                    Verdict::Skip(r) => ("skip", Some(r.clone())),
-                };
+                let (verdict, reason) = verdict_parts(&c.verdict, "skip");
                 json!({"transcript": c.transcript, "check": c.check, "tests": c.tests, "verdict": verdict, "reason": reason})
             })
             .collect();
@@ -212,18 +221,13 @@ fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     let checks = checks.lock().map(|c| c.clone()).unwrap_or_default();
-    let failed = checks.iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).count();
-    let passed = checks.iter().filter(|c| c.verdict == Verdict::Pass).count();
+    let (passed, failed, _) = tally(&checks);
     let requests: std::collections::BTreeSet<&str> = checks.iter().map(|c| c.transcript.as_str()).collect();
     if args.json {
         let list: Vec<_> = checks
             .iter()
             .map(|c| {
-                let (verdict, reason) = match &c.verdict {
-                    Verdict::Pass => ("pass", None),
-                    Verdict::Fail(r) => ("fail", Some(r.clone())),
-                    Verdict::Skip(r) => ("note", Some(r.clone())),
-                };
+                let (verdict, reason) = verdict_parts(&c.verdict, "note");
                 json!({"request": c.transcript, "check": c.check, "verdict": verdict, "reason": reason})
             })
             .collect();
