@@ -239,10 +239,10 @@ struct AddressSlot {
 }
 
 impl AddressSlot {
-    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<AddressSlot> {
+    fn take(shared: &Arc<Shared>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
         let mut map = shared.per_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
-        if *n >= shared.settings().limits.max_connections_per_address {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -385,7 +385,7 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
             warn!(%peer, limit = settings.limits.max_connections, "connection refused: server at its connection limit");
             continue;
         };
-        let Some(slot) = AddressSlot::take(&shared, peer.ip()) else {
+        let Some(slot) = AddressSlot::take(&shared, peer.ip(), settings.limits.max_connections_per_address) else {
             warn!(%peer, limit = settings.limits.max_connections_per_address, "connection refused: too many from this address");
             continue;
         };
