@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -91,10 +91,8 @@ fn spawn_server(bin: &str, data: &Path) -> (Child, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("sip2d listening on ").unwrap_or_else(|| panic!("banner: {line:?}"));
-    (child, addr.parse().unwrap())
+    let addr = common::address_after(&mut BufReader::new(child.stdout.take().unwrap()), "sip2d listening on ");
+    (child, addr)
 }
 
 fn run_client(addr: SocketAddr, c: usize, mut ledger: Ledger, stop: Arc<AtomicBool>) -> Ledger {

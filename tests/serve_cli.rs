@@ -28,15 +28,7 @@ fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
         log
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the banner ended early: {banner}");
-        banner.push_str(&line);
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.parse().unwrap();
-        }
-    };
+    let addr = common::address_after(&mut stdout, "listening on ");
     let mut k = Kiosk::connect(addr);
     assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");
@@ -99,13 +91,7 @@ fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
         log
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr: std::net::SocketAddr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0);
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.parse().unwrap();
-        }
-    };
+    let addr = common::address_after(&mut stdout, "listening on ");
     std::thread::spawn(move || for _ in stdout.lines() {});
     let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
 
@@ -154,13 +140,7 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr: std::net::SocketAddr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0);
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            break a.parse().unwrap();
-        }
-    };
+    let addr = common::address_after(&mut stdout, "listening on ");
     std::thread::spawn(move || for _ in stdout.lines() {});
     let sip2d = |args: &[&str], input: &str| {
         use std::io::Write;
@@ -263,13 +243,7 @@ fn the_admin_api_over_tcp_needs_the_token_and_reloads_the_configuration() {
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let admin: std::net::SocketAddr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0);
-        if let Some(rest) = line.strip_prefix("sip2d admin API on http://") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let admin = common::address_after(&mut stdout, "sip2d admin API on http://");
     std::thread::spawn(move || for _ in stdout.lines() {});
     let token_file = data.join("admin.token");
     use std::os::unix::fs::PermissionsExt;

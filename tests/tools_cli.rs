@@ -27,15 +27,10 @@ fn serve(args: &[&str]) -> (Killed, SocketAddr) {
             .unwrap(),
     );
     let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "serve printed no address");
-        if let Some(a) = line.trim().rsplit("listening on ").next().filter(|_| line.contains("listening on ")) {
-            // Keep reading stdout in the background so the banner never blocks the server.
-            std::thread::spawn(move || for _ in out.lines() {});
-            return (child, a.parse().unwrap());
-        }
-    }
+    let addr = common::address_after(&mut out, "listening on ");
+    // Keep reading stdout in the background so the banner never blocks the server.
+    std::thread::spawn(move || for _ in out.lines() {});
+    (child, addr)
 }
 
 struct Killed(Child);
@@ -214,13 +209,7 @@ fn conform_listen_grades_what_a_kiosk_sends() {
             .unwrap(),
     );
     let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0);
-        if let Some(rest) = line.strip_prefix("conform: acting as the ACS on ") {
-            break rest.split_whitespace().next().unwrap().trim_end_matches(';').parse().unwrap();
-        }
-    };
+    let addr = common::address_after(&mut out, "conform: acting as the ACS on ");
     let mut k = common::Kiosk::connect(addr);
     // Before login, then a good login, then a bad checksum and a sequence jump.
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");

@@ -261,3 +261,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// Reads a child's output until a line containing `marker`, and parses the address that
+/// follows it (as `serve` and `conform --listen` announce theirs).
+pub fn address_after(out: &mut impl std::io::BufRead, marker: &str) -> SocketAddr {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no line with {marker:?} in:\n{seen}");
+        if let Some(i) = line.find(marker) {
+            let rest = line.get(i + marker.len()..).unwrap_or_default();
+            let token = rest.split_whitespace().next().unwrap_or_default().trim_end_matches(';');
+            return token.parse().unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"));
+        }
+        seen.push_str(&line);
+    }
+}
