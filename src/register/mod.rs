@@ -283,10 +283,10 @@ impl Register {
                 return Ok(Added::PossibleDuplicate(same));
             }
         }
-        // The registration itself is recorded in the record (`created`), first in its history.
-        self.store.apply(&[Write::Patron(Box::new(patron.clone()))])?;
-        // The welcome goes to the outbox with the registration, in the same flush.
-        self.write_notice(&patron, crate::domain::NoticeKind::Welcome, "", now)?;
+        // The registration itself is recorded in the record (`created`), first in its history;
+        // the welcome goes to the outbox in the same transaction.
+        let welcome = self.draft(id, NoticeKind::Welcome, "", (&patron.institution, None), now)?.notice(&patron);
+        self.store.apply(&[Write::Patron(Box::new(patron.clone())), Write::Notice(Box::new(welcome))])?;
         self.store.flush()?;
         Ok(Added::Patron(Box::new(patron)))
     }
@@ -622,9 +622,12 @@ impl Register {
 
     /// Asks for the patron to move to another institution; it waits there for acceptance.
     pub fn request_transfer(&self, id: u64, to: &str, now: Timestamp) -> Result<Patron, StoreError> {
-        self.store.institution(to)?;
-        self.store
-            .update_patron(id, |mut p| {
+        let from = self.store.patron(id)?.institution;
+        let to_name = self.store.institution(to)?.name;
+        let draft = self.draft(id, NoticeKind::TransferRequested, &to_name, (&from, None), now)?;
+        self.store.update_patron_noting(
+            id,
+            |mut p| {
                 if p.institution == to {
                     return Err(StoreError::Refused(format!("patron {id} is already at {to}")));
                 }
@@ -642,13 +645,9 @@ impl Register {
                         vec![("transfer".into(), String::new(), to.into())],
                     ),
                 ))
-            })
-            .and_then(|p| {
-                let to_name = self.store.institution(to).map(|i| i.name).unwrap_or_else(|_| to.to_string());
-                self.write_notice(&p, crate::domain::NoticeKind::TransferRequested, &to_name, now)?;
-                self.store.flush()?;
-                Ok(p)
-            })
+            },
+            Some(|p: &Patron| draft.notice(p)),
+        )
     }
 
     /// Patrons waiting to move to `institution`.
@@ -661,8 +660,17 @@ impl Register {
 
     /// Accepts (moves the patron) or declines a pending transfer.
     pub fn decide_transfer(&self, id: u64, accept: bool, now: Timestamp) -> Result<Patron, StoreError> {
-        let to = self.store.patron(id)?.transfer.map(|t| t.to).unwrap_or_default();
-        let decided = self.store.update_patron(id, |mut p| {
+        let before = self.store.patron(id)?;
+        let to = before.transfer.map(|t| t.to).unwrap_or_default();
+        let (kind, detail) = if accept {
+            (NoticeKind::TransferAccepted, String::new())
+        } else {
+            let name = self.store.institution(&to).map(|i| i.name).unwrap_or_else(|_| to.clone());
+            (NoticeKind::TransferDeclined, name)
+        };
+        let moving_to = (accept && !to.is_empty()).then_some(to.as_str());
+        let draft = self.draft(id, kind, &detail, (&before.institution, moving_to), now)?;
+        let change = |mut p: Patron| {
             let Some(t) = p.transfer.take() else {
                 return Err(StoreError::Refused(format!("patron {id} has no pending transfer")));
             };
@@ -674,16 +682,8 @@ impl Register {
                 ("transfer-decline", vec![("transfer".into(), t.to, String::new())])
             };
             Ok((p, audit(id, now, &self.actor, action, changes)))
-        })?;
-        let (kind, detail) = if accept {
-            (crate::domain::NoticeKind::TransferAccepted, String::new())
-        } else {
-            let name = self.store.institution(&to).map(|i| i.name).unwrap_or(to);
-            (crate::domain::NoticeKind::TransferDeclined, name)
         };
-        self.write_notice(&decided, kind, &detail, now)?;
-        self.store.flush()?;
-        Ok(decided)
+        self.store.update_patron_noting(id, change, Some(|p: &Patron| draft.notice(p)))
     }
 
     /// Moves a patron to the bank of deleted users; refused while money is owed or items are
@@ -703,7 +703,7 @@ impl Register {
                 // The patron hears what is owed.
                 let p = self.store.patron(id)?;
                 let currency = self.store.institution(&p.institution)?.currency;
-                self.write_notice(&p, crate::domain::NoticeKind::BalanceDue, &format!("{balance} {currency}"), now)?;
+                self.write_notice(&p, NoticeKind::BalanceDue, &format!("{balance} {currency}"), now)?;
                 self.store.flush()?;
             }
             return Err(StoreError::Refused(format!("patron {id} cannot be deleted: {}", why.join(" and "))));

@@ -5,7 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::Register;
 use crate::domain::{Delivery, Institution, Notice, NoticeKind, Patron};
-use crate::store::StoreError;
+use crate::store::{StoreError, Write};
 
 /// Attempts before a notice is given up.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -97,9 +97,78 @@ fn compose(kind: NoticeKind, p: &Patron, inst: &Institution, detail: &str, sv: b
     (subject, format!("{text}{sign}"))
 }
 
+/// What a notice needs from the store, read before the change it reports: the notice is then
+/// composed from the changed record inside that change's transaction, which may not read or
+/// have side effects, and committed with it.
+pub(super) struct Draft {
+    id: u64,
+    kind: NoticeKind,
+    detail: String,
+    opted_out: bool,
+    /// The patron's institution before the change.
+    home: Institution,
+    /// The one a transfer moves them to, if any.
+    moving_to: Option<Institution>,
+    now: Timestamp,
+}
+
+impl Draft {
+    /// The notice for the patron as `p` stands: pending, or skipped when they opted out of
+    /// this kind or have no e-mail address.
+    pub(super) fn notice(&self, p: &Patron) -> Notice {
+        let inst = self.moving_to.as_ref().filter(|i| i.code == p.institution).unwrap_or(&self.home);
+        let sv = swedish(p);
+        let (subject, body) = compose(self.kind, p, inst, &self.detail, sv);
+        let note = if self.opted_out {
+            Some(format!("the patron opted out of {} notices", self.kind.name()))
+        } else if p.email.is_none() {
+            Some("the patron has no e-mail address".to_string())
+        } else {
+            None
+        };
+        Notice {
+            id: self.id,
+            patron: p.id,
+            kind: self.kind,
+            to: p.email.clone(),
+            language: if sv { "sv" } else { "en" }.into(),
+            subject,
+            body,
+            created: self.now,
+            delivery: if note.is_some() { Delivery::Skipped } else { Delivery::Pending },
+            attempts: 0,
+            next_attempt: note.is_none().then_some(self.now),
+            last_error: None,
+            sent: None,
+            note,
+        }
+    }
+}
+
 impl Register {
-    /// Writes a notice of `kind` for a patron to the outbox: pending, or skipped when they
-    /// opted out of that kind or have no e-mail address. Not flushed.
+    /// Reads what a notice of `kind` to patron `id`, now at `home`, needs; `moving_to` is the
+    /// institution a transfer may put them at by the time it is composed.
+    pub(super) fn draft(
+        &self,
+        id: u64,
+        kind: NoticeKind,
+        detail: &str,
+        (home, moving_to): (&str, Option<&str>),
+        now: Timestamp,
+    ) -> Result<Draft, StoreError> {
+        Ok(Draft {
+            id: self.store.new_id()?,
+            kind,
+            detail: detail.to_string(),
+            opted_out: self.store.optouts(id)?.contains(&kind),
+            home: self.store.institution(home)?,
+            moving_to: moving_to.map(|code| self.store.institution(code)).transpose()?,
+            now,
+        })
+    }
+
+    /// Writes a notice of `kind` for a patron to the outbox, on its own (for notices that no
+    /// change comes with). Not flushed.
     pub(super) fn write_notice(
         &self,
         p: &Patron,
@@ -107,34 +176,8 @@ impl Register {
         detail: &str,
         now: Timestamp,
     ) -> Result<Notice, StoreError> {
-        let inst = self.store.institution(&p.institution)?;
-        let sv = swedish(p);
-        let (subject, body) = compose(kind, p, &inst, detail, sv);
-        let opted_out = self.store.optouts(p.id)?.contains(&kind);
-        let note = if opted_out {
-            Some(format!("the patron opted out of {} notices", kind.name()))
-        } else if p.email.is_none() {
-            Some("the patron has no e-mail address".to_string())
-        } else {
-            None
-        };
-        let notice = Notice {
-            id: self.store.new_id()?,
-            patron: p.id,
-            kind,
-            to: p.email.clone(),
-            language: if sv { "sv" } else { "en" }.into(),
-            subject,
-            body,
-            created: now,
-            delivery: if note.is_some() { Delivery::Skipped } else { Delivery::Pending },
-            attempts: 0,
-            next_attempt: note.is_none().then_some(now),
-            last_error: None,
-            sent: None,
-            note,
-        };
-        self.store.put_notice(&notice)?;
+        let notice = self.draft(p.id, kind, detail, (&p.institution, None), now)?.notice(p);
+        self.store.apply(&[Write::Notice(Box::new(notice.clone()))])?;
         Ok(notice)
     }
 

@@ -179,6 +179,35 @@ fn blocks_transfers_and_deletion() {
     }
 }
 
+#[test]
+fn notices_are_committed_with_their_change_and_name_the_library_the_patron_is_at() {
+    let (_d, reg) = open();
+    reg.add_institution("WEST", "West Library", "SEK", "Europe/Stockholm").unwrap();
+    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let outbox = || -> Vec<Notice> { reg.store.notices().collect::<Result<_, _>>().unwrap() };
+    let kinds = || -> Vec<NoticeKind> { outbox().into_iter().map(|n| n.kind).collect() };
+    assert_eq!(kinds(), [NoticeKind::Welcome]);
+
+    // A refused change writes no notice.
+    assert!(reg.request_transfer(p.id, "MAIN", now()).is_err());
+    assert!(reg.decide_transfer(p.id, true, now()).is_err());
+    assert_eq!(kinds(), [NoticeKind::Welcome]);
+
+    reg.request_transfer(p.id, "WEST", now()).unwrap();
+    reg.decide_transfer(p.id, true, now()).unwrap();
+    let notices = outbox();
+    assert_eq!(kinds(), [NoticeKind::Welcome, NoticeKind::TransferRequested, NoticeKind::TransferAccepted]);
+    assert!(notices[1].body.contains("from Main Library to West Library"), "{}", notices[1].body);
+    assert_eq!(notices[2].subject, "Welcome to West Library", "composed as the patron stands after the move");
+    assert!(notices.iter().all(|n| n.note.as_deref() == Some("the patron has no e-mail address")));
+
+    reg.request_transfer(p.id, "MAIN", now()).unwrap();
+    reg.decide_transfer(p.id, false, now()).unwrap();
+    let declined = outbox().pop().unwrap();
+    assert_eq!(declined.kind, NoticeKind::TransferDeclined);
+    assert!(declined.subject.contains("Main Library") && declined.body.contains("West Library"), "{declined:?}");
+}
+
 fn item(barcode: &str) -> NewItem {
     NewItem { barcode: barcode.into(), institution: "MAIN".into(), title: "Dune".into(), ..Default::default() }
 }

@@ -131,6 +131,8 @@ pub enum Write {
     Audit(AuditEntry),
     /// Removes one stored audit entry (by its key, from [`Store::history_keys`]).
     RemoveAudit(Vec<u8>),
+    /// A notice for the outbox, committed with the change it reports.
+    Notice(Box<Notice>),
 }
 
 /// The sled database and its trees. Clones share the database (sled handles are shared).
@@ -603,27 +605,48 @@ impl Store {
     where
         F: Fn(Patron) -> Result<(Patron, AuditEntry), StoreError>,
     {
+        self.update_patron_noting(id, change, None::<fn(&Patron) -> Notice>)
+    }
+
+    /// [`Store::update_patron`], and a notice to the patron about the change, composed by
+    /// `notice` from the changed record and committed in the same transaction: the change is
+    /// never stored without the notice, nor the notice without the change.
+    pub fn update_patron_noting<F, N>(&self, id: u64, change: F, notice: Option<N>) -> Result<Patron, StoreError>
+    where
+        F: Fn(Patron) -> Result<(Patron, AuditEntry), StoreError>,
+        N: Fn(&Patron) -> Notice,
+    {
         // Taken outside the transaction: its closure must stay free of side effects.
         let seq = self.new_id()?;
-        let r = (&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit).transaction(
-            |(patrons, identifiers, emails, names, audit_tree)| {
-                let key = id.to_be_bytes();
-                let Some(old) = tx_get::<Patron>(patrons, "patron", &key)? else {
-                    return abort(StoreError::NoPatron(id.to_string()));
-                };
-                let (new, audit) = match change(old.clone()) {
-                    Ok(x) => x,
-                    Err(e) => return abort(e),
-                };
-                if new.id != id {
-                    return abort(StoreError::Refused(format!("patron {id} cannot change its id")));
-                }
-                reindex(identifiers, emails, names, Some(&old), &new)?;
-                patrons.insert(&key, encode(&new))?;
-                audit_tree.insert(audit_key(&audit, seq), encode(&audit))?;
-                Ok(new)
-            },
-        );
+        // The outbox joins the transaction only when there is a notice to write.
+        let mut trees = vec![&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit];
+        if notice.is_some() {
+            trees.push(&self.outbox);
+        }
+        let r = trees[..].transaction(|t| {
+            let [patrons, identifiers, emails, names, audit_tree, outbox @ ..] = t.as_slice() else {
+                unreachable!("the five patron trees are always passed in")
+            };
+            let key = id.to_be_bytes();
+            let Some(old) = tx_get::<Patron>(patrons, "patron", &key)? else {
+                return abort(StoreError::NoPatron(id.to_string()));
+            };
+            let (new, audit) = match change(old.clone()) {
+                Ok(x) => x,
+                Err(e) => return abort(e),
+            };
+            if new.id != id {
+                return abort(StoreError::Refused(format!("patron {id} cannot change its id")));
+            }
+            reindex(identifiers, emails, names, Some(&old), &new)?;
+            patrons.insert(&key, encode(&new))?;
+            audit_tree.insert(audit_key(&audit, seq), encode(&audit))?;
+            if let (Some(compose), [outbox]) = (&notice, outbox) {
+                let n = compose(&new);
+                outbox.insert(&n.id.to_be_bytes(), encode(&n))?;
+            }
+            Ok(new)
+        });
         let patron = tx_result(r)?;
         self.flush()?;
         Ok(patron)
@@ -807,7 +830,7 @@ impl Store {
                 seq += 1;
             }
         }
-        let trees = [
+        let mut trees = vec![
             &self.institutions,
             &self.patrons,
             &self.identifiers,
@@ -824,6 +847,10 @@ impl Store {
             &self.holds_by_item,
             &self.accounts,
         ];
+        // The outbox joins the transaction only when a notice is written (not on the hot path).
+        if writes.iter().any(|w| matches!(w, Write::Notice(_))) {
+            trees.push(&self.outbox);
+        }
         let r = trees[..].transaction(|t| {
             let [
                 institutions,
@@ -841,6 +868,7 @@ impl Store {
                 holds_by_patron,
                 holds_by_item,
                 accounts,
+                outbox @ ..,
             ] = t.as_slice()
             else {
                 unreachable!("one transactional tree per tree passed in")
@@ -932,6 +960,10 @@ impl Store {
                     }
                     Write::RemoveAudit(k) => {
                         audit.remove(k.as_slice())?;
+                    }
+                    Write::Notice(n) => {
+                        let [outbox] = outbox else { unreachable!("the outbox is passed in with a notice") };
+                        outbox.insert(&n.id.to_be_bytes(), encode(n))?;
                     }
                 }
             }
