@@ -51,23 +51,22 @@ pub struct RunResponse {
     pub stderr: String,
 }
 
-/// The register commands an admin client may run.
-const COMMANDS: &[&str] =
-    &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export", "outbox"];
-
 fn exit_code(code: ExitCode) -> u8 {
     (0..=255u8).find(|c| ExitCode::from(*c) == code).unwrap_or(1)
 }
 
 /// Runs one register command against the server's register, capturing what it prints.
 fn run_here(register: &Register, req: RunRequest) -> RunResponse {
-    use clap::Parser;
+    use clap::{CommandFactory, FromArgMatches};
     let args = std::iter::once("sip2d".to_string()).chain(req.args.iter().cloned());
     let refuse = |code: u8, stderr: String| RunResponse { code, stdout: String::new(), stderr };
-    let cli = match super::Cli::try_parse_from(args) {
-        Ok(cli) if cli.command.is_register() => cli,
+    let parsed =
+        super::Cli::command().try_get_matches_from(args).and_then(|m| Ok((super::Cli::from_arg_matches(&m)?, m)));
+    let cli = match parsed {
+        Ok((cli, m)) if m.subcommand_name().is_some_and(super::is_register) => cli,
         Ok(_) => {
-            return refuse(2, format!("sip2d: the admin API runs register commands only ({})\n", COMMANDS.join(", ")));
+            let names = super::REGISTER_COMMANDS.join(", ");
+            return refuse(2, format!("sip2d: the admin API runs register commands only ({names})\n"));
         }
         Err(e) => return refuse(2, e.to_string()),
     };

@@ -14,7 +14,7 @@ mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// sip2d: a SIP2 (3M Standard Interchange Protocol 2.00) self-check server and toolkit.
 ///
@@ -72,9 +72,13 @@ enum Command {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // A register command on a data directory a server holds goes to that server.
-    if cli.command.is_register() {
+    if matches.subcommand_name().is_some_and(is_register) {
         match forward(&cli) {
             Ok(Some(code)) => return code,
             Ok(None) => {}
@@ -93,23 +97,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-impl Command {
-    /// Whether it works on the register (and so may go through a running server).
-    fn is_register(&self) -> bool {
-        matches!(
-            self,
-            Command::Institution(_)
-                | Command::Patron(_)
-                | Command::Item(_)
-                | Command::Loan(_)
-                | Command::Hold(_)
-                | Command::Account(_)
-                | Command::Purge(_)
-                | Command::Import(_)
-                | Command::Export(_)
-                | Command::Outbox(_)
-        )
-    }
+/// The commands that work on the register, and so go through a running server (and are the
+/// ones its admin API runs).
+const REGISTER_COMMANDS: &[&str] =
+    &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export", "outbox"];
+
+fn is_register(command: &str) -> bool {
+    REGISTER_COMMANDS.contains(&command)
 }
 
 /// Sends this register command to the server running on its data directory, if any: the
@@ -192,4 +186,20 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A moment as staff read it: in this machine's time zone.
 fn local(t: jiff::Timestamp) -> jiff::Zoned {
     t.to_zoned(jiff::tz::TimeZone::system())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_register_commands_are_subcommands_and_the_tools_are_not_among_them() {
+        let cli = super::Cli::command();
+        for name in super::REGISTER_COMMANDS {
+            assert!(cli.find_subcommand(name).is_some(), "{name} is not a subcommand");
+        }
+        for tool in ["serve", "client", "conform", "bench"] {
+            assert!(cli.find_subcommand(tool).is_some() && !super::is_register(tool), "{tool}");
+        }
+    }
 }
