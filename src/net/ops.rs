@@ -18,6 +18,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::proto::SupportedMessages;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     code: &'static str,
@@ -34,12 +36,10 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-/// The request codes a label may take; anything else is `other`, so labels stay bounded.
-const CODES: &[&str] =
-    &["01", "09", "11", "15", "17", "19", "23", "25", "29", "35", "37", "63", "65", "93", "97", "99"];
-
+/// A request's code as a label; anything but a SIP2 request is `other`, so labels stay bounded.
 fn code_label(code: Option<[u8; 2]>) -> &'static str {
-    code.and_then(|c| CODES.iter().find(|k| k.as_bytes() == c).copied()).unwrap_or("other")
+    let known = code.and_then(|c| SupportedMessages::REQUEST_CODES.iter().find(|k| **k == c));
+    known.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("other")
 }
 
 /// Everything the server counts.

@@ -784,6 +784,20 @@ flag_set! {
     }
 }
 
+impl SupportedMessages {
+    /// The request code each `BX` position stands for, in position order: every request of
+    /// SIP2 2.00.
+    pub const REQUEST_CODES: &'static [[u8; 2]; 16] = &[
+        *b"23", *b"11", *b"09", *b"01", *b"99", *b"97", *b"93", *b"63", *b"35", *b"37", *b"17", *b"19", *b"25", *b"15",
+        *b"29", *b"65",
+    ];
+
+    /// The position that advertises this request code, if it is a request.
+    pub fn for_request(code: [u8; 2]) -> Option<SupportedMessages> {
+        Self::REQUEST_CODES.iter().position(|c| *c == code).map(|i| SupportedMessages(1 << i))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small fixed values
 
@@ -1043,6 +1057,12 @@ mod tests {
         let bx = read::<SupportedMessages>("YYYYYYYYYYYNNYYY").unwrap();
         assert!(!bx.contains(SupportedMessages::ITEM_STATUS_UPDATE));
         assert_eq!(write::<SupportedMessages>(&bx), "YYYYYYYYYYYNNYYY");
+        assert_eq!(SupportedMessages::for_request(*b"19"), Some(SupportedMessages::ITEM_STATUS_UPDATE));
+        assert_eq!(SupportedMessages::for_request(*b"65"), Some(SupportedMessages::RENEW_ALL));
+        assert_eq!(SupportedMessages::for_request(*b"24"), None, "a response has no position");
+        let requests = crate::proto::ALL_MESSAGES.iter().filter(|m| m.direction == crate::proto::Direction::ScToAcs);
+        assert!(requests.clone().all(|m| SupportedMessages::for_request(m.code).is_some()));
+        assert_eq!(requests.count(), SupportedMessages::REQUEST_CODES.len());
         let summary = read::<Summary>("YY Y      ").unwrap();
         assert_eq!(summary.selected(), Some(Summary::HOLD_ITEMS));
     }

@@ -105,26 +105,6 @@ pub struct Session {
     last_request: Option<(Sequence, u16)>,
 }
 
-/// The `BX` position of each request code.
-const BX: &[([u8; 2], SupportedMessages)] = &[
-    (*b"23", SupportedMessages::PATRON_STATUS),
-    (*b"11", SupportedMessages::CHECKOUT),
-    (*b"09", SupportedMessages::CHECKIN),
-    (*b"01", SupportedMessages::BLOCK_PATRON),
-    (*b"99", SupportedMessages::SC_ACS_STATUS),
-    (*b"97", SupportedMessages::RESEND),
-    (*b"93", SupportedMessages::LOGIN),
-    (*b"63", SupportedMessages::PATRON_INFORMATION),
-    (*b"35", SupportedMessages::END_PATRON_SESSION),
-    (*b"37", SupportedMessages::FEE_PAID),
-    (*b"17", SupportedMessages::ITEM_INFORMATION),
-    (*b"19", SupportedMessages::ITEM_STATUS_UPDATE),
-    (*b"25", SupportedMessages::PATRON_ENABLE),
-    (*b"15", SupportedMessages::HOLD),
-    (*b"29", SupportedMessages::RENEW),
-    (*b"65", SupportedMessages::RENEW_ALL),
-];
-
 /// Whether a terminal with this profile may send this request code: its `messages` list,
 /// and for 01 and 25 the permissions that govern them.
 pub fn may_use(profile: &Profile, code: [u8; 2]) -> bool {
@@ -134,9 +114,9 @@ pub fn may_use(profile: &Profile, code: [u8; 2]) -> bool {
 /// The 98 `BX` for this profile: exactly what it may use.
 pub fn supported(profile: &Profile) -> SupportedMessages {
     let mut bx = SupportedMessages::default();
-    for (code, flag) in BX {
-        if may_use(profile, *code) {
-            bx.insert(*flag);
+    for code in SupportedMessages::REQUEST_CODES {
+        if let Some(flag) = SupportedMessages::for_request(*code).filter(|_| may_use(profile, *code)) {
+            bx.insert(flag);
         }
     }
     bx
