@@ -72,7 +72,7 @@ fn a_staff_session() {
     ok(d, &["institution", "add", "--code", "BRANCH2", "--name", "Branch 2"]);
     assert!(refused(d, &["institution", "add", "--code", "MAIN", "--name", "again"]).contains("exists already"));
 
-    // Register, with a generated PIN shown once.
+    // Register without a PIN.
     let add = [
         "patron",
         "add",
@@ -113,6 +113,19 @@ fn a_staff_session() {
     clash[9] = "P3";
     clash[11] = "21234000012345";
     assert!(refused(d, &clash).contains(&format!("already used by patron {id}")));
+
+    // A PIN given at registration is checked first: a bad one adds nothing. A generated one is
+    // shown once and works at once.
+    let mut third = add.to_vec();
+    (third[5], third[9], third[11], third[15]) = ("Casey", "P4", "B4", "casey@example.org");
+    let bad = [&third[..], &["--pin", "12"]].concat();
+    assert!(refused(d, &bad).contains("four digits"));
+    assert!(refused(d, &["patron", "show", "-i", "MAIN", "P4"]).contains("no patron"), "nothing was added");
+    let out = ok(d, &[&["--json"][..], &third, &["--generate-pin"]].concat());
+    let shown: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let pin = shown["generated_pin"].as_str().unwrap().to_string();
+    assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P4"])["pin_set"], true);
+    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P4", "--check", &pin]).status.code(), Some(0));
 
     // PIN: set, five wrong tries lock, staff unlock.
     assert!(refused(d, &["patron", "pin", "-i", "MAIN", "P1", "--set", "12a4"]).contains("four digits"));

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::domain::rules::PinCheck;
 use crate::domain::{BlockType, FeeKind, Guardian, Institution, Money, Patron, PinPolicy, Privileges, RecordType};
-use crate::register::{Added, ListFilter, NewPatron, Register};
+use crate::register::{Added, ListFilter, NewPatron, NewPin, Register};
 use crate::store::StoreError;
 
 /// Where the register lives and who is acting; shared by every register command.
@@ -863,8 +863,14 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 national_id: a.national_id.clone(),
                 guardian,
                 terms_accepted: a.terms_accepted,
+                pin: match (&a.pin, a.generate_pin) {
+                    (Some(pin), _) => Some(NewPin(pin.clone())),
+                    (None, true) => Some(NewPin(crate::domain::secret::generate_pin().context("no randomness")?)),
+                    (None, false) => None,
+                },
                 ..Default::default()
             };
+            let generated = if a.generate_pin { new.pin.as_ref().map(|NewPin(pin)| pin.clone()) } else { None };
             let p = match reg.add_patron(new, a.force, today, now)? {
                 Added::Patron(p) => *p,
                 Added::PossibleDuplicate(ids) => {
@@ -876,11 +882,6 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                     return Ok(ExitCode::from(3));
                 }
             };
-            if let Some(pin) = &a.pin {
-                reg.set_pin(p.id, pin, now)?;
-            }
-            let generated = if a.generate_pin { Some(reg.generate_pin(p.id, now)?) } else { None };
-            let p = reg.store.patron(p.id)?;
             show(&p)?;
             if let Some(pin) = generated {
                 if common.json {

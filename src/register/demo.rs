@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 
-use super::{Added, HoldTarget, NewItem, NewPatron, Register};
+use super::{Added, HoldTarget, NewItem, NewPatron, NewPin, Register};
 use crate::domain::{FeeKind, Money};
 use crate::store::StoreError;
 
@@ -104,10 +104,10 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
             last_name: p.last.into(),
             expiry: Some(expiry),
             barcodes: vec![p.barcode.into()],
+            pin: Some(NewPin(DEMO_PIN.into())),
             ..Default::default()
         };
         let id = added(reg.add_patron(new, false, today, now)?)?;
-        reg.set_pin(id, DEMO_PIN, now)?;
         ids.push(id);
     }
     let id = |barcode: &str| {

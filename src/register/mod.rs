@@ -54,6 +54,18 @@ pub struct NewPatron {
     pub national_id: Option<String>,
     pub guardian: Option<Guardian>,
     pub terms_accepted: Option<Date>,
+    /// A PIN chosen (or generated) at the desk, set with the registration.
+    pub pin: Option<NewPin>,
+}
+
+/// A PIN as staff enter it, held only until it is hashed; `Debug` never shows it.
+#[derive(Clone)]
+pub struct NewPin(pub String);
+
+impl std::fmt::Debug for NewPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewPin(***)")
+    }
 }
 
 /// A registration that did not happen only because it looks like someone already registered.
@@ -239,6 +251,9 @@ impl Register {
         for b in &new.barcodes {
             validate::required("barcode", b)?;
         }
+        if let Some(NewPin(pin)) = &new.pin {
+            validate::pin(&inst.pin_policy, pin)?;
+        }
         let national = new.national_id.as_deref().map(|n| validate::swedish_national_id(n, today)).transpose()?;
 
         let id = self.store.new_id()?;
@@ -273,6 +288,7 @@ impl Register {
             terms_accepted: new.terms_accepted,
             guardian: new.guardian,
             identifiers,
+            pin: new.pin.map(|NewPin(pin)| self.key.hash(id, &pin)),
             created: Created { at: now, by: self.actor.clone(), via: "register".into() },
             ..Patron::new(id, &new.institution, &new.primary_id, new.first_name.trim(), new.last_name.trim(), now)
         };

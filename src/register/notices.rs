@@ -22,20 +22,35 @@ fn compose(kind: NoticeKind, p: &Patron, inst: &Institution, detail: &str, sv: b
     let name = &p.first_name;
     let lib = &inst.name;
     let (subject, text) = match (kind, sv) {
+        (NoticeKind::Welcome, false) if p.pin.is_some() => (
+            format!("Welcome to {lib}"),
+            format!(
+                "Dear {name},\n\nwelcome to {lib}. Your library card is ready. At the self-service machines, \
+                 borrow with your card and the PIN you were given when you registered. If you forget it, set \
+                 a new one at any desk of the library with your card and an identity document.\n"
+            ),
+        ),
+        (NoticeKind::Welcome, true) if p.pin.is_some() => (
+            format!("Välkommen till {lib}"),
+            format!(
+                "Hej {name},\n\nvälkommen till {lib}. Ditt lånekort är klart. I automaterna lånar du med ditt \
+                 kort och PIN-koden du fick när du skrev in dig. Om du glömmer den kan du välja en ny i \
+                 informationsdisken med ditt kort och en legitimation.\n"
+            ),
+        ),
         (NoticeKind::Welcome, false) => (
             format!("Welcome to {lib}"),
             format!(
                 "Dear {name},\n\nwelcome to {lib}. Your library card is ready. To borrow at the self-service \
                  machines you need a PIN: set it at any desk of the library with your card and an identity \
-                 document, or ask staff to send you one.\n"
+                 document.\n"
             ),
         ),
         (NoticeKind::Welcome, true) => (
             format!("Välkommen till {lib}"),
             format!(
                 "Hej {name},\n\nvälkommen till {lib}. Ditt lånekort är klart. För att låna i automaterna behöver \
-                 du en PIN-kod: välj den i informationsdisken med ditt kort och en legitimation, eller be \
-                 personalen skicka en till dig.\n"
+                 du en PIN-kod: välj den i informationsdisken med ditt kort och en legitimation.\n"
             ),
         ),
         (NoticeKind::TransferRequested, false) => (

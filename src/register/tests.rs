@@ -208,6 +208,26 @@ fn notices_are_committed_with_their_change_and_name_the_library_the_patron_is_at
     assert!(declined.subject.contains("Main Library") && declined.body.contains("West Library"), "{declined:?}");
 }
 
+#[test]
+fn a_pin_given_at_registration_is_checked_first_and_set_with_it() {
+    let (_d, reg) = open();
+    let with = |pin: &str| NewPatron { pin: Some(NewPin(pin.into())), email: Some("a@example.org".into()), ..avery() };
+    assert!(reg.add_patron(with("12"), false, TODAY, now()).unwrap_err().to_string().contains("four digits"));
+    assert!(reg.find("MAIN", "21234000012345").is_err(), "nothing was added");
+    assert!(reg.store.notices().next().is_none(), "and no welcome written");
+    assert!(!format!("{:?}", with("9876")).contains("9876"), "Debug hides the PIN");
+
+    let p = added(reg.add_patron(with("9876"), false, TODAY, now()).unwrap());
+    assert_eq!(reg.check_pin(p.id, "9876", now()).unwrap(), PinCheck::Accepted);
+    let welcome = reg.store.notices().next().unwrap().unwrap();
+    assert!(welcome.body.contains("the PIN you were given when you registered"), "{}", welcome.body);
+    assert!(!welcome.body.contains("9876"));
+    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
+    let second = reg.store.notices().nth(1).unwrap().unwrap();
+    assert_eq!(second.patron, b.id);
+    assert!(second.body.contains("you need a PIN"), "{}", second.body);
+}
+
 fn item(barcode: &str) -> NewItem {
     NewItem { barcode: barcode.into(), institution: "MAIN".into(), title: "Dune".into(), ..Default::default() }
 }
