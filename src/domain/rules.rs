@@ -20,6 +20,9 @@ pub fn balance<'a>(fees: impl IntoIterator<Item = &'a Fee>) -> Money {
     Money(fees.into_iter().filter(|f| f.status == FeeStatus::Active).map(|f| f.outstanding().0).sum())
 }
 
+/// What a kiosk shows for a card locked by wrong PINs.
+pub const LOCKED_OUT: &str = "Too many wrong PINs: your card is locked. Please see staff.";
+
 /// Why a patron may not do something. `Display` is the sentence a kiosk shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -38,7 +41,7 @@ impl fmt::Display for Reason {
             Reason::Deleted => f.write_str("This card is no longer valid. Please see staff."),
             Reason::Inactive => f.write_str("Your account is inactive. Please see staff."),
             Reason::Expired { on } => write!(f, "Your card expired on {on}. Please see staff."),
-            Reason::LockedOut => f.write_str("Too many wrong PINs: your card is locked. Please see staff."),
+            Reason::LockedOut => f.write_str(LOCKED_OUT),
             Reason::Blocked { note: Some(n), .. } => write!(f, "Your card is blocked: {n}. Please see staff."),
             Reason::Blocked { kind, note: None } => write!(f, "Your card is blocked ({kind}). Please see staff."),
             Reason::OverFineThreshold { balance, .. } => write!(f, "Fines of {balance} block borrowing."),

@@ -58,6 +58,8 @@ enum PinVerdict {
     NotChecked,
     Right,
     Wrong,
+    /// The card is locked by wrong PINs (this one may have been the fifth): no PIN is accepted.
+    Locked,
     /// Not tried: the terminal is over its budget of wrong PINs.
     Throttled,
 }
@@ -68,7 +70,7 @@ impl PinVerdict {
         match self {
             PinVerdict::NotChecked => None,
             PinVerdict::Right => Some(true),
-            PinVerdict::Wrong | PinVerdict::Throttled => Some(false),
+            PinVerdict::Wrong | PinVerdict::Locked | PinVerdict::Throttled => Some(false),
         }
     }
 
@@ -76,6 +78,7 @@ impl PinVerdict {
     fn refusal(self) -> Option<&'static str> {
         match self {
             PinVerdict::Wrong => Some(WRONG_PIN),
+            PinVerdict::Locked => Some(rules::LOCKED_OUT),
             PinVerdict::Throttled => Some(PIN_THROTTLED),
             PinVerdict::NotChecked | PinVerdict::Right => None,
         }
@@ -258,7 +261,8 @@ impl<'r> Service<'r> {
                 g.locked_out();
             }
         }
-        Ok(PinVerdict::Wrong)
+        // "Not correct" would mislead on a locked card, where even the right PIN is refused.
+        Ok(if check == PinCheck::LockedOut { PinVerdict::Locked } else { PinVerdict::Wrong })
     }
 
     /// The patron a request acts for, or the screen message refusing it: an unknown card, or a
@@ -305,9 +309,11 @@ impl<'r> Service<'r> {
     /// borrow, then their public notes.
     fn screen(a: &Assessment) -> Vec<Cow<'static, str>> {
         let mut out = Vec::new();
-        out.extend(a.pin.refusal().map(Cow::Borrowed));
-        if let Some(r) = a.standing.first_reason() {
-            out.push(Cow::Owned(r.to_string()));
+        let refusal = a.pin.refusal();
+        out.extend(refusal.map(Cow::Borrowed));
+        // A lockout is both a PIN refusal and a reason not to lend: said once.
+        if let Some(r) = a.standing.first_reason().map(|r| r.to_string()).filter(|r| Some(r.as_str()) != refusal) {
+            out.push(Cow::Owned(r));
         }
         out.extend(a.patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
         out

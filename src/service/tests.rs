@@ -144,8 +144,14 @@ fn wrong_and_empty_pins_and_the_lockout() {
     }
     let r = status(&f, &t, "21234000012345", "0000");
     assert!(r.patron_status.contains(PatronStatus::CHARGE_DENIED), "the fifth wrong PIN locks the card");
-    assert!(r.screen_message.iter().any(|m| m.contains("locked")), "{:?}", r.screen_message);
-    assert_eq!(status(&f, &t, "21234000012345", "4321").valid_patron_password, Some(false), "locked");
+    assert_eq!(r.screen_message, ["Too many wrong PINs: your card is locked. Please see staff."]);
+    let r = status(&f, &t, "21234000012345", "4321");
+    assert_eq!(r.valid_patron_password, Some(false), "locked: even the right PIN is refused");
+    assert_eq!(r.screen_message, ["Too many wrong PINs: your card is locked. Please see staff."], "not 'not correct'");
+    add_item(&f, "I1", None, 1);
+    let r = checkout(&f, &t, "I1", |_| {});
+    assert!(!r.ok);
+    assert_eq!(r.screen_message, ["Too many wrong PINs: your card is locked. Please see staff."]);
     f.reg.unlock(f.patron, now()).unwrap();
     assert_eq!(status(&f, &t, "21234000012345", "4321").valid_patron_password, Some(true));
 
