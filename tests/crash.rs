@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -83,15 +82,9 @@ enum Op {
     Pay,
 }
 
-fn spawn_server(bin: &str, data: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args(["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = common::address_after(&mut BufReader::new(child.stdout.take().unwrap()), "sip2d listening on ");
+fn spawn_server(data: &Path) -> (Child, SocketAddr) {
+    let args = ["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"];
+    let (child, _, addr) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d listening on ");
     (child, addr)
 }
 
@@ -149,7 +142,6 @@ fn on_loan(reg: &Register, c: usize, n: usize) -> bool {
 fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
     let default = if std::env::var_os("CI").is_some() { 6 } else { 20 };
     let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let bin = env!("CARGO_BIN_EXE_sip2d");
     let dir = tempfile::tempdir().unwrap();
     {
         let reg = Register::open(dir.path(), "test").unwrap();
@@ -159,7 +151,7 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         (0..CLIENTS).map(|_| Ledger { on_loan: vec![false; ITEMS_PER_CLIENT], ..Default::default() }).collect();
     let mut confirmed_total = 0;
     for round in 0..rounds {
-        let (mut child, addr) = spawn_server(bin, dir.path());
+        let (mut child, addr) = spawn_server(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = ledgers
             .drain(..)

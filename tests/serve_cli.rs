@@ -3,32 +3,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, Read};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 
-use common::Kiosk;
+use common::{Kiosk, spawn_sip2d};
 use sip2d::register::Register;
+
+/// Reads a server's log (its standard error) in the background, or a full pipe would stall it.
+fn collect_log(child: &mut Child) -> JoinHandle<String> {
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    })
+}
 
 #[test]
 fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain the log as it comes, or a full pipe would stall the server.
-    let mut stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        stderr.read_to_string(&mut log).unwrap();
-        log
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = common::address_after(&mut stdout, "listening on ");
+    let args = ["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0", "--log-format", "json"];
+    let (mut child, _stdout, addr) = spawn_sip2d(&args, "trace", Stdio::piped(), "listening on ");
+    let log_reader = collect_log(&mut child);
     let mut k = Kiosk::connect(addr);
     assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");
@@ -76,22 +74,18 @@ fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
     let write =
         |limit: &str| std::fs::write(&config, format!("[limits]\nmax_connections_per_address = {limit}\n")).unwrap();
     write("8");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"])
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        stderr.read_to_string(&mut log).unwrap();
-        log
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = common::address_after(&mut stdout, "listening on ");
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "serve",
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let (mut child, stdout, addr) = spawn_sip2d(&args, "info", Stdio::piped(), "listening on ");
+    let log_reader = collect_log(&mut child);
     std::thread::spawn(move || for _ in stdout.lines() {});
     let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
 
@@ -132,15 +126,12 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let d = data.to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(["--data", &d, "serve", "--demo", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = common::address_after(&mut stdout, "listening on ");
+    let (mut child, stdout, addr) = spawn_sip2d(
+        &["--data", &d, "serve", "--demo", "--listen", "127.0.0.1:0"],
+        "warn",
+        Stdio::null(),
+        "listening on ",
+    );
     std::thread::spawn(move || for _ in stdout.lines() {});
     let sip2d = |args: &[&str], input: &str| {
         use std::io::Write;
@@ -234,16 +225,10 @@ fn the_admin_api_over_tcp_needs_the_token_and_reloads_the_configuration() {
     let data = dir.path().join("demo");
     let config = dir.path().join("sip2d.toml");
     std::fs::write(&config, "[limits]\nmax_connections = 100\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let admin = common::address_after(&mut stdout, "sip2d admin API on http://");
+    let data_dir = data.to_str().unwrap();
+    let args = ["--data", data_dir, "serve", "--demo", "--listen", "127.0.0.1:0"];
+    let args = [&args[..], &["--admin-listen", "127.0.0.1:0", "--config", config.to_str().unwrap()]].concat();
+    let (mut child, stdout, admin) = spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
     std::thread::spawn(move || for _ in stdout.lines() {});
     let token_file = data.join("admin.token");
     use std::os::unix::fs::PermissionsExt;

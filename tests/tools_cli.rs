@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -17,20 +17,10 @@ fn text(o: &Output) -> String {
 
 /// `sip2d serve` with these arguments (killed when dropped); its address from what it prints.
 fn serve(args: &[&str]) -> (Killed, SocketAddr) {
-    let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_sip2d"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let addr = common::address_after(&mut out, "listening on ");
+    let (child, out, addr) = common::spawn_sip2d(args, "warn", Stdio::null(), "listening on ");
     // Keep reading stdout in the background so the banner never blocks the server.
     std::thread::spawn(move || for _ in out.lines() {});
-    (child, addr)
+    (Killed(child), addr)
 }
 
 struct Killed(Child);
@@ -199,17 +189,9 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
 
 #[test]
 fn conform_listen_grades_what_a_kiosk_sends() {
-    let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_sip2d"))
-            .args(["conform", "--listen", "127.0.0.1:0", "--duration", "3s", "--json"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let addr = common::address_after(&mut out, "conform: acting as the ACS on ");
+    let args = ["conform", "--listen", "127.0.0.1:0", "--duration", "3s", "--json"];
+    let (child, mut out, addr) = common::spawn_sip2d(&args, "warn", Stdio::null(), "conform: acting as the ACS on ");
+    let mut child = Killed(child);
     let mut k = common::Kiosk::connect(addr);
     // Before login, then a good login, then a bad checksum and a sequence jump.
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");

@@ -262,6 +262,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Starts `sip2d ARGS` with `RUST_LOG=level`, its standard error going to `stderr` (piped when
+/// the test reads the log), and reads its standard output up to the address announced after
+/// `marker`. The rest of standard output is the caller's to read or drain.
+pub fn spawn_sip2d(
+    args: &[&str],
+    level: &str,
+    stderr: std::process::Stdio,
+    marker: &str,
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, SocketAddr) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sip2d"))
+        .args(args)
+        .env("RUST_LOG", level)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let addr = address_after(&mut stdout, marker);
+    (child, stdout, addr)
+}
+
 /// Reads a child's output until a line containing `marker`, and parses the address that
 /// follows it (as `serve` and `conform --listen` announce theirs).
 pub fn address_after(out: &mut impl std::io::BufRead, marker: &str) -> SocketAddr {
