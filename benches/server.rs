@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sip2d::domain::Money;
 use sip2d::net::{Config, Listener, Server};
-use sip2d::register::{Added, NewItem, NewPatron, Register};
+use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
 use tokio_util::sync::CancellationToken;
 
 const MAX_CLIENTS: usize = 16;
@@ -37,10 +37,10 @@ fn setup(reg: &Register) {
             first_name: "Bench".into(),
             last_name: format!("Client{c}"),
             barcodes: vec![card(c)],
+            pin: Some(NewPin("1234".into())),
             ..Default::default()
         };
-        let Added::Patron(p) = reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap() else { panic!() };
-        reg.set_pin(p.id, "1234", now).unwrap();
+        assert!(matches!(reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap(), Added::Patron(_)));
         let new = NewItem {
             barcode: item(c),
             institution: "MAIN".into(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{Kiosk, vector_world};
 use jiff::civil::date;
 use sip2d::domain::{FeeKind, ItemStatus, Money};
-use sip2d::register::{Added, NewItem, NewPatron, Register};
+use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
 
 const CLIENTS: usize = 3;
 const ITEMS_PER_CLIENT: usize = 4;
@@ -41,10 +41,10 @@ fn setup(reg: &Register) {
             last_name: format!("Tester{c}"),
             expiry: Some(date(2099, 1, 1)),
             barcodes: vec![card(c)],
+            pin: Some(NewPin("4321".into())),
             ..Default::default()
         };
         let Added::Patron(p) = reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap() else { panic!() };
-        reg.set_pin(p.id, "4321", now).unwrap();
         // A large fee that payments of 0.01 chip away at. Above the fine threshold it would
         // block borrowing, so the threshold is raised.
         reg.add_fee(p.id, FeeKind::Overdue, Money(1_000_000), None, None, now).unwrap();

@@ -7,7 +7,7 @@ use jiff::civil::date;
 use super::*;
 use crate::domain::{FeeKind, FeeStatus, Money};
 use crate::proto::{self, Encoding, Message, Secret};
-use crate::register::{Added, NewPatron};
+use crate::register::{Added, NewPatron, NewPin};
 use crate::service::{Session, SessionRules, Verdict};
 
 fn now() -> Timestamp {
@@ -32,10 +32,10 @@ fn fixture() -> Fixture {
         birth_date: Some(date(1990, 5, 17)),
         expiry: Some(date(2028, 1, 1)),
         barcodes: vec!["21234000012345".into()],
+        pin: Some(NewPin("4321".into())),
         ..Default::default()
     };
     let Added::Patron(p) = reg.add_patron(new, false, date(2026, 11, 22), now()).unwrap() else { panic!() };
-    reg.set_pin(p.id, "4321", now()).unwrap();
     reg.add_account("kiosk1", "kiosk-secret", "MAIN", Some("ENTRANCE")).unwrap();
     Fixture { _dir: dir, reg, patron: p.id }
 }

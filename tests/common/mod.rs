@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::civil::date;
 use sip2d::net::{Config, Listener, ServeError, Server};
-use sip2d::register::{Added, NewItem, NewPatron, Register};
+use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
 use tokio_util::sync::CancellationToken;
 
 /// The vectors' world: institution MAIN, Avery Reader with card 21234000012345 and PIN 4321,
@@ -16,28 +16,21 @@ pub fn vector_world(reg: &Register) {
     let now = jiff::Timestamp::now();
     let today = jiff::Zoned::now().date();
     reg.add_institution("MAIN", "Main Library", "USD", "America/Chicago").unwrap();
-    let new = NewPatron {
-        institution: "MAIN".into(),
-        primary_id: "P1".into(),
-        first_name: "Avery".into(),
-        last_name: "Reader".into(),
-        expiry: Some(date(2099, 1, 1)),
-        barcodes: vec!["21234000012345".into()],
-        ..Default::default()
-    };
-    let Added::Patron(p) = reg.add_patron(new, false, today, now).unwrap() else { panic!("duplicate") };
-    reg.set_pin(p.id, "4321", now).unwrap();
-    let new = NewPatron {
-        institution: "MAIN".into(),
-        primary_id: "P2".into(),
-        first_name: "Blake".into(),
-        last_name: "Owing".into(),
-        expiry: Some(date(2099, 1, 1)),
-        barcodes: vec!["21234000099999".into()],
-        ..Default::default()
-    };
-    let Added::Patron(b) = reg.add_patron(new, false, today, now).unwrap() else { panic!("duplicate") };
-    reg.set_pin(b.id, "1111", now).unwrap();
+    for (primary_id, first, last, barcode, pin) in
+        [("P1", "Avery", "Reader", "21234000012345", "4321"), ("P2", "Blake", "Owing", "21234000099999", "1111")]
+    {
+        let new = NewPatron {
+            institution: "MAIN".into(),
+            primary_id: primary_id.into(),
+            first_name: first.into(),
+            last_name: last.into(),
+            expiry: Some(date(2099, 1, 1)),
+            barcodes: vec![barcode.into()],
+            pin: Some(NewPin(pin.into())),
+            ..Default::default()
+        };
+        assert!(matches!(reg.add_patron(new, false, today, now).unwrap(), Added::Patron(_)), "duplicate");
+    }
     for (barcode, title) in [
         ("31234000098765", "The Left Hand of Darkness"),
         ("31234000011111", "Dune"),
