@@ -619,11 +619,9 @@ impl Store {
         // Taken outside the transaction: its closure must stay free of side effects.
         let seq = self.new_id()?;
         // The outbox joins the transaction only when there is a notice to write.
-        let mut trees = vec![&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit];
-        if notice.is_some() {
-            trees.push(&self.outbox);
-        }
-        let r = trees[..].transaction(|t| {
+        let trees = [&self.patrons, &self.identifiers, &self.emails, &self.names, &self.audit, &self.outbox];
+        let trees = if notice.is_some() { &trees[..] } else { &trees[..5] };
+        let r = trees.transaction(|t| {
             let [patrons, identifiers, emails, names, audit_tree, outbox @ ..] = t.as_slice() else {
                 unreachable!("the five patron trees are always passed in")
             };
@@ -830,7 +828,7 @@ impl Store {
                 seq += 1;
             }
         }
-        let mut trees = vec![
+        let trees = [
             &self.institutions,
             &self.patrons,
             &self.identifiers,
@@ -846,12 +844,12 @@ impl Store {
             &self.holds_by_patron,
             &self.holds_by_item,
             &self.accounts,
+            &self.outbox,
         ];
-        // The outbox joins the transaction only when a notice is written (not on the hot path).
-        if writes.iter().any(|w| matches!(w, Write::Notice(_))) {
-            trees.push(&self.outbox);
-        }
-        let r = trees[..].transaction(|t| {
+        // The outbox (last) joins the transaction only when a notice is written: not on the hot path.
+        let notices = writes.iter().any(|w| matches!(w, Write::Notice(_)));
+        let trees = if notices { &trees[..] } else { &trees[..trees.len() - 1] };
+        let r = trees.transaction(|t| {
             let [
                 institutions,
                 patrons,
