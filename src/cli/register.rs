@@ -845,6 +845,11 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 (None, None) => None,
                 _ => bail!("give both --guardian-name and --guardian-contact"),
             };
+            let generated = if a.generate_pin {
+                Some(crate::domain::secret::generate_pin().context("no randomness")?)
+            } else {
+                None
+            };
             let new = NewPatron {
                 institution,
                 primary_id: a.primary_id.clone(),
@@ -863,14 +868,10 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 national_id: a.national_id.clone(),
                 guardian,
                 terms_accepted: a.terms_accepted,
-                pin: match (&a.pin, a.generate_pin) {
-                    (Some(pin), _) => Some(NewPin(pin.clone())),
-                    (None, true) => Some(NewPin(crate::domain::secret::generate_pin().context("no randomness")?)),
-                    (None, false) => None,
-                },
+                // --pin and --generate-pin exclude each other.
+                pin: a.pin.clone().or_else(|| generated.clone()).map(NewPin),
                 ..Default::default()
             };
-            let generated = if a.generate_pin { new.pin.as_ref().map(|NewPin(pin)| pin.clone()) } else { None };
             let p = match reg.add_patron(new, a.force, today, now)? {
                 Added::Patron(p) => *p,
                 Added::PossibleDuplicate(ids) => {
