@@ -5,7 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::Register;
 use crate::domain::{Delivery, Institution, Notice, NoticeKind, Patron};
-use crate::store::{StoreError, Write};
+use crate::store::StoreError;
 
 /// Attempts before a notice is given up.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -192,7 +192,7 @@ impl Register {
         now: Timestamp,
     ) -> Result<Notice, StoreError> {
         let notice = self.draft(p.id, kind, detail, (&p.institution, None), now)?.notice(p);
-        self.store.apply(&[Write::Notice(Box::new(notice.clone()))])?;
+        self.store.put_notice(&notice)?;
         Ok(notice)
     }
 
