@@ -1,11 +1,14 @@
 //! Patron notifications: written to the outbox in the patron's language unless they opted
-//! out, and delivered to a real SMTP server on loopback (Python's aiosmtpd, which `.ci/run`
-//! installs), with a failed delivery kept for a retry.
+//! out, and delivered over SMTP to a sink on loopback (`common::smtp`), with a failed delivery
+//! kept for a retry.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+
+use common::smtp::SmtpSink;
 
 fn sip2d(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sip2d")).arg("--data").arg(data).args(args).output().unwrap()
@@ -22,31 +25,13 @@ fn outbox(data: &std::path::Path) -> Vec<serde_json::Value> {
     o.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-struct Smtpd(Child);
-impl Drop for Smtpd {
+/// Kills the child process when dropped.
+struct Killed(Child);
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// aiosmtpd on a free loopback port, printing every message it receives.
-fn smtpd() -> (Smtpd, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Debugging"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd; .ci/run does)");
-    let server = Smtpd(child);
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (server, port);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("aiosmtpd did not start on port {port} (is it installed? python3 -m pip install aiosmtpd)");
 }
 
 #[test]
@@ -116,8 +101,8 @@ fn notifications_are_written_in_the_patrons_language_and_delivered_by_smtp() {
     assert!(notes[0]["last_error"].is_string() && notes[0]["next_attempt"].is_string(), "{}", notes[0]);
 
     // A real SMTP server on loopback: once the backoff has passed, the notices go out.
-    let (mut server, port) = smtpd();
-    let relay = format!("127.0.0.1:{port}");
+    let sink = SmtpSink::start();
+    let relay = sink.relay();
     let o = sip2d(data, &["outbox", "deliver", "--smtp", &relay, "--from", "library@example.org"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("0 sent"),
@@ -128,14 +113,13 @@ fn notifications_are_written_in_the_patrons_language_and_delivered_by_smtp() {
     ok(sip2d(data, &["patron", "report", "P1", "-i", "MAIN"]));
     let o = ok(sip2d(data, &["outbox", "deliver", "--smtp", &relay, "--from", "library@example.org"]));
     assert!(o.contains("1 sent"), "{o}");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = server.0.kill();
-    let mut received = String::new();
-    server.0.stdout.take().unwrap().read_to_string(&mut received).unwrap();
-    assert!(
-        received.contains("ada@example.org") && received.contains("Your loans and requests at Main Library"),
-        "{received}"
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        (received[0].from.as_str(), received[0].to.as_slice()),
+        ("library@example.org", &["ada@example.org".to_string()][..])
     );
+    assert!(received[0].data.contains("Subject: Your loans and requests at Main Library"), "{:?}", received[0]);
     let notes = outbox(data);
     let last = notes.last().unwrap();
     assert_eq!((last["kind"].as_str(), last["state"].as_str()), (Some("report"), Some("sent")));
@@ -145,15 +129,15 @@ fn notifications_are_written_in_the_patrons_language_and_delivered_by_smtp() {
 fn a_running_server_with_a_relay_delivers_the_outbox_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut smtp, port) = smtpd();
+    let sink = SmtpSink::start();
     let config = dir.path().join("sip2d.toml");
     std::fs::write(
         &config,
-        format!("[mail]\nrelay = \"127.0.0.1:{port}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n"),
+        format!("[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n", sink.relay()),
     )
     .unwrap();
     ok(sip2d(&data, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
-    let mut server = Smtpd(
+    let mut server = Killed(
         Command::new(env!("CARGO_BIN_EXE_sip2d"))
             .arg("--data")
             .arg(&data)
@@ -193,8 +177,8 @@ fn a_running_server_with_a_relay_delivers_the_outbox_by_itself() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(server);
-    let _ = smtp.0.kill();
-    let mut received = String::new();
-    smtp.0.stdout.take().unwrap().read_to_string(&mut received).unwrap();
-    assert!(received.contains("bo@example.org") && received.contains("Welcome to Main Library"), "{received}");
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].to, ["bo@example.org"]);
+    assert!(received[0].data.contains("Subject: Welcome to Main Library"), "{:?}", received[0]);
 }

@@ -1,6 +1,8 @@
 //! A server on a free port over a temporary register, and a blocking kiosk to talk to it.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
