@@ -124,10 +124,9 @@ fn main() {
     let store_dir = work.path().join("store");
     let reg = Register::open(&store_dir, "bench").expect("open register");
     let now = Timestamp::now();
-    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let start = Instant::now();
     let input = BufReader::with_capacity(1 << 20, std::fs::File::open(&file).expect("open import file"));
-    let report = reg.import(input, false, today, now).expect("import");
+    let report = reg.import(input, &sip2d::register::ImportOptions::default(), now).expect("import");
     let import_time = start.elapsed();
     let peak = peak_rss_mib();
     assert!(report.rejected.is_empty(), "rejected: {:?}", report.rejected.first());

@@ -18,6 +18,7 @@ TOML
 for size in small large; do
   if [ $size = small ]; then p=2000; i=2000; port=16201; else p=1000000; i=2000000; port=16202; fi
   "$BIN" bench --write-register "$work/$size.jsonl" --register-patrons $p --register-items $i >/dev/null
+  "$BIN" --data "$work/$size" init >/dev/null
   /usr/bin/time -f "import $size: %e s, %M KiB peak" "$BIN" --data "$work/$size" import "$work/$size.jsonl" >/dev/null
   rm -f "$work/$size.jsonl"
   cfg $size $port

@@ -14,6 +14,7 @@ work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$BIN" bench --write-register "$work/bench.jsonl" --register-patrons 2000 --register-items 2000 >/dev/null
+"$BIN" --data "$work/data" init >/dev/null
 "$BIN" --data "$work/data" import "$work/bench.jsonl" >/dev/null
 cat >"$work/sip2d.toml" <<TOML
 [[listen]]

@@ -40,7 +40,7 @@ fn setup(reg: &Register) {
             pin: Some(NewPin("1234".into())),
             ..Default::default()
         };
-        assert!(matches!(reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap(), Added::Patron(_)));
+        assert!(matches!(reg.add_patron(new, true, now).unwrap(), Added::Patron(_)));
         let new = NewItem {
             barcode: item(c),
             institution: "MAIN".into(),

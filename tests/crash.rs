@@ -44,7 +44,7 @@ fn setup(reg: &Register) {
             pin: Some(NewPin("4321".into())),
             ..Default::default()
         };
-        let Added::Patron(p) = reg.add_patron(new, true, jiff::Zoned::now().date(), now).unwrap() else { panic!() };
+        let Added::Patron(p) = reg.add_patron(new, true, now).unwrap() else { panic!() };
         // A large fee that payments of 0.01 chip away at. Above the fine threshold it would
         // block borrowing, so the threshold is raised.
         reg.add_fee(p.id, FeeKind::Overdue, Money(1_000_000), None, None, now).unwrap();

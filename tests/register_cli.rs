@@ -67,6 +67,7 @@ fn a_staff_session() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
+    ok(d, &["init"]);
     assert!(refused(d, &["patron", "show", "P1"]).contains("no institution yet"));
     ok(d, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]);
     ok(d, &["institution", "add", "--code", "BRANCH2", "--name", "Branch 2"]);
@@ -130,11 +131,19 @@ fn a_staff_session() {
     // PIN: set, five wrong tries lock, staff unlock.
     assert!(refused(d, &["patron", "pin", "-i", "MAIN", "P1", "--set", "12a4"]).contains("four digits"));
     ok(d, &["patron", "pin", "-i", "MAIN", "P1", "--set", "4321"]);
+    // A wrong PIN and a locked card are refusals (exit 3); the words say which.
+    let check = |pin: &str| {
+        let o = sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", pin]);
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
     for _ in 0..4 {
-        assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "0000"]).status.code(), Some(4));
+        let (code, said) = check("0000");
+        assert!(code == Some(3) && said.contains("wrong PIN"), "{code:?} {said}");
     }
-    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "0000"]).status.code(), Some(5));
-    assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "4321"]).status.code(), Some(5));
+    for pin in ["0000", "4321"] {
+        let (code, said) = check(pin);
+        assert!(code == Some(3) && said.contains("locked"), "{code:?} {said}");
+    }
     assert_eq!(json(d, &["patron", "show", "-i", "MAIN", "P1"])["locked"], true);
     ok(d, &["patron", "unlock", "-i", "MAIN", "P1"]);
     assert_eq!(sip2d(d, &["patron", "pin", "-i", "MAIN", "P1", "--check", "4321"]).status.code(), Some(0));
@@ -197,8 +206,9 @@ fn a_staff_session() {
     let file = dir.path().join("register.jsonl");
     std::fs::write(&file, &export).unwrap();
     let copy = tempfile::tempdir().unwrap();
-    std::fs::copy(d.join("pin.key"), copy.path().join("pin.key")).unwrap();
-    let imported = ok(copy.path(), &["import", file.to_str().unwrap()]);
+    ok(copy.path(), &["init"]);
+    let key = d.join("pin.key");
+    let imported = ok(copy.path(), &["import", "--pin-key", key.to_str().unwrap(), file.to_str().unwrap()]);
     assert!(imported.contains(" 0 rejected"), "{imported}");
     assert_eq!(ok(copy.path(), &["export"]), export);
     let again = ok(copy.path(), &["import", file.to_str().unwrap()]);
@@ -213,7 +223,7 @@ fn a_staff_session() {
     )
     .unwrap();
     let out = sip2d(d, &["import", "--dry-run", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(out.status.code(), Some(3), "rejected lines are refusals");
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: missing field"));
     assert!(refused(d, &["item", "show", "30002"]).contains("no item"));
 

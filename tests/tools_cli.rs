@@ -143,6 +143,7 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
         "8",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(sip2d(&["--data", data.to_str().unwrap(), "init"]).status.success());
     let o = sip2d(&["--data", data.to_str().unwrap(), "import", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let (_server, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);

@@ -66,19 +66,18 @@ fn run_here(register: &Register, req: RunRequest) -> RunResponse {
         Ok((cli, m)) if m.subcommand_name().is_some_and(super::is_register) => cli,
         Ok(_) => {
             let names = super::REGISTER_COMMANDS.join(", ");
-            return refuse(2, format!("sip2d: the admin API runs register commands only ({names})\n"));
+            return refuse(
+                super::exit::Exit::Usage as u8,
+                format!("sip2d: the admin API runs register commands only ({names})\n"),
+            );
         }
-        Err(e) => return refuse(2, e.to_string()),
+        Err(e) => return refuse(super::exit::Exit::Usage as u8, e.to_string()),
     };
     let actor = if req.actor.is_empty() { "admin".to_string() } else { req.actor.clone() };
     let acting = Arc::new(register.acting_as(&format!("{actor} (admin API)")));
     SERVED.with(|s| *s.borrow_mut() = Some(acting));
-    let (code, captured) = super::io::capture(req.stdin.into_bytes(), || match super::run_command(cli) {
-        Ok(code) => exit_code(code),
-        Err(e) => {
-            errln!("sip2d: {e:#}");
-            1
-        }
+    let (code, captured) = super::io::capture(req.stdin.into_bytes(), || {
+        exit_code(super::run_command(cli).unwrap_or_else(|e| super::exit::report(&e)))
     });
     SERVED.with(|s| *s.borrow_mut() = None);
     RunResponse {

@@ -20,6 +20,7 @@ use crate::tools::conn::ClientTls;
 /// `--write-register FILE` writes a register with exactly those for `sip2d import`:
 ///
 ///   sip2d bench --write-register bench.jsonl --register-patrons 1000 --register-items 2000
+///   sip2d --data ./bench-data init
 ///   sip2d --data ./bench-data import bench.jsonl
 ///   sip2d --data ./bench-data serve &
 ///   sip2d bench --connections 16 --duration 10s
@@ -215,7 +216,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         mix.push(Op::parse(m).with_context(|| format!("--mix {m}: status, checkout or checkin"))?);
     }
     if mix.is_empty() {
-        bail!("--mix names no request");
+        return Err(super::exit::usage("--mix names no request"));
     }
     let connections = args.connections as usize;
     let t = &args.target;
@@ -269,5 +270,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));
     print(&report.0, args, &report.1);
-    Ok(if report.0.errors() == 0 && report.0.requests() > 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if report.0.errors() == 0 && report.0.requests() > 0 {
+        ExitCode::SUCCESS
+    } else {
+        super::exit::Exit::Failure.into()
+    })
 }

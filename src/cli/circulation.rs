@@ -4,14 +4,16 @@ use std::io::{BufReader, Cursor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::json;
 
 use super::register::{At, Common, find, institution_of, parse_assignment, parse_money};
+use super::times::Times;
+use crate::domain::secret::PinKey;
 use crate::domain::{Account, Hold, Item, Loan, Money};
-use crate::register::{HoldTarget, NewItem, Register};
+use crate::register::{HoldTarget, ImportOptions, NewItem, PinHashes, Register};
 
 /// Manage items (copies the library lends).
 #[derive(Debug, clap::Subcommand)]
@@ -181,6 +183,15 @@ pub struct ImportArgs {
     /// Check every line and report, write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The PIN key of the register the file was exported from (`sip2d key export`): it
+    /// becomes this register's key, which is accepted only when this register holds no PINs
+    /// or has that key already. Without it, PIN hashes made with another key are refused.
+    #[arg(long, value_name = "FILE", conflicts_with = "reset_pins")]
+    pub(super) pin_key: Option<PathBuf>,
+    /// Import without the file's PIN hashes: its patrons keep the PIN they have here, or get
+    /// none and need a new one.
+    #[arg(long)]
+    reset_pins: bool,
 }
 
 /// `sip2d export`.
@@ -189,11 +200,6 @@ pub struct ExportArgs {
     /// Where to write (default: standard output).
     #[arg(long, short = 'o')]
     pub(super) output: Option<PathBuf>,
-}
-
-fn clock() -> (Timestamp, Date) {
-    let now = Timestamp::now();
-    (now, now.to_zoned(jiff::tz::TimeZone::system()).date())
 }
 
 fn item_json(reg: &Register, i: &Item) -> Result<serde_json::Value> {
@@ -205,7 +211,7 @@ fn item_json(reg: &Register, i: &Item) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-fn print_item(reg: &Register, i: &Item, json: bool) -> Result<()> {
+fn print_item(reg: &Register, i: &Item, times: &Times<'_>, json: bool) -> Result<()> {
     if json {
         outln!("{}", item_json(reg, i)?);
         return Ok(());
@@ -226,7 +232,7 @@ fn print_item(reg: &Register, i: &Item, json: bool) -> Result<()> {
         outln!("  loan days     {d}");
     }
     if let Some(l) = reg.store.loan(&i.barcode)? {
-        outln!("  on loan to    #{} due {}", l.patron, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+        outln!("  on loan to    #{} due {}", l.patron, times.minute_for(l.patron, l.due));
     }
     for (n, h) in reg.store.holds_on(&i.barcode)?.iter().enumerate() {
         outln!("  hold {:<8} #{} (queue {}, {:?})", h.id, h.patron, n + 1, h.status);
@@ -234,7 +240,7 @@ fn print_item(reg: &Register, i: &Item, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_loan(l: &Loan, json: bool) {
+fn print_loan(l: &Loan, times: &Times<'_>, json: bool) {
     if json {
         outln!(
             "{}",
@@ -245,8 +251,8 @@ fn print_loan(l: &Loan, json: bool) {
             "{:<16} #{:<7} out {}  due {}  renewed {}",
             l.item,
             l.patron,
-            super::local(l.out).strftime("%Y-%m-%d"),
-            super::local(l.due).strftime("%Y-%m-%d %H:%M"),
+            times.day_for(l.patron, l.out),
+            times.minute_for(l.patron, l.due),
             l.renewals
         );
     }
@@ -294,13 +300,16 @@ fn read_password() -> Result<String> {
     super::io::read_line(&mut line).context("cannot read the password from standard input")?;
     let pw = line.trim_end_matches(['\r', '\n']).to_string();
     if pw.is_empty() {
-        bail!("no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN`");
+        return Err(super::exit::usage(
+            "no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN`",
+        ));
     }
     Ok(pw)
 }
 
 pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
+    let times = Times::new(&reg, common.utc);
     match cmd {
         ItemCmd::Add {
             barcode,
@@ -326,10 +335,10 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
                 rental_fee: *rental_fee,
                 loan_days: *loan_days,
             })?;
-            print_item(&reg, &item, common.json)?;
+            print_item(&reg, &item, &times, common.json)?;
         }
-        ItemCmd::Show { barcode } => print_item(&reg, &reg.item(barcode)?, common.json)?,
-        ItemCmd::Edit { barcode, sets } => print_item(&reg, &reg.edit_item(barcode, sets)?, common.json)?,
+        ItemCmd::Show { barcode } => print_item(&reg, &reg.item(barcode)?, &times, common.json)?,
+        ItemCmd::Edit { barcode, sets } => print_item(&reg, &reg.edit_item(barcode, sets)?, &times, common.json)?,
         ItemCmd::List { institution, limit } => {
             for i in reg
                 .store
@@ -361,7 +370,8 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
 
 pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let (now, today) = clock();
+    let times = Times::new(&reg, common.utc);
+    let now = Timestamp::now();
     match cmd {
         LoanCmd::List { patron, at, overdue } => {
             let loans: Vec<Loan> = match patron {
@@ -369,12 +379,12 @@ pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
                 None => reg.store.loans().collect::<Result<_, _>>()?,
             };
             for l in loans.iter().filter(|l| !*overdue || l.due < now) {
-                print_loan(l, common.json);
+                print_loan(l, &times, common.json);
             }
         }
         LoanCmd::Checkout { patron, item, at, accept_fee } => {
             let p = find(&reg, patron, at)?;
-            print_loan(&reg.checkout(p.id, item, *accept_fee, today, now)?, common.json);
+            print_loan(&reg.checkout(p.id, item, *accept_fee, now)?, &times, common.json);
         }
         LoanCmd::Return { item } => match reg.checkin(item, now)? {
             Some(l) => outln!("{item} returned by #{}", l.patron),
@@ -386,16 +396,16 @@ pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
 
 pub fn hold(cmd: &HoldCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let (now, today) = clock();
+    let now = Timestamp::now();
     match cmd {
         HoldCmd::Place { patron, at, item, title, pickup, expires } => {
             let p = find(&reg, patron, at)?;
             let target = match (item, title) {
                 (Some(i), _) => HoldTarget::Item(i),
                 (None, Some(t)) => HoldTarget::Title(t),
-                (None, None) => bail!("give --item BARCODE or --title TITLE"),
+                (None, None) => return Err(super::exit::usage("give --item BARCODE or --title TITLE")),
             };
-            let h = reg.place_hold(p.id, target, pickup, *expires, today, now)?;
+            let h = reg.place_hold(p.id, target, pickup, *expires, now)?;
             print_hold(&reg, &h, common.json)?;
         }
         HoldCmd::List { patron, item, at } => {
@@ -447,8 +457,8 @@ pub fn account(cmd: &AccountCmd, common: &Common) -> Result<ExitCode> {
 
 pub fn purge(args: &PurgeArgs, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let (now, today) = clock();
-    let report = reg.purge(today, now, args.dry_run)?;
+    let now = Timestamp::now();
+    let report = reg.purge(now, args.dry_run)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     if common.json {
         outln!(
@@ -472,16 +482,28 @@ pub fn purge(args: &PurgeArgs, common: &Common) -> Result<ExitCode> {
 }
 
 pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
+    let mut pin_hashes = if args.reset_pins { PinHashes::Drop } else { PinHashes::Check };
+    if let Some(file) = &args.pin_key {
+        let key = PinKey::load(file).with_context(|| format!("cannot read the PIN key in {}", file.display()))?;
+        let dir = common.data_dir()?;
+        dir.enter_existing()?;
+        if Register::install_pin_key(&dir.path, &key, args.dry_run)? {
+            let verb = if args.dry_run { "would install" } else { "installed" };
+            errln!("{verb} PIN key {} from {}", key.fingerprint(), file.display());
+        }
+        pin_hashes = PinHashes::MadeWith(key.fingerprint());
+    }
     let reg = common.open()?;
-    let (now, today) = clock();
+    let now = Timestamp::now();
+    let options = ImportOptions { dry_run: args.dry_run, pin_hashes };
     let report = if args.file.as_os_str() == "-" {
         // Standard input cannot be read twice: hold it in memory.
         let mut all = Vec::new();
         super::io::read_all(&mut all).context("cannot read standard input")?;
-        reg.import(Cursor::new(all), args.dry_run, today, now)?
+        reg.import(Cursor::new(all), &options, now)?
     } else {
         let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-        reg.import(BufReader::with_capacity(1 << 20, f), args.dry_run, today, now)?
+        reg.import(BufReader::with_capacity(1 << 20, f), &options, now)?
     };
     if common.json {
         outln!("{}", serde_json::to_string(&report)?);
@@ -499,7 +521,7 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
             report.rejected.len()
         );
     }
-    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(6) })
+    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { super::exit::Exit::Refused.into() })
 }
 
 pub fn export(args: &ExportArgs, common: &Common) -> Result<ExitCode> {

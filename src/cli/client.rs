@@ -80,7 +80,7 @@ impl Target {
             None => Ok(None),
             Some(l) => match l.split_once(':') {
                 Some((u, p)) => Ok(Some((u.to_string(), p.to_string()))),
-                None => bail!("--login takes USER:PASSWORD"),
+                None => Err(super::exit::usage("--login takes USER:PASSWORD")),
             },
         }
     }
@@ -299,7 +299,11 @@ pub fn message(req: &Request, inst: &str) -> Result<Option<Message<'static>>> {
                     "fines" => Summary::FINE_ITEMS,
                     "recalls" => Summary::RECALL_ITEMS,
                     "unavailable" => Summary::UNAVAILABLE_HOLDS,
-                    other => bail!("--summary {other}: holds, overdue, charged, fines, recalls or unavailable"),
+                    other => {
+                        return Err(super::exit::usage(format!(
+                            "--summary {other}: holds, overdue, charged, fines, recalls or unavailable"
+                        )));
+                    }
                 });
             }
             PatronInformation {
@@ -397,7 +401,7 @@ pub fn message(req: &Request, inst: &str) -> Result<Option<Message<'static>>> {
                 "place" | "+" => HoldMode::Add,
                 "cancel" | "-" => HoldMode::Delete,
                 "change" | "*" => HoldMode::Change,
-                other => bail!("hold mode {other}: place, cancel or change"),
+                other => return Err(super::exit::usage(format!("hold mode {other}: place, cancel or change"))),
             },
             transaction_date: date,
             pickup_location: pickup.as_deref().map(s),

@@ -171,7 +171,7 @@ fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
     let d = demo::build(&register, jiff::Timestamp::now())?;
     let mut config = Config { listen: vec![Listener { address: addr, tls: None }], ..Config::default() };
     for f in &args.faults {
-        config.faults.set(f).map_err(anyhow::Error::msg)?;
+        config.faults.set(f).map_err(super::exit::usage)?;
     }
     let encoding = args.target.encoding;
     let grader = Arc::new(Mutex::new(KioskGrader::new()));

@@ -8,9 +8,13 @@ mod circulation;
 mod client;
 mod conform;
 mod decode;
+pub mod exit;
+pub mod location;
 mod outbox;
 mod register;
 mod serve;
+mod setup;
+mod times;
 
 use std::process::ExitCode;
 
@@ -24,7 +28,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// with import and export as JSON Lines); `sip2d serve --demo` starts one to try. `sip2d
 /// decode` turns raw SIP2 from kiosk logs into labelled fields with a checksum verdict.
 #[derive(Debug, Parser)]
-#[command(name = "sip2d", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "sip2d", version = VERSION, propagate_version = true, max_term_width = 100)]
+#[command(after_help = exit::EXIT_CODES_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,8 +37,14 @@ pub struct Cli {
     common: register::Common,
 }
 
+/// The version and the commit it was built from, e.g. `0.1.0 (c19694b 2026-12-02)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SIP2D_COMMIT"), ")");
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create an empty register (store and a new PIN key, the directory owner-only) in the
+    /// data directory. Every other command uses an existing register and creates none.
+    Init,
     Serve(serve::ServeArgs),
     /// Talk SIP2 to any server (sip2d or another), plain or TLS: one request by name
     /// (`sip2d client --login U:P patron-status 21234 --pin 1234`) or, without one, an
@@ -68,6 +79,9 @@ enum Command {
     /// deliver the pending ones through an SMTP relay with retries.
     #[command(subcommand)]
     Outbox(outbox::OutboxCmd),
+    /// The register's PIN key: show its fingerprint, export it, import it.
+    #[command(subcommand)]
+    Key(setup::KeyCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -82,18 +96,12 @@ pub fn main() -> ExitCode {
         match forward(&cli) {
             Ok(Some(code)) => return code,
             Ok(None) => {}
-            Err(e) => {
-                eprintln!("sip2d: {e:#}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return exit::report(&e),
         }
     }
     match run_command(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("sip2d: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => exit::report(&e),
     }
 }
 
@@ -110,7 +118,7 @@ fn is_register(command: &str) -> bool {
 /// arguments as given, standard input when the command reads it, files read and written here.
 fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
     use std::io::Read;
-    let dir = cli.common.dir()?;
+    let dir = cli.common.data_dir()?.path;
     if !dir.join(admin::SOCKET).exists() {
         return Ok(None);
     }
@@ -118,6 +126,11 @@ fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
     let mut stdin = String::new();
     let mut output: Option<std::path::PathBuf> = None;
     match &cli.command {
+        Command::Import(a) if a.pin_key.is_some() => {
+            return Err(exit::refused(
+                "a register's PIN key cannot change while `sip2d serve` runs on it; stop the server, import, start it again",
+            ));
+        }
         // The file is read here and sent as standard input.
         Command::Import(a) if a.file.as_os_str() != "-" => {
             stdin = std::fs::read_to_string(&a.file)
@@ -165,6 +178,8 @@ fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
 /// Runs a parsed command here.
 fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init => setup::init(&cli.common),
+        Command::Key(cmd) => setup::key(&cmd, &cli.common),
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
         Command::Conform(args) => conform::run(&args),
@@ -181,11 +196,6 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => circulation::export(&args, &cli.common),
         Command::Outbox(cmd) => outbox::run(&cmd, &cli.common),
     }
-}
-
-/// A moment as staff read it: in this machine's time zone.
-fn local(t: jiff::Timestamp) -> jiff::Zoned {
-    t.to_zoned(jiff::tz::TimeZone::system())
 }
 
 #[cfg(test)]

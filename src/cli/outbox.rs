@@ -109,7 +109,7 @@ pub fn run(cmd: &OutboxCmd, common: &Common) -> Result<ExitCode> {
             let (sent, failed, pending) = deliver(&reg, smtp).context("delivering the outbox")?;
             outln!("{sent} sent, {failed} given up, {pending} to be retried");
             if failed + pending > 0 {
-                return Ok(ExitCode::from(4));
+                return Ok(super::exit::Exit::Failure.into());
             }
         }
     }

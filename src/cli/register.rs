@@ -1,9 +1,8 @@
 //! The register commands: `sip2d institution ...` and `sip2d patron ...`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::{Value, json};
@@ -13,49 +12,9 @@ use crate::domain::{BlockType, FeeKind, Guardian, Institution, Money, Patron, Pi
 use crate::register::{Added, ListFilter, NewPatron, NewPin, Register};
 use crate::store::StoreError;
 
-/// Where the register lives and who is acting; shared by every register command.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Common {
-    /// The data directory holding the store and its PIN key.
-    /// Default: the per-user data directory (e.g. ~/.local/share/sip2d).
-    #[arg(long, global = true, value_name = "DIR", env = "SIP2D_DATA")]
-    pub data: Option<PathBuf>,
-    /// Print JSON instead of a readable card or table.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// The name the audit history records for changes (default: the login name).
-    #[arg(long = "as", global = true, value_name = "NAME")]
-    pub actor: Option<String>,
-}
+use super::times::Times;
 
-impl Common {
-    /// The per-user data directory, used when no --data is given.
-    pub(super) fn default_dir() -> Result<PathBuf> {
-        Ok(dirs::data_dir().context("no per-user data directory on this system; pass --data DIR")?.join("sip2d"))
-    }
-
-    /// The data directory these options name.
-    pub(super) fn dir(&self) -> Result<PathBuf> {
-        match &self.data {
-            Some(d) => Ok(d.clone()),
-            None => Common::default_dir(),
-        }
-    }
-
-    /// The staff member acting: `--as`, or the login name.
-    pub(super) fn actor(&self) -> String {
-        self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into())
-    }
-
-    /// The register: the running server's, when this command is being run by the server for
-    /// an admin client, otherwise the store in the data directory, opened here.
-    pub(super) fn open(&self) -> Result<std::sync::Arc<Register>> {
-        if let Some(served) = super::admin::served() {
-            return Ok(served);
-        }
-        Ok(std::sync::Arc::new(Register::open(&self.dir()?, &self.actor())?))
-    }
-}
+pub use super::location::Common;
 
 /// Manage institutions (libraries): each has a code (the SIP AO), currency and time zone.
 #[derive(Debug, clap::Subcommand)]
@@ -541,8 +500,10 @@ pub(super) fn institution_of(reg: &Register, at: &At) -> Result<String> {
     let all = reg.store.institutions()?;
     match all.as_slice() {
         [only] => Ok(only.code.clone()),
-        [] => bail!("no institution yet: add one with `sip2d institution add --code CODE --name NAME`"),
-        _ => bail!("several institutions exist; say which with --institution"),
+        [] => Err(super::exit::not_found(
+            "no institution yet: add one with `sip2d institution add --code CODE --name NAME`",
+        )),
+        _ => Err(super::exit::usage("several institutions exist; say which with --institution")),
     }
 }
 
@@ -553,9 +514,9 @@ pub(super) fn find(reg: &Register, key: &str, at: &At) -> Result<Patron> {
     Ok(reg.find(&institution_of(reg, at)?, key)?)
 }
 
-fn patron_json(reg: &Register, p: &Patron, today: Date) -> Result<Value> {
+fn patron_json(reg: &Register, p: &Patron, now: Timestamp) -> Result<Value> {
     let balance = reg.balance(p.id)?;
-    let standing = reg.standing(p, today)?;
+    let standing = reg.standing(p, now)?;
     let loans = reg.store.loans_of(p.id)?;
     Ok(json!({
         "id": p.id, "institution": p.institution, "primary_id": p.primary_id,
@@ -580,13 +541,13 @@ fn patron_json(reg: &Register, p: &Patron, today: Date) -> Result<Value> {
     }))
 }
 
-pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) -> Result<()> {
+pub(super) fn print_patron(reg: &Register, p: &Patron, now: Timestamp, times: &Times<'_>, json: bool) -> Result<()> {
     if json {
-        outln!("{}", patron_json(reg, p, today)?);
+        outln!("{}", patron_json(reg, p, now)?);
         return Ok(());
     }
     let balance = reg.balance(p.id)?;
-    let standing = reg.standing(p, today)?;
+    let standing = reg.standing(p, now)?;
     outln!("#{} {} ({})", p.id, p.display_name(), p.institution);
     outln!("  primary id    {}", p.primary_id);
     for i in &p.identifiers {
@@ -614,7 +575,7 @@ pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) 
         (_, _, true) => "locked (too many wrong PINs)",
         _ => "active",
     };
-    outln!("  status        {status} since {}", super::local(p.status_changed).strftime("%Y-%m-%d"));
+    outln!("  status        {status} since {}", times.day(&p.institution, p.status_changed));
     outln!("  PIN           {}", if p.pin.is_some() { "set" } else { "not set" });
     for b in p.blocks.iter().filter(|b| b.active) {
         outln!("  block         {}{}", b.kind, b.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
@@ -629,7 +590,7 @@ pub(super) fn print_patron(reg: &Register, p: &Patron, today: Date, json: bool) 
         outln!("  transfer      to {} (pending)", t.to);
     }
     for l in reg.store.loans_of(p.id)? {
-        outln!("  on loan       {} due {}", l.item, super::local(l.due).strftime("%Y-%m-%d %H:%M"));
+        outln!("  on loan       {} due {}", l.item, times.minute(&p.institution, l.due));
     }
     outln!("  balance       {balance}");
     let may = |denied: bool| if denied { "no" } else { "yes" };
@@ -835,15 +796,15 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
 pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
     let now = Timestamp::now();
-    let today = now.to_zoned(jiff::tz::TimeZone::system()).date();
-    let show = |p: &Patron| -> Result<()> { print_patron(&reg, p, today, common.json) };
+    let times = Times::new(&reg, common.utc);
+    let show = |p: &Patron| -> Result<()> { print_patron(&reg, p, now, &times, common.json) };
     match cmd {
         PatronCmd::Add(a) => {
             let institution = institution_of(&reg, &a.at)?;
             let guardian = match (&a.guardian_name, &a.guardian_contact) {
                 (Some(name), Some(contact)) => Some(Guardian { name: name.clone(), contact: contact.clone() }),
                 (None, None) => None,
-                _ => bail!("give both --guardian-name and --guardian-contact"),
+                _ => return Err(super::exit::usage("give both --guardian-name and --guardian-contact")),
             };
             let generated = if a.generate_pin {
                 Some(crate::domain::secret::generate_pin().context("no randomness")?)
@@ -872,7 +833,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 pin: a.pin.clone().or_else(|| generated.clone()).map(NewPin),
                 ..Default::default()
             };
-            let p = match reg.add_patron(new, a.force, today, now)? {
+            let p = match reg.add_patron(new, a.force, now)? {
                 Added::Patron(p) => *p,
                 Added::PossibleDuplicate(ids) => {
                     let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
@@ -880,7 +841,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                         "sip2d: a patron with the same names and birth date exists already ({}); nothing was added. Check, then pass --force to add anyway.",
                         ids.join(", ")
                     );
-                    return Ok(ExitCode::from(3));
+                    return Ok(super::exit::Exit::Refused.into());
                 }
             };
             show(&p)?;
@@ -908,18 +869,17 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             let found = if query.starts_with('#') {
                 vec![reg.find("", query)?]
             } else {
-                reg.search(&institution_of(&reg, at)?, query, today)?
+                reg.search(&institution_of(&reg, at)?, query, now)?
             };
             if found.is_empty() {
-                errln!("sip2d: no patron matches '{query}'");
-                return Ok(ExitCode::from(2));
+                return Err(super::exit::not_found(format!("no patron matches '{query}'")));
             }
             list_patrons(&found, common.json)?;
         }
-        PatronCmd::Edit { patron, at, sets } => show(&reg.edit(find(&reg, patron, at)?.id, sets, today, now)?)?,
+        PatronCmd::Edit { patron, at, sets } => show(&reg.edit(find(&reg, patron, at)?.id, sets, now)?)?,
         PatronCmd::Identifier(c) => match c {
             IdentifierCmd::Add { patron, at, kind, value, note } => {
-                show(&reg.add_identifier(find(&reg, patron, at)?.id, kind, value, note.as_deref(), today, now)?)?
+                show(&reg.add_identifier(find(&reg, patron, at)?.id, kind, value, note.as_deref(), now)?)?
             }
             IdentifierCmd::Deactivate { patron, value, at } => {
                 show(&reg.set_identifier_active(find(&reg, patron, at)?.id, value, false, now)?)?
@@ -956,18 +916,19 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             } else if let Some(pin) = check {
                 let outcome = reg.check_pin(p.id, pin, now)?;
                 let (text, code) = match outcome {
-                    PinCheck::Accepted => ("PIN accepted".to_string(), 0),
+                    PinCheck::Accepted => ("PIN accepted".to_string(), super::exit::Exit::Ok),
                     PinCheck::Wrong { remaining } => {
-                        (format!("wrong PIN; {remaining} more wrong tries lock the card"), 4)
+                        (format!("wrong PIN; {remaining} more wrong tries lock the card"), super::exit::Exit::Refused)
                     }
-                    PinCheck::LockedOut => {
-                        ("the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it".into(), 5)
-                    }
+                    PinCheck::LockedOut => (
+                        "the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it".into(),
+                        super::exit::Exit::Refused,
+                    ),
                 };
                 outln!("{text}");
-                return Ok(ExitCode::from(code));
+                return Ok(code.into());
             } else {
-                bail!("say what to do: --set PIN, --generate or --check PIN");
+                return Err(super::exit::usage("say what to do: --set PIN, --generate or --check PIN"));
             }
         }
         PatronCmd::Unlock { patron, at } => show(&reg.unlock(find(&reg, patron, at)?.id, now)?)?,
@@ -989,7 +950,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             TransferCmd::List { to } => {
                 for p in reg.pending_transfers(to)? {
                     if common.json {
-                        outln!("{}", patron_json(&reg, &p, today)?);
+                        outln!("{}", patron_json(&reg, &p, now)?);
                     } else {
                         outln!("#{:<6} {:<30} from {}", p.id, p.display_name(), p.institution);
                     }
@@ -1037,7 +998,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                     outln!("{}", json!({"at": e.at.to_string(), "by": e.by, "action": e.action, "changes": e.changes}));
                 } else {
                     let changes: Vec<String> = e.changes.iter().map(|(f, o, n)| format!("{f}: {o} -> {n}")).collect();
-                    let at = super::local(e.at).strftime("%Y-%m-%d %H:%M:%S");
+                    let at = times.second(&p.institution, e.at);
                     outln!("{at}  {:<10} {:<18} {}", e.by, e.action, changes.join("; "));
                 }
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::admin;
@@ -28,9 +28,6 @@ use crate::store::StoreConfig;
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = CONFIG_HELP)]
 pub struct ServeArgs {
-    /// The TOML configuration file.
-    #[arg(long, value_name = "FILE", env = "SIP2D_CONFIG")]
-    config: Option<PathBuf>,
     /// A plain TCP address to listen on (repeatable). Given with --tls-listen or alone, these
     /// replace the configuration file's listeners.
     #[arg(long = "listen", value_name = "ADDR")]
@@ -78,7 +75,8 @@ pub struct ServeArgs {
 
 const CONFIG_HELP: &str = "\
 The configuration file (TOML; every key optional, defaults shown):
-  data = \"DIR\"                       the data directory (default: --data, or the per-user one)
+  data = \"DIR\"                       the data directory, after --data and $SIP2D_DATA
+                                     (default: the per-user one)
   sc_status_before_login = false     answer a 99 before login
   accept_lf = true                   a bare LF ends a frame as CR does
   cache_mib = 512                    the store's page cache
@@ -120,19 +118,18 @@ Terminals log in with accounts from `sip2d account add`; `sip2d account profile 
 what a profile sets. docs/server.md tells what a terminal sees in each situation.";
 
 fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
-    let mut c = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut c = common.load_config()?;
     if !args.listen.is_empty() || !args.tls_listen.is_empty() {
         c.listen = args.listen.iter().map(|a| Listener { address: *a, tls: None }).collect();
         for a in &args.tls_listen {
-            let (Some(cert), Some(key)) = (&args.cert, &args.key) else { bail!("--tls-listen needs --cert and --key") };
+            let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+                return Err(super::exit::usage("--tls-listen needs --cert and --key"));
+            };
             let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.client_ca.clone() };
             c.listen.push(Listener { address: *a, tls: Some(files) });
         }
     } else if args.cert.is_some() || args.key.is_some() || args.client_ca.is_some() {
-        bail!("--cert, --key and --client-ca belong to a --tls-listen address");
+        return Err(super::exit::usage("--cert, --key and --client-ca belong to a --tls-listen address"));
     }
     if let Some(f) = args.log_format {
         c.log.format = f;
@@ -144,7 +141,7 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
         c.limits.idle_timeout = d;
     }
     for f in &args.faults {
-        c.faults.set(f).map_err(anyhow::Error::msg)?;
+        c.faults.set(f).map_err(super::exit::usage)?;
     }
     if args.ops_listen.is_some() {
         c.ops_listen = args.ops_listen;
@@ -152,8 +149,8 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     if args.admin_listen.is_some() {
         c.admin_listen = args.admin_listen;
     }
-    if common.data.is_some() {
-        c.data = common.data.clone();
+    if !args.demo {
+        c.data = Some(common.data_dir()?.path);
     }
     c.check()?;
     Ok(c)
@@ -241,7 +238,10 @@ fn demo_dir(given: Option<&PathBuf>) -> Result<PathBuf> {
         Some(d) => {
             let used = std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false);
             if used {
-                bail!("--demo needs a fresh data directory, and {} is not empty", d.display());
+                return Err(super::exit::usage(format!(
+                    "--demo needs a fresh data directory, and {} is not empty",
+                    d.display()
+                )));
             }
             Ok(d.clone())
         }
@@ -285,20 +285,20 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
     let (_log, log_handle) = init_logging(&c);
-    let data = if args.demo {
-        let d = demo_dir(c.data.as_ref())?;
-        c.data = Some(d.clone());
-        d
-    } else {
-        match &c.data {
-            Some(d) => d.clone(),
-            None => Common::default_dir()?,
-        }
-    };
-    let actor = if args.demo { "demo".to_string() } else { "sip2d-serve".to_string() };
     let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024) };
-    let register = Register::open_with(&data, &actor, &store)
-        .with_context(|| format!("cannot open the register in {}", data.display()))?;
+    let (data, register) = if args.demo {
+        // --data, or the configuration's, when given; otherwise a new temporary directory.
+        let d = demo_dir(common.data.as_ref())?;
+        c.data = Some(d.clone());
+        let register = Register::open_with(&d, "demo", &store)
+            .with_context(|| format!("cannot create the demo register in {}", d.display()))?;
+        (d, register)
+    } else {
+        let dir = common.data_dir()?;
+        dir.enter_existing()?;
+        let register = Common { actor: Some("sip2d-serve".into()), ..common.clone() }.open_at(&dir, &store)?;
+        (dir.path, register)
+    };
     let built = if args.demo { Some(demo::build(&register, jiff::Timestamp::now())?) } else { None };
     register.store.warm_up()?;
     let runtime =

@@ -20,27 +20,65 @@ pub struct PinKey([u8; 32]);
 impl PinKey {
     /// Reads the key at `path`, creating it (owner read/write only) if it does not exist.
     pub fn load_or_create(path: &Path) -> io::Result<PinKey> {
-        match fs::read(path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a 32-byte key", path.display()))
-                })?;
-                Ok(PinKey(key))
-            }
+        match PinKey::load(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(io::Error::other)?;
-                let mut options = fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path)?;
-                file.write_all(&key)?;
-                file.sync_all()?;
-                Ok(PinKey(key))
+                let key = PinKey::generate()?;
+                key.write_new(path)?;
+                Ok(key)
             }
-            Err(e) => Err(e),
+            other => other,
         }
+    }
+
+    /// A new random key.
+    pub fn generate() -> io::Result<PinKey> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(io::Error::other)?;
+        Ok(PinKey(key))
+    }
+
+    /// Reads the key at `path`, which must exist.
+    pub fn load(path: &Path) -> io::Result<PinKey> {
+        let bytes = fs::read(path)?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a 32-byte PIN key", path.display()))
+        })?;
+        Ok(PinKey(key))
+    }
+
+    /// Writes the key to a new file at `path`, owner read/write only; an existing file is
+    /// left alone and refused.
+    pub fn write_new(&self, path: &Path) -> io::Result<()> {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        file.write_all(&self.0)?;
+        file.sync_all()
+    }
+
+    /// Puts the key at `path` in place of what is there, atomically: a new owner-only file
+    /// beside it, synced, then renamed over it.
+    pub fn replace(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("key.new");
+        let _ = fs::remove_file(&tmp);
+        self.write_new(&tmp)?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// A short public name for the key (`sha256:` and 16 hex digits of a hash of it), written
+    /// into exports so an import can tell whether their PIN hashes fit its register. It does
+    /// not reveal the key.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = Sha256::new().chain_update(b"sip2d PIN key fingerprint\0").chain_update(self.0).finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
     }
 
     /// A key from bytes, for tests.
@@ -124,6 +162,27 @@ mod tests {
         }
         fs::write(&path, b"short").unwrap();
         assert!(PinKey::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn a_key_is_written_owner_only_replaced_atomically_and_named_by_its_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin.key");
+        let a = PinKey::from_bytes([1; 32]);
+        let b = PinKey::from_bytes([2; 32]);
+        a.write_new(&path).unwrap();
+        assert!(b.write_new(&path).is_err(), "an existing key is never overwritten by write_new");
+        assert_eq!(PinKey::load(&path).unwrap().fingerprint(), a.fingerprint());
+        b.replace(&path).unwrap();
+        assert_eq!(PinKey::load(&path).unwrap().fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(a.fingerprint().starts_with("sha256:") && a.fingerprint().len() == 23, "{}", a.fingerprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert!(PinKey::load(&dir.path().join("none")).is_err());
     }
 
     #[test]

@@ -244,10 +244,11 @@ impl Default for Log {
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    /// Said on one line: where in the file, and what is wrong there.
+    #[error("the configuration {path}, line {line}, column {column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -257,9 +258,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })?;
-        config.check()?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = text.get(..at).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        })?;
+        config.check().map_err(|e| match e {
+            ConfigError::Invalid(what) => ConfigError::Invalid(format!("the configuration {}: {what}", path.display())),
+            e => e,
+        })?;
         Ok(config)
     }
 

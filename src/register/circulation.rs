@@ -16,6 +16,10 @@ fn refused(msg: String) -> StoreError {
     StoreError::Refused(msg)
 }
 
+fn not_found(msg: String) -> StoreError {
+    StoreError::NotFound(msg)
+}
+
 /// What staff enter to add an item.
 #[derive(Clone, Debug, Default)]
 pub struct NewItem {
@@ -121,7 +125,7 @@ impl Register {
     }
 
     pub fn item(&self, barcode: &str) -> Result<Item, StoreError> {
-        self.store.item(barcode)?.ok_or_else(|| refused(format!("no item '{barcode}'")))
+        self.store.item(barcode)?.ok_or_else(|| not_found(format!("no item '{barcode}'")))
     }
 
     /// Changes fields of an item (`FIELD=VALUE`; an empty value clears an optional one).
@@ -183,16 +187,9 @@ impl Register {
 
     /// Lends an item at the desk, with the same rules the kiosk uses. A rental fee is charged
     /// only when `accept_fee` is set. Refusals come back as `Refused` with the kiosk's sentence.
-    pub fn checkout(
-        &self,
-        patron: u64,
-        barcode: &str,
-        accept_fee: bool,
-        today: Date,
-        now: Timestamp,
-    ) -> Result<Loan, StoreError> {
+    pub fn checkout(&self, patron: u64, barcode: &str, accept_fee: bool, now: Timestamp) -> Result<Loan, StoreError> {
         let request = Lend { accept_fee, renewal_allowed: true, no_block: None };
-        match self.lend(patron, barcode, &request, today, now)? {
+        match self.lend(patron, barcode, &request, now)? {
             Lent::Done { loan, .. } => Ok(loan),
             Lent::Refused(r) => Err(refused(r.to_string())),
         }
@@ -200,12 +197,13 @@ impl Register {
 
     /// Decides a checkout by the rules and, when it is allowed, commits the loan (with its fee,
     /// the item's status, the patron's fulfilled hold and the audit entry) before returning.
-    pub fn lend(&self, patron: u64, barcode: &str, r: &Lend, today: Date, now: Timestamp) -> Result<Lent, StoreError> {
+    /// The day, and so the due date, is the institution's, whoever lends: kiosk or desk.
+    pub fn lend(&self, patron: u64, barcode: &str, r: &Lend, now: Timestamp) -> Result<Lent, StoreError> {
         let p = self.store.patron(patron)?;
         let inst = self.store.institution(&p.institution)?;
         let mut item = self.item(barcode)?;
         let loans = self.store.loan_count(patron);
-        let standing = rules::standing(&p, &inst, loans, self.balance(patron)?, today);
+        let standing = rules::standing(&p, &inst, loans, self.balance(patron)?, inst.today(now));
         let tz = inst.time_zone();
         let current = self.store.loan(barcode)?;
         let holds = self.store.holds_on(barcode)?;
@@ -314,12 +312,12 @@ impl Register {
         target: HoldTarget<'_>,
         pickup: &str,
         expires: Option<Date>,
-        today: Date,
         now: Timestamp,
     ) -> Result<Hold, StoreError> {
         let p = self.store.patron(patron)?;
         let inst = self.store.institution(&p.institution)?;
-        let standing = rules::standing(&p, &inst, self.store.loan_count(patron), self.balance(patron)?, today);
+        let standing =
+            rules::standing(&p, &inst, self.store.loan_count(patron), self.balance(patron)?, inst.today(now));
         if standing.denied.hold {
             let why = standing.first_reason().map(ToString::to_string).unwrap_or_default();
             return Err(refused(format!("patron {patron} may not place holds: {why}")));
@@ -363,7 +361,7 @@ impl Register {
         expires: Option<Date>,
         now: Timestamp,
     ) -> Result<Hold, StoreError> {
-        let mut hold = self.store.hold(id)?.ok_or_else(|| refused(format!("no hold {id}")))?;
+        let mut hold = self.store.hold(id)?.ok_or_else(|| not_found(format!("no hold {id}")))?;
         if let Some(p) = pickup {
             validate::required("pickup location", p)?;
             hold.pickup = p.into();
@@ -393,7 +391,7 @@ impl Register {
 
     /// Cancels a hold.
     pub fn cancel_hold(&self, id: u64, now: Timestamp) -> Result<Hold, StoreError> {
-        let hold = self.store.hold(id)?.ok_or_else(|| refused(format!("no hold {id}")))?;
+        let hold = self.store.hold(id)?.ok_or_else(|| not_found(format!("no hold {id}")))?;
         let change = vec![("hold".into(), id.to_string(), String::new())];
         self.store.apply(&[
             Write::RemoveHold(id),
@@ -440,7 +438,7 @@ impl Register {
     }
 
     pub fn account(&self, login: &str) -> Result<Account, StoreError> {
-        self.store.account(login)?.ok_or_else(|| refused(format!("no account '{login}'")))
+        self.store.account(login)?.ok_or_else(|| not_found(format!("no account '{login}'")))
     }
 
     /// Changes a terminal's password.

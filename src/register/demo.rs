@@ -107,7 +107,7 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
             pin: Some(NewPin(DEMO_PIN.into())),
             ..Default::default()
         };
-        let id = added(reg.add_patron(new, false, today, now)?)?;
+        let id = added(reg.add_patron(new, false, now)?)?;
         ids.push(id);
     }
     let id = |barcode: &str| {
@@ -128,7 +128,7 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
     let (avery, blake, casey, dana) =
         (id("21000000000001"), id("21000000000002"), id("21000000000003"), id("21000000000004"));
     let (frankie, gale, harper) = (id("21000000000006"), id("21000000000007"), id("21000000000008"));
-    reg.checkout(avery, "31000000000003", false, today, now)?;
+    reg.checkout(avery, "31000000000003", false, now)?;
     reg.add_note(avery, "general", "Your library card renews in the spring.", true, now)?;
     reg.block(blake, "lost-card", Some("Card reported lost"), now)?;
     reg.add_fee(casey, FeeKind::Overdue, Money(150_00), Some("31000000000002"), None, now)?;
@@ -141,8 +141,8 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
     reg.set_proxy(harper, avery, true, now)?;
     // The Dispossessed: lent to Dana, held by Harper, returned, so it waits on the hold shelf
     // for Harper and no one else may borrow it.
-    reg.checkout(dana, "31000000000004", false, today, now)?;
-    reg.place_hold(harper, HoldTarget::Item("31000000000004"), "MAIN", None, today, now)?;
+    reg.checkout(dana, "31000000000004", false, now)?;
+    reg.place_hold(harper, HoldTarget::Item("31000000000004"), "MAIN", None, now)?;
     reg.checkin("31000000000004", now)?;
 
     let accounts = vec![

@@ -30,6 +30,8 @@ const GROUPS_PER_FLUSH: usize = 256;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Line {
+    /// What the file is: an export writes it first.
+    Register(RegisterLine),
     Institution(Institution),
     Account(AccountLine),
     Patron(Box<PatronLine>),
@@ -37,6 +39,43 @@ pub enum Line {
     Loan(Loan),
     Fee(Fee),
     Hold(Hold),
+}
+
+/// The first line of an export: the format, and which PIN key made its `pin_hash` values, so
+/// that an import into a register with another key is refused instead of breaking every PIN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterLine {
+    /// The exchange format's version (1).
+    pub format: u32,
+    /// The fingerprint of the exporting register's PIN key (`sip2d key show`).
+    pub pin_key: String,
+    /// The sip2d version that wrote the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip2d: Option<String>,
+}
+
+/// What an import does with the file's `pin_hash` values, which only the PIN key that made
+/// them can check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PinHashes {
+    /// Take them when the file names this register's key; otherwise refuse the import.
+    #[default]
+    Check,
+    /// They were made with the key of this fingerprint, which the caller installed (or, in a
+    /// dry run, would install) as this register's (`import --pin-key`): take them also from a
+    /// file that names no key; refuse a file naming another.
+    MadeWith(String),
+    /// Leave them out: imported patrons keep the PIN they have here, or get none.
+    Drop,
+}
+
+/// How to import.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Check every line and report; write nothing.
+    pub dry_run: bool,
+    pub pin_hashes: PinHashes,
 }
 
 /// A self-check account: a plain `password` (hashed on import) or the `password_hash` an export
@@ -342,7 +381,7 @@ struct Importer<'a> {
     /// real run leaves it to the commit, which checks them anyway (and a refused group is then
     /// redone line by line, so each line still gets its verdict).
     check_store: bool,
-    today: Date,
+    drop_pin_hashes: bool,
     now: Timestamp,
     overlay: Overlays,
     ids: Ids,
@@ -436,6 +475,8 @@ impl Importer<'_> {
 
     fn plan(&mut self, line: Line) -> Result<(Outcome, Vec<Write>), String> {
         match line {
+            // Read before the import began (see `Register::check_pin_hashes`).
+            Line::Register(_) => Ok((Outcome::Unchanged, vec![])),
             Line::Institution(i) => self.plan_institution(i),
             Line::Account(a) => self.plan_account(a),
             Line::Patron(p) => self.plan_patron(*p),
@@ -527,8 +568,9 @@ impl Importer<'_> {
             }
         };
         let mut p = line.apply_to(&base, self.now);
-        check_patron(&inst, &p, self.today).map_err(|e| e.to_string())?;
-        match (&line.pin, &line.pin_hash) {
+        check_patron(&inst, &p, inst.today(self.now)).map_err(|e| e.to_string())?;
+        let pin_hash = if self.drop_pin_hashes { &None } else { &line.pin_hash };
+        match (&line.pin, pin_hash) {
             (Some(_), Some(_)) => return Err("give pin or pin_hash, not both".into()),
             (Some(pin), None) => {
                 validate::pin(&inst.pin_policy, pin).map_err(|e| e.to_string())?;
@@ -720,20 +762,54 @@ struct IdOnly {
 }
 
 impl Register {
+    /// Whether the file's PIN hashes may be imported as `mode` says: refused, before anything
+    /// is written, when they were made with another key than this register's (or the file does
+    /// not say which, unless the caller vouches for it).
+    fn check_pin_hashes(&self, headers: &[RegisterLine], has_hashes: bool, mode: &PinHashes) -> Result<(), StoreError> {
+        let ours = match mode {
+            _ if !has_hashes => return Ok(()),
+            PinHashes::Drop => return Ok(()),
+            PinHashes::Check => self.key.fingerprint(),
+            PinHashes::MadeWith(key) => key.clone(),
+        };
+        let ways = "give the exporting register's key with --pin-key FILE (`sip2d key export` writes it; accepted into a register without PINs or one with that key), or import without the PINs with --reset-pins";
+        match headers.iter().find(|h| h.pin_key != ours).or(headers.first()) {
+            Some(h) if h.pin_key == ours => Ok(()),
+            Some(h) => Err(StoreError::Refused(format!(
+                "the file's PIN hashes were made with PIN key {}, and this register's key is {ours}: imported, every one of those PINs would be refused at the kiosk; {ways}",
+                h.pin_key
+            ))),
+            None if matches!(mode, PinHashes::MadeWith(_)) => Ok(()),
+            None => Err(StoreError::Refused(format!(
+                "the file has PIN hashes (pin_hash) but no register line naming the PIN key that made them; {ways}"
+            ))),
+        }
+    }
+
     /// Imports JSON Lines from `input`. Rejected lines are reported, not fatal; an error is
-    /// returned only when the store itself fails.
+    /// returned when the store itself fails, or when the file's PIN hashes do not fit this
+    /// register's key (then nothing is written).
     pub fn import<R: BufRead + Seek + Send>(
         &self,
         mut input: R,
-        dry_run: bool,
-        today: Date,
+        options: &ImportOptions,
         now: Timestamp,
     ) -> Result<ImportReport, StoreError> {
+        let dry_run = options.dry_run;
         let read_err = |e: io::Error| StoreError::Refused(format!("cannot read the import file: {e}"));
-        // The file is read twice, streaming: first for the ids it uses, then to import.
+        // The file is read twice, streaming: first for the ids it uses, its register line and
+        // whether it holds PIN hashes, then to import.
         let mut max_id = 0;
+        let mut headers: Vec<RegisterLine> = Vec::new();
+        let mut has_hashes = false;
         for l in (&mut input).split(b'\n') {
             let l = l.map_err(read_err)?;
+            if l.windows(17).any(|w| w == b"\"type\":\"register\"") {
+                if let Ok(Line::Register(h)) = serde_json::from_slice::<Line>(&l) {
+                    headers.push(h);
+                }
+            }
+            has_hashes = has_hashes || l.windows(10).any(|w| w == b"\"pin_hash\"");
             // Most lines (items, patrons matched by primary id) have no id: skip parsing them.
             if !l.windows(4).any(|w| w == b"\"id\"") {
                 continue;
@@ -742,6 +818,7 @@ impl Register {
                 max_id = max_id.max(id);
             }
         }
+        self.check_pin_hashes(&headers, has_hashes, &options.pin_hashes)?;
         input.rewind().map_err(read_err)?;
         let lines = input.split(b'\n').enumerate().map(|(n, l)| {
             let text = match l {
@@ -757,7 +834,7 @@ impl Register {
         let mut imp = Importer {
             reg: self,
             check_store: dry_run,
-            today,
+            drop_pin_hashes: options.pin_hashes == PinHashes::Drop,
             now,
             overlay: Overlays { gens: Default::default(), keep: if dry_run { None } else { Some(3) } },
             ids: Ids { dry_next, block: (0, 0) },
@@ -816,7 +893,7 @@ impl Register {
                                 sequential = Some(Importer {
                                     reg: self,
                                     check_store: true,
-                                    today,
+                                    drop_pin_hashes: options.pin_hashes == PinHashes::Drop,
                                     now,
                                     overlay: Overlays::default(),
                                     ids: Ids { dry_next: None, block: (0, 0) },
@@ -847,8 +924,9 @@ impl Register {
         Ok(report)
     }
 
-    /// Writes the whole register as JSON Lines: institutions, accounts, patrons, items, loans,
-    /// fees, holds (each kind after what it refers to). Returns the number of lines.
+    /// Writes the whole register as JSON Lines: the register line (with the PIN key's
+    /// fingerprint), institutions, accounts, patrons, items, loans, fees, holds (each kind after
+    /// what it refers to). Returns the number of lines.
     pub fn export(&self, out: &mut impl io::Write) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut put = |line: Line| -> Result<(), StoreError> {
@@ -858,6 +936,11 @@ impl Register {
             n += 1;
             Ok(())
         };
+        put(Line::Register(RegisterLine {
+            format: 1,
+            pin_key: self.key.fingerprint(),
+            sip2d: Some(env!("CARGO_PKG_VERSION").to_string()),
+        }))?;
         for i in self.store.institutions()? {
             put(Line::Institution(i))?;
         }

@@ -187,17 +187,60 @@ pub fn diff(old: &Patron, new: &Patron) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The store's directory inside a data directory; its presence is what makes a register.
+pub const STORE_DIR: &str = crate::store::DIR;
+/// The PIN key's file in a data directory.
+pub const PIN_KEY: &str = "pin.key";
+
 impl Register {
-    /// Opens the register in `dir`: the store, and the PIN key beside it (created on first use,
-    /// readable by its owner only).
+    /// Opens the register in `dir`, creating it if there is none: the store, and the PIN key
+    /// beside it (readable by its owner only). The command line creates registers only with
+    /// `sip2d init` and opens them with [`Register::open_existing`].
     pub fn open(dir: &Path, actor: &str) -> Result<Register, StoreError> {
         Register::open_with(dir, actor, &StoreConfig::default())
+    }
+
+    /// Creates an empty register in `dir` (which may exist, but must hold no register): the
+    /// directory owner-only, the store, a new PIN key.
+    pub fn init(dir: &Path, actor: &str) -> Result<Register, StoreError> {
+        if dir.join(STORE_DIR).exists() {
+            return Err(StoreError::Refused(format!("a register exists already at {}", dir.display())));
+        }
+        if dir.join(PIN_KEY).exists() {
+            return Err(StoreError::Refused(format!(
+                "{} holds a PIN key but no store; move it away or restore the store beside it",
+                dir.display()
+            )));
+        }
+        let open_err = |e: std::io::Error| StoreError::Open { path: dir.to_path_buf(), source: e.into() };
+        std::fs::create_dir_all(dir).map_err(open_err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(open_err)?;
+        }
+        Register::open(dir, actor)
+    }
+
+    /// Opens the register that is in `dir`; refuses, without creating anything, when there is
+    /// none or its PIN key is missing (a new key would make every stored PIN wrong).
+    pub fn open_existing(dir: &Path, actor: &str, settings: &StoreConfig) -> Result<Register, StoreError> {
+        if !dir.join(STORE_DIR).is_dir() {
+            return Err(StoreError::NotFound(format!("no register at {}", dir.display())));
+        }
+        if !dir.join(PIN_KEY).exists() {
+            return Err(StoreError::Refused(format!(
+                "the PIN key {} is missing, and every stored PIN depends on it; put the register's key back with `sip2d key import FILE`",
+                dir.join(PIN_KEY).display()
+            )));
+        }
+        Register::open_with(dir, actor, settings)
     }
 
     /// Opens the register with these store settings.
     pub fn open_with(dir: &Path, actor: &str, settings: &StoreConfig) -> Result<Register, StoreError> {
         let store = Store::open_with(dir, settings)?;
-        let key = PinKey::load_or_create(&dir.join("pin.key"))
+        let key = PinKey::load_or_create(&dir.join(PIN_KEY))
             .map_err(|e| StoreError::Refused(format!("cannot read or create the PIN key in {}: {e}", dir.display())))?;
         Ok(Register { store, key, actor: actor.to_string() })
     }
@@ -205,6 +248,47 @@ impl Register {
     /// Who the audit history will name.
     pub fn actor(&self) -> &str {
         &self.actor
+    }
+
+    /// The fingerprint of this register's PIN key (exports carry it; it does not reveal it).
+    pub fn pin_key_fingerprint(&self) -> String {
+        self.key.fingerprint()
+    }
+
+    /// Makes `key` the PIN key of the register in `dir`, when no stored PIN depends on
+    /// another: the register has that key already (`Ok(false)`), has no key (a lost one being
+    /// put back), or holds no PIN. The file is replaced atomically, owner-only. Refused while
+    /// another process (a server) has the store open. A `dry_run` checks and writes nothing.
+    pub fn install_pin_key(dir: &Path, key: &PinKey, dry_run: bool) -> Result<bool, StoreError> {
+        let path = dir.join(PIN_KEY);
+        let current = match PinKey::load(&path) {
+            Ok(k) => Some(k),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Refused(format!("cannot read the PIN key {}: {e}", path.display()))),
+        };
+        if current.as_ref().is_some_and(|c| c.fingerprint() == key.fingerprint()) {
+            return Ok(false);
+        }
+        if !dir.join(STORE_DIR).is_dir() {
+            return Err(StoreError::NotFound(format!("no register at {}", dir.display())));
+        }
+        let store = Store::open(dir)?;
+        if let Some(current) = &current {
+            for p in store.patrons_iter() {
+                if p?.pin.is_some() {
+                    return Err(StoreError::Refused(format!(
+                        "this register holds PINs made with its own PIN key {}; another key is accepted only into a register without PINs, or one that has it already",
+                        current.fingerprint()
+                    )));
+                }
+            }
+        }
+        drop(store);
+        if !dry_run {
+            key.replace(&path)
+                .map_err(|e| StoreError::Refused(format!("cannot write the PIN key {}: {e}", path.display())))?;
+        }
+        Ok(true)
     }
 
     // -- institutions -----------------------------------------------------------------------
@@ -236,18 +320,20 @@ impl Register {
         Ok(inst)
     }
 
-    /// What a patron may do today and why not, from the same rules the kiosk answers with.
-    pub fn standing(&self, p: &Patron, today: Date) -> Result<rules::Standing, StoreError> {
+    /// What a patron may do now (on this day at their institution) and why not, from the same
+    /// rules the kiosk answers with.
+    pub fn standing(&self, p: &Patron, now: Timestamp) -> Result<rules::Standing, StoreError> {
         let inst = self.store.institution(&p.institution)?;
-        Ok(rules::standing(p, &inst, self.store.loan_count(p.id), self.balance(p.id)?, today))
+        Ok(rules::standing(p, &inst, self.store.loan_count(p.id), self.balance(p.id)?, inst.today(now)))
     }
 
     // -- patrons ----------------------------------------------------------------------------
 
     /// Registers a patron after every check: required fields, characters, the institution's
     /// patterns, the national id, minors' guardians, and (unless `force`) likely duplicates.
-    pub fn add_patron(&self, new: NewPatron, force: bool, today: Date, now: Timestamp) -> Result<Added, StoreError> {
+    pub fn add_patron(&self, new: NewPatron, force: bool, now: Timestamp) -> Result<Added, StoreError> {
         let inst = self.store.institution(&new.institution)?;
+        let today = inst.today(now);
         for b in &new.barcodes {
             validate::required("barcode", b)?;
         }
@@ -495,7 +581,7 @@ impl Register {
         now: Timestamp,
         change: impl FnOnce(&mut Fee) -> Result<(), StoreError>,
     ) -> Result<Fee, StoreError> {
-        let mut fee = self.store.fee(fee_id)?.ok_or_else(|| StoreError::Refused(format!("no fee {fee_id}")))?;
+        let mut fee = self.store.fee(fee_id)?.ok_or_else(|| StoreError::NotFound(format!("no fee {fee_id}")))?;
         let before = format!("{:?} paid {}", fee.status, fee.paid);
         change(&mut fee)?;
         let after = format!("{:?} paid {}", fee.status, fee.paid);
@@ -752,7 +838,7 @@ pub mod notices;
 mod patrons;
 
 pub use circulation::{HoldTarget, Lend, Lent, NewItem};
-pub use exchange::{ImportReport, Line};
+pub use exchange::{ImportOptions, ImportReport, Line, PinHashes, RegisterLine};
 pub use patrons::{ListFilter, PurgeReport};
 
 #[cfg(test)]

@@ -129,11 +129,12 @@ fn set_field(p: &mut Patron, field: &str, value: &str) -> Result<(), StoreError>
 impl Register {
     /// Changes fields of a patron (`FIELD=VALUE` pairs), with every registration check, in one
     /// atomic change with its audit entry.
-    pub fn edit(&self, id: u64, sets: &[(String, String)], today: Date, now: Timestamp) -> Result<Patron, StoreError> {
+    pub fn edit(&self, id: u64, sets: &[(String, String)], now: Timestamp) -> Result<Patron, StoreError> {
         if sets.is_empty() {
             return Err(refused(format!("nothing to change; give --set FIELD=VALUE ({})", EDITABLE.join(", "))));
         }
         let inst = self.store.institution(&self.store.patron(id)?.institution)?;
+        let today = inst.today(now);
         self.store.update_patron(id, |old| {
             let mut p = old.clone();
             for (field, value) in sets {
@@ -155,12 +156,12 @@ impl Register {
         kind: &str,
         value: &str,
         note: Option<&str>,
-        today: Date,
         now: Timestamp,
     ) -> Result<Patron, StoreError> {
         validate::required("identifier type", kind)?;
         let value = if kind == "national-id" {
-            validate::swedish_national_id(value, today)?
+            let inst = self.store.institution(&self.store.patron(id)?.institution)?;
+            validate::swedish_national_id(value, inst.today(now))?
         } else {
             validate::required("identifier", value)?;
             value.trim().to_string()
@@ -281,11 +282,12 @@ impl Register {
 
     /// Patrons matching `query` at the institution: an exact primary id, identifier, e-mail or
     /// national id first; otherwise names starting with it ("last" or "last, first").
-    pub fn search(&self, institution: &str, query: &str, today: Date) -> Result<Vec<Patron>, StoreError> {
+    pub fn search(&self, institution: &str, query: &str, now: Timestamp) -> Result<Vec<Patron>, StoreError> {
         let query = query.trim();
         if let Some(p) = self.store.patron_by_identifier(institution, query)? {
             return Ok(vec![p]);
         }
+        let today = self.store.institution(institution)?.today(now);
         if let Ok(n) = validate::swedish_national_id(query, today) {
             if let Some(p) = self.store.patron_by_identifier(institution, &n)? {
                 return Ok(vec![p]);
@@ -324,13 +326,17 @@ impl Register {
     /// Removes for good the deleted patrons and those past their purge date (unless money is
     /// owed or items are out), with their fees, holds and history; prunes audit entries older
     /// than each institution's retention period. `dry_run` only reports.
-    pub fn purge(&self, today: Date, now: Timestamp, dry_run: bool) -> Result<PurgeReport, StoreError> {
+    pub fn purge(&self, now: Timestamp, dry_run: bool) -> Result<PurgeReport, StoreError> {
         let mut report = PurgeReport::default();
         let institutions = self.store.institutions()?;
+        // A purge date has passed when it has at the patron's institution.
+        let today: std::collections::HashMap<&str, Date> =
+            institutions.iter().map(|i| (i.code.as_str(), i.today(now))).collect();
+        let passed = |p: &Patron, d: Date| today.get(p.institution.as_str()).is_none_or(|t| d <= *t);
         let candidates: Vec<Patron> = self
             .store
             .patrons_iter()
-            .filter(|p| p.as_ref().map_or(true, |p| p.deleted.is_some() || p.purge.is_some_and(|d| d <= today)))
+            .filter(|p| p.as_ref().map_or(true, |p| p.deleted.is_some() || p.purge.is_some_and(|d| passed(p, d))))
             .collect::<Result<_, _>>()?;
         for p in candidates {
             let balance = self.balance(p.id)?;

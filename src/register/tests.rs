@@ -11,6 +11,10 @@ fn now() -> Timestamp {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
+fn dry() -> ImportOptions {
+    ImportOptions { dry_run: true, ..Default::default() }
+}
+
 fn open() -> (tempfile::TempDir, Register) {
     let dir = tempfile::tempdir().unwrap();
     let reg = Register::open(dir.path(), "tester").unwrap();
@@ -53,44 +57,44 @@ fn institutions_are_checked() {
 #[test]
 fn registration_warns_of_duplicates_and_checks_minors_and_national_ids() {
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let mut twin = avery();
     twin.primary_id = "P2".into();
     twin.barcodes = vec!["B2".into()];
     assert!(
-        matches!(reg.add_patron(twin.clone(), false, TODAY, now()).unwrap(), Added::PossibleDuplicate(ids) if ids == vec![p.id])
+        matches!(reg.add_patron(twin.clone(), false, now()).unwrap(), Added::PossibleDuplicate(ids) if ids == vec![p.id])
     );
-    added(reg.add_patron(twin, true, TODAY, now()).unwrap());
+    added(reg.add_patron(twin, true, now()).unwrap());
 
     let mut kid = avery();
     kid.primary_id = "K1".into();
     kid.barcodes = vec![];
     kid.first_name = "Kim".into();
     kid.birth_date = Some(date(2015, 1, 1));
-    assert!(reg.add_patron(kid.clone(), false, TODAY, now()).unwrap_err().to_string().contains("guardian"));
+    assert!(reg.add_patron(kid.clone(), false, now()).unwrap_err().to_string().contains("guardian"));
     kid.guardian = Some(Guardian { name: "Pat Parent".into(), contact: "070-1234567".into() });
     kid.terms_accepted = Some(TODAY);
-    added(reg.add_patron(kid, false, TODAY, now()).unwrap());
+    added(reg.add_patron(kid, false, now()).unwrap());
 
     let mut swede = avery();
     swede.primary_id = "S1".into();
     swede.first_name = "Sven".into();
     swede.barcodes = vec![];
     swede.national_id = Some("811218-9877".into());
-    assert!(reg.add_patron(swede.clone(), false, TODAY, now()).unwrap_err().to_string().contains("check digit"));
+    assert!(reg.add_patron(swede.clone(), false, now()).unwrap_err().to_string().contains("check digit"));
     swede.national_id = Some("811218-9876".into());
-    let s = added(reg.add_patron(swede, false, TODAY, now()).unwrap());
+    let s = added(reg.add_patron(swede, false, now()).unwrap());
     assert_eq!(reg.find("MAIN", "198112189876").unwrap().id, s.id);
 
     let mut nameless = avery();
     nameless.first_name = " ".into();
-    assert!(reg.add_patron(nameless, true, TODAY, now()).unwrap_err().to_string().contains("first name is required"));
+    assert!(reg.add_patron(nameless, true, now()).unwrap_err().to_string().contains("first name is required"));
 }
 
 #[test]
 fn pins_lock_after_five_wrong_tries_and_staff_unlock() {
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     assert!(reg.set_pin(p.id, "12a4", now()).is_err());
     reg.set_pin(p.id, "1234", now()).unwrap();
     assert_eq!(reg.check_pin(p.id, "1234", now()).unwrap(), PinCheck::Accepted);
@@ -113,7 +117,7 @@ fn pins_lock_after_five_wrong_tries_and_staff_unlock() {
 #[test]
 fn fees_dispute_waive_restore_and_the_balance_follows() {
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let a = reg.add_fee(p.id, FeeKind::Overdue, Money(30_00), None, None, now()).unwrap();
     let b = reg.add_fee(p.id, FeeKind::Damage, Money(20_00), Some("31234"), None, now()).unwrap();
     assert!(reg.add_fee(p.id, FeeKind::Other, Money(-5_00), None, None, now()).is_err());
@@ -139,7 +143,7 @@ fn fees_dispute_waive_restore_and_the_balance_follows() {
 fn blocks_transfers_and_deletion() {
     let (_d, reg) = open();
     reg.add_institution("BRANCH2", "Branch 2", "SEK", "Europe/Stockholm").unwrap();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
 
     assert!(reg.block(p.id, "nonsense", None, now()).unwrap_err().to_string().contains("unknown block type"));
     reg.block(p.id, "general", Some("lost a book"), now()).unwrap();
@@ -183,7 +187,7 @@ fn blocks_transfers_and_deletion() {
 fn notices_are_committed_with_their_change_and_name_the_library_the_patron_is_at() {
     let (_d, reg) = open();
     reg.add_institution("WEST", "West Library", "SEK", "Europe/Stockholm").unwrap();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let outbox = || -> Vec<Notice> { reg.store.notices().collect::<Result<_, _>>().unwrap() };
     let kinds = || -> Vec<NoticeKind> { outbox().into_iter().map(|n| n.kind).collect() };
     assert_eq!(kinds(), [NoticeKind::Welcome]);
@@ -212,17 +216,17 @@ fn notices_are_committed_with_their_change_and_name_the_library_the_patron_is_at
 fn a_pin_given_at_registration_is_checked_first_and_set_with_it() {
     let (_d, reg) = open();
     let with = |pin: &str| NewPatron { pin: Some(NewPin(pin.into())), email: Some("a@example.org".into()), ..avery() };
-    assert!(reg.add_patron(with("12"), false, TODAY, now()).unwrap_err().to_string().contains("four digits"));
+    assert!(reg.add_patron(with("12"), false, now()).unwrap_err().to_string().contains("four digits"));
     assert!(reg.find("MAIN", "21234000012345").is_err(), "nothing was added");
     assert!(reg.store.notices().next().is_none(), "and no welcome written");
     assert!(!format!("{:?}", with("9876")).contains("9876"), "Debug hides the PIN");
 
-    let p = added(reg.add_patron(with("9876"), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(with("9876"), false, now()).unwrap());
     assert_eq!(reg.check_pin(p.id, "9876", now()).unwrap(), PinCheck::Accepted);
     let welcome = reg.store.notices().next().unwrap().unwrap();
     assert!(welcome.body.contains("the PIN you were given when you registered"), "{}", welcome.body);
     assert!(!welcome.body.contains("9876"));
-    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
+    let b = added(reg.add_patron(blake(), false, now()).unwrap());
     let second = reg.store.notices().nth(1).unwrap().unwrap();
     assert_eq!(second.patron, b.id);
     assert!(second.body.contains("you need a PIN"), "{}", second.body);
@@ -235,26 +239,26 @@ fn item(barcode: &str) -> NewItem {
 #[test]
 fn edits_are_checked_and_audited_field_by_field() {
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let set = |f: &str, v: &str| vec![(f.to_string(), v.to_string())];
-    let p2 = reg.edit(p.id, &set("email", "avery@example.org"), TODAY, now()).unwrap();
+    let p2 = reg.edit(p.id, &set("email", "avery@example.org"), now()).unwrap();
     assert_eq!(p2.email.as_deref(), Some("avery@example.org"));
-    assert!(reg.edit(p.id, &set("email", "not-an-address"), TODAY, now()).is_err());
-    assert!(reg.edit(p.id, &set("first-name", " "), TODAY, now()).unwrap_err().to_string().contains("required"));
-    assert!(reg.edit(p.id, &set("shoe-size", "42"), TODAY, now()).unwrap_err().to_string().contains("editable"));
+    assert!(reg.edit(p.id, &set("email", "not-an-address"), now()).is_err());
+    assert!(reg.edit(p.id, &set("first-name", " "), now()).unwrap_err().to_string().contains("required"));
+    assert!(reg.edit(p.id, &set("shoe-size", "42"), now()).unwrap_err().to_string().contains("editable"));
     // A minor needs a guardian: making Avery 10 years old is refused until one is given.
-    assert!(reg.edit(p.id, &set("birth-date", "2016-01-01"), TODAY, now()).is_err());
+    assert!(reg.edit(p.id, &set("birth-date", "2016-01-01"), now()).is_err());
     // The institution's pattern applies to edits too.
     reg.change_institution("MAIN", |i| {
         i.formats.phone = Some(r"\+46\d{7,9}".into());
         Ok(())
     })
     .unwrap();
-    let e = reg.edit(p.id, &set("phone", "555-1234"), TODAY, now()).unwrap_err().to_string();
+    let e = reg.edit(p.id, &set("phone", "555-1234"), now()).unwrap_err().to_string();
     assert!(e.contains(r"\+46\d{7,9}"), "{e}");
-    reg.edit(p.id, &set("phone", "+46701234567"), TODAY, now()).unwrap();
+    reg.edit(p.id, &set("phone", "+46701234567"), now()).unwrap();
     // An empty value clears an optional field.
-    let p3 = reg.edit(p.id, &set("email", ""), TODAY, now()).unwrap();
+    let p3 = reg.edit(p.id, &set("email", ""), now()).unwrap();
     assert_eq!(p3.email, None);
     let history = reg.store.history(p.id).unwrap();
     let edits: Vec<_> = history.iter().filter(|e| e.action == "edit").collect();
@@ -267,8 +271,8 @@ fn edits_are_checked_and_audited_field_by_field() {
 #[test]
 fn notes_proxies_status_and_identifiers() {
     let (_d, reg) = open();
-    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
+    let a = added(reg.add_patron(avery(), false, now()).unwrap());
+    let b = added(reg.add_patron(blake(), false, now()).unwrap());
 
     let a1 = reg.add_note(a.id, "general", "Prefers large print", true, now()).unwrap();
     assert_eq!(a1.notes[0].id, 1);
@@ -286,26 +290,21 @@ fn notes_proxies_status_and_identifiers() {
     assert!(!off.active);
     assert_eq!(off.status_changed, later);
     assert!(reg.set_active(a.id, false, later).is_err());
-    assert!(reg.standing(&off, TODAY).unwrap().denied.borrow);
+    assert!(reg.standing(&off, now()).unwrap().denied.borrow);
 
-    reg.add_identifier(a.id, "student-id", "S-77", None, TODAY, now()).unwrap();
+    reg.add_identifier(a.id, "student-id", "S-77", None, now()).unwrap();
     assert_eq!(reg.find("MAIN", "S-77").unwrap().id, a.id);
     // Unique within the institution: B may not take A's identifier.
-    assert!(
-        reg.add_identifier(b.id, "barcode", "S-77", None, TODAY, now())
-            .unwrap_err()
-            .to_string()
-            .contains("already used")
-    );
-    assert!(reg.add_identifier(a.id, "national-id", "19900517-1234", None, TODAY, now()).is_err());
-    let n = reg.add_identifier(a.id, "national-id", "811218-9876", None, TODAY, now()).unwrap();
+    assert!(reg.add_identifier(b.id, "barcode", "S-77", None, now()).unwrap_err().to_string().contains("already used"));
+    assert!(reg.add_identifier(a.id, "national-id", "19900517-1234", None, now()).is_err());
+    let n = reg.add_identifier(a.id, "national-id", "811218-9876", None, now()).unwrap();
     assert!(n.identifiers.iter().any(|i| i.value == "198112189876"));
-    assert_eq!(reg.search("MAIN", "19811218-9876", TODAY).unwrap()[0].id, a.id);
+    assert_eq!(reg.search("MAIN", "19811218-9876", now()).unwrap()[0].id, a.id);
     let off = reg.set_identifier_active(a.id, "S-77", false, now()).unwrap();
     assert!(!off.active_identifiers().any(|v| v == "S-77"));
 
-    assert_eq!(reg.search("MAIN", "read", TODAY).unwrap().len(), 2);
-    assert_eq!(reg.search("MAIN", "Reader, Bl", TODAY).unwrap()[0].id, b.id);
+    assert_eq!(reg.search("MAIN", "read", now()).unwrap().len(), 2);
+    assert_eq!(reg.search("MAIN", "Reader, Bl", now()).unwrap()[0].id, b.id);
     let inactive = reg.list(&ListFilter { inactive_only: true, ..Default::default() }).unwrap();
     assert_eq!(inactive.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a.id]);
 }
@@ -313,17 +312,17 @@ fn notes_proxies_status_and_identifiers() {
 #[test]
 fn loans_block_deletion_and_checkout_follows_the_rules() {
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     reg.add_item(item("I1")).unwrap();
     assert!(reg.add_item(item("I1")).unwrap_err().to_string().contains("exists"));
     reg.add_item(NewItem { rental_fee: Some(Money(20_00)), ..item("I2") }).unwrap();
 
-    let loan = reg.checkout(p.id, "I1", false, TODAY, now()).unwrap();
+    let loan = reg.checkout(p.id, "I1", false, now()).unwrap();
     assert_eq!(loan.patron, p.id);
     assert_eq!(reg.item("I1").unwrap().status, ItemStatus::OnLoan);
     // The rental fee must be accepted; then it is charged.
-    assert!(reg.checkout(p.id, "I2", false, TODAY, now()).unwrap_err().to_string().contains("Rental fee 20.00"));
-    reg.checkout(p.id, "I2", true, TODAY, now()).unwrap();
+    assert!(reg.checkout(p.id, "I2", false, now()).unwrap_err().to_string().contains("Rental fee 20.00"));
+    reg.checkout(p.id, "I2", true, now()).unwrap();
     assert_eq!(reg.balance(p.id).unwrap(), Money(20_00));
 
     let e = reg.delete(p.id, now()).unwrap_err().to_string();
@@ -343,24 +342,24 @@ fn loans_block_deletion_and_checkout_follows_the_rules() {
 #[test]
 fn holds_queue_and_go_to_the_hold_shelf_on_return() {
     let (_d, reg) = open();
-    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let b = added(reg.add_patron(blake(), false, TODAY, now()).unwrap());
+    let a = added(reg.add_patron(avery(), false, now()).unwrap());
+    let b = added(reg.add_patron(blake(), false, now()).unwrap());
     reg.add_item(item("I1")).unwrap();
-    reg.checkout(a.id, "I1", false, TODAY, now()).unwrap();
-    let h = reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, TODAY, now()).unwrap();
+    reg.checkout(a.id, "I1", false, now()).unwrap();
+    let h = reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, now()).unwrap();
     assert_eq!(reg.queue_position(&h).unwrap(), Some(1));
-    assert!(reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, TODAY, now()).is_err());
-    assert!(reg.place_hold(b.id, HoldTarget::Item("NOPE"), "MAIN", None, TODAY, now()).is_err());
+    assert!(reg.place_hold(b.id, HoldTarget::Item("I1"), "MAIN", None, now()).is_err());
+    assert!(reg.place_hold(b.id, HoldTarget::Item("NOPE"), "MAIN", None, now()).is_err());
     // Renewal is refused while someone else waits.
-    assert!(reg.checkout(a.id, "I1", false, TODAY, now()).unwrap_err().to_string().contains("hold"));
+    assert!(reg.checkout(a.id, "I1", false, now()).unwrap_err().to_string().contains("hold"));
     reg.checkin("I1", now()).unwrap();
     assert_eq!(reg.item("I1").unwrap().status, ItemStatus::OnHoldShelf);
     assert_eq!(reg.store.hold(h.id).unwrap().unwrap().status, HoldStatus::Available);
     // A on-hold item goes only to the patron it waits for; their loan fulfils the hold.
-    assert!(reg.checkout(a.id, "I1", false, TODAY, now()).is_err());
-    reg.checkout(b.id, "I1", false, TODAY, now()).unwrap();
+    assert!(reg.checkout(a.id, "I1", false, now()).is_err());
+    reg.checkout(b.id, "I1", false, now()).unwrap();
     assert!(reg.store.holds_of(b.id).unwrap().is_empty());
-    let t = reg.place_hold(a.id, HoldTarget::Title("Dune"), "MAIN", None, TODAY, now()).unwrap();
+    let t = reg.place_hold(a.id, HoldTarget::Title("Dune"), "MAIN", None, now()).unwrap();
     assert_eq!(reg.queue_position(&t).unwrap(), None);
     reg.cancel_hold(t.id, now()).unwrap();
     assert!(reg.cancel_hold(t.id, now()).is_err());
@@ -389,17 +388,17 @@ fn accounts_keep_only_an_argon2_hash() {
 #[test]
 fn purge_removes_deleted_and_expired_records_and_old_history() {
     let (_d, reg) = open();
-    let a = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
-    let b = added(reg.add_patron(NewPatron { purge: Some(date(2026, 1, 1)), ..blake() }, false, TODAY, now()).unwrap());
+    let a = added(reg.add_patron(avery(), false, now()).unwrap());
+    let b = added(reg.add_patron(NewPatron { purge: Some(date(2026, 1, 1)), ..blake() }, false, now()).unwrap());
     reg.add_fee(b.id, FeeKind::Damage, Money(5_00), None, None, now()).unwrap();
     reg.delete(a.id, now()).unwrap();
 
-    let dry = reg.purge(TODAY, now(), true).unwrap();
+    let dry = reg.purge(now(), true).unwrap();
     assert_eq!(dry.removed.len(), 1);
     assert_eq!(dry.kept.len(), 1, "B owes money: kept");
     assert!(reg.store.patron(a.id).is_ok(), "a dry run removes nothing");
 
-    let done = reg.purge(TODAY, now(), false).unwrap();
+    let done = reg.purge(now(), false).unwrap();
     assert_eq!(done.removed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a.id]);
     assert!(reg.store.patron(a.id).is_err());
     assert!(reg.find("MAIN", "P1").is_err(), "its identifiers are free again");
@@ -413,7 +412,7 @@ fn purge_removes_deleted_and_expired_records_and_old_history() {
     .unwrap();
     let much_later = now().checked_add(jiff::SignedDuration::from_hours(24 * 40)).unwrap();
     reg.set_active(b.id, false, much_later).unwrap();
-    let r = reg.purge(TODAY, much_later, false).unwrap();
+    let r = reg.purge(much_later, false).unwrap();
     assert_eq!(r.audit_entries_pruned, 1, "the fee, not the deactivation");
     let left: Vec<String> = reg.history(b.id).unwrap().into_iter().map(|e| e.action).collect();
     assert_eq!(left, vec!["register", "deactivate"], "the creation stays with the record");
@@ -430,11 +429,11 @@ fn import_is_idempotent_reports_bad_lines_and_round_trips() {
 {"type":"loan","item":"I1","patron":999,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
 nonsense
 "#;
-    let dry = reg.import(std::io::Cursor::new(file), true, TODAY, now()).unwrap();
+    let dry = reg.import(std::io::Cursor::new(file), &dry(), now()).unwrap();
     assert_eq!((dry.created, dry.rejected.len()), (2, 4));
     assert!(reg.find("MAIN", "U1").is_err(), "a dry run writes nothing");
 
-    let first = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    let first = reg.import(std::io::Cursor::new(file), &ImportOptions::default(), now()).unwrap();
     assert_eq!(first.lines, 6, "the blank line is not a record");
     assert_eq!(first.created, 2);
     let lines: Vec<usize> = first.rejected.iter().map(|(n, _)| *n).collect();
@@ -448,13 +447,13 @@ nonsense
     let first = &reg.history(ada.id).unwrap()[0];
     assert_eq!((first.action.as_str(), first.by.as_str(), first.at), ("import", "tester", now()));
 
-    let again = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    let again = reg.import(std::io::Cursor::new(file), &ImportOptions::default(), now()).unwrap();
     assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
 
     // Export, import into an empty store with the same key, export again: identical.
     reg.add_fee(ada.id, FeeKind::Overdue, Money(7_50), Some("I1"), None, now()).unwrap();
     reg.add_note(ada.id, "general", "Hello", true, now()).unwrap();
-    reg.checkout(ada.id, "I1", false, TODAY, now()).unwrap();
+    reg.checkout(ada.id, "I1", false, now()).unwrap();
     reg.block(ada.id, "overdue", Some("Three overdue items"), now()).unwrap();
     reg.add_account("kiosk1", "long enough", "MAIN", None).unwrap();
     let mut out = Vec::new();
@@ -462,14 +461,14 @@ nonsense
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(dir.path().join("pin.key"), copy.path().join("pin.key")).unwrap();
     let reg2 = Register::open(copy.path(), "tester").unwrap();
-    let r = reg2.import(std::io::Cursor::new(&out), false, TODAY, now()).unwrap();
+    let r = reg2.import(std::io::Cursor::new(&out), &ImportOptions::default(), now()).unwrap();
     assert!(r.rejected.is_empty(), "{:?}", r.rejected);
     let mut out2 = Vec::new();
     reg2.export(&mut out2).unwrap();
     assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(out2).unwrap());
     assert_eq!(reg2.check_pin(ada.id, "1234", now()).unwrap(), PinCheck::Accepted);
     assert_eq!(reg2.balance(ada.id).unwrap(), Money(7_50));
-    let r = reg2.import(std::io::Cursor::new(&out), false, TODAY, now()).unwrap();
+    let r = reg2.import(std::io::Cursor::new(&out), &ImportOptions::default(), now()).unwrap();
     assert_eq!(r.unchanged, r.lines);
 }
 
@@ -477,15 +476,15 @@ nonsense
 fn sync_overwrites_external_fields_and_keeps_local_additions() {
     let (_d, reg) = open();
     let sync1 = r#"{"type":"patron","institution":"MAIN","primary_id":"S1","first_name":"Cy","last_name":"Ek","email":"cy@uni.se","account_type":{"external":{"source":"ladok"}},"identifiers":[{"kind":"student-id","value":"ST1"}]}"#;
-    reg.import(std::io::Cursor::new(sync1), false, TODAY, now()).unwrap();
+    reg.import(std::io::Cursor::new(sync1), &ImportOptions::default(), now()).unwrap();
     let cy = reg.find("MAIN", "ST1").unwrap();
     reg.add_note(cy.id, "general", "Local note", false, now()).unwrap();
     reg.block(cy.id, "general", None, now()).unwrap();
-    reg.add_identifier(cy.id, "barcode", "LOCAL-1", None, TODAY, now()).unwrap();
+    reg.add_identifier(cy.id, "barcode", "LOCAL-1", None, now()).unwrap();
     reg.set_pin(cy.id, "4321", now()).unwrap();
 
     let sync2 = r#"{"type":"patron","institution":"MAIN","primary_id":"S1","first_name":"Cyrus","last_name":"Ek","account_type":{"external":{"source":"ladok"}},"identifiers":[{"kind":"student-id","value":"ST2"}]}"#;
-    let r = reg.import(std::io::Cursor::new(sync2), false, TODAY, now()).unwrap();
+    let r = reg.import(std::io::Cursor::new(sync2), &ImportOptions::default(), now()).unwrap();
     assert_eq!(r.updated, 1);
     let after = reg.store.patron(cy.id).unwrap();
     assert_eq!(after.first_name, "Cyrus");
@@ -496,7 +495,7 @@ fn sync_overwrites_external_fields_and_keeps_local_additions() {
     assert_eq!(after.blocks.len(), 1);
     assert_eq!(reg.check_pin(cy.id, "4321", now()).unwrap(), PinCheck::Accepted);
     assert!(reg.find("MAIN", "ST1").is_err(), "the old synced identifier is gone from the index");
-    let r = reg.import(std::io::Cursor::new(sync2), false, TODAY, now()).unwrap();
+    let r = reg.import(std::io::Cursor::new(sync2), &ImportOptions::default(), now()).unwrap();
     assert_eq!(r.unchanged, 1);
 }
 
@@ -505,7 +504,7 @@ fn a_group_refused_at_commit_is_redone_line_by_line() {
     // A real import leaves unique values to the commit: a clash with a stored patron refuses
     // the whole group, and every line is then done alone, each with its own verdict.
     let (_d, reg) = open();
-    let p = added(reg.add_patron(avery(), false, TODAY, now()).unwrap());
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let file = r#"{"type":"patron","institution":"MAIN","primary_id":"U5","first_name":"Cy","last_name":"Ek","identifiers":[{"kind":"barcode","value":"21234000012345"}]}
 {"type":"patron","institution":"MAIN","primary_id":"U6","first_name":"Di","last_name":"Ek","identifiers":[{"kind":"barcode","value":"B6"}]}
 {"type":"loan","item":"I9","patron":1,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
@@ -513,9 +512,9 @@ fn a_group_refused_at_commit_is_redone_line_by_line() {
 {"type":"loan","item":"I9","patron":PID,"out":"2026-11-01T10:00:00Z","due":"2026-11-22T22:59:00Z"}
 "#
     .replace("PID", &p.id.to_string());
-    let dry = reg.import(std::io::Cursor::new(&file), true, TODAY, now()).unwrap();
+    let dry = reg.import(std::io::Cursor::new(&file), &dry(), now()).unwrap();
     assert_eq!(dry.rejected.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 3], "a dry run checks the store");
-    let r = reg.import(std::io::Cursor::new(file), false, TODAY, now()).unwrap();
+    let r = reg.import(std::io::Cursor::new(file), &ImportOptions::default(), now()).unwrap();
     let rejected: Vec<usize> = r.rejected.iter().map(|(n, _)| *n).collect();
     assert_eq!(rejected, vec![1, 3], "{:?}", r.rejected);
     assert!(r.rejected[0].1.contains(&format!("already used by patron {}", p.id)), "{:?}", r.rejected);

@@ -390,7 +390,6 @@ impl<'r> Service<'r> {
         let media = MediaType::from_code(item.media_type);
         reply.media_type = Some(media);
         let tz = inst.time_zone();
-        let today = inst.today(now);
         if req.cancel == Some(true) {
             return self.cancel_checkout(patron.id, &item.barcode, now, reply);
         }
@@ -406,7 +405,7 @@ impl<'r> Service<'r> {
             renewal_allowed: req.sc_renewal_policy && terminal.profile.renewals,
             no_block,
         };
-        match self.reg.lend(patron.id, &item.barcode, &lend, today, now)? {
+        match self.reg.lend(patron.id, &item.barcode, &lend, now)? {
             Lent::Done { loan, item, fee, renewed } => {
                 reply.ok = true;
                 reply.renewal_ok = renewed;
@@ -625,7 +624,7 @@ impl<'r> Service<'r> {
             renewal_allowed: true,
             no_block: req.no_block.then(|| moment(&req.nb_due_date, inst)).flatten(),
         };
-        match self.reg.lend(patron.id, barcode, &lend, inst.today(now), now)? {
+        match self.reg.lend(patron.id, barcode, &lend, now)? {
             Lent::Done { loan, item, .. } => {
                 reply.ok = true;
                 reply.renewal_ok = true;
@@ -698,7 +697,7 @@ impl<'r> Service<'r> {
                 reply.transaction_id = Some(Cow::Owned(receipt.to_string()));
                 Ok(reply)
             }
-            Err(StoreError::Refused(why)) => refuse(format!("Payment refused: {why}.")),
+            Err(why @ (StoreError::Refused(_) | StoreError::NotFound(_))) => refuse(format!("Payment refused: {why}.")),
             Err(e) => Err(e),
         }
     }
@@ -727,14 +726,13 @@ impl<'r> Service<'r> {
                 return Ok(reply);
             }
         };
-        let today = inst.today(now);
         let lend = Lend {
             accept_fee: req.fee_acknowledged == Some(true),
             renewal_allowed: terminal.profile.renewals,
             no_block: None,
         };
         for loan in self.reg.store.loans_of(patron.id)? {
-            match self.reg.lend(patron.id, &loan.item, &lend, today, now)? {
+            match self.reg.lend(patron.id, &loan.item, &lend, now)? {
                 Lent::Done { .. } => reply.renewed_items.push(Cow::Owned(loan.item)),
                 Lent::Refused(r) => reply.unrenewed_items.push(Cow::Owned(format!("{} {}", loan.item, r))),
             }
@@ -780,7 +778,6 @@ impl<'r> Service<'r> {
                 return Ok(reply);
             }
         };
-        let today = inst.today(now);
         let expires = req.expiration_date.as_ref().and_then(|d| moment(d, inst)).map(|t| inst.today(t));
         let pickup = req.pickup_location.as_deref().filter(|p| !p.is_empty());
         let existing = self.reg.store.holds_of(patron.id)?.into_iter().find(|h| match target {
@@ -790,7 +787,7 @@ impl<'r> Service<'r> {
         let result = match (req.hold_mode, existing) {
             (HoldMode::Add, _) => {
                 let pickup = pickup.or(terminal.account.location.as_deref()).unwrap_or(&inst.code);
-                self.reg.place_hold(patron.id, target, pickup, expires, today, now)
+                self.reg.place_hold(patron.id, target, pickup, expires, now)
             }
             (HoldMode::Delete, Some(h)) => self.reg.cancel_hold(h.id, now),
             (HoldMode::Change, Some(h)) => self.reg.change_hold(h.id, pickup, expires, now),
@@ -819,7 +816,9 @@ impl<'r> Service<'r> {
                     reply.available = self.reg.store.item(i)?.is_some_and(|it| it.status == ItemStatus::Available);
                 }
             }
-            Err(StoreError::Refused(why)) => reply.screen_message.push(Cow::Owned(format!("Hold refused: {why}."))),
+            Err(why @ (StoreError::Refused(_) | StoreError::NotFound(_))) => {
+                reply.screen_message.push(Cow::Owned(format!("Hold refused: {why}.")))
+            }
             Err(e) => return Err(e),
         }
         Ok(reply)
@@ -921,7 +920,9 @@ impl<'r> Service<'r> {
                 reply.title_identifier = Some(Cow::Owned(item.title));
                 reply.item_properties = item.properties.map(Cow::Owned);
             }
-            Err(StoreError::Refused(why)) => reply.screen_message.push(Cow::Owned(format!("Not stored: {why}."))),
+            Err(why @ (StoreError::Refused(_) | StoreError::NotFound(_))) => {
+                reply.screen_message.push(Cow::Owned(format!("Not stored: {why}.")))
+            }
             Err(e) => return Err(e),
         }
         Ok(reply)

@@ -35,7 +35,7 @@ fn fixture() -> Fixture {
         pin: Some(NewPin("4321".into())),
         ..Default::default()
     };
-    let Added::Patron(p) = reg.add_patron(new, false, date(2026, 11, 22), now()).unwrap() else { panic!() };
+    let Added::Patron(p) = reg.add_patron(new, false, now()).unwrap() else { panic!() };
     reg.add_account("kiosk1", "kiosk-secret", "MAIN", Some("ENTRANCE")).unwrap();
     Fixture { _dir: dir, reg, patron: p.id }
 }
@@ -49,7 +49,7 @@ fn second_patron(f: &Fixture) -> crate::domain::Patron {
         last_name: "Reader".into(),
         ..Default::default()
     };
-    let Added::Patron(p) = f.reg.add_patron(new, false, date(2026, 11, 22), now()).unwrap() else { panic!() };
+    let Added::Patron(p) = f.reg.add_patron(new, false, now()).unwrap() else { panic!() };
     *p
 }
 
@@ -215,12 +215,10 @@ fn patron_information_counts_lists_and_windows() {
             .unwrap();
     }
     // I1 was lent long ago (overdue now); I2 today.
-    f.reg.checkout(f.patron, "I1", false, date(2026, 10, 1), earlier).unwrap();
-    f.reg.checkout(f.patron, "I2", false, date(2026, 11, 22), now()).unwrap();
+    f.reg.checkout(f.patron, "I1", false, earlier).unwrap();
+    f.reg.checkout(f.patron, "I2", false, now()).unwrap();
     f.reg.add_fee(f.patron, FeeKind::Damage, Money(3_50), Some("I1"), None, now()).unwrap();
-    f.reg
-        .place_hold(f.patron, crate::register::HoldTarget::Title("Dune"), "MAIN", None, date(2026, 11, 22), now())
-        .unwrap();
+    f.reg.place_hold(f.patron, crate::register::HoldTarget::Title("Dune"), "MAIN", None, now()).unwrap();
 
     let r = info(&f, &t, "21234000012345", "  Y       ", None);
     assert_eq!(
@@ -356,7 +354,7 @@ fn checkin_returns_the_item_and_routes_holds() {
 
     // Off line (no block): recorded at the kiosk's return date, between the checkout and now.
     let two_days_ago = now() - jiff::SignedDuration::from_hours(48);
-    f.reg.checkout(f.patron, "I1", false, date(2026, 11, 20), two_days_ago).unwrap();
+    f.reg.checkout(f.patron, "I1", false, two_days_ago).unwrap();
     let req = Checkin {
         no_block: true,
         return_date: SipDate::At(DateTime::local(2026, 11, 21, 18, 30, 0).unwrap()),
@@ -375,9 +373,7 @@ fn checkin_returns_the_item_and_routes_holds() {
     // Someone waits for it: alert, and where it goes.
     let other = second_patron(&f);
     assert!(checkout(&f, &t, "I1", |_| {}).ok);
-    f.reg
-        .place_hold(other.id, crate::register::HoldTarget::Item("I1"), "BRANCH", None, date(2026, 11, 22), now())
-        .unwrap();
+    f.reg.place_hold(other.id, crate::register::HoldTarget::Item("I1"), "BRANCH", None, now()).unwrap();
     let r = checkin(&f, &t, "I1");
     assert!(r.ok && r.alert);
     assert_eq!(r.alert_type, Some(AlertType::HoldElsewhere));
@@ -471,9 +467,7 @@ fn renew_all_lists_what_was_and_was_not_renewed() {
     add_item(&f, "I2", None, 1);
     assert!(checkout(&f, &t, "I1", |_| {}).ok && checkout(&f, &t, "I2", |_| {}).ok);
     let other = second_patron(&f);
-    f.reg
-        .place_hold(other.id, crate::register::HoldTarget::Item("I2"), "MAIN", None, date(2026, 11, 22), now())
-        .unwrap();
+    f.reg.place_hold(other.id, crate::register::HoldTarget::Item("I2"), "MAIN", None, now()).unwrap();
     let req = proto::RenewAll {
         patron_identifier: Cow::Borrowed("21234000012345"),
         patron_password: Some(Secret::new("4321")),

@@ -50,6 +50,9 @@ pub enum StoreError {
     Invalid(#[from] Invalid),
     #[error("{0}")]
     Refused(String),
+    /// What was named (an item, fee, hold, account) does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Encodes a record: version byte, then bincode.
@@ -93,6 +96,9 @@ fn name_key(p: &Patron) -> Vec<u8> {
     k.extend_from_slice(&p.id.to_be_bytes());
     k
 }
+
+/// The directory sled keeps its files in, inside the data directory.
+pub const DIR: &str = "db";
 
 /// The store's tunables, with their defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,7 +368,7 @@ impl Store {
     pub fn open_with(dir: &Path, settings: &StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
         let config = sled::Config::new()
-            .path(dir.join("db"))
+            .path(dir.join(DIR))
             .cache_capacity(settings.cache_bytes)
             .mode(sled::Mode::HighThroughput);
         // sled releases its file lock a moment after a `Db` is dropped (its flusher thread still

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 /// the item 31234000098765, and the terminal kiosk1 / s3cret-kiosk.
 pub fn vector_world(reg: &Register) {
     let now = jiff::Timestamp::now();
-    let today = jiff::Zoned::now().date();
     reg.add_institution("MAIN", "Main Library", "USD", "America/Chicago").unwrap();
     for (primary_id, first, last, barcode, pin) in
         [("P1", "Avery", "Reader", "21234000012345", "4321"), ("P2", "Blake", "Owing", "21234000099999", "1111")]
@@ -31,7 +30,7 @@ pub fn vector_world(reg: &Register) {
             pin: Some(NewPin(pin.into())),
             ..Default::default()
         };
-        assert!(matches!(reg.add_patron(new, false, today, now).unwrap(), Added::Patron(_)), "duplicate");
+        assert!(matches!(reg.add_patron(new, false, now).unwrap(), Added::Patron(_)), "duplicate");
     }
     for (barcode, title) in [
         ("31234000098765", "The Left Hand of Darkness"),

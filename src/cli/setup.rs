@@ -1,0 +1,96 @@
+//! `sip2d init` (a new, empty register) and `sip2d key` (the PIN key: show, export, import).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::exit;
+use super::location::Common;
+use crate::domain::secret::PinKey;
+use crate::register::{PIN_KEY, Register};
+
+/// The PIN key: every PIN in the register is a keyed hash under it, so exported PIN hashes are
+/// of use only to a register with the same key. Key files are written owner-only.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCmd {
+    /// Show the key's fingerprint (exports carry it; it does not reveal the key).
+    Show,
+    /// Write the key to a new file (owner-only), for `key import` or `import --pin-key` on
+    /// another machine. Keep it as safe as the register.
+    Export {
+        /// The file to create; an existing one is not overwritten.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Make the key in FILE this register's key: refused when the register holds PINs made
+    /// with another key (they would all become wrong). Stop `sip2d serve` first.
+    Import {
+        /// A key written by `key export` (or a register's pin.key).
+        file: PathBuf,
+    },
+}
+
+/// `sip2d init`: an empty register with a new PIN key, the directory owner-only.
+pub fn init(common: &Common) -> Result<ExitCode> {
+    let dir = common.data_dir()?;
+    dir.enter_new()?;
+    let reg = Register::init(&dir.path, &common.actor())
+        .with_context(|| format!("cannot create a register at {} ({})", dir.path.display(), dir.source))?;
+    if common.json {
+        outln!("{}", json!({"data": dir.path, "pin_key": reg.pin_key_fingerprint()}));
+    } else {
+        outln!("created an empty register at {} ({})", dir.path.display(), dir.source);
+        outln!("  PIN key       {} (fingerprint {})", dir.path.join(PIN_KEY).display(), reg.pin_key_fingerprint());
+        outln!("next: `sip2d --data {} institution add --code CODE --name NAME`", dir.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn key(cmd: &KeyCmd, common: &Common) -> Result<ExitCode> {
+    let dir = common.data_dir()?;
+    let key_path = dir.path.join(PIN_KEY);
+    let load = || {
+        PinKey::load(&key_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => exit::not_found(format!(
+                "no PIN key at {} ({}); `sip2d key import FILE` puts one there",
+                key_path.display(),
+                dir.source
+            )),
+            _ => anyhow::Error::new(e).context(format!("cannot read the PIN key {}", key_path.display())),
+        })
+    };
+    match cmd {
+        KeyCmd::Show => {
+            let key = load()?;
+            if common.json {
+                outln!("{}", json!({"file": key_path, "fingerprint": key.fingerprint()}));
+            } else {
+                outln!("{}  {}", key.fingerprint(), key_path.display());
+            }
+        }
+        KeyCmd::Export { output } => {
+            let key = load()?;
+            key.write_new(output).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    exit::refused(format!("{} exists already; name a new file", output.display()))
+                }
+                _ => anyhow::Error::new(e).context(format!("cannot write {}", output.display())),
+            })?;
+            outln!("wrote PIN key {} to {} (owner-only)", key.fingerprint(), output.display());
+        }
+        KeyCmd::Import { file } => {
+            let key = PinKey::load(file).with_context(|| format!("cannot read the key in {}", file.display()))?;
+            dir.enter_existing()?;
+            let done = Register::install_pin_key(&dir.path, &key, false)?;
+            outln!(
+                "{} {} at {}",
+                if done { "installed PIN key" } else { "the register has PIN key" },
+                key.fingerprint(),
+                key_path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
