@@ -348,3 +348,39 @@ fn a_register_is_used_as_its_owner_and_a_user_without_access_is_told_whose_it_is
         assert!(err.contains("ermission denied") && err.contains("belongs to"), "{err}");
     }
 }
+
+#[test]
+fn completions_man_pages_and_the_version_come_from_the_same_commands() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bash = ok(h, &["completions", "bash"]);
+    assert!(bash.contains("_sip2d") && bash.contains("institution") && bash.contains("--pin-key"), "bash");
+    for shell in ["zsh", "fish"] {
+        assert!(ok(h, &["completions", shell]).contains("import"), "{shell}");
+    }
+    assert_eq!(run(h, &["completions", "tcsh-or-so"]).status.code(), Some(2));
+    let out = h.join("man");
+    ok(h, &["man", "--out", d(&out)]);
+    let main = std::fs::read_to_string(out.join("sip2d.1")).unwrap();
+    assert!(main.starts_with(".ie") || main.contains(".TH sip2d 1"), "{}", &main[..200.min(main.len())]);
+    for part in [".SH \"EXIT STATUS\"", "refused by a rule", ".SH FILES", "/etc/sip2d/sip2d.toml", "SIP2D_DATA"] {
+        assert!(main.contains(part), "{part} missing from sip2d.1");
+    }
+    for page in ["sip2d-serve.1", "sip2d-init.1", "sip2d-patron-fee-pay.1", "sip2d-key-export.1"] {
+        assert!(out.join(page).is_file(), "{page}");
+    }
+    let version = ok(h, &["--version"]);
+    let version = version.trim();
+    let inner =
+        version.strip_prefix(&format!("sip2d {} (", env!("CARGO_PKG_VERSION"))).and_then(|v| v.strip_suffix(')'));
+    let commit = inner.unwrap_or_else(|| panic!("{version}"));
+    let (hash, date) = commit.split_once(' ').unwrap();
+    let hash = hash.trim_end_matches("-modified");
+    assert!(
+        commit == "commit unknown"
+            || (hash.len() == 10
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && date.parse::<jiff::civil::Date>().is_ok()),
+        "{version}"
+    );
+}

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Progress, Unit};
+
 use super::client::Target;
 use crate::tools::bench::{self, Op, Plan, Report};
 use crate::tools::conn::ClientTls;
@@ -263,7 +265,25 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 Err(e) => bail!("idle connection {} of {}: {e}", idle.len() + 1, args.idle),
             }
         }
-        let report = bench::run(plan).await?;
+        // Long runs show their progress (seconds of warm-up and measurement); short ones need none.
+        let total = (args.warmup + args.duration).as_secs();
+        let report = if total >= 10 {
+            let progress = Progress::new("bench", Unit::Count("s"), Some(total));
+            let run = bench::run(plan);
+            tokio::pin!(run);
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let report = loop {
+                tokio::select! {
+                    r = &mut run => break r?,
+                    _ = tick.tick() => progress.set(start.elapsed().as_secs().min(total)),
+                }
+            };
+            progress.finish();
+            report
+        } else {
+            bench::run(plan).await?
+        };
         drop(idle);
         shutdown.cancel();
         anyhow::Ok((report, target))

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::json;
 
+use super::progress::{Progress, Reading, Unit, Writing};
 use super::register::{At, Common, find, institution_of, parse_assignment, parse_money};
 use super::times::Times;
 use crate::domain::secret::PinKey;
@@ -500,10 +501,14 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
         // Standard input cannot be read twice: hold it in memory.
         let mut all = Vec::new();
         super::io::read_all(&mut all).context("cannot read standard input")?;
-        reg.import(Cursor::new(all), &options, now)?
+        let progress = Progress::new("import", Unit::Bytes, Some(all.len() as u64));
+        progress.phase("import: checking");
+        reg.import(Reading::new(Cursor::new(all), &progress), &options, now)?
     } else {
         let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-        reg.import(BufReader::with_capacity(1 << 20, f), &options, now)?
+        let progress = Progress::new("import", Unit::Bytes, f.metadata().ok().map(|m| m.len()));
+        progress.phase("import: checking");
+        reg.import(Reading::new(BufReader::with_capacity(1 << 20, f), &progress), &options, now)?
     };
     if common.json {
         outln!("{}", serde_json::to_string(&report)?);
@@ -526,14 +531,19 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
 
 pub fn export(args: &ExportArgs, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
+    let progress = Progress::new("export", Unit::Count("lines"), None);
     match &args.output {
         Some(path) => {
-            let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            let n = reg.export(&mut std::io::BufWriter::new(f))?;
+            // Owner-only: an export holds every patron's personal data.
+            let mut options = std::fs::OpenOptions::new();
+            std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create(true).truncate(true), 0o600);
+            let f = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let n = reg.export(&mut std::io::BufWriter::new(Writing::new(f, &progress)))?;
+            progress.finish();
             errln!("exported {n} lines to {}", path.display());
         }
         None => {
-            reg.export(&mut std::io::BufWriter::new(super::io::Out))?;
+            reg.export(&mut std::io::BufWriter::new(Writing::new(super::io::Out, &progress)))?;
         }
     }
     Ok(ExitCode::SUCCESS)

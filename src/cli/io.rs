@@ -25,6 +25,11 @@ pub fn capture<T>(input: Vec<u8>, f: impl FnOnce() -> T) -> (T, Captured) {
     (r, captured)
 }
 
+/// Whether this thread's output is being captured (a command run for an admin client).
+pub fn is_captured() -> bool {
+    CAPTURE.with(|c| c.borrow().is_some())
+}
+
 fn with_capture<T>(f: impl FnOnce(&mut Captured) -> T) -> Option<T> {
     CAPTURE.with(|c| c.borrow_mut().as_mut().map(f))
 }

@@ -10,7 +10,9 @@ mod conform;
 mod decode;
 pub mod exit;
 pub mod location;
+mod manual;
 mod outbox;
+mod progress;
 mod register;
 mod serve;
 mod setup;
@@ -82,6 +84,18 @@ enum Command {
     /// The register's PIN key: show its fingerprint, export it, import it.
     #[command(subcommand)]
     Key(setup::KeyCmd),
+    /// Print a completion script for a shell, e.g.
+    /// `sip2d completions bash > /etc/bash_completion.d/sip2d`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (sip2d.1, sip2d-serve.1, ...) to a directory, for packaging.
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -179,6 +193,11 @@ fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
 fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => setup::init(&cli.common),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sip2d", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => manual::write(&out),
         Command::Key(cmd) => setup::key(&cmd, &cli.common),
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
