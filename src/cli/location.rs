@@ -145,13 +145,7 @@ impl Common {
         }
         let dir = self.data_dir()?;
         dir.enter_existing()?;
-        Ok(Arc::new(self.open_at(&dir, &StoreConfig::default())?))
-    }
-
-    /// Opens the register in a directory already checked with [`DataDir::enter_existing`].
-    pub fn open_at(&self, dir: &DataDir, settings: &StoreConfig) -> Result<Register> {
-        Register::open_existing(&dir.path, &self.actor(), settings)
-            .with_context(|| format!("cannot open the register at {} ({})", dir.path.display(), dir.source))
+        Ok(Arc::new(dir.open(&self.actor(), &StoreConfig::default())?))
     }
 }
 
@@ -221,6 +215,12 @@ impl DataDir {
                 Err(e) => return Err(self.no_access(e)),
             }
         }
+    }
+
+    /// Opens the register here, once checked with [`DataDir::enter_existing`].
+    pub fn open(&self, actor: &str, settings: &StoreConfig) -> Result<Register> {
+        Register::open_existing(&self.path, actor, settings)
+            .with_context(|| format!("cannot open the register at {} ({})", self.path.display(), self.source))
     }
 
     fn no_access(&self, e: std::io::Error) -> anyhow::Error {

@@ -296,7 +296,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     } else {
         let dir = common.data_dir()?;
         dir.enter_existing()?;
-        let register = Common { actor: Some("sip2d-serve".into()), ..common.clone() }.open_at(&dir, &store)?;
+        let register = dir.open("sip2d-serve", &store)?;
         (dir.path, register)
     };
     let built = if args.demo { Some(demo::build(&register, jiff::Timestamp::now())?) } else { None };
