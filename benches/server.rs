@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sip2d::domain::Money;
+use sip2d::engine::{Desk, Engine, NewItem, NewPatron, Pin};
 use sip2d::net::{Config, Listener, Server};
-use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
 use tokio_util::sync::CancellationToken;
 
 const MAX_CLIENTS: usize = 16;
@@ -27,9 +27,9 @@ fn item(c: usize) -> String {
     format!("3100000000{c:04}")
 }
 
-fn setup(reg: &Register) {
+fn setup(desk: &Desk<'_>) {
     let now = jiff::Timestamp::now();
-    reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
+    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now).unwrap();
     for c in 0..MAX_CLIENTS {
         let new = NewPatron {
             institution: "MAIN".into(),
@@ -37,10 +37,10 @@ fn setup(reg: &Register) {
             first_name: "Bench".into(),
             last_name: format!("Client{c}"),
             barcodes: vec![card(c)],
-            pin: Some(NewPin("1234".into())),
+            pin: Some(Pin("1234".into())),
             ..Default::default()
         };
-        assert!(matches!(reg.add_patron(new, true, now).unwrap(), Added::Patron(_)));
+        desk.add_patron(new, true, now).unwrap();
         let new = NewItem {
             barcode: item(c),
             institution: "MAIN".into(),
@@ -49,9 +49,9 @@ fn setup(reg: &Register) {
             rental_fee: None::<Money>,
             ..Default::default()
         };
-        reg.add_item(new).unwrap();
+        desk.add_item(new, now).unwrap();
     }
-    reg.add_account("bench", "bench-password", "MAIN", None).unwrap();
+    desk.add_account("bench", "bench-password", "MAIN", None, now).unwrap();
 }
 
 struct Conn {
@@ -103,14 +103,14 @@ fn client(addr: SocketAddr, c: usize, write: bool, stop: Arc<AtomicBool>) -> Vec
 fn main() {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let reg = Register::open(dir.path(), "bench").unwrap();
-    setup(&reg);
+    let engine = sip2d::engine::open_or_create(dir.path(), &Default::default()).unwrap();
+    setup(&Desk::new(&engine, "bench"));
+    let engine: Arc<dyn Engine> = Arc::new(engine);
     let config =
         Config { listen: vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: None }], ..Config::default() };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let server = rt.block_on(Server::bind(&config, reg)).unwrap();
+    let server = rt.block_on(Server::bind(&config, engine.clone())).unwrap();
     let addr = server.addresses()[0].0;
-    let register = server.register();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let handle = std::thread::spawn(move || rt.block_on(server.run(token)));
@@ -120,7 +120,7 @@ fn main() {
     for clients in [1, 4, 16] {
         for write in [false, true] {
             let stop = Arc::new(AtomicBool::new(false));
-            let syncs_before = register.store.syncs();
+            let syncs_before = engine.stats().batches;
             let started = Instant::now();
             let threads: Vec<_> = (0..clients)
                 .map(|c| {
@@ -132,7 +132,7 @@ fn main() {
             stop.store(true, Ordering::Relaxed);
             let mut lat: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
             let elapsed = started.elapsed().as_secs_f64();
-            let syncs = register.store.syncs() - syncs_before;
+            let syncs = engine.stats().batches - syncs_before;
             lat.sort();
             let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_micros();
             // Logins write nothing; every write request syncs (or shares a sync).

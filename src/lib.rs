@@ -9,27 +9,25 @@
 //! | module    | job                                                   | may depend on                  |
 //! |-----------|-------------------------------------------------------|--------------------------------|
 //! | `proto`   | bytes <-> typed SIP2 messages: framing, checksums     | `bytes`, `nom`                 |
-//! | `domain`  | patrons, items, loans, fees; rules as pure functions  | std, `serde`, `jiff`, crypto   |
-//! | `store`   | durable register in sled, in domain terms             | `domain`, `sled`, `bincode`    |
-//! | `register`| staff operations: validate, decide, commit, audit     | `domain`, `store`              |
-//! | `service` | translates SIP messages to register calls and back    | `proto`, `domain`, `register`, `store` |
-//! | `net`     | sockets, TLS, limits, shutdown, metrics; SIP2 I/O     | `service`, `proto`, `register`, tokio, rustls |
+//! | `domain`  | records, validation, typed refusals; rules as pure functions | std, `serde`, `jiff`, crypto |
+//! | `engine`  | units of work: read, a `domain` rule decides, write, commit; the `Engine` seam, the sled engine (one writer, the working set in memory, sled underneath) | `domain`, `sled`, `bincode`, `imbl` |
+//! | `service` | one SIP session: a message to an engine operation, its receipt to a reply in the terminal's language | `proto`, `domain`, `engine` (the trait) |
+//! | `net`     | sockets, TLS, limits, shutdown, metrics; SIP2 I/O     | `service`, `proto`, `engine`, tokio, rustls |
 //! | `tools`   | vendor tools: client connection, conformance, load    | `proto`, `net`, `service`, tokio, rustls |
 //! | `cli`     | the `sip2d` command line, the admin API, e-mail        | everything above, `clap`       |
 //!
-//! The service layer holds each connection's protocol state (`service::Session`: login, error
-//! detection, resend, duplicates) without touching a socket; `net` feeds it frames.
+//! Nothing outside `engine` opens the store. The service layer holds each connection's protocol
+//! state (`service::Session`: login, error detection, resend, duplicates) without touching a
+//! socket; `net` feeds it frames and awaits the engine's answers.
 
 pub mod proto;
 
 #[cfg(feature = "register")]
 pub mod domain;
 #[cfg(feature = "register")]
-pub mod register;
+pub mod engine;
 #[cfg(feature = "register")]
 pub mod service;
-#[cfg(feature = "register")]
-pub mod store;
 
 #[cfg(feature = "server")]
 pub mod net;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{Kiosk, vector_world};
 use jiff::civil::date;
 use sip2d::domain::{FeeKind, ItemStatus, Money};
-use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
+use sip2d::engine::{Desk, InstitutionChange, NewItem, NewPatron, Operation, Pin};
 
 const CLIENTS: usize = 3;
 const ITEMS_PER_CLIENT: usize = 4;
@@ -30,8 +30,8 @@ fn item(c: usize, i: usize) -> String {
     format!("39990000000{c}{i:02}")
 }
 
-fn setup(reg: &Register) {
-    vector_world(reg);
+fn setup(desk: &Desk<'_>) {
+    vector_world(desk);
     let now = jiff::Timestamp::now();
     for c in 0..CLIENTS {
         let new = NewPatron {
@@ -41,13 +41,13 @@ fn setup(reg: &Register) {
             last_name: format!("Tester{c}"),
             expiry: Some(date(2099, 1, 1)),
             barcodes: vec![card(c)],
-            pin: Some(NewPin("4321".into())),
+            pin: Some(Pin("4321".into())),
             ..Default::default()
         };
-        let Added::Patron(p) = reg.add_patron(new, true, now).unwrap() else { panic!() };
+        let p = desk.add_patron(new, true, now).unwrap();
         // A large fee that payments of 0.01 chip away at. Above the fine threshold it would
         // block borrowing, so the threshold is raised.
-        reg.add_fee(p.id, FeeKind::Overdue, Money(1_000_000), None, None, now).unwrap();
+        desk.add_fee(p.id, FeeKind::Overdue, Money(1_000_000), now).unwrap();
         for i in 0..ITEMS_PER_CLIENT {
             let new = NewItem {
                 barcode: item(c, i),
@@ -56,14 +56,17 @@ fn setup(reg: &Register) {
                 media_type: 1,
                 ..Default::default()
             };
-            reg.add_item(new).unwrap();
+            desk.add_item(new, now).unwrap();
         }
     }
-    reg.change_institution("MAIN", |inst| {
-        inst.default_policy.fine_threshold = Money(100_000_000);
-        Ok(())
-    })
-    .unwrap();
+    let raise = InstitutionChange::Policy {
+        group: None,
+        loan_days: None,
+        max_loans: None,
+        max_renewals: None,
+        fine_threshold: Some(Money(100_000_000)),
+    };
+    desk.run(Operation::ChangeInstitution { code: "MAIN".into(), change: raise }, now).unwrap();
 }
 
 /// What one client knows: each item's state as last confirmed, the payments confirmed, and
@@ -126,15 +129,15 @@ fn run_client(addr: SocketAddr, c: usize, mut ledger: Ledger, stop: Arc<AtomicBo
     ledger
 }
 
-fn paid_cents(reg: &Register, c: usize) -> i64 {
-    let p = reg.store.patron_by_identifier("MAIN", &card(c)).unwrap().unwrap();
-    1_000_000 - reg.balance(p.id).unwrap().0
+fn paid_cents(desk: &Desk<'_>, c: usize) -> i64 {
+    let p = desk.find("MAIN", &card(c)).unwrap();
+    1_000_000 - desk.balance(p.id).unwrap().0
 }
 
-fn on_loan(reg: &Register, c: usize, n: usize) -> bool {
-    let it = reg.store.item(&item(c, n)).unwrap().unwrap();
-    let loan = reg.store.loan(&item(c, n)).unwrap();
-    assert_eq!(loan.is_some(), it.status == ItemStatus::OnLoan, "item and loan agree for {}", item(c, n));
+fn on_loan(desk: &Desk<'_>, c: usize, n: usize) -> bool {
+    let facts = desk.item(&item(c, n)).unwrap();
+    let loan = facts.loan;
+    assert_eq!(loan.is_some(), facts.item.status == ItemStatus::OnLoan, "item and loan agree for {}", item(c, n));
     loan.is_some()
 }
 
@@ -144,8 +147,8 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
     let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
     {
-        let reg = Register::open(dir.path(), "test").unwrap();
-        setup(&reg);
+        let engine = common::open(dir.path());
+        setup(&Desk::new(&engine, "test"));
     }
     let mut ledgers: Vec<Ledger> =
         (0..CLIENTS).map(|_| Ledger { on_loan: vec![false; ITEMS_PER_CLIENT], ..Default::default() }).collect();
@@ -170,8 +173,9 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         stop.store(true, Ordering::SeqCst);
         ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
 
-        let reg =
-            Register::open(dir.path(), "test").unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
+        let engine = sip2d::engine::open_or_create(dir.path(), &Default::default())
+            .unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
+        let reg = Desk::new(&engine, "test");
         for (c, l) in ledgers.iter_mut().enumerate() {
             let paid = paid_cents(&reg, c);
             let pending = i64::from(matches!(l.in_flight, Some(Op::Pay)));
@@ -199,7 +203,7 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         let done: i64 = ledgers.iter().map(|l| l.paid_cents).sum();
         eprintln!("round {round}: killed after {wait} ms; {done} payments stored so far");
         confirmed_total = done;
-        drop(reg);
+        drop(engine);
     }
     assert!(confirmed_total > 0, "the clients got some work done between kills");
 }

@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use common::{Kiosk, spawn_sip2d};
-use sip2d::register::Register;
 
 /// Reads a server's log (its standard error) in the background, or a full pipe would stall it.
 fn collect_log(child: &mut Child) -> JoinHandle<String> {
@@ -32,7 +31,9 @@ fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|");
     assert!(r.contains("|AEReader, Avery|BLY|CQY|"), "{r}");
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000002|AC|AD1234|");
-    assert!(r.starts_with("24YYYY") && r.contains("Card reported lost"), "the blocked demo patron: {r}");
+    // A lost card is said as such; the note staff wrote on the block stays with staff.
+    assert!(r.starts_with("24YYYY") && r.contains("reported lost"), "the blocked demo patron: {r}");
+    assert!(!r.contains("Card reported lost"), "a staff note reached the kiosk: {r}");
     let r = k.ask("2300120261122    120000AOMAIN|AA21000000000007|AC|AD1234|");
     assert!(r.contains("locked"), "the locked-out demo patron: {r}");
     let r = k.ask("11YN20261122    120000                  AOMAIN|AA21000000000001|AB31000000000004|AC|AD1234|");
@@ -62,8 +63,8 @@ fn the_demo_serves_logs_without_secrets_and_stops_cleanly_on_sigterm() {
     assert!(log.contains("the store is flushed"), "{log}");
 
     // The checkout answered "ok" is in the store.
-    let reg = Register::open(&data, "test").unwrap();
-    assert!(reg.store.loan("31000000000002").unwrap().is_some());
+    let engine = common::open(&data);
+    assert!(sip2d::engine::Desk::new(&engine, "test").loan("31000000000002").unwrap().is_some());
 }
 
 #[test]
@@ -171,7 +172,8 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     );
     assert_eq!(code, Some(0), "{out}");
     let r = k.ask(status);
-    assert!(r.starts_with("24YYYY") && r.contains("Lost card"), "{r}");
+    assert!(r.starts_with("24YYYY") && r.contains("Your card is blocked"), "{r}");
+    assert!(!r.contains("Lost card"), "the staff note stays with staff: {r}");
     let (_, history) = sip2d(&["patron", "history", "21000000000001", "--institution", "MAIN"], "");
     assert!(history.contains("alice (admin API)"), "the audit names the admin client: {history}");
 

@@ -5,17 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Kiosk, sealed, start, start_in, test_config, vector_world};
+use common::{Kiosk, open, sealed, start, start_in, test_config, vector_world};
 use sip2d::domain::{FeeKind, Money};
-use sip2d::register::Register;
+use sip2d::engine::{Desk, Operation};
 
 const D: &str = "20261122    120000";
 const BLANK_DATE: &str = "                  ";
 
-fn with_fee(reg: &Register) {
-    vector_world(reg);
-    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
-    reg.add_fee(blake.id, FeeKind::Overdue, Money(500), None, None, jiff::Timestamp::now()).unwrap();
+fn with_fee(desk: &Desk<'_>) {
+    vector_world(desk);
+    let blake = desk.find("MAIN", "21234000099999").unwrap();
+    desk.add_fee(blake.id, FeeKind::Overdue, Money(500), jiff::Timestamp::now()).unwrap();
 }
 
 /// A variable field's value (not the first field, which follows the fixed part).
@@ -100,13 +100,14 @@ fn every_message_pair_is_answered_and_its_changes_persist() {
     let (result, dir) = s.stop();
     result.unwrap();
     // Everything answered "ok" is in the store.
-    let reg = Register::open(dir.path(), "test").unwrap();
-    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
-    assert_eq!(reg.balance(blake.id).unwrap(), Money(300), "5.00 owed, 2.00 paid");
-    let item = reg.store.item("31234000022222").unwrap().unwrap();
+    let engine = open(dir.path());
+    let desk = Desk::new(&engine, "test");
+    let blake = desk.find("MAIN", "21234000099999").unwrap();
+    assert_eq!(desk.balance(blake.id).unwrap(), Money(300), "5.00 owed, 2.00 paid");
+    let item = desk.item("31234000022222").unwrap().item;
     assert_eq!(item.properties.as_deref(), Some("shelf 4, bin 2"));
-    assert!(reg.store.loan("31234000098765").unwrap().is_none(), "checked in");
-    let avery = reg.store.patron_by_identifier("MAIN", "21234000012345").unwrap().unwrap();
+    assert!(desk.loan("31234000098765").unwrap().is_none(), "checked in");
+    let avery = desk.find("MAIN", "21234000012345").unwrap();
     assert!(avery.blocks.iter().any(|b| b.kind == "self-check" && !b.active), "blocked, then enabled: {avery:?}");
 }
 
@@ -177,17 +178,19 @@ fn checksums_resends_and_retransmissions() {
     drop(k);
     let (r, dir) = s.stop();
     r.unwrap();
-    let reg = Register::open(dir.path(), "test").unwrap();
-    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
-    assert_eq!(reg.balance(blake.id).unwrap(), Money(100), "two payments of 2.00, not three");
+    let engine = open(dir.path());
+    let desk = Desk::new(&engine, "test");
+    let blake = desk.find("MAIN", "21234000099999").unwrap();
+    assert_eq!(desk.balance(blake.id).unwrap(), Money(100), "two payments of 2.00, not three");
 }
 
 #[test]
 fn crlf_pipelining_profiles_and_encodings() {
     let s = start(
-        |reg| {
-            vector_world(reg);
-            reg.add_account("sorter", "sorter-password", "MAIN", None).unwrap();
+        |desk| {
+            let now = jiff::Timestamp::now();
+            vector_world(desk);
+            desk.add_account("sorter", "sorter-password", "MAIN", None, now).unwrap();
             let sets = [
                 ("messages", "09,17"),
                 ("terminator", "crlf"),
@@ -195,12 +198,11 @@ fn crlf_pipelining_profiles_and_encodings() {
                 ("error-detection", "required"),
                 ("language", "sv"),
             ];
-            let sets: Vec<(String, String)> = sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            reg.set_account_profile("sorter", &sets).unwrap();
-            let p = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
-            let names =
-                [("first-name".to_string(), "Jörg".to_string()), ("last-name".to_string(), "Müller".to_string())];
-            reg.edit(p.id, &names, jiff::Timestamp::now()).unwrap();
+            desk.set_account_profile("sorter", &sets, now).unwrap();
+            let p = desk.find("MAIN", "21234000099999").unwrap();
+            let sets =
+                vec![("first-name".to_string(), "Jörg".to_string()), ("last-name".to_string(), "Müller".to_string())];
+            desk.run(Operation::EditPatron { patron: p.id, sets }, now).unwrap();
         },
         test_config(),
     );
@@ -348,10 +350,10 @@ fn shutdown_finishes_what_was_asked_and_flushes() {
     result.unwrap();
     assert!(k.closed(), "open connections are closed");
     assert!(std::net::TcpStream::connect(addr).is_err(), "no longer listening");
-    let reg = Register::open(dir.path(), "test").unwrap();
-    assert!(reg.store.loan("31234000098765").unwrap().is_some());
+    let engine = open(dir.path());
+    assert!(Desk::new(&engine, "test").loan("31234000098765").unwrap().is_some());
     // The same directory serves again.
-    let s = start_in(dir, reg, test_config());
+    let s = start_in(dir, engine, test_config());
     let mut k = s.logged_in();
     let r = k.ask(&format!("17{D}AOMAIN|AB31234000098765|AC|"));
     assert!(r.starts_with("1804"), "{r}");
@@ -398,9 +400,10 @@ fn injected_faults_exercise_a_kiosks_retry_logic() {
     drop(k);
     let (r, dir) = s.stop();
     r.unwrap();
-    let reg = Register::open(dir.path(), "test").unwrap();
-    let blake = reg.store.patron_by_identifier("MAIN", "21234000099999").unwrap().unwrap();
-    assert_eq!(reg.balance(blake.id).unwrap(), Money(300), "paid once");
+    let engine = open(dir.path());
+    let desk = Desk::new(&engine, "test");
+    let blake = desk.find("MAIN", "21234000099999").unwrap();
+    assert_eq!(desk.balance(blake.id).unwrap(), Money(300), "paid once");
 
     // Every 2nd reply cut off halfway, then the connection closed.
     let mut c = test_config();

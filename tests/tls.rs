@@ -163,9 +163,9 @@ fn a_tls_listener_with_unreadable_files_is_refused_at_start() {
     let missing = TlsFiles { cert: dir.path().join("none.pem"), key: dir.path().join("none.key"), client_ca: None };
     let mut config = test_config();
     config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(missing) }];
-    let reg = sip2d::register::Register::open(dir.path(), "test").unwrap();
+    let engine = std::sync::Arc::new(common::open(dir.path()));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let err = rt.block_on(sip2d::net::Server::bind(&config, reg)).err().expect("refused");
+    let err = rt.block_on(sip2d::net::Server::bind(&config, engine)).err().expect("refused");
     assert!(err.to_string().contains("none.pem"), "{err}");
 }
 

@@ -17,17 +17,17 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
-use crate::register::Register;
+use crate::engine::Engine;
 
 /// The socket's name in the data directory.
 pub const SOCKET: &str = "admin.sock";
 
 thread_local! {
-    static SERVED: RefCell<Option<Arc<Register>>> = const { RefCell::new(None) };
+    static SERVED: RefCell<Option<(Arc<dyn Engine>, String)>> = const { RefCell::new(None) };
 }
 
-/// The server's register, while this thread runs a command for an admin client.
-pub fn served() -> Option<Arc<Register>> {
+/// The server's engine and who acts, while this thread runs a command for an admin client.
+pub fn served() -> Option<(Arc<dyn Engine>, String)> {
     SERVED.with(|s| s.borrow().clone())
 }
 
@@ -56,7 +56,7 @@ fn exit_code(code: ExitCode) -> u8 {
 }
 
 /// Runs one register command against the server's register, capturing what it prints.
-fn run_here(register: &Register, req: RunRequest) -> RunResponse {
+fn run_here(engine: &Arc<dyn Engine>, req: RunRequest) -> RunResponse {
     use clap::{CommandFactory, FromArgMatches};
     let args = std::iter::once("sip2d".to_string()).chain(req.args.iter().cloned());
     let refuse = |code: u8, stderr: String| RunResponse { code, stdout: String::new(), stderr };
@@ -74,8 +74,7 @@ fn run_here(register: &Register, req: RunRequest) -> RunResponse {
         Err(e) => return refuse(super::exit::Exit::Usage as u8, e.to_string()),
     };
     let actor = if req.actor.is_empty() { "admin".to_string() } else { req.actor.clone() };
-    let acting = Arc::new(register.acting_as(&format!("{actor} (admin API)")));
-    SERVED.with(|s| *s.borrow_mut() = Some(acting));
+    SERVED.with(|s| *s.borrow_mut() = Some((engine.clone(), format!("{actor} (admin API)"))));
     let (code, captured) = super::io::capture(req.stdin.into_bytes(), || {
         exit_code(super::run_command(cli).unwrap_or_else(|e| super::exit::report(&e)))
     });
@@ -93,7 +92,7 @@ pub type Reload = Arc<dyn Fn() -> std::result::Result<(), String> + Send + Sync>
 /// What the admin endpoints share.
 #[derive(Clone)]
 pub struct AdminState {
-    pub register: Arc<Register>,
+    pub engine: Arc<dyn Engine>,
     pub reload: Reload,
     /// For the TCP listener: the bearer token every request must carry.
     pub token: Option<Arc<String>>,
@@ -124,8 +123,8 @@ async fn run(
     if !authorised(&state, &headers) {
         return (axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
     }
-    let register = state.register.clone();
-    let answer = tokio::task::spawn_blocking(move || run_here(&register, req)).await;
+    let engine = state.engine.clone();
+    let answer = tokio::task::spawn_blocking(move || run_here(&engine, req)).await;
     Json(answer.unwrap_or_else(|e| RunResponse { code: 1, stdout: String::new(), stderr: format!("sip2d: {e}\n") }))
         .into_response()
 }
@@ -171,14 +170,14 @@ pub fn token(dir: &Path) -> Result<String> {
 pub async fn serve_tcp(
     addr: std::net::SocketAddr,
     dir: &Path,
-    register: Arc<Register>,
+    engine: Arc<dyn Engine>,
     reload: Reload,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::net::SocketAddr> {
     let token = Arc::new(token(dir)?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(AdminState { register, reload, token: Some(token) });
+    let app = router(AdminState { engine, reload, token: Some(token) });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     });
@@ -188,7 +187,7 @@ pub async fn serve_tcp(
 /// Serves the admin API on `DIR/admin.sock` (owner-only) until `shutdown`.
 pub async fn serve(
     dir: &Path,
-    register: Arc<Register>,
+    engine: Arc<dyn Engine>,
     reload: Reload,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<PathBuf> {
@@ -201,7 +200,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(AdminState { register, reload, token: None });
+    let app = router(AdminState { engine, reload, token: None });
     let p = path.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;

@@ -9,12 +9,13 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::json;
 
+use super::location::{Opened, unexpected};
 use super::progress::{Progress, Reading, Unit, Writing};
-use super::register::{At, Common, find, institution_of, parse_assignment, parse_money};
+use super::register::{At, Common, parse_assignment, parse_money};
 use super::times::Times;
 use crate::domain::secret::PinKey;
-use crate::domain::{Account, Hold, Item, Loan, Money};
-use crate::register::{HoldTarget, ImportOptions, NewItem, PinHashes, Register};
+use crate::domain::{Account, Loan, Money};
+use crate::engine::{Answer, HoldTarget, ImportOptions, ItemFacts, NewItem, Operation, PinHashes, Query, QueuedHold};
 
 /// Manage items (copies the library lends).
 #[derive(Debug, clap::Subcommand)]
@@ -203,18 +204,21 @@ pub struct ExportArgs {
     pub(super) output: Option<PathBuf>,
 }
 
-fn item_json(reg: &Register, i: &Item) -> Result<serde_json::Value> {
-    let loan = reg.store.loan(&i.barcode)?;
-    let holds = reg.store.holds_on(&i.barcode)?;
-    let mut v = serde_json::to_value(i)?;
-    v["loan"] = serde_json::to_value(loan)?;
-    v["holds"] = serde_json::to_value(holds)?;
-    Ok(v)
+fn facts(reg: &Opened, barcode: &str) -> Result<ItemFacts> {
+    match reg.query(Query::Item(barcode.to_string()))? {
+        Answer::Item(f) => Ok(*f),
+        other => Err(unexpected(&other)),
+    }
 }
 
-fn print_item(reg: &Register, i: &Item, times: &Times<'_>, json: bool) -> Result<()> {
+fn print_item(reg: &Opened, barcode: &str, times: &Times<'_>, json: bool) -> Result<()> {
+    let f = facts(reg, barcode)?;
+    let i = &f.item;
     if json {
-        outln!("{}", item_json(reg, i)?);
+        let mut v = serde_json::to_value(i)?;
+        v["loan"] = serde_json::to_value(&f.loan)?;
+        v["holds"] = serde_json::to_value(&f.holds)?;
+        outln!("{v}");
         return Ok(());
     }
     outln!("{} {}{}", i.barcode, i.title, i.author.as_ref().map(|a| format!(" / {a}")).unwrap_or_default());
@@ -226,16 +230,16 @@ fn print_item(reg: &Register, i: &Item, times: &Times<'_>, json: bool) -> Result
             outln!("  {label:<13} {v}");
         }
     }
-    if let Some(f) = i.rental_fee {
-        outln!("  rental fee    {f}");
+    if let Some(fee) = i.rental_fee {
+        outln!("  rental fee    {fee}");
     }
     if let Some(d) = i.loan_days {
         outln!("  loan days     {d}");
     }
-    if let Some(l) = reg.store.loan(&i.barcode)? {
+    if let Some(l) = &f.loan {
         outln!("  on loan to    #{} due {}", l.patron, times.minute_for(l.patron, l.due));
     }
-    for (n, h) in reg.store.holds_on(&i.barcode)?.iter().enumerate() {
+    for (n, h) in f.holds.iter().enumerate() {
         outln!("  hold {:<8} #{} (queue {}, {:?})", h.id, h.patron, n + 1, h.status);
     }
     Ok(())
@@ -259,11 +263,11 @@ fn print_loan(l: &Loan, times: &Times<'_>, json: bool) {
     }
 }
 
-fn print_hold(reg: &Register, h: &Hold, json: bool) -> Result<()> {
-    let position = reg.queue_position(h)?;
+fn print_hold(q: &QueuedHold, json: bool) -> Result<()> {
+    let h = &q.hold;
     if json {
         let mut v = serde_json::to_value(h)?;
-        v["queue_position"] = json!(position);
+        v["queue_position"] = json!(q.position);
         outln!("{v}");
     } else {
         let what = h.item.as_deref().map(|i| format!("item {i}")).or(h.title.as_ref().map(|t| format!("title '{t}'")));
@@ -274,7 +278,7 @@ fn print_hold(reg: &Register, h: &Hold, json: bool) -> Result<()> {
             what.unwrap_or_default(),
             h.pickup,
             h.status,
-            position.map(|p| format!(", queue {p}")).unwrap_or_default()
+            q.position.map(|p| format!(", queue {p}")).unwrap_or_default()
         );
     }
     Ok(())
@@ -310,7 +314,7 @@ fn read_password() -> Result<String> {
 
 pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let times = Times::new(&reg, common.utc);
+    let times = Times::new(reg.engine.as_ref(), common.utc);
     match cmd {
         ItemCmd::Add {
             barcode,
@@ -324,9 +328,9 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
             rental_fee,
             loan_days,
         } => {
-            let item = reg.add_item(NewItem {
+            let new = NewItem {
                 barcode: barcode.clone(),
-                institution: institution_of(&reg, at)?,
+                institution: reg.institution_of(at)?,
                 title: title.clone(),
                 author: author.clone(),
                 call_number: call_number.clone(),
@@ -335,19 +339,21 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
                 security_marker: *security_marker,
                 rental_fee: *rental_fee,
                 loan_days: *loan_days,
-            })?;
-            print_item(&reg, &item, &times, common.json)?;
+            };
+            let item = reg.run(Operation::AddItem(Box::new(new)))?.item()?;
+            print_item(&reg, &item.barcode, &times, common.json)?;
         }
-        ItemCmd::Show { barcode } => print_item(&reg, &reg.item(barcode)?, &times, common.json)?,
-        ItemCmd::Edit { barcode, sets } => print_item(&reg, &reg.edit_item(barcode, sets)?, &times, common.json)?,
+        ItemCmd::Show { barcode } => print_item(&reg, barcode, &times, common.json)?,
+        ItemCmd::Edit { barcode, sets } => {
+            let item = reg.run(Operation::EditItem { barcode: barcode.clone(), sets: sets.clone() })?.item()?;
+            print_item(&reg, &item.barcode, &times, common.json)?;
+        }
         ItemCmd::List { institution, limit } => {
-            for i in reg
-                .store
-                .items()
-                .filter(|i| i.as_ref().map_or(true, |i| institution.as_ref().is_none_or(|c| *c == i.institution)))
-                .take(*limit)
-            {
-                let i = i?;
+            let Answer::Items(items) = reg.query(Query::Items { institution: institution.clone(), limit: *limit })?
+            else {
+                return Err(anyhow::anyhow!("unexpected answer to an item list"));
+            };
+            for i in items {
                 if common.json {
                     outln!("{}", serde_json::to_string(&i)?);
                 } else {
@@ -362,32 +368,39 @@ pub fn item(cmd: &ItemCmd, common: &Common) -> Result<ExitCode> {
             }
         }
         ItemCmd::Delete { barcode } => {
-            reg.delete_item(barcode)?;
+            reg.run(Operation::DeleteItem { barcode: barcode.clone() })?.done()?;
             outln!("item {barcode} removed");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn loans(reg: &Opened, patron: Option<u64>) -> Result<Vec<Loan>> {
+    match reg.query(Query::Loans { patron })? {
+        Answer::Loans(l) => Ok(l),
+        other => Err(unexpected(&other)),
+    }
+}
+
 pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let times = Times::new(&reg, common.utc);
+    let times = Times::new(reg.engine.as_ref(), common.utc);
     let now = Timestamp::now();
     match cmd {
         LoanCmd::List { patron, at, overdue } => {
-            let loans: Vec<Loan> = match patron {
-                Some(p) => reg.store.loans_of(find(&reg, p, at)?.id)?,
-                None => reg.store.loans().collect::<Result<_, _>>()?,
+            let patron = match patron {
+                Some(p) => Some(reg.find(p, at)?.id),
+                None => None,
             };
-            for l in loans.iter().filter(|l| !*overdue || l.due < now) {
+            for l in loans(&reg, patron)?.iter().filter(|l| !*overdue || l.due < now) {
                 print_loan(l, &times, common.json);
             }
         }
         LoanCmd::Checkout { patron, item, at, accept_fee } => {
-            let p = find(&reg, patron, at)?;
-            print_loan(&reg.checkout(p.id, item, *accept_fee, now)?, &times, common.json);
+            let op = Operation::Lend { patron: reg.find(patron, at)?.id, item: item.clone(), accept_fee: *accept_fee };
+            print_loan(&reg.run(op)?.loan()?, &times, common.json);
         }
-        LoanCmd::Return { item } => match reg.checkin(item, now)? {
+        LoanCmd::Return { item } => match reg.run(Operation::Return { item: item.clone() })?.returned()? {
             Some(l) => outln!("{item} returned by #{}", l.patron),
             None => outln!("{item} was not on loan; it is back on the shelf"),
         },
@@ -397,59 +410,85 @@ pub fn loan(cmd: &LoanCmd, common: &Common) -> Result<ExitCode> {
 
 pub fn hold(cmd: &HoldCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let now = Timestamp::now();
     match cmd {
         HoldCmd::Place { patron, at, item, title, pickup, expires } => {
-            let p = find(&reg, patron, at)?;
             let target = match (item, title) {
-                (Some(i), _) => HoldTarget::Item(i),
-                (None, Some(t)) => HoldTarget::Title(t),
+                (Some(i), _) => HoldTarget::Item(i.clone()),
+                (None, Some(t)) => HoldTarget::Title(t.clone()),
                 (None, None) => return Err(super::exit::usage("give --item BARCODE or --title TITLE")),
             };
-            let h = reg.place_hold(p.id, target, pickup, *expires, now)?;
-            print_hold(&reg, &h, common.json)?;
+            let op = Operation::PlaceHold {
+                patron: reg.find(patron, at)?.id,
+                target,
+                pickup: pickup.clone(),
+                expires: *expires,
+            };
+            let h = reg.run(op)?.hold()?;
+            holds(&reg, Some(h.patron), None)?
+                .iter()
+                .filter(|q| q.hold.id == h.id)
+                .try_for_each(|q| print_hold(q, common.json))?;
         }
         HoldCmd::List { patron, item, at } => {
-            let holds: Vec<Hold> = match (patron, item) {
-                (Some(p), _) => reg.store.holds_of(find(&reg, p, at)?.id)?,
-                (None, Some(i)) => reg.store.holds_on(i)?,
-                (None, None) => reg.store.holds().collect::<Result<_, _>>()?,
+            let patron = match patron {
+                Some(p) => Some(reg.find(p, at)?.id),
+                None => None,
             };
-            for h in &holds {
-                print_hold(&reg, h, common.json)?;
+            for q in holds(&reg, patron, item.clone())? {
+                print_hold(&q, common.json)?;
             }
         }
         HoldCmd::Cancel { hold } => {
-            let h = reg.cancel_hold(*hold, now)?;
+            let h = reg.run(Operation::CancelHold { hold: *hold })?.hold()?;
             outln!("hold {} for #{} cancelled", h.id, h.patron);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn holds(reg: &Opened, patron: Option<u64>, item: Option<String>) -> Result<Vec<QueuedHold>> {
+    match reg.query(Query::Holds { patron, item })? {
+        Answer::Holds(h) => Ok(h),
+        other => Err(unexpected(&other)),
+    }
+}
+
 pub fn account(cmd: &AccountCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
+    let account = |login: &str| -> Result<Account> {
+        match reg.query(Query::Account(login.to_string()))? {
+            Answer::Account(a) => Ok(*a),
+            other => Err(unexpected(&other)),
+        }
+    };
     match cmd {
         AccountCmd::Add { login, at, location } => {
-            let institution = institution_of(&reg, at)?;
+            let institution = reg.institution_of(at)?;
             let pw = read_password()?;
-            print_account(&reg.add_account(login, &pw, &institution, location.as_deref())?, common.json);
+            let a = reg.desk().add_account(login, &pw, &institution, location.as_deref(), Timestamp::now())?;
+            print_account(&a, common.json);
         }
         AccountCmd::List => {
-            for a in reg.store.accounts()? {
+            let Answer::Accounts(all) = reg.query(Query::Accounts)? else {
+                return Err(anyhow::anyhow!("unexpected answer to an account list"));
+            };
+            for a in all {
                 print_account(&a, common.json);
             }
         }
-        AccountCmd::Show { login } => print_account(&reg.account(login)?, common.json),
+        AccountCmd::Show { login } => print_account(&account(login)?, common.json),
         AccountCmd::Password { login } => {
-            reg.account(login)?;
-            let pw = read_password()?;
-            reg.set_account_password(login, &pw)?;
+            account(login)?;
+            let password_hash = crate::engine::hash_password(&read_password()?)?;
+            reg.run(Operation::SetAccountPassword { login: login.clone(), password_hash })?.account()?;
             outln!("password changed for {login}");
         }
-        AccountCmd::Profile { login, sets } => print_account(&reg.set_account_profile(login, sets)?, common.json),
+        AccountCmd::Profile { login, sets } => {
+            let op = Operation::SetAccountProfile { login: login.clone(), sets: sets.clone() };
+            print_account(&reg.run(op)?.account()?, common.json);
+        }
         AccountCmd::Remove { login } => {
-            reg.remove_account(login)?;
+            reg.run(Operation::RemoveAccount { login: login.clone() })?.done()?;
             outln!("account {login} removed");
         }
     }
@@ -458,8 +497,7 @@ pub fn account(cmd: &AccountCmd, common: &Common) -> Result<ExitCode> {
 
 pub fn purge(args: &PurgeArgs, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
-    let now = Timestamp::now();
-    let report = reg.purge(now, args.dry_run)?;
+    let report = reg.run(Operation::Purge { dry_run: args.dry_run })?.purged()?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     if common.json {
         outln!(
@@ -488,27 +526,28 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
         let key = PinKey::load(file).with_context(|| format!("cannot read the PIN key in {}", file.display()))?;
         let dir = common.data_dir()?;
         dir.enter_existing()?;
-        if Register::install_pin_key(&dir.path, &key, args.dry_run)? {
+        if crate::engine::install_pin_key(&dir.path, &key, args.dry_run)? {
             let verb = if args.dry_run { "would install" } else { "installed" };
             errln!("{verb} PIN key {} from {}", key.fingerprint(), file.display());
         }
         pin_hashes = PinHashes::MadeWith(key.fingerprint());
     }
     let reg = common.open()?;
-    let now = Timestamp::now();
     let options = ImportOptions { dry_run: args.dry_run, pin_hashes };
+    let by = crate::engine::By::new(reg.actor.clone(), Timestamp::now());
     let report = if args.file.as_os_str() == "-" {
         // Standard input cannot be read twice: hold it in memory.
         let mut all = Vec::new();
         super::io::read_all(&mut all).context("cannot read standard input")?;
         let progress = Progress::new("import", Unit::Bytes, Some(all.len() as u64));
         progress.phase("import: checking");
-        reg.import(Reading::new(Cursor::new(all), &progress), &options, now)?
+        crate::engine::exchange::import(reg.engine.as_ref(), Reading::new(Cursor::new(all), &progress), &options, &by)?
     } else {
         let f = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
         let progress = Progress::new("import", Unit::Bytes, f.metadata().ok().map(|m| m.len()));
         progress.phase("import: checking");
-        reg.import(Reading::new(BufReader::with_capacity(1 << 20, f), &progress), &options, now)?
+        let input = Reading::new(BufReader::with_capacity(1 << 20, f), &progress);
+        crate::engine::exchange::import(reg.engine.as_ref(), input, &options, &by)?
     };
     if common.json {
         outln!("{}", serde_json::to_string(&report)?);
@@ -532,18 +571,23 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
 pub fn export(args: &ExportArgs, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
     let progress = Progress::new("export", Unit::Count("lines"), None);
+    let write_all = |out: &mut dyn std::io::Write| -> Result<usize> {
+        let n = reg.engine.export(&mut |line| crate::engine::exchange::write_line(&mut *out, line))?;
+        out.flush()?;
+        Ok(n)
+    };
     match &args.output {
         Some(path) => {
             // Owner-only: an export holds every patron's personal data.
             let mut options = std::fs::OpenOptions::new();
             std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create(true).truncate(true), 0o600);
             let f = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-            let n = reg.export(&mut std::io::BufWriter::new(Writing::new(f, &progress)))?;
+            let n = write_all(&mut std::io::BufWriter::new(Writing::new(f, &progress)))?;
             progress.finish();
             errln!("exported {n} lines to {}", path.display());
         }
         None => {
-            reg.export(&mut std::io::BufWriter::new(Writing::new(super::io::Out, &progress)))?;
+            write_all(&mut std::io::BufWriter::new(Writing::new(super::io::Out, &progress)))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -158,8 +158,8 @@ pub fn run(args: &ConformArgs) -> Result<ExitCode> {
 fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
     use std::sync::{Arc, Mutex};
 
+    use crate::engine::{self as demo, Engine};
     use crate::net::{Config, Listener, Server};
-    use crate::register::{Register, demo};
     use crate::tools::conform::{Check, KioskGrader};
 
     let dir = std::env::temp_dir().join(format!(
@@ -167,8 +167,10 @@ fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
         std::process::id(),
         jiff::Timestamp::now().as_millisecond()
     ));
-    let register = Register::open(&dir, "conform").with_context(|| format!("cannot create {}", dir.display()))?;
-    let d = demo::build(&register, jiff::Timestamp::now())?;
+    let engine = demo::open_or_create(&dir, &demo::StoreConfig::default())
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let d = demo::build_demo(&engine, jiff::Timestamp::now())?;
+    let engine: Arc<dyn Engine> = Arc::new(engine);
     let mut config = Config { listen: vec![Listener { address: addr, tls: None }], ..Config::default() };
     for f in &args.faults {
         config.faults.set(f).map_err(super::exit::usage)?;
@@ -196,7 +198,7 @@ fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
                 a.extend(new);
             }
         });
-        let server = Server::bind(&config, register).await?.with_tap(tap);
+        let server = Server::bind(&config, engine).await?.with_tap(tap);
         for (a, _) in server.addresses() {
             println!("conform: acting as the ACS on {a} with the demo register; grading every request");
         }

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::store::StoreError;
+use crate::domain::refusal::Kind;
+use crate::engine::Error;
 
 /// What a command's exit code says. `sip2d --help` and the man page list these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +67,11 @@ pub fn of(e: &anyhow::Error) -> Exit {
         if let Some(f) = cause.downcast_ref::<Fail>() {
             return f.exit;
         }
-        if let Some(s) = cause.downcast_ref::<StoreError>() {
-            return of_store(s);
+        if let Some(s) = cause.downcast_ref::<Error>() {
+            return of_engine(s);
+        }
+        if let Some(r) = cause.downcast_ref::<crate::domain::Refusal>() {
+            return of_refusal(r);
         }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return Exit::Usage;
@@ -76,16 +80,17 @@ pub fn of(e: &anyhow::Error) -> Exit {
     Exit::Failure
 }
 
-fn of_store(e: &StoreError) -> Exit {
+fn of_refusal(r: &crate::domain::Refusal) -> Exit {
+    match r.kind() {
+        Kind::NotFound => Exit::NotFound,
+        Kind::Rule => Exit::Refused,
+    }
+}
+
+fn of_engine(e: &Error) -> Exit {
     match e {
-        StoreError::NoInstitution(_) | StoreError::NoPatron(_) | StoreError::NotFound(_) => Exit::NotFound,
-        StoreError::InstitutionExists(_)
-        | StoreError::Taken { .. }
-        | StoreError::Invalid(_)
-        | StoreError::Refused(_) => Exit::Refused,
-        StoreError::Locked { .. } | StoreError::Open { .. } | StoreError::Io(_) | StoreError::Corrupt { .. } => {
-            Exit::Failure
-        }
+        Error::Refused(r) => of_refusal(r),
+        Error::Store(_) | Error::Stopped(_) | Error::Closed => Exit::Failure,
     }
 }
 
@@ -129,10 +134,13 @@ mod tests {
 
     #[test]
     fn each_error_kind_has_its_code() {
-        assert_eq!(of(&StoreError::NoPatron("P1".into()).into()), Exit::NotFound);
-        assert_eq!(of(&StoreError::NotFound("no item 'X'".into()).into()), Exit::NotFound);
-        assert_eq!(of(&StoreError::Refused("no".into()).into()), Exit::Refused);
-        assert_eq!(of(&anyhow::Error::from(StoreError::Refused("no".into())).context("while adding")), Exit::Refused);
+        use crate::domain::Refusal;
+        assert_eq!(of(&Error::Refused(Refusal::NoPatron("P1".into())).into()), Exit::NotFound);
+        assert_eq!(of(&Error::Refused(Refusal::NoItem("X".into())).into()), Exit::NotFound);
+        assert_eq!(of(&Error::Refused(Refusal::rule("no")).into()), Exit::Refused);
+        let wrapped = anyhow::Error::from(Error::Refused(Refusal::rule("no"))).context("while adding");
+        assert_eq!(of(&wrapped), Exit::Refused);
+        assert_eq!(of(&Error::Closed.into()), Exit::Failure);
         assert_eq!(of(&usage("say which")), Exit::Usage);
         assert_eq!(of(&anyhow::anyhow!("the network is down")), Exit::Failure);
         assert_eq!(ExitCode::from(Exit::NotFound), ExitCode::from(4));

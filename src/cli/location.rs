@@ -12,9 +12,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::exit;
+use crate::domain::{Institution, Patron};
+use crate::engine::{Answer, Card, Desk, Engine, Operation, Query, Receipt, SledEngine, StoreConfig};
 use crate::net::Config;
-use crate::register::Register;
-use crate::store::StoreConfig;
 
 /// The configuration file read when neither `--config` nor `$SIP2D_CONFIG` names one.
 pub const SYSTEM_CONFIG: &str = "/etc/sip2d/sip2d.toml";
@@ -137,16 +137,81 @@ impl Common {
         self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into())
     }
 
-    /// The register: the running server's, when this command is being run by the server for
-    /// an admin client, otherwise the existing one in the data directory, opened here.
-    pub fn open(&self) -> Result<Arc<Register>> {
-        if let Some(served) = super::admin::served() {
-            return Ok(served);
+    /// The register: the running server's engine, when this command is being run by the
+    /// server for an admin client, otherwise the existing one in the data directory, opened here.
+    pub fn open(&self) -> Result<Opened> {
+        if let Some((engine, actor)) = super::admin::served() {
+            return Ok(Opened { engine, actor });
         }
         let dir = self.data_dir()?;
         dir.enter_existing()?;
-        Ok(Arc::new(dir.open(&self.actor(), &StoreConfig::default())?))
+        Ok(Opened { engine: Arc::new(dir.open(&StoreConfig::default())?), actor: self.actor() })
     }
+}
+
+/// The register a command works on, and who acts. Every change is an engine operation; every
+/// read a query of its committed view.
+pub struct Opened {
+    pub engine: Arc<dyn Engine>,
+    pub actor: String,
+}
+
+impl Opened {
+    pub fn desk(&self) -> Desk<'_> {
+        Desk::new(self.engine.as_ref(), &self.actor)
+    }
+
+    /// Runs an operation now and waits until it is durable.
+    pub fn run(&self, op: Operation) -> Result<Receipt> {
+        Ok(self.desk().run(op, jiff::Timestamp::now())?)
+    }
+
+    pub fn query(&self, q: Query) -> Result<Answer> {
+        Ok(self.desk().query(q)?)
+    }
+
+    pub fn institutions(&self) -> Result<Vec<Institution>> {
+        match self.query(Query::Institutions)? {
+            Answer::Institutions(all) => Ok(all),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The institution `--institution` names, or the only one there is.
+    pub fn institution_of(&self, at: &super::register::At) -> Result<String> {
+        if let Some(i) = &at.institution {
+            return Ok(i.clone());
+        }
+        match self.institutions()?.as_slice() {
+            [only] => Ok(only.code.clone()),
+            [] => {
+                Err(exit::not_found("no institution yet: add one with `sip2d institution add --code CODE --name NAME`"))
+            }
+            _ => Err(exit::usage("several institutions exist; say which with --institution")),
+        }
+    }
+
+    /// The patron `key` names: `#id`, or a primary id, identifier or e-mail at the institution.
+    pub fn find(&self, key: &str, at: &super::register::At) -> Result<Patron> {
+        let institution = if key.starts_with('#') { String::new() } else { self.institution_of(at)? };
+        match self.query(Query::FindPatron { institution, key: key.to_string() })? {
+            Answer::Patron(p) => Ok(*p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A patron's card (balance, standing, loans) now.
+    pub fn card(&self, id: u64) -> Result<Card> {
+        match self.query(Query::Card { patron: id, now: jiff::Timestamp::now() })? {
+            Answer::Card(c) => Ok(*c),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// An answer of another kind than the query gives: a bug, said as one.
+pub fn unexpected(a: &Answer) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer {a:?}")
 }
 
 /// "; it belongs to NAME: run the command as NAME, e.g. `sudo -u NAME sip2d ...`", for a path
@@ -191,7 +256,7 @@ impl DataDir {
         ) {
             return Err(self.no_access(std::io::Error::from(e)));
         }
-        if !self.path.join(crate::register::STORE_DIR).exists() {
+        if !self.path.join(crate::engine::STORE_DIR).exists() {
             return Err(exit::not_found(format!(
                 "no register at {} (the directory holds none); create one with `sip2d --data {} init`",
                 shown(),
@@ -218,8 +283,8 @@ impl DataDir {
     }
 
     /// Opens the register here, once checked with [`DataDir::enter_existing`].
-    pub fn open(&self, actor: &str, settings: &StoreConfig) -> Result<Register> {
-        Register::open_existing(&self.path, actor, settings)
+    pub fn open(&self, settings: &StoreConfig) -> Result<SledEngine> {
+        crate::engine::open_existing(&self.path, settings)
             .with_context(|| format!("cannot open the register at {} ({})", self.path.display(), self.source))
     }
 

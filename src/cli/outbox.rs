@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::register::Common;
 use crate::domain::{Delivery, Notice};
-use crate::register::Register;
+use crate::engine::{Answer, Engine, Operation, Query};
 
 /// The notifications to patrons (welcome, transfers, reports, balance due) and their delivery.
 #[derive(Debug, clap::Subcommand)]
@@ -89,24 +89,41 @@ pub fn send(smtp: &Smtp, n: &Notice) -> Result<(), String> {
     transport.send(&msg).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Delivers what is due; returns (sent, failed, still pending).
-pub fn deliver(reg: &Register, smtp: &Smtp) -> Result<(usize, usize, usize)> {
-    Ok(reg.deliver(jiff::Timestamp::now(), |n| send(smtp, n))?)
+/// Delivers what is due through `engine` (each attempt's outcome written back as a unit of its
+/// own); returns (sent, failed, still pending).
+pub fn deliver(engine: &dyn Engine, smtp: &Smtp, actor: &str) -> Result<(usize, usize, usize)> {
+    let desk = crate::engine::Desk::new(engine, actor);
+    let now = jiff::Timestamp::now();
+    let Answer::Outbox(all) = desk.query(Query::Outbox)? else { anyhow::bail!("unexpected answer to the outbox") };
+    let (mut sent, mut failed, mut pending) = (0, 0, 0);
+    for n in all.into_iter().filter(|n| crate::engine::notices_due(n, now)) {
+        let result = send(smtp, &n);
+        match (&result, n.attempts + 1 >= crate::engine::MAX_ATTEMPTS) {
+            (Ok(()), _) => sent += 1,
+            (Err(_), true) => failed += 1,
+            (Err(_), false) => pending += 1,
+        }
+        desk.run(Operation::Delivered { notice: Box::new(n), result }, now)?;
+    }
+    Ok((sent, failed, pending))
 }
 
 pub fn run(cmd: &OutboxCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
     match cmd {
         OutboxCmd::List { state } => {
-            for n in reg.store.notices() {
-                let n = n?;
+            let Answer::Outbox(all) = reg.query(Query::Outbox)? else {
+                anyhow::bail!("unexpected answer to the outbox")
+            };
+            for n in all {
                 if state.as_deref().is_none_or(|s| s == state_name(n.delivery)) {
                     print_notice(&n, false, common.json);
                 }
             }
         }
         OutboxCmd::Deliver(smtp) => {
-            let (sent, failed, pending) = deliver(&reg, smtp).context("delivering the outbox")?;
+            let (sent, failed, pending) =
+                deliver(reg.engine.as_ref(), smtp, &reg.actor).context("delivering the outbox")?;
             outln!("{sent} sent, {failed} given up, {pending} to be retried");
             if failed + pending > 0 {
                 return Ok(super::exit::Exit::Failure.into());

@@ -8,9 +8,10 @@ use jiff::civil::Date;
 use serde_json::{Value, json};
 
 use crate::domain::rules::PinCheck;
-use crate::domain::{BlockType, FeeKind, Guardian, Institution, Money, Patron, PinPolicy, Privileges, RecordType};
-use crate::register::{Added, ListFilter, NewPatron, NewPin, Register};
-use crate::store::StoreError;
+use crate::domain::{FeeKind, Guardian, Institution, Money, NoticeKind, Patron, PinPolicy, Privileges, RecordType};
+use crate::engine::{Answer, Card, InstitutionChange, ListFilter, NewPatron, Operation, Pin, Query, Refusal};
+
+use super::location::{Opened, unexpected};
 
 use super::times::Times;
 
@@ -493,32 +494,8 @@ pub(super) fn parse_money(s: &str) -> Result<Money, String> {
     Money::parse(s).ok_or_else(|| format!("'{s}' is not an amount such as 2.50"))
 }
 
-pub(super) fn institution_of(reg: &Register, at: &At) -> Result<String> {
-    if let Some(i) = &at.institution {
-        return Ok(i.clone());
-    }
-    let all = reg.store.institutions()?;
-    match all.as_slice() {
-        [only] => Ok(only.code.clone()),
-        [] => Err(super::exit::not_found(
-            "no institution yet: add one with `sip2d institution add --code CODE --name NAME`",
-        )),
-        _ => Err(super::exit::usage("several institutions exist; say which with --institution")),
-    }
-}
-
-pub(super) fn find(reg: &Register, key: &str, at: &At) -> Result<Patron> {
-    if key.starts_with('#') {
-        return Ok(reg.find("", key)?);
-    }
-    Ok(reg.find(&institution_of(reg, at)?, key)?)
-}
-
-fn patron_json(reg: &Register, p: &Patron, now: Timestamp) -> Result<Value> {
-    let balance = reg.balance(p.id)?;
-    let standing = reg.standing(p, now)?;
-    let loans = reg.store.loans_of(p.id)?;
-    Ok(json!({
+pub(super) fn patron_json(p: &Patron, card: &Card) -> Value {
+    json!({
         "id": p.id, "institution": p.institution, "primary_id": p.primary_id,
         "first_name": p.first_name, "last_name": p.last_name, "middle_name": p.middle_name, "title": p.title,
         "birth_date": p.birth_date.map(|d| d.to_string()),
@@ -534,20 +511,21 @@ fn patron_json(reg: &Register, p: &Patron, now: Timestamp) -> Result<Value> {
         "notes": p.notes.iter().map(|n| json!({"number": n.id, "type": n.kind, "text": n.text, "public": n.public, "by": n.by, "at": n.at.to_string()})).collect::<Vec<_>>(),
         "proxy_for": p.proxy_for,
         "transfer_to": p.transfer.as_ref().map(|t| t.to.clone()),
-        "loans": loans.iter().map(|l| json!({"item": l.item, "due": l.due.to_string(), "renewals": l.renewals})).collect::<Vec<_>>(),
-        "balance": balance.to_string(),
-        "may_borrow": !standing.denied.borrow, "may_renew": !standing.denied.renew, "may_hold": !standing.denied.hold,
-        "reasons": standing.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    }))
+        "loans": card.loans.iter().map(|l| json!({"item": l.item, "due": l.due.to_string(), "renewals": l.renewals})).collect::<Vec<_>>(),
+        "balance": card.balance.to_string(),
+        "may_borrow": !card.standing.denied.borrow, "may_renew": !card.standing.denied.renew, "may_hold": !card.standing.denied.hold,
+        "reasons": card.standing.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
 }
 
-pub(super) fn print_patron(reg: &Register, p: &Patron, now: Timestamp, times: &Times<'_>, json: bool) -> Result<()> {
+/// Prints a patron's card as the register has it now.
+pub(super) fn print_patron(reg: &Opened, id: u64, times: &Times<'_>, json: bool) -> Result<()> {
+    let card = reg.card(id)?;
+    let p = &card.patron;
     if json {
-        outln!("{}", patron_json(reg, p, now)?);
+        outln!("{}", patron_json(p, &card));
         return Ok(());
     }
-    let balance = reg.balance(p.id)?;
-    let standing = reg.standing(p, now)?;
     outln!("#{} {} ({})", p.id, p.display_name(), p.institution);
     outln!("  primary id    {}", p.primary_id);
     for i in &p.identifiers {
@@ -589,24 +567,20 @@ pub(super) fn print_patron(reg: &Register, p: &Patron, now: Timestamp, times: &T
     if let Some(t) = &p.transfer {
         outln!("  transfer      to {} (pending)", t.to);
     }
-    for l in reg.store.loans_of(p.id)? {
+    for l in &card.loans {
         outln!("  on loan       {} due {}", l.item, times.minute(&p.institution, l.due));
     }
-    outln!("  balance       {balance}");
+    outln!("  balance       {}", card.balance);
     let may = |denied: bool| if denied { "no" } else { "yes" };
-    outln!(
-        "  may borrow    {}, renew {}, hold {}",
-        may(standing.denied.borrow),
-        may(standing.denied.renew),
-        may(standing.denied.hold)
-    );
-    for r in &standing.reasons {
+    let denied = &card.standing.denied;
+    outln!("  may borrow    {}, renew {}, hold {}", may(denied.borrow), may(denied.renew), may(denied.hold));
+    for r in &card.standing.reasons {
         outln!("  because       {r}");
     }
     Ok(())
 }
 
-fn list_patrons(patrons: &[Patron], json: bool) -> Result<()> {
+fn list_patrons(patrons: &[Patron], json: bool) {
     for p in patrons {
         if json {
             outln!(
@@ -633,7 +607,6 @@ fn list_patrons(patrons: &[Patron], json: bool) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 fn privileges_text(p: Privileges) -> String {
@@ -696,19 +669,23 @@ fn print_institution(i: &Institution, json: bool) {
 /// Runs `sip2d institution ...`.
 pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
+    let change = |code: &str, change: InstitutionChange| -> Result<Institution> {
+        Ok(reg.run(Operation::ChangeInstitution { code: code.to_string(), change })?.institution()?)
+    };
     match cmd {
         InstitutionCmd::Add { code, name, currency, timezone } => {
-            let inst = reg.add_institution(code, name, currency, timezone)?;
-            if common.json {
-                outln!(
-                    "{}",
-                    json!({"code": inst.code, "name": inst.name, "currency": inst.currency, "timezone": inst.timezone})
-                );
-            } else {
-                outln!("added institution {} ({})", inst.code, inst.name);
-            }
+            let op = Operation::AddInstitution {
+                code: code.clone(),
+                name: name.clone(),
+                currency: currency.clone(),
+                timezone: timezone.clone(),
+            };
+            print_institution(&reg.run(op)?.institution()?, common.json);
         }
-        InstitutionCmd::Show { code } => print_institution(&reg.store.institution(code)?, common.json),
+        InstitutionCmd::Show { code } => match reg.query(Query::Institution(code.clone()))? {
+            Answer::Institution(i) => print_institution(&i, common.json),
+            other => return Err(unexpected(&other)),
+        },
         InstitutionCmd::Set {
             code,
             name,
@@ -719,65 +696,35 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
             pin_policy,
             audit_retention_days,
         } => {
-            let pattern = |v: &Option<String>, old: &mut Option<String>| {
-                if let Some(v) = v {
-                    *old = if v.is_empty() { None } else { Some(v.clone()) };
-                }
+            let c = InstitutionChange::Settings {
+                name: name.clone(),
+                patterns: [
+                    pattern_primary_id.clone(),
+                    pattern_email.clone(),
+                    pattern_phone.clone(),
+                    pattern_postal_code.clone(),
+                ],
+                pin_policy: pin_policy.clone(),
+                audit_retention_days: *audit_retention_days,
             };
-            let inst = reg.change_institution(code, |i| {
-                if let Some(n) = name {
-                    i.name = n.clone();
-                }
-                pattern(pattern_primary_id, &mut i.formats.primary_id);
-                pattern(pattern_email, &mut i.formats.email);
-                pattern(pattern_phone, &mut i.formats.phone);
-                pattern(pattern_postal_code, &mut i.formats.postal_code);
-                if let Some(p) = pin_policy {
-                    i.pin_policy = p.clone();
-                }
-                if let Some(d) = audit_retention_days {
-                    i.audit_retention_days = (*d > 0).then_some(*d);
-                }
-                Ok(())
-            })?;
-            print_institution(&inst, common.json);
+            print_institution(&change(code, c)?, common.json);
         }
         InstitutionCmd::Policy { code, group, loan_days, max_loans, max_renewals, fine_threshold } => {
-            let inst = reg.change_institution(code, |i| {
-                let policy = match group {
-                    Some(g) => i.policies.entry(g.clone()).or_insert_with(|| i.default_policy.clone()),
-                    None => &mut i.default_policy,
-                };
-                policy.loan_days = loan_days.unwrap_or(policy.loan_days);
-                policy.max_loans = max_loans.unwrap_or(policy.max_loans);
-                policy.max_renewals = max_renewals.unwrap_or(policy.max_renewals);
-                policy.fine_threshold = fine_threshold.unwrap_or(policy.fine_threshold);
-                Ok(())
-            })?;
-            print_institution(&inst, common.json);
+            let c = InstitutionChange::Policy {
+                group: group.clone(),
+                loan_days: *loan_days,
+                max_loans: *max_loans,
+                max_renewals: *max_renewals,
+                fine_threshold: *fine_threshold,
+            };
+            print_institution(&change(code, c)?, common.json);
         }
         InstitutionCmd::BlockType { code, name, denies, remove } => {
-            let inst = reg.change_institution(code, |i| {
-                if *remove {
-                    let before = i.block_types.len();
-                    i.block_types.retain(|t| t.code != *name);
-                    if i.block_types.len() == before {
-                        return Err(StoreError::Refused(format!("{code} has no block type '{name}'")));
-                    }
-                    return Ok(());
-                }
-                crate::domain::validate::required("block type", name)?;
-                let denies = denies.unwrap_or(Privileges::ALL);
-                match i.block_types.iter_mut().find(|t| t.code == *name) {
-                    Some(t) => t.denies = denies,
-                    None => i.block_types.push(BlockType { code: name.clone(), denies }),
-                }
-                Ok(())
-            })?;
-            print_institution(&inst, common.json);
+            let denies = if *remove { None } else { Some(denies.unwrap_or(Privileges::ALL)) };
+            print_institution(&change(code, InstitutionChange::BlockType { code: name.clone(), denies })?, common.json);
         }
         InstitutionCmd::List => {
-            for i in reg.store.institutions()? {
+            for i in reg.institutions()? {
                 if common.json {
                     outln!(
                         "{}",
@@ -792,15 +739,24 @@ pub fn institution(cmd: &InstitutionCmd, common: &Common) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn patrons_of(a: Answer) -> Result<Vec<Patron>> {
+    match a {
+        Answer::Patrons(p) => Ok(p),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// Runs `sip2d patron ...`.
 pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
     let reg = common.open()?;
     let now = Timestamp::now();
-    let times = Times::new(&reg, common.utc);
-    let show = |p: &Patron| -> Result<()> { print_patron(&reg, p, now, &times, common.json) };
+    let times = Times::new(reg.engine.as_ref(), common.utc);
+    let show = |p: &Patron| -> Result<()> { print_patron(&reg, p.id, &times, common.json) };
+    let change = |op: Operation| -> Result<()> { show(&reg.run(op)?.patron()?) };
+    let id = |key: &String, at: &At| -> Result<u64> { Ok(reg.find(key, at)?.id) };
     match cmd {
         PatronCmd::Add(a) => {
-            let institution = institution_of(&reg, &a.at)?;
+            let institution = reg.institution_of(&a.at)?;
             let guardian = match (&a.guardian_name, &a.guardian_contact) {
                 (Some(name), Some(contact)) => Some(Guardian { name: name.clone(), contact: contact.clone() }),
                 (None, None) => None,
@@ -830,20 +786,10 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 guardian,
                 terms_accepted: a.terms_accepted,
                 // --pin and --generate-pin exclude each other.
-                pin: a.pin.clone().or_else(|| generated.clone()).map(NewPin),
+                pin: a.pin.clone().or_else(|| generated.clone()).map(Pin),
                 ..Default::default()
             };
-            let p = match reg.add_patron(new, a.force, now)? {
-                Added::Patron(p) => *p,
-                Added::PossibleDuplicate(ids) => {
-                    let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
-                    errln!(
-                        "sip2d: a patron with the same names and birth date exists already ({}); nothing was added. Check, then pass --force to add anyway.",
-                        ids.join(", ")
-                    );
-                    return Ok(super::exit::Exit::Refused.into());
-                }
-            };
+            let p = reg.desk().add_patron(new, a.force, now)?;
             show(&p)?;
             if let Some(pin) = generated {
                 if common.json {
@@ -853,7 +799,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 }
             }
         }
-        PatronCmd::Show { patron, at } => show(&find(&reg, patron, at)?)?,
+        PatronCmd::Show { patron, at } => show(&reg.find(patron, at)?)?,
         PatronCmd::List { at, group, deleted, inactive, expired_before, limit } => {
             let filter = ListFilter {
                 institution: at.institution.clone(),
@@ -863,67 +809,76 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 expired_by: *expired_before,
                 limit: Some(*limit),
             };
-            list_patrons(&reg.list(&filter)?, common.json)?;
+            list_patrons(&patrons_of(reg.query(Query::Patrons(filter))?)?, common.json);
         }
         PatronCmd::Search { query, at } => {
             let found = if query.starts_with('#') {
-                vec![reg.find("", query)?]
+                vec![reg.find(query, at)?]
             } else {
-                reg.search(&institution_of(&reg, at)?, query, now)?
+                let institution = reg.institution_of(at)?;
+                patrons_of(reg.query(Query::Search { institution, query: query.clone(), now })?)?
             };
             if found.is_empty() {
                 return Err(super::exit::not_found(format!("no patron matches '{query}'")));
             }
-            list_patrons(&found, common.json)?;
+            list_patrons(&found, common.json);
         }
-        PatronCmd::Edit { patron, at, sets } => show(&reg.edit(find(&reg, patron, at)?.id, sets, now)?)?,
+        PatronCmd::Edit { patron, at, sets } => {
+            change(Operation::EditPatron { patron: id(patron, at)?, sets: sets.clone() })?
+        }
         PatronCmd::Identifier(c) => match c {
-            IdentifierCmd::Add { patron, at, kind, value, note } => {
-                show(&reg.add_identifier(find(&reg, patron, at)?.id, kind, value, note.as_deref(), now)?)?
-            }
+            IdentifierCmd::Add { patron, at, kind, value, note } => change(Operation::AddIdentifier {
+                patron: id(patron, at)?,
+                kind: kind.clone(),
+                value: value.clone(),
+                note: note.clone(),
+            })?,
             IdentifierCmd::Deactivate { patron, value, at } => {
-                show(&reg.set_identifier_active(find(&reg, patron, at)?.id, value, false, now)?)?
+                change(Operation::SetIdentifierActive { patron: id(patron, at)?, value: value.clone(), active: false })?
             }
             IdentifierCmd::Activate { patron, value, at } => {
-                show(&reg.set_identifier_active(find(&reg, patron, at)?.id, value, true, now)?)?
+                change(Operation::SetIdentifierActive { patron: id(patron, at)?, value: value.clone(), active: true })?
             }
         },
         PatronCmd::Note(c) => match c {
-            NoteCmd::Add { patron, at, text, kind, public } => {
-                show(&reg.add_note(find(&reg, patron, at)?.id, kind, text, *public, now)?)?
+            NoteCmd::Add { patron, at, text, kind, public } => change(Operation::AddNote {
+                patron: id(patron, at)?,
+                kind: kind.clone(),
+                text: text.clone(),
+                public: *public,
+            })?,
+            NoteCmd::Remove { patron, note, at } => {
+                change(Operation::RemoveNote { patron: id(patron, at)?, note: *note })?
             }
-            NoteCmd::Remove { patron, note, at } => show(&reg.remove_note(find(&reg, patron, at)?.id, *note, now)?)?,
         },
         PatronCmd::Proxy(c) => {
             let (patron, for_whom, at, allow) = match c {
                 ProxyCmd::Add { patron, for_whom, at } => (patron, for_whom, at, true),
                 ProxyCmd::Remove { patron, for_whom, at } => (patron, for_whom, at, false),
             };
-            let a = find(&reg, patron, at)?;
-            let b = find(&reg, for_whom, at)?;
-            show(&reg.set_proxy(a.id, b.id, allow, now)?)?
+            change(Operation::SetProxy { proxy: id(patron, at)?, for_whom: id(for_whom, at)?, allow })?
         }
-        PatronCmd::Activate { patron, at } => show(&reg.set_active(find(&reg, patron, at)?.id, true, now)?)?,
-        PatronCmd::Deactivate { patron, at } => show(&reg.set_active(find(&reg, patron, at)?.id, false, now)?)?,
+        PatronCmd::Activate { patron, at } => change(Operation::SetActive { patron: id(patron, at)?, active: true })?,
+        PatronCmd::Deactivate { patron, at } => {
+            change(Operation::SetActive { patron: id(patron, at)?, active: false })?
+        }
         PatronCmd::Pin { patron, at, set, generate, check } => {
-            let p = find(&reg, patron, at)?;
+            let p = id(patron, at)?;
             if let Some(pin) = set {
-                reg.set_pin(p.id, pin, now)?;
-                outln!("PIN set for #{}", p.id);
+                reg.run(Operation::SetPin { patron: p, pin: Pin(pin.clone()) })?;
+                outln!("PIN set for #{p}");
             } else if *generate {
-                let pin = reg.generate_pin(p.id, now)?;
-                outln!("new PIN for #{}: {pin}   (shown once)", p.id);
+                let pin = crate::domain::secret::generate_pin().context("no randomness")?;
+                reg.run(Operation::SetPin { patron: p, pin: Pin(pin.clone()) })?;
+                outln!("new PIN for #{p}: {pin}   (shown once)");
             } else if let Some(pin) = check {
-                let outcome = reg.check_pin(p.id, pin, now)?;
+                let outcome = reg.run(Operation::CheckPin { patron: p, pin: Pin(pin.clone()) })?.pin()?;
                 let (text, code) = match outcome {
                     PinCheck::Accepted => ("PIN accepted".to_string(), super::exit::Exit::Ok),
                     PinCheck::Wrong { remaining } => {
-                        (format!("wrong PIN; {remaining} more wrong tries lock the card"), super::exit::Exit::Refused)
+                        (Refusal::WrongPin { remaining }.to_string(), super::exit::Exit::Refused)
                     }
-                    PinCheck::LockedOut => (
-                        "the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it".into(),
-                        super::exit::Exit::Refused,
-                    ),
+                    PinCheck::LockedOut => (Refusal::LockedOut.to_string(), super::exit::Exit::Refused),
                 };
                 outln!("{text}");
                 return Ok(code.into());
@@ -931,26 +886,28 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 return Err(super::exit::usage("say what to do: --set PIN, --generate or --check PIN"));
             }
         }
-        PatronCmd::Unlock { patron, at } => show(&reg.unlock(find(&reg, patron, at)?.id, now)?)?,
+        PatronCmd::Unlock { patron, at } => change(Operation::Unlock { patron: id(patron, at)? })?,
         PatronCmd::Block { patron, at, kind, note } => {
-            show(&reg.block(find(&reg, patron, at)?.id, kind, note.as_deref(), now)?)?
+            change(Operation::Block { patron: id(patron, at)?, kind: kind.clone(), note: note.clone() })?
         }
         PatronCmd::Unblock { patron, at, kind } => {
-            show(&reg.unblock(find(&reg, patron, at)?.id, kind.as_deref(), now)?)?
+            change(Operation::Unblock { patron: id(patron, at)?, kind: kind.clone() })?
         }
-        PatronCmd::Fee(f) => fee(&reg, f, common, now)?,
+        PatronCmd::Fee(f) => fee(&reg, f, common)?,
         PatronCmd::Transfer(t) => match t {
             TransferCmd::Request { patron, at, to } => {
-                show(&reg.request_transfer(find(&reg, patron, at)?.id, to, now)?)?
+                change(Operation::RequestTransfer { patron: id(patron, at)?, to: to.clone() })?
             }
-            TransferCmd::Accept { patron, at } => show(&reg.decide_transfer(find(&reg, patron, at)?.id, true, now)?)?,
+            TransferCmd::Accept { patron, at } => {
+                change(Operation::DecideTransfer { patron: id(patron, at)?, accept: true })?
+            }
             TransferCmd::Decline { patron, at } => {
-                show(&reg.decide_transfer(find(&reg, patron, at)?.id, false, now)?)?
+                change(Operation::DecideTransfer { patron: id(patron, at)?, accept: false })?
             }
             TransferCmd::List { to } => {
-                for p in reg.pending_transfers(to)? {
+                for p in patrons_of(reg.query(Query::PendingTransfers(to.clone()))?)? {
                     if common.json {
-                        outln!("{}", patron_json(&reg, &p, now)?);
+                        outln!("{}", patron_json(&p, &reg.card(p.id)?));
                     } else {
                         outln!("#{:<6} {:<30} from {}", p.id, p.display_name(), p.institution);
                     }
@@ -958,42 +915,46 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             }
         },
         PatronCmd::Delete { patron, at } => {
-            let p = reg.delete(find(&reg, patron, at)?.id, now)?;
+            let p = reg.run(Operation::DeletePatron { patron: id(patron, at)? })?.patron()?;
             outln!("patron #{} moved to the deleted users; `sip2d patron restore #{}` brings them back", p.id, p.id);
         }
-        PatronCmd::Restore { patron, at } => show(&reg.restore(find(&reg, patron, at)?.id, now)?)?,
+        PatronCmd::Restore { patron, at } => change(Operation::RestorePatron { patron: id(patron, at)? })?,
         PatronCmd::Report { patron, at } => {
-            let n = reg.report(find(&reg, patron, at)?.id, now)?;
+            let n = reg.run(Operation::Report { patron: id(patron, at)? })?.notice()?;
             super::outbox::print_notice(&n, true, common.json);
         }
         PatronCmd::Notices { patron, at, opt_out, opt_in } => {
-            let id = find(&reg, patron, at)?.id;
+            let p = id(patron, at)?;
             let kind = |k: &String| {
-                crate::domain::NoticeKind::parse(k).with_context(|| {
-                    let all: Vec<&str> = crate::domain::NoticeKind::ALL.iter().map(|k| k.name()).collect();
+                NoticeKind::parse(k).with_context(|| {
+                    let all: Vec<&str> = NoticeKind::ALL.iter().map(|k| k.name()).collect();
                     format!("'{k}' is not a kind of notification: {}", all.join(", "))
                 })
             };
-            let mut kinds = reg.store.optouts(id)?;
-            for k in opt_out {
-                kinds = reg.set_optout(id, kind(k)?, true)?;
-            }
-            for k in opt_in {
-                kinds = reg.set_optout(id, kind(k)?, false)?;
+            let mut kinds = match reg.query(Query::Optouts(p))? {
+                Answer::Optouts(k) => k,
+                other => return Err(unexpected(&other)),
+            };
+            for (k, out) in opt_out.iter().map(|k| (k, true)).chain(opt_in.iter().map(|k| (k, false))) {
+                let kind = kind(k).map_err(|e| super::exit::usage(e.to_string()))?;
+                kinds = reg.run(Operation::SetOptout { patron: p, kind, out })?.optouts()?;
             }
             let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
             if common.json {
-                outln!("{}", json!({"patron": id, "opted_out": names}));
+                outln!("{}", json!({"patron": p, "opted_out": names}));
             } else {
                 outln!(
-                    "patron {id} opted out of: {}",
+                    "patron {p} opted out of: {}",
                     if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
                 );
             }
         }
         PatronCmd::History { patron, at } => {
-            let p = find(&reg, patron, at)?;
-            for e in reg.history(p.id)? {
+            let p = reg.find(patron, at)?;
+            let Answer::History(entries) = reg.query(Query::History(p.id))? else {
+                return Err(anyhow::anyhow!("unexpected answer to a history"));
+            };
+            for e in entries {
                 if common.json {
                     outln!("{}", json!({"at": e.at.to_string(), "by": e.by, "action": e.action, "changes": e.changes}));
                 } else {
@@ -1007,7 +968,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fee(reg: &Register, cmd: &FeeCmd, common: &Common, now: Timestamp) -> Result<()> {
+fn fee(reg: &Opened, cmd: &FeeCmd, common: &Common) -> Result<()> {
     let print = |f: &crate::domain::Fee| {
         if common.json {
             outln!(
@@ -1028,24 +989,36 @@ fn fee(reg: &Register, cmd: &FeeCmd, common: &Common, now: Timestamp) -> Result<
             );
         }
     };
+    let run = |op: Operation| -> Result<()> {
+        print(&reg.run(op)?.fee()?);
+        Ok(())
+    };
     match cmd {
-        FeeCmd::Add { patron, at, kind, amount, item, comment } => {
-            let p = find(reg, patron, at)?;
-            print(&reg.add_fee(p.id, *kind, *amount, item.as_deref(), comment.as_deref(), now)?);
-        }
+        FeeCmd::Add { patron, at, kind, amount, item, comment } => run(Operation::AddFee {
+            patron: reg.find(patron, at)?.id,
+            kind: *kind,
+            amount: *amount,
+            item: item.clone(),
+            comment: comment.clone(),
+        })?,
         FeeCmd::List { patron, at } => {
-            let p = find(reg, patron, at)?;
-            for f in reg.store.fees_of(p.id)? {
-                print(&f);
+            let p = reg.find(patron, at)?;
+            let Answer::Fees(fees, balance) = reg.query(Query::Fees(p.id))? else {
+                return Err(anyhow::anyhow!("unexpected answer to a fee list"));
+            };
+            for f in &fees {
+                print(f);
             }
             if !common.json {
-                outln!("balance {}", reg.balance(p.id)?);
+                outln!("balance {balance}");
             }
         }
-        FeeCmd::Pay { fee, amount, transaction } => print(&reg.pay_fee(*fee, *amount, transaction.as_deref(), now)?),
-        FeeCmd::Waive { fee, reason } => print(&reg.waive_fee(*fee, reason, now)?),
-        FeeCmd::Dispute { fee } => print(&reg.dispute_fee(*fee, now)?),
-        FeeCmd::Restore { fee } => print(&reg.restore_fee(*fee, now)?),
+        FeeCmd::Pay { fee, amount, transaction } => {
+            run(Operation::PayFee { fee: *fee, amount: *amount, transaction: transaction.clone() })?
+        }
+        FeeCmd::Waive { fee, reason } => run(Operation::WaiveFee { fee: *fee, reason: reason.clone() })?,
+        FeeCmd::Dispute { fee } => run(Operation::DisputeFee { fee: *fee })?,
+        FeeCmd::Restore { fee } => run(Operation::RestoreFee { fee: *fee })?,
     }
     Ok(())
 }

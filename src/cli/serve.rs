@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin;
 use super::register::Common;
+use crate::engine::{self as demo, Engine, StoreConfig};
 use crate::net::{Config, Listener, LogFormat, Server, TlsFiles};
-use crate::register::{Register, demo};
-use crate::store::StoreConfig;
 
 /// Serve kiosks over SIP2 (TCP and TLS) from the register.
 ///
@@ -79,7 +78,7 @@ The configuration file (TOML; every key optional, defaults shown):
                                      (default: the per-user one)
   sc_status_before_login = false     answer a 99 before login
   accept_lf = true                   a bare LF ends a frame as CR does
-  cache_mib = 512                    the store's page cache
+  cache_mib = 64                     the store's page cache
   ops_listen = \"127.0.0.1:9101\"      /metrics, /health, /ready over HTTP (default: off)
   admin_listen = \"127.0.0.1:9102\"    the admin API over TCP, bearer token in DATA/admin.token (default: off)
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
@@ -186,11 +185,12 @@ fn init_logging(c: &Config) -> (tracing_appender::non_blocking::WorkerGuard, Fil
 /// connections and the log level. A configuration that cannot be used is refused, with the
 /// reason in the log, and the old one stays in force.
 /// Delivers the outbox through the configured relay every `interval` until shutdown.
-async fn deliver_mail(mail: crate::net::config::Mail, register: std::sync::Arc<Register>, shutdown: CancellationToken) {
+async fn deliver_mail(mail: crate::net::config::Mail, engine: std::sync::Arc<dyn Engine>, shutdown: CancellationToken) {
     let smtp = super::outbox::Smtp { smtp: mail.relay.clone(), from: mail.from.clone() };
     loop {
-        let (reg, smtp2) = (register.clone(), smtp.clone());
-        match tokio::task::spawn_blocking(move || super::outbox::deliver(&reg, &smtp2)).await {
+        let (engine, smtp2) = (engine.clone(), smtp.clone());
+        match tokio::task::spawn_blocking(move || super::outbox::deliver(engine.as_ref(), &smtp2, "sip2d-serve")).await
+        {
             Ok(Ok((0, 0, 0))) => {}
             Ok(Ok((sent, failed, pending))) => {
                 tracing::info!(sent, failed, pending, relay = %mail.relay, "outbox delivered")
@@ -286,25 +286,25 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
     let (_log, log_handle) = init_logging(&c);
     let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024) };
-    let (data, register) = if args.demo {
+    let (data, engine) = if args.demo {
         // --data, or the configuration's, when given; otherwise a new temporary directory.
         let d = demo_dir(common.data.as_ref())?;
         c.data = Some(d.clone());
-        let register = Register::open_with(&d, "demo", &store)
+        let engine = demo::open_or_create(&d, &store)
             .with_context(|| format!("cannot create the demo register in {}", d.display()))?;
-        (d, register)
+        (d, engine)
     } else {
         let dir = common.data_dir()?;
         dir.enter_existing()?;
-        let register = dir.open("sip2d-serve", &store)?;
-        (dir.path, register)
+        let engine = dir.open(&store)?;
+        (dir.path, engine)
     };
-    let built = if args.demo { Some(demo::build(&register, jiff::Timestamp::now())?) } else { None };
-    register.store.warm_up()?;
+    let built = if args.demo { Some(demo::build_demo(&engine, jiff::Timestamp::now())?) } else { None };
+    let engine: std::sync::Arc<dyn Engine> = std::sync::Arc::new(engine);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
-        let server = Server::bind(&c, register).await?;
+        let server = Server::bind(&c, engine).await?;
         // Register commands run meanwhile (`sip2d patron ...` on this data directory) come to
         // this server over the admin socket; it is open before the address is announced.
         let admin_stop = CancellationToken::new();
@@ -312,9 +312,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             let (args, common, handle, log) = (args.clone(), common.clone(), server.handle(), log_handle.clone());
             std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
         };
-        admin::serve(&data, server.register(), reload.clone(), admin_stop.clone()).await?;
+        admin::serve(&data, server.engine(), reload.clone(), admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
-            let bound = admin::serve_tcp(addr, &data, server.register(), reload, admin_stop.clone()).await?;
+            let bound = admin::serve_tcp(addr, &data, server.engine(), reload, admin_stop.clone()).await?;
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
         match &built {
@@ -330,7 +330,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         }
         let shutdown = CancellationToken::new();
         if let Some(mail) = c.mail.clone() {
-            tokio::spawn(deliver_mail(mail, server.register(), shutdown.clone()));
+            tokio::spawn(deliver_mail(mail, server.engine(), shutdown.clone()));
         }
         tokio::spawn(stop_on_signal(shutdown.clone()));
         #[cfg(unix)]

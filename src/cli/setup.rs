@@ -9,7 +9,7 @@ use serde_json::json;
 use super::exit;
 use super::location::Common;
 use crate::domain::secret::PinKey;
-use crate::register::{PIN_KEY, Register};
+use crate::engine::{Engine, PIN_KEY};
 
 /// The PIN key: every PIN in the register is a keyed hash under it, so exported PIN hashes are
 /// of use only to a register with the same key. Key files are written owner-only.
@@ -36,7 +36,7 @@ pub enum KeyCmd {
 pub fn init(common: &Common) -> Result<ExitCode> {
     let dir = common.data_dir()?;
     dir.enter_new()?;
-    let reg = Register::init(&dir.path, &common.actor())
+    let reg = crate::engine::init(&dir.path)
         .with_context(|| format!("cannot create a register at {} ({})", dir.path.display(), dir.source))?;
     if common.json {
         outln!("{}", json!({"data": dir.path, "pin_key": reg.pin_key_fingerprint()}));
@@ -83,7 +83,7 @@ pub fn key(cmd: &KeyCmd, common: &Common) -> Result<ExitCode> {
         KeyCmd::Import { file } => {
             let key = PinKey::load(file).with_context(|| format!("cannot read the key in {}", file.display()))?;
             dir.enter_existing()?;
-            let done = Register::install_pin_key(&dir.path, &key, false)?;
+            let done = crate::engine::install_pin_key(&dir.path, &key, false)?;
             outln!(
                 "{} {} at {}",
                 if done { "installed PIN key" } else { "the register has PIN key" },

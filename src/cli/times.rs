@@ -7,19 +7,19 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::register::Register;
+use crate::engine::{Answer, Engine, Query};
 
 /// Zones looked up once per command.
 pub struct Times<'a> {
-    reg: &'a Register,
+    engine: &'a dyn Engine,
     utc: bool,
     zones: RefCell<HashMap<String, TimeZone>>,
     patrons: RefCell<HashMap<u64, String>>,
 }
 
 impl<'a> Times<'a> {
-    pub fn new(reg: &'a Register, utc: bool) -> Times<'a> {
-        Times { reg, utc, zones: RefCell::default(), patrons: RefCell::default() }
+    pub fn new(engine: &'a dyn Engine, utc: bool) -> Times<'a> {
+        Times { engine, utc, zones: RefCell::default(), patrons: RefCell::default() }
     }
 
     /// The zone moments at this institution are shown in (UTC when it is unknown).
@@ -30,7 +30,10 @@ impl<'a> Times<'a> {
         self.zones
             .borrow_mut()
             .entry(institution.to_string())
-            .or_insert_with(|| self.reg.store.institution(institution).map_or(TimeZone::UTC, |i| i.time_zone()))
+            .or_insert_with(|| match self.engine.query(Query::Institution(institution.to_string())).wait() {
+                Ok(Answer::Institution(i)) => i.time_zone(),
+                _ => TimeZone::UTC,
+            })
             .clone()
     }
 
@@ -39,7 +42,10 @@ impl<'a> Times<'a> {
         self.patrons
             .borrow_mut()
             .entry(patron)
-            .or_insert_with(|| self.reg.store.patron(patron).map(|p| p.institution).unwrap_or_default())
+            .or_insert_with(|| match self.engine.query(Query::Patron(patron)).wait() {
+                Ok(Answer::Patron(p)) => p.institution,
+                _ => String::new(),
+            })
             .clone()
     }
 

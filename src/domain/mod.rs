@@ -6,9 +6,11 @@
 
 pub mod profile;
 pub mod records;
+pub mod refusal;
 pub mod rules;
 pub mod secret;
 pub mod validate;
 
 pub use profile::Profile;
 pub use records::*;
+pub use refusal::Refusal;

@@ -23,7 +23,8 @@ pub fn balance<'a>(fees: impl IntoIterator<Item = &'a Fee>) -> Money {
 /// What a kiosk shows for a card locked by wrong PINs.
 pub const LOCKED_OUT: &str = "Too many wrong PINs: your card is locked. Please see staff.";
 
-/// Why a patron may not do something. `Display` is the sentence a kiosk shows.
+/// Why a patron may not do something. `Display` says it for staff; kiosks word it in the
+/// terminal's language (`service`), without staff notes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reason {
     Deleted,
@@ -124,9 +125,9 @@ pub fn due_date(policy: &LoanPolicy, item: &Item, now: Timestamp, tz: &TimeZone)
     due_day.to_datetime(Time::constant(23, 59, 0, 0)).to_zoned(tz.clone()).map_or(now, |z| z.timestamp())
 }
 
-/// Why an item cannot be lent.
+/// Why an item cannot be lent (or renewed).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Denial {
     Patron(Reason),
     ItemNotAvailable(ItemStatus),
     OnLoanToAnother,
@@ -141,16 +142,16 @@ pub enum Refusal {
     },
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Patron(r) => r.fmt(f),
-            Refusal::ItemNotAvailable(s) => write!(f, "This item cannot be borrowed now ({s:?})."),
-            Refusal::OnLoanToAnother => f.write_str("This item is on loan to another patron."),
-            Refusal::OnHoldForAnother => f.write_str("This item is on hold for another patron."),
-            Refusal::RenewalLimit { max } => write!(f, "Renewal limit reached ({max})."),
-            Refusal::RenewalNotAllowed => f.write_str("Renewal is not allowed from this terminal."),
-            Refusal::FeeNotAcknowledged { fee } => write!(f, "Rental fee {fee} - confirm to borrow."),
+            Denial::Patron(r) => r.fmt(f),
+            Denial::ItemNotAvailable(s) => write!(f, "This item cannot be borrowed now ({s:?})."),
+            Denial::OnLoanToAnother => f.write_str("This item is on loan to another patron."),
+            Denial::OnHoldForAnother => f.write_str("This item is on hold for another patron."),
+            Denial::RenewalLimit { max } => write!(f, "Renewal limit reached ({max})."),
+            Denial::RenewalNotAllowed => f.write_str("Renewal is not allowed from this terminal."),
+            Denial::FeeNotAcknowledged { fee } => write!(f, "Rental fee {fee} - confirm to borrow."),
         }
     }
 }
@@ -168,7 +169,7 @@ pub enum CheckoutDecision {
         due: Timestamp,
         renewals: u32,
     },
-    Refuse(Refusal),
+    Refuse(Denial),
 }
 
 /// Everything a checkout decision looks at.
@@ -191,7 +192,7 @@ pub struct CheckoutRequest<'a> {
 pub fn checkout(r: &CheckoutRequest<'_>) -> CheckoutDecision {
     if let Some(loan) = r.current_loan {
         if loan.patron != r.patron.id {
-            return CheckoutDecision::Refuse(Refusal::OnLoanToAnother);
+            return CheckoutDecision::Refuse(Denial::OnLoanToAnother);
         }
         return match renew(r.patron, r.standing, r.policy, loan, r.holds, r.renewal_allowed, r.item, r.now, r.tz) {
             Ok(due) => CheckoutDecision::Renew { due, renewals: loan.renewals + 1 },
@@ -200,19 +201,19 @@ pub fn checkout(r: &CheckoutRequest<'_>) -> CheckoutDecision {
     }
     if r.standing.denied.borrow {
         let reason = r.standing.reasons.first().cloned().unwrap_or(Reason::Inactive);
-        return CheckoutDecision::Refuse(Refusal::Patron(reason));
+        return CheckoutDecision::Refuse(Denial::Patron(reason));
     }
     match r.item.status {
         ItemStatus::Available | ItemStatus::OnHoldShelf | ItemStatus::InTransit => {}
-        other => return CheckoutDecision::Refuse(Refusal::ItemNotAvailable(other)),
+        other => return CheckoutDecision::Refuse(Denial::ItemNotAvailable(other)),
     }
     if r.holds.first().is_some_and(|h| h.patron != r.patron.id) {
-        return CheckoutDecision::Refuse(Refusal::OnHoldForAnother);
+        return CheckoutDecision::Refuse(Denial::OnHoldForAnother);
     }
     let fee = r.item.rental_fee.filter(|f| f.0 > 0);
     if let Some(fee) = fee {
         if !r.fee_acknowledged {
-            return CheckoutDecision::Refuse(Refusal::FeeNotAcknowledged { fee });
+            return CheckoutDecision::Refuse(Denial::FeeNotAcknowledged { fee });
         }
     }
     CheckoutDecision::Lend { due: due_date(r.policy, r.item, r.now, r.tz), fee }
@@ -230,18 +231,18 @@ pub fn renew(
     item: &Item,
     now: Timestamp,
     tz: &TimeZone,
-) -> Result<Timestamp, Refusal> {
+) -> Result<Timestamp, Denial> {
     if !allowed {
-        return Err(Refusal::RenewalNotAllowed);
+        return Err(Denial::RenewalNotAllowed);
     }
     if standing.denied.renew {
-        return Err(Refusal::Patron(standing.reasons.first().cloned().unwrap_or(Reason::Inactive)));
+        return Err(Denial::Patron(standing.reasons.first().cloned().unwrap_or(Reason::Inactive)));
     }
     if loan.renewals >= policy.max_renewals {
-        return Err(Refusal::RenewalLimit { max: policy.max_renewals });
+        return Err(Denial::RenewalLimit { max: policy.max_renewals });
     }
     if holds.iter().any(|h| h.patron != patron.id) {
-        return Err(Refusal::OnHoldForAnother);
+        return Err(Denial::OnHoldForAnother);
     }
     Ok(due_date(policy, item, now, tz))
 }
@@ -435,7 +436,7 @@ mod tests {
         let lost = item(ItemStatus::Lost);
         assert_eq!(
             checkout(&request(&p, &ok, &inst, &lost, None, &[], &tz)),
-            CheckoutDecision::Refuse(Refusal::ItemNotAvailable(ItemStatus::Lost))
+            CheckoutDecision::Refuse(Denial::ItemNotAvailable(ItemStatus::Lost))
         );
 
         let hold = Hold {
@@ -450,14 +451,14 @@ mod tests {
         };
         assert_eq!(
             checkout(&request(&p, &ok, &inst, &avail, None, std::slice::from_ref(&hold), &tz)),
-            CheckoutDecision::Refuse(Refusal::OnHoldForAnother)
+            CheckoutDecision::Refuse(Denial::OnHoldForAnother)
         );
 
         let mut rental = item(ItemStatus::Available);
         rental.rental_fee = Some(Money(1_00));
         assert_eq!(
             checkout(&request(&p, &ok, &inst, &rental, None, &[], &tz)),
-            CheckoutDecision::Refuse(Refusal::FeeNotAcknowledged { fee: Money(1_00) })
+            CheckoutDecision::Refuse(Denial::FeeNotAcknowledged { fee: Money(1_00) })
         );
         let mut acked = request(&p, &ok, &inst, &rental, None, &[], &tz);
         acked.fee_acknowledged = true;
@@ -466,7 +467,7 @@ mod tests {
         let blocked = standing(&p, &inst, 0, Money(500_00), date(2026, 11, 22));
         assert!(matches!(
             checkout(&request(&p, &blocked, &inst, &avail, None, &[], &tz)),
-            CheckoutDecision::Refuse(Refusal::Patron(Reason::OverFineThreshold { .. }))
+            CheckoutDecision::Refuse(Denial::Patron(Reason::OverFineThreshold { .. }))
         ));
     }
 
@@ -485,12 +486,12 @@ mod tests {
         loan.renewals = 1;
         assert_eq!(
             checkout(&request(&p, &ok, &inst, &out, Some(&loan), &[], &tz)),
-            CheckoutDecision::Refuse(Refusal::RenewalLimit { max: 1 })
+            CheckoutDecision::Refuse(Denial::RenewalLimit { max: 1 })
         );
         loan.patron = 9;
         assert_eq!(
             checkout(&request(&p, &ok, &inst, &out, Some(&loan), &[], &tz)),
-            CheckoutDecision::Refuse(Refusal::OnLoanToAnother)
+            CheckoutDecision::Refuse(Denial::OnLoanToAnother)
         );
     }
 

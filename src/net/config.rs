@@ -22,7 +22,8 @@ pub struct Config {
     pub sc_status_before_login: bool,
     /// Whether a bare LF ends a frame as CR does (default true; some kiosks send LF alone).
     pub accept_lf: bool,
-    /// Bytes of the store's page cache, in MiB (default 512).
+    /// Bytes of the store's page cache, in MiB (default 64: the engine keeps the register it
+    /// reads in memory; the cache serves the writer and the audit history).
     pub cache_mib: u64,
     /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (default: not served). Keep
     /// it on loopback or a management network: it has no authentication.
@@ -203,7 +204,7 @@ impl Default for Config {
             listen: vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)), tls: None }],
             sc_status_before_login: false,
             accept_lf: true,
-            cache_mib: 512,
+            cache_mib: 64,
             ops_listen: None,
             admin_listen: None,
             limits: Limits::default(),

@@ -22,10 +22,9 @@ use tracing::{debug, error, info, warn};
 pub use config::{Config, ConfigError, Faults, Limits, Listener, LogFormat, TlsFiles};
 pub use tls::TlsError;
 
+use crate::engine::Engine;
 use crate::proto::{FrameDecoder, FrameEvent};
-use crate::register::Register;
 use crate::service::{PinGuard, Service, ServiceLimits, Session, SessionRules, Verdict};
-use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +35,11 @@ pub enum ServeError {
     Tls { address: SocketAddr, source: TlsError },
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the store: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// What every connection shares.
 struct Shared {
-    register: Arc<Register>,
+    engine: Arc<dyn Engine>,
     /// The settings a reload may change; each connection keeps the ones it started with.
     settings: std::sync::RwLock<Arc<Settings>>,
     guard: PinGuard,
@@ -50,7 +47,6 @@ struct Shared {
     open: std::sync::atomic::AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     tap: Option<Tap>,
-    flusher: Flusher,
     metrics: Arc<ops::Metrics>,
 }
 
@@ -122,43 +118,6 @@ impl Handle {
         *self.shared.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
         info!("configuration reloaded");
         Ok(())
-    }
-}
-
-/// The disk syncs behind "ok": requests that wrote wait here, and one sync on a dedicated
-/// thread serves every request waiting when it starts (group commit, without a thread
-/// blocked per request).
-struct Flusher {
-    tx: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
-}
-
-impl Flusher {
-    fn start(register: Arc<Register>, metrics: Arc<ops::Metrics>) -> Flusher {
-        let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
-        let spawned = std::thread::Builder::new().name("sip2d-sync".into()).spawn(move || {
-            // Ends when the server (the only sender) is gone.
-            while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
-                waiting.extend(rx.try_iter());
-                let started = Instant::now();
-                let result = register.store.sync().map_err(|e| e.to_string());
-                metrics.sync(started.elapsed(), waiting.len());
-                for w in waiting {
-                    let _ = w.send(result.clone());
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start the sync thread; writes will fail");
-        }
-        Flusher { tx }
-    }
-
-    /// Waits until everything written so far is on disk.
-    async fn sync(&self) -> Result<(), String> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send(tx).map_err(|_| "the sync thread is gone".to_string())?;
-        rx.await.map_err(|_| "the sync thread is gone".to_string())?
     }
 }
 
@@ -264,17 +223,14 @@ impl Drop for AddressSlot {
 
 impl Server {
     /// Binds every listener of `config` (port 0 picks a free port; see [`Server::addresses`]).
-    pub async fn bind(config: &Config, register: Register) -> Result<Server, ServeError> {
+    pub async fn bind(config: &Config, engine: Arc<dyn Engine>) -> Result<Server, ServeError> {
         let settings = Settings::of(config)?;
-        // Requests note the sync they owe and the server waits for it without blocking a
-        // thread (see `Store::defer_flushes`).
-        register.store.defer_flushes(true);
-        let register = Arc::new(register);
         let metrics = Arc::new(ops::Metrics::new());
+        let m = metrics.clone();
+        engine.observe(Box::new(move |took, units| m.sync(took, units)));
         let shared = Arc::new(Shared {
-            flusher: Flusher::start(register.clone(), metrics.clone()),
             metrics,
-            register,
+            engine,
             settings: std::sync::RwLock::new(Arc::new(settings)),
             guard: PinGuard::new(),
             open: std::sync::atomic::AtomicUsize::new(0),
@@ -308,9 +264,9 @@ impl Server {
         Handle { shared: self.shared.clone() }
     }
 
-    /// The register the server answers from (for counters such as [`crate::store::Store::syncs`]).
-    pub fn register(&self) -> Arc<Register> {
-        self.shared.register.clone()
+    /// The engine the server answers from.
+    pub fn engine(&self) -> Arc<dyn Engine> {
+        self.shared.engine.clone()
     }
 
     /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
@@ -335,6 +291,10 @@ impl Server {
                 refresh: Box::new(move || {
                     let (failures, lockouts) = shared.guard.totals();
                     shared.metrics.pins(failures, lockouts);
+                    // An engine that takes no more changes is not ready for kiosks.
+                    if !shared.engine.healthy() {
+                        shared.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }),
             });
             if let Ok(a) = listener.local_addr() {
@@ -355,11 +315,8 @@ impl Server {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!(?grace, "grace period over; closing the remaining connections");
         }
-        let register = self.shared.register.clone();
-        tokio::task::spawn_blocking(move || register.store.sync())
-            .await
-            .map_err(|e| StoreError::Refused(format!("the final flush did not run: {e}")))??;
         ops_stop.cancel();
+        // Every acknowledged change was durable before it was acknowledged.
         info!("stopped; the store is flushed");
         Ok(())
     }
@@ -455,15 +412,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let Some(mut s) = session.take() else { return };
             let clock = Instant::now();
             let tapped = shared.tap.as_ref().map(|_| frame.clone());
-            let (s, outcome, owed) = if frame.starts_with(b"93") {
+            let (s, outcome) = if frame.starts_with(b"93") {
                 // A login verifies an Argon2 hash (milliseconds of CPU on purpose): off the
                 // runtime's threads, the session travelling with it.
                 let (sh, set) = (shared.clone(), settings.clone());
+                let runtime = tokio::runtime::Handle::current();
                 let joined = tokio::task::spawn_blocking(move || {
-                    Store::take_owed_sync();
-                    let svc = Service::with_limits(&sh.register, &set.service_limits, &sh.guard);
-                    let r = s.on_frame(&svc, &frame, Timestamp::now());
-                    (s, r, Store::take_owed_sync())
+                    let svc = Service::with_limits(sh.engine.as_ref(), &set.service_limits, &sh.guard);
+                    let r = runtime.block_on(s.on_frame(&svc, &frame, Timestamp::now()));
+                    (s, r)
                 })
                 .await;
                 match joined {
@@ -474,23 +431,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             } else {
-                // Everything else is a few microseconds of in-memory store work: done here.
-                // A write does not wait for the disk on this thread; it owes a sync, awaited
-                // below before the reply goes out.
-                Store::take_owed_sync();
-                let svc = Service::with_limits(&shared.register, &settings.service_limits, &shared.guard);
-                let r = s.on_frame(&svc, &frame, Timestamp::now());
-                (s, r, Store::take_owed_sync())
+                // A read is answered from the engine's view at once; a change waits, without a
+                // thread, for the writer's durable commit.
+                let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard);
+                let r = s.on_frame(&svc, &frame, Timestamp::now()).await;
+                (s, r)
             };
             let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
-            if owed {
-                if let Err(e) = shared.flusher.sync().await {
-                    // Committed but not known to be on disk: no "ok" may go out.
-                    error!(%peer, error = %e, "the disk sync failed; closing without a reply");
-                    return;
-                }
-            }
             if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
                 tap(peer, f, &outcome);
             }

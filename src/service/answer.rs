@@ -6,13 +6,13 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 
 use super::{Service, Terminal};
+use crate::engine::Error;
 use crate::proto::{
     AcsStatus, CheckinResponse, CheckoutResponse, CirculationStatus, Count, EndSessionResponse, FeePaidResponse,
     FeeType, HoldResponse, ItemInformationResponse, ItemStatusUpdateResponse, Message, PatronEnableResponse,
     PatronInformationResponse, PatronStatus, PatronStatusResponse, ProtocolVersion, RenewAllResponse, RenewResponse,
     SecurityMarker, SipDate, SupportedMessages, Tristate,
 };
-use crate::store::StoreError;
 
 fn own(s: &str) -> Cow<'static, str> {
     Cow::Owned(s.to_string())
@@ -21,28 +21,28 @@ fn own(s: &str) -> Cow<'static, str> {
 impl Service<'_> {
     /// Answers a request from a logged-in terminal. `None` for what is not a request this
     /// layer answers: 93 and 97 belong to the session, responses are never answered.
-    pub fn answer(
+    pub async fn answer(
         &self,
         terminal: &Terminal,
         request: &Message<'_>,
         supported: SupportedMessages,
         now: Timestamp,
-    ) -> Result<Option<Message<'static>>, StoreError> {
+    ) -> Result<Option<Message<'static>>, Error> {
         Ok(Some(match request {
             Message::ScStatus(_) => self.sc_status(terminal, supported, now).into(),
-            Message::PatronStatusRequest(r) => self.patron_status(terminal, r, now)?.into(),
-            Message::PatronInformation(r) => self.patron_information(terminal, r, now)?.into(),
-            Message::Checkout(r) => self.checkout(terminal, r, now)?.into(),
-            Message::Checkin(r) => self.checkin(terminal, r, now)?.into(),
-            Message::Renew(r) => self.renew(terminal, r, now)?.into(),
-            Message::RenewAll(r) => self.renew_all(terminal, r, now)?.into(),
-            Message::ItemInformation(r) => self.item_information(terminal, r, now)?.into(),
-            Message::ItemStatusUpdate(r) => self.item_status_update(terminal, r, now)?.into(),
+            Message::PatronStatusRequest(r) => self.patron_status(terminal, r, now).await?.into(),
+            Message::PatronInformation(r) => self.patron_information(terminal, r, now).await?.into(),
+            Message::Checkout(r) => self.checkout(terminal, r, now).await?.into(),
+            Message::Checkin(r) => self.checkin(terminal, r, now).await?.into(),
+            Message::Renew(r) => self.renew(terminal, r, now).await?.into(),
+            Message::RenewAll(r) => self.renew_all(terminal, r, now).await?.into(),
+            Message::ItemInformation(r) => self.item_information(terminal, r, now).await?.into(),
+            Message::ItemStatusUpdate(r) => self.item_status_update(terminal, r, now).await?.into(),
             Message::EndPatronSession(r) => self.end_session(terminal, r, now).into(),
-            Message::FeePaid(r) => self.fee_paid(terminal, r, now)?.into(),
-            Message::Hold(r) => self.hold(terminal, r, now)?.into(),
-            Message::BlockPatron(r) => self.block_patron(terminal, r, now)?.into(),
-            Message::PatronEnable(r) => self.patron_enable(terminal, r, now)?.into(),
+            Message::FeePaid(r) => self.fee_paid(terminal, r, now).await?.into(),
+            Message::Hold(r) => self.hold(terminal, r, now).await?.into(),
+            Message::BlockPatron(r) => self.block_patron(terminal, r, now).await?.into(),
+            Message::PatronEnable(r) => self.patron_enable(terminal, r, now).await?.into(),
             _ => return Ok(None),
         }))
     }

@@ -4,13 +4,14 @@
 use bytes::{Bytes, BytesMut};
 use jiff::Timestamp;
 
+use super::words::{self, Phrase};
 use super::{Service, Terminal, refusal, sip_date};
 use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
+use crate::engine::Error;
 use crate::proto::{
     self, AcsStatus, Encoding, LoginResponse, Message, ProtocolVersion, RequestScResend, Seal, Sequence, SipDate,
     SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
 };
-use crate::store::StoreError;
 
 /// How sessions treat logins and unreadable input (from the server's configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,12 +86,9 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Close the connection once the reply is sent.
     pub close: bool,
-    /// The store failure behind a [`Verdict::Failed`], for the log.
-    pub failure: Option<StoreError>,
+    /// The engine failure behind a [`Verdict::Failed`], for the log.
+    pub failure: Option<Error>,
 }
-
-/// What a kiosk is told when the store fails under a request.
-const UNAVAILABLE: &str = "The library system could not complete this. Please try again or see staff.";
 
 /// A connection's protocol state.
 #[derive(Debug)]
@@ -167,6 +165,11 @@ impl Session {
         self.terminal.as_ref().map(|t| &t.profile)
     }
 
+    /// The language of the terminal's screen messages (English before login).
+    fn language(&self) -> crate::domain::profile::Language {
+        self.profile().map(|p| p.language).unwrap_or_default()
+    }
+
     fn encoding(&self) -> Encoding {
         match self.profile().map(|p| p.charset) {
             Some(Charset::Cp850) => Encoding::Cp850,
@@ -204,7 +207,7 @@ impl Session {
     }
 
     /// Handles one frame (terminator removed) at `now`.
-    pub fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Outcome {
+    pub async fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Outcome {
         let detection = self.profile().map_or(ErrorDetection::Auto, |p| p.error_detection);
         let decoded = proto::decode_request(frame, self.encoding());
         let code = frame.first_chunk::<2>().copied();
@@ -260,7 +263,7 @@ impl Session {
                 };
             }
         }
-        let (mut reply, verdict, close) = match self.serve(svc, &request, now) {
+        let (reply, verdict, close) = match self.serve(svc, &request, now).await {
             Ok(served) => served,
             Err(e) => {
                 // Never silence: the request's own refusal. It is not kept for 97 or duplicate
@@ -269,16 +272,14 @@ impl Session {
                     Some(t) => (Some(t.institution.code.as_str()), sip_date(now, &t.institution)),
                     None => (None, utc_date(now)),
                 };
-                let reply = refusal(&request, inst, date, UNAVAILABLE).unwrap_or_else(refused_login);
+                let why = words::phrase(Phrase::Unavailable, self.language());
+                let reply = refusal(&request, inst, date, why).unwrap_or_else(refused_login);
                 let bytes = self.encode(&reply, seal);
                 self.last_reply = None;
                 self.last_request = None;
                 return Outcome { code, reply: Some(bytes), verdict: Verdict::Failed, close: true, failure: Some(e) };
             }
         };
-        if let Some(p) = self.profile() {
-            super::localise(&mut reply, p.language);
-        }
         let bytes = self.encode(&reply, seal);
         self.last_reply = Some(bytes.clone());
         self.last_request = id;
@@ -286,14 +287,14 @@ impl Session {
     }
 
     /// Runs one readable request: the reply, its verdict, and whether to close afterwards.
-    fn serve(
+    async fn serve(
         &mut self,
         svc: &Service<'_>,
         request: &Message<'_>,
         now: Timestamp,
-    ) -> Result<(Message<'static>, Verdict, bool), StoreError> {
+    ) -> Result<(Message<'static>, Verdict, bool), Error> {
         if let Message::Login(login) = request {
-            let (reply, terminal) = svc.login(login)?;
+            let (reply, terminal) = svc.login(login).await?;
             // A new login replaces the old one, and a refused one leaves the terminal logged out.
             self.terminal = terminal;
             if self.terminal.is_some() {
@@ -322,24 +323,25 @@ impl Session {
                 };
                 return Ok((status.into(), Verdict::Ok, false));
             }
-            let reply = refusal(request, None, date, "Please log in first: this terminal is not logged in.");
+            let reply = refusal(request, None, date, words::phrase(Phrase::NotLoggedIn, self.language()));
             return Ok((reply.unwrap_or_else(refused_login), Verdict::NotLoggedIn, false));
         };
         let inst = &terminal.institution;
         if !may_use(&terminal.profile, request.code()) {
-            let why = "This terminal may not use this message. Please see staff.";
+            let why = words::phrase(Phrase::MayNotUse, terminal.profile.language);
             let reply = refusal(request, Some(&inst.code), sip_date(now, inst), why);
             return Ok((reply.unwrap_or_else(refused_login), Verdict::NotAllowed, false));
         }
         let bx = supported(&terminal.profile);
-        match svc.answer(terminal, request, bx, now)? {
+        match svc.answer(terminal, request, bx, now).await? {
             Some(reply) => {
                 let verdict = if says_yes(&reply) { Verdict::Ok } else { Verdict::Refused };
                 Ok((reply, verdict, false))
             }
             None => {
                 // Every request code reaches `answer`; this is only for safety.
-                let reply = refusal(request, Some(&inst.code), sip_date(now, inst), "This message is not served here.");
+                let why = words::phrase(Phrase::NotServed, terminal.profile.language);
+                let reply = refusal(request, Some(&inst.code), sip_date(now, inst), why);
                 Ok((reply.unwrap_or_else(refused_login), Verdict::Refused, false))
             }
         }

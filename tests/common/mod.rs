@@ -8,15 +8,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use jiff::civil::date;
+use sip2d::engine::{Desk, NewItem, NewPatron, Pin, SledEngine, StoreConfig};
 use sip2d::net::{Config, Listener, ServeError, Server};
-use sip2d::register::{Added, NewItem, NewPatron, NewPin, Register};
 use tokio_util::sync::CancellationToken;
 
 /// The vectors' world: institution MAIN, Avery Reader with card 21234000012345 and PIN 4321,
 /// the item 31234000098765, and the terminal kiosk1 / s3cret-kiosk.
-pub fn vector_world(reg: &Register) {
+pub fn vector_world(desk: &Desk<'_>) {
     let now = jiff::Timestamp::now();
-    reg.add_institution("MAIN", "Main Library", "USD", "America/Chicago").unwrap();
+    desk.add_institution("MAIN", "Main Library", "USD", "America/Chicago", now).unwrap();
     for (primary_id, first, last, barcode, pin) in
         [("P1", "Avery", "Reader", "21234000012345", "4321"), ("P2", "Blake", "Owing", "21234000099999", "1111")]
     {
@@ -27,32 +27,33 @@ pub fn vector_world(reg: &Register) {
             last_name: last.into(),
             expiry: Some(date(2099, 1, 1)),
             barcodes: vec![barcode.into()],
-            pin: Some(NewPin(pin.into())),
+            pin: Some(Pin(pin.into())),
             ..Default::default()
         };
-        assert!(matches!(reg.add_patron(new, false, now).unwrap(), Added::Patron(_)), "duplicate");
+        desk.add_patron(new, false, now).unwrap();
     }
     for (barcode, title) in [
         ("31234000098765", "The Left Hand of Darkness"),
         ("31234000011111", "Dune"),
         ("31234000022222", "The Dispossessed"),
     ] {
-        reg.add_item(NewItem {
+        let new = NewItem {
             barcode: barcode.into(),
             institution: "MAIN".into(),
             title: title.into(),
             media_type: 1,
             security_marker: 2,
             ..Default::default()
-        })
-        .unwrap();
+        };
+        desk.add_item(new, now).unwrap();
     }
-    reg.add_account("kiosk1", "s3cret-kiosk", "MAIN", Some("ENTRANCE")).unwrap();
-    reg.set_account_profile(
-        "kiosk1",
-        &[("status-update".into(), "yes".into()), ("patron-enable".into(), "yes".into())],
-    )
-    .unwrap();
+    desk.add_account("kiosk1", "s3cret-kiosk", "MAIN", Some("ENTRANCE"), now).unwrap();
+    desk.set_account_profile("kiosk1", &[("status-update", "yes"), ("patron-enable", "yes")], now).unwrap();
+}
+
+/// Opens (or creates) the register in `dir`, as the tests look into it after a server stopped.
+pub fn open(dir: &std::path::Path) -> SledEngine {
+    sip2d::engine::open_or_create(dir, &StoreConfig::default()).unwrap()
 }
 
 /// A running server and its data directory.
@@ -75,16 +76,16 @@ pub fn test_config() -> Config {
     c
 }
 
-pub fn start(setup: impl FnOnce(&Register), config: Config) -> Running {
+pub fn start(setup: impl FnOnce(&Desk<'_>), config: Config) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let reg = Register::open(dir.path(), "test").unwrap();
-    setup(&reg);
-    start_in(dir, reg, config)
+    let engine = open(dir.path());
+    setup(&Desk::new(&engine, "test"));
+    start_in(dir, engine, config)
 }
 
-pub fn start_in(dir: tempfile::TempDir, reg: Register, config: Config) -> Running {
+pub fn start_in(dir: tempfile::TempDir, engine: SledEngine, config: Config) -> Running {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let server = rt.block_on(Server::bind(&config, reg)).unwrap();
+    let server = rt.block_on(Server::bind(&config, std::sync::Arc::new(engine))).unwrap();
     let addrs = server.addresses();
     let ops = server.ops_address();
     let handle = server.handle();

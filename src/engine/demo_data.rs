@@ -1,5 +1,6 @@
 //! The demo register `sip2d serve --demo` starts with: two institutions, patrons in every
-//! state a kiosk must handle, items in every state, and self-check accounts.
+//! state a kiosk must handle, items in every state, and self-check accounts. Made through the
+//! engine's operations, as staff would.
 
 // Amounts in minor units are written major_minor: `150_00` is 150.00.
 #![allow(clippy::inconsistent_digit_grouping)]
@@ -7,9 +8,9 @@
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 
-use super::{Added, HoldTarget, NewItem, NewPatron, NewPin, Register};
+use super::ops::{HoldTarget, NewItem, NewPatron, Operation, Pin};
+use super::{Desk, Engine, Error};
 use crate::domain::{FeeKind, Money};
-use crate::store::StoreError;
 
 /// The PIN every demo patron has.
 pub const DEMO_PIN: &str = "1234";
@@ -80,18 +81,13 @@ const ITEMS: &[(&str, &str, &str, u16, i64)] = &[
     ("32000000000001", "BRANCH", "Pippi Långstrump", 1, 0),
 ];
 
-fn added(a: Added) -> Result<u64, StoreError> {
-    match a {
-        Added::Patron(p) => Ok(p.id),
-        Added::PossibleDuplicate(_) => Err(StoreError::Refused("the demo register is not empty".into())),
-    }
-}
-
 /// Fills an empty register with the demo data, as of `now`.
-pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
+pub fn build(engine: &dyn Engine, now: Timestamp) -> Result<Demo, Error> {
+    let desk = Desk::new(engine, "demo");
+    let run = |op: Operation| desk.run(op, now);
     let tz = "Europe/Stockholm";
-    reg.add_institution("MAIN", "Main Library", "SEK", tz)?;
-    reg.add_institution("BRANCH", "Harbour Branch", "SEK", tz)?;
+    desk.add_institution("MAIN", "Main Library", "SEK", tz, now)?;
+    desk.add_institution("BRANCH", "Harbour Branch", "SEK", tz, now)?;
     let today: Date = now.to_zoned(jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC)).date();
     let mut ids = Vec::new();
     for (n, p) in PEOPLE.iter().enumerate() {
@@ -104,46 +100,71 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
             last_name: p.last.into(),
             expiry: Some(expiry),
             barcodes: vec![p.barcode.into()],
-            pin: Some(NewPin(DEMO_PIN.into())),
+            pin: Some(Pin(DEMO_PIN.into())),
             ..Default::default()
         };
-        let id = added(reg.add_patron(new, false, now)?)?;
-        ids.push(id);
+        ids.push(desk.add_patron(new, false, now)?.id);
     }
     let id = |barcode: &str| {
         PEOPLE.iter().position(|p| p.barcode == barcode).and_then(|i| ids.get(i).copied()).unwrap_or_default()
     };
     for (barcode, inst, title, media, fee) in ITEMS {
-        reg.add_item(NewItem {
-            barcode: (*barcode).into(),
-            institution: (*inst).into(),
-            title: (*title).into(),
-            media_type: *media,
-            security_marker: 2,
-            rental_fee: (*fee > 0).then_some(Money(*fee)),
-            location: Some("Floor 1".into()),
-            ..Default::default()
-        })?;
+        desk.add_item(
+            NewItem {
+                barcode: (*barcode).into(),
+                institution: (*inst).into(),
+                title: (*title).into(),
+                media_type: *media,
+                security_marker: 2,
+                rental_fee: (*fee > 0).then_some(Money(*fee)),
+                location: Some("Floor 1".into()),
+                ..Default::default()
+            },
+            now,
+        )?;
     }
     let (avery, blake, casey, dana) =
         (id("21000000000001"), id("21000000000002"), id("21000000000003"), id("21000000000004"));
     let (frankie, gale, harper) = (id("21000000000006"), id("21000000000007"), id("21000000000008"));
-    reg.checkout(avery, "31000000000003", false, now)?;
-    reg.add_note(avery, "general", "Your library card renews in the spring.", true, now)?;
-    reg.block(blake, "lost-card", Some("Card reported lost"), now)?;
-    reg.add_fee(casey, FeeKind::Overdue, Money(150_00), Some("31000000000002"), None, now)?;
-    let disputed = reg.add_fee(dana, FeeKind::Damage, Money(80_00), None, None, now)?;
-    reg.dispute_fee(disputed.id, now)?;
-    reg.set_active(frankie, false, now)?;
+    run(Operation::Lend { patron: avery, item: "31000000000003".into(), accept_fee: false })?;
+    run(Operation::AddNote {
+        patron: avery,
+        kind: "general".into(),
+        text: "Your library card renews in the spring.".into(),
+        public: true,
+    })?;
+    run(Operation::Block { patron: blake, kind: "lost-card".into(), note: Some("Card reported lost".into()) })?;
+    run(Operation::AddFee {
+        patron: casey,
+        kind: FeeKind::Overdue,
+        amount: Money(150_00),
+        item: Some("31000000000002".into()),
+        comment: None,
+    })?;
+    let disputed = run(Operation::AddFee {
+        patron: dana,
+        kind: FeeKind::Damage,
+        amount: Money(80_00),
+        item: None,
+        comment: None,
+    })?
+    .fee()?;
+    run(Operation::DisputeFee { fee: disputed.id })?;
+    run(Operation::SetActive { patron: frankie, active: false })?;
     for _ in 0..5 {
-        reg.check_pin(gale, "0000", now)?;
+        run(Operation::CheckPin { patron: gale, pin: Pin("0000".into()) })?;
     }
-    reg.set_proxy(harper, avery, true, now)?;
+    run(Operation::SetProxy { proxy: harper, for_whom: avery, allow: true })?;
     // The Dispossessed: lent to Dana, held by Harper, returned, so it waits on the hold shelf
     // for Harper and no one else may borrow it.
-    reg.checkout(dana, "31000000000004", false, now)?;
-    reg.place_hold(harper, HoldTarget::Item("31000000000004"), "MAIN", None, now)?;
-    reg.checkin("31000000000004", now)?;
+    run(Operation::Lend { patron: dana, item: "31000000000004".into(), accept_fee: false })?;
+    run(Operation::PlaceHold {
+        patron: harper,
+        target: HoldTarget::Item("31000000000004".into()),
+        pickup: "MAIN".into(),
+        expires: None,
+    })?;
+    run(Operation::Return { item: "31000000000004".into() })?;
 
     let accounts = vec![
         DemoAccount {
@@ -160,18 +181,11 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
             shows: "book sorter: 09, 17 and 19 only; CRLF",
         },
     ];
-    reg.add_account("kiosk1", "kiosk1-secret", "MAIN", Some("ENTRANCE"))?;
-    reg.set_account_profile(
-        "kiosk1",
-        &[("status-update".into(), "yes".into()), ("patron-enable".into(), "yes".into())],
-    )?;
-    reg.add_account("kiosk2", "kiosk2-secret", "BRANCH", Some("HARBOUR"))?;
-    reg.add_account("sorter1", "sorter1-secret", "MAIN", Some("RETURNS"))?;
-    reg.set_account_profile(
-        "sorter1",
-        &[("messages".into(), "09,17,19".into()), ("terminator".into(), "crlf".into())],
-    )?;
-    reg.store.flush()?;
+    desk.add_account("kiosk1", "kiosk1-secret", "MAIN", Some("ENTRANCE"), now)?;
+    desk.set_account_profile("kiosk1", &[("status-update", "yes"), ("patron-enable", "yes")], now)?;
+    desk.add_account("kiosk2", "kiosk2-secret", "BRANCH", Some("HARBOUR"), now)?;
+    desk.add_account("sorter1", "sorter1-secret", "MAIN", Some("RETURNS"), now)?;
+    desk.set_account_profile("sorter1", &[("messages", "09,17,19"), ("terminator", "crlf")], now)?;
     Ok(Demo {
         patrons: PEOPLE.iter().map(|p| DemoPatron { barcode: p.barcode, shows: p.shows }).collect(),
         items: ITEMS.iter().map(|(b, _, t, _, _)| (*b, *t)).collect(),
@@ -182,21 +196,31 @@ pub fn build(reg: &Register, now: Timestamp) -> Result<Demo, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Answer, Query, SledEngine, StoreConfig};
 
     #[test]
     fn the_demo_register_has_every_state_it_promises() {
         let dir = tempfile::tempdir().unwrap();
-        let reg = Register::open(dir.path(), "demo").unwrap();
+        let key = crate::domain::secret::PinKey::from_bytes([3; 32]);
+        let engine = SledEngine::open(dir.path(), key, &StoreConfig::default()).unwrap();
         let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
-        let demo = build(&reg, now).unwrap();
+        let demo = build(&engine, now).unwrap();
         assert_eq!(demo.patrons.len(), PEOPLE.len());
-        let patron = |b: &str| reg.store.patron_by_identifier(if b.starts_with("22") { "BRANCH" } else { "MAIN" }, b);
-        let gale = patron("21000000000007").unwrap().unwrap();
-        assert!(gale.locked, "five wrong PINs lock the card");
-        let dana = patron("21000000000004").unwrap().unwrap();
-        assert_eq!(reg.balance(dana.id).unwrap(), Money(0), "a disputed fee is left out of the balance");
-        let item = reg.store.item("31000000000004").unwrap().unwrap();
-        assert_eq!(item.status, crate::domain::ItemStatus::OnHoldShelf);
-        assert!(reg.verify_account("sorter1", "sorter1-secret").unwrap().is_some());
+        let desk = Desk::new(&engine, "test");
+        let find = |b: &str| {
+            let institution = if b.starts_with("22") { "BRANCH" } else { "MAIN" }.to_string();
+            match desk.query(Query::FindPatron { institution, key: b.into() }).unwrap() {
+                Answer::Patron(p) => *p,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(find("21000000000007").locked, "five wrong PINs lock the card");
+        let dana = find("21000000000004");
+        let Answer::Fees(_, balance) = desk.query(Query::Fees(dana.id)).unwrap() else { panic!() };
+        assert_eq!(balance, Money(0), "a disputed fee is left out of the balance");
+        let Answer::Item(facts) = desk.query(Query::Item("31000000000004".into())).unwrap() else { panic!() };
+        assert_eq!(facts.item.status, crate::domain::ItemStatus::OnHoldShelf);
+        let Answer::Account(sorter) = desk.query(Query::Account("sorter1".into())).unwrap() else { panic!() };
+        assert!(crate::domain::secret::verify_password("sorter1-secret", &sorter.password_hash));
     }
 }

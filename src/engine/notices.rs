@@ -1,16 +1,18 @@
-//! Notifications to patrons: written to the outbox in the store, in the patron's language,
-//! unless they opted out; delivered later with retries (`deliver`).
+//! Notifications to patrons: written to the outbox with the change they report, in the
+//! patron's language, unless they opted out; delivered later with retries.
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::Register;
-use crate::domain::{Delivery, Institution, Notice, NoticeKind, Patron};
-use crate::store::StoreError;
+use crate::domain::{Delivery, Institution, Notice, NoticeKind, Patron, Refusal};
+
+use super::store::Write;
+use super::unit::Unit;
 
 /// Attempts before a notice is given up.
 pub const MAX_ATTEMPTS: u32 = 6;
 
-fn swedish(p: &Patron) -> bool {
+/// Whether the patron reads Swedish (notices are written in Swedish or English).
+pub fn swedish(p: &Patron) -> bool {
     p.language
         .as_deref()
         .is_some_and(|l| matches!(l.to_ascii_lowercase().as_str(), "sv" | "swe" | "swedish" | "svenska"))
@@ -112,10 +114,9 @@ fn compose(kind: NoticeKind, p: &Patron, inst: &Institution, detail: &str, sv: b
     (subject, format!("{text}{sign}"))
 }
 
-/// What a notice needs from the store, read before the change it reports: the notice is then
-/// composed from the changed record inside that change's transaction, which may not read or
-/// have side effects, and committed with it.
-pub(super) struct Draft {
+/// What a notice needs, read before the change it reports; the notice is composed from the
+/// changed record and committed with it.
+pub struct Draft {
     id: u64,
     kind: NoticeKind,
     detail: String,
@@ -130,7 +131,7 @@ pub(super) struct Draft {
 impl Draft {
     /// The notice for the patron as `p` stands: pending, or skipped when they opted out of
     /// this kind or have no e-mail address.
-    pub(super) fn notice(&self, p: &Patron) -> Notice {
+    pub fn notice(&self, p: &Patron) -> Notice {
         let inst = self.moving_to.as_ref().filter(|i| i.code == p.institution).unwrap_or(&self.home);
         let sv = swedish(p);
         let (subject, body) = compose(self.kind, p, inst, &self.detail, sv);
@@ -160,128 +161,90 @@ impl Draft {
     }
 }
 
-impl Register {
-    /// Reads what a notice of `kind` to patron `id`, now at `home`, needs; `moving_to` is the
-    /// institution a transfer may put them at by the time it is composed.
-    pub(super) fn draft(
-        &self,
-        id: u64,
-        kind: NoticeKind,
-        detail: &str,
-        (home, moving_to): (&str, Option<&str>),
-        now: Timestamp,
-    ) -> Result<Draft, StoreError> {
-        Ok(Draft {
-            id: self.store.new_id()?,
-            kind,
-            detail: detail.to_string(),
-            opted_out: self.store.optouts(id)?.contains(&kind),
-            home: self.store.institution(home)?,
-            moving_to: moving_to.map(|code| self.store.institution(code)).transpose()?,
-            now,
-        })
+/// What a notice of `kind` to patron `id`, now at `home`, needs; `moving_to` is the institution
+/// a transfer may put them at by the time it is composed.
+pub fn draft(
+    u: &mut Unit<'_>,
+    id: u64,
+    kind: NoticeKind,
+    detail: &str,
+    home: &Institution,
+    moving_to: Option<&Institution>,
+) -> Draft {
+    Draft {
+        id: u.new_id(),
+        kind,
+        detail: detail.to_string(),
+        opted_out: u.state.optouts(id).contains(&kind),
+        home: home.clone(),
+        moving_to: moving_to.cloned(),
+        now: u.now(),
     }
+}
 
-    /// Writes a notice of `kind` for a patron to the outbox, on its own (for notices that no
-    /// change comes with). Not flushed.
-    pub(super) fn write_notice(
-        &self,
-        p: &Patron,
-        kind: NoticeKind,
-        detail: &str,
-        now: Timestamp,
-    ) -> Result<Notice, StoreError> {
-        let notice = self.draft(p.id, kind, detail, (&p.institution, None), now)?.notice(p);
-        self.store.put_notice(&notice)?;
-        Ok(notice)
+/// Writes a patron's report (loans, holds, balance) to the outbox and returns it.
+pub fn report(u: &mut Unit<'_>, id: u64) -> Result<Notice, Refusal> {
+    let p = u.patron(id)?;
+    let inst = u.institution(&p.institution)?;
+    let sv = swedish(&p);
+    let mut lines = String::new();
+    let loans: Vec<_> = u.state.loans_of(id).into_iter().cloned().collect();
+    lines.push_str(if sv { "Lån:\n" } else { "Loans:\n" });
+    if loans.is_empty() {
+        lines.push_str(if sv { "  inga\n" } else { "  none\n" });
     }
-
-    /// Writes a patron's report (loans, holds, balance) to the outbox and returns it.
-    pub fn report(&self, id: u64, now: Timestamp) -> Result<Notice, StoreError> {
-        let p = self.store.patron(id)?;
-        let inst = self.store.institution(&p.institution)?;
-        let sv = swedish(&p);
-        let mut lines = String::new();
-        let loans = self.store.loans_of(id)?;
-        lines.push_str(if sv { "Lån:\n" } else { "Loans:\n" });
-        if loans.is_empty() {
-            lines.push_str(if sv { "  inga\n" } else { "  none\n" });
-        }
-        for l in &loans {
-            let title = self.store.item(&l.item)?.map(|i| i.title).unwrap_or_default();
-            let due = l.due.to_zoned(inst.time_zone()).date();
-            lines.push_str(&format!("  {title} ({}), {} {due}\n", l.item, if sv { "åter" } else { "due" }));
-        }
-        let holds = self.store.holds_of(id)?;
-        lines.push_str(if sv { "Reservationer:\n" } else { "Requests:\n" });
-        if holds.is_empty() {
-            lines.push_str(if sv { "  inga\n" } else { "  none\n" });
-        }
-        for h in &holds {
-            let what = h.item.clone().or_else(|| h.title.clone()).unwrap_or_default();
-            lines.push_str(&format!("  {what} ({})\n", h.pickup));
-        }
-        let balance = self.balance(id)?;
-        lines.push_str(&format!("{} {balance} {}\n", if sv { "Att betala:" } else { "Balance:" }, inst.currency));
-        let n = self.write_notice(&p, NoticeKind::Report, &lines, now)?;
-        self.store.flush()?;
-        Ok(n)
+    for l in &loans {
+        let title = u.state.item(&l.item).map(|i| i.title.clone()).unwrap_or_default();
+        let due = l.due.to_zoned(inst.time_zone()).date();
+        lines.push_str(&format!("  {title} ({}), {} {due}\n", l.item, if sv { "åter" } else { "due" }));
     }
-
-    /// Opts a patron out of (or back into) a kind of notice.
-    pub fn set_optout(&self, id: u64, kind: NoticeKind, out: bool) -> Result<Vec<NoticeKind>, StoreError> {
-        self.store.patron(id)?;
-        let mut kinds = self.store.optouts(id)?;
-        kinds.retain(|k| *k != kind);
-        if out {
-            kinds.push(kind);
-        }
-        kinds.sort();
-        self.store.set_optouts(id, &kinds)?;
-        Ok(kinds)
+    let holds: Vec<_> = u.state.holds_of(id).into_iter().cloned().collect();
+    lines.push_str(if sv { "Reservationer:\n" } else { "Requests:\n" });
+    if holds.is_empty() {
+        lines.push_str(if sv { "  inga\n" } else { "  none\n" });
     }
+    for h in &holds {
+        let what = h.item.clone().or_else(|| h.title.clone()).unwrap_or_default();
+        lines.push_str(&format!("  {what} ({})\n", h.pickup));
+    }
+    let balance = u.state.balance(id);
+    lines.push_str(&format!("{} {balance} {}\n", if sv { "Att betala:" } else { "Balance:" }, inst.currency));
+    let n = draft(u, id, NoticeKind::Report, &lines, &inst, None).notice(&p);
+    u.notice(n.clone());
+    Ok(n)
+}
 
-    /// Sends the notices that are due through `send` (which delivers one message or says
-    /// why not). A failure is retried with a backoff doubling from one minute; after
-    /// `MAX_ATTEMPTS` the notice is marked failed. Returns (sent, failed now, still pending).
-    pub fn deliver(
-        &self,
-        now: Timestamp,
-        mut send: impl FnMut(&Notice) -> Result<(), String>,
-    ) -> Result<(usize, usize, usize), StoreError> {
-        let due: Vec<Notice> = self
-            .store
-            .notices()
-            .filter(|n| {
-                n.as_ref().map_or(true, |n| n.delivery == Delivery::Pending && n.next_attempt.is_none_or(|t| t <= now))
-            })
-            .collect::<Result<_, _>>()?;
-        let (mut sent, mut failed, mut pending) = (0, 0, 0);
-        for mut n in due {
-            n.attempts += 1;
-            match send(&n) {
-                Ok(()) => {
-                    n.delivery = Delivery::Sent;
-                    n.sent = Some(now);
-                    n.next_attempt = None;
-                    n.last_error = None;
-                    sent += 1;
-                }
-                Err(e) => {
-                    n.last_error = Some(e);
-                    if n.attempts >= MAX_ATTEMPTS {
-                        n.delivery = Delivery::Failed;
-                        n.next_attempt = None;
-                        failed += 1;
-                    } else {
-                        n.next_attempt = Some(now + SignedDuration::from_mins(1i64 << (n.attempts - 1).min(20)));
-                        pending += 1;
-                    }
-                }
+/// Whether a notice is due for an attempt at `now`.
+pub fn due(n: &Notice, now: Timestamp) -> bool {
+    n.delivery == Delivery::Pending && n.next_attempt.is_none_or(|t| t <= now)
+}
+
+/// Records an attempt to deliver a notice (read by the deliverer from the outbox): sent, or
+/// failed and retried with a backoff doubling from one minute, given up after `MAX_ATTEMPTS`.
+pub fn attempted(mut n: Notice, result: Result<(), String>, now: Timestamp) -> Notice {
+    n.attempts += 1;
+    match result {
+        Ok(()) => {
+            n.delivery = Delivery::Sent;
+            n.sent = Some(now);
+            n.next_attempt = None;
+            n.last_error = None;
+        }
+        Err(e) => {
+            n.last_error = Some(e);
+            if n.attempts >= MAX_ATTEMPTS {
+                n.delivery = Delivery::Failed;
+                n.next_attempt = None;
+            } else {
+                n.next_attempt = Some(now + SignedDuration::from_mins(1i64 << (n.attempts - 1).min(20)));
             }
-            self.store.put_notice(&n)?;
-            self.store.flush()?;
         }
-        Ok((sent, failed, pending))
     }
+    n
+}
+
+/// Writes what became of a delivery attempt; `notice` is the notice as it was attempted.
+pub fn delivered(u: &mut Unit<'_>, notice: Notice, result: Result<(), String>) -> Result<(), Refusal> {
+    let n = attempted(notice, result, u.now());
+    u.put(Write::Notice(Box::new(n)))
 }

@@ -1,0 +1,204 @@
+//! Why the register says no, as data. Each caller words a refusal for its reader: a kiosk in
+//! the terminal's language (`service`), staff in the command line's English (`Display` here).
+//! A refusal is not a failure: nothing went wrong, a rule decided, and nothing was written.
+
+use std::fmt;
+
+use super::records::{FeeStatus, Money};
+use super::rules::{Denial, Reason};
+use super::validate::Invalid;
+
+/// Whether a refusal is about something that is not there, or a rule that says no (the
+/// command line's exit codes 4 and 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    NotFound,
+    Rule,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    // -- what is named is not there
+    NoInstitution(String),
+    /// No patron matches what was given (a register id, or an identifier at an institution).
+    NoPatron(String),
+    NoItem(String),
+    NoFee(u64),
+    NoHold(u64),
+    NoAccount(String),
+    /// A card a kiosk presented matches no active patron.
+    UnknownCard,
+    /// The institution has no block type of this code.
+    NoBlockType {
+        code: String,
+        known: Vec<String>,
+    },
+
+    // -- what was given is not acceptable
+    Invalid(Invalid),
+    /// A unique value (primary id, identifier, e-mail) another patron has.
+    Taken {
+        what: &'static str,
+        value: String,
+        institution: String,
+        patron: u64,
+    },
+    Exists {
+        what: &'static str,
+        key: String,
+    },
+    /// Same names and birth date as these patrons: registered only when forced.
+    PossibleDuplicate(Vec<u64>),
+
+    // -- PINs
+    WrongPin {
+        remaining: u8,
+    },
+    /// Locked by wrong PINs: even the right one is refused until staff unlock.
+    LockedOut,
+
+    // -- lending
+    /// The lending rules said no.
+    Lending(Denial),
+    NotOnLoanToPatron,
+    NothingToCancel,
+    NotByTitle,
+
+    // -- money
+    WrongCurrency {
+        accepted: String,
+        given: String,
+    },
+    NotAnAmount(String),
+    NotPositive,
+    Overpayment {
+        amount: Money,
+        owed: Money,
+    },
+    /// The fee is not an open fee of this patron.
+    FeeNotOpen(u64),
+    /// A fee id a kiosk sent that is no fee of ours (not even a number).
+    UnknownFee(String),
+    FeeStatus {
+        fee: u64,
+        status: FeeStatus,
+        wanted: &'static str,
+    },
+
+    // -- holds
+    HoldsDenied(Reason),
+    AlreadyHeld(String),
+    NoSuchHold,
+    NoHoldTarget,
+    HoldMode,
+
+    // -- terminals
+    /// The terminal's profile does not allow this (blocking or enabling cards).
+    TerminalMayNot(&'static str),
+
+    // -- the register's own rules
+    CannotDelete {
+        balance: Money,
+        loans: u32,
+    },
+    /// A rule of staff upkeep (an edit, a note, a proxy, a transfer...), in staff words. Kiosks
+    /// never meet these.
+    Rule(String),
+}
+
+impl Refusal {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Refusal::NoInstitution(_)
+            | Refusal::NoPatron(_)
+            | Refusal::NoItem(_)
+            | Refusal::NoFee(_)
+            | Refusal::NoHold(_)
+            | Refusal::NoAccount(_)
+            | Refusal::UnknownCard
+            | Refusal::NoBlockType { .. } => Kind::NotFound,
+            _ => Kind::Rule,
+        }
+    }
+
+    /// A staff rule, said in staff words.
+    pub fn rule(text: impl Into<String>) -> Refusal {
+        Refusal::Rule(text.into())
+    }
+}
+
+impl From<Denial> for Refusal {
+    fn from(d: Denial) -> Refusal {
+        Refusal::Lending(d)
+    }
+}
+
+impl From<Invalid> for Refusal {
+    fn from(e: Invalid) -> Refusal {
+        Refusal::Invalid(e)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NoInstitution(c) => write!(f, "no institution '{c}'"),
+            Refusal::NoPatron(p) => write!(f, "no patron {p}"),
+            Refusal::NoItem(b) => write!(f, "no item '{b}'"),
+            Refusal::NoFee(id) => write!(f, "no fee {id}"),
+            Refusal::NoHold(id) => write!(f, "no hold {id}"),
+            Refusal::NoAccount(l) => write!(f, "no account '{l}'"),
+            Refusal::UnknownCard => f.write_str("no active patron has this card"),
+            Refusal::NoBlockType { code, known } => {
+                write!(f, "unknown block type '{code}'; known: {}", known.join(", "))
+            }
+            Refusal::Invalid(e) => e.fmt(f),
+            Refusal::Taken { what, value, institution, patron } => {
+                write!(f, "{what} '{value}' is already used by patron {patron} at {institution}")
+            }
+            Refusal::Exists { what, key } => write!(f, "{what} '{key}' exists already"),
+            Refusal::PossibleDuplicate(ids) => {
+                let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
+                write!(
+                    f,
+                    "a patron with the same names and birth date exists already ({}); nothing was added. Check, then pass --force to add anyway.",
+                    ids.join(", ")
+                )
+            }
+            Refusal::WrongPin { remaining } => write!(f, "wrong PIN; {remaining} more wrong tries lock the card"),
+            Refusal::LockedOut => {
+                f.write_str("the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it")
+            }
+            Refusal::Lending(d) => d.fmt(f),
+            Refusal::NotOnLoanToPatron => f.write_str("the item is not on loan to this patron"),
+            Refusal::NothingToCancel => f.write_str("there is no checkout of this item to cancel"),
+            Refusal::NotByTitle => f.write_str("renewing by title is not supported: name the item"),
+            Refusal::WrongCurrency { accepted, given } => write!(f, "payments are in {accepted}, not {given}"),
+            Refusal::NotAnAmount(v) => write!(f, "'{v}' is not an amount"),
+            Refusal::NotPositive => f.write_str("a payment must be more than 0.00"),
+            Refusal::Overpayment { amount, owed } => write!(f, "{amount} is more than the {owed} owed"),
+            Refusal::FeeNotOpen(id) => write!(f, "fee {id} is not an open fee of this patron"),
+            Refusal::UnknownFee(id) => write!(f, "there is no fee '{id}'"),
+            Refusal::FeeStatus { fee, status, wanted } => {
+                write!(f, "fee {fee} is {}; only {wanted}", format!("{status:?}").to_lowercase())
+            }
+            Refusal::HoldsDenied(r) => write!(f, "the patron may not place holds: {r}"),
+            Refusal::AlreadyHeld(b) => write!(f, "the patron already has a hold on '{b}'"),
+            Refusal::NoSuchHold => f.write_str("the patron has no such hold"),
+            Refusal::NoHoldTarget => f.write_str("say which item or title to hold"),
+            Refusal::HoldMode => f.write_str("the hold mode is not +, - or *"),
+            Refusal::TerminalMayNot(what) => write!(f, "this terminal may not {what}"),
+            Refusal::CannotDelete { balance, loans } => {
+                let mut why = Vec::new();
+                if balance.0 > 0 {
+                    why.push(format!("a balance of {balance} is due"));
+                }
+                if *loans > 0 {
+                    why.push(format!("{loans} item{} on loan", if *loans == 1 { " is" } else { "s are" }));
+                }
+                write!(f, "the patron cannot be deleted: {}", why.join(" and "))
+            }
+            Refusal::Rule(text) => f.write_str(text),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! A data directory on disk: the store and, beside it, the PIN key. Made, opened, and given
+//! another key only here.
+
+use std::path::Path;
+
+use crate::domain::Refusal;
+use crate::domain::secret::PinKey;
+
+use super::store::{self, Store, StoreConfig, StoreError};
+use super::{Error, SledEngine};
+
+/// The store's directory inside a data directory; its presence is what makes a register.
+pub const STORE_DIR: &str = store::DIR;
+/// The PIN key's file in a data directory.
+pub const PIN_KEY: &str = "pin.key";
+
+fn open_error(dir: &Path, e: std::io::Error) -> Error {
+    Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() })
+}
+
+/// Opens the register in `dir`, creating it (store and PIN key, readable by their owner only)
+/// if there is none. The command line creates registers only with `sip2d init` and opens them
+/// with [`open_existing`]; tests and the demo use this.
+pub fn open_or_create(dir: &Path, settings: &StoreConfig) -> Result<SledEngine, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    let key = PinKey::load_or_create(&dir.join(PIN_KEY)).map_err(|e| open_error(dir, e))?;
+    SledEngine::open(dir, key, settings)
+}
+
+/// Creates an empty register in `dir` (which may exist, but must hold no register): the
+/// directory owner-only, the store, a new PIN key.
+pub fn init(dir: &Path) -> Result<SledEngine, Error> {
+    if dir.join(STORE_DIR).exists() {
+        return Err(Refusal::rule(format!("a register exists already at {}", dir.display())).into());
+    }
+    if dir.join(PIN_KEY).exists() {
+        return Err(Refusal::rule(format!(
+            "{} holds a PIN key but no store; move it away or restore the store beside it",
+            dir.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
+    }
+    open_or_create(dir, &StoreConfig::default())
+}
+
+/// Opens the register that is in `dir`; refuses, without creating anything, when there is
+/// none or its PIN key is missing (a new key would make every stored PIN wrong).
+pub fn open_existing(dir: &Path, settings: &StoreConfig) -> Result<SledEngine, Error> {
+    if !dir.join(STORE_DIR).is_dir() {
+        return Err(Refusal::rule(format!("no register at {}", dir.display())).into());
+    }
+    let path = dir.join(PIN_KEY);
+    let key = PinKey::load(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Refused(Refusal::rule(format!(
+            "the PIN key {} is missing, and every stored PIN depends on it; put the register's key back with `sip2d key import FILE`",
+            path.display()
+        ))),
+        _ => open_error(dir, e),
+    })?;
+    SledEngine::open(dir, key, settings)
+}
+
+/// Makes `key` the PIN key of the register in `dir`, when no stored PIN depends on another:
+/// the register has that key already (`Ok(false)`), has no key (a lost one being put back),
+/// or holds no PIN. The file is replaced atomically, owner-only. Refused while another process
+/// (a server) has the store open. A `dry_run` checks and writes nothing.
+pub fn install_pin_key(dir: &Path, key: &PinKey, dry_run: bool) -> Result<bool, Error> {
+    let path = dir.join(PIN_KEY);
+    let current = match PinKey::load(&path) {
+        Ok(k) => Some(k),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Refusal::rule(format!("cannot read the PIN key {}: {e}", path.display())).into()),
+    };
+    if current.as_ref().is_some_and(|c| c.fingerprint() == key.fingerprint()) {
+        return Ok(false);
+    }
+    if !dir.join(STORE_DIR).is_dir() {
+        return Err(Refusal::rule(format!("no register at {}", dir.display())).into());
+    }
+    if let Some(current) = &current {
+        let store = Store::open(dir, &StoreConfig::default())?;
+        if store.load()?.patrons.iter().any(|p| p.pin.is_some()) {
+            return Err(Refusal::rule(format!(
+                "this register holds PINs made with its own PIN key {}; another key is accepted only into a register without PINs, or one that has it already",
+                current.fingerprint()
+            ))
+            .into());
+        }
+    }
+    if !dry_run {
+        key.replace(&path).map_err(|e| open_error(dir, e))?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,669 @@
+//! What the engine is asked, as data: operations (units of work that may change the register)
+//! and queries (reads of a committed view), with what each answers. Every client (the SIP
+//! service, the command line, the admin API, import) speaks these.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use crate::domain::rules::{PinCheck, Standing};
+use crate::domain::*;
+
+use super::exchange::{ImportOutcome, Line};
+
+/// A PIN or password as given, held only until it is checked or hashed; `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Pin(pub String);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Pin(empty)" } else { "Pin(***)" })
+    }
+}
+
+/// Who asks, and when: the name the audit history records, and the moment every rule of the
+/// unit reads (nothing inside reads the clock).
+#[derive(Clone, Debug)]
+pub struct By {
+    pub actor: String,
+    pub now: Timestamp,
+}
+
+impl By {
+    pub fn new(actor: impl Into<String>, now: Timestamp) -> By {
+        By { actor: actor.into(), now }
+    }
+}
+
+/// The terminal a kiosk request comes from, as it logged in: its institution and what its
+/// profile allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kiosk {
+    pub login: String,
+    pub institution: String,
+    pub location: Option<String>,
+    /// Whether PINs are checked at all (`pin-required`).
+    pub pin_required: bool,
+    /// Whether an empty PIN counts as right (`empty-pin-ok`).
+    pub empty_pin_ok: bool,
+    /// Whether it may renew (`renewals`).
+    pub renewals: bool,
+    /// Whether it may block cards (`status-update`, SIP 01).
+    pub status_update: bool,
+    /// Whether it may lift kiosk blocks (`patron-enable`, SIP 25).
+    pub patron_enable: bool,
+}
+
+/// What staff enter to register a patron.
+#[derive(Clone, Debug, Default)]
+pub struct NewPatron {
+    pub institution: String,
+    pub primary_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_name: Option<String>,
+    pub title: Option<String>,
+    pub birth_date: Option<Date>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub postal_code: Option<String>,
+    pub language: Option<String>,
+    pub user_group: Option<String>,
+    pub record_type: RecordType,
+    pub account_type: AccountType,
+    pub expiry: Option<Date>,
+    pub purge: Option<Date>,
+    pub barcodes: Vec<String>,
+    /// A Swedish personnummer or samordningsnummer, stored as a `national-id` identifier.
+    pub national_id: Option<String>,
+    pub guardian: Option<Guardian>,
+    pub terms_accepted: Option<Date>,
+    /// A PIN chosen (or generated) at the desk, set with the registration.
+    pub pin: Option<Pin>,
+}
+
+/// What staff enter to add an item.
+#[derive(Clone, Debug, Default)]
+pub struct NewItem {
+    pub barcode: String,
+    pub institution: String,
+    pub title: String,
+    pub author: Option<String>,
+    pub call_number: Option<String>,
+    pub location: Option<String>,
+    pub media_type: u16,
+    pub security_marker: u8,
+    pub rental_fee: Option<Money>,
+    pub loan_days: Option<u32>,
+}
+
+/// What a hold waits for: one copy, or any copy of a title.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldTarget {
+    Item(String),
+    Title(String),
+}
+
+/// A change to an institution's settings.
+#[derive(Clone, Debug)]
+pub enum InstitutionChange {
+    /// Name, field patterns (an empty pattern removes it), PIN policy, audit retention
+    /// (0: keep for ever); `None` leaves a setting as it is.
+    Settings {
+        name: Option<String>,
+        patterns: [Option<String>; 4],
+        pin_policy: Option<PinPolicy>,
+        audit_retention_days: Option<u32>,
+    },
+    /// The loan policy of a user group (or the default one, without a group).
+    Policy {
+        group: Option<String>,
+        loan_days: Option<u32>,
+        max_loans: Option<u32>,
+        max_renewals: Option<u32>,
+        fine_threshold: Option<Money>,
+    },
+    /// Adds or changes a block type, or (`denies: None`) removes it.
+    BlockType { code: String, denies: Option<Privileges> },
+}
+
+/// What a kiosk's hold request asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldAction {
+    Place,
+    Cancel,
+    Change,
+    Unknown,
+}
+
+/// A kiosk's checkout (SIP 11).
+#[derive(Clone, Debug)]
+pub struct KioskCheckout {
+    pub at: Kiosk,
+    pub card: String,
+    pub pin: Option<Pin>,
+    pub item: String,
+    /// The patron accepts the item's fee.
+    pub fee_acknowledged: bool,
+    /// The kiosk's renewal policy (SC renewal policy): an 11 on one's own item renews.
+    pub renewal_allowed: bool,
+    /// Done off line already ("no block"), with the due date the kiosk gave, if any.
+    pub no_block: Option<Option<Timestamp>>,
+    /// Undo the loan this kiosk just made (the strip would not desensitise).
+    pub cancel: bool,
+}
+
+/// A unit of work: what it reads, the rule that decides, what it writes, in one commit.
+#[derive(Clone, Debug)]
+pub enum Operation {
+    // -- kiosks (SIP) ----------------------------------------------------------------------
+    /// 23 and 63 (`detail`): the patron as a kiosk sees them. The PIN, when sent, is checked:
+    /// a wrong one, or a right one clearing earlier failures, is written.
+    KioskPatron {
+        at: Kiosk,
+        card: String,
+        pin: Option<Pin>,
+        detail: bool,
+    },
+    /// 11.
+    KioskCheckout(Box<KioskCheckout>),
+    /// 09, taken back at `returned` (the kiosk's no-block return date) or now.
+    KioskCheckin {
+        at: Kiosk,
+        item: String,
+        returned: Option<Timestamp>,
+    },
+    /// 29; `no_block_due` is the kiosk's due date for a renewal it already made off line.
+    KioskRenew {
+        at: Kiosk,
+        card: String,
+        pin: Option<Pin>,
+        item: Option<String>,
+        fee_acknowledged: bool,
+        no_block_due: Option<Timestamp>,
+    },
+    /// 65.
+    KioskRenewAll {
+        at: Kiosk,
+        card: String,
+        pin: Option<Pin>,
+        fee_acknowledged: bool,
+    },
+    /// 37: on the fee named, or on the oldest open fees.
+    KioskPay {
+        at: Kiosk,
+        card: String,
+        currency: String,
+        amount: String,
+        fee: Option<String>,
+        transaction: Option<String>,
+    },
+    /// 15.
+    KioskHold {
+        at: Kiosk,
+        card: String,
+        pin: Option<Pin>,
+        action: HoldAction,
+        target: Option<HoldTarget>,
+        pickup: Option<String>,
+        expires: Option<Date>,
+    },
+    /// 01: a `self-check` block with the kiosk's message, answered with the patron after it.
+    KioskBlock {
+        at: Kiosk,
+        card: String,
+        message: String,
+    },
+    /// 25: lifts the blocks kiosks placed, answered with the patron after it.
+    KioskEnable {
+        at: Kiosk,
+        card: String,
+        pin: Option<Pin>,
+    },
+    /// 19: the opaque properties a kiosk keeps on an item.
+    KioskItemProperties {
+        at: Kiosk,
+        item: String,
+        properties: String,
+    },
+
+    // -- staff ------------------------------------------------------------------------------
+    AddInstitution {
+        code: String,
+        name: String,
+        currency: String,
+        timezone: String,
+    },
+    ChangeInstitution {
+        code: String,
+        change: InstitutionChange,
+    },
+    AddPatron {
+        new: Box<NewPatron>,
+        force: bool,
+    },
+    EditPatron {
+        patron: u64,
+        sets: Vec<(String, String)>,
+    },
+    AddIdentifier {
+        patron: u64,
+        kind: String,
+        value: String,
+        note: Option<String>,
+    },
+    SetIdentifierActive {
+        patron: u64,
+        value: String,
+        active: bool,
+    },
+    AddNote {
+        patron: u64,
+        kind: String,
+        text: String,
+        public: bool,
+    },
+    RemoveNote {
+        patron: u64,
+        note: u32,
+    },
+    SetProxy {
+        proxy: u64,
+        for_whom: u64,
+        allow: bool,
+    },
+    SetActive {
+        patron: u64,
+        active: bool,
+    },
+    SetPin {
+        patron: u64,
+        pin: Pin,
+    },
+    /// A PIN tried as a kiosk tries it: counts toward the lockout.
+    CheckPin {
+        patron: u64,
+        pin: Pin,
+    },
+    Unlock {
+        patron: u64,
+    },
+    Block {
+        patron: u64,
+        kind: String,
+        note: Option<String>,
+    },
+    Unblock {
+        patron: u64,
+        kind: Option<String>,
+    },
+    AddFee {
+        patron: u64,
+        kind: FeeKind,
+        amount: Money,
+        item: Option<String>,
+        comment: Option<String>,
+    },
+    PayFee {
+        fee: u64,
+        amount: Money,
+        transaction: Option<String>,
+    },
+    WaiveFee {
+        fee: u64,
+        reason: String,
+    },
+    DisputeFee {
+        fee: u64,
+    },
+    RestoreFee {
+        fee: u64,
+    },
+    RequestTransfer {
+        patron: u64,
+        to: String,
+    },
+    DecideTransfer {
+        patron: u64,
+        accept: bool,
+    },
+    DeletePatron {
+        patron: u64,
+    },
+    RestorePatron {
+        patron: u64,
+    },
+    Purge {
+        dry_run: bool,
+    },
+    /// The patron's loans, requests and balance, written to the outbox.
+    Report {
+        patron: u64,
+    },
+    SetOptout {
+        patron: u64,
+        kind: NoticeKind,
+        out: bool,
+    },
+    AddItem(Box<NewItem>),
+    EditItem {
+        barcode: String,
+        sets: Vec<(String, String)>,
+    },
+    DeleteItem {
+        barcode: String,
+    },
+    /// Lends at the desk, by the kiosk's rules (renews an item the patron has).
+    Lend {
+        patron: u64,
+        item: String,
+        accept_fee: bool,
+    },
+    /// Takes an item back at the desk.
+    Return {
+        item: String,
+    },
+    PlaceHold {
+        patron: u64,
+        target: HoldTarget,
+        pickup: String,
+        expires: Option<Date>,
+    },
+    CancelHold {
+        hold: u64,
+    },
+    /// The password is hashed (Argon2) before it gets here: the writer does no slow work.
+    AddAccount {
+        login: String,
+        password_hash: String,
+        institution: String,
+        location: Option<String>,
+    },
+    SetAccountPassword {
+        login: String,
+        password_hash: String,
+    },
+    SetAccountProfile {
+        login: String,
+        sets: Vec<(String, String)>,
+    },
+    RemoveAccount {
+        login: String,
+    },
+    /// Lines of an import, each its own unit within this one (a refused line writes nothing,
+    /// the others stand). PINs in clear are hashed inside; `pin_hashes` says whether the file's
+    /// hashes are taken.
+    Import {
+        lines: Vec<(usize, Line)>,
+        take_pin_hashes: bool,
+        ids_above: u64,
+    },
+    /// What became of one attempt to deliver a notice (as it was read from the outbox).
+    Delivered {
+        notice: Box<Notice>,
+        result: Result<(), String>,
+    },
+}
+
+/// What a kiosk is told about the PIN it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinVerdict {
+    /// The profile asks for no PIN: no `CQ` is sent.
+    NotChecked,
+    Right,
+    Wrong,
+    /// Locked by wrong PINs (this one may have been the fifth): no PIN is accepted.
+    Locked,
+}
+
+impl PinVerdict {
+    /// The refusal a PIN verdict means, if it refuses.
+    pub fn refusal(self) -> Option<Refusal> {
+        match self {
+            PinVerdict::Wrong => Some(Refusal::WrongPin { remaining: 0 }),
+            PinVerdict::Locked => Some(Refusal::LockedOut),
+            PinVerdict::NotChecked | PinVerdict::Right => None,
+        }
+    }
+}
+
+/// A patron as a kiosk sees them (23, 63, and the 24 that answers 01 and 25).
+#[derive(Clone, Debug)]
+pub struct KioskPatron {
+    pub patron: Patron,
+    pub pin: PinVerdict,
+    pub standing: Standing,
+    pub balance: Money,
+    pub currency: String,
+    pub policy: LoanPolicy,
+    /// For 63 (`detail`): loans, holds and open fees.
+    pub loans: Vec<Loan>,
+    pub holds: Vec<Hold>,
+    pub fees: Vec<Fee>,
+}
+
+/// What a kiosk learns about an item.
+#[derive(Clone, Debug)]
+pub struct ItemFacts {
+    pub item: Item,
+    pub loan: Option<Loan>,
+    /// The queue, next first.
+    pub holds: Vec<Hold>,
+}
+
+/// A loan made or renewed.
+#[derive(Clone, Debug)]
+pub struct Lent {
+    pub loan: Loan,
+    pub item: Item,
+    /// The rental fee charged.
+    pub fee: Option<Fee>,
+    pub renewed: bool,
+}
+
+/// The answer to a kiosk's checkout, with the facts the reply reports even when refused.
+#[derive(Clone, Debug)]
+pub struct CheckoutReceipt {
+    /// The item, when it is in the catalogue.
+    pub item: Option<Item>,
+    pub result: Result<CheckoutDone, Refusal>,
+}
+
+#[derive(Clone, Debug)]
+pub enum CheckoutDone {
+    Lent(Box<Lent>),
+    Cancelled,
+}
+
+/// Someone waiting for a returned item.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    pub hold: Hold,
+    pub primary_id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckinReceipt {
+    /// `None`: not in the catalogue (nothing was done).
+    pub item: Option<Item>,
+    /// The loan it ended, with the card of the patron who had it.
+    pub ended: Option<(Loan, String)>,
+    pub waiting: Option<Waiting>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RenewReceipt {
+    pub item: Option<Item>,
+    pub result: Result<Lent, Refusal>,
+}
+
+/// One loan of a renew-all: the item, and its renewal or why not.
+pub type Renewed = (String, Result<Lent, Refusal>);
+
+#[derive(Clone, Debug)]
+pub struct RenewAllReceipt {
+    /// `Err`: the patron or PIN refused the request as a whole.
+    pub result: Result<Vec<Renewed>, Refusal>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Payment {
+    pub fees: Vec<Fee>,
+    pub receipt: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct HoldReceipt {
+    pub result: Result<HoldDone, Refusal>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HoldDone {
+    pub hold: Hold,
+    pub cancelled: bool,
+    pub queue_position: Option<usize>,
+    /// For a hold on an item: whether it is on the shelf now.
+    pub available: Option<bool>,
+}
+
+/// What purge removed, or would remove, and what it left and why.
+#[derive(Clone, Debug, Default)]
+pub struct PurgeReport {
+    pub removed: Vec<(u64, String)>,
+    pub kept: Vec<(u64, String)>,
+    pub audit_entries_pruned: usize,
+}
+
+/// What an operation did.
+#[derive(Clone, Debug)]
+pub enum Receipt {
+    /// The kiosk's patron report; `Err` when the card is unknown (or, for 01/25, the action
+    /// refused: the report is then of the patron as they stand).
+    KioskPatron(Result<Box<KioskPatron>, Refusal>, Option<Refusal>),
+    Checkout(Box<CheckoutReceipt>),
+    Checkin(Box<CheckinReceipt>),
+    Renew(Box<RenewReceipt>),
+    RenewAll(Box<RenewAllReceipt>),
+    Paid(Result<Payment, Refusal>),
+    KioskHold(Box<HoldReceipt>),
+    ItemProperties(Result<Box<Item>, Refusal>),
+    Institution(Box<Institution>),
+    Patron(Box<Patron>),
+    Pin(PinCheck),
+    Fee(Box<Fee>),
+    Item(Box<Item>),
+    Loan(Loan),
+    Returned(Option<Loan>),
+    Hold(Box<Hold>),
+    Account(Box<Account>),
+    Purged(PurgeReport),
+    Notice(Box<Notice>),
+    Optouts(Vec<NoticeKind>),
+    Imported(Vec<(usize, Result<ImportOutcome, String>)>),
+    /// Refused, and what the refusal wrote stands (a deletion refused for a balance due
+    /// writes the patron that notice).
+    Refused(Refusal),
+    Done,
+}
+
+/// Which patrons a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub institution: Option<String>,
+    pub group: Option<String>,
+    /// Only deleted ones (the bank of deleted users); otherwise deleted ones are left out.
+    pub deleted: bool,
+    pub inactive_only: bool,
+    /// Only those whose card has expired before this date.
+    pub expired_by: Option<Date>,
+    pub limit: Option<usize>,
+}
+
+/// A read of a committed view: what a crash could take back is never in it.
+#[derive(Clone, Debug)]
+pub enum Query {
+    Institutions,
+    Institution(String),
+    Accounts,
+    Account(String),
+    /// A patron by register id.
+    Patron(u64),
+    /// A patron by `#id`, primary id, identifier or e-mail at the institution.
+    FindPatron {
+        institution: String,
+        key: String,
+    },
+    Patrons(ListFilter),
+    /// By exact identifier, national id or e-mail, else by name prefix ("last, first").
+    Search {
+        institution: String,
+        query: String,
+        now: Timestamp,
+    },
+    PendingTransfers(String),
+    /// The patron's card for staff: the record, balance, standing and loans, at `now`.
+    Card {
+        patron: u64,
+        now: Timestamp,
+    },
+    Item(String),
+    Items {
+        institution: Option<String>,
+        limit: usize,
+    },
+    Loans {
+        patron: Option<u64>,
+    },
+    Holds {
+        patron: Option<u64>,
+        item: Option<String>,
+    },
+    Fees(u64),
+    Optouts(u64),
+    /// The audit history, oldest first (its first entry is how the record began).
+    History(u64),
+    /// The outbox, oldest first.
+    Outbox,
+    /// A kiosk's 17.
+    KioskItem {
+        at: Kiosk,
+        item: String,
+    },
+}
+
+/// A patron's card for staff views.
+#[derive(Clone, Debug)]
+pub struct Card {
+    pub patron: Patron,
+    pub balance: Money,
+    pub standing: Standing,
+    pub loans: Vec<Loan>,
+}
+
+/// A hold with its place in the queue.
+#[derive(Clone, Debug)]
+pub struct QueuedHold {
+    pub hold: Hold,
+    pub position: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Institutions(Vec<Institution>),
+    Institution(Box<Institution>),
+    Accounts(Vec<Account>),
+    Account(Box<Account>),
+    Patron(Box<Patron>),
+    Patrons(Vec<Patron>),
+    Card(Box<Card>),
+    Item(Box<ItemFacts>),
+    Items(Vec<Item>),
+    Loans(Vec<Loan>),
+    Holds(Vec<QueuedHold>),
+    Fees(Vec<Fee>, Money),
+    Optouts(Vec<NoticeKind>),
+    History(Vec<AuditEntry>),
+    Outbox(Vec<Notice>),
+    KioskItem(Option<Box<ItemFacts>>),
+}

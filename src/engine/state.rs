@@ -1,0 +1,415 @@
+//! The register in memory: every record the hot path and staff views read, with the indexes
+//! they search by. Persistent maps (imbl) make a copy O(1), so the writer can keep a working
+//! copy, undo a refused unit by dropping its copy, and publish what a durable batch left as
+//! the view readers see, without copying the register.
+
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
+
+use super::store::{Loaded, Write};
+use crate::domain::*;
+
+/// A unique value's key in the claims index: institution, NUL, value.
+fn scoped(institution: &str, value: &str) -> String {
+    let mut k = String::with_capacity(institution.len() + 1 + value.len());
+    k.push_str(institution);
+    k.push('\0');
+    k.push_str(value);
+    k
+}
+
+fn email_key(institution: &str, email: &str) -> String {
+    scoped(institution, &email.to_lowercase())
+}
+
+/// The name index key: last and first name lower-cased and the birth date, then the id (so
+/// that namesakes are apart); searched by prefix.
+fn name_key(p: &Patron) -> String {
+    let birth = p.birth_date.map(|d| d.to_string()).unwrap_or_default();
+    let who = format!("{}\0{}\0{birth}\0", p.last_name.to_lowercase(), p.first_name.to_lowercase());
+    format!("{}{:020}", scoped(&p.institution, &who), p.id)
+}
+
+/// The keys under which a patron claims unique values: (what, key, value).
+fn claims(p: &Patron) -> impl Iterator<Item = (&'static str, String, &str)> {
+    std::iter::once(("primary id", scoped(&p.institution, &p.primary_id), p.primary_id.as_str()))
+        .chain(p.identifiers.iter().map(|i| ("identifier", scoped(&p.institution, &i.value), i.value.as_str())))
+}
+
+#[derive(Clone, Default)]
+pub struct State {
+    institutions: OrdMap<String, Arc<Institution>>,
+    accounts: OrdMap<String, Arc<Account>>,
+    patrons: OrdMap<u64, Arc<Patron>>,
+    /// Primary ids and identifiers -> patron.
+    claims: HashMap<String, u64>,
+    emails: HashMap<String, u64>,
+    names: OrdSet<String>,
+    items: OrdMap<String, Arc<Item>>,
+    loans: OrdMap<String, Arc<Loan>>,
+    loans_by_patron: OrdSet<(u64, String)>,
+    fees: OrdMap<u64, Arc<Fee>>,
+    fees_by_patron: OrdSet<(u64, u64)>,
+    holds: OrdMap<u64, Arc<Hold>>,
+    holds_by_patron: OrdSet<(u64, u64)>,
+    /// (item, placed in µs, hold id): an item's queue in order.
+    holds_by_item: OrdSet<(String, i64, u64)>,
+    optouts: OrdMap<u64, Vec<NoticeKind>>,
+    last_id: u64,
+    audit_seq: u64,
+}
+
+impl State {
+    /// The working set of a store as loaded. Indexes are rebuilt from the records; a record
+    /// that breaks a uniqueness rule (which no writer of this version lets through) is
+    /// reported rather than loaded over another.
+    pub fn build(l: Loaded) -> Result<State, Refusal> {
+        let mut s = State { last_id: l.last_id, audit_seq: l.audit_seq, ..State::default() };
+        for i in l.institutions {
+            s.institutions.insert(i.code.clone(), Arc::new(i));
+        }
+        for a in l.accounts {
+            s.accounts.insert(a.login.clone(), Arc::new(a));
+        }
+        for p in l.patrons {
+            s.put_patron(p)?;
+        }
+        for i in l.items {
+            s.items.insert(i.barcode.clone(), Arc::new(i));
+        }
+        for loan in l.loans {
+            s.put_loan(loan);
+        }
+        for f in l.fees {
+            s.put_fee(f);
+        }
+        for h in l.holds {
+            s.put_hold(h);
+        }
+        for (p, kinds) in l.optouts {
+            s.optouts.insert(p, kinds);
+        }
+        Ok(s)
+    }
+
+    // -- reads ------------------------------------------------------------------------------
+
+    pub fn institution(&self, code: &str) -> Option<&Institution> {
+        self.institutions.get(code).map(Arc::as_ref)
+    }
+
+    pub fn institutions(&self) -> impl Iterator<Item = &Institution> {
+        self.institutions.values().map(Arc::as_ref)
+    }
+
+    pub fn account(&self, login: &str) -> Option<&Account> {
+        self.accounts.get(login).map(Arc::as_ref)
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values().map(Arc::as_ref)
+    }
+
+    pub fn patron(&self, id: u64) -> Option<&Patron> {
+        self.patrons.get(&id).map(Arc::as_ref)
+    }
+
+    pub fn patrons(&self) -> impl Iterator<Item = &Patron> {
+        self.patrons.values().map(Arc::as_ref)
+    }
+
+    pub fn patron_count(&self) -> usize {
+        self.patrons.len()
+    }
+
+    /// Who holds this primary id or identifier at the institution.
+    pub fn identifier_owner(&self, institution: &str, value: &str) -> Option<u64> {
+        self.claims.get(&scoped(institution, value)).copied()
+    }
+
+    pub fn patron_by_identifier(&self, institution: &str, value: &str) -> Option<&Patron> {
+        self.identifier_owner(institution, value).and_then(|id| self.patron(id))
+    }
+
+    pub fn email_owner(&self, institution: &str, email: &str) -> Option<u64> {
+        self.emails.get(&email_key(institution, email)).copied()
+    }
+
+    pub fn patron_by_email(&self, institution: &str, email: &str) -> Option<&Patron> {
+        self.email_owner(institution, email).and_then(|id| self.patron(id))
+    }
+
+    /// Patrons whose lower-cased `last\0first` starts with `prefix`, in name order.
+    pub fn patrons_by_name(&self, institution: &str, prefix: &str) -> Vec<&Patron> {
+        let from = scoped(institution, &prefix.to_lowercase());
+        self.names
+            .range(from.clone()..)
+            .take_while(|k| k.starts_with(&from))
+            .filter_map(|k| k.get(k.len() - 20..).and_then(|id| id.parse().ok()))
+            .filter_map(|id| self.patron(id))
+            .collect()
+    }
+
+    /// Other patrons with the same names and birth date (likely the same person).
+    pub fn same_person(&self, p: &Patron) -> Vec<u64> {
+        let key = name_key(p);
+        let prefix = key.get(..key.len() - 20).unwrap_or_default().to_string();
+        self.names
+            .range(prefix.clone()..)
+            .take_while(|k| k.starts_with(&prefix))
+            .filter_map(|k| k.get(k.len() - 20..).and_then(|id| id.parse().ok()))
+            .filter(|id| *id != p.id)
+            .collect()
+    }
+
+    pub fn item(&self, barcode: &str) -> Option<&Item> {
+        self.items.get(barcode).map(Arc::as_ref)
+    }
+
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.values().map(Arc::as_ref)
+    }
+
+    pub fn loan(&self, item: &str) -> Option<&Loan> {
+        self.loans.get(item).map(Arc::as_ref)
+    }
+
+    pub fn loans(&self) -> impl Iterator<Item = &Loan> {
+        self.loans.values().map(Arc::as_ref)
+    }
+
+    pub fn loans_of(&self, patron: u64) -> Vec<&Loan> {
+        self.loans_by_patron
+            .range((patron, String::new())..)
+            .take_while(|(p, _)| *p == patron)
+            .filter_map(|(_, item)| self.loan(item))
+            .collect()
+    }
+
+    pub fn loan_count(&self, patron: u64) -> u32 {
+        let n = self.loans_by_patron.range((patron, String::new())..).take_while(|(p, _)| *p == patron).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    pub fn fee(&self, id: u64) -> Option<&Fee> {
+        self.fees.get(&id).map(Arc::as_ref)
+    }
+
+    pub fn fees(&self) -> impl Iterator<Item = &Fee> {
+        self.fees.values().map(Arc::as_ref)
+    }
+
+    /// A patron's fees, oldest first.
+    pub fn fees_of(&self, patron: u64) -> Vec<&Fee> {
+        self.fees_by_patron
+            .range((patron, 0)..)
+            .take_while(|(p, _)| *p == patron)
+            .filter_map(|(_, id)| self.fee(*id))
+            .collect()
+    }
+
+    /// What the patron owes: active fees less payments, disputed ones left out.
+    pub fn balance(&self, patron: u64) -> Money {
+        rules::balance(self.fees_of(patron))
+    }
+
+    pub fn hold(&self, id: u64) -> Option<&Hold> {
+        self.holds.get(&id).map(Arc::as_ref)
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values().map(Arc::as_ref)
+    }
+
+    pub fn holds_of(&self, patron: u64) -> Vec<&Hold> {
+        self.holds_by_patron
+            .range((patron, 0)..)
+            .take_while(|(p, _)| *p == patron)
+            .filter_map(|(_, id)| self.hold(*id))
+            .collect()
+    }
+
+    /// The holds on an item, the queue in order (oldest first).
+    pub fn holds_on(&self, item: &str) -> Vec<&Hold> {
+        self.holds_by_item
+            .range((item.to_string(), i64::MIN, 0)..)
+            .take_while(|(i, _, _)| i == item)
+            .filter_map(|(_, _, id)| self.hold(*id))
+            .collect()
+    }
+
+    /// A hold's place in its item's queue (1 is next), or none for a title hold.
+    pub fn queue_position(&self, hold: &Hold) -> Option<usize> {
+        let item = hold.item.as_deref()?;
+        self.holds_on(item).iter().position(|h| h.id == hold.id).map(|p| p + 1)
+    }
+
+    pub fn optouts(&self, patron: u64) -> &[NoticeKind] {
+        self.optouts.get(&patron).map_or(&[], Vec::as_slice)
+    }
+
+    /// What a patron may do now and why not, by the rules the kiosk answers with.
+    pub fn standing(&self, p: &Patron, inst: &Institution, now: jiff::Timestamp) -> rules::Standing {
+        rules::standing(p, inst, self.loan_count(p.id), self.balance(p.id), inst.today(now))
+    }
+
+    // -- writes -----------------------------------------------------------------------------
+
+    /// A fresh record id: 1, 2, 3, ... (staff read and type patron numbers, so they stay short).
+    pub fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    pub fn audit_seq(&self) -> u64 {
+        self.audit_seq
+    }
+
+    pub fn next_audit_seq(&mut self) -> u64 {
+        self.audit_seq += 1;
+        self.audit_seq
+    }
+
+    /// Applies one change. A patron is refused when it names no institution or claims a
+    /// unique value another patron holds.
+    pub fn apply(&mut self, w: &Write) -> Result<(), Refusal> {
+        match w {
+            Write::Institution(i) => {
+                self.institutions.insert(i.code.clone(), Arc::new(i.as_ref().clone()));
+            }
+            Write::Patron(p) => self.put_patron(p.as_ref().clone())?,
+            Write::RemovePatron(id) => self.remove_patron(*id),
+            Write::Item(i) => {
+                self.items.insert(i.barcode.clone(), Arc::new(i.as_ref().clone()));
+            }
+            Write::RemoveItem(b) => {
+                self.items.remove(b);
+            }
+            Write::Loan(l) => self.put_loan(l.clone()),
+            Write::EndLoan(item) => {
+                if let Some(old) = self.loans.remove(item) {
+                    self.loans_by_patron.remove(&(old.patron, old.item.clone()));
+                }
+            }
+            Write::Fee(f) => self.put_fee(f.as_ref().clone()),
+            Write::RemoveFee(id) => {
+                if let Some(old) = self.fees.remove(id) {
+                    self.fees_by_patron.remove(&(old.patron, old.id));
+                }
+            }
+            Write::Hold(h) => self.put_hold(h.as_ref().clone()),
+            Write::RemoveHold(id) => {
+                if let Some(old) = self.holds.remove(id) {
+                    self.unindex_hold(&old);
+                }
+            }
+            Write::Account(a) => {
+                self.accounts.insert(a.login.clone(), Arc::new(a.as_ref().clone()));
+            }
+            Write::RemoveAccount(login) => {
+                self.accounts.remove(login);
+            }
+            Write::Optouts(p, kinds) => {
+                if kinds.is_empty() {
+                    self.optouts.remove(p);
+                } else {
+                    self.optouts.insert(*p, kinds.clone());
+                }
+            }
+            Write::LastId(id) => self.last_id = self.last_id.max(*id),
+            Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
+            // Kept only in the store.
+            Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) => {}
+        }
+        Ok(())
+    }
+
+    fn put_patron(&mut self, p: Patron) -> Result<(), Refusal> {
+        if !self.institutions.contains_key(&p.institution) {
+            return Err(Refusal::NoInstitution(p.institution.clone()));
+        }
+        let taken = |what, value: &str, patron| Refusal::Taken {
+            what,
+            value: value.to_string(),
+            institution: p.institution.clone(),
+            patron,
+        };
+        for (what, key, value) in claims(&p) {
+            if let Some(owner) = self.claims.get(&key).filter(|o| **o != p.id) {
+                return Err(taken(what, value, *owner));
+            }
+        }
+        if let Some(e) = &p.email {
+            if let Some(owner) = self.emails.get(&email_key(&p.institution, e)).filter(|o| **o != p.id) {
+                return Err(taken("e-mail", e, *owner));
+            }
+        }
+        self.remove_patron(p.id);
+        for (_, key, _) in claims(&p) {
+            self.claims.insert(key, p.id);
+        }
+        if let Some(e) = &p.email {
+            self.emails.insert(email_key(&p.institution, e), p.id);
+        }
+        self.names.insert(name_key(&p));
+        self.patrons.insert(p.id, Arc::new(p));
+        Ok(())
+    }
+
+    fn remove_patron(&mut self, id: u64) {
+        let Some(old) = self.patrons.remove(&id) else { return };
+        for (_, key, _) in claims(&old) {
+            if self.claims.get(&key) == Some(&id) {
+                self.claims.remove(&key);
+            }
+        }
+        if let Some(e) = &old.email {
+            let key = email_key(&old.institution, e);
+            if self.emails.get(&key) == Some(&id) {
+                self.emails.remove(&key);
+            }
+        }
+        self.names.remove(&name_key(&old));
+    }
+
+    fn put_loan(&mut self, l: Loan) {
+        if let Some(old) = self.loans.get(&l.item) {
+            let key = (old.patron, old.item.clone());
+            self.loans_by_patron.remove(&key);
+        }
+        self.loans_by_patron.insert((l.patron, l.item.clone()));
+        self.loans.insert(l.item.clone(), Arc::new(l));
+    }
+
+    fn put_fee(&mut self, f: Fee) {
+        if let Some(old) = self.fees.get(&f.id) {
+            let key = (old.patron, old.id);
+            self.fees_by_patron.remove(&key);
+        }
+        self.fees_by_patron.insert((f.patron, f.id));
+        self.fees.insert(f.id, Arc::new(f));
+    }
+
+    fn put_hold(&mut self, h: Hold) {
+        if let Some(old) = self.holds.get(&h.id).cloned() {
+            self.unindex_hold(&old);
+        }
+        self.holds_by_patron.insert((h.patron, h.id));
+        if let Some(item) = &h.item {
+            self.holds_by_item.insert((item.clone(), h.placed.as_microsecond(), h.id));
+        }
+        self.holds.insert(h.id, Arc::new(h));
+    }
+
+    fn unindex_hold(&mut self, h: &Hold) {
+        self.holds_by_patron.remove(&(h.patron, h.id));
+        if let Some(item) = &h.item {
+            self.holds_by_item.remove(&(item.clone(), h.placed.as_microsecond(), h.id));
+        }
+    }
+}

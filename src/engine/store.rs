@@ -1,0 +1,366 @@
+//! The sled engine's storage: one tree per record kind, values as a version byte plus
+//! bincode. Only the engine's writer writes it, one batch of units per transaction; the
+//! engine keeps the working set in memory, so the store is read whole at start and, for the
+//! records kept only here (audit history, the outbox), by the writer between batches.
+
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+
+use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron};
+
+/// Format version written before every value, so records can evolve. 2: bincode with
+/// variable-length integers.
+const VERSION: u8 = 2;
+
+/// The directory sled keeps its files in, inside the data directory.
+pub const DIR: &str = "db";
+
+/// Trees of earlier versions, which kept secondary indexes on disk; the engine keeps them in
+/// memory now, and drops these on open.
+const OLD_INDEXES: &[&str] =
+    &["identifiers", "emails", "names", "fees_by_patron", "loans_by_patron", "holds_by_patron", "holds_by_item"];
+
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
+
+/// Why storage failed. Each carries its source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {path} is in use by another process (a running `sip2d serve`?); stop it or use its admin interface"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("a stored {kind} could not be read ({detail}); was it written by a newer sip2d?")]
+    Corrupt { kind: &'static str, detail: String },
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Serialising plain data into a Vec cannot fail.
+    codec().serialize_into(&mut out, value).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
+    out
+}
+
+fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => {
+            codec().deserialize(rest).map_err(|e| StoreError::Corrupt { kind, detail: e.to_string() })
+        }
+        Some((v, _)) => Err(StoreError::Corrupt { kind, detail: format!("format version {v}") }),
+        None => Err(StoreError::Corrupt { kind, detail: "empty value".into() }),
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// The store's tunables, with their defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Bytes of sled's page cache. Default 64 MiB: the engine reads records from its own
+    /// working set; sled's cache serves only the writer and the cold records.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { cache_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// One change to the stored register.
+#[derive(Clone, Debug)]
+pub enum Write {
+    Institution(Box<Institution>),
+    Patron(Box<Patron>),
+    RemovePatron(u64),
+    Item(Box<Item>),
+    RemoveItem(String),
+    /// Opens or replaces the loan of `loan.item`.
+    Loan(Loan),
+    EndLoan(String),
+    Fee(Box<Fee>),
+    RemoveFee(u64),
+    Hold(Box<Hold>),
+    RemoveHold(u64),
+    Account(Box<Account>),
+    RemoveAccount(String),
+    /// An audit entry, with the sequence number that keeps entries of one microsecond apart.
+    Audit(u64, Box<AuditEntry>),
+    /// Removes one stored audit entry (by its key, from [`Store::history`]).
+    RemoveAudit(Vec<u8>),
+    Notice(Box<Notice>),
+    Optouts(u64, Vec<NoticeKind>),
+    /// The last record id given out.
+    LastId(u64),
+    /// The last audit sequence number given out.
+    AuditSeq(u64),
+}
+
+/// Everything the working set is built from, as read at start.
+#[derive(Default)]
+pub struct Loaded {
+    pub institutions: Vec<Institution>,
+    pub accounts: Vec<Account>,
+    pub patrons: Vec<Patron>,
+    pub items: Vec<Item>,
+    pub loans: Vec<Loan>,
+    pub fees: Vec<Fee>,
+    pub holds: Vec<Hold>,
+    pub optouts: Vec<(u64, Vec<NoticeKind>)>,
+    pub last_id: u64,
+    pub audit_seq: u64,
+}
+
+/// The sled database and its trees.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    meta: Tree,
+    institutions: Tree,
+    patrons: Tree,
+    items: Tree,
+    loans: Tree,
+    fees: Tree,
+    holds: Tree,
+    accounts: Tree,
+    /// patron id ++ time (µs) ++ sequence -> AuditEntry
+    audit: Tree,
+    /// notice id -> Notice
+    outbox: Tree,
+    /// patron id -> the notice kinds they opted out of
+    optouts: Tree,
+}
+
+/// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
+/// the same microsecond both survive.
+fn audit_key(e: &AuditEntry, seq: u64) -> Vec<u8> {
+    let mut k = e.patron.to_be_bytes().to_vec();
+    k.extend_from_slice(&e.at.as_microsecond().to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, settings: &StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: e.into() })?;
+        let config = sled::Config::new()
+            .path(dir.join(DIR))
+            .cache_capacity(settings.cache_bytes)
+            .mode(sled::Mode::HighThroughput);
+        // sled releases its file lock a moment after a `Db` is dropped (its flusher thread still
+        // holds the file), so a store closed and reopened in one process can briefly look locked.
+        // Wait that out; a lock still held after about a second belongs to another process.
+        let mut wait = std::time::Duration::from_millis(5);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
+                    if wait > std::time::Duration::from_millis(640) {
+                        return Err(StoreError::Locked { path: dir.to_path_buf() });
+                    }
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                Err(e) => return Err(StoreError::Open { path: dir.to_path_buf(), source: e }),
+            }
+        };
+        for old in OLD_INDEXES {
+            if db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
+                db.drop_tree(old)?;
+            }
+        }
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Store {
+            path: dir.to_path_buf(),
+            meta: tree("meta")?,
+            institutions: tree("institutions")?,
+            patrons: tree("patrons")?,
+            items: tree("items")?,
+            loans: tree("loans")?,
+            fees: tree("fees")?,
+            holds: tree("holds")?,
+            accounts: tree("accounts")?,
+            audit: tree("audit")?,
+            outbox: tree("outbox")?,
+            optouts: tree("optouts")?,
+            db,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every record the working set holds.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        fn all<T: DeserializeOwned>(tree: &Tree, kind: &'static str) -> Result<Vec<T>, StoreError> {
+            tree.iter().values().map(|v| decode(kind, &v?)).collect()
+        }
+        let mut optouts = Vec::new();
+        for kv in self.optouts.iter() {
+            let (k, v) = kv?;
+            let id = read_u64(&k).ok_or(StoreError::Corrupt { kind: "opt-outs", detail: "key".into() })?;
+            optouts.push((id, decode("opt-outs", &v)?));
+        }
+        let counter =
+            |key: &[u8]| -> Result<u64, StoreError> { Ok(self.meta.get(key)?.and_then(|b| read_u64(&b)).unwrap_or(0)) };
+        let last_id = counter(b"next_id")?;
+        Ok(Loaded {
+            institutions: all(&self.institutions, "institution")?,
+            accounts: all(&self.accounts, "account")?,
+            patrons: all(&self.patrons, "patron")?,
+            items: all(&self.items, "item")?,
+            loans: all(&self.loans, "loan")?,
+            fees: all(&self.fees, "fee")?,
+            holds: all(&self.holds, "hold")?,
+            optouts,
+            last_id,
+            // Earlier versions numbered audit entries from the record ids.
+            audit_seq: counter(b"audit_seq")?.max(last_id),
+        })
+    }
+
+    /// A patron's audit history with each entry's storage key, oldest first.
+    pub fn history(&self, patron: u64) -> Result<Vec<(Vec<u8>, AuditEntry)>, StoreError> {
+        self.audit
+            .scan_prefix(patron.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), decode("audit entry", &v)?))
+            })
+            .collect()
+    }
+
+    /// The outbox, oldest first.
+    pub fn notices(&self) -> Result<Vec<Notice>, StoreError> {
+        self.outbox.iter().values().map(|v| decode("notice", &v?)).collect()
+    }
+
+    pub fn notice(&self, id: u64) -> Result<Option<Notice>, StoreError> {
+        self.outbox.get(id.to_be_bytes())?.map(|v| decode("notice", &v)).transpose()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Applies a batch of changes in one transaction: all of them or none. Not synced:
+    /// [`Store::sync`] makes them durable.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let trees = [
+            &self.meta,
+            &self.institutions,
+            &self.patrons,
+            &self.items,
+            &self.loans,
+            &self.fees,
+            &self.holds,
+            &self.accounts,
+            &self.audit,
+            &self.outbox,
+            &self.optouts,
+        ];
+        let r = trees.transaction(|t| {
+            let [meta, institutions, patrons, items, loans, fees, holds, accounts, audit, outbox, optouts] =
+                t.as_slice()
+            else {
+                unreachable!("one transactional tree per tree passed in")
+            };
+            for w in writes {
+                match w {
+                    Write::Institution(i) => {
+                        institutions.insert(i.code.as_bytes(), encode(i.as_ref()))?;
+                    }
+                    Write::Patron(p) => {
+                        patrons.insert(&p.id.to_be_bytes(), encode(p.as_ref()))?;
+                    }
+                    Write::RemovePatron(id) => {
+                        patrons.remove(&id.to_be_bytes())?;
+                    }
+                    Write::Item(i) => {
+                        items.insert(i.barcode.as_bytes(), encode(i.as_ref()))?;
+                    }
+                    Write::RemoveItem(b) => {
+                        items.remove(b.as_bytes())?;
+                    }
+                    Write::Loan(l) => {
+                        loans.insert(l.item.as_bytes(), encode(l))?;
+                    }
+                    Write::EndLoan(item) => {
+                        loans.remove(item.as_bytes())?;
+                    }
+                    Write::Fee(f) => {
+                        fees.insert(&f.id.to_be_bytes(), encode(f.as_ref()))?;
+                    }
+                    Write::RemoveFee(id) => {
+                        fees.remove(&id.to_be_bytes())?;
+                    }
+                    Write::Hold(h) => {
+                        holds.insert(&h.id.to_be_bytes(), encode(h.as_ref()))?;
+                    }
+                    Write::RemoveHold(id) => {
+                        holds.remove(&id.to_be_bytes())?;
+                    }
+                    Write::Account(a) => {
+                        accounts.insert(a.login.as_bytes(), encode(a.as_ref()))?;
+                    }
+                    Write::RemoveAccount(login) => {
+                        accounts.remove(login.as_bytes())?;
+                    }
+                    Write::Audit(seq, a) => {
+                        audit.insert(audit_key(a, *seq), encode(a.as_ref()))?;
+                    }
+                    Write::RemoveAudit(k) => {
+                        audit.remove(k.as_slice())?;
+                    }
+                    Write::Notice(n) => {
+                        outbox.insert(&n.id.to_be_bytes(), encode(n.as_ref()))?;
+                    }
+                    Write::Optouts(patron, kinds) => {
+                        if kinds.is_empty() {
+                            optouts.remove(&patron.to_be_bytes())?;
+                        } else {
+                            optouts.insert(&patron.to_be_bytes(), encode(kinds))?;
+                        }
+                    }
+                    Write::LastId(id) => {
+                        meta.insert(b"next_id", &id.to_be_bytes())?;
+                    }
+                    Write::AuditSeq(seq) => {
+                        meta.insert(b"audit_seq", &seq.to_be_bytes())?;
+                    }
+                }
+            }
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        });
+        r.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Io(e),
+        })
+    }
+
+    /// Makes every applied change durable (an fsync of sled's log).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

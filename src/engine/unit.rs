@@ -1,0 +1,124 @@
+//! A unit of work as it runs on the writer: the state it reads and changes, and the writes it
+//! yields for the commit. Refused, a unit's changes are dropped with it.
+
+use crate::domain::secret::PinKey;
+use crate::domain::*;
+
+use super::By;
+use super::state::State;
+use super::store::Write;
+
+/// Reads a patron's stored audit history (which the working set does not hold), with each
+/// entry's storage key.
+pub type History<'a> = &'a dyn Fn(u64) -> Vec<(Vec<u8>, AuditEntry)>;
+
+pub struct Unit<'a> {
+    pub state: &'a mut State,
+    writes: Vec<Write>,
+    pub key: &'a PinKey,
+    pub by: &'a By,
+    history: Option<History<'a>>,
+}
+
+impl<'a> Unit<'a> {
+    pub fn new(state: &'a mut State, key: &'a PinKey, by: &'a By) -> Unit<'a> {
+        Unit { state, writes: Vec::new(), key, by, history: None }
+    }
+
+    /// A unit that may read stored audit history (purge).
+    pub fn with_history(mut self, history: History<'a>) -> Unit<'a> {
+        self.history = Some(history);
+        self
+    }
+
+    /// A patron's stored audit history (none when this unit was not given a reader).
+    pub fn history(&self, patron: u64) -> Vec<(Vec<u8>, AuditEntry)> {
+        self.history.map(|h| h(patron)).unwrap_or_default()
+    }
+
+    /// The writes to commit.
+    pub fn into_writes(self) -> Vec<Write> {
+        self.writes
+    }
+
+    pub fn writes(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        self.by.now
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.by.actor
+    }
+
+    /// Applies a change to the state, to be committed with the unit.
+    pub fn put(&mut self, w: Write) -> Result<(), Refusal> {
+        self.state.apply(&w)?;
+        self.writes.push(w);
+        Ok(())
+    }
+
+    /// A fresh record id.
+    pub fn new_id(&mut self) -> u64 {
+        self.state.next_id()
+    }
+
+    /// Records an audit entry for a patron.
+    pub fn audit(&mut self, patron: u64, action: &str, changes: Vec<(String, String, String)>) {
+        self.audit_at(patron, action, changes, self.by.now);
+    }
+
+    /// Records an audit entry for what happened at `at` (a kiosk's off-line return).
+    pub fn audit_at(&mut self, patron: u64, action: &str, changes: Vec<(String, String, String)>, at: jiff::Timestamp) {
+        let seq = self.state.next_audit_seq();
+        let entry = AuditEntry { patron, at, by: self.by.actor.clone(), action: action.into(), changes };
+        self.writes.push(Write::Audit(seq, Box::new(entry)));
+    }
+
+    /// Writes a notice to the outbox with the unit.
+    pub fn notice(&mut self, n: Notice) {
+        self.writes.push(Write::Notice(Box::new(n)));
+    }
+
+    /// Runs `f` as a part that stands or falls alone: refused, it leaves nothing behind, and
+    /// the rest of the unit goes on.
+    pub fn attempt<T, E>(&mut self, f: impl FnOnce(&mut Unit<'_>) -> Result<T, E>) -> Result<T, E> {
+        let saved = self.state.clone();
+        let mark = self.writes.len();
+        let r = f(self);
+        if r.is_err() {
+            *self.state = saved;
+            self.writes.truncate(mark);
+        }
+        r
+    }
+
+    pub fn patron(&self, id: u64) -> Result<Patron, Refusal> {
+        self.state.patron(id).cloned().ok_or_else(|| Refusal::NoPatron(format!("#{id}")))
+    }
+
+    pub fn institution(&self, code: &str) -> Result<Institution, Refusal> {
+        self.state.institution(code).cloned().ok_or_else(|| Refusal::NoInstitution(code.into()))
+    }
+
+    pub fn item(&self, barcode: &str) -> Result<Item, Refusal> {
+        self.state.item(barcode).cloned().ok_or_else(|| Refusal::NoItem(barcode.into()))
+    }
+
+    /// Changes a patron: `change` edits the record and says what changed for the audit
+    /// history (entry `action`); the record and its entry are written together.
+    pub fn update_patron(
+        &mut self,
+        id: u64,
+        action: &str,
+        change: impl FnOnce(&mut Patron) -> Result<Vec<(String, String, String)>, Refusal>,
+    ) -> Result<Patron, Refusal> {
+        let mut p = self.patron(id)?;
+        let changes = change(&mut p)?;
+        self.put(Write::Patron(Box::new(p.clone())))?;
+        self.audit(id, action, changes);
+        Ok(p)
+    }
+}
