@@ -135,7 +135,7 @@ fn main() {
     // The lookups run as a server would: the register reopened (the working set loaded).
     drop(engine);
     let serve_cache = env("LOOKUP_CACHE_MIB", 64);
-    let settings = StoreConfig { cache_bytes: serve_cache << 20 };
+    let settings = StoreConfig { cache_bytes: serve_cache << 20, ..Default::default() };
     let warm = Instant::now();
     let engine = sip2d::engine::open_or_create(&store_dir, &settings).expect("reopen register");
     let warm = warm.elapsed();

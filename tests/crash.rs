@@ -1,6 +1,6 @@
-//! Crash safety: while kiosks check items out and in and pay fees, the server process is
-//! killed with SIGKILL at random moments. After each kill the store opens cleanly and every
-//! transaction that was answered "ok" is in it.
+//! Crash safety: while kiosks check items out and in and pay fees, and staff add notes through
+//! the admin API, the server process is killed with SIGKILL at random moments. After each kill
+//! the store opens cleanly and every change that was answered "ok" is in it.
 //!
 //! 20 kills by default, 6 when `CI` is set (the 2-core CI machine); `CRASH_ROUNDS` overrides.
 
@@ -129,6 +129,30 @@ fn run_client(addr: SocketAddr, c: usize, mut ledger: Ledger, stop: Arc<AtomicBo
     ledger
 }
 
+/// Staff at the desk: notes on Avery through the running server's admin API, each one
+/// acknowledged (exit 0) recorded. Returns the notes acknowledged, and the one in flight.
+fn run_staff(data: &Path, round: usize, stop: Arc<AtomicBool>) -> (Vec<String>, Option<String>) {
+    let mut acked = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let text = format!("note {round}-{n}");
+        let args: Vec<String> =
+            ["patron", "note", "add", "P1", "-i", "MAIN", &text].iter().map(|s| s.to_string()).collect();
+        match common::admin(data, &args) {
+            Some((0, _)) => acked.push(text),
+            Some((code, out)) => panic!("the note was refused ({code}): {out}"),
+            // Not up yet, or killed: what was in flight may or may not have landed.
+            None if acked.is_empty() && n == 0 => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            None => return (acked, Some(text)),
+        }
+        n += 1;
+    }
+    (acked, None)
+}
+
 fn paid_cents(desk: &Desk<'_>, c: usize) -> i64 {
     let p = desk.find("MAIN", &card(c)).unwrap();
     1_000_000 - desk.balance(p.id).unwrap().0
@@ -153,9 +177,14 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
     let mut ledgers: Vec<Ledger> =
         (0..CLIENTS).map(|_| Ledger { on_loan: vec![false; ITEMS_PER_CLIENT], ..Default::default() }).collect();
     let mut confirmed_total = 0;
+    let mut notes_total = 0;
     for round in 0..rounds {
         let (mut child, addr) = spawn_server(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
+        let staff = {
+            let (data, stop) = (dir.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || run_staff(&data, round, stop))
+        };
         let handles: Vec<_> = ledgers
             .drain(..)
             .enumerate()
@@ -172,10 +201,16 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         child.wait().unwrap();
         stop.store(true, Ordering::SeqCst);
         ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let (notes, _in_flight) = staff.join().unwrap();
+        notes_total += notes.len();
 
         let engine = sip2d::engine::open_or_create(dir.path(), &Default::default())
             .unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
         let reg = Desk::new(&engine, "test");
+        let stored: Vec<String> = reg.find("MAIN", "P1").unwrap().notes.into_iter().map(|n| n.text).collect();
+        for note in &notes {
+            assert!(stored.contains(note), "round {round}: the note '{note}' was acknowledged but is not stored");
+        }
         for (c, l) in ledgers.iter_mut().enumerate() {
             let paid = paid_cents(&reg, c);
             let pending = i64::from(matches!(l.in_flight, Some(Op::Pay)));
@@ -201,9 +236,10 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
             l.in_flight = None;
         }
         let done: i64 = ledgers.iter().map(|l| l.paid_cents).sum();
-        eprintln!("round {round}: killed after {wait} ms; {done} payments stored so far");
+        eprintln!("round {round}: killed after {wait} ms; {done} payments and {notes_total} staff notes stored so far");
         confirmed_total = done;
         drop(engine);
     }
     assert!(confirmed_total > 0, "the clients got some work done between kills");
+    assert!(notes_total > 0, "staff got some notes in between kills");
 }

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,22 +84,7 @@ impl World {
 
     /// Runs a register command on the server through its admin socket: (exit code, output).
     fn admin(&self, args: &[String]) -> (u64, String) {
-        let body = json!({"args": args, "stdin": "", "actor": "desk"}).to_string();
-        let mut s = std::os::unix::net::UnixStream::connect(self.data().join("admin.sock")).unwrap();
-        write!(
-            s,
-            "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let json_body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        // The body may be chunked: the JSON object is between the first '{' and the last '}'.
-        let start = json_body.find('{').unwrap_or(0);
-        let end = json_body.rfind('}').map_or(json_body.len(), |e| e + 1);
-        let v: Value = serde_json::from_str(&json_body[start..end]).unwrap_or_else(|e| panic!("{e}: {text}"));
-        (v["code"].as_u64().unwrap(), format!("{}{}", v["stdout"].as_str().unwrap(), v["stderr"].as_str().unwrap()))
+        common::admin(&self.data(), args).expect("the server answers on its admin socket")
     }
 
     /// The register as `sip2d export` writes it, by kind.

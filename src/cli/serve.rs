@@ -285,7 +285,7 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
     let (_log, log_handle) = init_logging(&c);
-    let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024) };
+    let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024), ..Default::default() };
     let (data, engine) = if args.demo {
         // --data, or the configuration's, when given; otherwise a new temporary directory.
         let d = demo_dir(common.data.as_ref())?;

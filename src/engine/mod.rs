@@ -23,6 +23,11 @@ mod unit;
 mod units;
 mod view;
 
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::pin::Pin as StdPin;
 use std::sync::Arc;

@@ -66,16 +66,18 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The store's tunables, with their defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Bytes of sled's page cache. Default 64 MiB: the engine reads records from its own
     /// working set; sled's cache serves only the writer and the cold records.
     pub cache_bytes: u64,
+    /// Fault injection for tests: while set, every sync fails as a failing disk would.
+    pub fail_syncs: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig { cache_bytes: 64 * 1024 * 1024 }
+        StoreConfig { cache_bytes: 64 * 1024 * 1024, fail_syncs: None }
     }
 }
 
@@ -141,6 +143,7 @@ pub struct Store {
     outbox: Tree,
     /// patron id -> the notice kinds they opted out of
     optouts: Tree,
+    fail_syncs: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
@@ -198,6 +201,7 @@ impl Store {
             audit: tree("audit")?,
             outbox: tree("outbox")?,
             optouts: tree("optouts")?,
+            fail_syncs: settings.fail_syncs.clone(),
             db,
         })
     }
@@ -360,6 +364,9 @@ impl Store {
 
     /// Makes every applied change durable (an fsync of sled's log).
     pub fn sync(&self) -> Result<(), StoreError> {
+        if self.fail_syncs.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(StoreError::Io(sled::Error::Io(std::io::Error::other("injected sync failure"))));
+        }
         self.db.flush()?;
         Ok(())
     }

@@ -5,131 +5,15 @@ use std::borrow::Cow;
 use jiff::civil::date;
 
 use super::*;
-use crate::domain::{AuditEntry, FeeKind, FeeStatus, Hold, Item, Loan, Money, Patron};
-use crate::engine::{Desk, NewItem, NewPatron, SledEngine, StoreConfig};
+use crate::domain::{FeeKind, FeeStatus, Money};
+use crate::engine::testkit::{Added, Reg};
+use crate::engine::{NewItem, NewPatron};
 use crate::proto::{self, Encoding, Message, Secret};
 use crate::service::{Session, SessionRules, Verdict};
 
 /// Runs a future to its end on a runtime of its own (the service is async).
 fn settle<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-}
-
-/// The register as these tests set it up and look into it: staff operations through the
-/// engine, reads of its committed view.
-#[derive(Clone)]
-struct Reg {
-    engine: SledEngine,
-    store: View,
-}
-
-#[derive(Clone)]
-struct View {
-    engine: SledEngine,
-}
-
-impl View {
-    fn answer(&self, q: Query) -> Answer {
-        self.engine.query(q).wait().unwrap()
-    }
-    fn patron(&self, id: u64) -> Result<Patron, Error> {
-        match self.engine.query(Query::Patron(id)).wait()? {
-            Answer::Patron(p) => Ok(*p),
-            other => panic!("{other:?}"),
-        }
-    }
-    fn loan(&self, item: &str) -> Result<Option<Loan>, Error> {
-        let Answer::Item(f) = self.answer(Query::Item(item.into())) else { panic!() };
-        Ok(f.loan)
-    }
-    fn fee(&self, id: u64) -> Result<Option<Fee>, Error> {
-        let Answer::Fees(fees, _) = self.answer(Query::Fees(self.owner_of_fee(id))) else { panic!() };
-        Ok(fees.into_iter().find(|f| f.id == id))
-    }
-    fn owner_of_fee(&self, id: u64) -> u64 {
-        let Answer::Patrons(all) = self.answer(Query::Patrons(Default::default())) else { panic!() };
-        all.iter()
-            .find(|p| matches!(self.answer(Query::Fees(p.id)), Answer::Fees(f, _) if f.iter().any(|f| f.id == id)))
-            .map_or(0, |p| p.id)
-    }
-    fn holds_of(&self, id: u64) -> Result<Vec<Hold>, Error> {
-        let Answer::Holds(h) = self.answer(Query::Holds { patron: Some(id), item: None }) else { panic!() };
-        Ok(h.into_iter().map(|q| q.hold).collect())
-    }
-}
-
-impl Reg {
-    fn desk(&self) -> Desk<'_> {
-        Desk::new(&self.engine, "tester")
-    }
-    fn run(&self, op: Operation, now: Timestamp) -> Result<Receipt, Error> {
-        self.desk().run(op, now)
-    }
-    fn add_institution(&self, code: &str, name: &str, currency: &str, tz: &str) -> Result<(), Error> {
-        self.desk().add_institution(code, name, currency, tz, now()).map(|_| ())
-    }
-    fn add_patron(&self, new: NewPatron, force: bool, now: Timestamp) -> Result<Patron, Error> {
-        self.desk().add_patron(new, force, now)
-    }
-    fn add_item(&self, new: NewItem) -> Result<Item, Error> {
-        self.desk().add_item(new, now())
-    }
-    fn add_account(&self, login: &str, pw: &str, inst: &str, loc: Option<&str>) -> Result<(), Error> {
-        self.desk().add_account(login, pw, inst, loc, now()).map(|_| ())
-    }
-    fn set_account_profile(&self, login: &str, sets: &[(String, String)]) -> Result<(), Error> {
-        self.run(Operation::SetAccountProfile { login: login.into(), sets: sets.to_vec() }, now()).map(|_| ())
-    }
-    fn set_identifier_active(&self, id: u64, value: &str, active: bool, now: Timestamp) -> Result<(), Error> {
-        self.run(Operation::SetIdentifierActive { patron: id, value: value.into(), active }, now).map(|_| ())
-    }
-    fn unlock(&self, id: u64, now: Timestamp) -> Result<(), Error> {
-        self.run(Operation::Unlock { patron: id }, now).map(|_| ())
-    }
-    fn add_fee(
-        &self,
-        patron: u64,
-        kind: FeeKind,
-        amount: Money,
-        item: Option<&str>,
-        comment: Option<&str>,
-        now: Timestamp,
-    ) -> Result<Fee, Error> {
-        let op =
-            Operation::AddFee { patron, kind, amount, item: item.map(Into::into), comment: comment.map(Into::into) };
-        self.run(op, now)?.fee()
-    }
-    fn add_note(&self, patron: u64, kind: &str, text: &str, public: bool, now: Timestamp) -> Result<(), Error> {
-        self.run(Operation::AddNote { patron, kind: kind.into(), text: text.into(), public }, now).map(|_| ())
-    }
-    fn block(&self, patron: u64, kind: &str, note: Option<&str>, now: Timestamp) -> Result<(), Error> {
-        self.run(Operation::Block { patron, kind: kind.into(), note: note.map(Into::into) }, now).map(|_| ())
-    }
-    fn checkout(&self, patron: u64, item: &str, accept_fee: bool, now: Timestamp) -> Result<Loan, Error> {
-        self.run(Operation::Lend { patron, item: item.into(), accept_fee }, now)?.loan()
-    }
-    fn place_hold(
-        &self,
-        patron: u64,
-        target: HoldTarget,
-        pickup: &str,
-        expires: Option<jiff::civil::Date>,
-        now: Timestamp,
-    ) -> Result<Hold, Error> {
-        self.run(Operation::PlaceHold { patron, target, pickup: pickup.into(), expires }, now)?.hold()
-    }
-    fn balance(&self, id: u64) -> Result<Money, Error> {
-        let Answer::Fees(_, b) = self.store.answer(Query::Fees(id)) else { panic!() };
-        Ok(b)
-    }
-    fn history(&self, id: u64) -> Result<Vec<AuditEntry>, Error> {
-        let Answer::History(h) = self.store.answer(Query::History(id)) else { panic!() };
-        Ok(h)
-    }
-    fn item(&self, b: &str) -> Result<Item, Error> {
-        let Answer::Item(f) = self.store.answer(Query::Item(b.into())) else { panic!() };
-        Ok(f.item)
-    }
 }
 
 fn now() -> Timestamp {
@@ -144,8 +28,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let engine = crate::engine::open_or_create(dir.path(), &StoreConfig::default()).unwrap();
-    let reg = Reg { store: View { engine: engine.clone() }, engine };
+    let reg = Reg::open(dir.path(), "tester").unwrap();
     reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
     let new = NewPatron {
         institution: "MAIN".into(),
@@ -158,7 +41,7 @@ fn fixture() -> Fixture {
         pin: Some(Pin("4321".into())),
         ..Default::default()
     };
-    let p = reg.add_patron(new, false, now()).unwrap();
+    let Added::Patron(p) = reg.add_patron(new, false, now()).unwrap() else { panic!() };
     reg.add_account("kiosk1", "kiosk-secret", "MAIN", Some("ENTRANCE")).unwrap();
     Fixture { _dir: dir, reg, patron: p.id }
 }
@@ -172,7 +55,8 @@ fn second_patron(f: &Fixture) -> crate::domain::Patron {
         last_name: "Reader".into(),
         ..Default::default()
     };
-    f.reg.add_patron(new, false, now()).unwrap()
+    let Added::Patron(p) = f.reg.add_patron(new, false, now()).unwrap() else { panic!() };
+    *p
 }
 
 fn login(f: &Fixture, user: &str, password: &str) -> Option<Terminal> {
@@ -181,7 +65,7 @@ fn login(f: &Fixture, user: &str, password: &str) -> Option<Terminal> {
         login_password: Secret::new(password.to_string()),
         ..Default::default()
     };
-    let (reply, terminal) = settle(Service::new(&f.reg.engine).login(&req)).unwrap();
+    let (reply, terminal) = settle(Service::new(f.reg.engine.as_ref()).login(&req)).unwrap();
     assert_eq!(reply.ok, terminal.is_some());
     terminal
 }
@@ -193,7 +77,7 @@ fn status(f: &Fixture, t: &Terminal, barcode: &str, pin: &str) -> PatronStatusRe
         patron_password: Secret::new(pin.to_string()),
         ..Default::default()
     };
-    settle(Service::new(&f.reg.engine).patron_status(t, &req, now())).unwrap()
+    settle(Service::new(f.reg.engine.as_ref()).patron_status(t, &req, now())).unwrap()
 }
 
 /// The reply as a kiosk receives it.
@@ -223,7 +107,7 @@ fn sc_status_says_what_the_terminal_may_do() {
     let f = fixture();
     let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
     let all = SupportedMessages::from_wire("YYYYYYYYYYYYYYYY");
-    let reply = Service::new(&f.reg.engine).sc_status(&t, all, now());
+    let reply = Service::new(f.reg.engine.as_ref()).sc_status(&t, all, now());
     // 10:00 UTC is 11:00 in Stockholm.
     assert_eq!(
         wire(reply),
@@ -318,7 +202,7 @@ fn info(
         end_item: window.map(|w| Cow::Owned(w.1.to_string())),
         ..Default::default()
     };
-    settle(Service::new(&f.reg.engine).patron_information(t, &req, now())).unwrap()
+    settle(Service::new(f.reg.engine.as_ref()).patron_information(t, &req, now())).unwrap()
 }
 
 #[test]
@@ -379,7 +263,7 @@ fn checkout(
         ..Default::default()
     };
     tweak(&mut req);
-    settle(Service::new(&f.reg.engine).checkout(t, &req, now())).unwrap()
+    settle(Service::new(f.reg.engine.as_ref()).checkout(t, &req, now())).unwrap()
 }
 
 fn add_item(f: &Fixture, barcode: &str, rental: Option<Money>, media: u16) {
@@ -462,7 +346,7 @@ fn checkin(f: &Fixture, t: &Terminal, item: &str) -> CheckinResponse<'static> {
         item_identifier: Cow::Owned(item.into()),
         ..Default::default()
     };
-    settle(Service::new(&f.reg.engine).checkin(t, &req, now())).unwrap()
+    settle(Service::new(f.reg.engine.as_ref()).checkin(t, &req, now())).unwrap()
 }
 
 #[test]
@@ -484,7 +368,7 @@ fn checkin_returns_the_item_and_routes_holds() {
         item_identifier: Cow::Borrowed("I1"),
         ..Default::default()
     };
-    assert!(settle(Service::new(&f.reg.engine).checkin(&t, &req, now())).unwrap().ok);
+    assert!(settle(Service::new(f.reg.engine.as_ref()).checkin(&t, &req, now())).unwrap().ok);
     let at: Timestamp = "2026-11-21T17:30:00Z".parse().unwrap();
     assert!(f.reg.history(f.patron).unwrap().iter().any(|e| e.action == "checkin" && e.at == at));
 
@@ -516,7 +400,7 @@ fn item_information_renew_end_session() {
     add_item(&f, "I1", Some(Money(5_00)), 1);
     let info = |b: &str| {
         let req = ItemInformation { item_identifier: Cow::Owned(b.into()), ..Default::default() };
-        settle(Service::new(&f.reg.engine).item_information(&t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).item_information(&t, &req, now())).unwrap()
     };
     assert_eq!(wire(info("I1")), "1803000620261122    110000ABI1|AJTitle I1|CF0|BGMAIN|BHSEK|BV5.00|CK001|\r");
     assert_eq!(
@@ -530,7 +414,7 @@ fn item_information_renew_end_session() {
             item_identifier: Some(Cow::Owned(b.into())),
             ..Default::default()
         };
-        settle(Service::new(&f.reg.engine).renew(&t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).renew(&t, &req, now())).unwrap()
     };
     let r = renew("I1");
     assert_eq!((r.ok, r.screen_message[0].as_ref()), (false, "This item is not on loan to you."));
@@ -546,7 +430,7 @@ fn item_information_renew_end_session() {
 
     let req = EndPatronSession { patron_identifier: Cow::Borrowed("anyone"), ..Default::default() };
     assert_eq!(
-        wire(Service::new(&f.reg.engine).end_session(&t, &req, now())),
+        wire(Service::new(f.reg.engine.as_ref()).end_session(&t, &req, now())),
         "36Y20261122    110000AOMAIN|AAanyone|\r"
     );
 }
@@ -565,7 +449,7 @@ fn fee_paid_applies_payments_and_refuses_overpayment() {
             fee_identifier: fee.map(Cow::Owned),
             ..Default::default()
         };
-        settle(Service::new(&f.reg.engine).fee_paid(&t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).fee_paid(&t, &req, now())).unwrap()
     };
     let r = pay("14.00", "SEK", None);
     assert!(!r.payment_accepted);
@@ -599,7 +483,7 @@ fn renew_all_lists_what_was_and_was_not_renewed() {
         patron_password: Some(Secret::new("4321")),
         ..Default::default()
     };
-    let r = settle(Service::new(&f.reg.engine).renew_all(&t, &req, now())).unwrap();
+    let r = settle(Service::new(f.reg.engine.as_ref()).renew_all(&t, &req, now())).unwrap();
     assert_eq!(wire(r), "6610001000120261122    110000AOMAIN|BMI1|BNI2 This item is on hold for another patron.|\r");
 }
 
@@ -616,7 +500,7 @@ fn holds_are_placed_changed_and_cancelled() {
             pickup_location: pickup.map(|p| Cow::Owned(p.to_string())),
             ..Default::default()
         };
-        settle(Service::new(&f.reg.engine).hold(&t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).hold(&t, &req, now())).unwrap()
     };
     let r = hold(proto::HoldMode::Add, None);
     assert!(r.ok && r.available);
@@ -641,11 +525,11 @@ fn block_and_enable_follow_the_profile() {
             patron_identifier: Cow::Borrowed("21234000012345"),
             ..Default::default()
         };
-        settle(Service::new(&f.reg.engine).block_patron(t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).block_patron(t, &req, now())).unwrap()
     };
     let enable = |t: &Terminal| {
         let req = proto::PatronEnable { patron_identifier: Cow::Borrowed("21234000012345"), ..Default::default() };
-        settle(Service::new(&f.reg.engine).patron_enable(t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).patron_enable(t, &req, now())).unwrap()
     };
     // Off by default: the state is reported unchanged, with a word why.
     let r = block(&t);
@@ -682,7 +566,7 @@ fn item_status_update_stores_properties() {
             item_properties: Cow::Borrowed("shelf 4, RFID tag 9"),
             ..Default::default()
         };
-        settle(Service::new(&f.reg.engine).item_status_update(&t, &req, now())).unwrap()
+        settle(Service::new(f.reg.engine.as_ref()).item_status_update(&t, &req, now())).unwrap()
     };
     assert_eq!(wire(update("I1")), "20120261122    110000ABI1|AJTitle I1|CHshelf 4, RFID tag 9|\r");
     assert_eq!(f.reg.item("I1").unwrap().properties.as_deref(), Some("shelf 4, RFID tag 9"));
@@ -698,7 +582,7 @@ fn sealed(body: &str, seq: u8) -> String {
 #[test]
 fn a_session_is_driven_by_frames_and_a_fixed_clock() {
     let f = fixture();
-    let svc = Service::new(&f.reg.engine);
+    let svc = Service::new(f.reg.engine.as_ref());
     let mut s = Session::new(SessionRules::default());
     let mut send = |frame: &str| {
         let o = settle(s.on_frame(&svc, frame.as_bytes(), now()));

@@ -293,3 +293,26 @@ pub fn address_after(out: &mut impl std::io::BufRead, marker: &str) -> SocketAdd
         seen.push_str(&line);
     }
 }
+
+/// Runs a register command on the server holding `data`, through its admin socket (as the
+/// command line does): `(exit code, output)`, or `None` when no server answers.
+pub fn admin(data: &std::path::Path, args: &[String]) -> Option<(u64, String)> {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({"args": args, "stdin": "", "actor": "desk"}).to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(data.join("admin.sock")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let json_body = text.split_once("\r\n\r\n").map(|(_, b)| b)?;
+    // The body may be chunked: the JSON object is between the first '{' and the last '}'.
+    let start = json_body.find('{')?;
+    let end = json_body.rfind('}')? + 1;
+    let v: serde_json::Value = serde_json::from_str(json_body.get(start..end)?).ok()?;
+    Some((v["code"].as_u64()?, format!("{}{}", v["stdout"].as_str()?, v["stderr"].as_str()?)))
+}
