@@ -2,10 +2,12 @@
 # Reproduces the published server benchmark in docs/BENCHMARKS.md: sip2d serve and the
 # generator (`sip2d bench`) on one machine, each cell measured next to the --null ceiling in
 # the same run. Usage: cargo build --release && benches/published.sh [OUT.jsonl]
-# DURATION and WARMUP (default 5s, 2s) set the time per cell.
+# DURATION and WARMUP (default 5s, 2s) set the time per cell; BIN another sip2d to measure.
+# Each sip2d cell also says the server's CPU per request (user + system time of the server
+# process over the cell, logins and warm-up included, divided by the requests measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/sip2d
+BIN="${BIN:-target/release/sip2d}"
 DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-2s}"
 OUT="${1:-/tmp/sip2d-published.jsonl}"
@@ -28,9 +30,18 @@ TOML
 server=$!
 sleep 2
 : >"$OUT"
+ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+hz=$(getconf CLK_TCK)
 run() { # label, then bench arguments
   local label=$1; shift
-  "$BIN" bench --duration "$DURATION" --warmup "$WARMUP" --json "$@" | sed "s/^{/{\"label\":\"$label\",/" >>"$OUT" || true
+  local before after line
+  before=$(ticks)
+  line=$("$BIN" bench --duration "$DURATION" --warmup "$WARMUP" --json "$@" || true)
+  after=$(ticks)
+  local requests cpu
+  requests=$(printf '%s' "$line" | grep -o '"requests":[0-9]*' | head -n 1 | cut -d: -f2)
+  cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v n="${requests:-0}" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+  printf '%s\n' "$line" | sed "s/^{/{\"label\":\"$label\",\"server_cpu_us_per_request\":$cpu,/" >>"$OUT"
 }
 for c in 1 16 128 1024; do
   run "null mixed" --null --connections "$c"

@@ -70,21 +70,14 @@ fn change(
     Ok(fee)
 }
 
-/// Records a payment on an active fee (at the desk); refuses more than is owed.
+/// Records a payment on one fee at the desk: the kiosk's payment rule ([`pay`]), on that fee.
 pub fn pay_fee(u: &mut Unit<'_>, id: u64, amount: Money, transaction: Option<String>) -> Result<Fee, Refusal> {
-    change(u, id, "fee-pay", |fee, by, at| {
-        if fee.status != FeeStatus::Active {
-            return Err(Refusal::FeeStatus { fee: id, status: fee.status, wanted: "an active fee can be paid" });
-        }
-        if amount.0 <= 0 {
-            return Err(Refusal::NotPositive);
-        }
-        if amount > fee.outstanding() {
-            return Err(Refusal::Overpayment { amount, owed: fee.outstanding() });
-        }
-        record_payment(fee, amount, by, at, transaction);
-        Ok(())
-    })
+    let fee = u.state.fee(id).cloned().ok_or(Refusal::NoFee(id))?;
+    if fee.status != FeeStatus::Active {
+        return Err(Refusal::FeeStatus { fee: id, status: fee.status, wanted: "an active fee can be paid" });
+    }
+    let paid = pay(u, fee.patron, amount, Some(id), transaction.as_deref())?;
+    paid.fees.into_iter().next().ok_or(Refusal::FeeNotOpen(id))
 }
 
 /// Takes a payment from a patron (a kiosk's 37): on the named fee, or on the oldest active
