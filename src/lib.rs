@@ -10,7 +10,7 @@
 //! |-----------|-------------------------------------------------------|--------------------------------|
 //! | `proto`   | bytes <-> typed SIP2 messages: framing, checksums     | `bytes`, `nom`                 |
 //! | `domain`  | records, validation, typed refusals; rules as pure functions | std, `serde`, `jiff`, crypto |
-//! | `engine`  | units of work: read, a `domain` rule decides, write, commit; the `Engine` seam, the sled engine (one writer, the working set in memory, sled underneath) | `domain`, `sled`, `bincode`, `imbl` |
+//! | `engine`  | units of work: read, a `domain` rule decides, write, commit; the `Engine` seam, the sled engine (one writer, a write-ahead log, the working set in memory, sled checkpointed behind) | `domain`, `sled`, `bincode`, `imbl`, `crc32fast` |
 //! | `service` | one SIP session: a message to an engine operation, its receipt to a reply in the terminal's language | `proto`, `domain`, `engine` (the trait) |
 //! | `net`     | sockets, TLS, limits, shutdown, metrics; SIP2 I/O     | `service`, `proto`, `engine`, tokio, rustls |
 //! | `tools`   | vendor tools: client connection, conformance, load    | `proto`, `net`, `service`, tokio, rustls |

@@ -1,6 +1,7 @@
 //! Crash safety: while kiosks check items out and in and pay fees, and staff add notes through
-//! the admin API, the server process is killed with SIGKILL at random moments. After each kill
-//! the store opens cleanly and every change that was answered "ok" is in it.
+//! the admin API, the server process is killed with SIGKILL at random moments, checkpoints of
+//! sled running many times a second (so some kills cut one short). After each kill the store
+//! opens cleanly and every change that was answered "ok" is in it.
 //!
 //! 20 kills by default, 6 when `CI` is set (the 2-core CI machine); `CRASH_ROUNDS` overrides.
 
@@ -85,8 +86,14 @@ enum Op {
     Pay,
 }
 
+/// The server, checkpointing sled many times a second (and starting a new log segment every
+/// MiB), so that kills land in the middle of checkpoints too.
 fn spawn_server(data: &Path) -> (Child, SocketAddr) {
-    let args = ["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"];
+    let config = data.join("crash.toml");
+    std::fs::write(&config, "[store]\ncheckpoint_interval = \"20ms\"\ncheckpoint_mib = 1\nlog_segment_mib = 1\n")
+        .unwrap();
+    let args =
+        ["--data", data.to_str().unwrap(), "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"];
     let (child, _, addr) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d listening on ");
     (child, addr)
 }
@@ -178,7 +185,9 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         (0..CLIENTS).map(|_| Ledger { on_loan: vec![false; ITEMS_PER_CLIENT], ..Default::default() }).collect();
     let mut confirmed_total = 0;
     let mut notes_total = 0;
+    let mut checkpointed = 0;
     for round in 0..rounds {
+        let at_start = sip2d::engine::verify_log(dir.path()).unwrap().applied;
         let (mut child, addr) = spawn_server(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
         let staff = {
@@ -203,6 +212,9 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let (notes, _in_flight) = staff.join().unwrap();
         notes_total += notes.len();
+        // What sled held when the server died: checkpoints ran while it served.
+        let log = sip2d::engine::verify_log(dir.path()).unwrap_or_else(|e| panic!("round {round}: the log: {e}"));
+        checkpointed += u64::from(log.applied > at_start);
 
         let engine = sip2d::engine::open_or_create(dir.path(), &Default::default())
             .unwrap_or_else(|e| panic!("round {round}: store does not open: {e}"));
@@ -242,4 +254,5 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
     }
     assert!(confirmed_total > 0, "the clients got some work done between kills");
     assert!(notes_total > 0, "staff got some notes in between kills");
+    assert!(checkpointed > 0, "sled was checkpointed while the server ran, in {checkpointed} of {rounds} rounds");
 }

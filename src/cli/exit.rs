@@ -90,7 +90,7 @@ fn of_refusal(r: &crate::domain::Refusal) -> Exit {
 fn of_engine(e: &Error) -> Exit {
     match e {
         Error::Refused(r) => of_refusal(r),
-        Error::Store(_) | Error::Stopped(_) | Error::Closed => Exit::Failure,
+        Error::Store(_) | Error::Stopped(_) | Error::NotDone(_) | Error::Closed => Exit::Failure,
     }
 }
 

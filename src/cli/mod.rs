@@ -84,6 +84,10 @@ enum Command {
     /// The register's PIN key: show its fingerprint, export it, import it.
     #[command(subcommand)]
     Key(setup::KeyCmd),
+    /// The register's write-ahead log: check every record, or cut a damaged log where the
+    /// damage starts.
+    #[command(subcommand)]
+    Log(setup::LogCmd),
     /// Print a completion script for a shell, e.g.
     /// `sip2d completions bash > /etc/bash_completion.d/sip2d`.
     Completions {
@@ -105,6 +109,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if matches.subcommand_name() != Some("serve") {
+        // What the engine says of itself while a command runs (a torn log tail dropped at open,
+        // say): one line each on standard error. The server sets up its own log.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::WARN)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .without_time()
+            .try_init();
+    }
     // A register command on a data directory a server holds goes to that server.
     if matches.subcommand_name().is_some_and(is_register) {
         match forward(&cli) {
@@ -199,6 +214,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man { out } => manual::write(&out),
         Command::Key(cmd) => setup::key(&cmd, &cli.common),
+        Command::Log(cmd) => setup::log(&cmd, &cli.common),
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
         Command::Conform(args) => conform::run(&args),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin;
 use super::register::Common;
-use crate::engine::{self as demo, Engine, StoreConfig};
+use crate::engine::{self as demo, Engine};
 use crate::net::{Config, Listener, LogFormat, Server, TlsFiles};
 
 /// Serve kiosks over SIP2 (TCP and TLS) from the register.
@@ -100,6 +100,11 @@ The configuration file (TOML; every key optional, defaults shown):
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"
+  [store]                            the write-ahead log and sled's checkpoints (docs/engine.md)
+  log_segment_mib = 64               a new log segment at this size
+  checkpoint_mib = 64                sled brought up to date when this much log awaits it,
+  checkpoint_interval = \"30s\"        or this long after the last time
+  retry_interval = \"5s\"              after a failed log sync or checkpoint: reopen and retry
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides
@@ -285,7 +290,7 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
     let (_log, log_handle) = init_logging(&c);
-    let store = StoreConfig { cache_bytes: c.cache_mib.saturating_mul(1024 * 1024), ..Default::default() };
+    let store = c.store_config();
     let (data, engine) = if args.demo {
         // --data, or the configuration's, when given; otherwise a new temporary directory.
         let d = demo_dir(common.data.as_ref())?;

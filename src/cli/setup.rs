@@ -1,4 +1,5 @@
-//! `sip2d init` (a new, empty register) and `sip2d key` (the PIN key: show, export, import).
+//! `sip2d init` (a new, empty register), `sip2d key` (the PIN key: show, export, import) and
+//! `sip2d log` (the write-ahead log: verify, repair).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,72 @@ pub fn key(cmd: &KeyCmd, common: &Common) -> Result<ExitCode> {
                 key.fingerprint(),
                 key_path.display()
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every change is synced to the write-ahead log (DATA/wal) before it is acknowledged, and
+/// sled is brought up to date from it behind; at start sled takes what the log holds after it.
+/// A record a crash cut short is dropped by itself; damage with valid records after it stops
+/// the start, and `log repair` is the way past it (docs/engine.md).
+#[derive(Debug, clap::Subcommand)]
+pub enum LogCmd {
+    /// Read the log back and check every record; changes nothing. Exit 1 if it is damaged.
+    Verify,
+    /// Cut the log at its first bad record, dropping it and everything after it (the output
+    /// says how many valid records that is). Stop `sip2d serve` first. Changes acknowledged
+    /// after the damage are lost: restore the register from a backup instead if you have one.
+    Repair,
+}
+
+pub fn log(cmd: &LogCmd, common: &Common) -> Result<ExitCode> {
+    let dir = common.data_dir()?;
+    dir.enter_existing()?;
+    match cmd {
+        LogCmd::Verify => {
+            let r = crate::engine::verify_log(&dir.path)?;
+            let p = &r.replayed;
+            if common.json {
+                outln!(
+                    "{}",
+                    json!({"segments": p.segments.len(), "records": p.replayed + p.skipped, "sled_lacks": p.replayed, "last": p.last, "sled_holds": r.applied,
+                           "torn": p.torn.as_ref().map(|t| json!({"file": t.path, "offset": t.offset, "bytes": t.bytes, "why": t.why}))})
+                );
+            } else {
+                outln!(
+                    "the write-ahead log is whole: {} segment(s), {} record(s), the last batch {}; sled holds up to batch {} and lacks {} record(s), which the next start gives it",
+                    p.segments.len(),
+                    p.replayed + p.skipped,
+                    p.last,
+                    r.applied,
+                    p.replayed
+                );
+                if let Some(t) = &p.torn {
+                    outln!(
+                        "its last {} byte(s), from byte {} of {}, are a record a crash cut short ({}); the next start drops them",
+                        t.bytes,
+                        t.offset,
+                        t.path.display(),
+                        t.why
+                    );
+                }
+            }
+        }
+        LogCmd::Repair => {
+            let r = crate::engine::repair_log(&dir.path)?;
+            match &r.cut {
+                None => outln!("the write-ahead log is whole; nothing was changed"),
+                Some((path, at)) => {
+                    outln!(
+                        "cut the write-ahead log at byte {at} of {}: {} byte(s) dropped, holding {} valid record(s) that followed the damage; {} later file(s) removed",
+                        path.display(),
+                        r.bytes_dropped,
+                        r.records_dropped,
+                        r.files_removed.len()
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::domain::Refusal;
 use crate::domain::secret::PinKey;
 
-use super::store::{self, Store, StoreConfig, StoreError};
+use super::store::{self, StoreConfig, StoreError};
 use super::{Error, SledEngine};
 
 /// The store's directory inside a data directory; its presence is what makes a register.
@@ -84,7 +84,7 @@ pub fn install_pin_key(dir: &Path, key: &PinKey, dry_run: bool) -> Result<bool, 
         return Err(Refusal::rule(format!("no register at {}", dir.display())).into());
     }
     if let Some(current) = &current {
-        let store = Store::open(dir, &StoreConfig::default())?;
+        let (store, _log) = super::checkpoint::recover(dir, &StoreConfig::default())?;
         if store.load()?.patrons.iter().any(|p| p.pin.is_some()) {
             return Err(Refusal::rule(format!(
                 "this register holds PINs made with its own PIN key {}; another key is accepted only into a register without PINs, or one that has it already",
@@ -97,4 +97,30 @@ pub fn install_pin_key(dir: &Path, key: &PinKey, dry_run: bool) -> Result<bool, 
         key.replace(&path).map_err(|e| open_error(dir, e))?;
     }
     Ok(true)
+}
+
+/// What `sip2d log verify` found: the log read back whole (every record checked and decoded)
+/// and the last batch sled holds.
+pub struct LogReport {
+    pub applied: u64,
+    pub replayed: super::wal::Replayed,
+}
+
+/// Reads the register's write-ahead log back and checks every record (the ones sled lacks also
+/// decoded), changing nothing.
+/// A damaged log is the error [`super::wal::LogError::Damaged`], with the file and byte.
+pub fn verify_log(dir: &Path) -> Result<LogReport, Error> {
+    let store = store::Store::open(dir, &StoreConfig::default())?;
+    let applied = store.applied()?;
+    let replayed =
+        super::wal::replay(&dir.join(super::wal::DIR), applied, |_, payload| store::decode_batch(payload).map(drop))?;
+    Ok(LogReport { applied, replayed })
+}
+
+/// Cuts the register's write-ahead log at its first bad record (`sip2d log repair`); refused
+/// while a server has the register open.
+pub fn repair_log(dir: &Path) -> Result<super::wal::Repaired, Error> {
+    // Holding sled's lock keeps a server from starting meanwhile, and fails if one runs.
+    let _store = store::Store::open(dir, &StoreConfig::default())?;
+    Ok(super::wal::repair(&dir.join(super::wal::DIR)).map_err(StoreError::from)?)
 }

@@ -9,6 +9,7 @@
 //! ([`SledEngine`]) runs every unit on one writer thread, in order, against the current state,
 //! and makes each batch durable with one sync. `docs/engine.md` says what a read may see.
 
+mod checkpoint;
 mod data_dir;
 mod demo_data;
 mod desk;
@@ -22,6 +23,7 @@ pub mod store;
 mod unit;
 mod units;
 mod view;
+pub mod wal;
 
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -34,7 +36,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub use crate::domain::Refusal;
-pub use data_dir::{PIN_KEY, STORE_DIR, init, install_pin_key, open_existing, open_or_create};
+pub use data_dir::{
+    LogReport, PIN_KEY, STORE_DIR, init, install_pin_key, open_existing, open_or_create, repair_log, verify_log,
+};
 pub use demo_data::{DEMO_PIN, Demo, build as build_demo};
 pub use desk::{Desk, hash_password};
 pub use exchange::{ImportOptions, ImportReport, Line, PinHashes, RegisterLine};
@@ -42,6 +46,7 @@ pub use notices::{MAX_ATTEMPTS, due as notices_due};
 pub use ops::*;
 pub use sled_engine::{Observer, SledEngine, Stats};
 pub use store::{StoreConfig, StoreError};
+pub use wal::Faults;
 
 /// Why an operation did not happen: a rule said no (nothing was written), or the engine
 /// could not do it (then nothing that was not acknowledged may be assumed either way).
@@ -51,9 +56,14 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A batch could not be made durable: the engine takes no more changes until reopened.
-    #[error("the register takes no changes after a failed write ({0}); restart the server to reopen it")]
+    /// A batch could not be made durable: the engine takes no more changes until it has
+    /// reopened the log (it tries by itself, every `retry_interval`).
+    #[error("the register takes no changes after a failed write ({0}); it is reopening its log")]
     Stopped(Arc<str>),
+    /// The operation could not be carried out (a full disk, sled unreadable); nothing of it
+    /// was changed, and the next one may succeed.
+    #[error("could not complete: {0}; nothing was changed")]
+    NotDone(Arc<str>),
     #[error("the register has been closed")]
     Closed,
 }

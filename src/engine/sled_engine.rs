@@ -1,17 +1,17 @@
 //! The sled engine: the register in memory, one writer thread that runs every unit in order
-//! against the current state, and sled underneath as the store of record.
+//! against the current state, a write-ahead log that makes each batch durable, and sled
+//! underneath as the store of record, brought up to date from the log behind the writer.
 //!
 //! The writer takes whatever units are waiting as one batch. Each unit runs on the writer's
 //! working copy and sees what the units before it in the batch did; a refused unit's changes
-//! are dropped. The batch's writes go to sled in one transaction and one sync; then the new
-//! state is published as the view readers see, and only then is any unit of the batch
+//! are dropped. The batch's writes are appended to the log as one record and synced; then the
+//! new state is published as the view readers see, and only then is any unit of the batch
 //! answered. No timer waits for a batch to fill: one kiosk waits for one sync, a hundred share
-//! one.
+//! one. The checkpointer (`checkpoint.rs`) then writes the batch to sled.
 //!
 //! A unit that writes nothing (a status check with the right PIN, a refused checkout) is
 //! answered from the view without the writer. Audit history and the outbox stay in sled
-//! only; the writer answers reads of them between batches, when sled holds exactly what is
-//! durable.
+//! only; they are read once sled holds every batch published before the read.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +25,13 @@ use tokio::sync::oneshot;
 use crate::domain::secret::PinKey;
 use crate::domain::*;
 
+use super::checkpoint::{self, Checkpointer, Counters, ToCheckpointer};
 use super::exchange::{self, Line};
 use super::ops::*;
 use super::state::State;
-use super::store::{Store, StoreConfig, StoreError, Write};
+use super::store::{StoreConfig, StoreError, Write, encode_batch};
 use super::unit::Unit;
+use super::wal::{AppendError, Log};
 use super::{Engine, Error, Pending, units};
 
 /// Units the writer takes into one batch at most.
@@ -46,8 +48,12 @@ pub struct Stats {
     pub units: u64,
     /// Units answered from the view, without the writer.
     pub reads: u64,
-    /// Time spent in syncs, in microseconds.
+    /// Time spent in log appends and syncs, in microseconds.
     pub sync_micros: u64,
+    /// Checkpoints made (sled brought up to date with the log and flushed).
+    pub checkpoints: u64,
+    /// Checkpoints that failed (sled is reopened and the log read back into it).
+    pub checkpoint_failures: u64,
 }
 
 /// Called after each committed batch with the time its sync took and how many units it held.
@@ -67,6 +73,7 @@ struct Shared {
     units: AtomicU64,
     reads: AtomicU64,
     sync_micros: AtomicU64,
+    checkpoints: Arc<Counters>,
 }
 
 impl Shared {
@@ -103,9 +110,13 @@ pub struct SledEngine {
 impl SledEngine {
     /// Opens the register in `dir` (the store, and the PIN key `key`) and starts its writer.
     pub fn open(dir: &Path, key: PinKey, settings: &StoreConfig) -> Result<SledEngine, Error> {
-        let store = Store::open(dir, settings)?;
-        let loaded = store.load()?;
-        let state = State::build(loaded)?;
+        let (store, log) = checkpoint::recover(dir, settings)?;
+        let state = State::build(store.load()?)?;
+        let counters = Arc::new(Counters::default());
+        let spawn_error =
+            |e: std::io::Error| Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() });
+        let checkpointer =
+            Checkpointer::start(dir, store, log.next_seq() - 1, settings, counters.clone()).map_err(spawn_error)?;
         let shared = Arc::new(Shared {
             view: ArcSwap::from_pointee(state.clone()),
             stopped: Mutex::new(None),
@@ -114,14 +125,23 @@ impl SledEngine {
             units: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
+            checkpoints: counters,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let writer =
-            Writer { store, key: key.clone(), shared: shared.clone(), working: state.clone(), committed: state };
+        let writer = Writer {
+            log,
+            checkpointer,
+            retry_interval: settings.retry_interval,
+            buf: Vec::new(),
+            key: key.clone(),
+            shared: shared.clone(),
+            working: state.clone(),
+            committed: state,
+        };
         let handle = std::thread::Builder::new()
             .name("sip2d-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() }))?;
+            .map_err(spawn_error)?;
         Ok(SledEngine {
             inner: Arc::new(Inner { shared, key, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) }),
         })
@@ -219,6 +239,8 @@ impl Engine for SledEngine {
             units: s.units.load(Ordering::Relaxed),
             reads: s.reads.load(Ordering::Relaxed),
             sync_micros: s.sync_micros.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.checkpoints.load(Ordering::Relaxed),
+            checkpoint_failures: s.checkpoints.failures.load(Ordering::Relaxed),
         }
     }
 
@@ -235,7 +257,11 @@ impl Engine for SledEngine {
 
 /// The writer thread's state.
 struct Writer {
-    store: Store,
+    log: Log,
+    checkpointer: Checkpointer,
+    retry_interval: Duration,
+    /// The batch's log record, reused.
+    buf: Vec<u8>,
     key: PinKey,
     shared: Arc<Shared>,
     /// The state with the batch so far applied.
@@ -256,7 +282,29 @@ struct Batch {
 
 impl Writer {
     fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = if self.shared.stopped().is_some() {
+                // Stopped by a failed sync: try to reopen the log now and then, meanwhile
+                // refusing what still arrives.
+                match jobs.recv_timeout(self.retry_interval) {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        self.try_reopen();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        // Closing: cut the batch in doubt from the log if the disk lets us, so
+                        // that what the next open finds is exactly what was acknowledged.
+                        self.try_reopen();
+                        return;
+                    }
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            };
             let mut batch = Batch::default();
             let mut job = Some(first);
             let mut taken = 0;
@@ -271,14 +319,25 @@ impl Writer {
         }
     }
 
+    fn try_reopen(&mut self) {
+        match self.log.reopen() {
+            Ok(()) => {
+                tracing::info!(file = %self.log.path().display(), "write-ahead log reopened after a failed sync; taking changes again");
+                if let Ok(mut s) = self.shared.stopped.lock() {
+                    *s = None;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the write-ahead log cannot be reopened yet; taking no changes"),
+        }
+    }
+
     /// Runs one job into the batch (committing first when it must run alone).
     fn take(&mut self, job: Job, batch: &mut Batch) {
         match job {
             Job::Cold { query, reply } => {
-                // Answered from sled, which must hold exactly what is durable: the batch so far
-                // is committed first.
+                // Answered from sled once it holds every batch published so far.
                 self.commit(batch);
-                let _ = reply.send(self.cold(query));
+                self.cold(query, reply);
             }
             Job::Run { op, by, reply } => {
                 if let Some(why) = self.shared.stopped() {
@@ -286,12 +345,22 @@ impl Writer {
                     return;
                 }
                 let alone = matches!(op, Operation::Purge { .. });
+                let mut store = None;
                 if alone {
                     self.commit(batch);
+                    // A purge reads stored history: sled, holding every batch published.
+                    match self.checkpointer.read_blocking(|_| Ok(())) {
+                        Ok(()) => store = Some(&self.checkpointer),
+                        Err(why) => {
+                            let _ = reply.send(Err(Error::NotDone(why)));
+                            return;
+                        }
+                    }
                 }
                 let saved = self.working.clone();
-                let store = &self.store;
-                let history = |patron: u64| store.history(patron).unwrap_or_default();
+                let history = |patron: u64| {
+                    store.and_then(|c| c.read_blocking(move |s| s.history(patron)).ok()).unwrap_or_default()
+                };
                 let mut unit = Unit::new(&mut self.working, &self.key, &by).with_history(&history);
                 let result = units::run(op, &mut unit);
                 let writes = unit.into_writes();
@@ -313,7 +382,8 @@ impl Writer {
         }
     }
 
-    /// Makes the batch durable, publishes the state it leaves, then answers its units.
+    /// Makes the batch durable in the log, publishes the state it leaves, answers its units,
+    /// then hands its writes to the checkpointer.
     fn commit(&mut self, batch: &mut Batch) {
         if batch.replies.is_empty() && batch.writes.is_empty() {
             return;
@@ -326,12 +396,19 @@ impl Writer {
             writes.push(Write::AuditSeq(self.working.audit_seq()));
         }
         let units = batch.replies.len();
+        if writes.is_empty() {
+            // Every unit was refused: nothing to make durable.
+            for (reply, r) in batch.replies.drain(..) {
+                let _ = reply.send(r);
+            }
+            return;
+        }
         let started = Instant::now();
-        let stored =
-            if writes.is_empty() { Ok(()) } else { self.store.apply(&writes).and_then(|()| self.store.sync()) };
+        encode_batch(&writes, &mut self.buf);
+        let appended = self.log.append(&self.buf);
         let took = started.elapsed();
-        match stored {
-            Ok(()) => {
+        match appended {
+            Ok(seq) => {
                 self.committed = self.working.clone();
                 self.shared.view.store(Arc::new(self.committed.clone()));
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -342,12 +419,29 @@ impl Writer {
                 for (reply, r) in batch.replies.drain(..) {
                     let _ = reply.send(r);
                 }
+                let bytes = self.buf.len() as u64;
+                self.checkpointer.send(ToCheckpointer::Batch { seq, writes, bytes });
+                if let Some((path, last)) = self.log.rotate_if_full() {
+                    self.checkpointer.send(ToCheckpointer::Sealed { path, last });
+                }
             }
-            Err(e) => {
+            Err(AppendError::NotWritten(e)) => {
+                // Nothing of the batch reached the log (a full disk): refused, and the next
+                // batch tries again.
+                let why: Arc<str> = Arc::from(format!("could not write to the log: {e}"));
+                tracing::error!(error = %why, units, "a batch was refused: nothing of it was changed");
+                self.working = self.committed.clone();
+                for (reply, _) in batch.replies.drain(..) {
+                    let _ = reply.send(Err(Error::NotDone(why.clone())));
+                }
+            }
+            Err(e @ AppendError::InDoubt(_)) => {
                 // Not known to be durable: nothing of the batch is acknowledged, and no write is
-                // taken again until the register is reopened (a failed sync may have lost what
-                // it was given; trying again could acknowledge a change the disk does not have).
+                // taken until the log is reopened and cut back to what was (a failed sync may
+                // have lost what it was given; trying again could acknowledge a change the disk
+                // does not have).
                 let why: Arc<str> = Arc::from(e.to_string());
+                tracing::error!(error = %why, "the write-ahead log could not be synced; taking no changes until it is reopened");
                 if let Ok(mut s) = self.shared.stopped.lock() {
                     *s = Some(why.clone());
                 }
@@ -359,19 +453,36 @@ impl Writer {
         }
     }
 
-    /// Reads of what only sled holds.
-    fn cold(&self, query: Query) -> Result<Answer, Error> {
+    /// Reads of what only sled holds, answered by the checkpointer once sled holds every batch
+    /// published so far.
+    fn cold(&self, query: Query, reply: oneshot::Sender<Result<Answer, Error>>) {
+        let not_done = |why: Arc<str>| Error::NotDone(why);
         match query {
             Query::History(id) => {
-                let p = self.committed.patron(id).ok_or_else(|| Refusal::NoPatron(format!("#{id}")))?;
+                let Some(p) = self.committed.patron(id) else {
+                    let _ = reply.send(Err(Refusal::NoPatron(format!("#{id}")).into()));
+                    return;
+                };
                 let c = &p.created;
-                let mut out =
-                    vec![AuditEntry { patron: id, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] }];
-                out.extend(self.store.history(id)?.into_iter().map(|(_, e)| e));
-                Ok(Answer::History(out))
+                let created =
+                    AuditEntry { patron: id, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] };
+                self.checkpointer.send(ToCheckpointer::Read(Box::new(move |store| {
+                    let r = store.map_err(not_done).and_then(|s| {
+                        let mut out = vec![created];
+                        out.extend(s.history(id)?.into_iter().map(|(_, e)| e));
+                        Ok(Answer::History(out))
+                    });
+                    let _ = reply.send(r);
+                })));
             }
-            Query::Outbox => Ok(Answer::Outbox(self.store.notices()?)),
-            other => super::view::answer(&self.committed, other),
+            Query::Outbox => {
+                self.checkpointer.send(ToCheckpointer::Read(Box::new(move |store| {
+                    let _ = reply.send(store.map_err(not_done).and_then(|s| Ok(Answer::Outbox(s.notices()?))));
+                })));
+            }
+            other => {
+                let _ = reply.send(super::view::answer(&self.committed, other));
+            }
         }
     }
 }

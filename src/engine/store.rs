@@ -1,15 +1,15 @@
 //! The sled engine's storage: one tree per record kind, values as a version byte plus
-//! bincode. Only the engine's writer writes it, one batch of units per transaction; the
-//! engine keeps the working set in memory, so the store is read whole at start and, for the
-//! records kept only here (audit history, the outbox), by the writer between batches.
+//! bincode. Only the checkpointer writes it, bringing it up to date with the write-ahead log;
+//! the engine keeps the working set in memory, so the store is read whole at start and, for
+//! the records kept only here (audit history, the outbox), once it holds every batch before
+//! the read.
 
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
+use sled::Tree;
 
 use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron};
 
@@ -42,6 +42,8 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("a stored {kind} could not be read ({detail}); was it written by a newer sip2d?")]
     Corrupt { kind: &'static str, detail: String },
+    #[error(transparent)]
+    Log(#[from] super::wal::LogError),
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -61,6 +63,94 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
     }
 }
 
+/// The meta key under which sled records the last log record it holds.
+const APPLIED: &[u8] = b"wal_applied";
+
+/// The trees, in the order of [`Store::trees`].
+const TREES: usize = 11;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TreeId {
+    Meta,
+    Institutions,
+    Patrons,
+    Items,
+    Loans,
+    Fees,
+    Holds,
+    Accounts,
+    Audit,
+    Outbox,
+    Optouts,
+}
+
+/// Changes that await sled, one per key: the last write to a key is all sled needs of it.
+#[derive(Default)]
+pub struct Pending {
+    entries: std::collections::HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    /// Bytes of the values held.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Takes in one batch's writes, in order.
+    pub fn fold(&mut self, writes: &[Write]) {
+        use TreeId as T;
+        for w in writes {
+            let (tree, key, value): (TreeId, Vec<u8>, Option<Vec<u8>>) = match w {
+                Write::Institution(i) => (T::Institutions, i.code.as_bytes().to_vec(), Some(encode(i.as_ref()))),
+                Write::Patron(p) => (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(p.as_ref()))),
+                Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
+                Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
+                Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
+                Write::Loan(l) => (T::Loans, l.item.as_bytes().to_vec(), Some(encode(l))),
+                Write::EndLoan(item) => (T::Loans, item.as_bytes().to_vec(), None),
+                Write::Fee(f) => (T::Fees, f.id.to_be_bytes().to_vec(), Some(encode(f.as_ref()))),
+                Write::RemoveFee(id) => (T::Fees, id.to_be_bytes().to_vec(), None),
+                Write::Hold(h) => (T::Holds, h.id.to_be_bytes().to_vec(), Some(encode(h.as_ref()))),
+                Write::RemoveHold(id) => (T::Holds, id.to_be_bytes().to_vec(), None),
+                Write::Account(a) => (T::Accounts, a.login.as_bytes().to_vec(), Some(encode(a.as_ref()))),
+                Write::RemoveAccount(login) => (T::Accounts, login.as_bytes().to_vec(), None),
+                Write::Audit(seq, a) => (T::Audit, audit_key(a, *seq), Some(encode(a.as_ref()))),
+                Write::RemoveAudit(k) => (T::Audit, k.clone(), None),
+                Write::Notice(n) => (T::Outbox, n.id.to_be_bytes().to_vec(), Some(encode(n.as_ref()))),
+                Write::Optouts(patron, kinds) => {
+                    (T::Optouts, patron.to_be_bytes().to_vec(), (!kinds.is_empty()).then(|| encode(kinds)))
+                }
+                Write::LastId(id) => (T::Meta, b"next_id".to_vec(), Some(id.to_be_bytes().to_vec())),
+                Write::AuditSeq(seq) => (T::Meta, b"audit_seq".to_vec(), Some(seq.to_be_bytes().to_vec())),
+            };
+            self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            self.entries.insert((tree, key), value);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Roughly the memory the values take (bytes).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+/// A batch's writes as one log record's payload.
+pub fn encode_batch(writes: &[Write], out: &mut Vec<u8>) {
+    out.clear();
+    // Serialising plain data into a Vec cannot fail.
+    codec().serialize_into(&mut *out, writes).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
+}
+
+/// A log record's payload back as the batch's writes.
+pub fn decode_batch(payload: &[u8]) -> Result<Vec<Write>, StoreError> {
+    codec().deserialize(payload).map_err(|e| StoreError::Corrupt { kind: "log record", detail: e.to_string() })
+}
+
 fn read_u64(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
@@ -69,20 +159,40 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Bytes of sled's page cache. Default 64 MiB: the engine reads records from its own
-    /// working set; sled's cache serves only the writer and the cold records.
+    /// working set; sled's cache serves only the checkpoints and the cold records.
     pub cache_bytes: u64,
-    /// Fault injection for tests: while set, every sync fails as a failing disk would.
-    pub fail_syncs: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// A log segment is closed, and a new one started, once it holds this many bytes.
+    /// Default 64 MiB.
+    pub segment_bytes: u64,
+    /// sled is brought up to date with the log once this many bytes of log await it, or
+    /// `checkpoint_interval` after the last checkpoint, whichever comes first. The log read
+    /// back at start is at most about this long. Default 64 MiB.
+    pub checkpoint_bytes: u64,
+    /// Default 30 s.
+    pub checkpoint_interval: std::time::Duration,
+    /// How long after a failed log sync (or a failed checkpoint) the engine tries to reopen
+    /// the log (or sled). Default 5 s.
+    pub retry_interval: std::time::Duration,
+    /// Faults injected by tests.
+    pub faults: super::wal::Faults,
 }
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig { cache_bytes: 64 * 1024 * 1024, fail_syncs: None }
+        StoreConfig {
+            cache_bytes: 64 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            checkpoint_bytes: 64 * 1024 * 1024,
+            checkpoint_interval: std::time::Duration::from_secs(30),
+            retry_interval: std::time::Duration::from_secs(5),
+            faults: Default::default(),
+        }
     }
 }
 
-/// One change to the stored register.
-#[derive(Clone, Debug)]
+/// One change to the stored register. A batch of them is one log record (bincode), so a
+/// change here is a change of the log's format (`wal::FORMAT`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     Institution(Box<Institution>),
     Patron(Box<Patron>),
@@ -143,7 +253,7 @@ pub struct Store {
     outbox: Tree,
     /// patron id -> the notice kinds they opted out of
     optouts: Tree,
-    fail_syncs: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
@@ -201,7 +311,7 @@ impl Store {
             audit: tree("audit")?,
             outbox: tree("outbox")?,
             optouts: tree("optouts")?,
-            fail_syncs: settings.fail_syncs.clone(),
+            fail_flushes: settings.faults.fail_checkpoints.clone(),
             db,
         })
     }
@@ -264,13 +374,27 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 
-    /// Applies a batch of changes in one transaction: all of them or none. Not synced:
-    /// [`Store::sync`] makes them durable.
-    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if writes.is_empty() {
-            return Ok(());
+    /// Writes what `pending` holds, one batch per tree (not synced: [`Store::checkpoint`]).
+    /// Not one transaction across trees: the log is what makes a batch atomic, and replaying it
+    /// puts right a checkpoint a crash cut short.
+    pub fn apply(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        let trees = self.trees();
+        let mut batches: [sled::Batch; TREES] = Default::default();
+        for ((tree, key), value) in pending.entries.drain() {
+            match value {
+                Some(v) => batches[tree as usize].insert(key, v),
+                None => batches[tree as usize].remove(key),
+            }
         }
-        let trees = [
+        pending.bytes = 0;
+        for (tree, batch) in trees.iter().zip(batches) {
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn trees(&self) -> [&Tree; TREES] {
+        [
             &self.meta,
             &self.institutions,
             &self.patrons,
@@ -282,90 +406,25 @@ impl Store {
             &self.audit,
             &self.outbox,
             &self.optouts,
-        ];
-        let r = trees.transaction(|t| {
-            let [meta, institutions, patrons, items, loans, fees, holds, accounts, audit, outbox, optouts] =
-                t.as_slice()
-            else {
-                unreachable!("one transactional tree per tree passed in")
-            };
-            for w in writes {
-                match w {
-                    Write::Institution(i) => {
-                        institutions.insert(i.code.as_bytes(), encode(i.as_ref()))?;
-                    }
-                    Write::Patron(p) => {
-                        patrons.insert(&p.id.to_be_bytes(), encode(p.as_ref()))?;
-                    }
-                    Write::RemovePatron(id) => {
-                        patrons.remove(&id.to_be_bytes())?;
-                    }
-                    Write::Item(i) => {
-                        items.insert(i.barcode.as_bytes(), encode(i.as_ref()))?;
-                    }
-                    Write::RemoveItem(b) => {
-                        items.remove(b.as_bytes())?;
-                    }
-                    Write::Loan(l) => {
-                        loans.insert(l.item.as_bytes(), encode(l))?;
-                    }
-                    Write::EndLoan(item) => {
-                        loans.remove(item.as_bytes())?;
-                    }
-                    Write::Fee(f) => {
-                        fees.insert(&f.id.to_be_bytes(), encode(f.as_ref()))?;
-                    }
-                    Write::RemoveFee(id) => {
-                        fees.remove(&id.to_be_bytes())?;
-                    }
-                    Write::Hold(h) => {
-                        holds.insert(&h.id.to_be_bytes(), encode(h.as_ref()))?;
-                    }
-                    Write::RemoveHold(id) => {
-                        holds.remove(&id.to_be_bytes())?;
-                    }
-                    Write::Account(a) => {
-                        accounts.insert(a.login.as_bytes(), encode(a.as_ref()))?;
-                    }
-                    Write::RemoveAccount(login) => {
-                        accounts.remove(login.as_bytes())?;
-                    }
-                    Write::Audit(seq, a) => {
-                        audit.insert(audit_key(a, *seq), encode(a.as_ref()))?;
-                    }
-                    Write::RemoveAudit(k) => {
-                        audit.remove(k.as_slice())?;
-                    }
-                    Write::Notice(n) => {
-                        outbox.insert(&n.id.to_be_bytes(), encode(n.as_ref()))?;
-                    }
-                    Write::Optouts(patron, kinds) => {
-                        if kinds.is_empty() {
-                            optouts.remove(&patron.to_be_bytes())?;
-                        } else {
-                            optouts.insert(&patron.to_be_bytes(), encode(kinds))?;
-                        }
-                    }
-                    Write::LastId(id) => {
-                        meta.insert(b"next_id", &id.to_be_bytes())?;
-                    }
-                    Write::AuditSeq(seq) => {
-                        meta.insert(b"audit_seq", &seq.to_be_bytes())?;
-                    }
-                }
-            }
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        });
-        r.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Io(e),
-        })
+        ]
+    }
+
+    /// The last log record sled holds (all batches up to it, flushed).
+    pub fn applied(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(APPLIED)?.and_then(|b| read_u64(&b)).unwrap_or(0))
+    }
+
+    /// Makes everything applied durable, then records that sled holds the log up to `seq`.
+    pub fn checkpoint(&self, seq: u64) -> Result<(), StoreError> {
+        self.flush()?;
+        self.meta.insert(APPLIED, &seq.to_be_bytes())?;
+        self.flush()
     }
 
     /// Makes every applied change durable (an fsync of sled's log).
-    pub fn sync(&self) -> Result<(), StoreError> {
-        if self.fail_syncs.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
-            return Err(StoreError::Io(sled::Error::Io(std::io::Error::other("injected sync failure"))));
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.fail_flushes.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(StoreError::Io(sled::Error::Io(std::io::Error::other("injected sled failure"))));
         }
         self.db.flush()?;
         Ok(())

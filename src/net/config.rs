@@ -33,6 +33,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub log: Log,
+    pub store: Store,
     /// Deliberate faults for testing kiosks' retry logic; all off by default.
     pub faults: Faults,
     /// The SMTP relay that delivers patron notifications; without it they wait in the outbox.
@@ -165,6 +166,35 @@ pub struct Limits {
     pub pin_window: Duration,
 }
 
+/// The register's storage: its write-ahead log and sled's checkpoints (docs/engine.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// A log segment is closed and a new one begun at this size, in MiB (default 64).
+    pub log_segment_mib: u64,
+    /// sled is brought up to date with the log when this much log awaits it, in MiB (default
+    /// 64), or `checkpoint_interval` after the last time (default 30s). Start-up reads back at
+    /// most about this much log.
+    pub checkpoint_mib: u64,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// After a failed log sync, or a failed checkpoint, how long before the log (or sled) is
+    /// reopened and tried again (default 5s). Until the log is reopened no change is taken.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            log_segment_mib: 64,
+            checkpoint_mib: 64,
+            checkpoint_interval: Duration::from_secs(30),
+            retry_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 /// How the server logs.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -209,6 +239,7 @@ impl Default for Config {
             admin_listen: None,
             limits: Limits::default(),
             log: Log::default(),
+            store: Store::default(),
             faults: Faults::default(),
             mail: None,
         }
@@ -292,7 +323,27 @@ impl Config {
         if l.pin_window.is_zero() || l.pin_window.as_secs() > u64::from(u32::MAX) {
             return bad("limits.pin_window must be between 1s and about 136 years");
         }
+        let s = &self.store;
+        if s.log_segment_mib == 0 || s.checkpoint_mib == 0 {
+            return bad("store.log_segment_mib and checkpoint_mib must be at least 1");
+        }
+        if s.checkpoint_interval.is_zero() || s.retry_interval.is_zero() {
+            return bad("store.checkpoint_interval and retry_interval must be more than 0s");
+        }
         Ok(())
+    }
+
+    /// The storage settings these give the engine.
+    pub fn store_config(&self) -> crate::engine::StoreConfig {
+        let mib = |n: u64| n.saturating_mul(1024 * 1024);
+        crate::engine::StoreConfig {
+            cache_bytes: mib(self.cache_mib),
+            segment_bytes: mib(self.store.log_segment_mib),
+            checkpoint_bytes: mib(self.store.checkpoint_mib),
+            checkpoint_interval: self.store.checkpoint_interval,
+            retry_interval: self.store.retry_interval,
+            faults: Default::default(),
+        }
     }
 
     /// The session rules these settings give.

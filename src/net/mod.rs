@@ -285,17 +285,16 @@ impl Server {
         let tracker = TaskTracker::new();
         let ops_stop = CancellationToken::new();
         if let Some(listener) = self.ops {
-            let (metrics, shared) = (self.shared.metrics.clone(), self.shared.clone());
+            let (metrics, shared, engine) =
+                (self.shared.metrics.clone(), self.shared.clone(), self.shared.engine.clone());
             let state = Arc::new(ops::OpsState {
                 metrics,
                 refresh: Box::new(move || {
                     let (failures, lockouts) = shared.guard.totals();
                     shared.metrics.pins(failures, lockouts);
-                    // An engine that takes no more changes is not ready for kiosks.
-                    if !shared.engine.healthy() {
-                        shared.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-                    }
                 }),
+                // An engine that takes no changes (reopening its log) is not ready for kiosks.
+                healthy: Box::new(move || engine.healthy()),
             });
             if let Ok(a) = listener.local_addr() {
                 info!(address = %a, "serving /metrics, /health and /ready");

@@ -162,6 +162,8 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// Called before rendering, to copy counters kept elsewhere.
     pub refresh: Box<dyn Fn() + Send + Sync>,
+    /// Whether the register takes changes (false while it reopens its log after a failed sync).
+    pub healthy: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 async fn metrics(State(s): State<Arc<OpsState>>) -> impl IntoResponse {
@@ -174,7 +176,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn ready(State(s): State<Arc<OpsState>>) -> impl IntoResponse {
-    if s.metrics.ready.load(Ordering::Relaxed) {
+    if s.metrics.ready.load(Ordering::Relaxed) && (s.healthy)() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

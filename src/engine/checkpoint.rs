@@ -1,0 +1,277 @@
+//! The checkpointer: brings sled up to date with the write-ahead log behind the writer, and
+//! answers the reads only sled can (audit history, the outbox) once it holds every batch
+//! before them. Start-up recovery (sled plus what the log holds after it) is here too.
+//!
+//! Batches arrive already durable in the log. Each is folded into [`Pending`], one change per
+//! key; a checkpoint writes that to sled, flushes it, and records the last batch sled holds,
+//! after which the log segments sled holds whole are removed. A crash at any point leaves sled
+//! behind the log, never ahead of it, and the log's writes are whole records (a put or a
+//! removal of a key), so replaying it over a checkpoint that was cut short puts sled right.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::store::{Pending, Store, StoreConfig, StoreError, Write, decode_batch};
+use super::wal::{self, Log};
+
+/// A read of sled, run once sled holds every batch sent before it (or with why it cannot be).
+pub type Read = Box<dyn FnOnce(Result<&Store, Arc<str>>) + Send>;
+
+pub enum ToCheckpointer {
+    /// A durable batch: its number in the log, its writes, and the bytes of its log record.
+    Batch {
+        seq: u64,
+        writes: Vec<Write>,
+        bytes: u64,
+    },
+    /// A log segment the writer closed, holding records up to `last`.
+    Sealed {
+        path: PathBuf,
+        last: u64,
+    },
+    Read(Read),
+}
+
+/// Counters of the checkpointer, for metrics.
+#[derive(Default)]
+pub struct Counters {
+    pub checkpoints: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Opens sled in `dir` and brings it up to date with the log: every record it lacks is
+/// replayed, a torn tail is dropped with a log line, and the old segments are removed; then a
+/// new segment is started. Returns the store and the log, ready for the writer.
+pub fn recover(dir: &Path, settings: &StoreConfig) -> Result<(Store, Log), StoreError> {
+    let store = Store::open(dir, settings)?;
+    let applied = store.applied()?;
+    let log_dir = dir.join(wal::DIR);
+    let mut pending = Pending::default();
+    let replayed = wal::replay(&log_dir, applied, |_, payload| {
+        pending.fold(&decode_batch(payload)?);
+        Ok::<(), StoreError>(())
+    })?;
+    if let Some(t) = &replayed.torn {
+        warn!(
+            file = %t.path.display(), offset = t.offset, bytes = t.bytes, why = %t.why,
+            "dropped the end of the write-ahead log: a record a crash cut short (its sync never returned, so it was never acknowledged)"
+        );
+    }
+    if replayed.replayed > 0 {
+        info!(
+            batches = replayed.replayed,
+            from = applied + 1,
+            to = replayed.last,
+            "replayed the write-ahead log into sled"
+        );
+        store.apply(&mut pending)?;
+        store.checkpoint(replayed.last)?;
+    }
+    // sled holds every record now: the segments read are no longer needed.
+    wal::remove(&log_dir, &replayed.segments)?;
+    let log = Log::create(&log_dir, replayed.last.max(applied) + 1, settings.segment_bytes, settings.faults.clone())?;
+    Ok((store, log))
+}
+
+/// The checkpointer thread and the way to it.
+pub struct Checkpointer {
+    tx: Option<Sender<ToCheckpointer>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the checkpointer over `store`, which holds the log up to `applied`.
+    pub fn start(
+        dir: &Path,
+        store: Store,
+        applied: u64,
+        settings: &StoreConfig,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Checkpointer> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = Worker {
+            dir: dir.to_path_buf(),
+            settings: settings.clone(),
+            store: Some(store),
+            pending: Pending::default(),
+            received: applied,
+            applied,
+            log_bytes: 0,
+            last: Instant::now(),
+            sealed: Vec::new(),
+            failing: None,
+            counters,
+        };
+        let handle = std::thread::Builder::new().name("sip2d-checkpoint".into()).spawn(move || worker.run(rx))?;
+        Ok(Checkpointer { tx: Some(tx), handle: Some(handle) })
+    }
+
+    pub fn send(&self, m: ToCheckpointer) {
+        if let Some(tx) = &self.tx {
+            // The checkpointer ends only after this side is dropped.
+            let _ = tx.send(m);
+        }
+    }
+
+    /// Runs `f` on sled once it holds every batch sent before, and waits for its answer.
+    pub fn read_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Arc<str>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(ToCheckpointer::Read(Box::new(move |store| {
+            let _ = tx.send(store.and_then(|s| f(s).map_err(|e| Arc::from(e.to_string()))));
+        })));
+        rx.recv().unwrap_or_else(|_| Err(Arc::from("the checkpointer has stopped")))
+    }
+}
+
+impl Drop for Checkpointer {
+    /// The last checkpoint is made before this returns: sled then holds the whole log.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Worker {
+    dir: PathBuf,
+    settings: StoreConfig,
+    /// None after a failure, until sled is reopened.
+    store: Option<Store>,
+    pending: Pending,
+    /// The last batch received.
+    received: u64,
+    /// The last batch sled holds durably.
+    applied: u64,
+    /// Log bytes received since the last checkpoint.
+    log_bytes: u64,
+    last: Instant,
+    sealed: Vec<(PathBuf, u64)>,
+    /// Why the last attempt failed, and when to try again.
+    failing: Option<(String, Instant)>,
+    counters: Arc<Counters>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<ToCheckpointer>) {
+        loop {
+            let due = match &self.failing {
+                Some((_, retry)) => *retry,
+                None => self.last + self.settings.checkpoint_interval,
+            };
+            match rx.recv_timeout(due.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))) {
+                Ok(ToCheckpointer::Batch { seq, writes, bytes }) => {
+                    self.pending.fold(&writes);
+                    self.received = seq;
+                    self.log_bytes += bytes;
+                    if self.log_bytes >= self.settings.checkpoint_bytes && self.failing.is_none() {
+                        self.checkpoint();
+                    }
+                }
+                Ok(ToCheckpointer::Sealed { path, last }) => {
+                    self.sealed.push((path, last));
+                    self.remove_sealed();
+                }
+                Ok(ToCheckpointer::Read(f)) => match self.current() {
+                    Ok(()) => f(self.store.as_ref().ok_or_else(|| Arc::from("sled is closed"))),
+                    Err(why) => f(Err(why)),
+                },
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.received > self.applied || self.failing.is_some() {
+                        self.checkpoint();
+                    } else {
+                        self.last = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.received > self.applied {
+                        self.checkpoint();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Makes sled hold every batch received (applied, not necessarily flushed), reopening it
+    /// first after a failure.
+    fn current(&mut self) -> Result<(), Arc<str>> {
+        if self.store.is_none() {
+            self.reopen().map_err(|e| self.fail(e))?;
+        }
+        if !self.pending.is_empty() {
+            let store = self.store.as_ref().ok_or_else(|| Arc::<str>::from("sled is closed"))?;
+            if let Err(e) = store.apply(&mut self.pending) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failure (sled keeps an I/O error until it is reopened): sled opened again, and
+    /// every batch received since the last checkpoint read back from the log, which holds them
+    /// durably, since some of them may have been applied to the sled that failed and not flushed.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let store = Store::open(&self.dir, &self.settings)?;
+        let mut pending = Pending::default();
+        let received = self.received;
+        wal::replay(&self.dir.join(wal::DIR), self.applied, |seq, payload| {
+            if seq <= received {
+                pending.fold(&decode_batch(payload)?);
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        self.pending = pending;
+        self.store = Some(store);
+        info!("sled reopened; the write-ahead log since the last checkpoint read back into it");
+        Ok(())
+    }
+
+    fn fail(&mut self, e: StoreError) -> Arc<str> {
+        let why = e.to_string();
+        error!(error = %why, "could not bring sled up to date with the write-ahead log; every change is kept in the log, and sled is reopened to try again");
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        self.store = None;
+        self.pending.clear();
+        self.failing = Some((why.clone(), Instant::now() + self.settings.retry_interval));
+        Arc::from(why)
+    }
+
+    fn checkpoint(&mut self) {
+        if self.current().is_err() {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        if let Err(e) = store.checkpoint(self.received) {
+            self.fail(e);
+            return;
+        }
+        if self.failing.take().is_some() {
+            info!(batch = self.received, "sled is up to date with the write-ahead log again");
+        }
+        self.applied = self.received;
+        self.log_bytes = 0;
+        self.last = Instant::now();
+        self.remove_sealed();
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes the closed segments sled holds whole.
+    fn remove_sealed(&mut self) {
+        let applied = self.applied;
+        let (done, keep): (Vec<_>, Vec<_>) = self.sealed.drain(..).partition(|(_, last)| *last <= applied);
+        self.sealed = keep;
+        let paths: Vec<PathBuf> = done.into_iter().map(|(p, _)| p).collect();
+        if let Err(e) = wal::remove(&self.dir.join(wal::DIR), &paths) {
+            warn!(error = %e, "could not remove log segments sled holds; they are read (and passed over) at the next start");
+        }
+    }
+}
