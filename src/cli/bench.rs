@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// run, to see what they cost the busy ones; the server's limits must allow them.
     #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// The server's process id, when it runs on this machine: its CPU time over the measured
+    /// window is reported per request (Linux; read from /proc/PID/stat).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -159,6 +163,7 @@ fn print(report: &Report, args: &BenchArgs, target: &str) {
             "latency": percentiles(&all),
             "per_message": per,
             "idle_connections": args.idle,
+            "server_cpu_us_per_request": report.server_cpu_per_request(),
             "error_samples": report.samples,
         });
         println!("{obj}");
@@ -201,6 +206,9 @@ fn print(report: &Report, args: &BenchArgs, target: &str) {
         all.max(),
         report.errors()
     );
+    if let Some(cpu) = report.server_cpu_per_request() {
+        println!("server CPU: {cpu:.1} µs per request (user and system, over the measured window)");
+    }
     if report.failed_connections > 0 || report.io_errors > 0 {
         println!("{} connections failed, {} requests unanswered", report.failed_connections, report.io_errors);
     }
@@ -257,6 +265,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             items: (0..connections).map(|n| barcode(&args.item_prefix, n)).collect(),
             timeout: t.timeout,
             connect_timeout: t.timeout.max(Duration::from_secs(300)),
+            server_pid: args.server_pid,
         };
         let mut idle = Vec::with_capacity(args.idle);
         for _ in 0..args.idle {

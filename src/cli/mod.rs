@@ -10,6 +10,7 @@ mod conform;
 mod decode;
 pub mod exit;
 pub mod location;
+mod logbuf;
 mod manual;
 mod outbox;
 mod progress;

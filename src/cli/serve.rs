@@ -45,8 +45,14 @@ pub struct ServeArgs {
     client_ca: Option<PathBuf>,
     /// Start with the demo register in a fresh data directory (a new temporary one unless
     /// --data names an empty one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "null")]
     demo: bool,
+    /// Serve no register: answer every request with a canned success reply (framing only, no
+    /// parsing, no disk), on the listeners and runtime the server uses. The ceiling a server
+    /// in its own process can reach on this machine, for `sip2d bench` to compare against
+    /// (docs/BENCHMARKS.md). Not for kiosks: every patron is valid and every checkout succeeds.
+    #[arg(long)]
+    null: bool,
     /// Log format: text or json (one object per line).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -168,14 +174,13 @@ fn log_filter(c: &Config) -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log.level))
 }
 
-/// Sets up logging to standard error through a background writer. The guard flushes what is
-/// queued when it is dropped, so keep it until the server has stopped; the handle changes the
-/// level on a reload.
-fn init_logging(c: &Config) -> (tracing_appender::non_blocking::WorkerGuard, FilterHandle) {
+/// Sets up logging to standard error, lines gathered and written out together. The flusher
+/// writes out what is gathered when it is dropped, so keep it until the server has stopped;
+/// the handle changes the level on a reload.
+fn init_logging(c: &Config) -> (super::logbuf::Flusher, FilterHandle) {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    let (writer, guard) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let (writer, guard) = super::logbuf::LogBuffer::start(std::io::stderr());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(c));
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let format: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match c.log.format {
@@ -290,6 +295,9 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
     let (_log, log_handle) = init_logging(&c);
+    if args.null {
+        return run_null(&c);
+    }
     let store = c.store_config();
     let (data, engine) = if args.demo {
         // --data, or the configuration's, when given; otherwise a new temporary directory.
@@ -349,6 +357,25 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     runtime.shutdown_timeout(c.limits.shutdown_grace);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --null`: the canned responder on the configured listeners (plain ones only).
+fn run_null(c: &Config) -> Result<ExitCode> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        for l in &c.listen {
+            anyhow::ensure!(l.tls.is_none(), "serve --null answers plain TCP only; {} is a TLS listener", l.address);
+            let listener = tokio::net::TcpListener::bind(l.address)
+                .await
+                .with_context(|| format!("cannot listen on {}", l.address))?;
+            println!("sip2d listening on {} (canned responder: no register)", listener.local_addr()?);
+            tokio::spawn(crate::tools::bench::null_responder(listener, shutdown.clone()));
+        }
+        stop_on_signal(shutdown).await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

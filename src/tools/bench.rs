@@ -74,6 +74,8 @@ pub struct Plan {
     /// How long one connection may take to open and log in (logins queue behind each other's
     /// Argon2 hashes when thousands start at once).
     pub connect_timeout: Duration,
+    /// A server process on this machine whose CPU time over the measured window is reported.
+    pub server_pid: Option<u32>,
 }
 
 /// Latency and counts of one kind of request.
@@ -101,9 +103,17 @@ pub struct Report {
     pub io_errors: u64,
     /// A few examples of what went wrong.
     pub samples: Vec<String>,
+    /// The server's CPU time (user and system) over the measured window, when asked for.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Report {
+    /// The server's CPU time per request measured, in microseconds.
+    pub fn server_cpu_per_request(&self) -> Option<f64> {
+        let n = self.requests();
+        self.server_cpu.filter(|_| n > 0).map(|c| c.as_secs_f64() * 1e6 / n as f64)
+    }
+
     pub fn requests(&self) -> u64 {
         self.per_op.values().map(|s| s.hist.len()).sum()
     }
@@ -305,11 +315,23 @@ pub async fn run(plan: Plan) -> std::io::Result<Report> {
         None => None,
     };
     let plan = Arc::new(plan);
-    let ready = Arc::new(tokio::sync::Barrier::new(plan.connections));
+    let sampled = usize::from(plan.server_pid.is_some());
+    let ready = Arc::new(tokio::sync::Barrier::new(plan.connections + sampled));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.connections {
         tasks.spawn(one_connection(plan.clone(), i, tls.clone(), ready.clone()));
     }
+    // The server's CPU over the measured window only: not the logins, not the warm-up.
+    let cpu = plan.server_pid.map(|pid| {
+        let (plan, ready) = (plan.clone(), ready.clone());
+        tokio::spawn(async move {
+            ready.wait().await;
+            tokio::time::sleep(plan.warmup).await;
+            let before = cpu_time(pid)?;
+            tokio::time::sleep(plan.duration).await;
+            Some(cpu_time(pid)?.saturating_sub(before))
+        })
+    });
     let mut report = Report {
         connections: plan.connections,
         failed_connections: 0,
@@ -317,6 +339,7 @@ pub async fn run(plan: Plan) -> std::io::Result<Report> {
         per_op: BTreeMap::new(),
         io_errors: 0,
         samples: Vec::new(),
+        server_cpu: None,
     };
     while let Some(r) = tasks.join_next().await {
         let Ok(local) = r else { continue };
@@ -331,7 +354,21 @@ pub async fn run(plan: Plan) -> std::io::Result<Report> {
             report.samples.extend(local.samples.into_iter().take(5 - report.samples.len()));
         }
     }
+    if let Some(cpu) = cpu {
+        report.server_cpu = cpu.await.ok().flatten();
+    }
     Ok(report)
+}
+
+/// A process's CPU time so far, user and system, from `/proc/PID/stat` (Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), in parentheses: utime and stime
+    // are the 12th and 13th from there, in clock ticks of 1/100 s (Linux's USER_HZ).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The canned responder: frames in, a fixed success reply per request code out. No register,
