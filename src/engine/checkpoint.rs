@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::store::{Pending, Store, StoreConfig, StoreError, Write, decode_batch};
+
+/// Changes written to sled at a time during a checkpoint; between two such parts the
+/// checkpointer takes in the batches that arrived meanwhile, so none pile up.
+const PART: usize = 256;
 use super::wal::{self, Log};
 
 /// A read of sled, run once sled holds every batch sent before it (or with why it cannot be).
@@ -35,6 +39,9 @@ pub enum ToCheckpointer {
         last: u64,
     },
     Read(Read),
+    /// Something to drop here rather than on the writer: a view readers no longer get, whose
+    /// freeing (every node the next batch copied) is work the writer need not wait on.
+    Retire(Box<dyn Send>),
 }
 
 /// Counters of the checkpointer, for metrics.
@@ -95,6 +102,8 @@ impl Checkpointer {
     ) -> std::io::Result<Checkpointer> {
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = Worker {
+            rx,
+            deferred: Vec::new(),
             dir: dir.to_path_buf(),
             settings: settings.clone(),
             store: Some(store),
@@ -107,7 +116,7 @@ impl Checkpointer {
             failing: None,
             counters,
         };
-        let handle = std::thread::Builder::new().name("sip2d-checkpoint".into()).spawn(move || worker.run(rx))?;
+        let handle = std::thread::Builder::new().name("sip2d-checkpoint".into()).spawn(move || worker.run())?;
         Ok(Checkpointer { tx: Some(tx), handle: Some(handle) })
     }
 
@@ -142,6 +151,9 @@ impl Drop for Checkpointer {
 }
 
 struct Worker {
+    rx: Receiver<ToCheckpointer>,
+    /// Reads that arrived during a checkpoint, answered after it.
+    deferred: Vec<Read>,
     dir: PathBuf,
     settings: StoreConfig,
     /// None after a failure, until sled is reopened.
@@ -161,17 +173,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<ToCheckpointer>) {
+    fn run(mut self) {
         loop {
             let due = match &self.failing {
                 Some((_, retry)) => *retry,
                 None => self.last + self.settings.checkpoint_interval,
             };
-            match rx.recv_timeout(due.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))) {
+            match self.rx.recv_timeout(due.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))) {
                 Ok(ToCheckpointer::Batch { seq, writes, bytes }) => {
-                    self.pending.fold(&writes);
-                    self.received = seq;
-                    self.log_bytes += bytes;
+                    self.take_batch(seq, &writes, bytes);
                     if self.log_bytes >= self.settings.checkpoint_bytes && self.failing.is_none() {
                         self.checkpoint();
                     }
@@ -180,10 +190,8 @@ impl Worker {
                     self.sealed.push((path, last));
                     self.remove_sealed();
                 }
-                Ok(ToCheckpointer::Read(f)) => match self.current() {
-                    Ok(()) => f(self.store.as_ref().ok_or_else(|| Arc::from("sled is closed"))),
-                    Err(why) => f(Err(why)),
-                },
+                Ok(ToCheckpointer::Read(f)) => self.read(f),
+                Ok(ToCheckpointer::Retire(old)) => drop(old),
                 Err(RecvTimeoutError::Timeout) => {
                     if self.received > self.applied || self.failing.is_some() {
                         self.checkpoint();
@@ -197,6 +205,31 @@ impl Worker {
                     }
                     return;
                 }
+            }
+        }
+    }
+
+    fn take_batch(&mut self, seq: u64, writes: &[Write], bytes: u64) {
+        self.pending.fold(writes);
+        self.received = seq;
+        self.log_bytes += bytes;
+    }
+
+    fn read(&mut self, f: Read) {
+        match self.current() {
+            Ok(()) => f(self.store.as_ref().ok_or_else(|| Arc::from("sled is closed"))),
+            Err(why) => f(Err(why)),
+        }
+    }
+
+    /// During a checkpoint: takes in what has arrived (reads wait for the checkpoint's end).
+    fn take_arrived(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                ToCheckpointer::Batch { seq, writes, bytes } => self.take_batch(seq, &writes, bytes),
+                ToCheckpointer::Sealed { path, last } => self.sealed.push((path, last)),
+                ToCheckpointer::Read(f) => self.deferred.push(f),
+                ToCheckpointer::Retire(old) => drop(old),
             }
         }
     }
@@ -246,19 +279,41 @@ impl Worker {
     }
 
     fn checkpoint(&mut self) {
-        if self.current().is_err() {
-            return;
+        self.checkpoint_parts();
+        for f in std::mem::take(&mut self.deferred) {
+            self.read(f);
+        }
+    }
+
+    /// Writes what is pending to sled a part at a time, flushes, and records the last batch
+    /// sled then holds.
+    fn checkpoint_parts(&mut self) {
+        if self.store.is_none() {
+            if let Err(e) = self.reopen() {
+                self.fail(e);
+                return;
+            }
+        }
+        let upto = self.received;
+        self.log_bytes = 0;
+        let mut sorted = self.pending.take_sorted();
+        while !sorted.is_empty() {
+            let Some(store) = &self.store else { return };
+            if let Err(e) = store.apply_some(&mut sorted, PART) {
+                self.fail(e);
+                return;
+            }
+            self.take_arrived();
         }
         let Some(store) = &self.store else { return };
-        if let Err(e) = store.checkpoint(self.received) {
+        if let Err(e) = store.checkpoint(upto) {
             self.fail(e);
             return;
         }
         if self.failing.take().is_some() {
-            info!(batch = self.received, "sled is up to date with the write-ahead log again");
+            info!(batch = upto, "sled is up to date with the write-ahead log again");
         }
-        self.applied = self.received;
-        self.log_bytes = 0;
+        self.applied = upto;
         self.last = Instant::now();
         self.remove_sealed();
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);

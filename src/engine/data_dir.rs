@@ -85,7 +85,11 @@ pub fn install_pin_key(dir: &Path, key: &PinKey, dry_run: bool) -> Result<bool, 
     }
     if let Some(current) = &current {
         let (store, _log) = super::checkpoint::recover(dir, &StoreConfig::default())?;
-        if store.load()?.patrons.iter().any(|p| p.pin.is_some()) {
+        let mut holds_pins = false;
+        for p in store.records::<crate::domain::Patron>(store::Kind::Patron) {
+            holds_pins |= p?.pin.is_some();
+        }
+        if holds_pins {
             return Err(Refusal::rule(format!(
                 "this register holds PINs made with its own PIN key {}; another key is accepted only into a register without PINs, or one that has it already",
                 current.fingerprint()

@@ -26,7 +26,7 @@ use super::{Engine, Error, Pending};
 const LINES_PER_OPERATION: usize = 256;
 /// Operations an import keeps in flight, so that reading and checking the file overlaps the
 /// writer's commits.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 64;
 
 /// One line of the exchange format.
 #[derive(Clone, Debug, Serialize, Deserialize)]

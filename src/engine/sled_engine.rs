@@ -111,7 +111,7 @@ impl SledEngine {
     /// Opens the register in `dir` (the store, and the PIN key `key`) and starts its writer.
     pub fn open(dir: &Path, key: PinKey, settings: &StoreConfig) -> Result<SledEngine, Error> {
         let (store, log) = checkpoint::recover(dir, settings)?;
-        let state = State::build(store.load()?)?;
+        let state = State::load(&store)?;
         let counters = Arc::new(Counters::default());
         let spawn_error =
             |e: std::io::Error| Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() });
@@ -358,24 +358,18 @@ impl Writer {
                         }
                     }
                 }
-                let saved = self.working.clone();
                 let history = |patron: u64| {
                     store.and_then(|c| c.read_blocking(move |s| s.history(patron)).ok()).unwrap_or_default()
                 };
                 let mut unit = Unit::new(&mut self.working, &self.key, &by).with_history(&history);
                 let result = units::run(op, &mut unit);
+                if result.is_err() {
+                    unit.roll_back();
+                }
                 let writes = unit.into_writes();
                 self.shared.units.fetch_add(1, Ordering::Relaxed);
-                match result {
-                    Ok(r) => {
-                        batch.writes.extend(writes);
-                        batch.replies.push((reply, Ok(r)));
-                    }
-                    Err(e) => {
-                        self.working = saved;
-                        batch.replies.push((reply, Err(e)));
-                    }
-                }
+                batch.writes.extend(writes);
+                batch.replies.push((reply, result));
                 if alone {
                     self.commit(batch);
                 }
@@ -411,7 +405,8 @@ impl Writer {
         match appended {
             Ok(seq) => {
                 self.committed = self.working.clone();
-                self.shared.view.store(Arc::new(self.committed.clone()));
+                let old = self.shared.view.swap(Arc::new(self.committed.clone()));
+                self.checkpointer.send(ToCheckpointer::Retire(Box::new(old)));
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.shared.sync_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                 if let Some(o) = self.shared.observer.lock().ok().as_ref().and_then(|o| o.as_ref()) {

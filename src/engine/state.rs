@@ -1,13 +1,13 @@
 //! The register in memory: every record the hot path and staff views read, with the indexes
-//! they search by. Persistent maps (imbl) make a copy O(1), so the writer can keep a working
-//! copy, undo a refused unit by dropping its copy, and publish what a durable batch left as
-//! the view readers see, without copying the register.
+//! they search by. Persistent maps (imbl) make a copy O(1), so the writer can publish what a
+//! durable batch left as the view readers see, and drop a failed batch's changes, without
+//! copying the register; a refused unit is undone by the undos its writes left.
 
 use std::sync::Arc;
 
 use imbl::{HashMap, OrdMap, OrdSet};
 
-use super::store::{Loaded, Write};
+use super::store::{Kind, Loaded, Store, StoreError, Write};
 use crate::domain::*;
 
 /// A unique value's key in the claims index: institution, NUL, value.
@@ -35,6 +35,19 @@ fn name_key(p: &Patron) -> String {
 fn claims(p: &Patron) -> impl Iterator<Item = (&'static str, String, &str)> {
     std::iter::once(("primary id", scoped(&p.institution, &p.primary_id), p.primary_id.as_str()))
         .chain(p.identifiers.iter().map(|i| ("identifier", scoped(&p.institution, &i.value), i.value.as_str())))
+}
+
+/// A record as it was before a write: see [`State::undo_of`].
+pub enum Undo {
+    Nothing,
+    Institution(String, Option<Arc<Institution>>),
+    Patron(u64, Option<Arc<Patron>>),
+    Item(String, Option<Arc<Item>>),
+    Loan(String, Option<Arc<Loan>>),
+    Fee(u64, Option<Arc<Fee>>),
+    Hold(u64, Option<Arc<Hold>>),
+    Account(String, Option<Arc<Account>>),
+    Optouts(u64, Option<Vec<NoticeKind>>),
 }
 
 #[derive(Clone, Default)]
@@ -73,24 +86,68 @@ impl State {
             s.accounts.insert(a.login.clone(), Arc::new(a));
         }
         for p in l.patrons {
-            s.put_patron(p)?;
+            s.put_patron(Arc::new(p))?;
         }
         for i in l.items {
             s.items.insert(i.barcode.clone(), Arc::new(i));
         }
         for loan in l.loans {
-            s.put_loan(loan);
+            s.put_loan(Arc::new(loan));
         }
         for f in l.fees {
-            s.put_fee(f);
+            s.put_fee(Arc::new(f));
         }
         for h in l.holds {
-            s.put_hold(h);
+            s.put_hold(Arc::new(h));
         }
         for (p, kinds) in l.optouts {
             s.optouts.insert(p, kinds);
         }
         Ok(s)
+    }
+
+    /// The working set of a store, read at start. Items (the most numerous records) are read
+    /// on a second thread while patrons and their indexes are built on this one.
+    pub fn load(store: &Store) -> Result<State, super::Error> {
+        let (last_id, audit_seq) = store.counters()?;
+        std::thread::scope(|scope| {
+            let items = scope.spawn(|| {
+                let mut items = OrdMap::new();
+                for i in store.records::<Item>(Kind::Item) {
+                    let i = i?;
+                    items.insert(i.barcode.clone(), Arc::new(i));
+                }
+                Ok::<_, StoreError>(items)
+            });
+            let mut s = State { last_id, audit_seq, ..State::default() };
+            for i in store.records::<Institution>(Kind::Institution) {
+                let i = i?;
+                s.institutions.insert(i.code.clone(), Arc::new(i));
+            }
+            for a in store.records::<Account>(Kind::Account) {
+                let a = a?;
+                s.accounts.insert(a.login.clone(), Arc::new(a));
+            }
+            for p in store.records::<Patron>(Kind::Patron) {
+                s.put_patron(Arc::new(p?))?;
+            }
+            for l in store.records::<Loan>(Kind::Loan) {
+                s.put_loan(Arc::new(l?));
+            }
+            for f in store.records::<Fee>(Kind::Fee) {
+                s.put_fee(Arc::new(f?));
+            }
+            for h in store.records::<Hold>(Kind::Hold) {
+                s.put_hold(Arc::new(h?));
+            }
+            for (p, kinds) in store.optouts()? {
+                s.optouts.insert(p, kinds);
+            }
+            s.items = items
+                .join()
+                .map_err(|_| StoreError::Corrupt { kind: "item", detail: "the loader stopped".into() })??;
+            Ok(s)
+        })
     }
 
     // -- reads ------------------------------------------------------------------------------
@@ -282,7 +339,7 @@ impl State {
             Write::Institution(i) => {
                 self.institutions.insert(i.code.clone(), Arc::new(i.as_ref().clone()));
             }
-            Write::Patron(p) => self.put_patron(p.as_ref().clone())?,
+            Write::Patron(p) => self.put_patron(Arc::new(p.as_ref().clone()))?,
             Write::RemovePatron(id) => self.remove_patron(*id),
             Write::Item(i) => {
                 self.items.insert(i.barcode.clone(), Arc::new(i.as_ref().clone()));
@@ -290,24 +347,12 @@ impl State {
             Write::RemoveItem(b) => {
                 self.items.remove(b);
             }
-            Write::Loan(l) => self.put_loan(l.clone()),
-            Write::EndLoan(item) => {
-                if let Some(old) = self.loans.remove(item) {
-                    self.loans_by_patron.remove(&(old.patron, old.item.clone()));
-                }
-            }
-            Write::Fee(f) => self.put_fee(f.as_ref().clone()),
-            Write::RemoveFee(id) => {
-                if let Some(old) = self.fees.remove(id) {
-                    self.fees_by_patron.remove(&(old.patron, old.id));
-                }
-            }
-            Write::Hold(h) => self.put_hold(h.as_ref().clone()),
-            Write::RemoveHold(id) => {
-                if let Some(old) = self.holds.remove(id) {
-                    self.unindex_hold(&old);
-                }
-            }
+            Write::Loan(l) => self.put_loan(Arc::new(l.clone())),
+            Write::EndLoan(item) => self.remove_loan(item),
+            Write::Fee(f) => self.put_fee(Arc::new(f.as_ref().clone())),
+            Write::RemoveFee(id) => self.remove_fee(*id),
+            Write::Hold(h) => self.put_hold(Arc::new(h.as_ref().clone())),
+            Write::RemoveHold(id) => self.remove_hold(*id),
             Write::Account(a) => {
                 self.accounts.insert(a.login.clone(), Arc::new(a.as_ref().clone()));
             }
@@ -329,7 +374,7 @@ impl State {
         Ok(())
     }
 
-    fn put_patron(&mut self, p: Patron) -> Result<(), Refusal> {
+    fn put_patron(&mut self, p: Arc<Patron>) -> Result<(), Refusal> {
         if !self.institutions.contains_key(&p.institution) {
             return Err(Refusal::NoInstitution(p.institution.clone()));
         }
@@ -357,7 +402,7 @@ impl State {
             self.emails.insert(email_key(&p.institution, e), p.id);
         }
         self.names.insert(name_key(&p));
-        self.patrons.insert(p.id, Arc::new(p));
+        self.patrons.insert(p.id, p);
         Ok(())
     }
 
@@ -377,25 +422,37 @@ impl State {
         self.names.remove(&name_key(&old));
     }
 
-    fn put_loan(&mut self, l: Loan) {
+    fn put_loan(&mut self, l: Arc<Loan>) {
         if let Some(old) = self.loans.get(&l.item) {
             let key = (old.patron, old.item.clone());
             self.loans_by_patron.remove(&key);
         }
         self.loans_by_patron.insert((l.patron, l.item.clone()));
-        self.loans.insert(l.item.clone(), Arc::new(l));
+        self.loans.insert(l.item.clone(), l);
     }
 
-    fn put_fee(&mut self, f: Fee) {
+    fn remove_loan(&mut self, item: &str) {
+        if let Some(old) = self.loans.remove(item) {
+            self.loans_by_patron.remove(&(old.patron, old.item.clone()));
+        }
+    }
+
+    fn put_fee(&mut self, f: Arc<Fee>) {
         if let Some(old) = self.fees.get(&f.id) {
             let key = (old.patron, old.id);
             self.fees_by_patron.remove(&key);
         }
         self.fees_by_patron.insert((f.patron, f.id));
-        self.fees.insert(f.id, Arc::new(f));
+        self.fees.insert(f.id, f);
     }
 
-    fn put_hold(&mut self, h: Hold) {
+    fn remove_fee(&mut self, id: u64) {
+        if let Some(old) = self.fees.remove(&id) {
+            self.fees_by_patron.remove(&(old.patron, old.id));
+        }
+    }
+
+    fn put_hold(&mut self, h: Arc<Hold>) {
         if let Some(old) = self.holds.get(&h.id).cloned() {
             self.unindex_hold(&old);
         }
@@ -403,7 +460,110 @@ impl State {
         if let Some(item) = &h.item {
             self.holds_by_item.insert((item.clone(), h.placed.as_microsecond(), h.id));
         }
-        self.holds.insert(h.id, Arc::new(h));
+        self.holds.insert(h.id, h);
+    }
+
+    fn remove_hold(&mut self, id: u64) {
+        if let Some(old) = self.holds.remove(&id) {
+            self.unindex_hold(&old);
+        }
+    }
+
+    // -- undo -------------------------------------------------------------------------------
+
+    /// What puts back, as it is now, the record `w` is about to change: taken before a write,
+    /// so that a refused unit is undone by its own writes' undos, in reverse, rather than by a
+    /// copy of the state taken before it (which would make every write after it copy the
+    /// paths it changes).
+    pub fn undo_of(&self, w: &Write) -> Undo {
+        match w {
+            Write::Institution(i) => Undo::Institution(i.code.clone(), self.institutions.get(&i.code).cloned()),
+            Write::Patron(p) => Undo::Patron(p.id, self.patrons.get(&p.id).cloned()),
+            Write::RemovePatron(id) => Undo::Patron(*id, self.patrons.get(id).cloned()),
+            Write::Item(i) => Undo::Item(i.barcode.clone(), self.items.get(&i.barcode).cloned()),
+            Write::RemoveItem(b) => Undo::Item(b.clone(), self.items.get(b).cloned()),
+            Write::Loan(l) => Undo::Loan(l.item.clone(), self.loans.get(&l.item).cloned()),
+            Write::EndLoan(item) => Undo::Loan(item.clone(), self.loans.get(item).cloned()),
+            Write::Fee(f) => Undo::Fee(f.id, self.fees.get(&f.id).cloned()),
+            Write::RemoveFee(id) => Undo::Fee(*id, self.fees.get(id).cloned()),
+            Write::Hold(h) => Undo::Hold(h.id, self.holds.get(&h.id).cloned()),
+            Write::RemoveHold(id) => Undo::Hold(*id, self.holds.get(id).cloned()),
+            Write::Account(a) => Undo::Account(a.login.clone(), self.accounts.get(&a.login).cloned()),
+            Write::RemoveAccount(l) => Undo::Account(l.clone(), self.accounts.get(l).cloned()),
+            Write::Optouts(p, _) => Undo::Optouts(*p, self.optouts.get(p).cloned()),
+            // Counters are put back by the unit; the rest is not in memory.
+            Write::LastId(_) | Write::AuditSeq(_) | Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) => {
+                Undo::Nothing
+            }
+        }
+    }
+
+    /// Puts a record back as an [`Undo`] says. Undone in the reverse order of the writes, each
+    /// puts back a state that held together before, so nothing here can be refused.
+    pub fn undo(&mut self, u: Undo) {
+        match u {
+            Undo::Nothing => {}
+            Undo::Institution(code, old) => match old {
+                Some(i) => {
+                    self.institutions.insert(code, i);
+                }
+                None => {
+                    self.institutions.remove(&code);
+                }
+            },
+            Undo::Patron(id, old) => match old {
+                Some(p) => {
+                    let _ = self.put_patron(p);
+                }
+                None => self.remove_patron(id),
+            },
+            Undo::Item(b, old) => match old {
+                Some(i) => {
+                    self.items.insert(b, i);
+                }
+                None => {
+                    self.items.remove(&b);
+                }
+            },
+            Undo::Loan(item, old) => match old {
+                Some(l) => self.put_loan(l),
+                None => self.remove_loan(&item),
+            },
+            Undo::Fee(id, old) => match old {
+                Some(f) => self.put_fee(f),
+                None => self.remove_fee(id),
+            },
+            Undo::Hold(id, old) => match old {
+                Some(h) => self.put_hold(h),
+                None => self.remove_hold(id),
+            },
+            Undo::Account(login, old) => match old {
+                Some(a) => {
+                    self.accounts.insert(login, a);
+                }
+                None => {
+                    self.accounts.remove(&login);
+                }
+            },
+            Undo::Optouts(p, old) => match old {
+                Some(k) => {
+                    self.optouts.insert(p, k);
+                }
+                None => {
+                    self.optouts.remove(&p);
+                }
+            },
+        }
+    }
+
+    /// The id and audit counters, to put back with [`State::set_counters`].
+    pub fn counters(&self) -> (u64, u64) {
+        (self.last_id, self.audit_seq)
+    }
+
+    pub fn set_counters(&mut self, (last_id, audit_seq): (u64, u64)) {
+        self.last_id = last_id;
+        self.audit_seq = audit_seq;
     }
 
     fn unindex_hold(&mut self, h: &Hold) {

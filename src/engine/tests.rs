@@ -728,3 +728,127 @@ fn the_log_alone_brings_back_what_sled_never_got() {
     let after = Desk::new(&reopened, "tester").patron(p.id).unwrap();
     assert_eq!((after.primary_id.as_str(), after.blocks.len()), ("P1", 1));
 }
+
+/// A unit refused after many writes leaves the state exactly as it found it: records, indexes
+/// and counters, undone write by write (no copy of the state is kept to go back to).
+#[test]
+fn a_refused_unit_is_undone_write_by_write() {
+    use super::state::State;
+    use super::store::{Loaded, Write};
+    use super::unit::Unit;
+    let t = now();
+    let patron = |id: u64, card: &str| {
+        let mut p = Patron::new(id, "MAIN", &format!("P{id}"), "Pat", &format!("Ron{id}"), t);
+        p.identifiers.push(Identifier {
+            kind: "barcode".into(),
+            value: card.into(),
+            note: None,
+            active: true,
+            internal: true,
+        });
+        p.email = Some(format!("p{id}@example.org"));
+        p
+    };
+    let item = |b: &str| Item {
+        barcode: b.into(),
+        institution: "MAIN".into(),
+        title: format!("Book {b}"),
+        author: None,
+        call_number: None,
+        location: None,
+        media_type: 1,
+        status: ItemStatus::default(),
+        security_marker: 0,
+        rental_fee: None,
+        loan_days: None,
+        properties: None,
+    };
+    let loan = |i: &str, p: u64| Loan { item: i.into(), patron: p, out: t, due: t, renewals: 0 };
+    let fee = |id: u64, p: u64| Fee {
+        id,
+        patron: p,
+        kind: FeeKind::Overdue,
+        amount: Money(5_00),
+        paid: Money(0),
+        currency: "SEK".into(),
+        item: None,
+        comment: None,
+        status: FeeStatus::Active,
+        created: t,
+        history: vec![],
+    };
+    let hold = |id: u64, p: u64, i: &str| Hold {
+        id,
+        patron: p,
+        item: Some(i.into()),
+        title: None,
+        pickup: "MAIN".into(),
+        placed: t,
+        expires: None,
+        status: HoldStatus::Waiting,
+    };
+    let loaded = Loaded {
+        institutions: vec![Institution::new("MAIN", "Main Library", "SEK", "Europe/Stockholm")],
+        patrons: vec![patron(1, "C1"), patron(2, "C2")],
+        items: vec![item("I1"), item("I2"), item("I3")],
+        loans: vec![loan("I1", 1)],
+        fees: vec![fee(10, 1)],
+        holds: vec![hold(20, 2, "I1")],
+        optouts: vec![(1, vec![NoticeKind::Welcome])],
+        last_id: 30,
+        audit_seq: 7,
+        ..Default::default()
+    };
+    let mut state = State::build(loaded).unwrap();
+    let picture = |s: &State| {
+        let mut lines = Vec::new();
+        exchange::export(s, "key", &mut |l| {
+            lines.push(serde_json::to_string(l).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        let indexes = (
+            s.patron_by_identifier("MAIN", "C1").map(|p| p.id),
+            s.patron_by_identifier("MAIN", "C3").map(|p| p.id),
+            s.email_owner("MAIN", "p2@example.org"),
+            s.loans_of(1).len(),
+            s.loans_of(2).len(),
+            s.fees_of(1).len(),
+            s.holds_on("I1").len(),
+            s.holds_on("I2").len(),
+            s.optouts(1).to_vec(),
+            s.counters(),
+        );
+        (lines, format!("{indexes:?}"))
+    };
+    let before = picture(&state);
+    let key = crate::domain::secret::PinKey::generate().unwrap();
+    let by = By::new("tester", t);
+    let mut unit = Unit::new(&mut state, &key, &by);
+    let r: Result<(), Refusal> = unit.attempt(|u| {
+        let id = u.new_id();
+        u.put(Write::Patron(Box::new(patron(id, "C3"))))?;
+        let mut moved = patron(2, "C9");
+        moved.email = None;
+        u.put(Write::Patron(Box::new(moved)))?;
+        u.put(Write::RemovePatron(1))?;
+        u.put(Write::Item(Box::new(Item { title: "Changed".into(), ..item("I2") })))?;
+        u.put(Write::RemoveItem("I3".into()))?;
+        u.put(Write::EndLoan("I1".into()))?;
+        u.put(Write::Loan(loan("I2", 2)))?;
+        u.put(Write::RemoveFee(10))?;
+        u.put(Write::Fee(Box::new(fee(11, 2))))?;
+        u.put(Write::RemoveHold(20))?;
+        u.put(Write::Hold(Box::new(hold(21, 1, "I2"))))?;
+        u.put(Write::Optouts(1, vec![]))?;
+        u.put(Write::Institution(Box::new(Institution::new("NEW", "New", "SEK", "Europe/Stockholm"))))?;
+        u.audit(id, "test", vec![]);
+        // A claim another patron holds: refused, and with it everything before.
+        u.put(Write::Patron(Box::new(patron(99, "C3"))))?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(Refusal::Taken { .. })), "{r:?}");
+    assert_eq!(unit.writes(), 0, "the refused part's writes are dropped");
+    drop(unit);
+    assert_eq!(picture(&state), before);
+}

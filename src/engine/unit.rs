@@ -5,7 +5,7 @@ use crate::domain::secret::PinKey;
 use crate::domain::*;
 
 use super::By;
-use super::state::State;
+use super::state::{State, Undo};
 use super::store::Write;
 
 /// Reads a patron's stored audit history (which the working set does not hold), with each
@@ -15,6 +15,10 @@ pub type History<'a> = &'a dyn Fn(u64) -> Vec<(Vec<u8>, AuditEntry)>;
 pub struct Unit<'a> {
     pub state: &'a mut State,
     writes: Vec<Write>,
+    /// How to put back what each applied write changed, in order.
+    undos: Vec<Undo>,
+    /// The id and audit counters before the unit.
+    counters: (u64, u64),
     pub key: &'a PinKey,
     pub by: &'a By,
     history: Option<History<'a>>,
@@ -22,7 +26,8 @@ pub struct Unit<'a> {
 
 impl<'a> Unit<'a> {
     pub fn new(state: &'a mut State, key: &'a PinKey, by: &'a By) -> Unit<'a> {
-        Unit { state, writes: Vec::new(), key, by, history: None }
+        let counters = state.counters();
+        Unit { state, writes: Vec::new(), undos: Vec::new(), counters, key, by, history: None }
     }
 
     /// A unit that may read stored audit history (purge).
@@ -41,6 +46,21 @@ impl<'a> Unit<'a> {
         self.writes
     }
 
+    /// Undoes everything the unit did to the state (it was refused), and drops its writes.
+    pub fn roll_back(&mut self) {
+        self.roll_back_to(0, 0, self.counters);
+    }
+
+    fn roll_back_to(&mut self, writes: usize, undos: usize, counters: (u64, u64)) {
+        while self.undos.len() > undos {
+            if let Some(u) = self.undos.pop() {
+                self.state.undo(u);
+            }
+        }
+        self.writes.truncate(writes);
+        self.state.set_counters(counters);
+    }
+
     pub fn writes(&self) -> usize {
         self.writes.len()
     }
@@ -55,7 +75,10 @@ impl<'a> Unit<'a> {
 
     /// Applies a change to the state, to be committed with the unit.
     pub fn put(&mut self, w: Write) -> Result<(), Refusal> {
+        // A write that is refused changes nothing (`State::apply` checks before it changes).
+        let undo = self.state.undo_of(&w);
         self.state.apply(&w)?;
+        self.undos.push(undo);
         self.writes.push(w);
         Ok(())
     }
@@ -85,12 +108,10 @@ impl<'a> Unit<'a> {
     /// Runs `f` as a part that stands or falls alone: refused, it leaves nothing behind, and
     /// the rest of the unit goes on.
     pub fn attempt<T, E>(&mut self, f: impl FnOnce(&mut Unit<'_>) -> Result<T, E>) -> Result<T, E> {
-        let saved = self.state.clone();
-        let mark = self.writes.len();
+        let (writes, undos, counters) = (self.writes.len(), self.undos.len(), self.state.counters());
         let r = f(self);
         if r.is_err() {
-            *self.state = saved;
-            self.writes.truncate(mark);
+            self.roll_back_to(writes, undos, counters);
         }
         r
     }
