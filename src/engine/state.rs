@@ -10,6 +10,15 @@ use imbl::{HashMap, OrdMap, OrdSet};
 use super::store::{Kind, Loaded, Store, StoreError, Write};
 use crate::domain::*;
 
+/// A key of the maps and indexes: shared text, so that copying an index node (each batch's
+/// first change to it copies it, the published view keeping the old one) counts references
+/// instead of copying every key in it.
+type Key = Arc<str>;
+
+fn key(s: &str) -> Key {
+    Arc::from(s)
+}
+
 /// A unique value's key in the claims index: institution, NUL, value.
 fn scoped(institution: &str, value: &str) -> String {
     let mut k = String::with_capacity(institution.len() + 1 + value.len());
@@ -56,18 +65,18 @@ pub struct State {
     accounts: OrdMap<String, Arc<Account>>,
     patrons: OrdMap<u64, Arc<Patron>>,
     /// Primary ids and identifiers -> patron.
-    claims: HashMap<String, u64>,
-    emails: HashMap<String, u64>,
-    names: OrdSet<String>,
-    items: OrdMap<String, Arc<Item>>,
-    loans: OrdMap<String, Arc<Loan>>,
-    loans_by_patron: OrdSet<(u64, String)>,
+    claims: HashMap<Key, u64>,
+    emails: HashMap<Key, u64>,
+    names: OrdSet<Key>,
+    items: OrdMap<Key, Arc<Item>>,
+    loans: OrdMap<Key, Arc<Loan>>,
+    loans_by_patron: OrdSet<(u64, Key)>,
     fees: OrdMap<u64, Arc<Fee>>,
     fees_by_patron: OrdSet<(u64, u64)>,
     holds: OrdMap<u64, Arc<Hold>>,
     holds_by_patron: OrdSet<(u64, u64)>,
     /// (item, placed in µs, hold id): an item's queue in order.
-    holds_by_item: OrdSet<(String, i64, u64)>,
+    holds_by_item: OrdSet<(Key, i64, u64)>,
     optouts: OrdMap<u64, Vec<NoticeKind>>,
     last_id: u64,
     audit_seq: u64,
@@ -89,7 +98,7 @@ impl State {
             s.put_patron(Arc::new(p))?;
         }
         for i in l.items {
-            s.items.insert(i.barcode.clone(), Arc::new(i));
+            s.items.insert(key(&i.barcode), Arc::new(i));
         }
         for loan in l.loans {
             s.put_loan(Arc::new(loan));
@@ -115,7 +124,7 @@ impl State {
                 let mut items = OrdMap::new();
                 for i in store.records::<Item>(Kind::Item) {
                     let i = i?;
-                    items.insert(i.barcode.clone(), Arc::new(i));
+                    items.insert(key(&i.barcode), Arc::new(i));
                 }
                 Ok::<_, StoreError>(items)
             });
@@ -182,7 +191,7 @@ impl State {
 
     /// Who holds this primary id or identifier at the institution.
     pub fn identifier_owner(&self, institution: &str, value: &str) -> Option<u64> {
-        self.claims.get(&scoped(institution, value)).copied()
+        self.claims.get(scoped(institution, value).as_str()).copied()
     }
 
     pub fn patron_by_identifier(&self, institution: &str, value: &str) -> Option<&Patron> {
@@ -190,7 +199,7 @@ impl State {
     }
 
     pub fn email_owner(&self, institution: &str, email: &str) -> Option<u64> {
-        self.emails.get(&email_key(institution, email)).copied()
+        self.emails.get(email_key(institution, email).as_str()).copied()
     }
 
     pub fn patron_by_email(&self, institution: &str, email: &str) -> Option<&Patron> {
@@ -201,8 +210,8 @@ impl State {
     pub fn patrons_by_name(&self, institution: &str, prefix: &str) -> Vec<&Patron> {
         let from = scoped(institution, &prefix.to_lowercase());
         self.names
-            .range(from.clone()..)
-            .take_while(|k| k.starts_with(&from))
+            .range(key(&from)..)
+            .take_while(|k| k.starts_with(from.as_str()))
             .filter_map(|k| k.get(k.len() - 20..).and_then(|id| id.parse().ok()))
             .filter_map(|id| self.patron(id))
             .collect()
@@ -210,11 +219,11 @@ impl State {
 
     /// Other patrons with the same names and birth date (likely the same person).
     pub fn same_person(&self, p: &Patron) -> Vec<u64> {
-        let key = name_key(p);
-        let prefix = key.get(..key.len() - 20).unwrap_or_default().to_string();
+        let full = name_key(p);
+        let prefix = full.get(..full.len() - 20).unwrap_or_default();
         self.names
-            .range(prefix.clone()..)
-            .take_while(|k| k.starts_with(&prefix))
+            .range(key(prefix)..)
+            .take_while(|k| k.starts_with(prefix))
             .filter_map(|k| k.get(k.len() - 20..).and_then(|id| id.parse().ok()))
             .filter(|id| *id != p.id)
             .collect()
@@ -238,14 +247,14 @@ impl State {
 
     pub fn loans_of(&self, patron: u64) -> Vec<&Loan> {
         self.loans_by_patron
-            .range((patron, String::new())..)
+            .range((patron, key(""))..)
             .take_while(|(p, _)| *p == patron)
             .filter_map(|(_, item)| self.loan(item))
             .collect()
     }
 
     pub fn loan_count(&self, patron: u64) -> u32 {
-        let n = self.loans_by_patron.range((patron, String::new())..).take_while(|(p, _)| *p == patron).count();
+        let n = self.loans_by_patron.range((patron, key(""))..).take_while(|(p, _)| *p == patron).count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
@@ -290,8 +299,8 @@ impl State {
     /// The holds on an item, the queue in order (oldest first).
     pub fn holds_on(&self, item: &str) -> Vec<&Hold> {
         self.holds_by_item
-            .range((item.to_string(), i64::MIN, 0)..)
-            .take_while(|(i, _, _)| i == item)
+            .range((key(item), i64::MIN, 0)..)
+            .take_while(|(i, _, _)| **i == *item)
             .filter_map(|(_, _, id)| self.hold(*id))
             .collect()
     }
@@ -342,10 +351,10 @@ impl State {
             Write::Patron(p) => self.put_patron(Arc::new(p.as_ref().clone()))?,
             Write::RemovePatron(id) => self.remove_patron(*id),
             Write::Item(i) => {
-                self.items.insert(i.barcode.clone(), Arc::new(i.as_ref().clone()));
+                self.items.insert(key(&i.barcode), Arc::new(i.as_ref().clone()));
             }
             Write::RemoveItem(b) => {
-                self.items.remove(b);
+                self.items.remove(b.as_str());
             }
             Write::Loan(l) => self.put_loan(Arc::new(l.clone())),
             Write::EndLoan(item) => self.remove_loan(item),
@@ -385,23 +394,23 @@ impl State {
             patron,
         };
         for (what, key, value) in claims(&p) {
-            if let Some(owner) = self.claims.get(&key).filter(|o| **o != p.id) {
+            if let Some(owner) = self.claims.get(key.as_str()).filter(|o| **o != p.id) {
                 return Err(taken(what, value, *owner));
             }
         }
         if let Some(e) = &p.email {
-            if let Some(owner) = self.emails.get(&email_key(&p.institution, e)).filter(|o| **o != p.id) {
+            if let Some(owner) = self.emails.get(email_key(&p.institution, e).as_str()).filter(|o| **o != p.id) {
                 return Err(taken("e-mail", e, *owner));
             }
         }
         self.remove_patron(p.id);
         for (_, key, _) in claims(&p) {
-            self.claims.insert(key, p.id);
+            self.claims.insert(Key::from(key), p.id);
         }
         if let Some(e) = &p.email {
-            self.emails.insert(email_key(&p.institution, e), p.id);
+            self.emails.insert(Key::from(email_key(&p.institution, e)), p.id);
         }
-        self.names.insert(name_key(&p));
+        self.names.insert(Key::from(name_key(&p)));
         self.patrons.insert(p.id, p);
         Ok(())
     }
@@ -409,31 +418,35 @@ impl State {
     fn remove_patron(&mut self, id: u64) {
         let Some(old) = self.patrons.remove(&id) else { return };
         for (_, key, _) in claims(&old) {
-            if self.claims.get(&key) == Some(&id) {
-                self.claims.remove(&key);
+            if self.claims.get(key.as_str()) == Some(&id) {
+                self.claims.remove(key.as_str());
             }
         }
         if let Some(e) = &old.email {
             let key = email_key(&old.institution, e);
-            if self.emails.get(&key) == Some(&id) {
-                self.emails.remove(&key);
+            if self.emails.get(key.as_str()) == Some(&id) {
+                self.emails.remove(key.as_str());
             }
         }
-        self.names.remove(&name_key(&old));
+        self.names.remove(name_key(&old).as_str());
     }
 
     fn put_loan(&mut self, l: Arc<Loan>) {
-        if let Some(old) = self.loans.get(&l.item) {
-            let key = (old.patron, old.item.clone());
-            self.loans_by_patron.remove(&key);
-        }
-        self.loans_by_patron.insert((l.patron, l.item.clone()));
-        self.loans.insert(l.item.clone(), l);
+        let item = match self.loans.get_key_value(l.item.as_str()) {
+            Some((item, old)) => {
+                let item = item.clone();
+                self.loans_by_patron.remove(&(old.patron, item.clone()));
+                item
+            }
+            None => key(&l.item),
+        };
+        self.loans_by_patron.insert((l.patron, item.clone()));
+        self.loans.insert(item, l);
     }
 
     fn remove_loan(&mut self, item: &str) {
-        if let Some(old) = self.loans.remove(item) {
-            self.loans_by_patron.remove(&(old.patron, old.item.clone()));
+        if let Some((item, old)) = self.loans.remove_with_key(item) {
+            self.loans_by_patron.remove(&(old.patron, item));
         }
     }
 
@@ -458,7 +471,7 @@ impl State {
         }
         self.holds_by_patron.insert((h.patron, h.id));
         if let Some(item) = &h.item {
-            self.holds_by_item.insert((item.clone(), h.placed.as_microsecond(), h.id));
+            self.holds_by_item.insert((key(item), h.placed.as_microsecond(), h.id));
         }
         self.holds.insert(h.id, h);
     }
@@ -480,10 +493,10 @@ impl State {
             Write::Institution(i) => Undo::Institution(i.code.clone(), self.institutions.get(&i.code).cloned()),
             Write::Patron(p) => Undo::Patron(p.id, self.patrons.get(&p.id).cloned()),
             Write::RemovePatron(id) => Undo::Patron(*id, self.patrons.get(id).cloned()),
-            Write::Item(i) => Undo::Item(i.barcode.clone(), self.items.get(&i.barcode).cloned()),
-            Write::RemoveItem(b) => Undo::Item(b.clone(), self.items.get(b).cloned()),
-            Write::Loan(l) => Undo::Loan(l.item.clone(), self.loans.get(&l.item).cloned()),
-            Write::EndLoan(item) => Undo::Loan(item.clone(), self.loans.get(item).cloned()),
+            Write::Item(i) => Undo::Item(i.barcode.clone(), self.items.get(i.barcode.as_str()).cloned()),
+            Write::RemoveItem(b) => Undo::Item(b.clone(), self.items.get(b.as_str()).cloned()),
+            Write::Loan(l) => Undo::Loan(l.item.clone(), self.loans.get(l.item.as_str()).cloned()),
+            Write::EndLoan(item) => Undo::Loan(item.clone(), self.loans.get(item.as_str()).cloned()),
             Write::Fee(f) => Undo::Fee(f.id, self.fees.get(&f.id).cloned()),
             Write::RemoveFee(id) => Undo::Fee(*id, self.fees.get(id).cloned()),
             Write::Hold(h) => Undo::Hold(h.id, self.holds.get(&h.id).cloned()),
@@ -519,10 +532,10 @@ impl State {
             },
             Undo::Item(b, old) => match old {
                 Some(i) => {
-                    self.items.insert(b, i);
+                    self.items.insert(key(&b), i);
                 }
                 None => {
-                    self.items.remove(&b);
+                    self.items.remove(b.as_str());
                 }
             },
             Undo::Loan(item, old) => match old {
@@ -569,7 +582,7 @@ impl State {
     fn unindex_hold(&mut self, h: &Hold) {
         self.holds_by_patron.remove(&(h.patron, h.id));
         if let Some(item) = &h.item {
-            self.holds_by_item.remove(&(item.clone(), h.placed.as_microsecond(), h.id));
+            self.holds_by_item.remove(&(key(item), h.placed.as_microsecond(), h.id));
         }
     }
 }
