@@ -292,6 +292,8 @@ impl Server {
                 refresh: Box::new(move || {
                     let (failures, lockouts) = shared.guard.totals();
                     shared.metrics.pins(failures, lockouts);
+                    let stats = shared.engine.stats();
+                    shared.metrics.checkpoints(stats.checkpoints, stats.checkpoint_failures);
                 }),
                 // An engine that takes no changes (reopening its log) is not ready for kiosks.
                 healthy: Box::new(move || engine.healthy()),

@@ -55,6 +55,8 @@ pub struct Metrics {
     sync_batch: Histogram,
     bytes_in: Counter,
     bytes_out: Counter,
+    checkpoints: Counter,
+    checkpoint_failures: Counter,
     /// Listeners accepting, store open, not draining.
     pub ready: AtomicBool,
 }
@@ -94,6 +96,18 @@ impl Metrics {
         registry.register("bytes_in", "Bytes read from SIP2 connections", bytes_in.clone());
         let bytes_out = Counter::default();
         registry.register("bytes_out", "Bytes written to SIP2 connections", bytes_out.clone());
+        let checkpoints = Counter::default();
+        registry.register(
+            "store_checkpoints",
+            "Checkpoints: sled brought up to date with the write-ahead log and flushed",
+            checkpoints.clone(),
+        );
+        let checkpoint_failures = Counter::default();
+        registry.register(
+            "store_checkpoint_failures",
+            "Checkpoints that failed (sled reopened, the log read back into it; nothing is lost)",
+            checkpoint_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -106,6 +120,8 @@ impl Metrics {
             sync_batch,
             bytes_in,
             bytes_out,
+            checkpoints,
+            checkpoint_failures,
             ready: AtomicBool::new(false),
         }
     }
@@ -142,6 +158,12 @@ impl Metrics {
     }
 
     /// Brings the PIN counters up to the guard's totals.
+    /// Brings the checkpoint counters up to the engine's.
+    pub fn checkpoints(&self, done: u64, failed: u64) {
+        self.checkpoints.inc_by(done.saturating_sub(self.checkpoints.get()));
+        self.checkpoint_failures.inc_by(failed.saturating_sub(self.checkpoint_failures.get()));
+    }
+
     pub fn pins(&self, failures: u64, lockouts: u64) {
         let f = failures.saturating_sub(self.pin_failures.get());
         self.pin_failures.inc_by(f);
