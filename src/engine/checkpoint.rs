@@ -127,13 +127,26 @@ impl Checkpointer {
         }
     }
 
+    /// A way to send reads, for a thread that is not the one owning the checkpointer.
+    pub fn handle(&self) -> Handle {
+        Handle { tx: self.tx.clone() }
+    }
+}
+
+/// Sends reads to the checkpointer (held briefly: while one is held the checkpointer runs on).
+pub struct Handle {
+    tx: Option<Sender<ToCheckpointer>>,
+}
+
+impl Handle {
     /// Runs `f` on sled once it holds every batch sent before, and waits for its answer.
     pub fn read_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Arc<str>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.send(ToCheckpointer::Read(Box::new(move |store| {
+        let Some(to) = &self.tx else { return Err(Arc::from("the checkpointer has stopped")) };
+        let _ = to.send(ToCheckpointer::Read(Box::new(move |store| {
             let _ = tx.send(store.and_then(|s| f(s).map_err(|e| Arc::from(e.to_string()))));
         })));
         rx.recv().unwrap_or_else(|_| Err(Arc::from("the checkpointer has stopped")))

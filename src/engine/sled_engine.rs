@@ -15,7 +15,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use super::ops::*;
 use super::state::State;
 use super::store::{StoreConfig, StoreError, Write, encode_batch};
 use super::unit::Unit;
-use super::wal::{AppendError, Log};
+use super::wal::{self, AppendError, Durable, Log, Written};
 use super::{Engine, Error, Pending, units};
 
 /// Units the writer takes into one batch at most.
@@ -74,6 +74,8 @@ struct Shared {
     reads: AtomicU64,
     sync_micros: AtomicU64,
     checkpoints: Arc<Counters>,
+    /// Where the log was last known whole: set by the syncer, used by a reopen.
+    durable: Mutex<Durable>,
 }
 
 impl Shared {
@@ -126,17 +128,24 @@ impl SledEngine {
             reads: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
             checkpoints: counters,
+            durable: Mutex::new(log.durable()),
         });
+        let (to_syncer, from_writer) = std::sync::mpsc::channel();
+        let syncer = Syncer { checkpointer, shared: shared.clone(), faults: log.faults().clone() };
+        let syncer = std::thread::Builder::new()
+            .name("sip2d-sync".into())
+            .spawn(move || syncer.run(from_writer))
+            .map_err(spawn_error)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let writer = Writer {
             log,
-            checkpointer,
+            syncer: Some((to_syncer, syncer)),
             retry_interval: settings.retry_interval,
             buf: Vec::new(),
             key: key.clone(),
             shared: shared.clone(),
-            working: state.clone(),
-            committed: state,
+            written: state.clone(),
+            working: state,
         };
         let handle = std::thread::Builder::new()
             .name("sip2d-writer".into())
@@ -256,10 +265,14 @@ impl Engine for SledEngine {
     }
 }
 
-/// The writer thread's state.
+/// The writer thread's state. It decides and writes each batch to the log, then hands it to
+/// the syncer and goes on with the next: the next batch is decided while the last one's sync
+/// runs, on the state that batch left, and is answered only after its own sync (so after that
+/// one's too).
 struct Writer {
     log: Log,
-    checkpointer: Checkpointer,
+    /// The way to the syncer, and its thread (joined when the writer ends).
+    syncer: Option<(Sender<ToSyncer>, std::thread::JoinHandle<()>)>,
     retry_interval: Duration,
     /// The batch's log record, reused.
     buf: Vec<u8>,
@@ -267,8 +280,8 @@ struct Writer {
     shared: Arc<Shared>,
     /// The state with the batch so far applied.
     working: State,
-    /// The state as last made durable (and published).
-    committed: State,
+    /// The state as the batches written to the log (synced or not) left it.
+    written: State,
 }
 
 /// Where a unit's answer goes.
@@ -284,26 +297,25 @@ struct Batch {
 impl Writer {
     fn run(mut self, jobs: Receiver<Job>) {
         loop {
-            let first = if self.shared.stopped().is_some() {
-                // Stopped by a failed sync: try to reopen the log now and then, meanwhile
-                // refusing what still arrives.
-                match jobs.recv_timeout(self.retry_interval) {
-                    Ok(job) => job,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            // A failed sync is found by the syncer, maybe while the writer waits here: it looks
+            // every `retry_interval`, and while stopped tries to reopen the log each time,
+            // refusing what arrives meanwhile.
+            let first = match jobs.recv_timeout(self.retry_interval) {
+                Ok(job) => job,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.shared.stopped().is_some() {
                         self.try_reopen();
-                        continue;
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        // Closing: cut the batch in doubt from the log if the disk lets us, so
-                        // that what the next open finds is exactly what was acknowledged.
-                        self.try_reopen();
-                        return;
-                    }
+                    continue;
                 }
-            } else {
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // Closing: cut a batch in doubt from the log if the disk lets us, so that
+                    // what the next open finds is exactly what was acknowledged.
+                    self.settle();
+                    if self.shared.stopped().is_some() {
+                        self.try_reopen();
+                    }
+                    break;
                 }
             };
             let mut batch = Batch::default();
@@ -318,11 +330,37 @@ impl Writer {
             }
             self.commit(&mut batch);
         }
+        // The syncer answers what it holds, the checkpointer (which it owns) makes its last
+        // checkpoint, and both end.
+        if let Some((tx, handle)) = self.syncer.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+
+    fn send(&self, m: ToSyncer) {
+        if let Some((tx, _)) = &self.syncer {
+            // The syncer ends only after the writer has let it go.
+            let _ = tx.send(m);
+        }
+    }
+
+    /// Waits until the syncer has answered everything sent to it so far.
+    fn settle(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(ToSyncer::Settled(tx));
+        let _ = rx.recv();
     }
 
     fn try_reopen(&mut self) {
-        match self.log.reopen() {
+        // Every batch written before the failure has been answered (as not done) first.
+        self.settle();
+        let durable = self.shared.durable.lock().map(|d| d.clone()).unwrap_or_else(|_| self.log.durable());
+        match self.log.reopen_at(&durable) {
             Ok(()) => {
+                // What is durable is what was last published: decide from there.
+                self.working = State::clone(&self.shared.view.load());
+                self.written = self.working.clone();
                 tracing::info!(file = %self.log.path().display(), "write-ahead log reopened after a failed sync; taking changes again");
                 if let Ok(mut s) = self.shared.stopped.lock() {
                     *s = None;
@@ -336,7 +374,7 @@ impl Writer {
     fn take(&mut self, job: Job, batch: &mut Batch) {
         match job {
             Job::Cold { query, reply } => {
-                // Answered from sled once it holds every batch published so far.
+                // Answered from sled once it holds every batch before the read.
                 self.commit(batch);
                 self.cold(query, reply);
             }
@@ -349,17 +387,22 @@ impl Writer {
                 let mut store = None;
                 if alone {
                     self.commit(batch);
-                    // A purge reads stored history: sled, holding every batch published.
-                    match self.checkpointer.read_blocking(|_| Ok(())) {
-                        Ok(()) => store = Some(&self.checkpointer),
-                        Err(why) => {
-                            let _ = reply.send(Err(Error::NotDone(why)));
+                    // A purge reads stored history: sled, once it holds every batch before.
+                    self.settle();
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    self.send(ToSyncer::Checkpointer(Box::new(move |c: &Checkpointer| {
+                        let _ = tx.send(c.handle());
+                    })));
+                    match rx.recv().ok().and_then(|h| h.read_blocking(|_| Ok(())).ok().map(|()| h)) {
+                        Some(h) => store = Some(h),
+                        None => {
+                            let _ = reply.send(Err(Error::NotDone(Arc::from("sled cannot be read now"))));
                             return;
                         }
                     }
                 }
                 let history = |patron: u64| {
-                    store.and_then(|c| c.read_blocking(move |s| s.history(patron)).ok()).unwrap_or_default()
+                    store.as_ref().and_then(|c| c.read_blocking(move |s| s.history(patron)).ok()).unwrap_or_default()
                 };
                 let mut unit = Unit::new(&mut self.working, &self.key, &by).with_history(&history);
                 let result = units::run(op, &mut unit);
@@ -377,72 +420,55 @@ impl Writer {
         }
     }
 
-    /// Makes the batch durable in the log, publishes the state it leaves, answers its units,
-    /// then hands its writes to the checkpointer.
+    /// Writes the batch to the log and hands it to the syncer, which answers its units once
+    /// it is durable.
     fn commit(&mut self, batch: &mut Batch) {
         if batch.replies.is_empty() && batch.writes.is_empty() {
             return;
         }
         let mut writes = std::mem::take(&mut batch.writes);
-        if self.working.last_id() != self.committed.last_id() {
+        if self.working.last_id() != self.written.last_id() {
             writes.push(Write::LastId(self.working.last_id()));
         }
-        if self.working.audit_seq() != self.committed.audit_seq() {
+        if self.working.audit_seq() != self.written.audit_seq() {
             writes.push(Write::AuditSeq(self.working.audit_seq()));
         }
-        let units = batch.replies.len();
+        let replies = std::mem::take(&mut batch.replies);
         if writes.is_empty() {
-            // Every unit was refused: nothing to make durable.
-            for (reply, r) in batch.replies.drain(..) {
-                let _ = reply.send(r);
-            }
+            // Every unit wrote nothing; still, each was decided on what the batches before
+            // left, so it is answered after their sync.
+            self.send(ToSyncer::Batch(Box::new(Synced { written: None, state: None, replies, writes, bytes: 0 })));
             return;
         }
-        let started = Instant::now();
         encode_batch(&writes, &mut self.buf);
-        let appended = self.log.append(&self.buf);
-        let took = started.elapsed();
-        match appended {
-            Ok(seq) => {
-                self.committed = self.working.clone();
-                let old = self.shared.view.swap(Arc::new(self.committed.clone()));
-                self.checkpointer.send(ToCheckpointer::Retire(Box::new(old)));
-                self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                self.shared.sync_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                if let Some(o) = self.shared.observer.lock().ok().as_ref().and_then(|o| o.as_ref()) {
-                    o(took, units);
-                }
-                for (reply, r) in batch.replies.drain(..) {
-                    let _ = reply.send(r);
-                }
+        match self.log.write(&self.buf) {
+            Ok(w) => {
+                self.written = self.working.clone();
                 let bytes = self.buf.len() as u64;
-                self.checkpointer.send(ToCheckpointer::Batch { seq, writes, bytes });
+                let state = Some(self.written.clone());
+                self.send(ToSyncer::Batch(Box::new(Synced { written: Some(w), state, replies, writes, bytes })));
                 if let Some((path, last)) = self.log.rotate_if_full() {
-                    self.checkpointer.send(ToCheckpointer::Sealed { path, last });
+                    self.send(ToSyncer::Sealed { path, last });
                 }
             }
             Err(AppendError::NotWritten(e)) => {
                 // Nothing of the batch reached the log (a full disk): refused, and the next
                 // batch tries again.
                 let why: Arc<str> = Arc::from(format!("could not write to the log: {e}"));
-                tracing::error!(error = %why, units, "a batch was refused: nothing of it was changed");
-                self.working = self.committed.clone();
-                for (reply, _) in batch.replies.drain(..) {
+                tracing::error!(error = %why, units = replies.len(), "a batch was refused: nothing of it was changed");
+                self.working = self.written.clone();
+                for (reply, _) in replies {
                     let _ = reply.send(Err(Error::NotDone(why.clone())));
                 }
             }
             Err(e @ AppendError::InDoubt(_)) => {
-                // Not known to be durable: nothing of the batch is acknowledged, and no write is
-                // taken until the log is reopened and cut back to what was (a failed sync may
-                // have lost what it was given; trying again could acknowledge a change the disk
-                // does not have).
                 let why: Arc<str> = Arc::from(e.to_string());
-                tracing::error!(error = %why, "the write-ahead log could not be synced; taking no changes until it is reopened");
+                tracing::error!(error = %why, "the write-ahead log could not be written; taking no changes until it is reopened");
                 if let Ok(mut s) = self.shared.stopped.lock() {
                     *s = Some(why.clone());
                 }
-                self.working = self.committed.clone();
-                for (reply, _) in batch.replies.drain(..) {
+                self.working = self.written.clone();
+                for (reply, _) in replies {
                     let _ = reply.send(Err(Error::Stopped(why.clone())));
                 }
             }
@@ -450,19 +476,19 @@ impl Writer {
     }
 
     /// Reads of what only sled holds, answered by the checkpointer once sled holds every batch
-    /// published so far.
+    /// before them (the syncer passes them on after those batches).
     fn cold(&self, query: Query, reply: oneshot::Sender<Result<Answer, Error>>) {
         let not_done = |why: Arc<str>| Error::NotDone(why);
         match query {
             Query::History(id) => {
-                let Some(p) = self.committed.patron(id) else {
+                let Some(p) = self.written.patron(id) else {
                     let _ = reply.send(Err(Refusal::NoPatron(format!("#{id}")).into()));
                     return;
                 };
                 let c = &p.created;
                 let created =
                     AuditEntry { patron: id, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] };
-                self.checkpointer.send(ToCheckpointer::Read(Box::new(move |store| {
+                self.send(ToSyncer::Read(Box::new(move |store| {
                     let r = store.map_err(not_done).and_then(|s| {
                         let mut out = vec![created];
                         out.extend(s.history(id)?.into_iter().map(|(_, e)| e));
@@ -472,13 +498,159 @@ impl Writer {
                 })));
             }
             Query::Outbox => {
-                self.checkpointer.send(ToCheckpointer::Read(Box::new(move |store| {
+                self.send(ToSyncer::Read(Box::new(move |store| {
                     let _ = reply.send(store.map_err(not_done).and_then(|s| Ok(Answer::Outbox(s.notices()?))));
                 })));
             }
             other => {
-                let _ = reply.send(super::view::answer(&self.committed, other));
+                let _ = reply.send(super::view::answer(&self.written, other));
             }
         }
+    }
+}
+
+/// A batch written to the log, on its way to being answered.
+struct Synced {
+    /// The record, when the batch wrote anything.
+    written: Option<Written>,
+    /// The state the batch left, to publish once it is durable.
+    state: Option<State>,
+    replies: Vec<(Reply, Result<Receipt, Error>)>,
+    writes: Vec<Write>,
+    bytes: u64,
+}
+
+enum ToSyncer {
+    Batch(Box<Synced>),
+    Sealed {
+        path: std::path::PathBuf,
+        last: u64,
+    },
+    Read(checkpoint::Read),
+    /// Runs with the checkpointer, once every batch before is answered.
+    Checkpointer(Box<dyn FnOnce(&Checkpointer) + Send>),
+    /// Answered once every batch before is.
+    Settled(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Batches waiting for the syncer at most, taken into one round of syncs.
+const MAX_GROUP: usize = 4096;
+
+/// The syncer thread: takes every batch the writer has written, syncs the log once for all
+/// of them, then publishes the state the last one left, answers their units, and hands their
+/// writes to the checkpointer.
+struct Syncer {
+    checkpointer: Checkpointer,
+    shared: Arc<Shared>,
+    faults: wal::Faults,
+}
+
+impl Syncer {
+    fn run(self, from_writer: Receiver<ToSyncer>) {
+        while let Ok(first) = from_writer.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match from_writer.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            self.round(group);
+        }
+    }
+
+    fn round(&self, group: Vec<ToSyncer>) {
+        let started = Instant::now();
+        // One sync per segment written to (a group spans two when the writer began a new one).
+        let mut last: Option<&Written> = None;
+        let mut synced: Result<(), Arc<str>> = match self.shared.stopped() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        };
+        for m in &group {
+            if let ToSyncer::Batch(b) = m {
+                if let Some(w) = &b.written {
+                    if synced.is_ok() && last.is_some_and(|l| !Arc::ptr_eq(&l.file, &w.file)) {
+                        synced = last.map_or(Ok(()), |l| wal::sync(l, &self.faults)).map_err(|e| self.failed(&e));
+                    }
+                    last = Some(w);
+                }
+            }
+        }
+        if synced.is_ok() {
+            if let Some(l) = last {
+                synced = wal::sync(l, &self.faults).map_err(|e| self.failed(&e));
+                if synced.is_ok() {
+                    if let Ok(mut d) = self.shared.durable.lock() {
+                        *d = Durable { path: l.path.clone(), end: l.end, seq: l.seq };
+                    }
+                }
+            }
+        }
+        let took = started.elapsed();
+        let units: usize = group.iter().map(|m| if let ToSyncer::Batch(b) = m { b.replies.len() } else { 0 }).sum();
+        if synced.is_ok() {
+            // The view readers see: what the last batch of the round left.
+            let newest = group.iter().rev().find_map(|m| match m {
+                ToSyncer::Batch(b) => b.state.as_ref(),
+                _ => None,
+            });
+            if let Some(state) = newest {
+                let old = self.shared.view.swap(Arc::new(state.clone()));
+                self.checkpointer.send(ToCheckpointer::Retire(Box::new(old)));
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                self.shared.sync_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                if let Some(o) = self.shared.observer.lock().ok().as_ref().and_then(|o| o.as_ref()) {
+                    o(took, units);
+                }
+            }
+        }
+        for m in group {
+            match m {
+                ToSyncer::Batch(b) => {
+                    let Synced { written, state, replies, writes, bytes } = *b;
+                    drop(state);
+                    match &synced {
+                        Ok(()) => {
+                            for (reply, r) in replies {
+                                let _ = reply.send(r);
+                            }
+                            if let Some(w) = written {
+                                self.checkpointer.send(ToCheckpointer::Batch { seq: w.seq, writes, bytes });
+                            }
+                        }
+                        Err(why) => {
+                            for (reply, _) in replies {
+                                let _ = reply.send(Err(Error::Stopped(why.clone())));
+                            }
+                        }
+                    }
+                }
+                // A segment is given up to removal only when what it holds is durable: after a
+                // failure its record numbers are given out again.
+                ToSyncer::Sealed { path, last } if synced.is_ok() => {
+                    self.checkpointer.send(ToCheckpointer::Sealed { path, last })
+                }
+                ToSyncer::Sealed { .. } => {}
+                ToSyncer::Read(f) => self.checkpointer.send(ToCheckpointer::Read(f)),
+                ToSyncer::Checkpointer(f) => f(&self.checkpointer),
+                ToSyncer::Settled(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// A sync failed: nothing of this round is acknowledged, and no change is taken until the
+    /// writer has reopened the log and cut it back to where it was whole (a failed sync may
+    /// have lost what it was given; trying again could acknowledge a change the disk does not
+    /// have: PostgreSQL's 2018 lesson).
+    fn failed(&self, e: &std::io::Error) -> Arc<str> {
+        let why: Arc<str> = Arc::from(format!("could not sync the log: {e}"));
+        tracing::error!(error = %why, "the write-ahead log could not be synced; taking no changes until it is reopened");
+        if let Ok(mut s) = self.shared.stopped.lock() {
+            *s = Some(why.clone());
+        }
+        why
     }
 }

@@ -18,6 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The log's directory inside a data directory.
 pub const DIR: &str = "wal";
@@ -359,14 +360,43 @@ impl std::fmt::Display for AppendError {
     }
 }
 
+/// A record written to the log and not yet synced: what the syncer needs to make it durable.
+pub struct Written {
+    pub seq: u64,
+    /// The segment it went to, and the byte after it there.
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub end: u64,
+}
+
+/// Where the log is known to be whole: the last synced record's segment, the byte after it,
+/// and its number. A reopen cuts the log back to it.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    pub path: PathBuf,
+    pub end: u64,
+    pub seq: u64,
+}
+
+/// Syncs a written record's segment (and with it every record written there before it).
+/// After a failure nothing more may go through this file handle: see [`Log::reopen_at`].
+pub fn sync(w: &Written, faults: &Faults) -> io::Result<()> {
+    if on(&faults.fail_syncs) {
+        return Err(io::Error::other("injected sync failure"));
+    }
+    w.file.sync_data()
+}
+
 /// The log as the writer appends to it.
 pub struct Log {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
-    /// Bytes of the segment known to be whole (every record in it synced).
+    file: Arc<File>,
+    /// Bytes of the segment written (whole records; the last ones perhaps not yet synced).
     len: u64,
     next_seq: u64,
+    /// Where the log was last known whole (for [`Log::append`] and [`Log::reopen`]).
+    durable: Durable,
     segment_bytes: u64,
     faults: Faults,
     buf: Vec<u8>,
@@ -389,8 +419,9 @@ impl Log {
         sync_dir(dir)?;
         Ok(Log {
             dir: dir.to_path_buf(),
+            durable: Durable { path: path.clone(), end: SEGMENT_HEADER, seq: next_seq - 1 },
             path,
-            file,
+            file: Arc::new(file),
             len: SEGMENT_HEADER,
             next_seq,
             segment_bytes,
@@ -405,8 +436,18 @@ impl Log {
         self.next_seq
     }
 
-    /// Appends one record and syncs it; its sequence number once durable.
-    pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+    /// Where the log is whole now (nothing written since the last sync).
+    pub fn durable(&self) -> Durable {
+        self.durable.clone()
+    }
+
+    /// The faults injected into this log.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Writes one record, not synced: [`sync`] makes it durable, or [`Log::append`] does both.
+    pub fn write(&mut self, payload: &[u8]) -> Result<Written, AppendError> {
         if self.in_doubt {
             return Err(AppendError::InDoubt(io::Error::other("the log is not reopened since a failed sync")));
         }
@@ -420,15 +461,16 @@ impl Log {
         self.buf.extend_from_slice(&crc(len, seq, payload).to_le_bytes());
         self.buf.extend_from_slice(&seq.to_le_bytes());
         self.buf.extend_from_slice(payload);
+        let mut file = &*self.file;
         let written = if on(&self.faults.full) {
             let half = &self.buf[..self.buf.len() / 2];
-            self.file.write_all(half).and(Err(io::Error::from_raw_os_error(28)))
+            file.write_all(half).and(Err(io::Error::from_raw_os_error(28)))
         } else {
-            self.file.write_all(&self.buf)
+            file.write_all(&self.buf)
         };
         if let Err(e) = written {
             // Put the segment back as it was, so that the next record follows the last whole one.
-            return match self.file.set_len(self.len).and_then(|()| self.file.seek(SeekFrom::Start(self.len))) {
+            return match file.set_len(self.len).and_then(|()| file.seek(SeekFrom::Start(self.len))) {
                 Ok(_) => Err(AppendError::NotWritten(e)),
                 Err(e2) => {
                     self.in_doubt = true;
@@ -436,20 +478,27 @@ impl Log {
                 }
             };
         }
-        let synced = if on(&self.faults.fail_syncs) {
-            Err(io::Error::other("injected sync failure"))
-        } else {
-            self.file.sync_data()
-        };
-        if let Err(e) = synced {
+        self.len += self.buf.len() as u64;
+        self.next_seq += 1;
+        Ok(Written { seq, file: self.file.clone(), path: self.path.clone(), end: self.len })
+    }
+
+    /// Appends one record and syncs it; its sequence number once durable.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+        let w = self.write(payload)?;
+        if let Err(e) = sync(&w, &self.faults) {
             // PostgreSQL's lesson: after a failed fsync the kernel may have dropped the pages, and
             // a second fsync can succeed without them. Nothing more goes to this file handle.
             self.in_doubt = true;
             return Err(AppendError::InDoubt(e));
         }
-        self.len += self.buf.len() as u64;
-        self.next_seq += 1;
-        Ok(seq)
+        self.durable = Durable { path: w.path, end: w.end, seq: w.seq };
+        Ok(w.seq)
+    }
+
+    /// Takes no more records until a reopen (a sync of what was written failed).
+    pub fn set_in_doubt(&mut self) {
+        self.in_doubt = true;
     }
 
     /// Starts a new segment if this one is full; the one closed, with its last record, for
@@ -469,23 +518,36 @@ impl Log {
             }
         };
         let closed = std::mem::replace(&mut self.path, path);
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = SEGMENT_HEADER;
         Some((closed, self.next_seq - 1))
     }
 
-    /// After a failed sync: cuts the segment back to its last whole record through a new file
-    /// handle and syncs that. Once this succeeds the log holds exactly what was acknowledged,
-    /// and appends go on.
+    /// After a failed sync: cuts the log back to where [`Log::append`] last found it whole.
     pub fn reopen(&mut self) -> Result<(), LogError> {
-        let mut file = OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path))?;
-        file.set_len(self.len).map_err(io_err(&self.path))?;
-        file.seek(SeekFrom::Start(self.len)).map_err(io_err(&self.path))?;
+        let d = self.durable.clone();
+        self.reopen_at(&d)
+    }
+
+    /// After a failed sync: cuts the log back to `durable` through a new file handle (removing
+    /// any segment begun after it, which holds only records in doubt) and syncs that. Once this
+    /// succeeds the log holds exactly what was acknowledged, and records go on from there.
+    pub fn reopen_at(&mut self, durable: &Durable) -> Result<(), LogError> {
+        let later: Vec<PathBuf> = segments(&self.dir)?.into_iter().filter(|p| *p > durable.path).collect();
+        let path = &durable.path;
+        let mut file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        file.set_len(durable.end).map_err(io_err(path))?;
+        file.seek(SeekFrom::Start(durable.end)).map_err(io_err(path))?;
         if on(&self.faults.fail_syncs) {
-            return Err(LogError::Io { path: self.path.clone(), source: io::Error::other("injected sync failure") });
+            return Err(LogError::Io { path: path.clone(), source: io::Error::other("injected sync failure") });
         }
-        file.sync_all().map_err(io_err(&self.path))?;
-        self.file = file;
+        file.sync_all().map_err(io_err(path))?;
+        remove(&self.dir, &later)?;
+        self.file = Arc::new(file);
+        self.path = path.clone();
+        self.len = durable.end;
+        self.next_seq = durable.seq + 1;
+        self.durable = durable.clone();
         self.in_doubt = false;
         Ok(())
     }
