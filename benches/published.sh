@@ -36,7 +36,7 @@ login_timeout = "10m"
 TOML
 "$BIN" --data "$work/data" serve --config "$work/sip2d.toml" >/dev/null 2>"$work/server.log" &
 sip2d=$!
-"$BIN" serve --null --listen "127.0.0.1:$((PORT + 1))" --config "$work/sip2d.toml" >/dev/null 2>&1 &
+"$GEN" serve --null --listen "127.0.0.1:$((PORT + 1))" --config "$work/sip2d.toml" >/dev/null 2>&1 &
 canned=$!
 "$FLOOR" "127.0.0.1:$((PORT + 2))" "$work/floor" >/dev/null &
 floor=$!

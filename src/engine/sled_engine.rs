@@ -4,14 +4,16 @@
 //!
 //! The writer takes whatever units are waiting as one batch. Each unit runs on the writer's
 //! working copy and sees what the units before it in the batch did; a refused unit's changes
-//! are dropped. The batch's writes are appended to the log as one record and synced; then the
-//! new state is published as the view readers see, and only then is any unit of the batch
-//! answered. No timer waits for a batch to fill: one kiosk waits for one sync, a hundred share
-//! one. The checkpointer (`checkpoint.rs`) then writes the batch to sled.
+//! are dropped. The batch's writes are written to the log as one record and handed to the
+//! syncer thread, and the writer goes on with the next batch. The syncer syncs the log once
+//! for every batch waiting, then publishes the state the last one left as the view readers see,
+//! and only then answers their units. No timer waits for a batch to fill: one kiosk waits for
+//! one sync, a hundred share one. The checkpointer (`checkpoint.rs`) then writes the batches to
+//! sled.
 //!
-//! A unit that writes nothing (a status check with the right PIN, a refused checkout) is
-//! answered from the view without the writer. Audit history and the outbox stay in sled
-//! only; they are read once sled holds every batch published before the read.
+//! A patron status or information with nothing to write is answered from the view without the
+//! writer. Audit history and the outbox stay in sled only; they are read once sled holds every
+//! batch published before the read.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
