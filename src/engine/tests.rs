@@ -589,6 +589,14 @@ fn faulty(
     (tempfile::tempdir().unwrap(), settings, flags)
 }
 
+/// The institution and Avery in `engine`, and the desk that put them there.
+fn with_avery(engine: &SledEngine) -> (Desk<'_>, Patron) {
+    let desk = Desk::new(engine, "tester");
+    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
+    let p = desk.add_patron(avery(), false, now()).unwrap();
+    (desk, p)
+}
+
 fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
     flag.store(on, std::sync::atomic::Ordering::SeqCst);
 }
@@ -607,9 +615,7 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 fn a_failed_sync_acknowledges_nothing_and_stops_every_later_write() {
     let (dir, settings, [_, fail, _]) = faulty(std::time::Duration::from_secs(3600));
     let engine = open_or_create(dir.path(), &settings).unwrap();
-    let desk = Desk::new(&engine, "tester");
-    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
-    let p = desk.add_patron(avery(), false, now()).unwrap();
+    let (desk, p) = with_avery(&engine);
     set(&fail, true);
     let e = desk.run(Operation::Block { patron: p.id, kind: "general".into(), note: None }, now()).unwrap_err();
     assert!(matches!(e, Error::Stopped(_)), "{e}");
@@ -634,9 +640,7 @@ fn a_failed_sync_acknowledges_nothing_and_stops_every_later_write() {
 fn after_a_failed_sync_the_engine_reopens_its_log_and_takes_changes_again() {
     let (dir, settings, [_, fail, _]) = faulty(std::time::Duration::from_millis(20));
     let engine = open_or_create(dir.path(), &settings).unwrap();
-    let desk = Desk::new(&engine, "tester");
-    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
-    let p = desk.add_patron(avery(), false, now()).unwrap();
+    let (desk, p) = with_avery(&engine);
     set(&fail, true);
     let e = desk.run(Operation::Block { patron: p.id, kind: "general".into(), note: None }, now()).unwrap_err();
     assert!(matches!(e, Error::Stopped(_)), "{e}");
@@ -658,9 +662,7 @@ fn after_a_failed_sync_the_engine_reopens_its_log_and_takes_changes_again() {
 fn a_full_disk_refuses_writes_serves_reads_and_writes_resume_when_there_is_room() {
     let (dir, settings, [full, _, _]) = faulty(std::time::Duration::from_secs(3600));
     let engine = open_or_create(dir.path(), &settings).unwrap();
-    let desk = Desk::new(&engine, "tester");
-    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
-    let p = desk.add_patron(avery(), false, now()).unwrap();
+    let (desk, p) = with_avery(&engine);
     set(&full, true);
     let e = desk.run(Operation::Block { patron: p.id, kind: "general".into(), note: None }, now()).unwrap_err();
     assert!(matches!(e, Error::NotDone(_)) && e.to_string().starts_with("could not complete"), "{e}");
@@ -682,9 +684,7 @@ fn a_failing_checkpoint_loses_nothing_and_sled_catches_up_once_it_can() {
     settings.checkpoint_interval = std::time::Duration::from_millis(20);
     settings.segment_bytes = 512;
     let engine = open_or_create(dir.path(), &settings).unwrap();
-    let desk = Desk::new(&engine, "tester");
-    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
-    let p = desk.add_patron(avery(), false, now()).unwrap();
+    let (desk, p) = with_avery(&engine);
     set(&fail, true);
     for i in 0..20 {
         desk.run(
@@ -717,9 +717,7 @@ fn the_log_alone_brings_back_what_sled_never_got() {
     let (dir, mut settings, [_, _, fail]) = faulty(std::time::Duration::from_secs(3600));
     settings.checkpoint_interval = std::time::Duration::from_secs(3600);
     let engine = open_or_create(dir.path(), &settings).unwrap();
-    let desk = Desk::new(&engine, "tester");
-    desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
-    let p = desk.add_patron(avery(), false, now()).unwrap();
+    let (desk, p) = with_avery(&engine);
     desk.run(Operation::Block { patron: p.id, kind: "general".into(), note: None }, now()).unwrap();
     // Every checkpoint, the last one at close included, fails: sled keeps none of it.
     set(&fail, true);
