@@ -146,14 +146,32 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
     assert!(sip2d(&["--data", data.to_str().unwrap(), "init"]).status.success());
     let o = sip2d(&["--data", data.to_str().unwrap(), "import", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    let (_server, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
+    let (server, addr) = serve(&["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
     let port = addr.port().to_string();
-    let o = sip2d(&["bench", "--port", &port, "--connections", "4", "--duration", "2s", "--warmup", "500ms", "--json"]);
+    let pid = server.0.id().to_string();
+    let o = sip2d(&[
+        "bench",
+        "--port",
+        &port,
+        "--connections",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--json",
+        "--server-pid",
+        &pid,
+    ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["throughput"].as_f64().unwrap() > 0.0, "{r}");
+    // The server did the work: some CPU per request, and not more than the window holds.
+    let cpu = r["server_cpu_us_per_request"].as_f64().expect("the server's CPU per request");
+    let ceiling = 2.0 * 2e6 * num_cpus() / r["requests"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu <= ceiling, "{cpu} µs per request: {r}");
     for code in ["23", "11", "09"] {
         assert!(r["per_message"][code]["count"].as_u64().unwrap() > 0, "{code}: {r}");
         assert!(
@@ -186,6 +204,18 @@ fn bench_runs_clean_against_sip2d_and_the_null_responder() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["throughput"].as_f64().unwrap() > 100.0, "{r}");
+
+    // The same canned responder as a process of its own.
+    let (_canned, addr) = serve(&["serve", "--null", "--listen", "127.0.0.1:0"]);
+    let port = addr.port().to_string();
+    let o = sip2d(&["bench", "--port", &port, "--connections", "4", "--duration", "1s", "--warmup", "200ms", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["throughput"].as_f64().unwrap() > 100.0, "{r}");
+}
+
+fn num_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 #[test]
