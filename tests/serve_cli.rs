@@ -195,6 +195,25 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     assert_eq!(code, Some(0), "{out}");
     assert!(k.ask("1720261122    120000AOMAIN|AB39999|AC|").contains("AJImported live"));
 
+    // An admin client naming files on the server (as a raw request may; the command line never
+    // does) reads and writes none: the PIN key is neither read nor overwritten.
+    let key_before = std::fs::read(data.join("pin.key")).unwrap();
+    let planted = dir.path().join("planted.jsonl");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    for args in [
+        s(&["export", "-o", data.join("pin.key").to_str().unwrap()]),
+        s(&["export", "--output", planted.to_str().unwrap()]),
+        s(&["import", data.join("pin.key").to_str().unwrap()]),
+        s(&["import", "--dry-run", "/etc/passwd"]),
+        s(&["import", "--pin-key", data.join("pin.key").to_str().unwrap(), "-"]),
+    ] {
+        let (code, out) = common::admin(&data, &args).expect("the server answers");
+        assert_eq!(code, 2, "{args:?} was not refused: {out}");
+        assert!(out.contains("admin API"), "{args:?}: {out}");
+    }
+    assert_eq!(std::fs::read(data.join("pin.key")).unwrap(), key_before, "the PIN key is untouched");
+    assert!(!planted.exists(), "no file was written on the server");
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
     assert!(!data.join("admin.sock").exists(), "the socket goes with the server");

@@ -73,6 +73,9 @@ fn run_here(engine: &Arc<dyn Engine>, req: RunRequest) -> RunResponse {
         }
         Err(e) => return refuse(super::exit::Exit::Usage as u8, e.to_string()),
     };
+    if let Some(why) = super::names_a_server_file(&cli.command) {
+        return refuse(super::exit::Exit::Usage as u8, format!("sip2d: {why}\n"));
+    }
     let actor = if req.actor.is_empty() { "admin".to_string() } else { req.actor.clone() };
     SERVED.with(|s| *s.borrow_mut() = Some((engine.clone(), format!("{actor} (admin API)"))));
     let (code, captured) = super::io::capture(req.stdin.into_bytes(), || {

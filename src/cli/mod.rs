@@ -144,6 +144,25 @@ fn is_register(command: &str) -> bool {
     REGISTER_COMMANDS.contains(&command)
 }
 
+/// Why a command, run by the admin API inside the server, would read or write a file on the
+/// server's machine: the API takes data in the request and gives it back in the response,
+/// never a path (whoever may call it must not read or overwrite the server's files, its PIN
+/// key say).
+fn names_a_server_file(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Import(a) if a.pin_key.is_some() => {
+            Some("a PIN key is not taken through the admin API; stop the server and use `sip2d key import`")
+        }
+        Command::Import(a) if a.file.as_os_str() != "-" => Some(
+            "the admin API reads an import from the request (file `-`, the lines as standard input), never a file on the server",
+        ),
+        Command::Export(a) if a.output.is_some() => {
+            Some("the admin API gives an export back in the response; it writes no file on the server")
+        }
+        _ => None,
+    }
+}
+
 /// Sends this register command to the server running on its data directory, if any: the
 /// arguments as given, standard input when the command reads it, files read and written here.
 fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
