@@ -276,3 +276,49 @@ fn the_admin_api_over_tcp_needs_the_token_and_reloads_the_configuration() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }
+
+/// Every file of a register is its owner's alone: what sip2d creates, and what an earlier
+/// version left readable; a data directory others may write is refused by the server.
+#[test]
+fn the_register_is_owner_only_and_a_directory_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let run =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sip2d")).args(["--data", d]).args(args).output().unwrap();
+    assert!(run(&["init"]).status.success());
+    assert!(run(&["institution", "add", "--code", "MAIN", "--name", "Main"]).status.success());
+    let loose = |root: &std::path::Path| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(p) = todo.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.permissions().mode() & 0o077 != 0 {
+                out.push(format!("{} {:o}", p.display(), m.permissions().mode() & 0o777));
+            }
+            if m.is_dir() {
+                todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        out
+    };
+    assert_eq!(loose(&data), Vec::<String>::new(), "what sip2d creates is owner-only");
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("may be written by others") && err.contains("chmod 700"), "{err}");
+
+    // As an earlier version left it: readable by all. The server makes it owner-only.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(data.join("pin.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(data.join("db"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut child, stdout, _addr) =
+        spawn_sip2d(&["--data", d, "serve", "--listen", "127.0.0.1:0"], "warn", Stdio::null(), "listening on ");
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    assert_eq!(loose(&data), Vec::<String>::new(), "the server left something readable by others");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -233,6 +233,39 @@ impl DataDir {
     /// Makes sure a register is here and this process may use it. As root, in a register
     /// another user owns, the process becomes that user first, so that nothing it writes
     /// (the store's files, a new PIN key) ends up owned by root.
+    /// For the server: refuses a data directory others may write (they could replace the
+    /// store or the PIN key under it), and makes everything in it owner-only (registers made by
+    /// earlier versions had 0755 directories and 0644 files).
+    pub fn secure(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&self.path)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            anyhow::bail!(
+                "{} may be written by others (mode {:o}), who could replace the store or the PIN key: `chmod 700 {}` first",
+                self.path.display(),
+                mode & 0o777,
+                self.path.display()
+            );
+        }
+        fn tighten(path: &std::path::Path) -> std::io::Result<()> {
+            let meta = std::fs::symlink_metadata(path)?;
+            if meta.file_type().is_symlink() {
+                return Ok(());
+            }
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.permissions().mode() & 0o777 != want {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(want))?;
+            }
+            if meta.is_dir() {
+                for e in std::fs::read_dir(path)? {
+                    tighten(&e?.path())?;
+                }
+            }
+            Ok(())
+        }
+        tighten(&self.path).with_context(|| format!("cannot make {} owner-only", self.path.display()))
+    }
+
     pub fn enter_existing(&self) -> Result<()> {
         let shown = || format!("{} ({})", self.path.display(), self.source);
         let meta = match std::fs::metadata(&self.path) {

@@ -309,6 +309,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     } else {
         let dir = common.data_dir()?;
         dir.enter_existing()?;
+        dir.secure()?;
         let engine = dir.open(&store)?;
         (dir.path, engine)
     };
