@@ -520,3 +520,22 @@ fn a_reload_changes_new_connections_keeps_open_ones_and_refuses_a_bad_configurat
     let mut second = s.logged_in();
     assert!(second.ask("9900302.00").starts_with("98"));
 }
+
+/// Issue 14, item 6: 01 sent over and over blocks the card once; the record and its history do
+/// not grow with every request.
+#[test]
+fn a_repeated_block_patron_blocks_once_and_grows_nothing() {
+    let s = start(vector_world, test_config());
+    let mut k = s.logged_in();
+    for i in 0..500 {
+        let r = k.ask(&format!("01N{D}AOMAIN|ALCard left {i}|AA21234000012345|AC|"));
+        assert!(r.starts_with("24YYYY"), "{r}");
+    }
+    let (_, dir) = s.stop();
+    let engine = common::open(dir.path());
+    let desk = Desk::new(&engine, "test");
+    let avery = desk.find("MAIN", "21234000012345").unwrap();
+    assert_eq!(avery.blocks.len(), 1, "one block, not one per request: {:?}", avery.blocks);
+    let blocks = desk.history(avery.id).unwrap().into_iter().filter(|e| e.action == "block").count();
+    assert_eq!(blocks, 1, "one history entry for the block");
+}

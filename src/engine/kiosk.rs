@@ -282,7 +282,11 @@ pub fn block(u: &mut Unit<'_>, at: &Kiosk, card: &str, message: &str) -> Result<
         return Ok(Receipt::KioskPatron(Err(Refusal::UnknownCard), None));
     };
     let refused = if at.status_update {
-        patrons::block(u, p.id, "self-check", Some(message))?;
+        // One self-check block at a time: a repeated 01 (a kiosk retrying, or a client
+        // sending it in a loop) changes nothing and adds nothing to the record.
+        if !p.blocks.iter().any(|b| b.active && b.kind == "self-check") {
+            patrons::block(u, p.id, "self-check", Some(message))?;
+        }
         None
     } else {
         Some(Refusal::TerminalMayNot("block cards"))

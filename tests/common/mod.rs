@@ -144,6 +144,8 @@ pub fn sealed(body: &str, seq: u8) -> String {
 pub struct Kiosk {
     pub stream: TcpStream,
     pending: Vec<u8>,
+    /// Whether this connection's replies end in CR LF, once a reply has shown it.
+    ends_with_lf: Option<bool>,
 }
 
 impl Kiosk {
@@ -154,7 +156,7 @@ impl Kiosk {
     }
 
     pub fn from_stream(stream: TcpStream) -> Kiosk {
-        Kiosk { stream, pending: Vec::new() }
+        Kiosk { stream, pending: Vec::new(), ends_with_lf: None }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -173,8 +175,9 @@ impl Kiosk {
                 let mut end = i + 1;
                 if self.pending.get(end) == Some(&b'\n') {
                     end += 1;
-                } else if end == self.pending.len() {
-                    // An LF may still be on its way; give it a moment.
+                } else if end == self.pending.len() && self.ends_with_lf != Some(false) {
+                    // An LF may still be on its way; give it a moment (once per connection:
+                    // a server ends every reply on a connection the same way).
                     self.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
                     let mut b = [0u8; 1];
                     if let Ok(1) = self.stream.read(&mut b) {
@@ -185,6 +188,7 @@ impl Kiosk {
                         end += 1;
                     }
                 }
+                self.ends_with_lf = Some(self.pending.get(end - 1) == Some(&b'\n'));
                 return Some(self.pending.drain(..end).collect());
             }
             let mut buf = [0u8; 4096];
