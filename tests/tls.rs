@@ -188,3 +188,77 @@ fn a_client_that_never_finishes_the_handshake_is_dropped() {
     let trusted = Some((pki.client_cert.as_str(), pki.client_key.as_str()));
     assert!(session(s.addrs[0].0, client_config(&pki, &rustls::version::TLS13, trusted)).is_ok());
 }
+
+/// A ClientHello offering only `version` (no supported_versions extension), with suites and
+/// extensions that the server's certificate (ECDSA P-256) could otherwise be served with.
+fn client_hello(version: [u8; 2]) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let mut add = |kind: u16, data: &[u8]| {
+        ext.extend_from_slice(&kind.to_be_bytes());
+        ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        ext.extend_from_slice(data);
+    };
+    add(0x000a, &[0, 4, 0x00, 0x1d, 0x00, 0x17]); // supported groups: x25519, P-256
+    add(0x000b, &[1, 0]); // EC point formats: uncompressed
+    add(0x000d, &[0, 4, 0x04, 0x03, 0x08, 0x04]); // signature algorithms: ECDSA P-256 SHA-256, RSA-PSS
+    add(0x0017, &[]); // extended master secret
+    add(0xff01, &[0]); // renegotiation info
+    let suites: [u16; 5] = [0xc02b, 0xc02c, 0xcca9, 0xc009, 0xc00a];
+    let mut body = Vec::new();
+    body.extend_from_slice(&version);
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for s in suites {
+        body.extend_from_slice(&s.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: none
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1u8, 0];
+    hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    hs.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hs);
+    record
+}
+
+/// The first seven bytes the server answers a hello with: a record header and the start of
+/// its body.
+fn answer_to(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(hello).unwrap();
+    let mut got = vec![0u8; 7];
+    let mut n = 0;
+    while n < got.len() {
+        match s.read(&mut got[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    got.truncate(n);
+    got
+}
+
+/// Issue 14 (held on main, now with its test): a TLS 1.0 or 1.1 handshake is refused with a
+/// protocol_version alert; the same hello offering TLS 1.2 gets a ServerHello, so it is the
+/// version alone that is refused.
+#[test]
+fn tls_1_0_and_1_1_handshakes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut config = test_config();
+    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) }];
+    let s = start(vector_world, config);
+    let addr = s.addrs[0].0;
+    let tls12 = answer_to(addr, &client_hello([3, 3]));
+    assert_eq!((tls12.first(), tls12.get(5)), (Some(&0x16), Some(&0x02)), "TLS 1.2: a ServerHello: {tls12:?}");
+    for (name, version) in [("TLS 1.0", [3, 1]), ("TLS 1.1", [3, 2])] {
+        let got = answer_to(addr, &client_hello(version));
+        // An alert record (21), fatal (2), protocol_version (70); no ServerHello.
+        assert_eq!(got.first(), Some(&0x15), "{name}: an alert, not a handshake: {got:?}");
+        assert_eq!((got.get(5), got.get(6)), (Some(&2), Some(&70)), "{name}: fatal protocol_version: {got:?}");
+    }
+}

@@ -14,6 +14,7 @@ use super::progress::{Progress, Unit};
 use super::client::Target;
 use crate::tools::bench::{self, Op, Plan, Report};
 use crate::tools::conn::ClientTls;
+use crate::tools::logins;
 
 /// Drive a SIP2 server with N connections, each logging in once and then looping a mix of
 /// requests; report throughput and latency percentiles overall and per message.
@@ -26,6 +27,14 @@ use crate::tools::conn::ClientTls;
 ///   sip2d --data ./bench-data import bench.jsonl
 ///   sip2d --data ./bench-data serve &
 ///   sip2d bench --connections 16 --duration 10s
+///
+/// `--login-storm` opens `--connections` connections, then sends every login at the same
+/// moment (over `--accounts` accounts) and reports how long the answers took.
+/// `--wrong-logins N` floods the server with N wrong logins while a correct login probes it,
+/// and with `--server-pid` reports the server's resident memory before, at most and after:
+///
+///   sip2d bench --login-storm --connections 500 --accounts 50
+///   sip2d bench --wrong-logins 10000 --flood-from 127.0.0.2 --server-pid PID
 ///
 /// `--null` runs against a canned responder in the same process (no register, no parsing
 /// beyond framing): the ceiling of this machine and of the generator, to compare with.
@@ -69,6 +78,30 @@ pub struct BenchArgs {
     /// window is reported per request (Linux; read from /proc/PID/stat).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Send every connection's login at the same moment and time the answers (no requests).
+    #[arg(long)]
+    login_storm: bool,
+    /// Accounts the logins use: the login itself when 1, else LOGIN-00, LOGIN-01... (as
+    /// --write-register --register-accounts writes them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    accounts: u32,
+    /// Send this many wrong logins (each with a new password) as fast as they are answered,
+    /// while a correct login probes the server every --probe-every.
+    #[arg(long, value_name = "N")]
+    wrong_logins: Option<usize>,
+    /// Connections sending the wrong logins.
+    #[arg(long, default_value_t = 50)]
+    flooders: usize,
+    /// The account the wrong logins name (default: the login of --user, or bench).
+    #[arg(long)]
+    flood_account: Option<String>,
+    /// Send the wrong logins from this local address (e.g. 127.0.0.2: another client than
+    /// the probe's, on loopback).
+    #[arg(long, value_name = "IP")]
+    flood_from: Option<std::net::IpAddr>,
+    /// How often the correct login is tried during a flood.
+    #[arg(long, default_value = "100ms", value_parser = humantime_serde::re::humantime::parse_duration)]
+    probe_every: Duration,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -78,6 +111,10 @@ pub struct BenchArgs {
     /// Patrons in the --write-register file.
     #[arg(long, default_value_t = 1000)]
     register_patrons: usize,
+    /// Accounts in the --write-register file besides the login itself: LOGIN-00, LOGIN-01...
+    /// (same password), for --login-storm --accounts.
+    #[arg(long, default_value_t = 0)]
+    register_accounts: usize,
     /// Items in the --write-register file.
     #[arg(long, default_value_t = 2000)]
     register_items: usize,
@@ -85,6 +122,11 @@ pub struct BenchArgs {
 
 fn barcode(prefix: &str, n: usize) -> String {
     format!("{prefix}{n:07}")
+}
+
+/// The name of account `k` of `n` that --accounts and --register-accounts share.
+fn account_name(user: &str, k: usize, n: usize) -> String {
+    if n <= 1 && k == 0 { user.to_string() } else { format!("{user}-{k:02}") }
 }
 
 fn write_register(args: &BenchArgs, path: &PathBuf) -> Result<ExitCode> {
@@ -98,6 +140,10 @@ fn write_register(args: &BenchArgs, path: &PathBuf) -> Result<ExitCode> {
     )?;
     let (user, password) = args.target.credentials()?.unwrap_or_else(|| ("bench".into(), "bench-password".into()));
     writeln!(w, "{}", json!({"type":"account","login":user,"password":password,"institution":inst}))?;
+    for k in 0..args.register_accounts {
+        let login = account_name(&user, k, args.register_accounts);
+        writeln!(w, "{}", json!({"type":"account","login":login,"password":password,"institution":inst}))?;
+    }
     for n in 0..args.register_patrons {
         let b = barcode(&args.patron_prefix, n);
         writeln!(
@@ -221,6 +267,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if let Some(path) = &args.write_register {
         return write_register(args, path);
     }
+    if args.login_storm {
+        return run_storm(args);
+    }
+    if let Some(n) = args.wrong_logins {
+        return run_flood(args, n);
+    }
     let mut mix = Vec::new();
     for m in &args.mix {
         mix.push(Op::parse(m).with_context(|| format!("--mix {m}: status, checkout or checkin"))?);
@@ -304,4 +356,113 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         super::exit::Exit::Failure.into()
     })
+}
+
+fn credentials(args: &BenchArgs) -> Result<(String, String)> {
+    Ok(args.target.credentials()?.unwrap_or_else(|| ("bench".into(), "bench-password".into())))
+}
+
+fn run_storm(args: &BenchArgs) -> Result<ExitCode> {
+    let t = &args.target;
+    let (user, password) = credentials(args)?;
+    let n = args.accounts as usize;
+    let plan = logins::Storm {
+        host: t.host.clone(),
+        port: t.port,
+        tls: t.tls.then(|| ClientTls {
+            ca: t.ca.clone(),
+            cert: t.cert.clone().zip(t.key.clone()),
+            insecure: t.insecure,
+            server_name: None,
+        }),
+        wire: t.wire(),
+        connections: args.connections as usize,
+        accounts: (0..n).map(|k| (account_name(&user, k, n), password.clone())).collect(),
+        timeout: t.timeout.max(Duration::from_secs(60)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let r = rt.block_on(logins::storm(plan))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let h = &r.latency;
+    if args.json {
+        println!(
+            "{}",
+            json!({"target": format!("{}:{}", t.host, t.port), "login_storm": true, "connections": r.connections,
+                   "accounts": n, "accepted": r.accepted, "refused": r.refused, "failed": r.failed,
+                   "latency": percentiles(h), "slowest_ms": h.max() as f64 / 1000.0, "error_samples": r.samples})
+        );
+    } else {
+        println!(
+            "{}:{}: {} logins sent at once over {n} account(s): {} accepted, {} refused, {} unanswered",
+            t.host, t.port, r.connections, r.accepted, r.refused, r.failed
+        );
+        println!(
+            "answered in: p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+        for s in &r.samples {
+            println!("  e.g. {s}");
+        }
+    }
+    Ok(if r.accepted == r.connections { ExitCode::SUCCESS } else { super::exit::Exit::Failure.into() })
+}
+
+fn run_flood(args: &BenchArgs, wrong: usize) -> Result<ExitCode> {
+    let t = &args.target;
+    let (user, password) = credentials(args)?;
+    let plan = logins::Flood {
+        host: t.host.clone(),
+        port: t.port,
+        wire: t.wire(),
+        source: args.flood_from,
+        flooders: args.flooders.max(1),
+        wrong,
+        account: args.flood_account.clone().unwrap_or_else(|| user.clone()),
+        probe: (user, password),
+        probe_every: args.probe_every,
+        timeout: t.timeout.max(Duration::from_secs(60)),
+        server_pid: args.server_pid,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let r = rt.block_on(logins::flood(plan))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let h = &r.probe;
+    let rate = r.sent as f64 / r.elapsed.as_secs_f64().max(1e-9);
+    let rss = r.rss_kib.map(|(b, p, a)| json!({"before_kib": b, "peak_kib": p, "after_kib": a}));
+    if args.json {
+        println!(
+            "{}",
+            json!({"target": format!("{}:{}", t.host, t.port), "wrong_logins": r.sent, "refused": r.refused,
+                   "accepted": r.accepted, "seconds": r.elapsed.as_secs_f64(), "per_second": rate,
+                   "probe": percentiles(h), "probe_failures": r.probe_failures, "server_rss": rss})
+        );
+    } else {
+        println!(
+            "{}:{}: {} wrong logins in {:.1}s ({rate:.0}/s): {} refused, {} accepted",
+            t.host,
+            t.port,
+            r.sent,
+            r.elapsed.as_secs_f64(),
+            r.refused,
+            r.accepted
+        );
+        println!(
+            "a correct login meanwhile ({} tries): p50 {:.1} ms, slowest {:.1} ms, {} refused or unanswered",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+            r.probe_failures
+        );
+        if let Some((b, p, a)) = r.rss_kib {
+            println!(
+                "server resident memory: {:.1} MB before, {:.1} MB at most, {:.1} MB after",
+                b as f64 / 1024.0,
+                p as f64 / 1024.0,
+                a as f64 / 1024.0
+            );
+        }
+    }
+    Ok(if r.accepted == 0 && r.probe_failures == 0 { ExitCode::SUCCESS } else { super::exit::Exit::Failure.into() })
 }

@@ -102,7 +102,12 @@ The configuration file (TOML; every key optional, defaults shown):
   shutdown_grace = \"10s\"             time for requests in flight on SIGINT/SIGTERM
   max_unreadable_frames = 5          unknown or unreadable frames in a row, then close
   max_login_attempts = 3             refused logins, then 940 and close
-  login_failure_delay = \"1s\"         pause before a 940
+  login_failure_delay = \"1s\"         pause before a 940; doubles per failure of the address
+  login_backoff_after = 5              or account beyond these,
+  login_backoff_max = \"30s\"          up to this,
+  login_backoff_window = \"10m\"       counting failures this recent
+  login_hashes = 2                   Argon2 hashes at once (default: CPU cores); only an
+                                     account's first login since start needs one
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"

@@ -127,6 +127,78 @@ pub fn hash_password(password: &str) -> io::Result<String> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// Keyed digests of terminal passwords, under a key that lives only in this process: once a
+/// password has passed Argon2, a later login with it costs one HMAC rather than another
+/// deliberately slow hash. The digests are never stored or logged.
+pub struct PasswordMemo {
+    key: [u8; 32],
+}
+
+/// A password's digest under a [`PasswordMemo`]; `==` compares in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordDigest(hmac::digest::CtOutput<Hmac<Sha256>>);
+
+impl std::fmt::Debug for PasswordDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordDigest(***)")
+    }
+}
+
+impl PasswordMemo {
+    /// A memo with a new random key.
+    pub fn new() -> io::Result<PasswordMemo> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(io::Error::other)?;
+        Ok(PasswordMemo { key })
+    }
+
+    /// The digest of `password` for the account `login` (the login is mixed in, so equal
+    /// passwords of two accounts differ).
+    pub fn digest(&self, login: &str, password: &str) -> PasswordDigest {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(&(login.len() as u64).to_be_bytes());
+        mac.update(login.as_bytes());
+        mac.update(password.as_bytes());
+        PasswordDigest(mac.finalize())
+    }
+}
+
+/// The most memory a terminal password's Argon2 hash may ask for, in KiB (64 MiB): an
+/// imported hash demanding more is refused rather than honoured, so logins' memory stays
+/// bounded. sip2d's own hashes use Argon2's default, 19 MiB.
+pub const MAX_PASSWORD_KIB: u32 = 64 * 1024;
+
+/// Argon2's working memory, reused from one verification to the next (see
+/// [`verify_password_in`]).
+pub type HashMemory = Vec<argon2::Block>;
+
+/// Whether `password` matches an Argon2 hash, hashing in `memory` (grown as needed and kept,
+/// so a server verifying logins does not allocate and free megabytes per login). A malformed
+/// hash, or one asking for over [`MAX_PASSWORD_KIB`], matches nothing.
+pub fn verify_password_in(password: &str, hash: &str, memory: &mut HashMemory) -> bool {
+    let Ok(h) = PasswordHash::new(hash) else { return false };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else { return false };
+    let Ok(algorithm) = argon2::Algorithm::try_from(h.algorithm) else { return false };
+    let Ok(version) = h.version.map(argon2::Version::try_from).transpose() else { return false };
+    let Ok(params) = argon2::Params::try_from(&h) else { return false };
+    if params.m_cost() > MAX_PASSWORD_KIB {
+        return false;
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let blocks = params.block_count();
+    memory.resize(blocks, argon2::Block::default());
+    let mut out = [0u8; argon2::password_hash::Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else { return false };
+    let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    if argon.hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..]).is_err() {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    argon2::password_hash::Output::new(out).is_ok_and(|o| o == expected)
+}
+
 /// Whether `password` matches an Argon2 hash; a malformed hash matches nothing.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
@@ -191,6 +263,37 @@ mod tests {
             let p = generate_pin().unwrap();
             assert!(p.len() == 4 && p.bytes().all(|b| b.is_ascii_digit()), "{p}");
         }
+    }
+
+    #[test]
+    fn password_digests_differ_by_account_password_and_key() {
+        let memo = PasswordMemo::new().unwrap();
+        let d = memo.digest("kiosk1", "s3cret");
+        assert_eq!(d, memo.digest("kiosk1", "s3cret"));
+        assert_ne!(d, memo.digest("kiosk1", "s3cret!"));
+        assert_ne!(d, memo.digest("kiosk2", "s3cret"));
+        // The login's length is mixed in: ("ab", "c") and ("a", "bc") differ.
+        assert_ne!(memo.digest("ab", "c"), memo.digest("a", "bc"));
+        assert_ne!(d, PasswordMemo::new().unwrap().digest("kiosk1", "s3cret"));
+        assert_eq!(format!("{d:?}"), "PasswordDigest(***)");
+    }
+
+    #[test]
+    fn a_password_verifies_in_reused_memory_as_it_does_alone() {
+        let h = hash_password("s3cret").unwrap();
+        let mut memory = HashMemory::new();
+        assert!(verify_password_in("s3cret", &h, &mut memory));
+        let kept = memory.capacity();
+        assert!(kept >= 19 * 1024, "Argon2's default is 19 MiB of 1 KiB blocks: {kept}");
+        assert!(!verify_password_in("s3cret!", &h, &mut memory));
+        assert!(verify_password_in("s3cret", &h, &mut memory));
+        assert_eq!(memory.capacity(), kept, "the memory is reused, not grown");
+        assert!(!verify_password_in("s3cret", "$argon2id$not-a-hash", &mut memory));
+        // A hash that asks for more memory than a login may use is refused untried.
+        let greedy = h.replace("m=19456", "m=1048576");
+        assert!(greedy.contains("m=1048576"), "{h}");
+        assert!(!verify_password_in("s3cret", &greedy, &mut memory));
+        assert_eq!(memory.capacity(), kept);
     }
 
     #[test]

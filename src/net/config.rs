@@ -153,9 +153,24 @@ pub struct Limits {
     pub max_unreadable_frames: u32,
     /// Refused logins on one connection before it is closed (default 3).
     pub max_login_attempts: u32,
-    /// Pause before answering a refused login, to slow guessing (default 1s).
+    /// Pause before answering a refused login, to slow guessing (default 1s). It doubles for
+    /// each failure beyond `login_backoff_after` of the same address or account within
+    /// `login_backoff_window`, up to `login_backoff_max`.
     #[serde(with = "humantime_serde")]
     pub login_failure_delay: Duration,
+    /// Refused logins of an address or account before its pauses grow (default 5).
+    pub login_backoff_after: u32,
+    /// The longest pause before a refused login's answer (default 30s).
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_max: Duration,
+    /// How long an address's or account's failures are remembered after its last one
+    /// (default 10m).
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_window: Duration,
+    /// Argon2 password hashes run at once (default: the machine's CPU cores; at least 1).
+    /// An account's first login since start runs one (about 19 MiB and some tens of
+    /// milliseconds); later logins compare a keyed digest instead. Read at start only.
+    pub login_hashes: usize,
     /// Latest no-block due date accepted, in days after the checkout (default 90).
     pub no_block_max_days: u32,
     /// Wrong PINs one terminal may send per `pin_window` before its PIN checks are refused
@@ -260,6 +275,10 @@ impl Default for Limits {
             max_unreadable_frames: 5,
             max_login_attempts: 3,
             login_failure_delay: Duration::from_secs(1),
+            login_backoff_after: 5,
+            login_backoff_max: Duration::from_secs(30),
+            login_backoff_window: Duration::from_secs(600),
+            login_hashes: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
             pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
             pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),

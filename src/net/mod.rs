@@ -2,6 +2,7 @@
 //! The only module that touches sockets; every request goes to a [`Session`] and back.
 
 pub mod config;
+pub mod logins;
 pub mod ops;
 mod tls;
 
@@ -35,6 +36,8 @@ pub enum ServeError {
     Tls { address: SocketAddr, source: TlsError },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot make a key for login digests: {0}")]
+    Random(std::io::Error),
 }
 
 /// What every connection shares.
@@ -43,6 +46,7 @@ struct Shared {
     /// The settings a reload may change; each connection keeps the ones it started with.
     settings: std::sync::RwLock<Arc<Settings>>,
     guard: PinGuard,
+    logins: logins::LoginGate,
     /// Connections open now, all listeners together.
     open: std::sync::atomic::AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -233,6 +237,7 @@ impl Server {
             engine,
             settings: std::sync::RwLock::new(Arc::new(settings)),
             guard: PinGuard::new(),
+            logins: logins::LoginGate::new(config.limits.login_hashes).map_err(ServeError::Random)?,
             open: std::sync::atomic::AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
             tap: None,
@@ -292,6 +297,8 @@ impl Server {
                 refresh: Box::new(move || {
                     let (failures, lockouts) = shared.guard.totals();
                     shared.metrics.pins(failures, lockouts);
+                    let l = shared.logins.stats();
+                    shared.metrics.logins(l.hashed, l.remembered);
                     let stats = shared.engine.stats();
                     shared.metrics.checkpoints(stats.checkpoints, stats.checkpoint_failures);
                 }),
@@ -413,31 +420,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let Some(mut s) = session.take() else { return };
             let clock = Instant::now();
             let tapped = shared.tap.as_ref().map(|_| frame.clone());
-            let (s, outcome) = if frame.starts_with(b"93") {
-                // A login verifies an Argon2 hash (milliseconds of CPU on purpose): off the
-                // runtime's threads, the session travelling with it.
-                let (sh, set) = (shared.clone(), settings.clone());
-                let runtime = tokio::runtime::Handle::current();
-                let joined = tokio::task::spawn_blocking(move || {
-                    let svc = Service::with_limits(sh.engine.as_ref(), &set.service_limits, &sh.guard);
-                    let r = runtime.block_on(s.on_frame(&svc, &frame, Timestamp::now()));
-                    (s, r)
-                })
-                .await;
-                match joined {
-                    Ok(v) => v,
-                    Err(e) => {
-                        error!(%peer, error = %e, "request task failed; closing");
-                        return;
-                    }
-                }
-            } else {
-                // A read is answered from the engine's view at once; a change waits, without a
-                // thread, for the writer's durable commit.
-                let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard);
-                let r = s.on_frame(&svc, &frame, Timestamp::now()).await;
-                (s, r)
-            };
+            // A read is answered from the engine's view at once; a change waits, without a
+            // thread, for the writer's durable commit; a login's Argon2 hash, when one is
+            // needed, runs on the blocking pool behind the login gate.
+            let checker = logins::PeerLogins::new(&shared.logins, peer.ip(), limits);
+            let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
+                .with_passwords(&checker);
+            let outcome = s.on_frame(&svc, &frame, Timestamp::now()).await;
             let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
             if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
@@ -457,8 +446,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 latency_us = clock.elapsed().as_micros() as u64,
                 "request"
             );
-            if outcome.verdict == Verdict::LoginRefused && !limits.login_failure_delay.is_zero() {
-                tokio::time::sleep(limits.login_failure_delay).await;
+            if outcome.verdict == Verdict::LoginRefused {
+                let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             if let Some(reply) = &outcome.reply {
                 let faults = &settings.faults;

@@ -57,6 +57,8 @@ pub struct Metrics {
     bytes_out: Counter,
     checkpoints: Counter,
     checkpoint_failures: Counter,
+    login_hashes: Counter,
+    logins_remembered: Counter,
     /// Listeners accepting, store open, not draining.
     pub ready: AtomicBool,
 }
@@ -108,8 +110,22 @@ impl Metrics {
             "Checkpoints that failed (sled reopened, the log read back into it; nothing is lost)",
             checkpoint_failures.clone(),
         );
+        let login_hashes = Counter::default();
+        registry.register(
+            "login_hashes",
+            "Argon2 password hashes run for logins (an account's first login since start, or a new password)",
+            login_hashes.clone(),
+        );
+        let logins_remembered = Counter::default();
+        registry.register(
+            "logins_remembered",
+            "Logins answered from a verified password's keyed digest, without a hash",
+            logins_remembered.clone(),
+        );
         Metrics {
             registry,
+            login_hashes,
+            logins_remembered,
             requests,
             latency,
             connections,
@@ -157,13 +173,19 @@ impl Metrics {
         self.bytes_out.inc_by(n as u64);
     }
 
-    /// Brings the PIN counters up to the guard's totals.
+    /// Brings the login counters up to the login gate's.
+    pub fn logins(&self, hashed: u64, remembered: u64) {
+        self.login_hashes.inc_by(hashed.saturating_sub(self.login_hashes.get()));
+        self.logins_remembered.inc_by(remembered.saturating_sub(self.logins_remembered.get()));
+    }
+
     /// Brings the checkpoint counters up to the engine's.
     pub fn checkpoints(&self, done: u64, failed: u64) {
         self.checkpoints.inc_by(done.saturating_sub(self.checkpoints.get()));
         self.checkpoint_failures.inc_by(failed.saturating_sub(self.checkpoint_failures.get()));
     }
 
+    /// Brings the PIN counters up to the guard's totals.
     pub fn pins(&self, failures: u64, lockouts: u64) {
         let f = failures.saturating_sub(self.pin_failures.get());
         self.pin_failures.inc_by(f);

@@ -82,6 +82,20 @@ pub struct Service<'r> {
     limits: &'r ServiceLimits,
     /// Wrong PINs per terminal, shared by all connections; `None` applies no rate limit.
     guard: Option<&'r PinGuard>,
+    /// How a login's password is checked; `None` runs Argon2 here, every time.
+    passwords: Option<&'r dyn Passwords>,
+}
+
+/// Checks a terminal's password against its account's Argon2 hash. The network layer's
+/// checker remembers verified passwords and bounds the hashing (`net::logins`); the service
+/// only asks.
+pub trait Passwords: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        login: &'a str,
+        password: &'a str,
+        hash: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
 /// `now` as a SIP date in the institution's time zone (local time, blank zone).
@@ -185,12 +199,17 @@ impl Pinned {
 impl<'r> Service<'r> {
     /// A service with the default limits and no PIN rate limit (staff tools and tests).
     pub fn new(engine: &'r dyn Engine) -> Service<'r> {
-        Service { engine, limits: &ServiceLimits::DEFAULT, guard: None }
+        Service { engine, limits: &ServiceLimits::DEFAULT, guard: None, passwords: None }
     }
 
     /// A service as the server runs it: these limits, and wrong PINs counted in `guard`.
     pub fn with_limits(engine: &'r dyn Engine, limits: &'r ServiceLimits, guard: &'r PinGuard) -> Service<'r> {
-        Service { engine, limits, guard: Some(guard) }
+        Service { engine, limits, guard: Some(guard), passwords: None }
+    }
+
+    /// This service, checking login passwords with `passwords`.
+    pub fn with_passwords(self, passwords: &'r dyn Passwords) -> Service<'r> {
+        Service { passwords: Some(passwords), ..self }
     }
 
     pub fn engine(&self) -> &'r dyn Engine {
@@ -235,8 +254,8 @@ impl<'r> Service<'r> {
     }
 
     /// 93: checks the terminal's login. A refused login is `940` and no terminal. The
-    /// password is an Argon2 hash to verify: slow on purpose, so the network layer runs
-    /// logins off its async threads.
+    /// password is checked by the service's `Passwords` (without one, by an Argon2 hash run
+    /// on this thread: slow on purpose).
     pub async fn login(&self, req: &Login<'_>) -> Result<(LoginResponse<'static>, Option<Terminal>), Error> {
         let refused = (LoginResponse { ok: false, ..Default::default() }, None);
         // Plain text only: no vendor encryption is agreed.
@@ -248,7 +267,12 @@ impl<'r> Service<'r> {
             Ok(_) | Err(Error::Refused(_)) => return Ok(refused),
             Err(e) => return Err(e),
         };
-        if !crate::domain::secret::verify_password(req.login_password.expose(), &account.password_hash) {
+        let password = req.login_password.expose();
+        let verified = match self.passwords {
+            Some(p) => p.check(&account.login, password, &account.password_hash).await,
+            None => crate::domain::secret::verify_password(password, &account.password_hash),
+        };
+        if !verified {
             return Ok(refused);
         }
         // A profile that cannot be read refuses the login rather than serving with defaults.

@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod conform;
 pub mod conn;
+pub mod logins;
