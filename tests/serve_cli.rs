@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -321,4 +321,72 @@ fn the_register_is_owner_only_and_a_directory_others_may_write_is_refused() {
     assert_eq!(loose(&data), Vec::<String>::new(), "the server left something readable by others");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Issue 14, item 3: a flood of idle connections on the admin API (and the operations
+/// endpoints) holds at most their own cap of descriptors, is closed after the HTTP idle
+/// timeout, and never keeps kiosks from their listener; an oversized request head gets 431.
+/// The server runs with 400 descriptors, which 1,000 held connections would exhaust.
+#[test]
+fn an_admin_connection_flood_is_capped_and_kiosks_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(
+        &config,
+        "ops_listen = \"127.0.0.1:0\"\n[limits]\nmax_http_connections = 16\nhttp_idle_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let (d, c) = (data.to_str().unwrap(), config.to_str().unwrap());
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 400 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_sip2d")])
+        .args(["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--config", c])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let admin = common::address_after(&mut stdout, "sip2d admin API on http://");
+    let sip = common::address_after(&mut stdout, "listening on ");
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+
+    let idle: Vec<std::net::TcpStream> = (0..1000).map(|_| std::net::TcpStream::connect(admin).unwrap()).collect();
+    // Kiosks are served while the flood is there.
+    let mut kiosk = Kiosk::connect(sip);
+    assert_eq!(kiosk.ask("9300CNkiosk1|COkiosk1-secret|"), "941", "a kiosk logs in during the flood");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let open = |socks: &[std::net::TcpStream]| {
+        socks
+            .iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                let r = (&**s).read(&mut b);
+                matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let held = open(&idle);
+    assert!(held <= 16, "{held} idle admin connections held open; the cap is 16");
+    // After the idle timeout the ones it kept are closed too, and the API answers again.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(open(&idle), 0, "idle admin connections are closed after http_idle_timeout");
+    drop(idle);
+    let show = r#"{"args":["patron","show","21000000000001","--institution","MAIN"],"actor":"ops"}"#;
+    let (status, body) = post(admin, "/v1/run", Some(&token), show);
+    assert_eq!(status, 200, "{body}");
+    // A request head over max_http_header_bytes (16 KiB) is refused without being read on.
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let big = "x".repeat(64 * 1024);
+    let _ = write!(s, "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nX-Padding: {big}\r\n\r\n");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply:.80}");
+    assert!(kiosk.ask("9900302.00").starts_with("98"), "the kiosk's connection was never disturbed");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
 }

@@ -108,6 +108,9 @@ pub struct ReloadResponse {
     pub error: Option<String>,
 }
 
+/// How long a register command in flight may take to finish when the server stops.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Whether a request carries the token (always, on the Unix socket).
 fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &state.token else { return true };
@@ -175,15 +178,15 @@ pub async fn serve_tcp(
     dir: &Path,
     engine: Arc<dyn Engine>,
     reload: Reload,
+    limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::net::SocketAddr> {
     let token = Arc::new(token(dir)?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let app = router(AdminState { engine, reload, token: Some(token) });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
-    });
+    let listener = crate::net::http::HttpListener::Tcp(listener);
+    tokio::spawn(crate::net::http::serve(listener, app, limits, "admin", shutdown, GRACE));
     Ok(bound)
 }
 
@@ -192,6 +195,7 @@ pub async fn serve(
     dir: &Path,
     engine: Arc<dyn Engine>,
     reload: Reload,
+    limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -205,8 +209,9 @@ pub async fn serve(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let app = router(AdminState { engine, reload, token: None });
     let p = path.clone();
+    let listener = crate::net::http::HttpListener::Unix(listener);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        crate::net::http::serve(listener, app, limits, "admin socket", shutdown, GRACE).await;
         let _ = std::fs::remove_file(&p);
     });
     Ok(path)

@@ -108,6 +108,10 @@ The configuration file (TOML; every key optional, defaults shown):
   login_backoff_window = \"10m\"       counting failures this recent
   login_hashes = 2                   Argon2 hashes at once (default: CPU cores); only an
                                      account's first login since start needs one
+  max_http_connections = 64          per HTTP listener (admin socket, admin_listen,
+                                     ops_listen); more are closed at once
+  max_http_header_bytes = 16384      a longer HTTP request head gets 431
+  http_idle_timeout = \"30s\"          an HTTP connection sending no request head is closed
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"
@@ -331,9 +335,10 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             let (args, common, handle, log) = (args.clone(), common.clone(), server.handle(), log_handle.clone());
             std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
         };
-        admin::serve(&data, server.engine(), reload.clone(), admin_stop.clone()).await?;
+        let http = c.limits.http();
+        admin::serve(&data, server.engine(), reload.clone(), http, admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
-            let bound = admin::serve_tcp(addr, &data, server.engine(), reload, admin_stop.clone()).await?;
+            let bound = admin::serve_tcp(addr, &data, server.engine(), reload, http, admin_stop.clone()).await?;
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
         match &built {

@@ -171,6 +171,17 @@ pub struct Limits {
     /// An account's first login since start runs one (about 19 MiB and some tens of
     /// milliseconds); later logins compare a keyed digest instead. Read at start only.
     pub login_hashes: usize,
+    /// Connections open at once on each HTTP listener: the admin socket, `admin_listen` and
+    /// `ops_listen` (default 64). Further ones are closed at once, so a flood on them holds a
+    /// bounded number of descriptors and the SIP listeners keep theirs.
+    pub max_http_connections: usize,
+    /// The longest HTTP request head, request line and headers, in bytes (default 16384); a
+    /// longer one gets 431 and a close.
+    pub max_http_header_bytes: usize,
+    /// Time an HTTP connection may take to send a request's head, from connecting or from its
+    /// last reply (default 30s); then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
     /// Latest no-block due date accepted, in days after the checkout (default 90).
     pub no_block_max_days: u32,
     /// Wrong PINs one terminal may send per `pin_window` before its PIN checks are refused
@@ -179,6 +190,17 @@ pub struct Limits {
     /// The window of `pin_failures_per_window` (default 10m).
     #[serde(with = "humantime_serde")]
     pub pin_window: Duration,
+}
+
+impl Limits {
+    /// The limits of the HTTP listeners.
+    pub fn http(&self) -> super::http::HttpLimits {
+        super::http::HttpLimits {
+            max_connections: self.max_http_connections,
+            max_header_bytes: self.max_http_header_bytes,
+            idle_timeout: self.http_idle_timeout,
+        }
+    }
 }
 
 /// The register's storage: its write-ahead log and sled's checkpoints (docs/engine.md).
@@ -279,6 +301,9 @@ impl Default for Limits {
             login_backoff_max: Duration::from_secs(30),
             login_backoff_window: Duration::from_secs(600),
             login_hashes: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            max_http_connections: 64,
+            max_http_header_bytes: 16 * 1024,
+            http_idle_timeout: Duration::from_secs(30),
             no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
             pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
             pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),

@@ -2,6 +2,7 @@
 //! The only module that touches sockets; every request goes to a [`Session`] and back.
 
 pub mod config;
+pub mod http;
 pub mod logins;
 pub mod ops;
 mod tls;
@@ -308,7 +309,8 @@ impl Server {
             if let Ok(a) = listener.local_addr() {
                 info!(address = %a, "serving /metrics, /health and /ready");
             }
-            tokio::spawn(ops::serve(listener, state, ops_stop.clone()));
+            let limits = self.shared.settings().limits.http();
+            tokio::spawn(ops::serve(listener, state, limits, ops_stop.clone()));
         }
         for b in self.bound {
             info!(address = %b.address, tls = b.tls, "listening");

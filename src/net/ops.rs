@@ -228,11 +228,17 @@ async fn ready(State(s): State<Arc<OpsState>>) -> impl IntoResponse {
 }
 
 /// Serves `/metrics`, `/health` and `/ready` on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<OpsState>,
+    limits: super::http::HttpLimits,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state);
-    let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    let listener = super::http::HttpListener::Tcp(listener);
+    super::http::serve(listener, app, limits, "ops", shutdown, Duration::from_secs(1)).await;
 }

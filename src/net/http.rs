@@ -1,0 +1,105 @@
+//! The HTTP listeners beside SIP (the admin API, the operations endpoints): each with its own
+//! connection cap, header-size limit and idle timeout, so that a flood on one of them holds
+//! a bounded number of descriptors and never starves the kiosks' listeners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// The limits of one HTTP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// The longest request head (request line and headers), in bytes; a longer one gets 431.
+    pub max_header_bytes: usize,
+    /// Time a connection may take to send a request's head (from connecting, or from the
+    /// previous reply); then it is closed.
+    pub idle_timeout: Duration,
+}
+
+/// A listener the HTTP server accepts from.
+pub enum HttpListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+impl HttpListener {
+    async fn accept(&self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            HttpListener::Tcp(l) => Box::new(l.accept().await?.0),
+            HttpListener::Unix(l) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown`; then lets requests in flight
+/// finish for up to `grace`.
+pub async fn serve(
+    listener: HttpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    name: &'static str,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut turned_away: u64 = 0;
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let io = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(io) => io,
+                Err(e) => {
+                    // Out of descriptors, say: wait a moment rather than spin.
+                    warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Closed at once: a flood holds no more descriptors than the cap.
+            turned_away += 1;
+            if turned_away.is_power_of_two() {
+                warn!(
+                    listener = name,
+                    limit = limits.max_connections,
+                    turned_away,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            continue;
+        };
+        let (app, stop) = (app.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_header_size(limits.max_header_bytes)
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(grace, conn).await;
+                }
+            }
+            drop(place);
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
