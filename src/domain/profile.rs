@@ -58,6 +58,28 @@ pub struct Profile {
     pub messages: Option<Vec<[u8; 2]>>,
     /// `language` (default en): the language of screen messages, `en` or `sv`.
     pub language: Language,
+    /// `patron-verification` (default session): `pin-each-request`, `session` or `none`.
+    pub verification: Verification,
+    /// `unverified-name` (default no): a 23 or 63 without a right PIN still shows the name.
+    pub unverified_name: bool,
+    /// `unverified-status` (default yes): a 23 or 63 without a right PIN still shows the
+    /// status flags (blocked, too many items...) and why the patron may not borrow.
+    pub unverified_status: bool,
+}
+
+/// How a terminal's circulation requests (11, 15, 29, 65) must show that the patron is
+/// present, when the profile requires PINs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verification {
+    /// Every request carries the patron's PIN (`AD`).
+    PinEachRequest,
+    /// The request carries the PIN, or the patron's PIN was verified earlier on this
+    /// connection (a 23 or 63 with the PIN, then 11 without it, as many kiosks do).
+    #[default]
+    Session,
+    /// No PIN is asked for: any card number borrows. Only for trusted machines such as
+    /// sorters, on a network no one else reaches.
+    None,
 }
 
 /// The languages screen messages are written in.
@@ -81,6 +103,9 @@ impl Default for Profile {
             error_detection: ErrorDetection::Auto,
             messages: None,
             language: Language::English,
+            verification: Verification::Session,
+            unverified_name: false,
+            unverified_status: true,
         }
     }
 }
@@ -102,6 +127,9 @@ impl Profile {
         "error-detection",
         "messages",
         "language",
+        "patron-verification",
+        "unverified-name",
+        "unverified-status",
     ];
 
     /// Reads an account's profile settings.
@@ -176,6 +204,16 @@ impl Profile {
                     _ => return Err(bad("en or sv")),
                 }
             }
+            "patron-verification" => {
+                self.verification = match v.as_str() {
+                    "pin-each-request" => Verification::PinEachRequest,
+                    "session" => Verification::Session,
+                    "none" => Verification::None,
+                    _ => return Err(bad("pin-each-request, session or none")),
+                }
+            }
+            "unverified-name" => self.unverified_name = yes()?,
+            "unverified-status" => self.unverified_status = yes()?,
             _ => return Err(format!("profile key '{key}' is unknown; known keys: {}", Profile::KEYS.join(", "))),
         }
         Ok(())

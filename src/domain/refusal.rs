@@ -56,6 +56,9 @@ pub enum Refusal {
     },
     /// Locked by wrong PINs: even the right one is refused until staff unlock.
     LockedOut,
+    /// The request acts for a patron whose PIN it neither carries nor verified earlier on the
+    /// connection, as the terminal's `patron-verification` requires.
+    PinNeeded,
 
     // -- lending
     /// The lending rules said no.
@@ -169,6 +172,9 @@ impl fmt::Display for Refusal {
             Refusal::LockedOut => {
                 f.write_str("the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it")
             }
+            Refusal::PinNeeded => f.write_str(
+                "the patron's PIN is needed: this terminal's patron-verification asks for it with the request, or earlier on the connection",
+            ),
             Refusal::Lending(d) => d.fmt(f),
             Refusal::NotOnLoanToPatron => f.write_str("the item is not on loan to this patron"),
             Refusal::NothingToCancel => f.write_str("there is no checkout of this item to cancel"),

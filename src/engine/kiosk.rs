@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 use jiff::civil::Date;
 
+use crate::domain::profile::Verification;
 use crate::domain::rules::{self, Denial, PinCheck};
 use crate::domain::*;
 
@@ -41,8 +42,19 @@ fn pin(u: &mut Unit<'_>, at: &Kiosk, p: &Patron, pin: Option<&Pin>) -> Result<Pi
     })
 }
 
-/// The patron a request acts for, or why not: an unknown card, or a PIN that was sent and is
-/// wrong (counted toward the lockout).
+/// Whether a request without a PIN may act for `card`: the terminal's `patron-verification`
+/// (PINs not used at all, no verification asked, or this card verified on the connection).
+fn present_without_pin(at: &Kiosk, card: &str) -> bool {
+    !at.pin_required
+        || match at.verification {
+            Verification::None => true,
+            Verification::Session => at.verified_card.as_deref() == Some(card),
+            Verification::PinEachRequest => false,
+        }
+}
+
+/// The patron a circulation request (11, 15, 29, 65) acts for, or why not: an unknown card, a
+/// PIN that was sent and is wrong (counted toward the lockout), or none where one is needed.
 fn authenticate(
     u: &mut Unit<'_>,
     at: &Kiosk,
@@ -50,6 +62,9 @@ fn authenticate(
     sent: Option<&Pin>,
 ) -> Result<Result<Patron, Refusal>, Refusal> {
     let Some(p) = find_card(u, at, card) else { return Ok(Err(Refusal::UnknownCard)) };
+    if sent.is_none() && !present_without_pin(at, card) {
+        return Ok(Err(Refusal::PinNeeded));
+    }
     if let Some(r) = pin(u, at, &p, sent)?.refusal() {
         return Ok(Err(r));
     }

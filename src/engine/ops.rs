@@ -51,6 +51,10 @@ pub struct Kiosk {
     pub status_update: bool,
     /// Whether it may lift kiosk blocks (`patron-enable`, SIP 25).
     pub patron_enable: bool,
+    /// How circulation requests show the patron is present (`patron-verification`).
+    pub verification: crate::domain::profile::Verification,
+    /// The card whose PIN was verified earlier on this connection, if any.
+    pub verified_card: Option<String>,
 }
 
 /// What staff enter to register a patron.

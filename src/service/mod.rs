@@ -45,6 +45,9 @@ pub struct Terminal {
     pub account: Account,
     pub profile: Profile,
     pub institution: Institution,
+    /// The card whose PIN was verified on this connection (by a 23 or 63 answered `CQY`, or
+    /// a circulation request with a right PIN), until another patron's is or a 35 ends it.
+    pub verified: Option<String>,
 }
 
 impl Terminal {
@@ -60,6 +63,8 @@ impl Terminal {
             renewals: p.renewals,
             status_update: p.status_update,
             patron_enable: p.patron_enable,
+            verification: p.verification,
+            verified_card: self.verified.clone(),
         }
     }
 
@@ -281,7 +286,10 @@ impl<'r> Service<'r> {
             Answer::Institution(i) => *i,
             _ => return Ok(refused),
         };
-        Ok((LoginResponse { ok: true, ..Default::default() }, Some(Terminal { account, profile, institution })))
+        Ok((
+            LoginResponse { ok: true, ..Default::default() },
+            Some(Terminal { account, profile, institution, verified: None }),
+        ))
     }
 
     /// 99: what this terminal may do, and our clock.
@@ -330,6 +338,45 @@ impl<'r> Service<'r> {
         }
     }
 
+    /// Whether a 23 or 63 may show the patron's details: their PIN was right on this very
+    /// request, or the terminal uses no PINs (`pin-required = no`: the library lets the card
+    /// alone identify its holder).
+    fn verified(terminal: &Terminal, pinned: Pinned) -> bool {
+        !terminal.profile.pin_required || pinned == Pinned::Verdict(PinVerdict::Right)
+    }
+
+    /// A 24 for a patron whose PIN was not verified on this request: valid patron, PIN not
+    /// valid, and only what the profile lets an unverified terminal see (the status flags
+    /// and the reason not to lend by default, the name if `unverified-name`); never contacts,
+    /// fees, item lists or public notes.
+    fn unverified(
+        terminal: &Terminal,
+        a: &KioskPatron,
+        pinned: Pinned,
+        mut reply: PatronStatusResponse<'static>,
+    ) -> PatronStatusResponse<'static> {
+        let p = &terminal.profile;
+        reply.valid_patron = Some(true);
+        reply.valid_patron_password = Some(false);
+        let lang = terminal.language();
+        let refusal = pinned.phrase().map(|ph| words::phrase(ph, lang).to_string());
+        reply.screen_message.extend(refusal.clone().map(Cow::Owned));
+        if p.unverified_status {
+            reply.patron_status = status_flags(&a.standing);
+            if let Some(r) =
+                a.standing.first_reason().map(|r| words::reason(r, lang)).filter(|r| Some(r) != refusal.as_ref())
+            {
+                reply.screen_message.push(Cow::Owned(r));
+            }
+        } else {
+            reply.patron_status = PatronStatus::default();
+        }
+        if p.unverified_name {
+            reply.personal_name = Cow::Owned(a.patron.display_name());
+        }
+        reply
+    }
+
     /// The screen messages for an assessed patron: a PIN refusal, the first reason they may
     /// not borrow, then their public notes (staff notes stay with staff).
     fn screen(terminal: &Terminal, a: &KioskPatron, pinned: Pinned) -> Vec<Cow<'static, str>> {
@@ -372,9 +419,12 @@ impl<'r> Service<'r> {
             reply.screen_message.push(terminal.say(Phrase::UnknownCard));
             return Ok(reply);
         };
+        reply.valid_patron = Some(true);
+        if !Service::verified(terminal, pinned) {
+            return Ok(Service::unverified(terminal, &a, pinned, reply));
+        }
         reply.patron_status = status_flags(&a.standing);
         reply.personal_name = Cow::Owned(a.patron.display_name());
-        reply.valid_patron = Some(true);
         reply.valid_patron_password = pinned.cq();
         if a.balance.0 != 0 {
             reply.currency_type = Some(Cow::Owned(a.currency.clone()));
@@ -966,6 +1016,26 @@ impl<'r> Service<'r> {
             reply.screen_message.push(terminal.say(Phrase::UnknownCard));
             return Ok(reply);
         };
+        if !Service::verified(terminal, pinned) {
+            let short = Service::unverified(terminal, &a, pinned, PatronStatusResponse::default());
+            reply.patron_status = short.patron_status;
+            reply.personal_name = short.personal_name;
+            reply.valid_patron = Some(true);
+            reply.valid_patron_password = short.valid_patron_password;
+            reply.screen_message = short.screen_message;
+            // Counts unknown (four blanks): how much someone borrows is theirs to see.
+            for c in [
+                &mut reply.hold_items_count,
+                &mut reply.overdue_items_count,
+                &mut reply.charged_items_count,
+                &mut reply.fine_items_count,
+                &mut reply.recall_items_count,
+                &mut reply.unavailable_holds_count,
+            ] {
+                *c = Count::UNKNOWN;
+            }
+            return Ok(reply);
+        }
         let p = &a.patron;
         let hold_name = |h: &crate::domain::Hold| h.item.clone().or_else(|| h.title.clone()).unwrap_or_default();
         let ready: Vec<String> = a.holds.iter().filter(|h| h.status == HoldStatus::Available).map(hold_name).collect();

@@ -120,6 +120,34 @@ pub fn supported(profile: &Profile) -> SupportedMessages {
     bx
 }
 
+/// The card verified on the connection once `request` got `reply`: set by a right PIN (a 23
+/// or 63 answered `CQY`, or a circulation request that carried a PIN and succeeded), dropped
+/// by a wrong PIN for it or by an end of patron session (35).
+fn verified_after(before: Option<String>, request: &Message<'_>, reply: &Message<'_>) -> Option<String> {
+    let with_pin = |pin: Option<&proto::Secret<'_>>| pin.is_some_and(|p| !p.is_empty());
+    let (card, right) = match (request, reply) {
+        (Message::PatronStatusRequest(r), Message::PatronStatusResponse(a)) => {
+            (&r.patron_identifier, a.valid_patron_password)
+        }
+        (Message::PatronInformation(r), Message::PatronInformationResponse(a)) => {
+            (&r.patron_identifier, a.valid_patron_password)
+        }
+        (Message::Checkout(r), Message::CheckoutResponse(a)) if with_pin(r.patron_password.as_ref()) => {
+            (&r.patron_identifier, a.ok.then_some(true))
+        }
+        (Message::Renew(r), Message::RenewResponse(a)) if with_pin(r.patron_password.as_ref()) => {
+            (&r.patron_identifier, a.ok.then_some(true))
+        }
+        (Message::EndPatronSession(_), _) => return None,
+        _ => return before,
+    };
+    match right {
+        Some(true) => Some(card.to_string()),
+        Some(false) if before.as_deref() == Some(card.as_ref()) => None,
+        _ => before,
+    }
+}
+
 /// `now` in UTC, for replies sent before a login names the institution and its zone.
 fn utc_date(now: Timestamp) -> SipDate {
     let zone = ZoneLetter::new(b'Z').map_or(Zone::Local, Zone::Letter);
@@ -336,6 +364,9 @@ impl Session {
         match svc.answer(terminal, request, bx, now).await? {
             Some(reply) => {
                 let verdict = if says_yes(&reply) { Verdict::Ok } else { Verdict::Refused };
+                if let Some(t) = self.terminal.as_mut() {
+                    t.verified = verified_after(t.verified.take(), request, &reply);
+                }
                 Ok((reply, verdict, false))
             }
             None => {

@@ -396,7 +396,9 @@ fn checkin_returns_the_item_and_routes_holds() {
 #[test]
 fn item_information_renew_end_session() {
     let f = fixture();
-    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let mut t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    // The patron's PIN was verified earlier on the connection (patron-verification = session).
+    t.verified = Some("21234000012345".into());
     add_item(&f, "I1", Some(Money(5_00)), 1);
     let info = |b: &str| {
         let req = ItemInformation { item_identifier: Cow::Owned(b.into()), ..Default::default() };
@@ -490,7 +492,9 @@ fn renew_all_lists_what_was_and_was_not_renewed() {
 #[test]
 fn holds_are_placed_changed_and_cancelled() {
     let f = fixture();
-    let t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    let mut t = login(&f, "kiosk1", "kiosk-secret").unwrap();
+    // The patron's PIN was verified earlier on the connection (patron-verification = session).
+    t.verified = Some("21234000012345".into());
     add_item(&f, "I1", None, 1);
     let hold = |mode: proto::HoldMode, pickup: Option<&str>| {
         let req = proto::Hold {

@@ -13,6 +13,7 @@ pub enum Phrase {
     WrongPin,
     LockedOut,
     PinThrottled,
+    PinNeeded,
     NotLoggedIn,
     MayNotUse,
     NotServed,
@@ -47,6 +48,7 @@ pub fn phrase(p: Phrase, language: Language) -> &'static str {
             "Too many wrong PINs at this terminal. Please wait a few minutes or see staff.",
             "För många felaktiga PIN-koder vid den här automaten. Vänta några minuter eller kontakta personalen.",
         ),
+        Phrase::PinNeeded => ("Please enter your PIN.", "Ange din PIN-kod."),
         Phrase::NotLoggedIn => ("Please log in first: this terminal is not logged in.", "Automaten är inte inloggad."),
         Phrase::MayNotUse => (
             "This terminal may not use this message. Please see staff.",
@@ -206,6 +208,7 @@ pub fn refusal(r: &Refusal, language: Language) -> String {
         Refusal::NoItem(_) => phrase(Phrase::NotInCatalogue, language).into(),
         Refusal::WrongPin { .. } => phrase(Phrase::WrongPin, language).into(),
         Refusal::LockedOut => phrase(Phrase::LockedOut, language).into(),
+        Refusal::PinNeeded => phrase(Phrase::PinNeeded, language).into(),
         Refusal::Lending(d) => denial(d, language),
         Refusal::NotOnLoanToPatron => phrase(Phrase::NotOnLoanToYou, language).into(),
         Refusal::NothingToCancel => phrase(Phrase::NothingToCancel, language).into(),

@@ -66,6 +66,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     join: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
+    engine: std::sync::Arc<dyn sip2d::engine::Engine>,
 }
 
 /// Test settings: one plain listener on a free loopback port, no pause after a bad login.
@@ -88,6 +89,7 @@ pub fn start_in(dir: tempfile::TempDir, engine: SledEngine, config: Config) -> R
     let server = rt.block_on(Server::bind(&config, std::sync::Arc::new(engine))).unwrap();
     let addrs = server.addresses();
     let ops = server.ops_address();
+    let engine = server.engine();
     let handle = server.handle();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -96,7 +98,7 @@ pub fn start_in(dir: tempfile::TempDir, engine: SledEngine, config: Config) -> R
         rt.shutdown_timeout(Duration::from_secs(5));
         r
     });
-    Running { addrs, ops, handle, shutdown, join: Some(join), dir }
+    Running { addrs, ops, handle, shutdown, join: Some(join), dir, engine }
 }
 
 impl Running {
@@ -115,6 +117,11 @@ impl Running {
 
     pub fn kiosk(&self) -> Kiosk {
         Kiosk::connect(self.addr())
+    }
+
+    /// Does staff work on the running server's register (as the admin API would).
+    pub fn engine_desk(&self, f: impl FnOnce(&Desk<'_>)) {
+        f(&Desk::new(self.engine.as_ref(), "test"));
     }
 
     /// A kiosk logged in as kiosk1.
