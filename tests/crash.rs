@@ -90,8 +90,13 @@ enum Op {
 /// MiB), so that kills land in the middle of checkpoints too.
 fn spawn_server(data: &Path) -> (Child, SocketAddr) {
     let config = data.join("crash.toml");
-    std::fs::write(&config, "[store]\ncheckpoint_interval = \"20ms\"\ncheckpoint_mib = 1\nlog_segment_mib = 1\n")
-        .unwrap();
+    // Staff notes on one patron by the thousand: the register's cap is not what is tested here.
+    std::fs::write(
+        &config,
+        "[store]\ncheckpoint_interval = \"20ms\"\ncheckpoint_mib = 1\nlog_segment_mib = 1\n\
+         [register]\nmax_notes_per_patron = 1000000\n",
+    )
+    .unwrap();
     let args =
         ["--data", data.to_str().unwrap(), "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"];
     let (child, _, addr) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d listening on ");

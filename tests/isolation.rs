@@ -59,9 +59,15 @@ fn world(lines: Vec<Value>) -> World {
     assert!(sip2d(&data).arg("init").output().unwrap().status.success());
     let o = sip2d(&data).arg("import").arg(&file).output().unwrap();
     assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
-    // Many wrong PINs on purpose: the terminals' own rate limit is not what is tested here.
+    // Many wrong PINs, and 200 rounds' holds on one patron, on purpose: the terminals' rate
+    // limit and the register's caps are not what is tested here.
     let config = dir.path().join("sip2d.toml");
-    std::fs::write(&config, "[limits]\npin_failures_per_window = 1000000\nlogin_failure_delay = \"0s\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[limits]\npin_failures_per_window = 1000000\nlogin_failure_delay = \"0s\"\n\
+         [register]\nmax_holds_per_patron = 100000\n",
+    )
+    .unwrap();
     let (child, _out, addr) = common::spawn_sip2d(
         &["--data", data.to_str().unwrap(), "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
         "warn",

@@ -539,3 +539,22 @@ fn a_repeated_block_patron_blocks_once_and_grows_nothing() {
     let blocks = desk.history(avery.id).unwrap().into_iter().filter(|e| e.action == "block").count();
     assert_eq!(blocks, 1, "one history entry for the block");
 }
+
+/// Issue 14, item 6: holds a kiosk places stop at the register's cap, with a refusal the
+/// patron can read.
+#[test]
+fn holds_beyond_the_cap_are_refused() {
+    let mut config = test_config();
+    config.register.max_holds_per_patron = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = sip2d::engine::open_or_create(dir.path(), &config.store_config()).unwrap();
+    vector_world(&Desk::new(&engine, "test"));
+    let s = start_in(dir, engine, config);
+    let mut k = s.logged_in();
+    let hold = |k: &mut Kiosk, item: &str| k.ask(&format!("15+{D}AOMAIN|AA21234000012345|AB{item}|AC|AD4321|"));
+    assert!(hold(&mut k, "31234000098765").starts_with("161"));
+    assert!(hold(&mut k, "31234000011111").starts_with("161"));
+    let r = hold(&mut k, "31234000022222");
+    assert!(r.starts_with("160"), "{r}");
+    assert_eq!(field(&r, "AF"), Some("Hold refused: you have 2 holds, the most you may have."), "{r}");
+}

@@ -120,6 +120,10 @@ The configuration file (TOML; every key optional, defaults shown):
   checkpoint_mib = 64                sled brought up to date when this much log awaits it,
   checkpoint_interval = \"30s\"        or this long after the last time
   retry_interval = \"5s\"              after a failed log sync or checkpoint: reopen and retry
+  [register]                         caps on what requests can add to one patron
+  max_notes_per_patron = 200         more notes are refused
+  max_holds_per_patron = 100         more holds are refused
+  max_history_per_patron = 10000     the oldest audit entries go beyond this
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides

@@ -60,6 +60,12 @@ pub enum Refusal {
     /// connection, as the terminal's `patron-verification` requires.
     PinNeeded,
 
+    /// A patron's record holds as many of these as the register allows (`[register]`).
+    Full {
+        what: &'static str,
+        limit: u32,
+    },
+
     // -- lending
     /// The lending rules said no.
     Lending(Denial),
@@ -172,6 +178,10 @@ impl fmt::Display for Refusal {
             Refusal::LockedOut => {
                 f.write_str("the card is locked after too many wrong PINs; `sip2d patron unlock` lifts it")
             }
+            Refusal::Full { what, limit } => write!(
+                f,
+                "the patron has {limit} {what}, as many as the register keeps ([register] in the configuration); remove some first"
+            ),
             Refusal::PinNeeded => f.write_str(
                 "the patron's PIN is needed: this terminal's patron-verification asks for it with the request, or earlier on the connection",
             ),

@@ -115,7 +115,7 @@ impl SledEngine {
     /// Opens the register in `dir` (the store, and the PIN key `key`) and starts its writer.
     pub fn open(dir: &Path, key: PinKey, settings: &StoreConfig) -> Result<SledEngine, Error> {
         let (store, log) = checkpoint::recover(dir, settings)?;
-        let state = State::load(&store)?;
+        let state = State::load(&store)?.with_limits(settings.limits);
         let counters = Arc::new(Counters::default());
         let spawn_error =
             |e: std::io::Error| Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() });

@@ -80,6 +80,8 @@ pub struct State {
     optouts: OrdMap<u64, Vec<NoticeKind>>,
     last_id: u64,
     audit_seq: u64,
+    /// The caps units check (not stored: the server's configuration).
+    limits: super::RegisterLimits,
 }
 
 impl State {
@@ -334,6 +336,17 @@ impl State {
 
     pub fn audit_seq(&self) -> u64 {
         self.audit_seq
+    }
+
+    /// The caps on what one patron's record may hold.
+    pub fn limits(&self) -> &super::RegisterLimits {
+        &self.limits
+    }
+
+    /// This state, checking these caps.
+    pub fn with_limits(mut self, limits: super::RegisterLimits) -> State {
+        self.limits = limits;
+        self
     }
 
     pub fn next_audit_seq(&mut self) -> u64 {

@@ -202,6 +202,28 @@ pub struct StoreConfig {
     pub retry_interval: std::time::Duration,
     /// Faults injected by tests.
     pub faults: super::wal::Faults,
+    /// How much of a patron's record anyone can make grow.
+    pub limits: RegisterLimits,
+}
+
+/// Caps on what a client (a kiosk, staff, an integration) can add to one patron, so that no
+/// loop of requests grows the register without bound (`[register]` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegisterLimits {
+    /// Notes on one patron (default 200); one more is refused until staff remove some.
+    pub max_notes_per_patron: u32,
+    /// Holds one patron has at once (default 100); one more is refused.
+    pub max_holds_per_patron: u32,
+    /// Audit history entries kept per patron (default 10000): beyond that the oldest are
+    /// removed as new ones are checkpointed, so the history rotates instead of growing.
+    pub max_history_per_patron: u32,
+}
+
+impl Default for RegisterLimits {
+    fn default() -> RegisterLimits {
+        RegisterLimits { max_notes_per_patron: 200, max_holds_per_patron: 100, max_history_per_patron: 10_000 }
+    }
 }
 
 impl Default for StoreConfig {
@@ -213,6 +235,7 @@ impl Default for StoreConfig {
             checkpoint_interval: std::time::Duration::from_secs(30),
             retry_interval: std::time::Duration::from_secs(5),
             faults: Default::default(),
+            limits: RegisterLimits::default(),
         }
     }
 }
@@ -293,6 +316,8 @@ pub struct Store {
     /// patron id -> the notice kinds they opted out of
     optouts: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Audit entries kept per patron.
+    history_cap: usize,
 }
 
 /// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
@@ -351,6 +376,7 @@ impl Store {
             outbox: tree("outbox")?,
             optouts: tree("optouts")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
+            history_cap: settings.limits.max_history_per_patron as usize,
             db,
         })
     }
@@ -442,6 +468,11 @@ impl Store {
             let mut batch = sled::Batch::default();
             // Kept in descending order, so the smallest keys are at the end to be split off.
             let chunk = changes.split_off(changes.len() - n);
+            let chunk_patrons: std::collections::BTreeSet<[u8; 8]> = if std::ptr::eq(*tree, &self.audit) {
+                chunk.iter().filter(|(_, v)| v.is_some()).filter_map(|(k, _)| k.first_chunk::<8>().copied()).collect()
+            } else {
+                Default::default()
+            };
             for (key, value) in chunk.into_iter().rev() {
                 match value {
                     Some(v) => batch.insert(key, v),
@@ -450,6 +481,26 @@ impl Store {
             }
             left -= n;
             tree.apply_batch(batch)?;
+            if std::ptr::eq(*tree, &self.audit) {
+                self.rotate_history(&chunk_patrons)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes each patron's oldest audit entries beyond the cap.
+    fn rotate_history(&self, patrons: &std::collections::BTreeSet<[u8; 8]>) -> Result<(), StoreError> {
+        for p in patrons {
+            // Keys sort by patron, then time: the newest `history_cap` are the last ones.
+            let n = self.audit.scan_prefix(p).keys().count();
+            if n <= self.history_cap {
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            for key in self.audit.scan_prefix(p).keys().take(n - self.history_cap) {
+                batch.remove(key?);
+            }
+            self.audit.apply_batch(batch)?;
         }
         Ok(())
     }

@@ -850,3 +850,48 @@ fn a_refused_unit_is_undone_write_by_write() {
     drop(unit);
     assert_eq!(picture(&state), before);
 }
+
+/// Issue 14, item 6: notes and holds on one patron stop at their caps with a refusal, and the
+/// audit history rotates (the oldest entries go at the checkpoint) instead of growing.
+#[test]
+fn notes_holds_and_history_are_capped_per_patron() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = RegisterLimits { max_notes_per_patron: 5, max_holds_per_patron: 2, max_history_per_patron: 40 };
+    let settings = StoreConfig { limits, ..Default::default() };
+    let engine = open_or_create(dir.path(), &settings).unwrap();
+    let (desk, p) = with_avery(&engine);
+    let note =
+        |n: u32| Operation::AddNote { patron: p.id, kind: "general".into(), text: format!("note {n}"), public: false };
+    for n in 0..5 {
+        desk.run(note(n), now()).unwrap();
+    }
+    let e = desk.run(note(5), now()).unwrap_err();
+    assert!(matches!(e, Error::Refused(Refusal::Full { what: "notes", limit: 5 })), "{e}");
+    assert_eq!(desk.patron(p.id).unwrap().notes.len(), 5, "the refused note is not there");
+    for b in ["H1", "H2", "H3"] {
+        let item = NewItem { barcode: b.into(), institution: "MAIN".into(), title: b.into(), ..Default::default() };
+        desk.add_item(item, now()).unwrap();
+    }
+    let hold = |b: &str| Operation::PlaceHold {
+        patron: p.id,
+        target: HoldTarget::Item(b.into()),
+        pickup: "MAIN".into(),
+        expires: None,
+    };
+    desk.run(hold("H1"), now()).unwrap();
+    desk.run(hold("H2"), now()).unwrap();
+    let e = desk.run(hold("H3"), now()).unwrap_err();
+    assert!(matches!(e, Error::Refused(Refusal::Full { what: "holds", limit: 2 })), "{e}");
+    // 200 changes, each an audit entry: the history keeps the newest 40 once checkpointed.
+    for n in 0..100 {
+        desk.run(Operation::Block { patron: p.id, kind: "general".into(), note: Some(format!("b{n}")) }, now())
+            .unwrap();
+        desk.run(Operation::Unblock { patron: p.id, kind: None }, now()).unwrap();
+    }
+    drop(engine);
+    let engine = open_or_create(dir.path(), &settings).unwrap();
+    let history = Desk::new(&engine, "tester").history(p.id).unwrap();
+    // The record's creation (always first, from the record itself) and the newest 40.
+    assert_eq!(history.len(), 1 + 40, "rotated to the cap");
+    assert_eq!(history.last().map(|e| e.action.as_str()), Some("unblock"), "the newest kept");
+}

@@ -34,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub store: Store,
+    /// Caps on what requests can add to one patron's record.
+    pub register: crate::engine::RegisterLimits,
     /// Deliberate faults for testing kiosks' retry logic; all off by default.
     pub faults: Faults,
     /// The SMTP relay that delivers patron notifications; without it they wait in the outbox.
@@ -277,6 +279,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: Log::default(),
             store: Store::default(),
+            register: Default::default(),
             faults: Faults::default(),
             mail: None,
         }
@@ -387,6 +390,7 @@ impl Config {
             checkpoint_interval: self.store.checkpoint_interval,
             retry_interval: self.store.retry_interval,
             faults: Default::default(),
+            limits: self.register,
         }
     }
 

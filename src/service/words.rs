@@ -244,6 +244,10 @@ pub fn refusal(r: &Refusal, language: Language) -> String {
             "Hold refused: you have no such hold.".into(),
             "Reservationen nekades: du har ingen sådan reservation.".into(),
         ),
+        Refusal::Full { what: "holds", limit } => say(
+            format!("Hold refused: you have {limit} holds, the most you may have."),
+            format!("Reservationen nekades: du har {limit} reservationer, så många som tillåts."),
+        ),
         Refusal::NoHoldTarget => phrase(Phrase::SayWhatToHold, language).into(),
         Refusal::HoldMode => {
             say("Hold refused: the hold mode is not +, - or *.".into(), "Reservationen nekades: okänt läge.".into())

@@ -244,6 +244,10 @@ pub fn place_hold(
         return Err(Refusal::HoldsDenied(standing.first_reason().cloned().unwrap_or(rules::Reason::Inactive)));
     }
     validate::required("pickup location", pickup)?;
+    let limit = u.state.limits().max_holds_per_patron;
+    if u.state.holds_of(patron).len() >= limit as usize {
+        return Err(Refusal::Full { what: "holds", limit });
+    }
     let (item, title) = match target {
         HoldTarget::Item(b) => {
             u.item(b)?;

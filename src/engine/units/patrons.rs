@@ -324,7 +324,11 @@ pub fn add_note(u: &mut Unit<'_>, id: u64, kind: &str, text: &str, public: bool)
     validate::required("note type", kind)?;
     validate::required("note", text)?;
     let (by, at) = (u.actor().to_string(), u.now());
+    let limit = u.state.limits().max_notes_per_patron;
     u.update_patron(id, "note-add", |p| {
+        if p.notes.len() >= limit as usize {
+            return Err(Refusal::Full { what: "notes", limit });
+        }
         let note_id = p.notes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         p.notes.push(Note { id: note_id, kind: kind.into(), text: text.into(), public, by, at });
         Ok(vec![(format!("note {note_id}"), String::new(), text.into())])
