@@ -58,6 +58,10 @@ fn assert_private(r: &str, what: &str) {
     assert_eq!(field(r, "CQ"), Some("N"), "{what}: the PIN is not");
 }
 
+fn assert_private_of_avery(r: &str) {
+    assert_eq!((field(r, "CQ"), field(r, "AE")), (Some("N"), Some("")), "{r}");
+}
+
 fn lend_casey_an_item(s: &Running) {
     let mut k = s.logged_in();
     assert!(checkout(&mut k, CASEY, "31234000098765", Some("2468")).starts_with("121"));
@@ -145,8 +149,10 @@ fn circulation_needs_a_patron_verified_on_the_connection() {
     let status = k.ask(&format!("1720261122    120000AOMAIN|AB{item}|AC|"));
     assert!(status.starts_with("1803"), "the item is still on the shelf, unheld: {status}");
 
-    // Verified by a 63 with the PIN: 11 without it lends, as real kiosks send it.
+    // Verified by a 63 with the PIN: 11 without it lends, as real kiosks send it, and a 63
+    // without the PIN in between (paging through the loans) does not undo that.
     assert_eq!(field(&info(&mut k, AVERY, Some("4321"), "          "), "CQ"), Some("Y"));
+    assert_private_of_avery(&info(&mut k, AVERY, None, "  Y       "));
     assert!(checkout(&mut k, AVERY, item, None).starts_with("121"));
     // Another patron's card is not covered by Avery's PIN.
     assert!(checkout(&mut k, "21234000099999", "31234000022222", None).starts_with("120"));

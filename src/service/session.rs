@@ -125,11 +125,15 @@ pub fn supported(profile: &Profile) -> SupportedMessages {
 /// by a wrong PIN for it or by an end of patron session (35).
 fn verified_after(before: Option<String>, request: &Message<'_>, reply: &Message<'_>) -> Option<String> {
     let with_pin = |pin: Option<&proto::Secret<'_>>| pin.is_some_and(|p| !p.is_empty());
+    // Only a request that carried a PIN says anything of it: a 63 without one (a kiosk paging
+    // through the loans it just showed) leaves the verification as it was.
     let (card, right) = match (request, reply) {
-        (Message::PatronStatusRequest(r), Message::PatronStatusResponse(a)) => {
+        (Message::PatronStatusRequest(r), Message::PatronStatusResponse(a)) if with_pin(Some(&r.patron_password)) => {
             (&r.patron_identifier, a.valid_patron_password)
         }
-        (Message::PatronInformation(r), Message::PatronInformationResponse(a)) => {
+        (Message::PatronInformation(r), Message::PatronInformationResponse(a))
+            if with_pin(r.patron_password.as_ref()) =>
+        {
             (&r.patron_identifier, a.valid_patron_password)
         }
         (Message::Checkout(r), Message::CheckoutResponse(a)) if with_pin(r.patron_password.as_ref()) => {
