@@ -304,18 +304,18 @@ fn limits_oversize_frames_idle_and_login_timeouts_garbage_and_the_connection_cap
     k.send(b"9900302.00");
     assert!(k.closed(), "no login within the login timeout");
 
-    // Five unknown frames in a row close; a good frame in between resets the count.
+    // An unknown frame gets 96 (never silence); five in a row close, and a good frame in
+    // between resets the count.
     let mut k = s.logged_in();
     for _ in 0..4 {
-        k.send(b"XX garbage\r");
+        assert_eq!(k.ask("XX garbage"), "96");
     }
     assert!(k.ask("9900302.00").starts_with("98"));
     for _ in 0..4 {
-        k.send(b"XX garbage\r");
+        assert_eq!(k.ask("XX garbage"), "96");
     }
-    assert!(k.silent_for(Duration::from_millis(100)), "four in a row are ignored");
-    k.send(b"XX garbage\r");
-    assert!(k.closed(), "the fifth in a row closes");
+    assert_eq!(k.ask("XX garbage"), "96", "the fifth in a row is answered too");
+    assert!(k.closed(), "and then the connection is closed");
 
     // The cap: three open, a fourth is closed at once, and served again once one leaves.
     let held: Vec<Kiosk> = (0..3).map(|_| s.kiosk()).collect();
@@ -432,13 +432,13 @@ fn metrics_health_and_readiness() {
     let r = k.ask(&format!("23001{D}AOMAIN|AA21234000012345|AC|AD9999|"));
     assert!(r.contains("|CQN|"), "{r}");
     k.send(b"XX\xff garbage that must not become a label\r");
-    // Frames on a connection are handled in order: once this is answered, so was the garbage.
+    assert_eq!(k.reply().as_deref(), Some("96"));
     assert!(k.ask("9900302.00").starts_with("98"));
     let (status, m) = common::http_get(ops, "/metrics");
     assert_eq!(status, 200);
     for line in [
         r#"sip2d_requests_total{code="23",outcome="refused"} 1"#,
-        r#"sip2d_requests_total{code="other",outcome="ignored"} 1"#,
+        r#"sip2d_requests_total{code="other",outcome="unknown-code"} 1"#,
         r#"sip2d_logins_total{outcome="accepted"} 1"#,
         "sip2d_connections 1",
         "sip2d_pin_failures_total 1",
@@ -557,4 +557,28 @@ fn holds_beyond_the_cap_are_refused() {
     let r = hold(&mut k, "31234000022222");
     assert!(r.starts_with("160"), "{r}");
     assert_eq!(field(&r, "AF"), Some("Hold refused: you have 2 holds, the most you may have."), "{r}");
+}
+
+/// Issue 15 (never silent): a connection whose first bytes are plainly not SIP (a TLS
+/// handshake on the plain port, an HTTP request, telnet negotiation) is closed at once, not
+/// left to the login timeout (a minute here); an unknown code before login gets 96.
+#[test]
+fn what_is_not_sip_is_closed_at_once_and_unknown_codes_get_96() {
+    let mut config = test_config();
+    config.limits.login_timeout = Duration::from_secs(60);
+    let s = start(vector_world, config);
+    for (what, bytes) in [
+        ("a TLS ClientHello", &b"\x16\x03\x01\x00\xf5\x01\x00\x00\xf1\x03\x03"[..]),
+        ("an HTTP request", &b"GET / HTTP/1.1\r\nHost: sip.example.org\r\n\r\n"[..]),
+        ("telnet negotiation", &b"\xff\xfd\x18\xff\xfd\x20"[..]),
+    ] {
+        let mut k = s.kiosk();
+        k.send(bytes);
+        let t = std::time::Instant::now();
+        assert!(k.closed(), "{what}: closed without a reply");
+        assert!(t.elapsed() < Duration::from_secs(5), "{what}: closed at once, not by a timeout");
+    }
+    let mut k = s.kiosk();
+    assert_eq!(k.ask("XX000120250114    093015AOMAIN|"), "96", "an unknown code before login");
+    assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941", "and the connection goes on");
 }

@@ -410,6 +410,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(1024);
     let mut session = Some(Session::new(settings.rules.clone()));
     let mut replies: u64 = 0;
+    // Until the first bytes have shown they could be SIP.
+    let mut seen_sip = false;
     loop {
         while let Some(event) = decoder.decode(&mut buf) {
             let frame = match event {
@@ -514,11 +516,35 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // End of input: a frame without its terminator is dropped.
             Ok(Ok(0)) => return,
-            Ok(Ok(n)) => shared.metrics.read(n),
+            Ok(Ok(n)) => {
+                shared.metrics.read(n);
+                if !seen_sip {
+                    if let Some(what) = not_sip(&buf) {
+                        info!(%peer, what, "not SIP; closing");
+                        return;
+                    }
+                    // Judged once the longest marker could have arrived (or a frame has).
+                    seen_sip = buf.len() >= 10 || buf.contains(&b'\r');
+                }
+            }
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
                 return;
             }
         }
+    }
+}
+
+/// What a connection's first bytes are when they are plainly not SIP (a SIP frame starts
+/// with a two-digit code): a TLS handshake on a plain port, an HTTP request, telnet
+/// negotiation. Such a connection is closed at once rather than left to a timeout.
+fn not_sip(first: &[u8]) -> Option<&'static str> {
+    const HTTP: [&[u8]; 8] =
+        [b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"CONNECT ", b"DELETE ", b"PRI * HTTP"];
+    match first {
+        [0x16, 0x03, ..] => Some("a TLS handshake (this listener is plain TCP)"),
+        [0xFF, ..] => Some("telnet negotiation"),
+        _ if HTTP.iter().any(|m| first.starts_with(m)) => Some("an HTTP request"),
+        _ => None,
     }
 }

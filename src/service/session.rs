@@ -51,7 +51,10 @@ pub enum Verdict {
     BadChecksum,
     /// A known message that could not be read: answered 96.
     Unreadable,
-    /// An unknown code, or a response sent to us: no reply.
+    /// An unknown code, a response sent to us, or a line too short for a code: answered 96,
+    /// so that no client waits for a reply that never comes.
+    UnknownCode,
+    /// A 96 sent to us: no reply (answering it with 96 could loop between two peers).
     Ignored,
     /// The store failed: the request's refusal ("could not complete"), then the connection
     /// is closed.
@@ -70,6 +73,7 @@ impl Verdict {
             Verdict::Duplicate => "duplicate",
             Verdict::BadChecksum => "bad-checksum",
             Verdict::Unreadable => "unreadable",
+            Verdict::UnknownCode => "unknown-code",
             Verdict::Ignored => "ignored",
             Verdict::Failed => "failed",
         }
@@ -257,10 +261,14 @@ impl Session {
         };
         let request = match decoded.message {
             Ok(m) => m,
-            Err(e) if e.is_unknown_command() => {
+            Err(e) if e.is_unknown_command() && code == Some(*b"96") => {
                 self.unreadable += 1;
                 let close = self.unreadable >= self.rules.max_unreadable;
                 return Outcome { code, reply: None, verdict: Verdict::Ignored, close, failure: None };
+            }
+            // Never silent: what we cannot serve gets the one "could not read that" SIP has.
+            Err(e) if e.is_unknown_command() => {
+                return self.resend_please(code, seal != Seal::None, Verdict::UnknownCode);
             }
             Err(_) => return self.resend_please(code, seal != Seal::None, Verdict::Unreadable),
         };

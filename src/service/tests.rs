@@ -610,8 +610,11 @@ fn a_session_is_driven_by_frames_and_a_fixed_clock() {
     assert!(first.as_deref().unwrap().starts_with("24              00120261122    110000AOMAIN|"));
     assert_eq!(send(&status), (first.clone(), Verdict::Duplicate, false));
     assert_eq!(send("97AZFEF5"), (first, Verdict::Resent, false));
-    for n in 1..=5 {
+    // Never silent: an unknown code gets 96; a 96 sent to us gets nothing (no ping-pong);
+    // either way five in a row close the connection.
+    for n in 1..=4 {
         let (reply, verdict, close) = send("XX not a message");
-        assert_eq!((reply, verdict, close), (None, Verdict::Ignored, n == 5));
+        assert_eq!((reply.as_deref(), verdict, close), (Some("96\r"), Verdict::UnknownCode, false), "{n}");
     }
+    assert_eq!(send("96"), (None, Verdict::Ignored, true));
 }

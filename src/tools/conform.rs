@@ -37,6 +37,9 @@ pub enum Expectation {
     At { pos: usize, value: String },
     /// No reply within the wait.
     Silence,
+    /// No reply, or a 96: what the spec says (ignore an unknown command) or what most servers
+    /// do (say at once that it could not be read).
+    SilenceOr96,
     /// The server closes the connection.
     Close,
     /// The exact reply bytes (escape notation, terminator excluded).
@@ -109,6 +112,7 @@ pub fn parse(text: &str) -> Result<Vec<Transcript>, SyntaxError> {
                 let e = match kind {
                     "code" => Expectation::Code(arg.into()),
                     "silence" => Expectation::Silence,
+                    "silence-or-96" => Expectation::SilenceOr96,
                     "close" => Expectation::Close,
                     "exact" => Expectation::Exact(arg.into()),
                     "at" => {
@@ -417,6 +421,10 @@ async fn expect(r: &mut Runner<'_>, e: &Expectation, reply: Option<&[u8]>, fixtu
         }
         Expectation::Silence => {
             r.pass_if("no reply", reply.is_none(), || format!("got {shown}"));
+        }
+        Expectation::SilenceOr96 => {
+            let ok = reply.is_none_or(|b| b.starts_with(b"96"));
+            r.pass_if("no reply, or 96", ok, || format!("got {shown}"));
         }
         Expectation::Close => {
             let closed = reply.is_none() && matches!(conn.recv_within(r.settings.silence).await, Ok(None) | Err(_));
