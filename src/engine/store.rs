@@ -492,13 +492,11 @@ impl Store {
     fn rotate_history(&self, patrons: &std::collections::BTreeSet<[u8; 8]>) -> Result<(), StoreError> {
         for p in patrons {
             // Keys sort by patron, then time: the newest `history_cap` are the last ones.
-            let n = self.audit.scan_prefix(p).keys().count();
-            if n <= self.history_cap {
-                continue;
-            }
+            let keys = self.audit.scan_prefix(p).keys().collect::<Result<Vec<_>, _>>()?;
+            let Some(over) = keys.len().checked_sub(self.history_cap).filter(|n| *n > 0) else { continue };
             let mut batch = sled::Batch::default();
-            for key in self.audit.scan_prefix(p).keys().take(n - self.history_cap) {
-                batch.remove(key?);
+            for key in keys.into_iter().take(over) {
+                batch.remove(key);
             }
             self.audit.apply_batch(batch)?;
         }

@@ -345,52 +345,43 @@ impl<'r> Service<'r> {
         !terminal.profile.pin_required || pinned == Pinned::Verdict(PinVerdict::Right)
     }
 
-    /// A 24 for a patron whose PIN was not verified on this request: valid patron, PIN not
-    /// valid, and only what the profile lets an unverified terminal see (the status flags
-    /// and the reason not to lend by default, the name if `unverified-name`); never contacts,
-    /// fees, item lists or public notes.
-    fn unverified(
-        terminal: &Terminal,
-        a: &KioskPatron,
-        pinned: Pinned,
-        mut reply: PatronStatusResponse<'static>,
-    ) -> PatronStatusResponse<'static> {
+    /// What a 23 or 63 shows of a patron whose PIN was not verified on this request: only
+    /// what the profile lets an unverified terminal see (the status flags and the reason not
+    /// to lend by default, the name if `unverified-name`); never contacts, fees, item lists or
+    /// public notes.
+    fn unverified(terminal: &Terminal, a: &KioskPatron, pinned: Pinned) -> Unverified {
         let p = &terminal.profile;
-        reply.valid_patron = Some(true);
-        reply.valid_patron_password = Some(false);
-        let lang = terminal.language();
-        let refusal = pinned.phrase().map(|ph| words::phrase(ph, lang).to_string());
-        reply.screen_message.extend(refusal.clone().map(Cow::Owned));
-        if p.unverified_status {
-            reply.patron_status = status_flags(&a.standing);
-            if let Some(r) =
-                a.standing.first_reason().map(|r| words::reason(r, lang)).filter(|r| Some(r) != refusal.as_ref())
-            {
-                reply.screen_message.push(Cow::Owned(r));
-            }
-        } else {
-            reply.patron_status = PatronStatus::default();
+        Unverified {
+            status: if p.unverified_status { status_flags(&a.standing) } else { PatronStatus::default() },
+            name: if p.unverified_name { Cow::Owned(a.patron.display_name()) } else { Cow::Borrowed("") },
+            screen: Service::warnings(terminal, a, pinned, p.unverified_status),
         }
-        if p.unverified_name {
-            reply.personal_name = Cow::Owned(a.patron.display_name());
-        }
-        reply
     }
 
-    /// The screen messages for an assessed patron: a PIN refusal, the first reason they may
-    /// not borrow, then their public notes (staff notes stay with staff).
+    /// The screen messages for an assessed patron: the warnings, then their public notes
+    /// (staff notes stay with staff).
     fn screen(terminal: &Terminal, a: &KioskPatron, pinned: Pinned) -> Vec<Cow<'static, str>> {
+        let mut out = Service::warnings(terminal, a, pinned, true);
+        out.extend(a.patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
+        out
+    }
+
+    /// A PIN refusal, then (with `reason`) the first reason the patron may not borrow.
+    fn warnings(terminal: &Terminal, a: &KioskPatron, pinned: Pinned, reason: bool) -> Vec<Cow<'static, str>> {
         let mut out = Vec::new();
         let lang = terminal.language();
         let refusal = pinned.phrase().map(|p| words::phrase(p, lang).to_string());
         out.extend(refusal.clone().map(Cow::Owned));
         // A lockout is both a PIN refusal and a reason not to lend: said once.
-        if let Some(r) =
-            a.standing.first_reason().map(|r| words::reason(r, lang)).filter(|r| Some(r) != refusal.as_ref())
+        if let Some(r) = a
+            .standing
+            .first_reason()
+            .filter(|_| reason)
+            .map(|r| words::reason(r, lang))
+            .filter(|r| Some(r) != refusal.as_ref())
         {
             out.push(Cow::Owned(r));
         }
-        out.extend(a.patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
         out
     }
 
@@ -421,7 +412,12 @@ impl<'r> Service<'r> {
         };
         reply.valid_patron = Some(true);
         if !Service::verified(terminal, pinned) {
-            return Ok(Service::unverified(terminal, &a, pinned, reply));
+            let shown = Service::unverified(terminal, &a, pinned);
+            reply.patron_status = shown.status;
+            reply.personal_name = shown.name;
+            reply.valid_patron_password = Some(false);
+            reply.screen_message = shown.screen;
+            return Ok(reply);
         }
         reply.patron_status = status_flags(&a.standing);
         reply.personal_name = Cow::Owned(a.patron.display_name());
@@ -1000,16 +996,7 @@ impl<'r> Service<'r> {
             self.assess(terminal, &req.patron_identifier, req.patron_password.as_ref(), true, now).await?
         else {
             reply.patron_status = PatronStatus::UNKNOWN_PATRON;
-            for c in [
-                &mut reply.hold_items_count,
-                &mut reply.overdue_items_count,
-                &mut reply.charged_items_count,
-                &mut reply.fine_items_count,
-                &mut reply.recall_items_count,
-                &mut reply.unavailable_holds_count,
-            ] {
-                *c = Count::new(0);
-            }
+            set_counts(&mut reply, Count::new(0));
             reply.valid_patron = Some(false);
             reply.valid_patron_password =
                 (req.patron_password.is_some() && terminal.profile.pin_required).then_some(false);
@@ -1017,23 +1004,14 @@ impl<'r> Service<'r> {
             return Ok(reply);
         };
         if !Service::verified(terminal, pinned) {
-            let short = Service::unverified(terminal, &a, pinned, PatronStatusResponse::default());
-            reply.patron_status = short.patron_status;
-            reply.personal_name = short.personal_name;
+            let shown = Service::unverified(terminal, &a, pinned);
+            reply.patron_status = shown.status;
+            reply.personal_name = shown.name;
             reply.valid_patron = Some(true);
-            reply.valid_patron_password = short.valid_patron_password;
-            reply.screen_message = short.screen_message;
+            reply.valid_patron_password = Some(false);
+            reply.screen_message = shown.screen;
             // Counts unknown (four blanks): how much someone borrows is theirs to see.
-            for c in [
-                &mut reply.hold_items_count,
-                &mut reply.overdue_items_count,
-                &mut reply.charged_items_count,
-                &mut reply.fine_items_count,
-                &mut reply.recall_items_count,
-                &mut reply.unavailable_holds_count,
-            ] {
-                *c = Count::UNKNOWN;
-            }
+            set_counts(&mut reply, Count::UNKNOWN);
             return Ok(reply);
         }
         let p = &a.patron;
@@ -1084,6 +1062,27 @@ impl<'r> Service<'r> {
         }
         reply.screen_message = Service::screen(terminal, &a, pinned);
         Ok(reply)
+    }
+}
+
+/// What a 23 or 63 shows of a patron not verified on the request.
+struct Unverified {
+    status: PatronStatus,
+    name: Cow<'static, str>,
+    screen: Vec<Cow<'static, str>>,
+}
+
+/// Sets all six item counts of a 64.
+fn set_counts(reply: &mut PatronInformationResponse<'_>, count: Count) {
+    for c in [
+        &mut reply.hold_items_count,
+        &mut reply.overdue_items_count,
+        &mut reply.charged_items_count,
+        &mut reply.fine_items_count,
+        &mut reply.recall_items_count,
+        &mut reply.unavailable_holds_count,
+    ] {
+        *c = count;
     }
 }
 
