@@ -582,3 +582,56 @@ fn what_is_not_sip_is_closed_at_once_and_unknown_codes_get_96() {
     assert_eq!(k.ask("XX000120250114    093015AOMAIN|"), "96", "an unknown code before login");
     assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941", "and the connection goes on");
 }
+
+/// Issue 14, item 6, at once: eight kiosks place holds for one patron in the same instant,
+/// 20 rounds, with a cap of three. Each round ends as some serial order would: exactly three
+/// holds taken, the rest refused, never four.
+#[test]
+fn kiosks_racing_for_the_last_holds_never_pass_the_cap() {
+    let mut config = test_config();
+    config.register.max_holds_per_patron = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = sip2d::engine::open_or_create(dir.path(), &config.store_config()).unwrap();
+    let items: Vec<String> = (0..8).map(|n| format!("3999000000000{n}")).collect();
+    {
+        let desk = Desk::new(&engine, "test");
+        vector_world(&desk);
+        for b in &items {
+            let new = sip2d::engine::NewItem {
+                barcode: b.clone(),
+                institution: "MAIN".into(),
+                title: b.clone(),
+                media_type: 1,
+                security_marker: 2,
+                ..Default::default()
+            };
+            desk.add_item(new, jiff::Timestamp::now()).unwrap();
+        }
+    }
+    let s = start_in(dir, engine, config);
+    let mut kiosks: Vec<Kiosk> = (0..8).map(|_| s.logged_in()).collect();
+    for round in 0..20 {
+        let go = std::sync::Barrier::new(kiosks.len());
+        let replies: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = kiosks
+                .iter_mut()
+                .zip(&items)
+                .map(|(k, item)| {
+                    let go = &go;
+                    scope.spawn(move || {
+                        go.wait();
+                        k.ask(&format!("15+{D}AOMAIN|AA21234000012345|AB{item}|AC|AD4321|"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let taken = replies.iter().filter(|r| r.starts_with("161")).count();
+        assert_eq!(taken, 3, "round {round}: {replies:?}");
+        assert!(replies.iter().all(|r| r.starts_with("161") || r.contains("you have 3 holds")), "{replies:?}");
+        // Cancelled again for the next round.
+        for (k, item) in kiosks.iter_mut().zip(&items) {
+            k.ask(&format!("15-{D}AOMAIN|AA21234000012345|AB{item}|AC|AD4321|"));
+        }
+    }
+}
