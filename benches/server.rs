@@ -106,8 +106,7 @@ fn main() {
     let engine = sip2d::engine::open_or_create(dir.path(), &Default::default()).unwrap();
     setup(&Desk::new(&engine, "bench"));
     let engine: Arc<dyn Engine> = Arc::new(engine);
-    let config =
-        Config { listen: vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: None }], ..Config::default() };
+    let config = Config { listen: vec![Listener::plain("127.0.0.1:0".parse().unwrap())], ..Config::default() };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let server = rt.block_on(Server::bind(&config, engine.clone())).unwrap();
     let addr = server.addresses()[0].0;

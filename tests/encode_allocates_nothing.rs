@@ -34,7 +34,8 @@ fn encoding_every_vector_message_allocates_nothing() {
     let mut frames = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.ends_with("malformed.txt") {
+        // Deviations are what we read, not what we write.
+        if path.ends_with("malformed.txt") || path.is_dir() {
             continue;
         }
         for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.starts_with('#')) {

@@ -56,7 +56,8 @@ fn expected(n: usize) -> Option<Expect> {
         33 => Starts("64YYYY", &["|BLN|"]),
         34 | 36 | 37 => Starts("", &["|BLY|CQY|"]),
         35 => Starts("24", &["|AA21234000012345|AEReader", "|BLY|", "|CQN|"]),
-        38 => Starts("24YYYY", &["|BLN|"]),
+        // Fields delimited by '^': read leniently as the fields they are (docs/protocol.md).
+        38 => Starts("24", &["|AA21234000012345|AEReader", "|BLY|CQY|"]),
         39 => Starts("24YYYY", &["|BLN|", "log in"]),
         40 => Exact("96AZFEF6"),
         41 | 42 => Starts("24", &["|BLY|CQY|"]),

@@ -507,7 +507,7 @@ fn a_reload_changes_new_connections_keeps_open_ones_and_refuses_a_bad_configurat
     bad.limits.max_connections = 0;
     assert!(s.handle.reload(&bad).is_err());
     let mut moved = tighter.clone();
-    moved.listen = vec![sip2d::net::Listener { address: "127.0.0.1:1".parse().unwrap(), tls: None }];
+    moved.listen = vec![sip2d::net::Listener::plain("127.0.0.1:1".parse().unwrap())];
     let e = s.handle.reload(&moved).unwrap_err();
     assert!(e.to_string().contains("needs a restart"), "{e}");
     assert!(s.kiosk().closed(), "still one per address");

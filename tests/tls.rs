@@ -126,8 +126,8 @@ fn tls_listeners_serve_tls_1_2_and_1_3_and_mutual_tls_needs_a_trusted_client_cer
     let mut config = test_config();
     let plain_tls = TlsFiles { client_ca: None, ..pki.files.clone() };
     config.listen = vec![
-        Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(plain_tls) },
-        Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) },
+        Listener::tls("127.0.0.1:0".parse().unwrap(), plain_tls),
+        Listener::tls("127.0.0.1:0".parse().unwrap(), pki.files.clone()),
     ];
     let s = start(vector_world, config);
     let (tls_addr, mtls_addr) = (s.addrs[0].0, s.addrs[1].0);
@@ -162,7 +162,7 @@ fn a_tls_listener_with_unreadable_files_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let missing = TlsFiles { cert: dir.path().join("none.pem"), key: dir.path().join("none.key"), client_ca: None };
     let mut config = test_config();
-    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(missing) }];
+    config.listen = vec![Listener::tls("127.0.0.1:0".parse().unwrap(), missing)];
     let engine = std::sync::Arc::new(common::open(dir.path()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt.block_on(sip2d::net::Server::bind(&config, engine)).err().expect("refused");
@@ -175,7 +175,7 @@ fn a_client_that_never_finishes_the_handshake_is_dropped() {
     let pki = pki(dir.path());
     let mut config = test_config();
     config.limits.tls_handshake_timeout = Duration::from_millis(300);
-    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) }];
+    config.listen = vec![Listener::tls("127.0.0.1:0".parse().unwrap(), pki.files.clone())];
     let s = start(vector_world, config);
     let mut silent = TcpStream::connect(s.addrs[0].0).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -250,7 +250,7 @@ fn tls_1_0_and_1_1_handshakes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let mut config = test_config();
-    config.listen = vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: Some(pki.files.clone()) }];
+    config.listen = vec![Listener::tls("127.0.0.1:0".parse().unwrap(), pki.files.clone())];
     let s = start(vector_world, config);
     let addr = s.addrs[0].0;
     let tls12 = answer_to(addr, &client_hello([3, 3]));

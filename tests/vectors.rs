@@ -301,3 +301,46 @@ fn an_overlong_frame_never_holds_more_than_the_limit() {
     }
     assert_eq!(events, vec![FrameEvent::Oversize]);
 }
+
+/// `conformance/vectors/deviations/`: each frame a real client or server sends that departs from
+/// the spec reads, leniently, as the message its canonical column writes exactly, with the
+/// deviations its second column names; the exact reader does not give that message.
+#[test]
+fn deviation_vectors_read_as_their_canonical_form() {
+    let dir = vector_dir().join("deviations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 4, "one file per class");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.starts_with('#') && !l.is_empty()) {
+            let at = format!("{}:{}", path.display(), i + 1);
+            let [wire, devs, canon, note] = l.split('\t').collect::<Vec<_>>()[..] else { panic!("{at}: four columns") };
+            let wire = escape::unescape(wire).unwrap();
+            let canon = escape::unescape(canon).unwrap();
+            let (wire, canon) = (wire.strip_suffix(b"\r").unwrap(), canon.strip_suffix(b"\r").unwrap());
+            let direction = if note.starts_with("SC->ACS") { Direction::ScToAcs } else { Direction::AcsToSc };
+
+            let expected = proto::decode(canon, Encoding::Utf8).only(direction);
+            let expected = expected.message.unwrap_or_else(|e| panic!("{at}: canonical column does not parse: {e}"));
+            let mut scratch = BytesMut::new();
+            let got = proto::decode_lenient(wire, Encoding::Utf8, &mut scratch).only(direction);
+            let names: Vec<_> = got.deviations.kinds().map(|d| d.name()).collect();
+            assert_eq!(names.join(","), devs, "{at}: deviations");
+            assert_eq!(got.message.as_ref().ok(), Some(&expected), "{at}: lenient reading");
+            let exact = proto::decode(wire, Encoding::Utf8).message;
+            assert!(exact.as_ref().map_or(true, |m| m != &expected || !m.is_plausible()), "{at}: exact reader agrees");
+            // The canonical form needs no tolerance (but an unreadable date is kept as sent).
+            let mut again = BytesMut::new();
+            let canon_devs = proto::decode_lenient(canon, Encoding::Utf8, &mut again).deviations;
+            assert!(canon_devs.is_empty() || canon == wire, "{at}: canonical column needs {canon_devs}");
+            seen.extend(got.deviations.kinds());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} vectors");
+    let missing: Vec<_> = proto::Deviation::ALL.iter().filter(|d| !seen.contains(d)).collect();
+    assert!(missing.is_empty(), "every deviation has a vector; none for {missing:?}");
+}

@@ -171,7 +171,7 @@ fn listen(args: &ConformArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let d = demo::build_demo(&engine, jiff::Timestamp::now())?;
     let engine: Arc<dyn Engine> = Arc::new(engine);
-    let mut config = Config { listen: vec![Listener { address: addr, tls: None }], ..Config::default() };
+    let mut config = Config { listen: vec![Listener::plain(addr)], ..Config::default() };
     for f in &args.faults {
         config.faults.set(f).map_err(super::exit::usage)?;
     }

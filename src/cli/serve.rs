@@ -143,13 +143,13 @@ what a profile sets. docs/server.md tells what a terminal sees in each situation
 fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     let mut c = common.load_config()?;
     if !args.listen.is_empty() || !args.tls_listen.is_empty() {
-        c.listen = args.listen.iter().map(|a| Listener { address: *a, tls: None }).collect();
+        c.listen = args.listen.iter().map(|a| Listener::plain(*a)).collect();
         for a in &args.tls_listen {
             let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
                 return Err(super::exit::usage("--tls-listen needs --cert and --key"));
             };
             let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.client_ca.clone() };
-            c.listen.push(Listener { address: *a, tls: Some(files) });
+            c.listen.push(Listener::tls(*a, files));
         }
     } else if args.cert.is_some() || args.key.is_some() || args.client_ca.is_some() {
         return Err(super::exit::usage("--cert, --key and --client-ca belong to a --tls-listen address"));

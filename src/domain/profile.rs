@@ -65,6 +65,9 @@ pub struct Profile {
     /// `unverified-status` (default yes): a 23 or 63 without a right PIN still shows the
     /// status flags (blocked, too many items...) and why the patron may not borrow.
     pub unverified_status: bool,
+    /// `strictness` (default lenient): `strict` answers 96 to a frame that departs from the
+    /// spec in a way the lenient reader would tolerate (docs/protocol.md, "Deviations").
+    pub strict: bool,
 }
 
 /// How a terminal's circulation requests (11, 15, 29, 65) must show that the patron is
@@ -106,6 +109,7 @@ impl Default for Profile {
             verification: Verification::Session,
             unverified_name: false,
             unverified_status: true,
+            strict: false,
         }
     }
 }
@@ -130,6 +134,7 @@ impl Profile {
         "patron-verification",
         "unverified-name",
         "unverified-status",
+        "strictness",
     ];
 
     /// Reads an account's profile settings.
@@ -214,6 +219,13 @@ impl Profile {
             }
             "unverified-name" => self.unverified_name = yes()?,
             "unverified-status" => self.unverified_status = yes()?,
+            "strictness" => {
+                self.strict = match v.as_str() {
+                    "lenient" => false,
+                    "strict" => true,
+                    _ => return Err(bad("lenient or strict")),
+                }
+            }
             _ => return Err(format!("profile key '{key}' is unknown; known keys: {}", Profile::KEYS.join(", "))),
         }
         Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::proto::Strictness;
 use crate::service::{ServiceLimits, SessionRules};
 
 /// Everything `sip2d serve` is told, with documented defaults. A file names only what it
@@ -109,6 +110,48 @@ pub struct Listener {
     /// When present the listener speaks TLS only.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// How frames before login (93, 99) are read (default lenient); after login the
+    /// terminal's profile decides. docs/protocol.md lists what `strict` refuses.
+    #[serde(default)]
+    pub strictness: ListenerStrictness,
+    /// Whether a connection may log in the way older kiosks do over telnet (`login:` and
+    /// `password:` prompts, then SIP on the same connection). Default off: the prompts go out
+    /// before any credentials, in clear unless the listener is TLS.
+    #[serde(default)]
+    pub telnet_login: bool,
+}
+
+impl Listener {
+    /// A plain TCP listener with the defaults.
+    pub fn plain(address: SocketAddr) -> Listener {
+        Listener { address, tls: None, strictness: ListenerStrictness::Lenient, telnet_login: false }
+    }
+
+    /// A TLS-only listener with the defaults.
+    pub fn tls(address: SocketAddr, files: TlsFiles) -> Listener {
+        Listener { tls: Some(files), ..Listener::plain(address) }
+    }
+}
+
+/// A listener's `strictness`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerStrictness {
+    /// Tolerate the recognised deviations (the default).
+    #[default]
+    Lenient,
+    /// Answer 96 to a frame that needs one.
+    Strict,
+}
+
+impl ListenerStrictness {
+    /// The protocol layer's setting.
+    pub fn get(self) -> Strictness {
+        match self {
+            ListenerStrictness::Lenient => Strictness::Lenient,
+            ListenerStrictness::Strict => Strictness::Strict,
+        }
+    }
 }
 
 /// A TLS listener's PEM files.
@@ -270,7 +313,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             data: None,
-            listen: vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)), tls: None }],
+            listen: vec![Listener::plain(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))],
             sc_status_before_login: false,
             accept_lf: true,
             cache_mib: 64,
@@ -400,6 +443,7 @@ impl Config {
             max_login_attempts: self.limits.max_login_attempts,
             max_unreadable: self.limits.max_unreadable_frames,
             sc_status_before_login: self.sc_status_before_login,
+            strictness: Strictness::Lenient,
         }
     }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-pub use config::{Config, ConfigError, Faults, Limits, Listener, LogFormat, TlsFiles};
+pub use config::{Config, ConfigError, Faults, Limits, Listener, ListenerStrictness, LogFormat, TlsFiles};
 pub use tls::TlsError;
 
 use crate::engine::Engine;
@@ -66,6 +66,16 @@ struct Settings {
     tls: Vec<Option<TlsAcceptor>>,
     /// The listener addresses as configured (a reload may not change them).
     addresses: Vec<SocketAddr>,
+    /// By listener: the session rules (its strictness before login) and whether telnet login
+    /// is on.
+    listeners: Vec<(SessionRules, bool)>,
+}
+
+impl Settings {
+    /// The session rules and telnet switch of listener `index`.
+    fn listener(&self, index: usize) -> (SessionRules, bool) {
+        self.listeners.get(index).cloned().unwrap_or_else(|| (self.rules.clone(), false))
+    }
 }
 
 impl Settings {
@@ -89,6 +99,11 @@ impl Settings {
             faults: config.faults.clone(),
             tls,
             addresses: config.listen.iter().map(|l| l.address).collect(),
+            listeners: config
+                .listen
+                .iter()
+                .map(|l| (SessionRules { strictness: l.strictness.get(), ..config.session_rules() }, l.telnet_login))
+                .collect(),
         })
     }
 }
@@ -360,8 +375,9 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
         let tls = settings.tls.get(b.index).cloned().flatten();
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let index = b.index;
         tracker.spawn(async move {
-            connection(stream, peer, tls, shared, settings, shutdown, permit, slot).await;
+            connection(stream, peer, index, tls, shared, settings, shutdown, permit, slot).await;
         });
     }
 }
@@ -370,6 +386,7 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: usize,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     settings: Arc<Settings>,
@@ -381,11 +398,11 @@ async fn connection(
     shared.metrics.connection_opened();
     let started = tokio::time::Instant::now();
     match tls {
-        None => serve(stream, peer, &shared, &settings, &shutdown, started).await,
+        None => serve(stream, peer, listener, &shared, &settings, &shutdown, started).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(settings.limits.tls_handshake_timeout, acceptor.accept(stream));
             match tokio::select! { _ = shutdown.cancelled() => return, r = handshake => r } {
-                Ok(Ok(s)) => serve(s, peer, &shared, &settings, &shutdown, started).await,
+                Ok(Ok(s)) => serve(s, peer, listener, &shared, &settings, &shutdown, started).await,
                 Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => info!(%peer, "TLS handshake timed out"),
             }
@@ -400,6 +417,7 @@ async fn connection(
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     peer: SocketAddr,
+    listener: usize,
     shared: &Arc<Shared>,
     settings: &Arc<Settings>,
     shutdown: &CancellationToken,
@@ -408,7 +426,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let limits = &settings.limits;
     let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(settings.accept_lf);
     let mut buf = BytesMut::with_capacity(1024);
-    let mut session = Some(Session::new(settings.rules.clone()));
+    let (rules, _telnet) = settings.listener(listener);
+    let mut session = Some(Session::new(rules));
     let mut replies: u64 = 0;
     // Until the first bytes have shown they could be SIP.
     let mut seen_sip = false;
@@ -441,6 +460,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
             }
             shared.metrics.request(outcome.code, outcome.verdict.as_str(), clock.elapsed());
+            if !outcome.deviations.is_empty() {
+                shared.metrics.deviations(&outcome.deviations);
+                if outcome.verdict == Verdict::Deviant {
+                    info!(%peer, deviations = %outcome.deviations, "refused under strictness = strict (answered 96)");
+                } else {
+                    debug!(%peer, deviations = %outcome.deviations, "read leniently");
+                }
+            }
             let code = outcome.code.map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "--".into());
             info!(
                 %peer,

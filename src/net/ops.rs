@@ -36,6 +36,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviationLabels {
+    kind: &'static str,
+}
+
 /// A request's code as a label; anything but a SIP2 request is `other`, so labels stay bounded.
 fn code_label(code: Option<[u8; 2]>) -> &'static str {
     let known = code.and_then(|c| SupportedMessages::REQUEST_CODES.iter().find(|k| **k == c));
@@ -59,6 +64,7 @@ pub struct Metrics {
     checkpoint_failures: Counter,
     login_hashes: Counter,
     logins_remembered: Counter,
+    deviations: Family<DeviationLabels, Counter>,
     /// Listeners accepting, store open, not draining.
     pub ready: AtomicBool,
 }
@@ -122,8 +128,15 @@ impl Metrics {
             "Logins answered from a verified password's keyed digest, without a hash",
             logins_remembered.clone(),
         );
+        let deviations = Family::<DeviationLabels, Counter>::default();
+        registry.register(
+            "deviations",
+            "Frames read leniently (or refused under strictness = strict), by deviation (docs/protocol.md)",
+            deviations.clone(),
+        );
         Metrics {
             registry,
+            deviations,
             login_hashes,
             logins_remembered,
             requests,
@@ -149,6 +162,13 @@ impl Metrics {
         if code == "93" {
             let outcome = if outcome == "ok" { "accepted" } else { "refused" };
             self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+        }
+    }
+
+    /// Counts what the lenient reader tolerated in one frame.
+    pub fn deviations(&self, seen: &crate::proto::Deviations) {
+        for kind in seen.kinds() {
+            self.deviations.get_or_create(&DeviationLabels { kind: kind.name() }).inc();
         }
     }
 

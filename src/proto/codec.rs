@@ -18,6 +18,8 @@ pub trait FixedCodec {
     const WIDTH: usize;
     /// What a valid value looks like, for error messages.
     const EXPECTS: &'static str;
+    /// Which variants the lenient reader recognises in this field (see `lenient.rs`).
+    const SHAPE: Shape = Shape::Plain;
     /// Reads exactly `WIDTH` ASCII bytes.
     fn read(raw: &[u8]) -> Option<Self::Value>;
     /// Writes exactly `WIDTH` bytes.
@@ -32,6 +34,43 @@ pub trait FixedCodec {
     /// A random valid value, for fuzzing and property tests.
     #[cfg(any(test, feature = "arbitrary"))]
     fn arbitrary(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Self::Value>;
+}
+
+/// What the lenient reader knows about a fixed field's variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// No variants: read exactly as the spec says.
+    Plain,
+    /// A date: also without zone or with the zone letter after the time.
+    Date,
+    /// A language: also as three letters or three blanks.
+    Language,
+}
+
+/// One fixed field of a message, for the lenient reader: its shape, its width, and how to
+/// write its default value when a sender left it out.
+#[derive(Clone, Copy)]
+pub struct FixedSlot {
+    /// Which variants are recognised.
+    pub shape: Shape,
+    /// Width on the wire.
+    pub width: usize,
+    /// Writes the field's default (blank date, unknown count, `N`...).
+    pub fill: fn(&mut BytesMut),
+}
+
+impl PartialEq for FixedSlot {
+    fn eq(&self, other: &FixedSlot) -> bool {
+        self.shape == other.shape && self.width == other.width
+    }
+}
+
+impl Eq for FixedSlot {}
+
+impl std::fmt::Debug for FixedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}({})", self.shape, self.width)
+    }
 }
 
 /// The raw value of an identified field, with its text when the whole frame was already known
@@ -61,6 +100,8 @@ pub trait FieldCodec<'a> {
     type Value;
     /// What a valid value looks like, for error messages.
     const EXPECTS: &'static str;
+    /// True for dates, whose variants the lenient reader recognises.
+    const IS_DATE: bool = false;
     /// Reads a value; `None` if it does not fit the type.
     fn read(raw: RawValue<'a>, encoding: Encoding) -> Option<Self::Value>;
     /// Writes `id`, the value and the delimiter. Text longer than a field allows is cut, or for
@@ -77,6 +118,7 @@ pub trait FieldCodec<'a> {
 impl<'a, T: FixedCodec> FieldCodec<'a> for T {
     type Value = T::Value;
     const EXPECTS: &'static str = T::EXPECTS;
+    const IS_DATE: bool = matches!(T::SHAPE, Shape::Date);
 
     fn read(raw: RawValue<'a>, _encoding: Encoding) -> Option<Self::Value> {
         let bytes = raw.bytes;

@@ -11,7 +11,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use super::codec::{FieldCodec, FixedCodec, OneZero, RawValue, Text, YesNo};
+use super::codec::{FieldCodec, FixedCodec, FixedSlot, OneZero, RawValue, Text, YesNo};
 use super::error::{ParseError, ParseErrorKind};
 use super::grammar;
 use super::text::Encoding;
@@ -279,6 +279,14 @@ macro_rules! sip_message {
             /// Length of the command code and the fixed part.
             pub const FIXED_LEN: usize = 2 $( + <pick_codec!($($fcodec)?; $fty) as FixedCodec>::WIDTH )*;
             const FIELD_IDS: &'static [[u8; 2]] = &[ $( *$vid ),* ];
+            /// The fixed fields, for the lenient reader.
+            pub const FIXED_SLOTS: &'static [FixedSlot] = &[ $( FixedSlot {
+                shape: <pick_codec!($($fcodec)?; $fty) as FixedCodec>::SHAPE,
+                width: <pick_codec!($($fcodec)?; $fty) as FixedCodec>::WIDTH,
+                fill: |out| <pick_codec!($($fcodec)?; $fty) as FixedCodec>::write(&Default::default(), out),
+            } ),* ];
+            /// The identified fields' ids, each with whether it holds a date.
+            pub const FIELDS: &'static [([u8; 2], bool)] = &[ $( (*$vid, <pick_codec!($($vcodec)?; $vty) as FieldCodec<'a>>::IS_DATE) ),* ];
             // `Meta` keeps one bit per field in a u32 and EXTRA_MARK must not be a slot.
             const _FITS: () = assert!(Self::FIELD_IDS.len() <= 32);
 
@@ -1059,7 +1067,10 @@ macro_rules! message_set {
 
         /// Every message: code, name, direction and fixed length.
         pub const ALL_MESSAGES: &[MessageInfo] = &[
-            $( MessageInfo { code: $variant::CODE, name: $variant::NAME, direction: $variant::DIRECTION, fixed_len: $variant::FIXED_LEN }, )*
+            $( MessageInfo {
+                code: $variant::CODE, name: $variant::NAME, direction: $variant::DIRECTION, fixed_len: $variant::FIXED_LEN,
+                fixed: $variant::FIXED_SLOTS, fields: $variant::FIELDS,
+            }, )*
         ];
 
         impl<'a> Message<'a> {
@@ -1169,6 +1180,10 @@ pub struct MessageInfo {
     pub direction: Direction,
     /// Length of the code and the fixed part.
     pub fixed_len: usize,
+    /// The fixed fields in order.
+    pub fixed: &'static [FixedSlot],
+    /// The identified fields' ids, each with whether it holds a date.
+    pub fields: &'static [([u8; 2], bool)],
 }
 
 /// For each two-digit code `00`..`99`, 1 + its index in [`ALL_MESSAGES`], or 0.

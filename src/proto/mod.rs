@@ -13,6 +13,9 @@ mod error;
 pub mod escape;
 mod frame;
 mod grammar;
+mod lenient;
+
+use lenient::Reading;
 mod message;
 mod text;
 mod types;
@@ -23,6 +26,7 @@ pub use checksum::{Sequence, Trailer, TrailerError, checksum, seal, split_traile
 pub use codec::{FieldCodec, FixedCodec, Number3, OneZero, Text, YesNo};
 pub use error::{ParseError, ParseErrorKind};
 pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameEvent};
+pub use lenient::{Deviation, Deviations, Strictness};
 pub use message::*;
 pub use text::{Encoding, MAX_VALUE_LEN, representable};
 pub use types::*;
@@ -34,12 +38,63 @@ pub struct Decoded<'a> {
     pub trailer: Trailer,
     /// The message, or why it could not be read.
     pub message: Result<Message<'a>, ParseError>,
+    /// What the lenient reader tolerated to read it (always empty from [`decode`]).
+    pub deviations: Deviations,
 }
 
-/// Reads one frame (terminator already removed) as a message of either direction.
+impl<'a> Decoded<'a> {
+    /// The same, with a message sent the other way reported as
+    /// [`ParseErrorKind::WrongDirection`].
+    pub fn only(self, direction: Direction) -> Decoded<'a> {
+        only(self, direction)
+    }
+}
+
+/// Reads one frame (terminator already removed) as a message of either direction, exactly as
+/// the spec says.
 pub fn decode(frame: &[u8], encoding: Encoding) -> Decoded<'_> {
     let (body, trailer) = split_trailer(frame);
-    Decoded { trailer, message: Message::parse(body, encoding) }
+    Decoded { trailer, message: Message::parse(body, encoding), deviations: Deviations::default() }
+}
+
+/// Reads one frame as [`decode`] does, and when that fails, or reads a date that is not one, or
+/// misses a required field, or finds fields delimited by `^`, reads it again tolerating the variants real clients send
+/// (`lenient.rs`). What was tolerated is in [`Decoded::deviations`]; a frame that follows the
+/// spec is read once, exactly, and `scratch` is not touched. The rewritten frame is kept in
+/// `scratch`, which the message may borrow from.
+pub fn decode_lenient<'a>(frame: &'a [u8], encoding: Encoding, scratch: &'a mut BytesMut) -> Decoded<'a> {
+    let (body, trailer) = split_trailer(frame);
+    let exact = Message::parse(body, encoding);
+    let info = body.first_chunk::<2>().and_then(|code| lookup(*code));
+    let retry = match (&exact, info) {
+        (_, None) => false,
+        (Ok(m), Some(info)) => {
+            !m.is_plausible() || !m.missing_required().is_empty() || lenient::caret_suspect(body, info.fixed_len)
+        }
+        (Err(e), Some(_)) => e.kind != ParseErrorKind::Nul,
+    };
+    let exact = Decoded { trailer, message: exact, deviations: Deviations::default() };
+    let Some(info) = info.filter(|_| retry) else { return exact };
+    let (mut deviations, ambiguous) = lenient::normalize(body, info, scratch, Reading::Spec);
+    if ambiguous && (lenient::misfits(&deviations) > 0 || Message::parse(scratch, encoding).is_err()) {
+        let mut other = BytesMut::new();
+        let (second, _) = lenient::normalize(body, info, &mut other, Reading::ZonelessMidnight);
+        let fits = Message::parse(&other, encoding).is_ok();
+        if fits
+            && (Message::parse(scratch, encoding).is_err() || lenient::misfits(&second) < lenient::misfits(&deviations))
+        {
+            *scratch = other;
+            deviations = second;
+        }
+    }
+    if deviations.is_empty() {
+        return exact;
+    }
+    let rewritten: &'a BytesMut = scratch;
+    match Message::parse(rewritten, encoding) {
+        Ok(message) => Decoded { trailer, message: Ok(message), deviations },
+        Err(_) => exact,
+    }
 }
 
 /// Reads one frame as a request from a kiosk: a response code is reported as

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+use super::codec::Shape;
 use super::*;
 
 fn local(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8) -> SipDate {
@@ -308,7 +309,7 @@ fn fee_paid_37_and_hold_15() {
 #[test]
 fn fields_in_any_order_re_encode_as_they_came() {
     let wire = b"9300COs3cret|CNkiosk1|AY4AZF70A";
-    let Decoded { message, trailer } = decode(wire, Encoding::Utf8);
+    let Decoded { message, trailer, .. } = decode(wire, Encoding::Utf8);
     assert!(trailer.is_valid());
     let Ok(Message::Login(login)) = message else { panic!("not a login") };
     assert_eq!(login.login_user_id, "kiosk1");
@@ -454,6 +455,15 @@ fn every_message_round_trips() {
                         let decoded = decode(frame, encoding);
                         prop_assert_eq!(decoded.trailer.verdict(), if seal == Seal::None { "absent" } else { "ok" });
                         prop_assert_eq!(decoded.message.as_ref(), Ok(&msg), "{} in {:?}", name, encoding);
+                        // The lenient reader reads a message that follows the spec exactly as
+                        // the exact one does, and records nothing.
+                        if msg.is_plausible() {
+                            let mut scratch = BytesMut::new();
+                            let lenient = decode_lenient(frame, encoding, &mut scratch);
+                            prop_assert_eq!(lenient.message.as_ref(), Ok(&msg));
+                            prop_assert!(lenient.deviations.is_empty(), "{:?}", lenient.deviations);
+                            prop_assert!(scratch.is_empty(), "the rewrite ran for a canonical frame");
+                        }
                         // And the bytes are stable: encoding the parsed message again changes nothing.
                         let mut again = BytesMut::new();
                         encode_frame(decoded.message.as_ref().unwrap(), &mut again, encoding, seal, Terminator::Cr);
@@ -483,6 +493,18 @@ proptest! {
                     for encoding in [Encoding::Utf8, Encoding::Cp850] {
                         let decoded = decode(&frame, encoding);
                         let _ = decode_request(&frame, encoding);
+                        let mut scratch = BytesMut::new();
+                        let lenient = decode_lenient(&frame, encoding, &mut scratch);
+                        if let Ok(m) = &lenient.message {
+                            // What the lenient reader accepts, written back, follows the spec.
+                            let mut canonical = BytesMut::new();
+                            m.encode(&mut canonical, encoding);
+                            prop_assert!(Message::parse(&canonical, encoding).is_ok(), "{:?}", lenient);
+                        }
+                        if decoded.message.as_ref().is_ok_and(|m| m.is_plausible() && m.missing_required().is_empty()) && !lenient.deviations.contains(Deviation::CaretDelimiter) {
+                            prop_assert_eq!(&lenient.message, &decoded.message);
+                            prop_assert!(lenient.deviations.is_empty());
+                        }
                         if let Ok(m) = decoded.message {
                             let _ = m.describe();
                             let mut once = BytesMut::new();
@@ -529,4 +551,65 @@ proptest! {
         }
         prop_assert_eq!(whole, chunked);
     }
+}
+
+/// Takes canonical messages apart the way real clients do (a date without its zone, a language
+/// as letters) and checks the lenient reader puts them back together: the same message, with
+/// the deviation named. Where the cut frame happens to read exactly as something else (a zoneless
+/// midnight followed by digits), the exact reading stands; that case is counted, and rare.
+#[test]
+fn deviations_injected_into_canonical_messages_read_back() {
+    let injected = std::cell::Cell::new(0);
+    let ambiguous = std::cell::Cell::new(0);
+    for info in ALL_MESSAGES.iter().filter(|i| i.fixed.iter().any(|s| s.shape != Shape::Plain)) {
+        runner()
+            .run(&prop::collection::vec(any::<u8>(), 0..512), |entropy| {
+                let mut u = arbitrary::Unstructured::new(&entropy);
+                let msg = Message::arbitrary_with_code(info.code, &mut u).unwrap();
+                if !msg.is_plausible() {
+                    return Ok(());
+                }
+                let mut frame = BytesMut::new();
+                msg.encode(&mut frame, Encoding::Utf8);
+                let mut at = 2;
+                for slot in info.fixed {
+                    let field = frame.get(at..at + slot.width).unwrap_or_default().to_vec();
+                    let (cut, kind) = match slot.shape {
+                        Shape::Date if field.get(8..12) == Some(b"    ") => {
+                            let Some(SipDate::At(_)) = SipDate::parse(&field) else {
+                                at += slot.width;
+                                continue;
+                            };
+                            let mut f = frame.to_vec();
+                            f.drain(at + 8..at + 12);
+                            (f, Deviation::DateWithoutZone)
+                        }
+                        Shape::Language if field == b"001" || field == b"006" => {
+                            let mut f = frame.to_vec();
+                            f.splice(at..at + 3, if field == b"001" { *b"eng" } else { *b"swe" });
+                            (f, Deviation::LanguageLetters)
+                        }
+                        _ => {
+                            at += slot.width;
+                            continue;
+                        }
+                    };
+                    at += slot.width;
+                    if decode(&cut, Encoding::Utf8).message.is_ok_and(|m| m.is_plausible()) {
+                        ambiguous.set(ambiguous.get() + 1);
+                        continue;
+                    }
+                    let mut scratch = BytesMut::new();
+                    let got = decode_lenient(&cut, Encoding::Utf8, &mut scratch);
+                    prop_assert_eq!(got.message.as_ref(), Ok(&msg), "{}", escape::escape(&cut));
+                    prop_assert_eq!(got.deviations.kinds().collect::<Vec<_>>(), vec![kind]);
+                    injected.set(injected.get() + 1);
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", info.name));
+    }
+    let (injected, ambiguous) = (injected.get(), ambiguous.get());
+    assert!(injected > 1000, "{injected} injected");
+    assert!(ambiguous * 50 < injected, "{ambiguous} of {injected} cut frames read exactly as something else");
 }

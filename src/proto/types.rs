@@ -5,7 +5,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use super::codec::{FieldCodec, FixedCodec, parse_digits, put_digits};
+use super::codec::{FieldCodec, FixedCodec, Shape, parse_digits, put_digits};
 use super::text::Encoding;
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ impl SipDate {
     }
 
     #[inline(always)]
-    fn parse(raw: &[u8]) -> Option<SipDate> {
+    pub(crate) fn parse(raw: &[u8]) -> Option<SipDate> {
         let raw: &[u8; 18] = raw.try_into().ok()?;
         // A real date is the common case: try it first, and build the others only on failure.
         if let Some(dt) = SipDate::parse_datetime(raw) {
@@ -197,6 +197,7 @@ impl FixedCodec for SipDate {
     type Value = SipDate;
     const WIDTH: usize = 18;
     const EXPECTS: &'static str = "an 18-character date YYYYMMDDZZZZHHMMSS";
+    const SHAPE: Shape = Shape::Date;
 
     #[inline]
     fn read(raw: &[u8]) -> Option<SipDate> {
@@ -306,7 +307,7 @@ impl Unlisted {
 macro_rules! code_table {
     (
         $(#[$meta:meta])*
-        $name:ident, width $width:literal, max $max:literal, default $default:ident {
+        $name:ident, width $width:literal, max $max:literal, default $default:ident $(, shape $shape:ident)? {
             $( $variant:ident = $code:literal => $label:literal ),* $(,)?
         }
     ) => {
@@ -354,6 +355,7 @@ macro_rules! code_table {
             type Value = $name;
             const WIDTH: usize = $width;
             const EXPECTS: &'static str = concat!($width, " digits");
+            $( const SHAPE: Shape = Shape::$shape; )?
 
             #[inline]
             fn read(raw: &[u8]) -> Option<$name> {
@@ -379,7 +381,7 @@ macro_rules! code_table {
 
 code_table! {
     /// Language (3 digits; 23, 24, 26, 63, 64).
-    Language, width 3, max 999, default Unknown {
+    Language, width 3, max 999, default Unknown, shape Language {
         Unknown = 0 => "unknown", English = 1 => "English", French = 2 => "French",
         German = 3 => "German", Italian = 4 => "Italian", Dutch = 5 => "Dutch",
         Swedish = 6 => "Swedish", Finnish = 7 => "Finnish", Spanish = 8 => "Spanish",

@@ -9,8 +9,8 @@ use super::{Service, Terminal, refusal, sip_date};
 use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
 use crate::engine::Error;
 use crate::proto::{
-    self, AcsStatus, Encoding, LoginResponse, Message, ProtocolVersion, RequestScResend, Seal, Sequence, SipDate,
-    SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
+    self, AcsStatus, Decoded, Deviations, Direction, Encoding, LoginResponse, Message, ProtocolVersion,
+    RequestScResend, Seal, Sequence, SipDate, Strictness, SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
 };
 
 /// How sessions treat logins and unreadable input (from the server's configuration).
@@ -22,11 +22,19 @@ pub struct SessionRules {
     pub max_unreadable: u32,
     /// Whether a 99 before login is answered (with what any terminal may do) rather than refused.
     pub sc_status_before_login: bool,
+    /// How frames are read before login (the listener's `strictness`); after it, the
+    /// terminal's profile decides.
+    pub strictness: Strictness,
 }
 
 impl Default for SessionRules {
     fn default() -> SessionRules {
-        SessionRules { max_login_attempts: 3, max_unreadable: 5, sc_status_before_login: false }
+        SessionRules {
+            max_login_attempts: 3,
+            max_unreadable: 5,
+            sc_status_before_login: false,
+            strictness: Strictness::Lenient,
+        }
     }
 }
 
@@ -51,6 +59,9 @@ pub enum Verdict {
     BadChecksum,
     /// A known message that could not be read: answered 96.
     Unreadable,
+    /// A frame the lenient reader would have read, refused because the listener or profile
+    /// is strict: answered 96, with the deviations in the log.
+    Deviant,
     /// An unknown code, a response sent to us, or a line too short for a code: answered 96,
     /// so that no client waits for a reply that never comes.
     UnknownCode,
@@ -73,6 +84,7 @@ impl Verdict {
             Verdict::Duplicate => "duplicate",
             Verdict::BadChecksum => "bad-checksum",
             Verdict::Unreadable => "unreadable",
+            Verdict::Deviant => "deviation-refused",
             Verdict::UnknownCode => "unknown-code",
             Verdict::Ignored => "ignored",
             Verdict::Failed => "failed",
@@ -92,6 +104,9 @@ pub struct Outcome {
     pub close: bool,
     /// The engine failure behind a [`Verdict::Failed`], for the log.
     pub failure: Option<Error>,
+    /// What the lenient reader tolerated to read the frame (or, for [`Verdict::Deviant`],
+    /// what it would have tolerated).
+    pub deviations: Deviations,
 }
 
 /// A connection's protocol state.
@@ -239,13 +254,32 @@ impl Session {
             verdict,
             close: self.unreadable >= self.rules.max_unreadable,
             failure: None,
+            deviations: Deviations::default(),
+        }
+    }
+
+    /// How frames are read now: by the profile once logged in, by the listener before.
+    fn strictness(&self) -> Strictness {
+        match self.profile() {
+            Some(p) if p.strict => Strictness::Strict,
+            Some(_) => Strictness::Lenient,
+            None => self.rules.strictness,
         }
     }
 
     /// Handles one frame (terminator removed) at `now`.
     pub async fn on_frame(&mut self, svc: &Service<'_>, frame: &[u8], now: Timestamp) -> Outcome {
+        // A frame that follows the spec never touches `scratch` (and so never allocates).
+        let mut scratch = BytesMut::new();
+        let decoded = proto::decode_lenient(frame, self.encoding(), &mut scratch).only(Direction::ScToAcs);
+        let deviations = decoded.deviations;
+        let mut outcome = self.answer(svc, frame, decoded, now).await;
+        outcome.deviations = deviations;
+        outcome
+    }
+
+    async fn answer(&mut self, svc: &Service<'_>, frame: &[u8], decoded: Decoded<'_>, now: Timestamp) -> Outcome {
         let detection = self.profile().map_or(ErrorDetection::Auto, |p| p.error_detection);
-        let decoded = proto::decode_request(frame, self.encoding());
         let code = frame.first_chunk::<2>().copied();
         let seal = match (detection, decoded.trailer) {
             (ErrorDetection::Off, _) => Seal::None,
@@ -264,7 +298,14 @@ impl Session {
             Err(e) if e.is_unknown_command() && code == Some(*b"96") => {
                 self.unreadable += 1;
                 let close = self.unreadable >= self.rules.max_unreadable;
-                return Outcome { code, reply: None, verdict: Verdict::Ignored, close, failure: None };
+                return Outcome {
+                    code,
+                    reply: None,
+                    verdict: Verdict::Ignored,
+                    close,
+                    failure: None,
+                    deviations: Deviations::default(),
+                };
             }
             // Never silent: what we cannot serve gets the one "could not read that" SIP has.
             Err(e) if e.is_unknown_command() => {
@@ -272,6 +313,9 @@ impl Session {
             }
             Err(_) => return self.resend_please(code, seal != Seal::None, Verdict::Unreadable),
         };
+        if !decoded.deviations.is_empty() && self.strictness() == Strictness::Strict {
+            return self.resend_please(code, seal != Seal::None, Verdict::Deviant);
+        }
         self.unreadable = 0;
         let code = Some(request.code());
         if let Message::RequestAcsResend(_) = request {
@@ -286,7 +330,14 @@ impl Session {
                     b
                 }
             };
-            return Outcome { code, reply: Some(bytes), verdict: Verdict::Resent, close: false, failure: None };
+            return Outcome {
+                code,
+                reply: Some(bytes),
+                verdict: Verdict::Resent,
+                close: false,
+                failure: None,
+                deviations: Deviations::default(),
+            };
         }
         let id = match (seal, decoded.trailer) {
             (Seal::Sequenced(s), Trailer::Present { checksum, .. }) => Some((s, checksum)),
@@ -300,6 +351,7 @@ impl Session {
                     verdict: Verdict::Duplicate,
                     close: false,
                     failure: None,
+                    deviations: Deviations::default(),
                 };
             }
         }
@@ -317,13 +369,20 @@ impl Session {
                 let bytes = self.encode(&reply, seal);
                 self.last_reply = None;
                 self.last_request = None;
-                return Outcome { code, reply: Some(bytes), verdict: Verdict::Failed, close: true, failure: Some(e) };
+                return Outcome {
+                    code,
+                    reply: Some(bytes),
+                    verdict: Verdict::Failed,
+                    close: true,
+                    failure: Some(e),
+                    deviations: Deviations::default(),
+                };
             }
         };
         let bytes = self.encode(&reply, seal);
         self.last_reply = Some(bytes.clone());
         self.last_request = id;
-        Outcome { code, reply: Some(bytes), verdict, close, failure: None }
+        Outcome { code, reply: Some(bytes), verdict, close, failure: None, deviations: Deviations::default() }
     }
 
     /// Runs one readable request: the reply, its verdict, and whether to close afterwards.

@@ -71,8 +71,7 @@ pub struct Running {
 
 /// Test settings: one plain listener on a free loopback port, no pause after a bad login.
 pub fn test_config() -> Config {
-    let mut c =
-        Config { listen: vec![Listener { address: "127.0.0.1:0".parse().unwrap(), tls: None }], ..Config::default() };
+    let mut c = Config { listen: vec![Listener::plain("127.0.0.1:0".parse().unwrap())], ..Config::default() };
     c.limits.login_failure_delay = Duration::ZERO;
     c
 }

@@ -1,0 +1,118 @@
+//! Issue 15 over real sockets: what real kiosks send is answered as they mean it, counted by
+//! deviation, and refused with 96 where a listener or profile is strict.
+
+mod common;
+
+use common::{Kiosk, http_get, start, test_config, vector_world};
+use sip2d::net::ListenerStrictness;
+
+const AVERY: &str = "21234000012345";
+
+fn field<'a>(reply: &'a str, id: &str) -> Option<&'a str> {
+    reply.split('|').skip(1).find_map(|f| f.strip_prefix(id))
+}
+
+fn metric(ops: std::net::SocketAddr, line: &str) -> u64 {
+    let (status, body) = http_get(ops, "/metrics");
+    assert_eq!(status, 200);
+    body.lines().find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+#[test]
+fn what_real_kiosks_send_is_answered_as_meant_and_counted() {
+    let mut config = test_config();
+    config.ops_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = start(vector_world, config);
+    let ops = server.ops.unwrap();
+    let mut k = server.logged_in();
+
+    // Language as letters: a 24 for Avery, right PIN, the language echoed as its SIP code.
+    let r = k.ask(&format!("23eng20250114    093015AOMAIN|AA{AVERY}|AC|AD4321|"));
+    assert!(r.starts_with("24"), "{r}");
+    assert_eq!(r.get(16..19), Some("001"), "{r}");
+    assert_eq!((field(&r, "BL"), field(&r, "CQ")), (Some("Y"), Some("Y")), "{r}");
+
+    // A blank language and a zoneless date in a 63: read where the spec puts the fields.
+    let r = k.ask(&format!("63   20250114093015          AOMAIN|AA{AVERY}|AC|AD4321|"));
+    assert!(r.starts_with("64"), "{r}");
+    assert_eq!(field(&r, "AE"), Some("Reader, Avery"), "{r}");
+
+    // A short SC status gets the 98.
+    let r = k.ask("990302.00");
+    assert!(r.starts_with("98"), "{r}");
+
+    // A hold whose expiry is a day: the 16, and the hold is placed.
+    let r = k.ask(&format!("15+20250114    093015BW20261231|AOMAIN|AA{AVERY}|AB31234000011111|AC|AD4321|"));
+    assert!(r.starts_with("16"), "{r}");
+
+    // An unknown code: 96, and the connection still serves.
+    assert_eq!(k.ask("42foo|"), "96");
+    assert!(k.ask(&format!("23001{}AOMAIN|AA{AVERY}|AC|AD4321|", "20250114    093015")).starts_with("24"));
+
+    let counted = |kind: &str| metric(ops, &format!("sip2d_deviations_total{{kind=\"{kind}\"}}"));
+    assert_eq!(counted("language-letters"), 1);
+    assert_eq!(counted("language-blank"), 1);
+    assert_eq!(counted("date-without-zone"), 1);
+    assert_eq!(counted("sc-status-short-width"), 1);
+    assert_eq!(counted("date-only"), 1);
+}
+
+#[test]
+fn a_strict_profile_answers_96_where_a_lenient_one_serves() {
+    let server = start(
+        |desk| {
+            vector_world(desk);
+            let now = jiff::Timestamp::now();
+            desk.add_account("strict1", "s3cret-strict", "MAIN", None, now).unwrap();
+            desk.set_account_profile("strict1", &[("strictness", "strict")], now).unwrap();
+        },
+        test_config(),
+    );
+    let deviant = [
+        format!("23eng20250114    093015AOMAIN|AA{AVERY}|AC|AD4321|"),
+        "990302.00".to_string(),
+        format!("15+20250114    093015BW20261231|AOMAIN|AA{AVERY}|AB31234000011111|AC|AD4321|"),
+        format!("2300120250114093015AOMAIN|AA{AVERY}|AC|AD4321|"),
+        format!("23001YYYYMMDDZZZZHHMMSSAOMAIN|AA{AVERY}|AC|AD4321|"),
+    ];
+    let mut lenient = server.logged_in();
+    let mut strict = server.kiosk();
+    assert_eq!(strict.ask("9300CNstrict1|COs3cret-strict|"), "941");
+    let plain = format!("2300120250114    093015AOMAIN|AA{AVERY}|AC|AD4321|");
+    for frame in &deviant {
+        assert!(!lenient.ask(frame).starts_with("96"), "lenient: {frame}");
+        assert_eq!(strict.ask(frame), "96", "strict: {frame}");
+        // (Refusals in a row close the connection; a plain request in between keeps it.)
+        assert!(strict.ask(&plain).starts_with("24"));
+    }
+    // The same messages as the spec writes them are served on the strict connection.
+    for frame in [
+        format!("2300120250114    093015AOMAIN|AA{AVERY}|AC|AD4321|"),
+        "9900302.00".to_string(),
+        format!("15-20250114    093015BW20261231    235959|AOMAIN|AA{AVERY}|AB31234000011111|AC|AD4321|"),
+    ] {
+        let r = strict.ask(&frame);
+        assert!(!r.starts_with("96"), "strict, canonical: {frame} -> {r}");
+    }
+}
+
+#[test]
+fn a_strict_listener_refuses_a_deviant_login_and_a_lenient_one_takes_it() {
+    let mut config = test_config();
+    let mut strict = config.listen[0].clone();
+    strict.strictness = ListenerStrictness::Strict;
+    config.listen.push(strict);
+    let server = start(vector_world, config);
+    let (lenient_addr, strict_addr) = (server.addrs[0].0, server.addrs[1].0);
+    // Some kiosks leave out the two algorithm digits of the 93.
+    let login = "93CNkiosk1|COs3cret-kiosk|";
+    assert_eq!(Kiosk::connect(lenient_addr).ask(login), "941");
+    let mut k = Kiosk::connect(strict_addr);
+    assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941");
+    let mut k = Kiosk::connect(strict_addr);
+    assert_eq!(k.ask(login), "96");
+    // The strict listener takes the login as the spec writes it; then the profile (lenient
+    // by default) decides.
+    assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941");
+    assert!(k.ask(&format!("23eng20250114    093015AOMAIN|AA{AVERY}|AC|AD4321|")).starts_with("24"));
+}
