@@ -129,3 +129,35 @@ fn a_pin_never_appears_even_when_the_checksum_is_bad_and_a_prefix_hides_the_code
         assert!(text.contains("23 Patron Status Request") || text.contains("\"code\":\"23\""), "{text}");
     }
 }
+
+/// Lines from other servers and kiosks decode as meant, with what was tolerated named; every
+/// deviation vector's wire column decodes without an error.
+#[test]
+fn deviations_are_read_and_named() {
+    let input = b"23eng20250114    093015AOMAIN|AA21234000012345|AC|AD4321|\r\
+        24              00120250114    093016AOMAIN^AA21234000012345^AEReader, Avery^BLY^CQY^\r\
+        990302.00\r";
+    let out = sip2d(&["decode", "--json"], input);
+    let v = json_lines(&out);
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0]["code"], "23");
+    assert_eq!(v[0]["deviations"][0]["kind"], "language-letters");
+    assert_eq!(v[0]["deviations"][0]["at"], 2);
+    assert_eq!(v[1]["fields"].as_array().unwrap().iter().filter(|f| f["id"] == "AE").count(), 1, "{}", v[1]);
+    assert_eq!(v[1]["deviations"][0]["kind"], "caret-delimiter");
+    assert_eq!(v[2]["code"], "99");
+    assert!(v.iter().all(|m| m["error"].is_null()), "{v:?}");
+
+    let text = sip2d(&["decode"], b"990302.00\r");
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("tolerated at byte 3: sc-status-short-width"), "{text}");
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/vectors/deviations");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = sip2d(&["decode", "--json", "--escaped", path.to_str().unwrap()], b"");
+        for m in json_lines(&out) {
+            assert!(m["error"].is_null(), "{}: {m}", path.display());
+        }
+    }
+}

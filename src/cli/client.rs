@@ -440,7 +440,8 @@ pub fn show(frame: &[u8], encoding: Encoding, raw: bool, arrow: &str) -> String 
     if raw {
         return format!("{arrow} {}", escape::escape(&proto::redact(frame)));
     }
-    let d = proto::decode(frame, encoding);
+    let mut scratch = bytes::BytesMut::new();
+    let d = proto::decode_lenient(frame, encoding, &mut scratch);
     let sum = match d.trailer {
         Trailer::Absent => "no checksum".to_string(),
         Trailer::Present { valid: true, sequence, .. } => {
@@ -457,6 +458,9 @@ pub fn show(frame: &[u8], encoding: Encoding, raw: bool, arrow: &str) -> String 
             for f in fields {
                 let id = f.id.map(|i| String::from_utf8_lossy(&i).into_owned()).unwrap_or_else(|| "  ".into());
                 out.push_str(&format!("\n    {id} {:<width$}  {}", f.label, f.value));
+            }
+            for (dev, at) in d.deviations.iter() {
+                out.push_str(&format!("\n    tolerated at byte {at}: {dev} ({})", dev.describe()));
             }
             out
         }
@@ -488,7 +492,8 @@ impl ClientSession {
             if let Some(raw) = verbose {
                 println!("{}", show(&reply, t.encoding, raw, "<"));
             }
-            match proto::decode_response(&reply, t.encoding).message {
+            let mut scratch = bytes::BytesMut::new();
+            match proto::decode_lenient(&reply, t.encoding, &mut scratch).only(proto::Direction::AcsToSc).message {
                 Ok(Message::LoginResponse(r)) if r.ok => {}
                 _ => bail!("the server refused the login as {user}"),
             }
@@ -498,7 +503,8 @@ impl ClientSession {
             None => {
                 let status = message(&Request::ScStatus, "")?.context("99")?;
                 let reply = conn.ask(&status, t.timeout).await?;
-                match proto::decode_response(&reply, t.encoding).message {
+                let mut scratch = bytes::BytesMut::new();
+                match proto::decode_lenient(&reply, t.encoding, &mut scratch).only(proto::Direction::AcsToSc).message {
                     Ok(Message::AcsStatus(s)) => s.institution_id.into_owned(),
                     _ => String::new(),
                 }

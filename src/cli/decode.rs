@@ -9,19 +9,24 @@ use anyhow::{Context, Result};
 use bytes::BytesMut;
 use serde_json::{Value, json};
 
-use crate::proto::{self, DEFAULT_MAX_FRAME, Decoded, Encoding, FrameDecoder, FrameEvent, Trailer, escape};
+use crate::proto::{self, DEFAULT_MAX_FRAME, Decoded, Deviation, Encoding, FrameDecoder, FrameEvent, Trailer, escape};
 
 /// Decode raw SIP2 messages, one per line, from files or standard input.
 ///
 /// Every message is printed with its code and name, each field with its label, and the checksum
 /// verdict (ok, bad, or absent). Lines may end in CR, LF or CRLF. A log prefix in front of a
-/// message (a timestamp, a terminal name, an arrow) is found and skipped. PINs and passwords
+/// message (a timestamp, a terminal name, an arrow) is found and skipped, but only when the line
+/// does not read as a message on its own. PINs and passwords
 /// are never printed. The command exits 0 whenever it could read its input, whatever it found
 /// in it.
 ///
+/// Messages are read as sip2d reads them from kiosks: the variants real clients and servers send
+/// (a language as letters, a date without zone, a ^ delimiter...) are read as meant and listed
+/// as "tolerated" (docs/protocol.md, "Deviations").
+///
 /// With --json it prints one JSON object per message instead of text, with the keys line, code
 /// (or null), name, direction, checksum ("ok", "bad", "absent"), sequence, error (or null),
-/// fields, missing_required, prefix and raw.
+/// fields, missing_required, deviations (kind, at, what), prefix and raw.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -183,10 +188,12 @@ impl<'a> LineCounter<'a> {
     }
 }
 
-/// Where the message starts in a line that may carry a log prefix: the candidate that reads
-/// best, earliest first. A valid checksum counts most; then a clean parse, plausible fixed
-/// fields (dates that are dates) and no missing required field.
-fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
+/// Where the message starts in a line that may carry a log prefix. A line that reads as a
+/// message on its own (leniently, with real dates and every required field) is that message. Otherwise a prefix is skipped only when it
+/// has the shape of a log's (see [`log_shaped`]) and ends at a boundary; of those candidates
+/// the one that reads best wins, earliest first: a valid checksum counts most, then a clean
+/// parse, plausible fixed fields and no missing required field.
+fn locate<'a>(frame: &'a [u8], encoding: Encoding, scratch: &'a mut BytesMut) -> (usize, Decoded<'a>) {
     let score = |d: &Decoded<'_>| match &d.message {
         Ok(m) => {
             1 + 4 * u8::from(d.trailer.is_valid())
@@ -196,17 +203,23 @@ fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
         Err(_) => 0,
     };
     const BEST: u8 = 7;
-    let whole = proto::decode(frame, encoding);
+    let mut whole_scratch = BytesMut::new();
+    let whole = proto::decode_lenient(frame, encoding, &mut whole_scratch);
+    let stands = whole.message.as_ref().is_ok_and(|m| m.is_plausible() && m.missing_required().is_empty())
+        && !whole.deviations.kinds().any(|d| matches!(d, Deviation::DateUnreadable | Deviation::FixedFieldsMissing));
     let mut best = (score(&whole), 0usize);
-    if best.0 < BEST {
+    if !stands {
         for i in 1..frame.len().saturating_sub(1) {
             let boundary =
                 frame.get(i - 1).is_some_and(|b| matches!(b, b' ' | b'\t' | b'>' | b':' | b']' | b'"' | b'\'' | b'='));
             let code = frame.get(i..i + 2).and_then(|c| <[u8; 2]>::try_from(c).ok());
-            if !boundary || code.is_none_or(|c| proto::lookup(c).is_none()) {
+            if !boundary
+                || code.is_none_or(|c| proto::lookup(c).is_none())
+                || !log_shaped(frame.get(..i).unwrap_or_default())
+            {
                 continue;
             }
-            let s = score(&proto::decode(frame.get(i..).unwrap_or_default(), encoding));
+            let s = score(&proto::decode_lenient(frame.get(i..).unwrap_or_default(), encoding, &mut BytesMut::new()));
             if s > best.0 {
                 best = (s, i);
                 if s == BEST {
@@ -216,7 +229,24 @@ fn locate(frame: &[u8], encoding: Encoding) -> (usize, Decoded<'_>) {
         }
     }
     let start = best.1;
-    (start, if start == 0 { whole } else { proto::decode(frame.get(start..).unwrap_or_default(), encoding) })
+    (start, proto::decode_lenient(frame.get(start..).unwrap_or_default(), encoding, scratch))
+}
+
+/// Whether `prefix` looks like what logs put before a message: a time (`09:30:40`), a date
+/// (`2025-01-14`, `14/01/2025`), an arrow (`->`, `<-`, `>>`, `<<`, `=>`), a bracketed tag
+/// (`[kiosk1]`), or a direction word (send, recv, sent, received, request, response, in, out,
+/// tx, rx).
+fn log_shaped(prefix: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(prefix).to_ascii_lowercase();
+    let time_or_date = prefix
+        .windows(3)
+        .any(|w| matches!(w, [a, b':' | b'-' | b'/' | b'.', c] if a.is_ascii_digit() && c.is_ascii_digit()));
+    let arrow = ["->", "<-", ">>", "<<", "=>"].iter().any(|a| text.contains(a));
+    let tag = text.contains('[') && text.contains(']');
+    let word = text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        matches!(w, "send" | "sent" | "recv" | "received" | "request" | "response" | "in" | "out" | "tx" | "rx")
+    });
+    time_or_date || arrow || tag || word
 }
 
 fn code_text(frame: &[u8]) -> Option<String> {
@@ -256,7 +286,8 @@ struct Output<'a> {
 impl Output<'_> {
     fn message(&mut self, line: usize, frame: &[u8], encoding: Encoding) -> Result<()> {
         self.count += 1;
-        let (start, decoded) = locate(frame, encoding);
+        let mut scratch = BytesMut::new();
+        let (start, decoded) = locate(frame, encoding, &mut scratch);
         let body = frame.get(start..).unwrap_or_default();
         let prefix = (start > 0).then(|| String::from_utf8_lossy(frame.get(..start).unwrap_or_default()).into_owned());
         let (name, direction) = match &decoded.message {
@@ -274,6 +305,7 @@ impl Output<'_> {
             .as_ref()
             .map(|m| m.missing_required().into_iter().map(id_text).collect())
             .unwrap_or_default();
+        let deviations: Vec<_> = decoded.deviations.iter().collect();
         let trailer_error = match decoded.trailer {
             Trailer::Malformed(e) => Some(e.to_string()),
             _ => None,
@@ -295,6 +327,9 @@ impl Output<'_> {
                     "value": f.value,
                 })).collect::<Vec<Value>>(),
                 "missing_required": missing,
+                "deviations": deviations.iter().map(|(d, at)| json!({
+                    "kind": d.name(), "at": at, "what": d.describe(),
+                })).collect::<Vec<Value>>(),
                 "prefix": prefix,
                 "raw": escape::escape(&proto::redact(body)),
             });
@@ -330,6 +365,9 @@ impl Output<'_> {
         if !missing.is_empty() {
             writeln!(w, "    missing required field(s): {}", missing.join(", "))?;
         }
+        for (d, at) in &deviations {
+            writeln!(w, "    tolerated at byte {at}: {d} ({})", d.describe())?;
+        }
         if decoded.message.is_err() || !decoded.trailer.is_valid() && decoded.trailer != Trailer::Absent {
             writeln!(w, "    raw: {}", escape::escape(&proto::redact(body)))?;
         }
@@ -348,7 +386,7 @@ impl Output<'_> {
             let obj = json!({
                 "line": line, "code": null, "name": null, "direction": null, "checksum": "absent",
                 "checksum_error": null, "sequence": null, "error": msg, "fields": [],
-                "missing_required": [], "prefix": null, "raw": null,
+                "missing_required": [], "deviations": [], "prefix": null, "raw": null,
             });
             writeln!(self.w, "{obj}")?;
         } else {
@@ -365,19 +403,54 @@ mod tests {
     #[test]
     fn log_prefixes_are_skipped() {
         let line = b"2025-01-14 09:30:40 kiosk1 -> 11YN20250114    093040                  AOMAIN|AA21234000012345|AB31234000098765|AC|AY3AZED57";
-        let (start, d) = locate(line, Encoding::Utf8);
+        let mut scratch = BytesMut::new();
+        let (start, d) = locate(line, Encoding::Utf8, &mut scratch);
         assert_eq!(line.get(start..start + 4), Some(&b"11YN"[..]));
         assert!(d.trailer.is_valid());
 
         // With a bad checksum, or none, the plausible parse wins over the timestamp read as a '20'.
         let line = b"2025-01-14 09:30:15 kiosk1 -> 2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1A0";
-        let (start, d) = locate(line, Encoding::Utf8);
+        let mut scratch = BytesMut::new();
+        let (start, d) = locate(line, Encoding::Utf8, &mut scratch);
         assert_eq!(line.get(start..start + 2), Some(&b"23"[..]));
         assert_eq!(d.trailer.verdict(), "bad");
         let line = b"2025-01-14 09:30:40 [kiosk1] 9300CNkiosk1|COs3cret|";
-        let (start, d) = locate(line, Encoding::Utf8);
+        let mut scratch = BytesMut::new();
+        let (start, d) = locate(line, Encoding::Utf8, &mut scratch);
         assert_eq!(line.get(start..start + 4), Some(&b"9300"[..]));
         assert!(d.message.is_ok());
+    }
+
+    #[test]
+    fn a_message_that_merely_looks_like_a_prefix_is_read_as_it_stands() {
+        // A 64 with five counts, from another server: after the blanks, "0930..." starts
+        // like a 09. The line reads as a 64 on its own, so nothing is skipped.
+        let line = b"64              00120250114    09301700000001000000000000AOMAIN|AA21234000012345|AEReader, Avery|";
+        let mut scratch = BytesMut::new();
+        let (start, d) = locate(line, Encoding::Utf8, &mut scratch);
+        assert_eq!(start, 0);
+        assert!(matches!(d.message, Ok(proto::Message::PatronInformationResponse(_))), "{d:?}");
+        assert!(d.deviations.contains(proto::Deviation::FixedFieldsMissing));
+        // A 24 whose name holds an arrow and a code-like word is still the 24.
+        let line = b"24              00120250114    093016AOMAIN|AA2|AEX -> 09 Y|BLY|";
+        let mut scratch = BytesMut::new();
+        assert_eq!(locate(line, Encoding::Utf8, &mut scratch).0, 0);
+        // Garbage before a message without the shape of a log is not skipped.
+        let line = b"xyz 9300CNkiosk1|COs3cret|";
+        let mut scratch = BytesMut::new();
+        let (start, d) = locate(line, Encoding::Utf8, &mut scratch);
+        assert_eq!(start, 0);
+        assert!(d.message.is_err());
+    }
+
+    #[test]
+    fn recognised_log_shapes() {
+        for p in ["12:00:01 ", "2025-01-14 ", "kiosk1 -> ", "[kiosk1] ", "SEND: ", "rx ", "<< "] {
+            assert!(log_shaped(p.as_bytes()), "{p}");
+        }
+        for p in ["xyz ", "kiosk1 ", "AB ", "24              001"] {
+            assert!(!log_shaped(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

@@ -232,7 +232,8 @@ impl Runner<'_> {
     /// fields, the right response code.
     fn wellformed(&mut self, sent: &[u8], reply: &[u8], sealed: bool) {
         let body = reply;
-        let d = proto::decode_response(body, self.settings.encoding);
+        let mut scratch = bytes::BytesMut::new();
+        let d = proto::decode_lenient(body, self.settings.encoding, &mut scratch).only(proto::Direction::AcsToSc);
         let shown = escape::escape(&proto::redact(body));
         let sent_code = sent.get(..2).unwrap_or_default();
         if let Some(want) = response_to(sent_code) {
@@ -244,7 +245,14 @@ impl Runner<'_> {
         }
         match &d.message {
             Ok(m) => {
-                self.record("fixed fields parse", Verdict::Pass);
+                // Read leniently so that one deviation does not make every later check a
+                // misreading; the deviation itself fails this check, by name.
+                self.pass_if("fixed fields parse", d.deviations.is_empty(), || {
+                    format!(
+                        "read only by tolerating {} (docs/protocol.md; strict clients refuse it): {shown}",
+                        d.deviations
+                    )
+                });
                 let missing = m.missing_required();
                 self.pass_if("required fields present", missing.is_empty(), || {
                     let ids: Vec<String> = missing.iter().map(|i| String::from_utf8_lossy(i).into_owned()).collect();
@@ -474,7 +482,8 @@ impl KioskGrader {
     pub fn grade(&mut self, peer: std::net::SocketAddr, frame: &[u8], encoding: Encoding) -> Vec<Check> {
         let st = self.peers.entry(peer).or_default();
         st.requests += 1;
-        let d = proto::decode_request(frame, encoding);
+        let mut scratch = bytes::BytesMut::new();
+        let d = proto::decode_lenient(frame, encoding, &mut scratch).only(proto::Direction::ScToAcs);
         let code = frame.get(..2).map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
         let name = format!("{peer} #{} {}", st.requests, message_name(frame));
         let mut out = Vec::new();
@@ -484,7 +493,17 @@ impl KioskGrader {
         let shown = escape::escape(&proto::redact(frame));
         match &d.message {
             Ok(m) => {
-                add("well-formed request", Verdict::Pass);
+                add(
+                    "well-formed request",
+                    if d.deviations.is_empty() {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail(format!(
+                            "read only by tolerating {} (docs/protocol.md; strict servers answer 96): {shown}",
+                            d.deviations
+                        ))
+                    },
+                );
                 let missing = m.missing_required();
                 add(
                     "required fields present",
@@ -579,5 +598,10 @@ mod tests {
         };
         assert_eq!(fails(g.grade(peer, jump.as_bytes(), Encoding::Utf8)), ["sequence"]);
         assert_eq!(fails(g.grade(peer, b"2300120250114    0930", Encoding::Utf8)), ["well-formed request"]);
+        // A deviation fails the one check, by name; the rest is graded on what was meant.
+        let checks = g.grade(peer, b"23eng20250114    093015AOMAIN|AA1|AC|AD|", Encoding::Utf8);
+        let failed: Vec<_> = checks.iter().filter(|c| matches!(c.verdict, Verdict::Fail(_))).collect();
+        assert_eq!(failed.len(), 1, "{checks:?}");
+        assert!(matches!(&failed[0].verdict, Verdict::Fail(why) if why.contains("language-letters")), "{failed:?}");
     }
 }
