@@ -116,3 +116,51 @@ fn a_strict_listener_refuses_a_deviant_login_and_a_lenient_one_takes_it() {
     assert_eq!(k.ask("9300CNkiosk1|COs3cret-kiosk|"), "941");
     assert!(k.ask(&format!("23eng20250114    093015AOMAIN|AA{AVERY}|AC|AD4321|")).starts_with("24"));
 }
+
+/// A fee imported with the id it had in the previous system is paid by a 37 naming that id;
+/// an id the register does not know pays nothing and says why.
+#[test]
+fn a_fee_id_from_the_previous_system_pays_that_fee() {
+    use sip2d::domain::{FeeKind, FeeStatus, Money};
+    use sip2d::engine::{By, ImportOptions, exchange};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open(dir.path());
+    let now = jiff::Timestamp::now();
+    let desk = sip2d::engine::Desk::new(&engine, "test");
+    vector_world(&desk);
+    // Avery owes 2.00 in a fee made here, and 3.00 in one the old system called FINE-9911.
+    let here = desk.add_fee(1, FeeKind::Overdue, Money(200), now).unwrap();
+    let line = format!(
+        r#"{{"type":"fee","id":9001,"patron":{},"kind":"overdue","amount":"3.00","paid":"0.00","currency":"USD","comment":null,"status":"active","created":"2026-11-01T10:00:00Z","previous_id":"FINE-9911"}}"#,
+        here.patron
+    );
+    let by = By { actor: "import".into(), now };
+    let report = exchange::import(&engine, std::io::Cursor::new(line.clone()), &ImportOptions::default(), &by).unwrap();
+    assert_eq!(report.rejected.len(), 0, "{report:?}");
+    // The same previous id on a second fee of the patron is refused.
+    let twin = line.replace("9001", "9002");
+    let report = exchange::import(&engine, std::io::Cursor::new(twin), &ImportOptions::default(), &by).unwrap();
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    let server = common::start_in(dir, engine, test_config());
+    let mut k = server.logged_in();
+
+    let pay = |k: &mut Kiosk, cg: &str, amount: &str| {
+        k.ask(&format!("3720250114    0930150100USDAOMAIN|AA{AVERY}|AC|AD4321|BV{amount}|CG{cg}|"))
+    };
+    let r = pay(&mut k, "NOPE-1", "3.00");
+    assert!(r.starts_with("38N"), "{r}");
+    assert_eq!(field(&r, "AF"), Some("There is no fee 'NOPE-1'."), "{r}");
+    let r = pay(&mut k, "FINE-9911", "3.00");
+    assert!(r.starts_with("38Y"), "{r}");
+    server.engine_desk(|desk| {
+        let (fees, _) = desk.fees(here.patron).unwrap();
+        let old = fees.iter().find(|f| f.id == 9001).unwrap();
+        assert_eq!(old.status, FeeStatus::Paid, "{old:?}");
+        let new = fees.iter().find(|f| f.id == here.id).unwrap();
+        assert_eq!(new.paid, Money(0), "the other fee is untouched: {new:?}");
+    });
+    // Paid already: a second payment naming it is refused, with the reason.
+    let r = pay(&mut k, "FINE-9911", "1.00");
+    assert!(r.starts_with("38N") && field(&r, "AF").is_some(), "{r}");
+}

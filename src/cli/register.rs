@@ -975,7 +975,7 @@ fn fee(reg: &Opened, cmd: &FeeCmd, common: &Common) -> Result<()> {
                 "{}",
                 json!({"id": f.id, "patron": f.patron, "type": f.kind.name(), "amount": f.amount.to_string(),
                        "paid": f.paid.to_string(), "status": format!("{:?}", f.status).to_lowercase(),
-                       "item": f.item, "comment": f.comment})
+                       "item": f.item, "comment": f.comment, "previous_id": f.previous_id})
             );
         } else {
             outln!(
@@ -985,7 +985,10 @@ fn fee(reg: &Opened, cmd: &FeeCmd, common: &Common) -> Result<()> {
                 f.amount.to_string(),
                 f.paid.to_string(),
                 format!("{:?}", f.status).to_lowercase(),
-                f.comment.clone().unwrap_or_default()
+                match &f.previous_id {
+                    Some(p) => format!("(was {p}) {}", f.comment.as_deref().unwrap_or_default()),
+                    None => f.comment.clone().unwrap_or_default(),
+                }
             );
         }
     };

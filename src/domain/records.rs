@@ -503,6 +503,10 @@ pub struct Fee {
     pub created: Timestamp,
     #[serde(default)]
     pub history: Vec<FeeEvent>,
+    /// The id the fee had in the library's previous system, kept from an import so that a
+    /// kiosk still naming it (37 `CG`) pays this fee. Unique among the patron's fees.
+    #[serde(default)]
+    pub previous_id: Option<String>,
 }
 
 impl Fee {

@@ -321,6 +321,7 @@ mod tests {
             status,
             created: now(),
             history: vec![],
+            previous_id: None,
         }
     }
 

@@ -404,6 +404,19 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
             if fee.paid.0 < 0 || (fee.amount.0 > 0 && fee.paid > fee.amount) {
                 return Err(format!("paid {} does not fit the amount {}", fee.paid, fee.amount));
             }
+            if let Some(previous) = &fee.previous_id {
+                if previous.trim().is_empty() || previous.trim() != previous || previous.contains('|') {
+                    return Err(format!("previous_id {previous:?} is not an id a kiosk can send"));
+                }
+                let taken = u
+                    .state
+                    .fees_of(fee.patron)
+                    .into_iter()
+                    .find(|f| f.id != fee.id && f.previous_id.as_ref() == Some(previous));
+                if let Some(other) = taken {
+                    return Err(format!("previous_id {previous} is already fee {}'s, of the same patron", other.id));
+                }
+            }
             let outcome = match u.state.fee(fee.id) {
                 Some(o) if o.patron != fee.patron => {
                     return Err(format!("fee {} belongs to patron {}, not {}", fee.id, o.patron, fee.patron));

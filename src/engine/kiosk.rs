@@ -237,13 +237,24 @@ pub fn pay(
     }
     let Some(amount) = Money::parse(amount) else { return paid(Err(Refusal::NotAnAmount(amount.into()))) };
     let fee = match fee.map(str::trim).filter(|f| !f.is_empty()) {
-        Some(f) => match f.parse::<u64>() {
-            Ok(id) => Some(id),
-            Err(_) => return paid(Err(Refusal::UnknownFee(f.into()))),
+        Some(f) => match named_fee(u, p.id, f) {
+            Some(id) => Some(id),
+            None => return paid(Err(Refusal::UnknownFee(f.into()))),
         },
         None => None,
     };
     paid(u.attempt(|u| fees::pay(u, p.id, amount, fee, transaction)))
+}
+
+/// The fee a 37's `CG` names: one of the patron's fees by our id, else by the id it had in the
+/// previous system, else (a number) our id for `fees::pay` to refuse as not the patron's.
+fn named_fee(u: &Unit<'_>, patron: u64, named: &str) -> Option<u64> {
+    let fees = u.state.fees_of(patron);
+    let ours = named.parse::<u64>().ok();
+    if let Some(f) = fees.iter().find(|f| Some(f.id) == ours) {
+        return Some(f.id);
+    }
+    fees.iter().find(|f| f.previous_id.as_deref() == Some(named)).map(|f| f.id).or(ours)
 }
 
 /// 15: places, cancels or changes a hold on an item or a title.

@@ -774,6 +774,7 @@ fn a_refused_unit_is_undone_write_by_write() {
         status: FeeStatus::Active,
         created: t,
         history: vec![],
+        previous_id: None,
     };
     let hold = |id: u64, p: u64, i: &str| Hold {
         id,

@@ -182,6 +182,7 @@ pub fn lend(u: &mut Unit<'_>, patron: u64, barcode: &str, r: &Lend) -> Result<Le
                     status: FeeStatus::Active,
                     created: now,
                     history: vec![FeeEvent::Added { by: u.actor().to_string(), at: now }],
+                    previous_id: None,
                 };
                 u.put(Write::Fee(Box::new(fee.clone())))?;
                 charged = Some(fee);

@@ -48,6 +48,7 @@ pub fn add(
         status: FeeStatus::Active,
         created: u.now(),
         history: vec![FeeEvent::Added { by: u.actor().to_string(), at: u.now() }],
+        previous_id: None,
     };
     u.put(Write::Fee(Box::new(fee.clone())))?;
     u.audit(patron, "fee-add", vec![("fee".into(), String::new(), format!("{} {} {}", fee.id, kind.name(), amount))]);
