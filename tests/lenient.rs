@@ -164,3 +164,100 @@ fn a_fee_id_from_the_previous_system_pays_that_fee() {
     let r = pay(&mut k, "FINE-9911", "1.00");
     assert!(r.starts_with("38N") && field(&r, "AF").is_some(), "{r}");
 }
+
+/// Reads from `s` until `want` has arrived (or a second has passed).
+fn expect_text(s: &mut std::net::TcpStream, want: &str) {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&got).ends_with(want) {
+        match s.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!("waiting for {want:?}, got {:?} then {other:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+#[test]
+fn telnet_login_on_a_listener_that_enables_it_then_sip() {
+    use std::io::Write;
+    let mut config = test_config();
+    let mut telnet = config.listen[0].clone();
+    telnet.telnet_login = true;
+    config.listen.push(telnet);
+    let server = start(vector_world, config);
+    let (plain, telnet) = (server.addrs[0].0, server.addrs[1].0);
+
+    let mut s = std::net::TcpStream::connect(telnet).unwrap();
+    // A telnet client negotiates first; a wrong password is refused and asked again.
+    s.write_all(b"\xFF\xFD\x03\xFF\xFB\x18").unwrap();
+    expect_text(&mut s, "login: ");
+    s.write_all(b"kiosk1\r\n").unwrap();
+    expect_text(&mut s, "password: ");
+    s.write_all(b"wrong\r\0").unwrap();
+    expect_text(&mut s, "Invalid login\r\n");
+    expect_text(&mut s, "login: ");
+    s.write_all(b"kiosk1\r\n").unwrap();
+    expect_text(&mut s, "password: ");
+    s.write_all(b"s3cret-kiosk\r\n").unwrap();
+    expect_text(&mut s, "Login OK. Initiating SIP\r\n");
+    let mut k = Kiosk::from_stream(s);
+    let r = k.ask(&format!("2300120250114    093015AOMAIN|AA{AVERY}|AC|AD4321|"));
+    assert!(r.starts_with("24") && r.contains("|BLY|CQY|"), "{r}");
+
+    // The same credentials typed at a listener without telnet login: its first bytes are
+    // telnet negotiation, which is not SIP, and the connection is closed at once.
+    let mut k = Kiosk::connect(plain);
+    k.send(b"\xFF\xFD\x03");
+    assert!(k.closed());
+    // And the prompts never go out where telnet login is off.
+    let mut k = Kiosk::connect(plain);
+    assert!(k.silent_for(std::time::Duration::from_millis(200)));
+}
+
+#[test]
+fn telnet_login_gives_up_after_the_login_attempts() {
+    use std::io::Write;
+    let mut config = test_config();
+    config.listen[0].telnet_login = true;
+    config.limits.max_login_attempts = 2;
+    let server = start(vector_world, config);
+    let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+    for _ in 0..2 {
+        expect_text(&mut s, "login: ");
+        s.write_all(b"kiosk1\n").unwrap();
+        expect_text(&mut s, "password: ");
+        s.write_all(b"nope\n").unwrap();
+        expect_text(&mut s, "Invalid login\r\n");
+    }
+    let mut k = Kiosk::from_stream(s);
+    assert!(k.closed(), "closed after two refusals");
+}
+
+#[test]
+fn an_unknown_code_gets_96_or_where_the_profile_asks_the_nearest_refusal() {
+    use sip2d::service::nearest_request;
+    assert_eq!(nearest_request(*b"39"), Some(*b"37"));
+    assert_eq!(nearest_request(*b"02"), Some(*b"01"));
+    assert_eq!(nearest_request(*b"50"), Some(*b"37"), "a tie goes to the lower code");
+    assert_eq!(nearest_request(*b"XY"), None);
+
+    let server = start(
+        |desk| {
+            vector_world(desk);
+            let now = jiff::Timestamp::now();
+            desk.add_account("old1", "s3cret-old", "MAIN", None, now).unwrap();
+            desk.set_account_profile("old1", &[("unknown-code", "nearest-refusal")], now).unwrap();
+        },
+        test_config(),
+    );
+    assert_eq!(server.logged_in().ask("3920250114    093015AOMAIN|"), "96");
+    let mut k = server.kiosk();
+    assert_eq!(k.ask("9300CNold1|COs3cret-old|"), "941");
+    let r = k.ask("3920250114    093015AOMAIN|");
+    assert!(r.starts_with("38N"), "{r}");
+    assert_eq!(field(&r, "AF"), Some("This message is not served here."), "{r}");
+    // And the connection serves on.
+    assert!(k.ask(&format!("2300120250114    093015AOMAIN|AA{AVERY}|AC|AD4321|")).starts_with("24"));
+}

@@ -68,6 +68,10 @@ pub struct Profile {
     /// `strictness` (default lenient): `strict` answers 96 to a frame that departs from the
     /// spec in a way the lenient reader would tolerate (docs/protocol.md, "Deviations").
     pub strict: bool,
+    /// `unknown-code` (default 96): `nearest-refusal` answers a request code SIP2 2.00 does
+    /// not define with the refusal of the defined request whose code is nearest (a 38 "not
+    /// served here" for a `39`, say), for kiosks that hang on a 96; `96` answers 96.
+    pub unknown_code_refusal: bool,
 }
 
 /// How a terminal's circulation requests (11, 15, 29, 65) must show that the patron is
@@ -110,6 +114,7 @@ impl Default for Profile {
             unverified_name: false,
             unverified_status: true,
             strict: false,
+            unknown_code_refusal: false,
         }
     }
 }
@@ -135,6 +140,7 @@ impl Profile {
         "unverified-name",
         "unverified-status",
         "strictness",
+        "unknown-code",
     ];
 
     /// Reads an account's profile settings.
@@ -219,6 +225,13 @@ impl Profile {
             }
             "unverified-name" => self.unverified_name = yes()?,
             "unverified-status" => self.unverified_status = yes()?,
+            "unknown-code" => {
+                self.unknown_code_refusal = match v.as_str() {
+                    "96" => false,
+                    "nearest-refusal" => true,
+                    _ => return Err(bad("96 or nearest-refusal")),
+                }
+            }
             "strictness" => {
                 self.strict = match v.as_str() {
                     "lenient" => false,

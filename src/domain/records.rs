@@ -416,7 +416,7 @@ impl Patron {
     }
 }
 
-/// SIP fee types (PROTOCOL.md section 4.5), as the register names them.
+/// SIP fee types (docs/protocol.md section 4.5), as the register names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeeKind {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod logins;
 pub mod ops;
+pub mod telnet;
 mod tls;
 
 use std::collections::HashMap;
@@ -426,11 +427,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let limits = &settings.limits;
     let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(settings.accept_lf);
     let mut buf = BytesMut::with_capacity(1024);
-    let (rules, _telnet) = settings.listener(listener);
+    let (rules, telnet) = settings.listener(listener);
     let mut session = Some(Session::new(rules));
     let mut replies: u64 = 0;
     // Until the first bytes have shown they could be SIP.
     let mut seen_sip = false;
+    if telnet {
+        let Some(s) = session.as_mut() else { return };
+        if !telnet_login(&mut io, peer, &mut buf, s, shared, settings, shutdown, started).await {
+            let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
+            return;
+        }
+        seen_sip = true;
+    }
     loop {
         while let Some(event) = decoder.decode(&mut buf) {
             let frame = match event {
@@ -558,6 +567,85 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%peer, error = %e, "read failed");
                 return;
             }
+        }
+    }
+}
+
+/// The telnet login dialogue (`telnet.rs`): prompts, then the credentials go through the
+/// session as a 93 would, with the same login gate, refusal count and pause. True once the
+/// terminal is logged in; false when the connection should close.
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
+async fn telnet_login<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    peer: SocketAddr,
+    buf: &mut BytesMut,
+    session: &mut Session,
+    shared: &Arc<Shared>,
+    settings: &Arc<Settings>,
+    shutdown: &CancellationToken,
+    started: tokio::time::Instant,
+) -> bool {
+    let limits = &settings.limits;
+    let deadline = started + limits.login_timeout;
+    loop {
+        let mut answers = Vec::with_capacity(2);
+        for prompt in [telnet::LOGIN_PROMPT, telnet::PASSWORD_PROMPT] {
+            if !matches!(tokio::time::timeout(limits.write_timeout, io.write_all(prompt)).await, Ok(Ok(()))) {
+                return false;
+            }
+            loop {
+                if let Some(line) = telnet::take_line(buf) {
+                    answers.push(line);
+                    break;
+                }
+                if buf.len() > telnet::MAX_LINE {
+                    info!(%peer, "telnet login: line too long; closing");
+                    return false;
+                }
+                let read = tokio::time::timeout_at(deadline, io.read_buf(buf));
+                match tokio::select! { _ = shutdown.cancelled() => return false, r = read => r } {
+                    Ok(Ok(n)) if n > 0 => shared.metrics.read(n),
+                    Err(_) => {
+                        info!(%peer, reason = "no login", "timed out; closing");
+                        return false;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        let (login, password) = (answers.first().map(Vec::as_slice), answers.get(1).map(Vec::as_slice));
+        let (verdict, close) = match (login.and_then(telnet::usable), password.and_then(telnet::usable)) {
+            (Some(user), Some(pw)) => {
+                let clock = Instant::now();
+                let frame = format!("9300CN{user}|CO{pw}|");
+                let checker = logins::PeerLogins::new(&shared.logins, peer.ip(), limits);
+                let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
+                    .with_passwords(&checker);
+                let outcome = session.on_frame(&svc, frame.as_bytes(), Timestamp::now()).await;
+                shared.metrics.request(outcome.code, outcome.verdict.as_str(), clock.elapsed());
+                info!(%peer, account = user, outcome = outcome.verdict.as_str(), "telnet login");
+                if outcome.verdict == Verdict::LoginRefused {
+                    let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                (outcome.verdict, outcome.close)
+            }
+            _ => {
+                info!(%peer, "telnet login: not a usable login or password");
+                (Verdict::LoginRefused, false)
+            }
+        };
+        if verdict == Verdict::Ok {
+            return matches!(
+                tokio::time::timeout(limits.write_timeout, io.write_all(telnet::ACCEPTED)).await,
+                Ok(Ok(()))
+            );
+        }
+        let sent = tokio::time::timeout(limits.write_timeout, io.write_all(telnet::REFUSED)).await;
+        if !matches!(sent, Ok(Ok(()))) || close {
+            return false;
         }
     }
 }

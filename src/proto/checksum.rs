@@ -1,4 +1,4 @@
-//! Error detection: the `AY` sequence number and `AZ` checksum trailer (PROTOCOL.md section 1.5).
+//! Error detection: the `AY` sequence number and `AZ` checksum trailer (docs/protocol.md section 1.5).
 
 use std::fmt;
 

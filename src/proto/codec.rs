@@ -167,7 +167,7 @@ impl<'a> FieldCodec<'a> for Text {
 }
 
 /// Writes one text field; screen (`AF`) and print (`AG`) lines that are too long for one field
-/// continue in further fields, anything else is cut (PROTOCOL.md section 1.1).
+/// continue in further fields, anything else is cut (docs/protocol.md section 1.1).
 pub(crate) fn write_text_field(id: &[u8; 2], value: &str, out: &mut BytesMut, encoding: Encoding) {
     let continues = id == b"AF" || id == b"AG";
     let mut rest = value;

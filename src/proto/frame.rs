@@ -1,4 +1,4 @@
-//! Framing: cuts a growing byte buffer into SIP2 frames (PROTOCOL.md sections 1.2 and 1.4).
+//! Framing: cuts a growing byte buffer into SIP2 frames (docs/protocol.md sections 1.2 and 1.4).
 
 use bytes::{Buf, Bytes, BytesMut};
 

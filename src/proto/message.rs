@@ -466,7 +466,7 @@ macro_rules! sip_message {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The messages (PROTOCOL.md section 3).
+// The messages (docs/protocol.md section 3).
 
 sip_message! {
     /// 93 Login: the kiosk authenticates with its self-check account.
@@ -595,7 +595,7 @@ sip_message! {
 
 impl PatronInformation<'_> {
     /// The 1-based window `BP..=BQ` of the selected list; a bound that is not a number is
-    /// ignored (PROTOCOL.md section 3.5).
+    /// ignored (docs/protocol.md section 3.5).
     pub fn item_window(&self) -> (Option<u32>, Option<u32>) {
         let num = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(|s| s.trim().parse::<u32>().ok());
         (num(&self.start_item), num(&self.end_item))
@@ -1082,7 +1082,7 @@ macro_rules! message_set {
                 let (_, code) = grammar::command_code(body).map_err(|_| ParseError::new(body.len(), ParseErrorKind::NoCommand))?;
                 let Some(parser) = index_of(code).and_then(|i| PARSERS.get(i)) else {
                     // Unknown before NUL: binary garbage is ignored as an unknown command, while a
-                    // NUL inside a message we know is a line error (PROTOCOL.md section 6).
+                    // NUL inside a message we know is a line error (docs/protocol.md section 6).
                     return Err(ParseError::new(0, ParseErrorKind::UnknownCommand(code)));
                 };
                 if let Some(at) = find_nul(body) {
@@ -1094,6 +1094,13 @@ macro_rules! message_set {
             /// The command code.
             pub fn code(&self) -> [u8; 2] {
                 match self { $( Message::$variant(_) => $variant::CODE, )* }
+            }
+
+            /// A message with this code and every field at its default, for building the
+            /// reply shape of a message that was not (or could not be) read.
+            pub fn empty(code: [u8; 2]) -> Option<Message<'static>> {
+                $( if code == $variant::CODE { return Some(Message::$variant(wrap_variant!($($boxed)?, $variant::default()))); } )*
+                None
             }
 
             /// The spec's name for it.

@@ -12,7 +12,7 @@ pub const MAX_VALUE_LEN: usize = 255;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// UTF-8. On input a value that is not valid UTF-8 is read as CP850 instead, so that no byte
-    /// sequence is ever rejected (PROTOCOL.md section 1.3).
+    /// sequence is ever rejected (docs/protocol.md section 1.3).
     #[default]
     Utf8,
     /// IBM code page 850, the spec's default character set.

@@ -11,7 +11,7 @@ use super::text::Encoding;
 // ---------------------------------------------------------------------------------------------
 // Dates
 
-/// A SIP date-time field, 18 characters `YYYYMMDDZZZZHHMMSS` (PROTOCOL.md section 2.1).
+/// A SIP date-time field, 18 characters `YYYYMMDDZZZZHHMMSS` (docs/protocol.md section 2.1).
 ///
 /// Dates from kiosks are informational, so an impossible one still parses (as `Invalid`, with
 /// its bytes kept) and never causes a refusal.

@@ -36,7 +36,7 @@ pub mod words;
 
 pub use answer::refusal;
 pub use guard::{PinGuard, ServiceLimits};
-pub use session::{Outcome, Session, SessionRules, Verdict};
+pub use session::{Outcome, Session, SessionRules, Verdict, nearest_request};
 pub use words::Phrase;
 
 /// A logged-in terminal: its account, profile and institution.

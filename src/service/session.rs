@@ -9,7 +9,7 @@ use super::{Service, Terminal, refusal, sip_date};
 use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
 use crate::engine::Error;
 use crate::proto::{
-    self, AcsStatus, Decoded, Deviations, Direction, Encoding, LoginResponse, Message, ProtocolVersion,
+    self, AcsStatus, Decoded, Deviations, Direction, Encoding, LoginResponse, Message, ParseErrorKind, ProtocolVersion,
     RequestScResend, Seal, Sequence, SipDate, Strictness, SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
 };
 
@@ -120,6 +120,22 @@ pub struct Session {
     last_reply: Option<Bytes>,
     /// `(AY, AZ)` of the last request served, to recognise a retransmission.
     last_request: Option<(Sequence, u16)>,
+}
+
+/// The SIP2 2.00 request whose code is numerically nearest to `code` (the lower one on a tie),
+/// for two-digit codes; 93, 97 and 99 are left out, as their replies refuse nothing.
+pub fn nearest_request(code: [u8; 2]) -> Option<[u8; 2]> {
+    let n = |c: [u8; 2]| -> Option<i32> {
+        let [a, b] = c;
+        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i32::from(a - b'0') * 10 + i32::from(b - b'0'))
+    };
+    let want = n(code)?;
+    proto::ALL_MESSAGES
+        .iter()
+        .filter(|m| m.direction == Direction::ScToAcs && !matches!(&m.code, b"93" | b"97" | b"99"))
+        .filter_map(|m| Some((n(m.code)?, m.code)))
+        .min_by_key(|&(c, _)| ((c - want).abs(), c))
+        .map(|(_, c)| c)
 }
 
 /// Whether a terminal with this profile may send this request code: its `messages` list,
@@ -307,8 +323,31 @@ impl Session {
                     deviations: Deviations::default(),
                 };
             }
-            // Never silent: what we cannot serve gets the one "could not read that" SIP has.
+            // Never silent: what we cannot serve gets the one "could not read that" SIP has, or
+            // where the profile asks, the refusal of the nearest message.
             Err(e) if e.is_unknown_command() => {
+                if let (ParseErrorKind::UnknownCommand(unknown), Some(t)) = (e.kind, &self.terminal) {
+                    let nearest = nearest_request(unknown).and_then(Message::empty);
+                    if let Some(request) = nearest.filter(|_| t.profile.unknown_code_refusal) {
+                        let inst = &t.institution;
+                        let why = words::phrase(Phrase::NotServed, t.profile.language);
+                        let reply = refusal(&request, Some(&inst.code), sip_date(now, inst), why);
+                        if let Some(reply) = reply {
+                            self.unreadable += 1;
+                            let bytes =
+                                self.encode(&reply, if seal == Seal::None { Seal::None } else { Seal::Checksum });
+                            self.last_reply = Some(bytes.clone());
+                            return Outcome {
+                                code,
+                                reply: Some(bytes),
+                                verdict: Verdict::UnknownCode,
+                                close: self.unreadable >= self.rules.max_unreadable,
+                                failure: None,
+                                deviations: Deviations::default(),
+                            };
+                        }
+                    }
+                }
                 return self.resend_please(code, seal != Seal::None, Verdict::UnknownCode);
             }
             Err(_) => return self.resend_please(code, seal != Seal::None, Verdict::Unreadable),

@@ -54,7 +54,7 @@ pub enum FieldOp {
     Absent,
 }
 
-/// A transcript: a name, the PROTOCOL.md sections it tests, why, its steps, and the fixture
+/// A transcript: a name, the docs/protocol.md sections it tests, why, its steps, and the fixture
 /// values it needs (missing ones skip it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transcript {
