@@ -18,7 +18,7 @@ fn sample_frames() -> Vec<([u8; 2], &'static str, Vec<u8>)> {
     files.sort();
     let mut out: Vec<([u8; 2], &'static str, Vec<u8>)> = Vec::new();
     for path in files {
-        if path.ends_with("malformed.txt") {
+        if path.ends_with("malformed.txt") || path.is_dir() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
@@ -77,6 +77,37 @@ fn parse_and_encode(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// Issue 15: what the lenient reader costs. A frame that follows the spec is read once, as
+/// `decode` reads it (the baseline); a deviant one is read, rewritten and read again.
+fn lenient(c: &mut Criterion) {
+    let canonical_23 = b"2300120250114    093015AOMAIN|AA21234000012345|AC|AD4321|AY2AZF1AD".to_vec();
+    let deviant_23 = b"23eng20250114    093015AOMAIN|AA21234000012345|AC|AD4321|".to_vec();
+    let zoneless_11 = b"11YN20250110081500                  AOMAIN|AA21234000012345|AB39012000001|AC|".to_vec();
+    let mut group = c.benchmark_group("lenient_23");
+    group.bench_function("exact_decode_baseline", |b| {
+        b.iter(|| black_box(proto::decode(black_box(&canonical_23), Encoding::Utf8).message.is_ok()))
+    });
+    group.bench_function("lenient_canonical", |b| {
+        b.iter(|| {
+            let mut scratch = BytesMut::new();
+            black_box(proto::decode_lenient(black_box(&canonical_23), Encoding::Utf8, &mut scratch).message.is_ok())
+        })
+    });
+    group.bench_function("lenient_language_letters", |b| {
+        b.iter(|| {
+            let mut scratch = BytesMut::new();
+            black_box(proto::decode_lenient(black_box(&deviant_23), Encoding::Utf8, &mut scratch).message.is_ok())
+        })
+    });
+    group.bench_function("lenient_11_date_without_zone", |b| {
+        b.iter(|| {
+            let mut scratch = BytesMut::new();
+            black_box(proto::decode_lenient(black_box(&zoneless_11), Encoding::Utf8, &mut scratch).message.is_ok())
+        })
+    });
     group.finish();
 }
 
@@ -204,5 +235,5 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
-criterion_group! { name = benches; config = config(); targets = baseline, parse_and_encode, checksum_and_framing }
+criterion_group! { name = benches; config = config(); targets = baseline, parse_and_encode, checksum_and_framing, lenient }
 criterion_main!(benches);

@@ -448,6 +448,17 @@ macro_rules! sip_message {
             pub fn is_plausible(&self) -> bool {
                 true $( && <pick_codec!($($fcodec)?; $fty) as FixedCodec>::plausible(&self.$fname) )*
             }
+
+            /// Whether every required field arrived ([`missing_required`](Self::missing_required)
+            /// is empty), without building the list.
+            pub fn has_required(&self) -> bool {
+                #[allow(non_camel_case_types, dead_code, clippy::enum_variant_names)]
+                enum Slot { $( $vname, )* }
+                #[allow(unused_mut)]
+                let mut required = 0u32;
+                $( if kind_is_required!($kind) { required |= 1u32 << (Slot::$vname as u32); } )*
+                !self.meta.parsed || self.meta.present & required == required
+            }
         }
 
         #[cfg(any(test, feature = "arbitrary"))]
@@ -1136,6 +1147,11 @@ macro_rules! message_set {
             /// False when a fixed field parsed only leniently.
             pub fn is_plausible(&self) -> bool {
                 match self { $( Message::$variant(m) => m.is_plausible(), )* }
+            }
+
+            /// Whether every required field arrived.
+            pub fn has_required(&self) -> bool {
+                match self { $( Message::$variant(m) => m.has_required(), )* }
             }
         }
 

@@ -68,9 +68,7 @@ pub fn decode_lenient<'a>(frame: &'a [u8], encoding: Encoding, scratch: &'a mut 
     let info = body.first_chunk::<2>().and_then(|code| lookup(*code));
     let retry = match (&exact, info) {
         (_, None) => false,
-        (Ok(m), Some(info)) => {
-            !m.is_plausible() || !m.missing_required().is_empty() || lenient::caret_suspect(body, info.fixed_len)
-        }
+        (Ok(m), Some(info)) => !m.is_plausible() || !m.has_required() || lenient::caret_suspect(body, info.fixed_len),
         (Err(e), Some(_)) => e.kind != ParseErrorKind::Nul,
     };
     let exact = Decoded { trailer, message: exact, deviations: Deviations::default() };

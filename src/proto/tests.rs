@@ -507,6 +507,7 @@ proptest! {
                         }
                         if let Ok(m) = decoded.message {
                             let _ = m.describe();
+                            prop_assert_eq!(m.has_required(), m.missing_required().is_empty());
                             let mut once = BytesMut::new();
                             m.encode(&mut once, encoding);
                             let reparsed = Message::parse(&once, encoding);
