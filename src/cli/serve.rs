@@ -195,7 +195,10 @@ fn init_logging(c: &Config) -> (super::logbuf::Flusher, FilterHandle) {
     use tracing_subscriber::prelude::*;
     let (writer, guard) = super::logbuf::LogBuffer::start(std::io::stderr());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(c));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_timer(super::logbuf::Clock)
+        .with_ansi(std::io::stderr().is_terminal());
     let format: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match c.log.format {
         LogFormat::Text => Box::new(fmt),
         LogFormat::Json => Box::new(fmt.json().flatten_event(true)),

@@ -429,6 +429,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(1024);
     let (rules, telnet) = settings.listener(listener);
     let mut session = Some(Session::new(rules));
+    let peer_text = peer.to_string();
     let mut replies: u64 = 0;
     // Until the first bytes have shown they could be SIP.
     let mut seen_sip = false;
@@ -459,16 +460,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
                 .with_passwords(&checker);
             let outcome = s.on_frame(&svc, &frame, Timestamp::now()).await;
-            let account = s.terminal().map(|t| t.account.login.clone());
             session = Some(s);
+            // Borrowed for the log lines below: nothing per request is copied or formatted
+            // twice for them (the peer's text is made once per connection).
+            let account = session.as_ref().and_then(Session::terminal).map_or("-", |t| t.account.login.as_str());
             if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
                 tap(peer, f, &outcome);
             }
             if let Some(e) = &outcome.failure {
                 // Refused, not acknowledged; the kiosk retries on a new connection.
-                error!(%peer, account = account.as_deref().unwrap_or("-"), error = %e, "store failure; closing");
+                error!(%peer, account, error = %e, "store failure; closing");
             }
-            shared.metrics.request(outcome.code, outcome.verdict.as_str(), clock.elapsed());
+            let elapsed = clock.elapsed();
+            shared.metrics.request(outcome.code, outcome.verdict.as_str(), elapsed);
             if !outcome.deviations.is_empty() {
                 shared.metrics.deviations(&outcome.deviations);
                 if outcome.verdict == Verdict::Deviant {
@@ -477,13 +481,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     debug!(%peer, deviations = %outcome.deviations, "read leniently");
                 }
             }
-            let code = outcome.code.map(|c| String::from_utf8_lossy(&c).into_owned()).unwrap_or_else(|| "--".into());
+            let code = outcome.code.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("--");
             info!(
-                %peer,
-                account = account.as_deref().unwrap_or("-"),
+                peer = %peer_text,
+                account,
                 code = %code,
                 outcome = outcome.verdict.as_str(),
-                latency_us = clock.elapsed().as_micros() as u64,
+                latency_us = elapsed.as_micros() as u64,
                 "request"
             );
             if outcome.verdict == Verdict::LoginRefused {
