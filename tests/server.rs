@@ -202,7 +202,7 @@ fn crlf_pipelining_profiles_and_encodings() {
             let p = desk.find("MAIN", "21234000099999").unwrap();
             let sets =
                 vec![("first-name".to_string(), "Jörg".to_string()), ("last-name".to_string(), "Müller".to_string())];
-            desk.run(Operation::EditPatron { patron: p.id, sets }, now).unwrap();
+            desk.run(Operation::EditPatron { patron: p.id, sets, expect: None }, now).unwrap();
         },
         test_config(),
     );

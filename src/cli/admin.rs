@@ -112,7 +112,7 @@ pub struct ReloadResponse {
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether a request carries the token (always, on the Unix socket).
-fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &state.token else { return true };
     let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let want = format!("Bearer {token}");
@@ -147,7 +147,11 @@ async fn reload(State(state): State<AdminState>, headers: axum::http::HeaderMap)
 }
 
 fn router(state: AdminState) -> axum::Router {
-    axum::Router::new().route("/v1/run", post(run)).route("/v1/reload", post(reload)).with_state(state)
+    axum::Router::new()
+        .route("/v1/run", post(run))
+        .route("/v1/reload", post(reload))
+        .merge(super::api::routes())
+        .with_state(state)
 }
 
 /// The token file in the data directory, created (owner-only) with a random token if absent.

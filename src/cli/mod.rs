@@ -3,6 +3,7 @@
 #[macro_use]
 mod io;
 mod admin;
+mod api;
 mod bench;
 mod circulation;
 mod client;

@@ -824,7 +824,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             list_patrons(&found, common.json);
         }
         PatronCmd::Edit { patron, at, sets } => {
-            change(Operation::EditPatron { patron: id(patron, at)?, sets: sets.clone() })?
+            change(Operation::EditPatron { patron: id(patron, at)?, sets: sets.clone(), expect: None })?
         }
         PatronCmd::Identifier(c) => match c {
             IdentifierCmd::Add { patron, at, kind, value, note } => change(Operation::AddIdentifier {

@@ -88,6 +88,8 @@ pub enum Refusal {
     FeeNotOpen(u64),
     /// A fee id a kiosk sent that is no fee of ours (not even a number).
     UnknownFee(String),
+    /// A staff edit made against a version of the patron that is no longer the current one.
+    Changed(u64),
     FeeStatus {
         fee: u64,
         status: FeeStatus,
@@ -195,6 +197,9 @@ impl fmt::Display for Refusal {
             Refusal::Overpayment { amount, owed } => write!(f, "{amount} is more than the {owed} owed"),
             Refusal::FeeNotOpen(id) => write!(f, "fee {id} is not an open fee of this patron"),
             Refusal::UnknownFee(id) => write!(f, "there is no fee '{id}'"),
+            Refusal::Changed(id) => {
+                write!(f, "patron {id} was changed by someone else since you opened it; open it again and redo your change")
+            }
             Refusal::FeeStatus { fee, status, wanted } => {
                 write!(f, "fee {fee} is {}; only {wanted}", format!("{status:?}").to_lowercase())
             }

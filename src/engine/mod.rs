@@ -162,3 +162,17 @@ pub fn run_blocking(engine: &dyn Engine, op: Operation, by: By) -> Result<Receip
 pub fn query_blocking(engine: &dyn Engine, q: Query) -> Result<Answer, Error> {
     engine.query(q).wait()
 }
+
+/// A patron record's version tag, for staff edits that must not overwrite a change they did
+/// not see (the resource API's `ETag`): a hash of the stored record, leaving out the count of
+/// wrong PINs in a row, which kiosks change without anyone editing the patron. A tag is only
+/// compared with tags from the same server build; a stale one fails safe (the edit is refused).
+pub fn patron_tag(patron: &crate::domain::Patron) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut stable = patron.clone();
+    stable.failed_pins = 0;
+    let bytes = bincode::serialize(&stable).unwrap_or_default();
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
+}

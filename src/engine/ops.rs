@@ -249,6 +249,9 @@ pub enum Operation {
     EditPatron {
         patron: u64,
         sets: Vec<(String, String)>,
+        /// The record's tag ([`crate::engine::patron_tag`]) as the editor saw it: when set,
+        /// the edit is refused with [`Refusal::Changed`] if the record changed since.
+        expect: Option<String>,
     },
     AddIdentifier {
         patron: u64,

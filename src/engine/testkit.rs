@@ -184,7 +184,7 @@ impl Reg {
     }
 
     pub fn edit(&self, id: u64, sets: &[(String, String)], now: Timestamp) -> Result<Patron, Error> {
-        self.patron_op(Operation::EditPatron { patron: id, sets: sets.to_vec() }, now)
+        self.patron_op(Operation::EditPatron { patron: id, sets: sets.to_vec(), expect: None }, now)
     }
 
     pub fn set_pin(&self, id: u64, pin: &str, now: Timestamp) -> Result<Patron, Error> {

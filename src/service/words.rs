@@ -219,6 +219,10 @@ pub fn refusal(r: &Refusal, language: Language) -> String {
         ),
         Refusal::NotAnAmount(v) => say(format!("'{v}' is not an amount."), format!("'{v}' är inget belopp.")),
         Refusal::UnknownFee(id) => say(format!("There is no fee '{id}'."), format!("Det finns ingen avgift '{id}'.")),
+        Refusal::Changed(_) => say(
+            "This record was changed at the same time. Please try again.".to_string(),
+            "Uppgifterna ändrades samtidigt. Försök igen.".to_string(),
+        ),
         Refusal::NoFee(id) => say(format!("There is no fee '{id}'."), format!("Det finns ingen avgift '{id}'.")),
         Refusal::NotPositive => say(
             "Payment refused: the amount must be more than 0.00.".into(),

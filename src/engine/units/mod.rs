@@ -47,7 +47,9 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
             Receipt::Institution(Box::new(patrons::change_institution(u, &code, change)?))
         }
         O::AddPatron { new, force } => Receipt::Patron(Box::new(patrons::add(u, *new, force)?)),
-        O::EditPatron { patron, sets } => Receipt::Patron(Box::new(patrons::edit(u, patron, &sets)?)),
+        O::EditPatron { patron, sets, expect } => {
+            Receipt::Patron(Box::new(patrons::edit(u, patron, &sets, expect.as_deref())?))
+        }
         O::AddIdentifier { patron, kind, value, note } => {
             Receipt::Patron(Box::new(patrons::add_identifier(u, patron, &kind, &value, note.as_deref())?))
         }

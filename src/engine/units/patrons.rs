@@ -251,11 +251,15 @@ pub fn add(u: &mut Unit<'_>, new: NewPatron, force: bool) -> Result<Patron, Refu
 }
 
 /// Changes fields of a patron (`FIELD=VALUE` pairs), with every registration check.
-pub fn edit(u: &mut Unit<'_>, id: u64, sets: &[(String, String)]) -> Result<Patron, Refusal> {
+pub fn edit(u: &mut Unit<'_>, id: u64, sets: &[(String, String)], expect: Option<&str>) -> Result<Patron, Refusal> {
     if sets.is_empty() {
         return Err(rule(format!("nothing to change; give --set FIELD=VALUE ({})", EDITABLE.join(", "))));
     }
     let old = u.patron(id)?;
+    // Decided here, inside the unit: two staff members saving at once cannot both pass.
+    if expect.is_some_and(|tag| tag != crate::engine::patron_tag(&old)) {
+        return Err(Refusal::Changed(id));
+    }
     let inst = u.institution(&old.institution)?;
     let mut p = old.clone();
     for (field, value) in sets {

@@ -1,0 +1,175 @@
+//! The resource API (issue 16, first step): patrons as JSON resources over the admin listener,
+//! on the same typed engine operations the command line uses.
+//!
+//! - `GET /api/v1/patrons?institution=MAIN&q=...&page=1&per_page=50`: search (exact
+//!   identifier, national id or e-mail, else a name prefix), paged.
+//! - `GET /api/v1/patrons/{id}`: the record, with its version in `ETag`.
+//! - `PATCH /api/v1/patrons/{id}`: `{"first_name": "...", ...}` (the fields `patron edit`
+//!   takes); `If-Match` with the `ETag` is required (428 without it), and a record changed
+//!   since answers 412. The check is made inside the engine's unit of work, so two staff
+//!   members saving at once cannot both pass.
+//!
+//! Authorisation is the admin listener's (owner-only socket, or the bearer token on TCP)
+//! until staff accounts arrive. Refusals are 4xx with `{"error": "..."}`, never 500.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::admin::AdminState;
+use crate::engine::{Answer, By, Error, Operation, Query as Read, Receipt, Refusal, patron_tag};
+
+/// Most results one page holds.
+pub const MAX_PER_PAGE: usize = 200;
+
+/// Who the audit history names for changes made through the API.
+const ACTOR: &str = "admin (resource API)";
+
+fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": why.to_string() }))).into_response()
+}
+
+fn failed(e: Error) -> Response {
+    match e {
+        Error::Refused(r @ (Refusal::NoPatron(_) | Refusal::NoInstitution(_))) => refused(StatusCode::NOT_FOUND, r),
+        Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
+        Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
+        other => refused(StatusCode::SERVICE_UNAVAILABLE, other),
+    }
+}
+
+/// A patron as the API shows it: the record without its PIN hash.
+fn patron_json(p: &crate::domain::Patron) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("pin");
+        o.insert("has_pin".into(), Value::Bool(p.pin.is_some()));
+    }
+    v
+}
+
+fn tagged(p: &crate::domain::Patron) -> Response {
+    let etag = format!("\"{}\"", patron_tag(p));
+    ([(header::ETAG, etag)], Json(patron_json(p))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    institution: String,
+    q: String,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
+}
+
+async fn search(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("give institution and q, and page and per_page from 1: {e}"),
+            );
+        }
+    };
+    let per_page = p.per_page.unwrap_or(50);
+    let page = p.page.unwrap_or(1);
+    if !(1..=MAX_PER_PAGE).contains(&per_page) || page == 0 {
+        return refused(StatusCode::BAD_REQUEST, format!("page from 1, per_page from 1 to {MAX_PER_PAGE}"));
+    }
+    let q = Read::Search { institution: p.institution, query: p.q, now: jiff::Timestamp::now() };
+    match state.engine.query(q).await {
+        Ok(Answer::Patrons(found)) => {
+            let total = found.len();
+            let items: Vec<Value> = found
+                .iter()
+                .skip((page - 1).saturating_mul(per_page))
+                .take(per_page)
+                .map(|p| {
+                    json!({
+                        "id": p.id, "primary_id": p.primary_id, "name": p.display_name(),
+                        "record_type": p.record_type, "account_type": p.account_type,
+                        "user_group": p.user_group, "expiry": p.expiry, "active": p.active,
+                    })
+                })
+                .collect();
+            Json(json!({ "total": total, "page": page, "per_page": per_page, "patrons": items })).into_response()
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+async fn get_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let Ok(id) = id.parse::<u64>() else { return refused(StatusCode::NOT_FOUND, format!("no patron {id}")) };
+    match state.engine.query(Read::Patron(id)).await {
+        Ok(Answer::Patron(p)) => tagged(&p),
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+async fn patch_patron(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<BTreeMap<String, Value>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let Ok(id) = id.parse::<u64>() else { return refused(StatusCode::NOT_FOUND, format!("no patron {id}")) };
+    let Some(tag) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return refused(
+            StatusCode::PRECONDITION_REQUIRED,
+            "If-Match is required: send the ETag of the record you are changing",
+        );
+    };
+    let tag = tag.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let Json(fields) = match body {
+        Ok(b) => b,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("a JSON object of fields to set: {e}")),
+    };
+    let mut sets = Vec::with_capacity(fields.len());
+    for (field, value) in fields {
+        let value = match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            other => return refused(StatusCode::BAD_REQUEST, format!("{field}: a text value, not {other}")),
+        };
+        sets.push((field, value));
+    }
+    let op = Operation::EditPatron { patron: id, sets, expect: Some(tag) };
+    match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
+        Ok(Receipt::Patron(p)) => tagged(&p),
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
+        Err(e) => failed(e),
+    }
+}
+
+/// The resource API's routes, on the admin listener's state.
+pub fn routes() -> axum::Router<AdminState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/v1/patrons", get(search))
+        .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron))
+}

@@ -1,0 +1,137 @@
+//! Issue 16, first step: the resource API for patrons over the admin listener. Search, read
+//! with an ETag, edit with If-Match; two staff members saving the same patron at once: one
+//! wins, the other gets 412 and loses nothing it did not mean to.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::spawn_sip2d;
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    body: serde_json::Value,
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, extra: &str, body: &str) -> Reply {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let etag = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("etag").then(|| v.trim().to_string())
+    });
+    let body = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(rest.get(a..=b).unwrap_or("null")).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    Reply { status, etag, body }
+}
+
+#[test]
+fn patrons_as_resources_with_etags_and_no_lost_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let (mut child, stdout, admin) = spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    let t = Some(token.as_str());
+
+    // Without the token nothing is shown.
+    assert_eq!(request(admin, "GET", "/api/v1/patrons?institution=MAIN&q=Reader", None, "", "").status, 401);
+
+    // Search by barcode: Avery, by name prefix: Avery too.
+    let found = request(admin, "GET", "/api/v1/patrons?institution=MAIN&q=21000000000001", t, "", "");
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body["total"], 1, "{}", found.body);
+    let id = found.body["patrons"][0]["id"].as_u64().unwrap();
+    let by_name = request(admin, "GET", "/api/v1/patrons?institution=MAIN&q=Reader&per_page=1", t, "", "");
+    assert!(by_name.body["patrons"].as_array().unwrap().iter().any(|p| p["id"] == id), "{}", by_name.body);
+    for bad in [
+        "/api/v1/patrons",
+        "/api/v1/patrons?institution=MAIN&q=x&per_page=1000",
+        "/api/v1/patrons?institution=MAIN&q=x&page=0",
+    ] {
+        let r = request(admin, "GET", bad, t, "", "");
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.body["error"].is_string(), "{bad}: a reason");
+    }
+
+    // Read: the record with its version, never the PIN hash.
+    let path = format!("/api/v1/patrons/{id}");
+    let got = request(admin, "GET", &path, t, "", "");
+    assert_eq!(got.status, 200);
+    assert!(got.body["primary_id"].as_str().is_some(), "{}", got.body);
+    assert!(got.body.get("pin").is_none() && got.body["has_pin"] == true, "{}", got.body);
+    let etag = got.etag.clone().expect("an ETag");
+    assert_eq!(request(admin, "GET", "/api/v1/patrons/999999", t, "", "").status, 404);
+    assert_eq!(request(admin, "GET", "/api/v1/patrons/x'", t, "", "").status, 404);
+
+    // Edit: If-Match required; with it, the change and a new version.
+    let phone = r#"{"phone":"+46 8 555 01 01"}"#;
+    let r = request(admin, "PATCH", &path, t, "", phone);
+    assert_eq!(r.status, 428, "{}", r.body);
+    let r = request(admin, "PATCH", &path, t, &format!("If-Match: {etag}\r\n"), phone);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["phone"], "+46 8 555 01 01");
+    let newer = r.etag.clone().unwrap();
+    assert_ne!(newer, etag);
+    // The old version is refused, and nothing of it is written.
+    let r = request(admin, "PATCH", &path, t, &format!("If-Match: {etag}\r\n"), r#"{"phone":"0"}"#);
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("changed by someone else"), "{}", r.body);
+    assert_eq!(request(admin, "GET", &path, t, "", "").body["phone"], "+46 8 555 01 01");
+    // A field that cannot be edited, and a value that is not text: 4xx with the reason.
+    let r = request(admin, "PATCH", &path, t, &format!("If-Match: {newer}\r\n"), r#"{"pin_hash":"x"}"#);
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = request(admin, "PATCH", &path, t, &format!("If-Match: {newer}\r\n"), r#"{"phone":[1]}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = request(admin, "PATCH", &path, t, &format!("If-Match: {newer}\r\n"), "not json");
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Two staff members open the same patron and save at once, 20 times: each time exactly
+    // one save is taken, the other gets 412, and the record holds the winner's value.
+    for round in 0..20 {
+        let current = request(admin, "GET", &path, t, "", "");
+        let tag = current.etag.unwrap();
+        let saves: Vec<_> = ["A", "B"]
+            .into_iter()
+            .map(|who| {
+                let (tag, token) = (tag.clone(), token.clone());
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let body = format!(r#"{{"email":"{who}{round}@example.org"}}"#);
+                    let r = request(admin, "PATCH", &path, Some(&token), &format!("If-Match: {tag}\r\n"), &body);
+                    (who, r.status)
+                })
+            })
+            .collect();
+        let results: Vec<(&str, u16)> = saves.into_iter().map(|h| h.join().unwrap()).collect();
+        let won: Vec<_> = results.iter().filter(|(_, s)| *s == 200).collect();
+        let lost: Vec<_> = results.iter().filter(|(_, s)| *s == 412).collect();
+        assert_eq!((won.len(), lost.len()), (1, 1), "round {round}: {results:?}");
+        let email = request(admin, "GET", &path, t, "", "").body["email"].clone();
+        assert_eq!(email, format!("{}{round}@example.org", won[0].0), "round {round}");
+    }
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+}
