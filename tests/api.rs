@@ -47,7 +47,8 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
     let data = dir.path().join("demo");
     let d = data.to_str().unwrap();
     let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    let (mut child, stdout, admin) = spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+    let (mut child, mut stdout, admin) = spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+    let sip = common::address_after(&mut stdout, "listening on ");
     std::thread::spawn(move || {
         use std::io::BufRead;
         for _ in stdout.lines() {}
@@ -132,6 +133,65 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
         assert_eq!(email, format!("{}{round}@example.org", won[0].0), "round {round}");
     }
 
+    sub_resources(admin, t, id);
+
+    // A block placed through the API is what the next kiosk's 23 shows.
+    let mut k = common::Kiosk::connect(sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let status = "2300120261122    120000AOMAIN|AA21000000000001|AC|AD1234|";
+    assert!(k.ask(status).starts_with("24 "), "no block yet");
+    let r = request(
+        admin,
+        "POST",
+        &format!("/api/v1/patrons/{id}/blocks"),
+        t,
+        "",
+        r#"{"type":"lost-card","reason":"Reported lost at the desk"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = k.ask(status);
+    assert!(seen.starts_with("24YYYY"), "the kiosk sees the block: {seen}");
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
+}
+
+/// Blocks, notes, fees and the history, on patron `id`.
+fn sub_resources(admin: SocketAddr, t: Option<&str>, id: u64) {
+    let blocks = format!("/api/v1/patrons/{id}/blocks");
+    let r = request(admin, "POST", &blocks, t, "", r#"{"type":"no-such-type","reason":"x"}"#);
+    assert_eq!(r.status, 422, "an unknown block type: {}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("general"), "the known types are named: {}", r.body);
+    let r = request(admin, "POST", &blocks, t, "", r#"{"type":"general","reason":"Card reported stolen"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let active: Vec<_> = r.body["blocks"].as_array().unwrap().iter().filter(|b| b["active"] == true).collect();
+    assert_eq!(active.len(), 1, "{}", r.body);
+    assert_eq!(active[0]["note"], "Card reported stolen");
+    assert!(active[0]["by"].as_str().unwrap().contains("resource API"), "audited with who: {}", r.body);
+    let r = request(admin, "POST", &blocks, t, "", r#"{"type":"general","colour":"red"}"#);
+    assert_eq!(r.status, 400, "an unknown field: {}", r.body);
+
+    let notes = format!("/api/v1/patrons/{id}/notes");
+    let r = request(admin, "POST", &notes, t, "", r#"{"text":"Prefers large print","public":false}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let note = r.body["notes"].as_array().unwrap().iter().find(|n| n["text"] == "Prefers large print").unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(request(admin, "DELETE", &format!("{notes}/{note}"), t, "", "").status, 200);
+    assert_eq!(request(admin, "DELETE", &format!("{notes}/{note}"), t, "", "").status, 422, "already gone");
+
+    let fees = request(admin, "GET", &format!("/api/v1/patrons/{id}/fees"), t, "", "");
+    assert_eq!(fees.status, 200, "{}", fees.body);
+    assert!(fees.body["balance"].is_string(), "{}", fees.body);
+    let r = request(admin, "POST", "/api/v1/fees/999999/pay", t, "", r#"{"amount":"1.00"}"#);
+    assert!(r.status == 404 || r.status == 422, "{} {}", r.status, r.body);
+    let r = request(admin, "POST", "/api/v1/fees/1/explode", t, "", "{}");
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let history = request(admin, "GET", &format!("/api/v1/patrons/{id}/history"), t, "", "");
+    let actions: Vec<_> = history.body["history"].as_array().unwrap().iter().map(|e| e["action"].clone()).collect();
+    for want in ["edit", "block", "note"] {
+        assert!(actions.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(want))), "{want} in {actions:?}");
+    }
+    assert_eq!(request(admin, "DELETE", &format!("{blocks}/general"), t, "", "").status, 200);
 }

@@ -8,6 +8,10 @@
 //!   takes); `If-Match` with the `ETag` is required (428 without it), and a record changed
 //!   since answers 412. The check is made inside the engine's unit of work, so two staff
 //!   members saving at once cannot both pass.
+//! - `POST /api/v1/patrons/{id}/blocks` `{"type", "reason"}`, `DELETE .../blocks/{type}`;
+//!   `POST .../notes` `{"kind", "text", "public"}`, `DELETE .../notes/{note}`;
+//!   `GET .../fees` (with the balance; a disputed fee is left out of it), `GET .../history`;
+//!   `POST /api/v1/fees/{fee}/pay|waive|dispute|restore` (`amount`, `reason`).
 //!
 //! Authorisation is the admin listener's (owner-only socket, or the bearer token on TCP)
 //! until staff accounts arrive. Refusals are 4xx with `{"error": "..."}`, never 500.
@@ -166,10 +170,202 @@ async fn patch_patron(
     }
 }
 
+/// Runs a staff operation and shows what it changed: the patron (with its new ETag) or the fee.
+async fn change(state: &AdminState, op: Operation) -> Response {
+    match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
+        Ok(Receipt::Patron(p)) => tagged(&p),
+        Ok(Receipt::Fee(f)) => Json(json!(f)).into_response(),
+        Ok(_) => Json(json!({ "done": true })).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// The body as `T`, or a 400 that says what is wrong with it.
+#[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, Response> {
+    b.map(|Json(t)| t).map_err(|e| refused(StatusCode::BAD_REQUEST, format!("the request body: {e}")))
+}
+
+/// A numeric id from the path, or a 404 naming it.
+#[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+fn number<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, Response> {
+    raw.parse().map_err(|_| refused(StatusCode::NOT_FOUND, format!("no {what} {raw}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBlock {
+    /// The block type (`sip2d institution block-type` lists them).
+    r#type: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNote {
+    #[serde(default = "general")]
+    kind: String,
+    text: String,
+    /// Shown to the patron (on the kiosk screen, in self-service).
+    #[serde(default)]
+    public: bool,
+}
+
+fn general() -> String {
+    "general".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeAction {
+    #[serde(default)]
+    amount: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+async fn add_block(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Body<NewBlock>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let (id, b) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(b)) => (id, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    change(&state, Operation::Block { patron: id, kind: b.r#type, note: b.reason }).await
+}
+
+async fn lift_block(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    match number::<u64>(&id, "patron") {
+        Ok(id) => change(&state, Operation::Unblock { patron: id, kind: Some(kind) }).await,
+        Err(r) => r,
+    }
+}
+
+async fn add_note(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Body<NewNote>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let (id, n) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(n)) => (id, n),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    change(&state, Operation::AddNote { patron: id, kind: n.kind, text: n.text, public: n.public }).await
+}
+
+async fn remove_note(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, note)): Path<(String, String)>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    match (number::<u64>(&id, "patron"), number::<u32>(&note, "note")) {
+        (Ok(id), Ok(note)) => change(&state, Operation::RemoveNote { patron: id, note }).await,
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+async fn fees(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let id = match number::<u64>(&id, "patron") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match state.engine.query(Read::Fees(id)).await {
+        Ok(Answer::Fees(fees, balance)) => {
+            Json(json!({ "fees": fees, "balance": balance.to_string() })).into_response()
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+async fn history(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let id = match number::<u64>(&id, "patron") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match state.engine.query(Read::History(id)).await {
+        Ok(Answer::History(entries)) => Json(json!({ "history": entries })).into_response(),
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+/// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
+async fn fee_action(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((fee, action)): Path<(String, String)>,
+    b: Body<FeeAction>,
+) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    let fee = match number::<u64>(&fee, "fee") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let a = match body(b) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let op = match action.as_str() {
+        "pay" => {
+            let raw = a.amount.unwrap_or_default();
+            let Some(amount) = crate::domain::Money::parse(&raw) else {
+                return refused(StatusCode::UNPROCESSABLE_ENTITY, format!("amount {raw:?} is not an amount like 5.00"));
+            };
+            Operation::PayFee { fee, amount, transaction: None }
+        }
+        "waive" => Operation::WaiveFee { fee, reason: a.reason.unwrap_or_default() },
+        "dispute" => Operation::DisputeFee { fee },
+        "restore" => Operation::RestoreFee { fee },
+        other => {
+            return refused(StatusCode::NOT_FOUND, format!("no fee action {other}: pay, waive, dispute or restore"));
+        }
+    };
+    change(&state, op).await
+}
+
 /// The resource API's routes, on the admin listener's state.
 pub fn routes() -> axum::Router<AdminState> {
-    use axum::routing::get;
+    use axum::routing::{delete, get, post};
     axum::Router::new()
         .route("/api/v1/patrons", get(search))
         .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron))
+        .route("/api/v1/patrons/{id}/blocks", post(add_block))
+        .route("/api/v1/patrons/{id}/blocks/{type}", delete(lift_block))
+        .route("/api/v1/patrons/{id}/notes", post(add_note))
+        .route("/api/v1/patrons/{id}/notes/{note}", delete(remove_note))
+        .route("/api/v1/patrons/{id}/fees", get(fees))
+        .route("/api/v1/patrons/{id}/history", get(history))
+        .route("/api/v1/fees/{fee}/{action}", post(fee_action))
 }
