@@ -369,3 +369,22 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route is described in docs/admin-api.yaml, so the description cannot fall behind.
+    #[test]
+    fn every_route_is_in_the_api_description() {
+        let doc = include_str!("../../docs/admin-api.yaml");
+        let source = include_str!("api.rs");
+        let routes: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".route(\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(routes.len() >= 9, "{routes:?}");
+        for r in routes {
+            assert!(doc.contains(&format!("  {r}:")), "{r} is not in docs/admin-api.yaml");
+        }
+    }
+}
