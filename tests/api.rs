@@ -152,6 +152,25 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
     let seen = k.ask(status);
     assert!(seen.starts_with("24YYYY"), "the kiosk sees the block: {seen}");
 
+    // The live view: this kiosk, its account and last requests; never its PIN, password,
+    // the patron's card or the item.
+    assert!(k.ask("1720261122    120000AOMAIN|AB31000000000002|AC|").starts_with("18"));
+    let live = request(admin, "GET", "/api/v1/terminals", t, "", "");
+    assert_eq!(live.status, 200, "{}", live.body);
+    let mine = live.body["terminals"].as_array().unwrap().iter().find(|v| v["account"] == "kiosk1").cloned();
+    let mine = mine.unwrap_or_else(|| panic!("kiosk1 is connected: {}", live.body));
+    let codes: Vec<_> =
+        mine["last"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_string()).collect();
+    assert_eq!(codes, ["93", "23", "23", "17"], "{mine}");
+    assert_eq!(mine["requests"], 4);
+    assert!(mine["last"][1]["outcome"].is_string() && mine["last"][1]["latency_us"].is_u64(), "{mine}");
+    let text = live.body.to_string();
+    for secret in ["AD1234", "kiosk1-secret", "21000000000001", "31000000000002"] {
+        assert!(!text.contains(secret), "{secret} in the live view: {text}");
+    }
+    assert_eq!(request(admin, "GET", "/api/v1/terminals", None, "", "").status, 401);
+    drop(k);
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }

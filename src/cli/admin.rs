@@ -99,6 +99,8 @@ pub struct AdminState {
     pub reload: Reload,
     /// For the TCP listener: the bearer token every request must carry.
     pub token: Option<Arc<String>>,
+    /// The running server, for what only it knows (the terminals connected now).
+    pub server: crate::net::Handle,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,6 +183,7 @@ pub async fn serve_tcp(
     addr: std::net::SocketAddr,
     dir: &Path,
     engine: Arc<dyn Engine>,
+    server: crate::net::Handle,
     reload: Reload,
     limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
@@ -188,7 +191,7 @@ pub async fn serve_tcp(
     let token = Arc::new(token(dir)?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(AdminState { engine, reload, token: Some(token) });
+    let app = router(AdminState { engine, reload, token: Some(token), server });
     let listener = crate::net::http::HttpListener::Tcp(listener);
     tokio::spawn(crate::net::http::serve(listener, app, limits, "admin", shutdown, GRACE));
     Ok(bound)
@@ -198,6 +201,7 @@ pub async fn serve_tcp(
 pub async fn serve(
     dir: &Path,
     engine: Arc<dyn Engine>,
+    server: crate::net::Handle,
     reload: Reload,
     limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
@@ -211,7 +215,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(AdminState { engine, reload, token: None });
+    let app = router(AdminState { engine, reload, token: None, server });
     let p = path.clone();
     let listener = crate::net::http::HttpListener::Unix(listener);
     tokio::spawn(async move {

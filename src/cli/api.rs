@@ -12,6 +12,7 @@
 //!   `POST .../notes` `{"kind", "text", "public"}`, `DELETE .../notes/{note}`;
 //!   `GET .../fees` (with the balance; a disputed fee is left out of it), `GET .../history`;
 //!   `POST /api/v1/fees/{fee}/pay|waive|dispute|restore` (`amount`, `reason`).
+//! - `GET /api/v1/terminals`: the kiosks connected now and their last requests.
 //!
 //! Authorisation is the admin listener's (owner-only socket, or the bearer token on TCP)
 //! until staff accounts arrive. Refusals are 4xx with `{"error": "..."}`, never 500.
@@ -319,6 +320,15 @@ async fn history(State(state): State<AdminState>, headers: HeaderMap, Path(id): 
     }
 }
 
+/// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
+/// outcome, latency, time) and its last store failure; never a PIN, patron or item.
+async fn terminals(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    Json(json!({ "terminals": state.server.terminals() })).into_response()
+}
+
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
 async fn fee_action(
     State(state): State<AdminState>,
@@ -368,6 +378,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/fees", get(fees))
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
+        .route("/api/v1/terminals", get(terminals))
 }
 
 #[cfg(test)]

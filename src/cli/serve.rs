@@ -343,9 +343,11 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
         };
         let http = c.limits.http();
-        admin::serve(&data, server.engine(), reload.clone(), http, admin_stop.clone()).await?;
+        admin::serve(&data, server.engine(), server.handle(), reload.clone(), http, admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
-            let bound = admin::serve_tcp(addr, &data, server.engine(), reload, http, admin_stop.clone()).await?;
+            let bound =
+                admin::serve_tcp(addr, &data, server.engine(), server.handle(), reload, http, admin_stop.clone())
+                    .await?;
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
         match &built {

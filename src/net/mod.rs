@@ -6,6 +6,7 @@ pub mod http;
 pub mod logins;
 pub mod ops;
 pub mod telnet;
+pub mod terminals;
 mod tls;
 
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ struct Shared {
     per_address: Mutex<HashMap<IpAddr, usize>>,
     tap: Option<Tap>,
     metrics: Arc<ops::Metrics>,
+    /// The connections open now, for the staff console's live view.
+    terminals: Arc<terminals::Terminals>,
 }
 
 /// The reloadable settings: limits, session rules, faults, and each listener's TLS acceptor.
@@ -122,6 +125,11 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// The connections open now and each one's last requests (no PIN, patron or item).
+    pub fn terminals(&self) -> Vec<terminals::TerminalView> {
+        self.shared.terminals.snapshot()
+    }
+
     /// Applies a new configuration to new connections: limits, session rules, faults, TLS
     /// certificates and keys (read again from their files). Open connections keep the settings
     /// they started with. A configuration that cannot be used (a bad value, an unreadable TLS
@@ -257,6 +265,7 @@ impl Server {
             logins: logins::LoginGate::new(config.limits.login_hashes).map_err(ServeError::Random)?,
             open: std::sync::atomic::AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
+            terminals: Arc::new(terminals::Terminals::default()),
             tap: None,
         });
         let mut bound = Vec::new();
@@ -430,6 +439,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (rules, telnet) = settings.listener(listener);
     let mut session = Some(Session::new(rules));
     let peer_text = peer.to_string();
+    let seen = shared.terminals.open(peer, listener);
     let mut replies: u64 = 0;
     // Until the first bytes have shown they could be SIP.
     let mut seen_sip = false;
@@ -470,6 +480,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             if let Some(e) = &outcome.failure {
                 // Refused, not acknowledged; the kiosk retries on a new connection.
                 error!(%peer, account, error = %e, "store failure; closing");
+                seen.failed(&e.to_string());
             }
             let elapsed = clock.elapsed();
             shared.metrics.request(outcome.code, outcome.verdict.as_str(), elapsed);
@@ -482,6 +493,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             let code = outcome.code.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("--");
+            let logged_in = session.as_ref().and_then(Session::terminal).map(|t| t.account.login.as_str());
+            seen.seen(logged_in, code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
             info!(
                 peer = %peer_text,
                 account,
