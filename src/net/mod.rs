@@ -494,7 +494,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let code = outcome.code.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("--");
             let logged_in = session.as_ref().and_then(Session::terminal).map(|t| t.account.login.as_str());
-            seen.seen(logged_in, code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
+            seen.seen(logged_in, outcome.code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
             info!(
                 peer = %peer_text,
                 account,

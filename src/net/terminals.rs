@@ -15,11 +15,21 @@ use serde::Serialize;
 /// Requests remembered per connection.
 pub const LAST_REQUESTS: usize = 10;
 
+/// A two-byte command code, shown as text (kept without allocating, once per request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code([u8; 2]);
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.0).unwrap_or("--"))
+    }
+}
+
 /// One request as the live view shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Seen {
     pub at: Timestamp,
-    pub code: String,
+    pub code: Code,
     pub outcome: &'static str,
     pub latency_us: u64,
 }
@@ -84,7 +94,8 @@ pub struct Registration {
 
 impl Registration {
     /// Records one request.
-    pub fn seen(&self, account: Option<&str>, code: &str, outcome: &'static str, latency_us: u64) {
+    pub fn seen(&self, account: Option<&str>, code: Option<[u8; 2]>, outcome: &'static str, latency_us: u64) {
+        let code = Code(code.filter(|c| c.iter().all(u8::is_ascii_graphic)).unwrap_or(*b"--"));
         let mut v = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         if v.account.as_deref() != account {
             v.account = account.map(str::to_string);
@@ -93,7 +104,7 @@ impl Registration {
         if v.last.len() == LAST_REQUESTS {
             v.last.pop_front();
         }
-        v.last.push_back(Seen { at: Timestamp::now(), code: code.to_string(), outcome, latency_us });
+        v.last.push_back(Seen { at: Timestamp::now(), code, outcome, latency_us });
     }
 
     /// Records a store failure (its message names no patron or secret).
@@ -118,7 +129,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let r = t.open(peer, 0);
         for i in 0..15 {
-            r.seen(Some("kiosk1"), if i % 2 == 0 { "23" } else { "11" }, "ok", i);
+            r.seen(Some("kiosk1"), Some(if i % 2 == 0 { *b"23" } else { *b"11" }), "ok", i);
         }
         let views = t.snapshot();
         assert_eq!(views.len(), 1);
@@ -126,6 +137,9 @@ mod tests {
         assert_eq!(views[0].last.len(), LAST_REQUESTS);
         assert_eq!(views[0].last.back().map(|s| s.latency_us), Some(14));
         assert_eq!(views[0].account.as_deref(), Some("kiosk1"));
+        r.seen(None, Some([0xFF, b'x']), "unknown-code", 1);
+        let shown = serde_json::to_string(&t.snapshot()[0].last.back().map(|s| s.code)).unwrap();
+        assert_eq!(shown, "\"--\"", "a code that is not text is shown as --");
         drop(r);
         assert!(t.snapshot().is_empty());
     }
