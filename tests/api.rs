@@ -171,6 +171,8 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
     assert_eq!(request(admin, "GET", "/api/v1/terminals", None, "", "").status, 401);
     drop(k);
 
+    bank_and_reads(admin, t, id);
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }
@@ -213,4 +215,39 @@ fn sub_resources(admin: SocketAddr, t: Option<&str>, id: u64) {
         assert!(actions.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(want))), "{want} in {actions:?}");
     }
     assert_eq!(request(admin, "DELETE", &format!("{blocks}/general"), t, "", "").status, 200);
+}
+
+/// Deletion (refused while a loan or balance remains), the bank of deleted users and restore;
+/// institutions, terminal accounts (without password hashes) and items.
+fn bank_and_reads(admin: SocketAddr, t: Option<&str>, avery: u64) {
+    // Avery has a loan: refused, and still there.
+    let r = request(admin, "DELETE", &format!("/api/v1/patrons/{avery}"), t, "", "");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        request(admin, "GET", &format!("/api/v1/patrons/{avery}"), t, "", "").body["deleted"],
+        serde_json::Value::Null
+    );
+    // The branch patron owes nothing and has no loan: deleted, in the bank, restored.
+    let found = request(admin, "GET", "/api/v1/patrons?institution=BRANCH&q=22000000000001", t, "", "");
+    let branch = found.body["patrons"][0]["id"].as_u64().unwrap_or_else(|| panic!("{}", found.body));
+    let r = request(admin, "DELETE", &format!("/api/v1/patrons/{branch}"), t, "", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bank = request(admin, "GET", "/api/v1/deleted-patrons?institution=BRANCH", t, "", "");
+    assert!(bank.body["patrons"].as_array().unwrap().iter().any(|p| p["id"] == branch), "{}", bank.body);
+    assert!(!bank.body.to_string().contains("pin_hash"), "{}", bank.body);
+    assert_eq!(request(admin, "GET", "/api/v1/deleted-patrons", t, "", "").status, 400);
+    let r = request(admin, "POST", &format!("/api/v1/patrons/{branch}/restore"), t, "", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["deleted"], serde_json::Value::Null);
+
+    let inst = request(admin, "GET", "/api/v1/institutions", t, "", "");
+    assert!(inst.body["institutions"].as_array().unwrap().iter().any(|i| i["code"] == "MAIN"), "{}", inst.body);
+    let accounts = request(admin, "GET", "/api/v1/accounts", t, "", "");
+    assert!(accounts.body["accounts"].as_array().unwrap().iter().any(|a| a["login"] == "kiosk1"), "{}", accounts.body);
+    let text = accounts.body.to_string();
+    assert!(!text.contains("argon2") && !text.contains("password"), "{text}");
+    let item = request(admin, "GET", "/api/v1/items/31000000000002", t, "", "");
+    assert_eq!(item.status, 200, "{}", item.body);
+    assert_eq!(item.body["item"]["title"], "Dune", "{}", item.body);
+    assert_eq!(request(admin, "GET", "/api/v1/items/nope", t, "", "").status, 404);
 }

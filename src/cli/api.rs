@@ -13,6 +13,10 @@
 //!   `GET .../fees` (with the balance; a disputed fee is left out of it), `GET .../history`;
 //!   `POST /api/v1/fees/{fee}/pay|waive|dispute|restore` (`amount`, `reason`).
 //! - `GET /api/v1/terminals`: the kiosks connected now and their last requests.
+//! - `DELETE /api/v1/patrons/{id}` (refused while a balance or a loan remains),
+//!   `GET /api/v1/deleted-patrons?institution=`, `POST /api/v1/patrons/{id}/restore`;
+//!   `GET /api/v1/institutions`, `GET /api/v1/accounts` (no password hashes),
+//!   `GET /api/v1/items/{barcode}`.
 //!
 //! Authorisation is the admin listener's (owner-only socket, or the bearer token on TCP)
 //! until staff accounts arrive. Refusals are 4xx with `{"error": "..."}`, never 500.
@@ -41,7 +45,9 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
 
 fn failed(e: Error) -> Response {
     match e {
-        Error::Refused(r @ (Refusal::NoPatron(_) | Refusal::NoInstitution(_))) => refused(StatusCode::NOT_FOUND, r),
+        Error::Refused(r @ (Refusal::NoPatron(_) | Refusal::NoInstitution(_) | Refusal::NoItem(_))) => {
+            refused(StatusCode::NOT_FOUND, r)
+        }
         Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
         Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
         other => refused(StatusCode::SERVICE_UNAVAILABLE, other),
@@ -320,6 +326,101 @@ async fn history(State(state): State<AdminState>, headers: HeaderMap, Path(id): 
     }
 }
 
+/// Answers an authorised read: the engine's answer shaped by `show`, or the refusal.
+async fn read(
+    state: &AdminState,
+    headers: &HeaderMap,
+    q: Read,
+    show: impl FnOnce(Answer) -> Option<Value>,
+) -> Response {
+    if !super::admin::authorised(state, headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    match state.engine.query(q).await {
+        Ok(a) => match show(a) {
+            Some(v) => Json(v).into_response(),
+            None => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        },
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankParams {
+    institution: String,
+}
+
+/// `GET /api/v1/deleted-patrons?institution=MAIN`: the bank of deleted users, newest first
+/// as the register lists them; `POST /api/v1/patrons/{id}/restore` brings one back.
+async fn deleted(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    params: Result<Query<BankParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, format!("give institution: {e}")),
+    };
+    let filter = crate::engine::ListFilter { institution: Some(p.institution), deleted: true, ..Default::default() };
+    read(&state, &headers, Read::Patrons(filter), |a| match a {
+        Answer::Patrons(ps) => Some(json!({ "patrons": ps.iter().map(patron_json).collect::<Vec<_>>() })),
+        _ => None,
+    })
+    .await
+}
+
+/// `DELETE /api/v1/patrons/{id}`: into the bank of deleted users; refused while the patron
+/// owes money or has a loan.
+async fn delete_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    match number::<u64>(&id, "patron") {
+        Ok(id) => change(&state, Operation::DeletePatron { patron: id }).await,
+        Err(r) => r,
+    }
+}
+
+async fn restore_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !super::admin::authorised(&state, &headers) {
+        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    }
+    match number::<u64>(&id, "patron") {
+        Ok(id) => change(&state, Operation::RestorePatron { patron: id }).await,
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/v1/institutions`.
+async fn institutions(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    read(&state, &headers, Read::Institutions, |a| match a {
+        Answer::Institutions(i) => Some(json!({ "institutions": i })),
+        _ => None,
+    })
+    .await
+}
+
+/// `GET /api/v1/accounts`: terminal accounts with their profiles, never the password hash.
+async fn accounts(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    read(&state, &headers, Read::Accounts, |a| match a {
+        Answer::Accounts(list) => Some(json!({ "accounts": list.iter().map(|a| json!({
+            "login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile,
+        })).collect::<Vec<_>>() })),
+        _ => None,
+    })
+    .await
+}
+
+/// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
+async fn item(State(state): State<AdminState>, headers: HeaderMap, Path(barcode): Path<String>) -> Response {
+    read(&state, &headers, Read::Item(barcode), |a| match a {
+        Answer::Item(facts) => Some(json!({ "item": facts.item, "loan": facts.loan, "holds": facts.holds })),
+        _ => None,
+    })
+    .await
+}
+
 /// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
 /// outcome, latency, time) and its last store failure; never a PIN, patron or item.
 async fn terminals(State(state): State<AdminState>, headers: HeaderMap) -> Response {
@@ -370,7 +471,7 @@ pub fn routes() -> axum::Router<AdminState> {
     use axum::routing::{delete, get, post};
     axum::Router::new()
         .route("/api/v1/patrons", get(search))
-        .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron))
+        .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron).delete(delete_patron))
         .route("/api/v1/patrons/{id}/blocks", post(add_block))
         .route("/api/v1/patrons/{id}/blocks/{type}", delete(lift_block))
         .route("/api/v1/patrons/{id}/notes", post(add_note))
@@ -379,6 +480,11 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
         .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/deleted-patrons", get(deleted))
+        .route("/api/v1/patrons/{id}/restore", post(restore_patron))
+        .route("/api/v1/institutions", get(institutions))
+        .route("/api/v1/accounts", get(accounts))
+        .route("/api/v1/items/{barcode}", get(item))
 }
 
 #[cfg(test)]
