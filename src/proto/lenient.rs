@@ -162,7 +162,7 @@ pub(crate) fn caret_suspect(body: &[u8], fixed_len: usize) -> bool {
 /// the other way (see [`Reading`]).
 pub(crate) fn normalize(body: &[u8], info: &MessageInfo, out: &mut BytesMut, reading: Reading) -> (Deviations, bool) {
     let mut ambiguous = false;
-    let devs = rewrite(body, info, out, reading == Reading::ZonelessMidnight, &mut ambiguous);
+    let devs = rewrite(body, info, out, reading, &mut ambiguous);
     (devs, ambiguous)
 }
 
@@ -177,6 +177,9 @@ pub(crate) enum Reading {
     Spec,
     /// `0000` after the day is the hour and minute of a date without zone.
     ZonelessMidnight,
+    /// The fixed part was read exactly (dates real, every field present); only the fields'
+    /// delimiter is in question, so the fixed part is kept as it is.
+    FieldsOnly,
 }
 
 /// How many of `devs` say the rest did not fit where it was read (fields missing, a date that
@@ -185,20 +188,22 @@ pub(crate) fn misfits(devs: &Deviations) -> usize {
     devs.kinds().filter(|k| matches!(k, Deviation::FixedFieldsMissing | Deviation::DateUnreadable)).count()
 }
 
-fn rewrite(
-    body: &[u8],
-    info: &MessageInfo,
-    out: &mut BytesMut,
-    zoneless_midnight: bool,
-    ambiguous: &mut bool,
-) -> Deviations {
+fn rewrite(body: &[u8], info: &MessageInfo, out: &mut BytesMut, reading: Reading, ambiguous: &mut bool) -> Deviations {
+    let zoneless_midnight = reading == Reading::ZonelessMidnight;
     let mut devs = Deviations::default();
     out.clear();
     let Some((code, mut rest)) = body.split_first_chunk::<2>() else { return devs };
     out.put_slice(code);
     let mut slots = info.fixed;
 
-    if code == b"99" {
+    if reading == Reading::FieldsOnly {
+        // Never re-read what the exact parser read without complaint (a 99 that happens to
+        // look like a short one, say): only the fields after it.
+        let (fixed, fields) = rest.split_at(rest.len().min(info.fixed_len.saturating_sub(2)));
+        out.put_slice(fixed);
+        rest = fields;
+        slots = &[];
+    } else if code == b"99" {
         if let Some(fixed) = short_sc_status(rest) {
             out.put_slice(&fixed);
             out.put_slice(rest.get(7..).unwrap_or_default());
@@ -206,7 +211,7 @@ fn rewrite(
             return devs;
         }
     }
-    if code == b"98" {
+    if code == b"98" && reading != Reading::FieldsOnly {
         if let Some((flags, after)) = four_acs_flags(rest) {
             out.put_slice(flags);
             out.put_slice(b"NN");

@@ -71,9 +71,12 @@ pub fn decode_lenient<'a>(frame: &'a [u8], encoding: Encoding, scratch: &'a mut 
         (Ok(m), Some(info)) => !m.is_plausible() || !m.has_required() || lenient::caret_suspect(body, info.fixed_len),
         (Err(e), Some(_)) => e.kind != ParseErrorKind::Nul,
     };
+    // Read exactly, plausibly and whole: only a `^` delimiter can still be in question.
+    let fixed_part_read = exact.as_ref().is_ok_and(|m| m.is_plausible() && m.has_required());
     let exact = Decoded { trailer, message: exact, deviations: Deviations::default() };
     let Some(info) = info.filter(|_| retry) else { return exact };
-    let (mut deviations, ambiguous) = lenient::normalize(body, info, scratch, Reading::Spec);
+    let first = if fixed_part_read { Reading::FieldsOnly } else { Reading::Spec };
+    let (mut deviations, ambiguous) = lenient::normalize(body, info, scratch, first);
     if ambiguous && (lenient::misfits(&deviations) > 0 || Message::parse(scratch, encoding).is_err()) {
         let mut other = BytesMut::new();
         let (second, _) = lenient::normalize(body, info, &mut other, Reading::ZonelessMidnight);

@@ -614,3 +614,27 @@ fn deviations_injected_into_canonical_messages_read_back() {
     assert!(injected > 1000, "{injected} injected");
     assert!(ambiguous * 50 < injected, "{ambiguous} of {injected} cut frames read exactly as something else");
 }
+
+/// Found by the `parse_lenient` fuzz target: a 99 the exact reader reads, whose fields hold a
+/// `^`, was re-read whole and taken for a short 99. Only the fields are read again now.
+#[test]
+fn a_frame_read_exactly_is_only_re_delimited() {
+    for frame in [
+        &b"990302.27|250114   \xff\xff\xff\xff\xff6AOMAIN^AA106170\x03\x03000061\xff\xff\x010\x013"[..],
+        b"990302.27|AOMAIN^AA1",
+    ] {
+        let exact = decode(frame, Encoding::Utf8);
+        let mut scratch = BytesMut::new();
+        let lenient = decode_lenient(frame, Encoding::Utf8, &mut scratch);
+        assert!(exact.message.as_ref().is_ok_and(|m| m.is_plausible() && m.has_required()), "{exact:?}");
+        // The fixed part stays as the exact reader read it; only the `^` splits the fields.
+        assert_eq!(lenient.deviations.kinds().collect::<Vec<_>>(), [Deviation::CaretDelimiter]);
+        let (Ok(Message::ScStatus(l)), Ok(Message::ScStatus(e))) = (&lenient.message, &exact.message) else {
+            panic!("{lenient:?}")
+        };
+        assert_eq!(
+            (l.status_code, l.max_print_width, &l.protocol_version),
+            (e.status_code, e.max_print_width, &e.protocol_version)
+        );
+    }
+}
