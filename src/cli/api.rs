@@ -39,6 +39,22 @@ pub const MAX_PER_PAGE: usize = 200;
 /// Who the audit history names for changes made through the API.
 const ACTOR: &str = "admin (resource API)";
 
+/// A request the admin listener lets in: always on the owner-only socket, on TCP with the
+/// bearer token. Every handler takes one, so none can forget the check.
+pub struct Authorised;
+
+impl axum::extract::FromRequestParts<AdminState> for Authorised {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AdminState) -> Result<Self, Response> {
+        if super::admin::authorised(state, &parts.headers) {
+            Ok(Authorised)
+        } else {
+            Err(refused(StatusCode::UNAUTHORIZED, "a bearer token is required"))
+        }
+    }
+}
+
 fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": why.to_string() }))).into_response()
 }
@@ -82,12 +98,9 @@ pub struct SearchParams {
 
 async fn search(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     let Query(p) = match params {
         Ok(p) => p,
         Err(e) => {
@@ -125,10 +138,7 @@ async fn search(
     }
 }
 
-async fn get_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn get_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else { return refused(StatusCode::NOT_FOUND, format!("no patron {id}")) };
     match state.engine.query(Read::Patron(id)).await {
         Ok(Answer::Patron(p)) => tagged(&p),
@@ -139,13 +149,11 @@ async fn get_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id
 
 async fn patch_patron(
     State(state): State<AdminState>,
+    _: Authorised,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<BTreeMap<String, Value>>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     let Ok(id) = id.parse::<u64>() else { return refused(StatusCode::NOT_FOUND, format!("no patron {id}")) };
     let Some(tag) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
         return refused(
@@ -236,13 +244,10 @@ type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 async fn add_block(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     Path(id): Path<String>,
     b: Body<NewBlock>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     let (id, b) = match (number::<u64>(&id, "patron"), body(b)) {
         (Ok(id), Ok(b)) => (id, b),
         (Err(r), _) | (_, Err(r)) => return r,
@@ -252,12 +257,9 @@ async fn add_block(
 
 async fn lift_block(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     Path((id, kind)): Path<(String, String)>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, Operation::Unblock { patron: id, kind: Some(kind) }).await,
         Err(r) => r,
@@ -266,13 +268,10 @@ async fn lift_block(
 
 async fn add_note(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     Path(id): Path<String>,
     b: Body<NewNote>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     let (id, n) = match (number::<u64>(&id, "patron"), body(b)) {
         (Ok(id), Ok(n)) => (id, n),
         (Err(r), _) | (_, Err(r)) => return r,
@@ -282,22 +281,16 @@ async fn add_note(
 
 async fn remove_note(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     Path((id, note)): Path<(String, String)>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     match (number::<u64>(&id, "patron"), number::<u32>(&note, "note")) {
         (Ok(id), Ok(note)) => change(&state, Operation::RemoveNote { patron: id, note }).await,
         (Err(r), _) | (_, Err(r)) => r,
     }
 }
 
-async fn fees(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn fees(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     let id = match number::<u64>(&id, "patron") {
         Ok(id) => id,
         Err(r) => return r,
@@ -311,10 +304,7 @@ async fn fees(State(state): State<AdminState>, headers: HeaderMap, Path(id): Pat
     }
 }
 
-async fn history(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn history(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     let id = match number::<u64>(&id, "patron") {
         Ok(id) => id,
         Err(r) => return r,
@@ -326,16 +316,8 @@ async fn history(State(state): State<AdminState>, headers: HeaderMap, Path(id): 
     }
 }
 
-/// Answers an authorised read: the engine's answer shaped by `show`, or the refusal.
-async fn read(
-    state: &AdminState,
-    headers: &HeaderMap,
-    q: Read,
-    show: impl FnOnce(Answer) -> Option<Value>,
-) -> Response {
-    if !super::admin::authorised(state, headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+/// Answers a read: the engine's answer shaped by `show`, or the refusal.
+async fn read(state: &AdminState, q: Read, show: impl FnOnce(Answer) -> Option<Value>) -> Response {
     match state.engine.query(q).await {
         Ok(a) => match show(a) {
             Some(v) => Json(v).into_response(),
@@ -355,7 +337,7 @@ pub struct BankParams {
 /// as the register lists them; `POST /api/v1/patrons/{id}/restore` brings one back.
 async fn deleted(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     params: Result<Query<BankParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
@@ -363,7 +345,7 @@ async fn deleted(
         Err(e) => return refused(StatusCode::BAD_REQUEST, format!("give institution: {e}")),
     };
     let filter = crate::engine::ListFilter { institution: Some(p.institution), deleted: true, ..Default::default() };
-    read(&state, &headers, Read::Patrons(filter), |a| match a {
+    read(&state, Read::Patrons(filter), |a| match a {
         Answer::Patrons(ps) => Some(json!({ "patrons": ps.iter().map(patron_json).collect::<Vec<_>>() })),
         _ => None,
     })
@@ -372,20 +354,14 @@ async fn deleted(
 
 /// `DELETE /api/v1/patrons/{id}`: into the bank of deleted users; refused while the patron
 /// owes money or has a loan.
-async fn delete_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn delete_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, Operation::DeletePatron { patron: id }).await,
         Err(r) => r,
     }
 }
 
-async fn restore_patron(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn restore_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, Operation::RestorePatron { patron: id }).await,
         Err(r) => r,
@@ -393,8 +369,8 @@ async fn restore_patron(State(state): State<AdminState>, headers: HeaderMap, Pat
 }
 
 /// `GET /api/v1/institutions`.
-async fn institutions(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    read(&state, &headers, Read::Institutions, |a| match a {
+async fn institutions(State(state): State<AdminState>, _: Authorised) -> Response {
+    read(&state, Read::Institutions, |a| match a {
         Answer::Institutions(i) => Some(json!({ "institutions": i })),
         _ => None,
     })
@@ -402,8 +378,8 @@ async fn institutions(State(state): State<AdminState>, headers: HeaderMap) -> Re
 }
 
 /// `GET /api/v1/accounts`: terminal accounts with their profiles, never the password hash.
-async fn accounts(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    read(&state, &headers, Read::Accounts, |a| match a {
+async fn accounts(State(state): State<AdminState>, _: Authorised) -> Response {
+    read(&state, Read::Accounts, |a| match a {
         Answer::Accounts(list) => Some(json!({ "accounts": list.iter().map(|a| json!({
             "login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile,
         })).collect::<Vec<_>>() })),
@@ -413,8 +389,8 @@ async fn accounts(State(state): State<AdminState>, headers: HeaderMap) -> Respon
 }
 
 /// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
-async fn item(State(state): State<AdminState>, headers: HeaderMap, Path(barcode): Path<String>) -> Response {
-    read(&state, &headers, Read::Item(barcode), |a| match a {
+async fn item(State(state): State<AdminState>, _: Authorised, Path(barcode): Path<String>) -> Response {
+    read(&state, Read::Item(barcode), |a| match a {
         Answer::Item(facts) => Some(json!({ "item": facts.item, "loan": facts.loan, "holds": facts.holds })),
         _ => None,
     })
@@ -423,23 +399,17 @@ async fn item(State(state): State<AdminState>, headers: HeaderMap, Path(barcode)
 
 /// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
 /// outcome, latency, time) and its last store failure; never a PIN, patron or item.
-async fn terminals(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
+async fn terminals(State(state): State<AdminState>, _: Authorised) -> Response {
     Json(json!({ "terminals": state.server.terminals() })).into_response()
 }
 
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
 async fn fee_action(
     State(state): State<AdminState>,
-    headers: HeaderMap,
+    _: Authorised,
     Path((fee, action)): Path<(String, String)>,
     b: Body<FeeAction>,
 ) -> Response {
-    if !super::admin::authorised(&state, &headers) {
-        return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-    }
     let fee = match number::<u64>(&fee, "fee") {
         Ok(f) => f,
         Err(r) => return r,
