@@ -469,11 +469,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let checker = logins::PeerLogins::new(&shared.logins, peer.ip(), limits);
             let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
                 .with_passwords(&checker);
-            let outcome = s.on_frame(&svc, &frame, Timestamp::now()).await;
+            let now = Timestamp::now();
+            let outcome = s.on_frame(&svc, &frame, now).await;
             session = Some(s);
-            // Borrowed for the log lines below: nothing per request is copied or formatted
-            // twice for them (the peer's text is made once per connection).
-            let account = session.as_ref().and_then(Session::terminal).map_or("-", |t| t.account.login.as_str());
+            // Borrowed for the log lines and the live view below: nothing per request is copied
+            // or formatted twice for them (the peer's text is made once per connection).
+            let logged_in = session.as_ref().and_then(Session::terminal).map(|t| t.account.login.as_str());
+            let account = logged_in.unwrap_or("-");
             if let (Some(tap), Some(f)) = (&shared.tap, &tapped) {
                 tap(peer, f, &outcome);
             }
@@ -493,8 +495,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             let code = outcome.code.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("--");
-            let logged_in = session.as_ref().and_then(Session::terminal).map(|t| t.account.login.as_str());
-            seen.seen(logged_in, outcome.code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
+            seen.seen(now, logged_in, outcome.code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
             info!(
                 peer = %peer_text,
                 account,

@@ -94,7 +94,14 @@ pub struct Registration {
 
 impl Registration {
     /// Records one request.
-    pub fn seen(&self, account: Option<&str>, code: Option<[u8; 2]>, outcome: &'static str, latency_us: u64) {
+    pub fn seen(
+        &self,
+        at: Timestamp,
+        account: Option<&str>,
+        code: Option<[u8; 2]>,
+        outcome: &'static str,
+        latency_us: u64,
+    ) {
         let code = Code(code.filter(|c| c.iter().all(u8::is_ascii_graphic)).unwrap_or(*b"--"));
         let mut v = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         if v.account.as_deref() != account {
@@ -104,7 +111,7 @@ impl Registration {
         if v.last.len() == LAST_REQUESTS {
             v.last.pop_front();
         }
-        v.last.push_back(Seen { at: Timestamp::now(), code, outcome, latency_us });
+        v.last.push_back(Seen { at, code, outcome, latency_us });
     }
 
     /// Records a store failure (its message names no patron or secret).
@@ -129,7 +136,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let r = t.open(peer, 0);
         for i in 0..15 {
-            r.seen(Some("kiosk1"), Some(if i % 2 == 0 { *b"23" } else { *b"11" }), "ok", i);
+            r.seen(Timestamp::now(), Some("kiosk1"), Some(if i % 2 == 0 { *b"23" } else { *b"11" }), "ok", i);
         }
         let views = t.snapshot();
         assert_eq!(views.len(), 1);
@@ -137,7 +144,7 @@ mod tests {
         assert_eq!(views[0].last.len(), LAST_REQUESTS);
         assert_eq!(views[0].last.back().map(|s| s.latency_us), Some(14));
         assert_eq!(views[0].account.as_deref(), Some("kiosk1"));
-        r.seen(None, Some([0xFF, b'x']), "unknown-code", 1);
+        r.seen(Timestamp::now(), None, Some([0xFF, b'x']), "unknown-code", 1);
         let shown = serde_json::to_string(&t.snapshot()[0].last.back().map(|s| s.code)).unwrap();
         assert_eq!(shown, "\"--\"", "a code that is not text is shown as --");
         drop(r);
