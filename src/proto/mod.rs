@@ -14,13 +14,12 @@ pub mod escape;
 mod frame;
 mod grammar;
 mod lenient;
-
-use lenient::Reading;
 mod message;
 mod text;
 mod types;
 
 use bytes::{BufMut, BytesMut};
+use lenient::Reading;
 
 pub use checksum::{Sequence, Trailer, TrailerError, checksum, seal, split_trailer};
 pub use codec::{FieldCodec, FixedCodec, Number3, OneZero, Text, YesNo};
@@ -66,26 +65,28 @@ pub fn decode_lenient<'a>(frame: &'a [u8], encoding: Encoding, scratch: &'a mut 
     let (body, trailer) = split_trailer(frame);
     let exact = Message::parse(body, encoding);
     let info = body.first_chunk::<2>().and_then(|code| lookup(*code));
-    let retry = match (&exact, info) {
-        (_, None) => false,
-        (Ok(m), Some(info)) => !m.is_plausible() || !m.has_required() || lenient::caret_suspect(body, info.fixed_len),
-        (Err(e), Some(_)) => e.kind != ParseErrorKind::Nul,
-    };
     // Read exactly, plausibly and whole: only a `^` delimiter can still be in question.
     let fixed_part_read = exact.as_ref().is_ok_and(|m| m.is_plausible() && m.has_required());
+    let retry = match (&exact, info) {
+        (_, None) => false,
+        (Ok(_), Some(info)) => !fixed_part_read || lenient::caret_suspect(body, info.fixed_len),
+        (Err(e), Some(_)) => e.kind != ParseErrorKind::Nul,
+    };
     let exact = Decoded { trailer, message: exact, deviations: Deviations::default() };
     let Some(info) = info.filter(|_| retry) else { return exact };
     let first = if fixed_part_read { Reading::FieldsOnly } else { Reading::Spec };
     let (mut deviations, ambiguous) = lenient::normalize(body, info, scratch, first);
-    if ambiguous && (lenient::misfits(&deviations) > 0 || Message::parse(scratch, encoding).is_err()) {
-        let mut other = BytesMut::new();
-        let (second, _) = lenient::normalize(body, info, &mut other, Reading::ZonelessMidnight);
-        let fits = Message::parse(&other, encoding).is_ok();
-        if fits
-            && (Message::parse(scratch, encoding).is_err() || lenient::misfits(&second) < lenient::misfits(&deviations))
-        {
-            *scratch = other;
-            deviations = second;
+    // The spec's reading and the zoneless one: each parsed once, the better kept.
+    if ambiguous {
+        let first_fits = Message::parse(scratch, encoding).is_ok();
+        if lenient::misfits(&deviations) > 0 || !first_fits {
+            let mut other = BytesMut::new();
+            let (second, _) = lenient::normalize(body, info, &mut other, Reading::ZonelessMidnight);
+            let fits = Message::parse(&other, encoding).is_ok();
+            if fits && (!first_fits || lenient::misfits(&second) < lenient::misfits(&deviations)) {
+                *scratch = other;
+                deviations = second;
+            }
         }
     }
     if deviations.is_empty() {
