@@ -258,6 +258,9 @@ fn an_unknown_code_gets_96_or_where_the_profile_asks_the_nearest_refusal() {
     let r = k.ask("3920250114    093015AOMAIN|");
     assert!(r.starts_with("38N"), "{r}");
     assert_eq!(field(&r, "AF"), Some("This message is not served here."), "{r}");
+    // Sealed, the refusal echoes the sequence number, as every reply but a 96 does.
+    let r = k.ask(&common::sealed("3920250114    093015AOMAIN|", 4));
+    assert!(r.starts_with("38N") && r.contains("|AY4AZ"), "{r}");
     // And the connection serves on.
     assert!(k.ask(&format!("2300120250114    093015AOMAIN|AA{AVERY}|AC|AD4321|")).starts_with("24"));
 }

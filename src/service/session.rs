@@ -334,8 +334,8 @@ impl Session {
                         let reply = refusal(&request, Some(&inst.code), sip_date(now, inst), why);
                         if let Some(reply) = reply {
                             self.unreadable += 1;
-                            let bytes =
-                                self.encode(&reply, if seal == Seal::None { Seal::None } else { Seal::Checksum });
+                            // A real message, not a 96: it echoes the request's AY like any reply.
+                            let bytes = self.encode(&reply, seal);
                             self.last_reply = Some(bytes.clone());
                             return Outcome {
                                 code,
