@@ -304,6 +304,24 @@ fn limits_oversize_frames_idle_and_login_timeouts_garbage_and_the_connection_cap
     k.send(b"9900302.00");
     assert!(k.closed(), "no login within the login timeout");
 
+    // The idle clock starts again with every request: a kiosk that speaks more often than
+    // the idle timeout stays, however long it stays; once silent it is closed within about
+    // the timeout, although the login timeout (the first deadline set) is far longer.
+    let mut c = test_config();
+    c.limits.idle_timeout = Duration::from_millis(400);
+    c.limits.login_timeout = Duration::from_secs(60);
+    let s2 = start(vector_world, c);
+    let mut k = s2.logged_in();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(k.ask("9900302.00").starts_with("98"), "answered while active");
+    }
+    let silent = std::time::Instant::now();
+    assert!(k.closed(), "idle timeout after activity");
+    let took = silent.elapsed();
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(5), "closed after {took:?}");
+    drop(s2);
+
     // An unknown frame gets 96 (never silence); five in a row close, and a good frame in
     // between resets the count.
     let mut k = s.logged_in();

@@ -22,6 +22,22 @@ struct Shared {
     dropped: AtomicU64,
 }
 
+impl Shared {
+    /// Gathers one whole line.
+    fn append(&self, bytes: &[u8]) {
+        let Ok(mut p) = self.lines.lock() else { return };
+        if p.buf.len() + bytes.len() > MAX {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let before = p.buf.len();
+            p.buf.extend_from_slice(bytes);
+            if before < EARLY && p.buf.len() >= EARLY {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
@@ -100,21 +116,125 @@ pub struct Clock;
 
 impl tracing_subscriber::fmt::time::FormatTime for Clock {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        use std::cell::RefCell;
-        thread_local! {
-            static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        write_now(w)
+    }
+}
+
+/// Writes the time now as [`Clock`] does.
+fn write_now(w: &mut impl std::fmt::Write) -> std::fmt::Result {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, micros) = (since.as_secs(), since.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let at = i64::try_from(secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok());
+            cached.1 = at.map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
+            cached.0 = secs;
         }
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let (secs, micros) = (since.as_secs(), since.subsec_micros());
-        SECOND.with(|cell| {
-            let mut cached = cell.borrow_mut();
-            if cached.0 != secs {
-                let at = i64::try_from(secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok());
-                cached.1 = at.map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
-                cached.0 = secs;
+        let mut tail = *b".000000Z";
+        let mut rest = micros;
+        for d in tail[1..7].iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        w.write_str(&cached.1)?;
+        w.write_str(std::str::from_utf8(&tail).unwrap_or(".000000Z"))
+    })
+}
+
+impl LogBuffer {
+    /// The serve loop's request line written straight into the buffer: the bytes tracing's
+    /// text (without colour) or JSON format writes for that event, without going through its
+    /// layers (which took about 1.5 µs a request: a fifth of a patron status's CPU).
+    pub fn request_log(&self, json: bool) -> crate::net::RequestLog {
+        let shared = self.shared.clone();
+        std::sync::Arc::new(move |r: &crate::net::RequestLine<'_>| {
+            use std::cell::RefCell;
+            thread_local! {
+                static LINE: RefCell<String> = const { RefCell::new(String::new()) };
             }
-            write!(w, "{}.{micros:06}Z", cached.1)
+            LINE.with(|cell| {
+                let Ok(mut s) = cell.try_borrow_mut() else { return };
+                s.clear();
+                if json {
+                    s.push_str("{\"timestamp\":\"");
+                    let _ = write_now(&mut *s);
+                    s.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"peer\":");
+                    json_str(&mut s, r.peer);
+                    s.push_str(",\"account\":");
+                    json_str(&mut s, r.account);
+                    s.push_str(",\"code\":");
+                    json_str(&mut s, r.code);
+                    s.push_str(",\"outcome\":");
+                    json_str(&mut s, r.outcome);
+                    s.push_str(",\"latency_us\":");
+                    push_u64(&mut s, r.latency_us);
+                    s.push_str(",\"target\":\"sip2d::net\"}\n");
+                } else {
+                    let _ = write_now(&mut *s);
+                    s.push_str("  INFO sip2d::net: request peer=");
+                    s.push_str(r.peer);
+                    s.push_str(" account=");
+                    debug_str(&mut s, r.account);
+                    s.push_str(" code=");
+                    s.push_str(r.code);
+                    s.push_str(" outcome=");
+                    debug_str(&mut s, r.outcome);
+                    s.push_str(" latency_us=");
+                    push_u64(&mut s, r.latency_us);
+                    s.push('\n');
+                }
+                shared.append(s.as_bytes());
+            })
         })
+    }
+}
+
+/// Whether `v` is written the same quoted in JSON and by `{:?}`: printable ASCII without
+/// quotes or backslashes (logins, codes and outcomes are).
+fn plain(v: &str) -> bool {
+    v.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'\'')
+}
+
+/// `v` as `{:?}` writes it.
+fn debug_str(s: &mut String, v: &str) {
+    use std::fmt::Write as _;
+    if plain(v) {
+        s.push('"');
+        s.push_str(v);
+        s.push('"');
+    } else {
+        let _ = write!(s, "{v:?}");
+    }
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// `v` as a JSON string.
+fn json_str(s: &mut String, v: &str) {
+    if plain(v) {
+        s.push('"');
+        s.push_str(v);
+        s.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(v) {
+        s.push_str(&quoted);
     }
 }
 
@@ -125,16 +245,7 @@ pub struct Line {
 
 impl Write for Line {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let Ok(mut p) = self.shared.lines.lock() else { return Ok(bytes.len()) };
-        if p.buf.len() + bytes.len() > MAX {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let before = p.buf.len();
-            p.buf.extend_from_slice(bytes);
-            if before < EARLY && p.buf.len() >= EARLY {
-                self.shared.wake.notify_one();
-            }
-        }
+        self.shared.append(bytes);
         Ok(bytes.len())
     }
 
@@ -181,6 +292,42 @@ mod tests {
         let ok = second(&ours) == second(&theirs) || ours.get(..17) == theirs.get(..17);
         assert!(ok, "{ours} / {theirs}");
         assert!(ours.ends_with('Z') && ours.as_bytes().get(19) == Some(&b'.'), "{ours}");
+    }
+
+    #[test]
+    fn the_request_line_is_what_tracing_writes_for_it() {
+        use tracing_subscriber::prelude::*;
+        let accounts = ["kiosk1", "-", "we\"ird \\ one\u{1}", "Åsa"];
+        for json in [false, true] {
+            let (ours, theirs) = (Sink::default(), Sink::default());
+            let (buf, flusher) = LogBuffer::start(ours.clone());
+            let (tbuf, tflusher) = LogBuffer::start(theirs.clone());
+            let fmt = tracing_subscriber::fmt::layer().with_writer(tbuf).with_timer(Clock).with_ansi(false);
+            let format: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> =
+                if json { Box::new(fmt.json().flatten_event(true)) } else { Box::new(fmt) };
+            let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(format));
+            let write = buf.request_log(json);
+            for account in accounts {
+                let line = crate::net::RequestLine {
+                    peer: "127.0.0.1:4100",
+                    account,
+                    code: "23",
+                    outcome: "ok",
+                    latency_us: 17,
+                };
+                tracing::dispatcher::with_default(&dispatch, || line.trace());
+                write(&line);
+            }
+            drop((flusher, tflusher));
+            // Alike but for the time (the first 27 characters, or 41 in JSON).
+            let skip = if json { 41 } else { 27 };
+            let lines = |s: &Sink| {
+                let text = String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
+                text.lines().map(|l| l.get(skip..).unwrap_or_default().to_string()).collect::<Vec<_>>()
+            };
+            assert_eq!(lines(&ours), lines(&theirs), "json: {json}");
+            assert_eq!(lines(&ours).len(), accounts.len());
+        }
     }
 
     #[test]

@@ -189,22 +189,28 @@ fn log_filter(c: &Config) -> tracing_subscriber::EnvFilter {
 
 /// Sets up logging to standard error, lines gathered and written out together. The flusher
 /// writes out what is gathered when it is dropped, so keep it until the server has stopped;
-/// the handle changes the level on a reload.
-fn init_logging(c: &Config) -> (super::logbuf::Flusher, FilterHandle) {
+/// the handle changes the level on a reload. The request log writes its lines itself unless
+/// standard error is a terminal (where tracing colours them).
+fn init_logging(c: &Config) -> Logging {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    let (writer, guard) = super::logbuf::LogBuffer::start(std::io::stderr());
+    let (writer, flusher) = super::logbuf::LogBuffer::start(std::io::stderr());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(c));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_timer(super::logbuf::Clock)
-        .with_ansi(std::io::stderr().is_terminal());
+    let ansi = std::io::stderr().is_terminal();
+    let requests = (!ansi).then(|| writer.request_log(c.log.format == LogFormat::Json));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_timer(super::logbuf::Clock).with_ansi(ansi);
     let format: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match c.log.format {
         LogFormat::Text => Box::new(fmt),
         LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
     };
     let _ = tracing_subscriber::registry().with(filter).with(format).try_init();
-    (guard, handle)
+    Logging { _flusher: flusher, handle, requests }
+}
+
+struct Logging {
+    _flusher: super::logbuf::Flusher,
+    handle: FilterHandle,
+    requests: Option<crate::net::RequestLog>,
 }
 
 /// On SIGHUP: reads the configuration again (file and flags) and applies it to new
@@ -310,7 +316,8 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
 
 pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let mut c = config(args, common)?;
-    let (_log, log_handle) = init_logging(&c);
+    let logging = init_logging(&c);
+    let log_handle = logging.handle.clone();
     if args.null {
         return run_null(&c);
     }
@@ -334,7 +341,10 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
-        let server = Server::bind(&c, engine).await?;
+        let mut server = Server::bind(&c, engine).await?;
+        if let Some(write) = &logging.requests {
+            server = server.with_request_log(write.clone());
+        }
         // Register commands run meanwhile (`sip2d patron ...` on this data directory) come to
         // this server over the admin socket; it is open before the address is announced.
         let admin_stop = CancellationToken::new();

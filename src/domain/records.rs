@@ -198,8 +198,25 @@ impl Institution {
 
     /// The institution's time zone. The name is checked when the institution is stored, so the
     /// UTC fallback only covers a zone database that lost it since.
+    /// The last zone looked up is kept per thread: every kiosk reply's date asks for it, and
+    /// a look-up in the zone database costs more than the rest of the date.
     pub fn time_zone(&self) -> jiff::tz::TimeZone {
-        jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+        use std::cell::RefCell;
+        thread_local! {
+            static LAST: RefCell<Option<(String, jiff::tz::TimeZone)>> = const { RefCell::new(None) };
+        }
+        let get = || jiff::tz::TimeZone::get(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        LAST.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else { return get() };
+            match &*last {
+                Some((name, tz)) if *name == self.timezone => tz.clone(),
+                _ => {
+                    let tz = get();
+                    *last = Some((self.timezone.clone(), tz.clone()));
+                    tz
+                }
+            }
+        })
     }
 
     /// The calendar date at the institution at `now`.
@@ -407,7 +424,11 @@ impl Patron {
 
     /// "Last, First" as kiosks show it.
     pub fn display_name(&self) -> String {
-        format!("{}, {}", self.last_name, self.first_name)
+        let mut name = String::with_capacity(self.last_name.len() + 2 + self.first_name.len());
+        name.push_str(&self.last_name);
+        name.push_str(", ");
+        name.push_str(&self.first_name);
+        name
     }
 
     /// The active identifiers' values.

@@ -3,6 +3,8 @@
 //! in the same unit. A refusal is part of the receipt; what it wrote (a wrong PIN counted)
 //! stands.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 
@@ -18,11 +20,11 @@ use super::units::{fees, patrons};
 
 /// The patron a kiosk names: one of their active identifiers (or the primary id) at the
 /// terminal's institution. Deleted patrons are unknown to kiosks.
-pub fn find_card(u: &Unit<'_>, at: &Kiosk, card: &str) -> Option<Patron> {
+pub fn find_card(u: &Unit<'_>, at: &Kiosk, card: &str) -> Option<Arc<Patron>> {
     u.state
-        .patron_by_identifier(&at.institution, card)
+        .identifier_owner(&at.institution, card)
+        .and_then(|id| u.state.patron_shared(id))
         .filter(|p| p.deleted.is_none() && (p.primary_id == card || p.active_identifiers().any(|v| v == card)))
-        .cloned()
 }
 
 /// Checks the PIN a kiosk sent, as the profile asks; a check counts toward the lockout.
@@ -60,7 +62,7 @@ fn authenticate(
     at: &Kiosk,
     card: &str,
     sent: Option<&Pin>,
-) -> Result<Result<Patron, Refusal>, Refusal> {
+) -> Result<Result<Arc<Patron>, Refusal>, Refusal> {
     let Some(p) = find_card(u, at, card) else { return Ok(Err(Refusal::UnknownCard)) };
     if sent.is_none() && !present_without_pin(at, card) {
         return Ok(Err(Refusal::PinNeeded));
@@ -73,9 +75,10 @@ fn authenticate(
 
 /// The patron as they stand now.
 fn report(u: &Unit<'_>, id: u64, verdict: PinVerdict, detail: bool) -> Result<KioskPatron, Refusal> {
-    let patron = u.patron(id)?;
-    let inst = u.institution(&patron.institution)?;
-    let standing = u.state.standing(&patron, &inst, u.now());
+    let patron = u.state.patron_shared(id).ok_or_else(|| Refusal::NoPatron(format!("#{id}")))?;
+    let inst =
+        u.state.institution(&patron.institution).ok_or_else(|| Refusal::NoInstitution(patron.institution.clone()))?;
+    let standing = u.state.standing(&patron, inst, u.now());
     let (loans, holds, fees) = if detail {
         (
             u.state.loans_of(id).into_iter().cloned().collect(),
@@ -283,7 +286,8 @@ pub fn hold(
     let pickup = pickup.filter(|p| !p.is_empty());
     let result = u.attempt(|u| match (action, existing) {
         (HoldAction::Place, _) => {
-            let pickup = pickup.or(at.location.clone()).unwrap_or_else(|| at.institution.clone());
+            let pickup =
+                pickup.or(at.location.as_deref().map(str::to_string)).unwrap_or_else(|| at.institution.to_string());
             circ::place_hold(u, p.id, &target, &pickup, expires).map(|h| (h, false))
         }
         (HoldAction::Cancel, Some(id)) => circ::cancel_hold(u, id).map(|h| (h, true)),

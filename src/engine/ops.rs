@@ -2,6 +2,8 @@
 //! and queries (reads of a committed view), with what each answers. Every client (the SIP
 //! service, the command line, the admin API, import) speaks these.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 
@@ -37,10 +39,13 @@ impl By {
 /// The terminal a kiosk request comes from, as it logged in: its institution and what its
 /// profile allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its text is shared (`Arc<str>`): every kiosk request carries one, and copying it must not
+/// allocate.
 pub struct Kiosk {
-    pub login: String,
-    pub institution: String,
-    pub location: Option<String>,
+    pub login: Arc<str>,
+    pub institution: Arc<str>,
+    pub location: Option<Arc<str>>,
     /// Whether PINs are checked at all (`pin-required`).
     pub pin_required: bool,
     /// Whether an empty PIN counts as right (`empty-pin-ok`).
@@ -54,7 +59,7 @@ pub struct Kiosk {
     /// How circulation requests show the patron is present (`patron-verification`).
     pub verification: crate::domain::profile::Verification,
     /// The card whose PIN was verified earlier on this connection, if any.
-    pub verified_card: Option<String>,
+    pub verified_card: Option<Arc<str>>,
 }
 
 /// What staff enter to register a patron.
@@ -437,7 +442,8 @@ impl PinVerdict {
 /// A patron as a kiosk sees them (23, 63, and the 24 that answers 01 and 25).
 #[derive(Clone, Debug)]
 pub struct KioskPatron {
-    pub patron: Patron,
+    /// Shared with the working set: a status request copies no record.
+    pub patron: std::sync::Arc<Patron>,
     pub pin: PinVerdict,
     pub standing: Standing,
     pub balance: Money,

@@ -183,6 +183,12 @@ impl State {
         self.patrons.get(&id).map(Arc::as_ref)
     }
 
+    /// The patron's record itself, shared rather than copied (the kiosk's hot path reads it
+    /// for every request).
+    pub fn patron_shared(&self, id: u64) -> Option<Arc<Patron>> {
+        self.patrons.get(&id).cloned()
+    }
+
     pub fn patrons(&self) -> impl Iterator<Item = &Patron> {
         self.patrons.values().map(Arc::as_ref)
     }

@@ -43,6 +43,35 @@ pub enum ServeError {
     Random(std::io::Error),
 }
 
+/// One answered request, as its log line says it (target `sip2d::net`, message `request`).
+pub struct RequestLine<'a> {
+    pub peer: &'a str,
+    /// The logged-in account, `-` before login.
+    pub account: &'a str,
+    /// The request's two-character code, `--` when it had none.
+    pub code: &'a str,
+    pub outcome: &'static str,
+    pub latency_us: u64,
+}
+
+impl RequestLine<'_> {
+    /// Logs the line through `tracing`.
+    pub fn trace(&self) {
+        info!(
+            peer = %self.peer,
+            account = self.account,
+            code = %self.code,
+            outcome = self.outcome,
+            latency_us = self.latency_us,
+            "request"
+        );
+    }
+}
+
+/// Writes a request's log line: a server's log writer can format that one line itself, at a
+/// fraction of what the general formatting costs (it is written for every request).
+pub type RequestLog = Arc<dyn Fn(&RequestLine<'_>) + Send + Sync>;
+
 /// What every connection shares.
 struct Shared {
     engine: Arc<dyn Engine>,
@@ -54,6 +83,8 @@ struct Shared {
     open: std::sync::atomic::AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
     tap: Option<Tap>,
+    /// Writes the request log line itself; `None`: through `tracing` as every other line.
+    request_log: Option<RequestLog>,
     metrics: Arc<ops::Metrics>,
     /// The connections open now, for the staff console's live view.
     terminals: Arc<terminals::Terminals>,
@@ -267,6 +298,7 @@ impl Server {
             per_address: Mutex::new(HashMap::new()),
             terminals: Arc::new(terminals::Terminals::default()),
             tap: None,
+            request_log: None,
         });
         let mut bound = Vec::new();
         for (index, l) in config.listen.iter().enumerate() {
@@ -286,6 +318,15 @@ impl Server {
     pub fn with_tap(mut self, tap: Tap) -> Server {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.tap = Some(tap);
+        }
+        self
+    }
+
+    /// Writes each request's log line with `write` (when `tracing` has this module's info
+    /// lines enabled) instead of through `tracing`'s layers: see [`RequestLine`].
+    pub fn with_request_log(mut self, write: RequestLog) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.request_log = Some(write);
         }
         self
     }
@@ -384,7 +425,9 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
         let tls = settings.tls.get(b.index).cloned().flatten();
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        // A child token per connection: waiting on it takes the connection's own lock, not
+        // one every connection's wait takes (the shared token's waiter list).
+        let (shared, shutdown) = (shared.clone(), shutdown.child_token());
         let index = b.index;
         tracker.spawn(async move {
             connection(stream, peer, index, tls, shared, settings, shutdown, permit, slot).await;
@@ -443,6 +486,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut replies: u64 = 0;
     // Until the first bytes have shown they could be SIP.
     let mut seen_sip = false;
+    let mut meter = ops::RequestMeter::default();
+    let stop = shutdown.cancelled();
+    tokio::pin!(stop);
+    let idle = tokio::time::sleep_until(started + limits.login_timeout);
+    tokio::pin!(idle);
     if telnet {
         let Some(s) = session.as_mut() else { return };
         if !telnet_login(&mut io, peer, &mut buf, s, shared, settings, shutdown, started).await {
@@ -485,7 +533,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 seen.failed(&e.to_string());
             }
             let elapsed = clock.elapsed();
-            shared.metrics.request(outcome.code, outcome.verdict.as_str(), elapsed);
+            shared.metrics.request_on(&mut meter, outcome.code, outcome.verdict.as_str(), elapsed);
             if !outcome.deviations.is_empty() {
                 shared.metrics.deviations(&outcome.deviations);
                 if outcome.verdict == Verdict::Deviant {
@@ -496,14 +544,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let code = outcome.code.as_ref().and_then(|c| std::str::from_utf8(c).ok()).unwrap_or("--");
             seen.seen(now, logged_in, outcome.code, outcome.verdict.as_str(), elapsed.as_micros() as u64);
-            info!(
-                peer = %peer_text,
+            let line = RequestLine {
+                peer: &peer_text,
                 account,
-                code = %code,
-                outcome = outcome.verdict.as_str(),
-                latency_us = elapsed.as_micros() as u64,
-                "request"
-            );
+                code,
+                outcome: outcome.verdict.as_str(),
+                latency_us: elapsed.as_micros() as u64,
+            };
+            match &shared.request_log {
+                Some(write) => {
+                    if tracing::enabled!(tracing::Level::INFO) {
+                        write(&line)
+                    }
+                }
+                None => line.trace(),
+            }
             if outcome.verdict == Verdict::LoginRefused {
                 let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
                 if !pause.is_zero() {
@@ -555,22 +610,36 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
         let logged_in = session.as_ref().is_some_and(|s| s.terminal().is_some());
-        let deadline =
+        let due =
             if logged_in { tokio::time::Instant::now() + limits.idle_timeout } else { started + limits.login_timeout };
-        let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf));
-        let r = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = read => r,
+        // One timer for the connection, moved only when it fires before the deadline now due
+        // (or the deadline came nearer): a timer per read cost a timer-wheel insertion and
+        // removal for every request.
+        if due < idle.deadline() {
+            idle.as_mut().reset(due);
+        }
+        let r = loop {
+            tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => break Some(r),
+                _ = &mut stop => return,
+                () = &mut idle => {
+                    if tokio::time::Instant::now() >= due {
+                        break None;
+                    }
+                    idle.as_mut().reset(due);
+                }
+            }
         };
         match r {
-            Err(_) => {
+            None => {
                 info!(%peer, reason = if logged_in { "idle" } else { "no login" }, "timed out; closing");
                 let _ = tokio::time::timeout(limits.write_timeout, io.shutdown()).await;
                 return;
             }
             // End of input: a frame without its terminator is dropped.
-            Ok(Ok(0)) => return,
-            Ok(Ok(n)) => {
+            Some(Ok(0)) => return,
+            Some(Ok(n)) => {
                 shared.metrics.read(n);
                 if !seen_sip {
                     if let Some(what) = not_sip(&buf) {
@@ -581,7 +650,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     seen_sip = buf.len() >= 10 || buf.contains(&b'\r');
                 }
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
                 return;
             }

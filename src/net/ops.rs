@@ -47,6 +47,15 @@ fn code_label(code: Option<[u8; 2]>) -> &'static str {
     known.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("other")
 }
 
+/// Code and outcome pairs a connection keeps handles for (a kiosk uses a few).
+const METER_SLOTS: usize = 8;
+
+/// A connection's handles on the request counters it has used; see [`Metrics::request_on`].
+#[derive(Default)]
+pub struct RequestMeter {
+    seen: Vec<(&'static str, &'static str, Counter, Histogram)>,
+}
+
 /// Everything the server counts.
 pub struct Metrics {
     registry: Registry,
@@ -156,9 +165,37 @@ impl Metrics {
     }
 
     pub fn request(&self, code: Option<[u8; 2]>, outcome: &'static str, elapsed: Duration) {
+        self.request_on(&mut RequestMeter::default(), code, outcome, elapsed)
+    }
+
+    /// Counts a request through a connection's own handles: the shared families are looked
+    /// up (a lock and a hash of the labels) only the first time a connection sees a code and
+    /// outcome.
+    pub fn request_on(
+        &self,
+        meter: &mut RequestMeter,
+        code: Option<[u8; 2]>,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
         let code = code_label(code);
-        self.requests.get_or_create(&RequestLabels { code, outcome }).inc();
-        self.latency.get_or_create(&CodeLabels { code }).observe(elapsed.as_secs_f64());
+        let found = meter.seen.iter().position(|(c, o, _, _)| *c == code && *o == outcome);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                if meter.seen.len() == METER_SLOTS {
+                    meter.seen.remove(0);
+                }
+                let counter = self.requests.get_or_create(&RequestLabels { code, outcome }).clone();
+                let histogram = self.latency.get_or_create(&CodeLabels { code }).clone();
+                meter.seen.push((code, outcome, counter, histogram));
+                meter.seen.len() - 1
+            }
+        };
+        if let Some((_, _, counter, histogram)) = meter.seen.get(at) {
+            counter.inc();
+            histogram.observe(elapsed.as_secs_f64());
+        }
         if code == "93" {
             let outcome = if outcome == "ok" { "accepted" } else { "refused" };
             self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
@@ -261,4 +298,41 @@ pub async fn serve(
         .with_state(state);
     let listener = super::http::HttpListener::Tcp(listener);
     super::http::serve(listener, app, limits, "ops", shutdown, Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of `render` for `sip2d_requests_total` with these labels, and its value.
+    fn requests(m: &Metrics, code: &str, outcome: &str) -> Option<u64> {
+        let want = format!("code=\"{code}\",outcome=\"{outcome}\"");
+        m.render()
+            .lines()
+            .find(|l| l.starts_with("sip2d_requests_total{") && l.contains(&want))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn a_connection_s_handles_count_into_the_shared_families() {
+        let m = Metrics::new();
+        let mut meter = RequestMeter::default();
+        let mut other = RequestMeter::default();
+        // More pairs than a meter keeps, so handles are dropped and taken again.
+        let codes = SupportedMessages::REQUEST_CODES;
+        assert!(codes.len() > METER_SLOTS);
+        for round in 1..=3 {
+            for (i, c) in codes.iter().enumerate() {
+                let outcome = if i % 2 == 0 { "ok" } else { "refused" };
+                m.request_on(&mut meter, Some(*c), outcome, Duration::from_micros(10));
+                m.request_on(&mut other, Some(*c), outcome, Duration::from_micros(10));
+            }
+            assert_eq!(requests(&m, "23", "ok").or(requests(&m, "23", "refused")), Some(2 * round));
+        }
+        let first = std::str::from_utf8(&codes[0]).unwrap();
+        assert_eq!(requests(&m, first, "ok"), Some(6));
+        m.request(Some(codes[0]), "ok", Duration::from_micros(10));
+        assert_eq!(requests(&m, first, "ok"), Some(7));
+        assert!(meter.seen.len() <= METER_SLOTS);
+    }
 }

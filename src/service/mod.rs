@@ -7,6 +7,7 @@
 //! status flag, a screen message); only an engine that fails is an error.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -47,25 +48,33 @@ pub struct Terminal {
     pub institution: Institution,
     /// The card whose PIN was verified on this connection (by a 23 or 63 answered `CQY`, or
     /// a circulation request with a right PIN), until another patron's is or a 35 ends it.
-    pub verified: Option<String>,
+    pub verified: Option<Arc<str>>,
+    /// What [`Terminal::kiosk`] names but the verified card, made once at login.
+    kiosk: Kiosk,
 }
 
 impl Terminal {
-    /// The terminal as the engine's kiosk operations name it.
-    pub fn kiosk(&self) -> Kiosk {
-        let p = &self.profile;
-        Kiosk {
-            login: self.account.login.clone(),
-            institution: self.institution.code.clone(),
-            location: self.account.location.clone(),
+    /// A terminal logged in as `account`, with its profile, at its institution.
+    pub fn new(account: Account, profile: Profile, institution: Institution) -> Terminal {
+        let p = &profile;
+        let kiosk = Kiosk {
+            login: account.login.as_str().into(),
+            institution: institution.code.as_str().into(),
+            location: account.location.as_deref().map(Arc::from),
             pin_required: p.pin_required,
             empty_pin_ok: p.empty_pin_ok,
             renewals: p.renewals,
             status_update: p.status_update,
             patron_enable: p.patron_enable,
             verification: p.verification,
-            verified_card: self.verified.clone(),
-        }
+            verified_card: None,
+        };
+        Terminal { account, profile, institution, verified: None, kiosk }
+    }
+
+    /// The terminal as the engine's kiosk operations name it (copied without allocating).
+    pub fn kiosk(&self) -> Kiosk {
+        Kiosk { verified_card: self.verified.clone(), ..self.kiosk.clone() }
     }
 
     fn language(&self) -> Language {
@@ -110,7 +119,7 @@ pub fn sip_date(now: Timestamp, institution: &Institution) -> SipDate {
 
 /// `now` as a SIP date: the wall-clock time in `tz`, written with the zone field `zone`.
 pub fn sip_date_in(now: Timestamp, tz: &jiff::tz::TimeZone, zone: Zone) -> SipDate {
-    let t = now.to_zoned(tz.clone()).datetime();
+    let t = tz.to_datetime(now);
     let part = |v: i8| u8::try_from(v).unwrap_or(0);
     let year = u16::try_from(t.year()).unwrap_or(0);
     DateTime::new(year, part(t.month()), part(t.day()), part(t.hour()), part(t.minute()), part(t.second()), zone)
@@ -286,10 +295,7 @@ impl<'r> Service<'r> {
             Answer::Institution(i) => *i,
             _ => return Ok(refused),
         };
-        Ok((
-            LoginResponse { ok: true, ..Default::default() },
-            Some(Terminal { account, profile, institution, verified: None }),
-        ))
+        Ok((LoginResponse { ok: true, ..Default::default() }, Some(Terminal::new(account, profile, institution))))
     }
 
     /// 99: what this terminal may do, and our clock.

@@ -158,7 +158,11 @@ pub fn supported(profile: &Profile) -> SupportedMessages {
 /// The card verified on the connection once `request` got `reply`: set by a right PIN (a 23
 /// or 63 answered `CQY`, or a circulation request that carried a PIN and succeeded), dropped
 /// by a wrong PIN for it or by an end of patron session (35).
-fn verified_after(before: Option<String>, request: &Message<'_>, reply: &Message<'_>) -> Option<String> {
+fn verified_after(
+    before: Option<std::sync::Arc<str>>,
+    request: &Message<'_>,
+    reply: &Message<'_>,
+) -> Option<std::sync::Arc<str>> {
     let with_pin = |pin: Option<&proto::Secret<'_>>| pin.is_some_and(|p| !p.is_empty());
     // Only a request that carried a PIN says anything of it: a 63 without one (a kiosk paging
     // through the loans it just showed) leaves the verification as it was.
@@ -181,7 +185,9 @@ fn verified_after(before: Option<String>, request: &Message<'_>, reply: &Message
         _ => return before,
     };
     match right {
-        Some(true) => Some(card.to_string()),
+        // The same card again (a kiosk's every request) keeps what it had, without a copy.
+        Some(true) if before.as_deref() == Some(card.as_ref()) => before,
+        Some(true) => Some(std::sync::Arc::from(card.as_ref())),
         Some(false) if before.as_deref() == Some(card.as_ref()) => None,
         _ => before,
     }
