@@ -172,6 +172,7 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
     drop(k);
 
     bank_and_reads(admin, t, id);
+    proxies_and_moves(admin, t, id);
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
@@ -250,4 +251,66 @@ fn bank_and_reads(admin: SocketAddr, t: Option<&str>, avery: u64) {
     assert_eq!(item.status, 200, "{}", item.body);
     assert_eq!(item.body["item"]["title"], "Dune", "{}", item.body);
     assert_eq!(request(admin, "GET", "/api/v1/items/nope", t, "", "").status, 404);
+}
+
+/// The patron id of `card` at `institution`.
+fn patron_id(admin: SocketAddr, t: Option<&str>, institution: &str, card: &str) -> u64 {
+    let found = request(admin, "GET", &format!("/api/v1/patrons?institution={institution}&q={card}"), t, "", "");
+    found.body["patrons"][0]["id"].as_u64().unwrap_or_else(|| panic!("{card}: {}", found.body))
+}
+
+/// Proxies granted and revoked; a move between libraries asked for, and two staff members
+/// accepting it at the same moment: it happens once, the other is told nothing waits.
+fn proxies_and_moves(admin: SocketAddr, t: Option<&str>, avery: u64) {
+    let fines = patron_id(admin, t, "MAIN", "21000000000003");
+    let path = format!("/api/v1/patrons/{fines}/proxy-for/{avery}");
+    let r = request(admin, "PUT", &path, t, "", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["proxy_for"], serde_json::json!([avery]), "{}", r.body);
+    assert_eq!(request(admin, "PUT", &path, t, "", "").status, 422, "already a proxy");
+    let own = format!("/api/v1/patrons/{fines}/proxy-for/{fines}");
+    assert_eq!(request(admin, "PUT", &own, t, "", "").status, 422, "their own proxy");
+    assert_eq!(request(admin, "PUT", &format!("/api/v1/patrons/{fines}/proxy-for/987654"), t, "", "").status, 404);
+    assert_eq!(request(admin, "PUT", &path, None, "", "").status, 401);
+    let r = request(admin, "DELETE", &path, t, "", "");
+    assert_eq!((r.status, r.body["proxy_for"].clone()), (200, serde_json::json!([])), "{}", r.body);
+    assert_eq!(request(admin, "DELETE", &path, t, "", "").status, 422, "no longer a proxy");
+
+    let inactive = patron_id(admin, t, "MAIN", "21000000000006");
+    let transfer = format!("/api/v1/patrons/{inactive}/transfer");
+    assert_eq!(request(admin, "POST", &transfer, t, "", r#"{"to":"MAIN"}"#).status, 422, "already there");
+    assert_eq!(request(admin, "POST", &transfer, t, "", r#"{"to":"NOWHERE"}"#).status, 404);
+    let r = request(admin, "POST", &transfer, t, "", r#"{"to":"BRANCH"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["transfer"]["to"], "BRANCH", "{}", r.body);
+    assert_eq!(request(admin, "POST", &transfer, t, "", r#"{"to":"BRANCH"}"#).status, 422, "one move at a time");
+    assert_eq!(request(admin, "POST", &format!("{transfer}/maybe"), t, "", "").status, 404);
+    let accept = format!("{transfer}/accept");
+    let token = t.map(str::to_string);
+    // Back and forth, each move accepted by two staff members at once.
+    for round in 0..6 {
+        let to = if round % 2 == 0 { "BRANCH" } else { "MAIN" };
+        if round > 0 {
+            let r = request(admin, "POST", &transfer, t, "", &format!(r#"{{"to":"{to}"}}"#));
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let answers: Vec<u16> = std::thread::scope(|s| {
+            let both: Vec<_> = (0..2)
+                .map(|_| {
+                    let (accept, token) = (accept.clone(), token.clone());
+                    s.spawn(move || request(admin, "POST", &accept, token.as_deref(), "", "").status)
+                })
+                .collect();
+            both.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = answers.clone();
+        sorted.sort();
+        assert_eq!(sorted, [200, 422], "one accept moves the patron, the other finds nothing waiting: {answers:?}");
+        let moved = request(admin, "GET", &format!("/api/v1/patrons/{inactive}"), t, "", "");
+        assert_eq!(moved.body["institution"], to, "{}", moved.body);
+        assert_eq!(moved.body["transfer"], serde_json::Value::Null, "{}", moved.body);
+    }
+    let history = request(admin, "GET", &format!("/api/v1/patrons/{inactive}/history"), t, "", "");
+    let moves = history.body["history"].as_array().unwrap().iter().filter(|e| e["action"] == "transfer-accept").count();
+    assert_eq!(moves, 6, "each move once: {}", history.body);
 }

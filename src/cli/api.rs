@@ -290,6 +290,68 @@ async fn remove_note(
     }
 }
 
+/// Lets patron `id` act for `other` (a proxy: borrowing and collecting holds on their card).
+async fn allow_proxy(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path((id, other)): Path<(String, String)>,
+) -> Response {
+    set_proxy(&state, &id, &other, true).await
+}
+
+async fn revoke_proxy(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path((id, other)): Path<(String, String)>,
+) -> Response {
+    set_proxy(&state, &id, &other, false).await
+}
+
+async fn set_proxy(state: &AdminState, id: &str, other: &str, allow: bool) -> Response {
+    match (number::<u64>(id, "patron"), number::<u64>(other, "patron")) {
+        (Ok(proxy), Ok(for_whom)) => change(state, Operation::SetProxy { proxy, for_whom, allow }).await,
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransfer {
+    /// The institution the patron moves to.
+    to: String,
+}
+
+/// Asks to move patron `id` to another institution; that institution's staff decide.
+async fn request_transfer(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path(id): Path<String>,
+    b: Body<NewTransfer>,
+) -> Response {
+    match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(patron), Ok(t)) => change(&state, Operation::RequestTransfer { patron, to: t.to }).await,
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+/// Accepts or rejects the move asked for patron `id`.
+async fn decide_transfer(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path((id, decision)): Path<(String, String)>,
+) -> Response {
+    let patron = match number::<u64>(&id, "patron") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let accept = match decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => return refused(StatusCode::NOT_FOUND, format!("no transfer decision {other}: accept or reject")),
+    };
+    change(&state, Operation::DecideTransfer { patron, accept }).await
+}
+
 async fn fees(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
     let id = match number::<u64>(&id, "patron") {
         Ok(id) => id,
@@ -438,7 +500,7 @@ async fn fee_action(
 
 /// The resource API's routes, on the admin listener's state.
 pub fn routes() -> axum::Router<AdminState> {
-    use axum::routing::{delete, get, post};
+    use axum::routing::{delete, get, post, put};
     axum::Router::new()
         .route("/api/v1/patrons", get(search))
         .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron).delete(delete_patron))
@@ -446,6 +508,9 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/blocks/{type}", delete(lift_block))
         .route("/api/v1/patrons/{id}/notes", post(add_note))
         .route("/api/v1/patrons/{id}/notes/{note}", delete(remove_note))
+        .route("/api/v1/patrons/{id}/proxy-for/{other}", put(allow_proxy).delete(revoke_proxy))
+        .route("/api/v1/patrons/{id}/transfer", post(request_transfer))
+        .route("/api/v1/patrons/{id}/transfer/{decision}", post(decide_transfer))
         .route("/api/v1/patrons/{id}/fees", get(fees))
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
