@@ -4,42 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::spawn_sip2d;
 
-struct Reply {
-    status: u16,
-    etag: Option<String>,
-    body: serde_json::Value,
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, extra: &str, body: &str) -> Reply {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let etag = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("etag").then(|| v.trim().to_string())
-    });
-    let body = match (rest.find('{'), rest.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(rest.get(a..=b).unwrap_or("null")).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    };
-    Reply { status, etag, body }
-}
+use common::http as request;
 
 #[test]
 fn patrons_as_resources_with_etags_and_no_lost_updates() {

@@ -153,6 +153,8 @@ fn router(state: AdminState) -> axum::Router {
         .route("/v1/run", post(run))
         .route("/v1/reload", post(reload))
         .merge(super::api::routes())
+        .fallback(super::api::no_route)
+        .layer(axum::middleware::map_response(super::api::json_refusals))
         .with_state(state)
 }
 

@@ -498,6 +498,30 @@ async fn fee_action(
     change(&state, op).await
 }
 
+/// Every refusal says why in JSON, axum's own included (a path value it cannot read, a method
+/// the route does not take): they come as plain text or with no body at all.
+pub async fn json_refusals(r: Response) -> Response {
+    let status = r.status();
+    let json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let said = String::from_utf8_lossy(&text).trim().to_string();
+    let why = if said.is_empty() { status.canonical_reason().unwrap_or("refused").to_lowercase() } else { said };
+    let mut out = refused(status, why);
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+/// What a path outside every route gets.
+pub async fn no_route(uri: axum::http::Uri) -> Response {
+    refused(StatusCode::NOT_FOUND, format!("no resource {}", uri.path()))
+}
+
 /// The resource API's routes, on the admin listener's state.
 pub fn routes() -> axum::Router<AdminState> {
     use axum::routing::{delete, get, post, put};

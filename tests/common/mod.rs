@@ -267,6 +267,43 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// An HTTP reply: the status, the ETag, the body as JSON (`Null` when it is not JSON) and the
+/// raw text after the headers.
+pub struct HttpReply {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub body: serde_json::Value,
+    pub raw: String,
+}
+
+/// One HTTP/1.1 request with a JSON body (`extra`: more header lines, each ending in CRLF).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, extra: &str, body: &str) -> HttpReply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let etag = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("etag").then(|| v.trim().to_string())
+    });
+    // A chunked body's sizes sit around the JSON: the object is what lies between the braces.
+    let body = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) if a < b => serde_json::from_str(rest.get(a..=b).unwrap_or("null")).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    HttpReply { status, etag, body, raw: rest.to_string() }
+}
+
 /// Starts `sip2d ARGS` with `RUST_LOG=level`, its standard error going to `stderr` (piped when
 /// the test reads the log), and reads its standard output up to the address announced after
 /// `marker`. The rest of standard output is the caller's to read or drain.
