@@ -143,6 +143,7 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
 
     bank_and_reads(admin, t, id);
     proxies_and_moves(admin, t, id);
+    terminal_accounts(admin, sip, t);
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
@@ -283,4 +284,70 @@ fn proxies_and_moves(admin: SocketAddr, t: Option<&str>, avery: u64) {
     let history = request(admin, "GET", &format!("/api/v1/patrons/{inactive}/history"), t, "", "");
     let moves = history.body["history"].as_array().unwrap().iter().filter(|e| e["action"] == "transfer-accept").count();
     assert_eq!(moves, 6, "each move once: {}", history.body);
+}
+
+/// Terminal accounts made, changed and removed through the API, as a kiosk on the SIP port
+/// then finds them; two staff members adding the same login at once: one gets it.
+fn terminal_accounts(admin: SocketAddr, sip: SocketAddr, t: Option<&str>) {
+    let login = |password: &str| {
+        let mut k = common::Kiosk::connect(sip);
+        k.ask(&format!("9300CNkiosk9|CO{password}|"))
+    };
+    let add = r#"{"login":"kiosk9","password":"first-secret","institution":"MAIN","location":"Floor 2"}"#;
+    let r = request(admin, "POST", "/api/v1/accounts", t, "", add);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["login"], "kiosk9");
+    assert!(!r.raw.contains("argon2") && !r.raw.contains("first-secret"), "no password or hash shown: {}", r.raw);
+    assert_eq!(login("first-secret"), "941");
+    assert_eq!(request(admin, "POST", "/api/v1/accounts", t, "", add).status, 409, "the login is taken");
+    let short = r#"{"login":"kiosk8","password":"short","institution":"MAIN"}"#;
+    assert_eq!(request(admin, "POST", "/api/v1/accounts", t, "", short).status, 422);
+    let nowhere = r#"{"login":"kiosk8","password":"long-enough","institution":"NOWHERE"}"#;
+    assert_eq!(request(admin, "POST", "/api/v1/accounts", t, "", nowhere).status, 404);
+    assert_eq!(request(admin, "POST", "/api/v1/accounts", None, "", add).status, 401);
+
+    let r = request(admin, "PUT", "/api/v1/accounts/kiosk9/password", t, "", r#"{"password":"second-secret"}"#);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(login("first-secret"), "940", "the old password no longer logs in");
+    assert_eq!(login("second-secret"), "941");
+    assert_eq!(
+        request(admin, "PUT", "/api/v1/accounts/nobody/password", t, "", r#"{"password":"long-enough"}"#).status,
+        404
+    );
+
+    let profile = "/api/v1/accounts/kiosk9/profile";
+    let r = request(admin, "PATCH", profile, t, "", r#"{"language":"sv","renewals":"no"}"#);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(
+        (r.body["profile"]["language"].as_str(), r.body["profile"]["renewals"].as_str()),
+        (Some("sv"), Some("no"))
+    );
+    let r = request(admin, "PATCH", profile, t, "", r#"{"renewals":"","colour":"red"}"#);
+    assert_eq!(r.status, 422, "an unknown key: {}", r.raw);
+    let accounts = request(admin, "GET", "/api/v1/accounts", t, "", "");
+    let mine = accounts.body["accounts"].as_array().unwrap().iter().find(|a| a["login"] == "kiosk9").cloned().unwrap();
+    assert_eq!(mine["profile"]["renewals"], "no", "nothing changed by the refused patch: {mine}");
+    assert!(!accounts.raw.contains("argon2"), "{}", accounts.raw);
+    let r = request(admin, "PATCH", profile, t, "", r#"{"renewals":""}"#);
+    assert_eq!((r.status, r.body["profile"]["renewals"].clone()), (200, serde_json::Value::Null), "{}", r.raw);
+
+    assert_eq!(request(admin, "DELETE", "/api/v1/accounts/kiosk9", t, "", "").status, 200);
+    assert_eq!(login("second-secret"), "940", "a removed account no longer logs in");
+    assert_eq!(request(admin, "DELETE", "/api/v1/accounts/kiosk9", t, "", "").status, 404);
+
+    for round in 0..4 {
+        let body = format!(r#"{{"login":"race{round}","password":"race-secret","institution":"MAIN"}}"#);
+        let token = t.map(str::to_string);
+        let mut answers: Vec<u16> = std::thread::scope(|s| {
+            let both: Vec<_> = (0..2)
+                .map(|_| {
+                    let (body, token) = (body.clone(), token.clone());
+                    s.spawn(move || request(admin, "POST", "/api/v1/accounts", token.as_deref(), "", &body).status)
+                })
+                .collect();
+            both.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        answers.sort();
+        assert_eq!(answers, [200, 409], "one add makes the account, the other finds it taken");
+    }
 }

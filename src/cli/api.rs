@@ -64,6 +64,8 @@ fn failed(e: Error) -> Response {
         Error::Refused(r @ (Refusal::NoPatron(_) | Refusal::NoInstitution(_) | Refusal::NoItem(_))) => {
             refused(StatusCode::NOT_FOUND, r)
         }
+        Error::Refused(r @ Refusal::NoAccount(_)) => refused(StatusCode::NOT_FOUND, r),
+        Error::Refused(r @ Refusal::Exists { .. }) => refused(StatusCode::CONFLICT, r),
         Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
         Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
         other => refused(StatusCode::SERVICE_UNAVAILABLE, other),
@@ -190,6 +192,7 @@ async fn change(state: &AdminState, op: Operation) -> Response {
     match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
         Ok(Receipt::Patron(p)) => tagged(&p),
         Ok(Receipt::Fee(f)) => Json(json!(f)).into_response(),
+        Ok(Receipt::Account(a)) => Json(account_json(&a)).into_response(),
         Ok(_) => Json(json!({ "done": true })).into_response(),
         Err(e) => failed(e),
     }
@@ -442,12 +445,92 @@ async fn institutions(State(state): State<AdminState>, _: Authorised) -> Respons
 /// `GET /api/v1/accounts`: terminal accounts with their profiles, never the password hash.
 async fn accounts(State(state): State<AdminState>, _: Authorised) -> Response {
     read(&state, Read::Accounts, |a| match a {
-        Answer::Accounts(list) => Some(json!({ "accounts": list.iter().map(|a| json!({
-            "login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile,
-        })).collect::<Vec<_>>() })),
+        Answer::Accounts(list) => Some(json!({ "accounts": list.iter().map(account_json).collect::<Vec<_>>() })),
         _ => None,
     })
     .await
+}
+
+/// A terminal account as the API shows it: never its password hash.
+fn account_json(a: &crate::domain::Account) -> Value {
+    json!({ "login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    login: String,
+    /// At least 8 characters; stored as an Argon2 hash.
+    password: String,
+    institution: String,
+    location: Option<String>,
+}
+
+/// The password as stored (Argon2, on the blocking pool: it takes tens of milliseconds).
+async fn password_hash(password: String) -> Result<String, Response> {
+    match tokio::task::spawn_blocking(move || crate::engine::hash_password(&password)).await {
+        Ok(Ok(h)) => Ok(h),
+        Ok(Err(e)) => Err(failed(e)),
+        Err(e) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, format!("hashing the password failed: {e}"))),
+    }
+}
+
+/// `POST /api/v1/accounts`: a new self-check terminal account.
+async fn add_account(State(state): State<AdminState>, _: Authorised, b: Body<NewAccount>) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let password_hash = match password_hash(n.password).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let op = Operation::AddAccount { login: n.login, password_hash, institution: n.institution, location: n.location };
+    change(&state, op).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    password: String,
+}
+
+/// `PUT /api/v1/accounts/{login}/password`.
+async fn set_account_password(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path(login): Path<String>,
+    b: Body<NewPassword>,
+) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let password_hash = match password_hash(n.password).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    change(&state, Operation::SetAccountPassword { login, password_hash }).await
+}
+
+/// `PATCH /api/v1/accounts/{login}/profile` with `{"key": "value", ...}`: sets each key; an
+/// empty value removes it. The profile must still be valid as a whole, or nothing changes.
+async fn set_account_profile(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path(login): Path<String>,
+    b: Body<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    let sets = match body(b) {
+        Ok(m) => m.into_iter().collect(),
+        Err(r) => return r,
+    };
+    change(&state, Operation::SetAccountProfile { login, sets }).await
+}
+
+/// `DELETE /api/v1/accounts/{login}`.
+async fn remove_account(State(state): State<AdminState>, _: Authorised, Path(login): Path<String>) -> Response {
+    change(&state, Operation::RemoveAccount { login }).await
 }
 
 /// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
@@ -524,7 +607,7 @@ pub async fn no_route(uri: axum::http::Uri) -> Response {
 
 /// The resource API's routes, on the admin listener's state.
 pub fn routes() -> axum::Router<AdminState> {
-    use axum::routing::{delete, get, post, put};
+    use axum::routing::{delete, get, patch, post, put};
     axum::Router::new()
         .route("/api/v1/patrons", get(search))
         .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron).delete(delete_patron))
@@ -542,7 +625,10 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/deleted-patrons", get(deleted))
         .route("/api/v1/patrons/{id}/restore", post(restore_patron))
         .route("/api/v1/institutions", get(institutions))
-        .route("/api/v1/accounts", get(accounts))
+        .route("/api/v1/accounts", get(accounts).post(add_account))
+        .route("/api/v1/accounts/{login}", delete(remove_account))
+        .route("/api/v1/accounts/{login}/password", put(set_account_password))
+        .route("/api/v1/accounts/{login}/profile", patch(set_account_profile))
         .route("/api/v1/items/{barcode}", get(item))
 }
 
