@@ -144,6 +144,7 @@ fn patrons_as_resources_with_etags_and_no_lost_updates() {
     bank_and_reads(admin, t, id);
     proxies_and_moves(admin, t, id);
     terminal_accounts(admin, sip, t);
+    loans_and_holds(admin, sip, t);
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
@@ -199,6 +200,14 @@ fn bank_and_reads(admin: SocketAddr, t: Option<&str>, avery: u64) {
         request(admin, "GET", &format!("/api/v1/patrons/{avery}"), t, "", "").body["deleted"],
         serde_json::Value::Null
     );
+    // A patron with fines: refused too (the refusal writes them a notice of what is owed, and
+    // the answer still says refused), and still there.
+    let fines = patron_id(admin, t, "MAIN", "21000000000003");
+    let r = request(admin, "DELETE", &format!("/api/v1/patrons/{fines}"), t, "", "");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.body["error"].as_str().unwrap_or_default().contains("balance"), "{}", r.raw);
+    let still = request(admin, "GET", &format!("/api/v1/patrons/{fines}"), t, "", "");
+    assert_eq!(still.body["deleted"], serde_json::Value::Null, "{}", still.raw);
     // The branch patron owes nothing and has no loan: deleted, in the bank, restored.
     let found = request(admin, "GET", "/api/v1/patrons?institution=BRANCH&q=22000000000001", t, "", "");
     let branch = found.body["patrons"][0]["id"].as_u64().unwrap_or_else(|| panic!("{}", found.body));
@@ -349,5 +358,75 @@ fn terminal_accounts(admin: SocketAddr, sip: SocketAddr, t: Option<&str>) {
         });
         answers.sort();
         assert_eq!(answers, [200, 409], "one add makes the account, the other finds it taken");
+    }
+}
+
+/// Loans and holds at the desk through the API; and the desk lending an item while a kiosk
+/// checks the same item out to someone else, at the same moment, round after round: one of
+/// them gets it, and the register agrees with the answers.
+fn loans_and_holds(admin: SocketAddr, sip: SocketAddr, t: Option<&str>) {
+    // Avery is blocked by now (the steps before); Harper is in good standing.
+    let harper = patron_id(admin, t, "MAIN", "21000000000008");
+    let loans = format!("/api/v1/patrons/{harper}/loans");
+    let before = request(admin, "GET", &loans, t, "", "").body["loans"].as_array().map_or(0, Vec::len);
+    let r = request(admin, "POST", &loans, t, "", r#"{"item":"31000000000001"}"#);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["item"], "31000000000001", "{}", r.raw);
+    let now = request(admin, "GET", &loans, t, "", "");
+    assert_eq!(now.body["loans"].as_array().map_or(0, Vec::len), before + 1, "{}", now.raw);
+    assert_eq!(request(admin, "POST", &loans, t, "", r#"{"item":"39999999999999"}"#).status, 404);
+    assert_eq!(request(admin, "POST", &loans, t, "", r#"{"barcode":"31000000000001"}"#).status, 400);
+    let r = request(admin, "POST", "/api/v1/items/31000000000001/checkin", t, "", "");
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["returned"]["item"], "31000000000001", "{}", r.raw);
+
+    let holds = format!("/api/v1/patrons/{harper}/holds");
+    let r = request(admin, "POST", &holds, t, "", r#"{"title":"Dune","pickup":"MAIN"}"#);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let hold = r.body["id"].as_u64().unwrap_or_else(|| panic!("{}", r.raw));
+    let list = request(admin, "GET", &holds, t, "", "");
+    assert!(list.body["holds"].as_array().unwrap().iter().any(|h| h["hold"]["id"] == hold), "{}", list.raw);
+    let both = r#"{"title":"Dune","item":"31000000000002","pickup":"MAIN"}"#;
+    assert_eq!(request(admin, "POST", &holds, t, "", both).status, 422);
+    assert_eq!(request(admin, "DELETE", &format!("/api/v1/holds/{hold}"), t, "", "").status, 200);
+    assert_eq!(request(admin, "DELETE", &format!("/api/v1/holds/{hold}"), t, "", "").status, 404, "gone");
+
+    // Not 31000000000004: it is held for Harper.
+    let item = "31000000000006";
+    let kiosk_card = "21000000000009";
+    let mut k = common::Kiosk::connect(sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let checkout = format!("11YN20261122    120000                  AOMAIN|AA{kiosk_card}|AB{item}|AC|AD1234|");
+    let token = t.map(str::to_string);
+    for round in 0..5 {
+        let (desk, kiosk) = std::thread::scope(|s| {
+            let token = token.clone();
+            let desk = s.spawn(move || {
+                request(
+                    admin,
+                    "POST",
+                    &format!("/api/v1/patrons/{harper}/loans"),
+                    token.as_deref(),
+                    "",
+                    &format!(r#"{{"item":"{item}"}}"#),
+                )
+            });
+            let kiosk = k.ask(&checkout);
+            (desk.join().unwrap(), kiosk)
+        });
+        let kiosk_lent = kiosk.starts_with("121");
+        let desk_lent = desk.status == 200;
+        assert!(
+            desk_lent != kiosk_lent,
+            "round {round}: exactly one lends it: desk {} {}, kiosk {kiosk}",
+            desk.status,
+            desk.raw
+        );
+        let facts = request(admin, "GET", &format!("/api/v1/items/{item}"), t, "", "");
+        let holder = facts.body["loan"]["patron"].as_u64();
+        let kiosk_patron = patron_id(admin, t, "MAIN", kiosk_card);
+        assert_eq!(holder, Some(if desk_lent { harper } else { kiosk_patron }), "round {round}: {}", facts.raw);
+        let r = request(admin, "POST", &format!("/api/v1/items/{item}/checkin"), t, "", "");
+        assert_eq!(r.status, 200, "{}", r.raw);
     }
 }

@@ -61,10 +61,15 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
 
 fn failed(e: Error) -> Response {
     match e {
-        Error::Refused(r @ (Refusal::NoPatron(_) | Refusal::NoInstitution(_) | Refusal::NoItem(_))) => {
-            refused(StatusCode::NOT_FOUND, r)
-        }
-        Error::Refused(r @ Refusal::NoAccount(_)) => refused(StatusCode::NOT_FOUND, r),
+        // What was named is not there.
+        Error::Refused(
+            r @ (Refusal::NoPatron(_)
+            | Refusal::NoInstitution(_)
+            | Refusal::NoItem(_)
+            | Refusal::NoFee(_)
+            | Refusal::NoHold(_)
+            | Refusal::NoAccount(_)),
+        ) => refused(StatusCode::NOT_FOUND, r),
         Error::Refused(r @ Refusal::Exists { .. }) => refused(StatusCode::CONFLICT, r),
         Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
         Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
@@ -193,6 +198,11 @@ async fn change(state: &AdminState, op: Operation) -> Response {
         Ok(Receipt::Patron(p)) => tagged(&p),
         Ok(Receipt::Fee(f)) => Json(json!(f)).into_response(),
         Ok(Receipt::Account(a)) => Json(account_json(&a)).into_response(),
+        Ok(Receipt::Loan(l)) => Json(json!(l)).into_response(),
+        // Refused, though what the refusal wrote stands (the patron told of a balance due).
+        Ok(Receipt::Refused(r)) => failed(Error::Refused(r)),
+        Ok(Receipt::Returned(loan)) => Json(json!({ "returned": loan })).into_response(),
+        Ok(Receipt::Hold(h)) => Json(json!(h)).into_response(),
         Ok(_) => Json(json!({ "done": true })).into_response(),
         Err(e) => failed(e),
     }
@@ -528,6 +538,97 @@ async fn set_account_profile(
     change(&state, Operation::SetAccountProfile { login, sets }).await
 }
 
+/// `GET /api/v1/patrons/{id}/loans`.
+async fn loans(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
+    let id = match number::<u64>(&id, "patron") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    read(&state, Read::Loans { patron: Some(id) }, |a| match a {
+        Answer::Loans(loans) => Some(json!({ "loans": loans })),
+        _ => None,
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLoan {
+    /// The item's barcode.
+    item: String,
+    /// The patron accepts the item's rental fee.
+    #[serde(default)]
+    accept_fee: bool,
+}
+
+/// `POST /api/v1/patrons/{id}/loans`: lends an item at the desk by the one lending decision
+/// kiosks get too (an item the patron has already is renewed).
+async fn lend(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>, b: Body<NewLoan>) -> Response {
+    match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(patron), Ok(n)) => change(&state, Operation::Lend { patron, item: n.item, accept_fee: n.accept_fee }).await,
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+/// `POST /api/v1/items/{barcode}/checkin`: takes the item back at the desk.
+async fn check_in(State(state): State<AdminState>, _: Authorised, Path(barcode): Path<String>) -> Response {
+    change(&state, Operation::Return { item: barcode }).await
+}
+
+/// `GET /api/v1/patrons/{id}/holds`: the patron's holds with their places in the queues.
+async fn holds(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
+    let id = match number::<u64>(&id, "patron") {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    read(&state, Read::Holds { patron: Some(id), item: None }, |a| match a {
+        Answer::Holds(list) => Some(json!({ "holds": list.iter().map(|q| json!({
+            "hold": q.hold, "position": q.position,
+        })).collect::<Vec<_>>() })),
+        _ => None,
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    /// One copy, by barcode; or `title`: any copy of it.
+    item: Option<String>,
+    title: Option<String>,
+    /// Where the patron collects it.
+    pickup: String,
+    /// The last day the patron wants it (YYYY-MM-DD).
+    expires: Option<jiff::civil::Date>,
+}
+
+/// `POST /api/v1/patrons/{id}/holds`.
+async fn place_hold(
+    State(state): State<AdminState>,
+    _: Authorised,
+    Path(id): Path<String>,
+    b: Body<NewHold>,
+) -> Response {
+    let (patron, n) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let target = match (n.item, n.title) {
+        (Some(item), None) => crate::engine::HoldTarget::Item(item),
+        (None, Some(title)) => crate::engine::HoldTarget::Title(title),
+        _ => return refused(StatusCode::UNPROCESSABLE_ENTITY, "a hold names either an item or a title"),
+    };
+    change(&state, Operation::PlaceHold { patron, target, pickup: n.pickup, expires: n.expires }).await
+}
+
+/// `DELETE /api/v1/holds/{hold}`.
+async fn cancel_hold(State(state): State<AdminState>, _: Authorised, Path(hold): Path<String>) -> Response {
+    match number::<u64>(&hold, "hold") {
+        Ok(hold) => change(&state, Operation::CancelHold { hold }).await,
+        Err(r) => r,
+    }
+}
+
 /// `DELETE /api/v1/accounts/{login}`.
 async fn remove_account(State(state): State<AdminState>, _: Authorised, Path(login): Path<String>) -> Response {
     change(&state, Operation::RemoveAccount { login }).await
@@ -618,6 +719,10 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/proxy-for/{other}", put(allow_proxy).delete(revoke_proxy))
         .route("/api/v1/patrons/{id}/transfer", post(request_transfer))
         .route("/api/v1/patrons/{id}/transfer/{decision}", post(decide_transfer))
+        .route("/api/v1/patrons/{id}/loans", get(loans).post(lend))
+        .route("/api/v1/items/{barcode}/checkin", post(check_in))
+        .route("/api/v1/patrons/{id}/holds", get(holds).post(place_hold))
+        .route("/api/v1/holds/{hold}", delete(cancel_hold))
         .route("/api/v1/patrons/{id}/fees", get(fees))
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
