@@ -515,8 +515,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             // thread, for the writer's durable commit; a login's Argon2 hash, when one is
             // needed, runs on the blocking pool behind the login gate.
             let checker = logins::PeerLogins::new(&shared.logins, peer.ip(), limits);
-            let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
-                .with_passwords(&checker);
+            let svc = service(shared, settings, &checker);
             let now = Timestamp::now();
             let outcome = s.on_frame(&svc, &frame, now).await;
             session = Some(s);
@@ -560,10 +559,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 None => line.trace(),
             }
             if outcome.verdict == Verdict::LoginRefused {
-                let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
+                pause_after_refusal(shared, peer, &checker, limits).await;
             }
             if let Some(reply) = &outcome.reply {
                 let faults = &settings.faults;
@@ -658,6 +654,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The service a request from one peer is answered by: passwords go through the login gate
+/// for that peer.
+fn service<'a>(shared: &'a Shared, settings: &'a Settings, checker: &'a logins::PeerLogins<'a>) -> Service<'a> {
+    Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard).with_passwords(checker)
+}
+
+/// After a refused login, the pause the login gate asks of this peer and account (it doubles
+/// past `login_backoff_after` refusals).
+async fn pause_after_refusal(shared: &Shared, peer: SocketAddr, checker: &logins::PeerLogins<'_>, limits: &Limits) {
+    let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// The telnet login dialogue (`telnet.rs`): prompts, then the credentials go through the
 /// session as a 93 would, with the same login gate, refusal count and pause. True once the
 /// terminal is logged in; false when the connection should close.
@@ -706,16 +717,12 @@ async fn telnet_login<S: AsyncRead + AsyncWrite + Unpin>(
                 let clock = Instant::now();
                 let frame = format!("9300CN{user}|CO{pw}|");
                 let checker = logins::PeerLogins::new(&shared.logins, peer.ip(), limits);
-                let svc = Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard)
-                    .with_passwords(&checker);
+                let svc = service(shared, settings, &checker);
                 let outcome = session.on_frame(&svc, frame.as_bytes(), Timestamp::now()).await;
                 shared.metrics.request(outcome.code, outcome.verdict.as_str(), clock.elapsed());
                 info!(%peer, account = user, outcome = outcome.verdict.as_str(), "telnet login");
                 if outcome.verdict == Verdict::LoginRefused {
-                    let pause = shared.logins.refused(peer.ip(), checker.account_strikes(), limits);
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
+                    pause_after_refusal(shared, peer, &checker, limits).await;
                 }
                 (outcome.verdict, outcome.close)
             }

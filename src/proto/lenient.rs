@@ -293,6 +293,17 @@ fn zoneless(raw: &[u8]) -> Option<[u8; 18]> {
     matches!(SipDate::parse(&full), Some(SipDate::At(_))).then_some(full)
 }
 
+/// A date written without its zone at the start of `raw` (14 digits and `Z`, or 14 digits
+/// alone): its 18-byte form, the deviation, and how many bytes it took.
+fn zoneless_date(raw: &[u8]) -> Option<([u8; 18], Deviation, usize)> {
+    let mut full = zoneless(raw)?;
+    if raw.get(14) == Some(&b'Z') {
+        full[11] = b'Z';
+        return Some((full, Deviation::DateZoneAfterTime, 15));
+    }
+    Some((full, Deviation::DateWithoutZone, 14))
+}
+
 /// A fixed date at the start of `rest`; returns how many bytes it took.
 fn fixed_date(
     rest: &[u8],
@@ -311,16 +322,10 @@ fn fixed_date(
             return 18;
         }
     }
-    if let (Some(mut full), Some(b'Z')) = (zoneless(rest), rest.get(14)) {
-        full[11] = b'Z';
+    if let Some((full, kind, took)) = zoneless_date(rest) {
         out.put_slice(&full);
-        devs.push(Deviation::DateZoneAfterTime, at);
-        return 15;
-    }
-    if let Some(full) = zoneless(rest) {
-        out.put_slice(&full);
-        devs.push(Deviation::DateWithoutZone, at);
-        return 14;
+        devs.push(kind, at);
+        return took;
     }
     let raw = rest.get(..18).unwrap_or(rest);
     if raw.len() == 18 {
@@ -395,13 +400,8 @@ fn field(segment: &[u8], info: &MessageInfo, out: &mut BytesMut, devs: &mut Devi
     };
     let is_date = info.fields.iter().any(|(known, date)| known == id && *date);
     if is_date && value.len() != 18 {
-        let variant = if value.len() == 15 && value.get(14) == Some(&b'Z') {
-            zoneless(value).map(|mut full| {
-                full[11] = b'Z';
-                (full, Deviation::DateZoneAfterTime)
-            })
-        } else if value.len() == 14 {
-            zoneless(value).map(|full| (full, Deviation::DateWithoutZone))
+        let variant = if value.len() == 14 || value.len() == 15 {
+            zoneless_date(value).filter(|(_, _, took)| *took == value.len()).map(|(full, kind, _)| (full, kind))
         } else if value.len() == 8 {
             let mut day = *b"00000000    235959";
             day[..8].copy_from_slice(value);

@@ -109,6 +109,14 @@ pub struct Outcome {
     pub deviations: Deviations,
 }
 
+impl Outcome {
+    /// `reply` (or silence) for the request `code`, with no failure behind it; the frame's
+    /// deviations are added by [`Session::on_frame`].
+    fn new(code: Option<[u8; 2]>, reply: Option<Bytes>, verdict: Verdict, close: bool) -> Outcome {
+        Outcome { code, reply, verdict, close, failure: None, deviations: Deviations::default() }
+    }
+}
+
 /// A connection's protocol state.
 #[derive(Debug)]
 pub struct Session {
@@ -270,14 +278,7 @@ impl Session {
         let seal = if sealed { Seal::Checksum } else { Seal::None };
         let bytes = self.encode(&RequestScResend::default().into(), seal);
         self.last_reply = Some(bytes.clone());
-        Outcome {
-            code,
-            reply: Some(bytes),
-            verdict,
-            close: self.unreadable >= self.rules.max_unreadable,
-            failure: None,
-            deviations: Deviations::default(),
-        }
+        Outcome::new(code, Some(bytes), verdict, self.unreadable >= self.rules.max_unreadable)
     }
 
     /// How frames are read now: by the profile once logged in, by the listener before.
@@ -320,14 +321,7 @@ impl Session {
             Err(e) if e.is_unknown_command() && code == Some(*b"96") => {
                 self.unreadable += 1;
                 let close = self.unreadable >= self.rules.max_unreadable;
-                return Outcome {
-                    code,
-                    reply: None,
-                    verdict: Verdict::Ignored,
-                    close,
-                    failure: None,
-                    deviations: Deviations::default(),
-                };
+                return Outcome::new(code, None, Verdict::Ignored, close);
             }
             // Never silent: what we cannot serve gets the one "could not read that" SIP has, or
             // where the profile asks, the refusal of the nearest message.
@@ -343,14 +337,12 @@ impl Session {
                             // A real message, not a 96: it echoes the request's AY like any reply.
                             let bytes = self.encode(&reply, seal);
                             self.last_reply = Some(bytes.clone());
-                            return Outcome {
+                            return Outcome::new(
                                 code,
-                                reply: Some(bytes),
-                                verdict: Verdict::UnknownCode,
-                                close: self.unreadable >= self.rules.max_unreadable,
-                                failure: None,
-                                deviations: Deviations::default(),
-                            };
+                                Some(bytes),
+                                Verdict::UnknownCode,
+                                self.unreadable >= self.rules.max_unreadable,
+                            );
                         }
                     }
                 }
@@ -375,14 +367,7 @@ impl Session {
                     b
                 }
             };
-            return Outcome {
-                code,
-                reply: Some(bytes),
-                verdict: Verdict::Resent,
-                close: false,
-                failure: None,
-                deviations: Deviations::default(),
-            };
+            return Outcome::new(code, Some(bytes), Verdict::Resent, false);
         }
         let id = match (seal, decoded.trailer) {
             (Seal::Sequenced(s), Trailer::Present { checksum, .. }) => Some((s, checksum)),
@@ -390,14 +375,7 @@ impl Session {
         };
         if let (Some(id), Some(last)) = (id, &self.last_reply) {
             if self.last_request == Some(id) {
-                return Outcome {
-                    code,
-                    reply: Some(last.clone()),
-                    verdict: Verdict::Duplicate,
-                    close: false,
-                    failure: None,
-                    deviations: Deviations::default(),
-                };
+                return Outcome::new(code, Some(last.clone()), Verdict::Duplicate, false);
             }
         }
         let (reply, verdict, close) = match self.serve(svc, &request, now).await {
@@ -414,20 +392,13 @@ impl Session {
                 let bytes = self.encode(&reply, seal);
                 self.last_reply = None;
                 self.last_request = None;
-                return Outcome {
-                    code,
-                    reply: Some(bytes),
-                    verdict: Verdict::Failed,
-                    close: true,
-                    failure: Some(e),
-                    deviations: Deviations::default(),
-                };
+                return Outcome { failure: Some(e), ..Outcome::new(code, Some(bytes), Verdict::Failed, true) };
             }
         };
         let bytes = self.encode(&reply, seal);
         self.last_reply = Some(bytes.clone());
         self.last_request = id;
-        Outcome { code, reply: Some(bytes), verdict, close, failure: None, deviations: Deviations::default() }
+        Outcome::new(code, Some(bytes), verdict, close)
     }
 
     /// Runs one readable request: the reply, its verdict, and whether to close afterwards.
