@@ -12,22 +12,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
-/// `(method, path template)` of every operation the description lists.
-fn operations() -> Vec<(String, String)> {
-    let yaml = include_str!("../docs/admin-api.yaml");
-    let mut out = Vec::new();
-    let mut path = None;
-    for line in yaml.lines() {
-        if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
-            path = Some(format!("/{p}"));
-        } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'))) {
-            if ["get", "post", "put", "patch", "delete"].contains(&m) {
-                out.push((m.to_uppercase(), p.clone()));
-            }
-        }
-    }
-    out
-}
+use common::api_operations as operations;
 
 struct Server {
     admin: SocketAddr,

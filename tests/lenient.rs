@@ -135,7 +135,7 @@ fn a_fee_id_from_the_previous_system_pays_that_fee() {
         r#"{{"type":"fee","id":9001,"patron":{},"kind":"overdue","amount":"3.00","paid":"0.00","currency":"USD","comment":null,"status":"active","created":"2026-11-01T10:00:00Z","previous_id":"FINE-9911"}}"#,
         here.patron
     );
-    let by = By { actor: "import".into(), now };
+    let by = By::new("import", now);
     let report = exchange::import(&engine, std::io::Cursor::new(line.clone()), &ImportOptions::default(), &by).unwrap();
     assert_eq!(report.rejected.len(), 0, "{report:?}");
     // The same previous id on a second fee of the patron is refused.

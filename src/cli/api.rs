@@ -36,22 +36,92 @@ use crate::engine::{Answer, By, Error, Operation, Query as Read, Receipt, Refusa
 /// Most results one page holds.
 pub const MAX_PER_PAGE: usize = 200;
 
-/// Who the audit history names for changes made through the API.
+/// Who the audit history names for changes made with the admin token or on the owner's socket.
 const ACTOR: &str = "admin (resource API)";
 
-/// A request the admin listener lets in: always on the owner-only socket, on TCP with the
-/// bearer token. Every handler takes one, so none can forget the check.
-pub struct Authorised;
+/// Who asks. Every handler takes one, so none can forget to ask.
+///
+/// - A staff member, by a bearer token of theirs (`sip2d staff token add`): their role and
+///   institutions bound what they may do. Writes are checked by the engine inside the unit
+///   of work, against their account as it is then; reads are filtered here.
+/// - The system: the owner-only socket, or the admin listener's own token on TCP.
+#[derive(Clone)]
+pub enum Caller {
+    System,
+    Staff(std::sync::Arc<crate::domain::Staff>),
+}
 
-impl axum::extract::FromRequestParts<AdminState> for Authorised {
+impl axum::extract::FromRequestParts<AdminState> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AdminState) -> Result<Self, Response> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer.filter(|t| t.starts_with(crate::domain::secret::TOKEN_PREFIX)) {
+            let digest = crate::domain::secret::token_digest(token);
+            return match state.engine.query(Read::StaffByToken(digest)).await {
+                Ok(Answer::Staff(m)) => Ok(Caller::Staff(std::sync::Arc::new(*m))),
+                Ok(_) | Err(Error::Refused(_)) => Err(refused(StatusCode::UNAUTHORIZED, "that token is not valid")),
+                Err(e) => Err(failed(e)),
+            };
+        }
         if super::admin::authorised(state, &parts.headers) {
-            Ok(Authorised)
+            Ok(Caller::System)
         } else {
             Err(refused(StatusCode::UNAUTHORIZED, "a bearer token is required"))
         }
+    }
+}
+
+impl Caller {
+    /// Who the engine is told asks.
+    fn by(&self) -> By {
+        let now = jiff::Timestamp::now();
+        match self {
+            Caller::System => By::new(ACTOR, now),
+            Caller::Staff(m) => By::staff(m, now),
+        }
+    }
+
+    /// Whether they see the patrons (items, terminals...) of `institution`.
+    fn covers(&self, institution: &str) -> bool {
+        match self {
+            Caller::System => true,
+            Caller::Staff(m) => m.covers(institution),
+        }
+    }
+
+    /// Whether they see this patron: one of their institutions', or one asked to move to one.
+    fn sees(&self, p: &crate::domain::Patron) -> bool {
+        match self {
+            Caller::System => true,
+            Caller::Staff(m) => crate::domain::staff::sees(&m.institutions, p),
+        }
+    }
+}
+
+/// Patron `raw` as `caller` may see it; a patron of another institution is "not there".
+async fn visible(state: &AdminState, caller: &Caller, raw: &str) -> Result<crate::domain::Patron, Response> {
+    let id = number::<u64>(raw, "patron")?;
+    match state.engine.query(Read::Patron(id)).await {
+        Ok(Answer::Patron(p)) if caller.sees(&p) => Ok(*p),
+        Ok(Answer::Patron(_)) => Err(refused(StatusCode::NOT_FOUND, format!("no patron #{id}"))),
+        Ok(_) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer")),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// An institution `caller` works for, or a 404 as if it were not there.
+#[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+fn ours(caller: &Caller, institution: &str) -> Result<(), Response> {
+    if caller.covers(institution) {
+        Ok(())
+    } else {
+        Err(refused(StatusCode::NOT_FOUND, format!("no institution '{institution}'")))
     }
 }
 
@@ -68,10 +138,14 @@ fn failed(e: Error) -> Response {
             | Refusal::NoItem(_)
             | Refusal::NoFee(_)
             | Refusal::NoHold(_)
-            | Refusal::NoAccount(_)),
+            | Refusal::NoAccount(_)
+            | Refusal::NoStaff(_)),
         ) => refused(StatusCode::NOT_FOUND, r),
         Error::Refused(r @ Refusal::Exists { .. }) => refused(StatusCode::CONFLICT, r),
         Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
+        Error::Refused(r @ Refusal::NotPermitted { .. }) => refused(StatusCode::FORBIDDEN, r),
+        Error::Refused(r @ Refusal::WrongPassword { .. }) => refused(StatusCode::UNAUTHORIZED, r),
+        Error::Refused(r @ Refusal::StaffLocked(_)) => refused(StatusCode::LOCKED, r),
         Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
         other => refused(StatusCode::SERVICE_UNAVAILABLE, other),
     }
@@ -105,7 +179,7 @@ pub struct SearchParams {
 
 async fn search(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
@@ -121,6 +195,9 @@ async fn search(
     let page = p.page.unwrap_or(1);
     if !(1..=MAX_PER_PAGE).contains(&per_page) || page == 0 {
         return refused(StatusCode::BAD_REQUEST, format!("page from 1, per_page from 1 to {MAX_PER_PAGE}"));
+    }
+    if let Err(r) = ours(&caller, &p.institution) {
+        return r;
     }
     let q = Read::Search { institution: p.institution, query: p.q, now: jiff::Timestamp::now() };
     match state.engine.query(q).await {
@@ -145,18 +222,16 @@ async fn search(
     }
 }
 
-async fn get_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<u64>() else { return refused(StatusCode::NOT_FOUND, format!("no patron {id}")) };
-    match state.engine.query(Read::Patron(id)).await {
-        Ok(Answer::Patron(p)) => tagged(&p),
-        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
-        Err(e) => failed(e),
+async fn get_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    match visible(&state, &caller, &id).await {
+        Ok(p) => tagged(&p),
+        Err(r) => r,
     }
 }
 
 async fn patch_patron(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<BTreeMap<String, Value>>, axum::extract::rejection::JsonRejection>,
@@ -185,7 +260,7 @@ async fn patch_patron(
         sets.push((field, value));
     }
     let op = Operation::EditPatron { patron: id, sets, expect: Some(tag) };
-    match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
+    match state.engine.run(op, caller.by()).await {
         Ok(Receipt::Patron(p)) => tagged(&p),
         Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
         Err(e) => failed(e),
@@ -193,8 +268,8 @@ async fn patch_patron(
 }
 
 /// Runs a staff operation and shows what it changed: the patron (with its new ETag) or the fee.
-async fn change(state: &AdminState, op: Operation) -> Response {
-    match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
+async fn change(state: &AdminState, caller: &Caller, op: Operation) -> Response {
+    match state.engine.run(op, caller.by()).await {
         Ok(Receipt::Patron(p)) => tagged(&p),
         Ok(Receipt::Fee(f)) => Json(json!(f)).into_response(),
         Ok(Receipt::Account(a)) => Json(account_json(&a)).into_response(),
@@ -203,6 +278,7 @@ async fn change(state: &AdminState, op: Operation) -> Response {
         Ok(Receipt::Refused(r)) => failed(Error::Refused(r)),
         Ok(Receipt::Returned(loan)) => Json(json!({ "returned": loan })).into_response(),
         Ok(Receipt::Hold(h)) => Json(json!(h)).into_response(),
+        Ok(Receipt::Staff(m)) => Json(staff_json(&m)).into_response(),
         Ok(_) => Json(json!({ "done": true })).into_response(),
         Err(e) => failed(e),
     }
@@ -257,7 +333,7 @@ type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 async fn add_block(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(id): Path<String>,
     b: Body<NewBlock>,
 ) -> Response {
@@ -265,23 +341,23 @@ async fn add_block(
         (Ok(id), Ok(b)) => (id, b),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    change(&state, Operation::Block { patron: id, kind: b.r#type, note: b.reason }).await
+    change(&state, &caller, Operation::Block { patron: id, kind: b.r#type, note: b.reason }).await
 }
 
 async fn lift_block(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((id, kind)): Path<(String, String)>,
 ) -> Response {
     match number::<u64>(&id, "patron") {
-        Ok(id) => change(&state, Operation::Unblock { patron: id, kind: Some(kind) }).await,
+        Ok(id) => change(&state, &caller, Operation::Unblock { patron: id, kind: Some(kind) }).await,
         Err(r) => r,
     }
 }
 
 async fn add_note(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(id): Path<String>,
     b: Body<NewNote>,
 ) -> Response {
@@ -289,16 +365,16 @@ async fn add_note(
         (Ok(id), Ok(n)) => (id, n),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    change(&state, Operation::AddNote { patron: id, kind: n.kind, text: n.text, public: n.public }).await
+    change(&state, &caller, Operation::AddNote { patron: id, kind: n.kind, text: n.text, public: n.public }).await
 }
 
 async fn remove_note(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((id, note)): Path<(String, String)>,
 ) -> Response {
     match (number::<u64>(&id, "patron"), number::<u32>(&note, "note")) {
-        (Ok(id), Ok(note)) => change(&state, Operation::RemoveNote { patron: id, note }).await,
+        (Ok(id), Ok(note)) => change(&state, &caller, Operation::RemoveNote { patron: id, note }).await,
         (Err(r), _) | (_, Err(r)) => r,
     }
 }
@@ -306,23 +382,23 @@ async fn remove_note(
 /// Lets patron `id` act for `other` (a proxy: borrowing and collecting holds on their card).
 async fn allow_proxy(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((id, other)): Path<(String, String)>,
 ) -> Response {
-    set_proxy(&state, &id, &other, true).await
+    set_proxy(&state, &caller, &id, &other, true).await
 }
 
 async fn revoke_proxy(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((id, other)): Path<(String, String)>,
 ) -> Response {
-    set_proxy(&state, &id, &other, false).await
+    set_proxy(&state, &caller, &id, &other, false).await
 }
 
-async fn set_proxy(state: &AdminState, id: &str, other: &str, allow: bool) -> Response {
+async fn set_proxy(state: &AdminState, caller: &Caller, id: &str, other: &str, allow: bool) -> Response {
     match (number::<u64>(id, "patron"), number::<u64>(other, "patron")) {
-        (Ok(proxy), Ok(for_whom)) => change(state, Operation::SetProxy { proxy, for_whom, allow }).await,
+        (Ok(proxy), Ok(for_whom)) => change(state, caller, Operation::SetProxy { proxy, for_whom, allow }).await,
         (Err(r), _) | (_, Err(r)) => r,
     }
 }
@@ -337,12 +413,12 @@ pub struct NewTransfer {
 /// Asks to move patron `id` to another institution; that institution's staff decide.
 async fn request_transfer(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(id): Path<String>,
     b: Body<NewTransfer>,
 ) -> Response {
     match (number::<u64>(&id, "patron"), body(b)) {
-        (Ok(patron), Ok(t)) => change(&state, Operation::RequestTransfer { patron, to: t.to }).await,
+        (Ok(patron), Ok(t)) => change(&state, &caller, Operation::RequestTransfer { patron, to: t.to }).await,
         (Err(r), _) | (_, Err(r)) => r,
     }
 }
@@ -350,7 +426,7 @@ async fn request_transfer(
 /// Accepts or rejects the move asked for patron `id`.
 async fn decide_transfer(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((id, decision)): Path<(String, String)>,
 ) -> Response {
     let patron = match number::<u64>(&id, "patron") {
@@ -362,12 +438,12 @@ async fn decide_transfer(
         "reject" => false,
         other => return refused(StatusCode::NOT_FOUND, format!("no transfer decision {other}: accept or reject")),
     };
-    change(&state, Operation::DecideTransfer { patron, accept }).await
+    change(&state, &caller, Operation::DecideTransfer { patron, accept }).await
 }
 
-async fn fees(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
-    let id = match number::<u64>(&id, "patron") {
-        Ok(id) => id,
+async fn fees(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let id = match visible(&state, &caller, &id).await {
+        Ok(p) => p.id,
         Err(r) => return r,
     };
     match state.engine.query(Read::Fees(id)).await {
@@ -379,9 +455,9 @@ async fn fees(State(state): State<AdminState>, _: Authorised, Path(id): Path<Str
     }
 }
 
-async fn history(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
-    let id = match number::<u64>(&id, "patron") {
-        Ok(id) => id,
+async fn history(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let id = match visible(&state, &caller, &id).await {
+        Ok(p) => p.id,
         Err(r) => return r,
     };
     match state.engine.query(Read::History(id)).await {
@@ -412,13 +488,16 @@ pub struct BankParams {
 /// as the register lists them; `POST /api/v1/patrons/{id}/restore` brings one back.
 async fn deleted(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     params: Result<Query<BankParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(p) = match params {
         Ok(p) => p,
         Err(e) => return refused(StatusCode::BAD_REQUEST, format!("give institution: {e}")),
     };
+    if let Err(r) = ours(&caller, &p.institution) {
+        return r;
+    }
     let filter = crate::engine::ListFilter { institution: Some(p.institution), deleted: true, ..Default::default() };
     read(&state, Read::Patrons(filter), |a| match a {
         Answer::Patrons(ps) => Some(json!({ "patrons": ps.iter().map(patron_json).collect::<Vec<_>>() })),
@@ -429,33 +508,38 @@ async fn deleted(
 
 /// `DELETE /api/v1/patrons/{id}`: into the bank of deleted users; refused while the patron
 /// owes money or has a loan.
-async fn delete_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
+async fn delete_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
-        Ok(id) => change(&state, Operation::DeletePatron { patron: id }).await,
+        Ok(id) => change(&state, &caller, Operation::DeletePatron { patron: id }).await,
         Err(r) => r,
     }
 }
 
-async fn restore_patron(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
+async fn restore_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
-        Ok(id) => change(&state, Operation::RestorePatron { patron: id }).await,
+        Ok(id) => change(&state, &caller, Operation::RestorePatron { patron: id }).await,
         Err(r) => r,
     }
 }
 
 /// `GET /api/v1/institutions`.
-async fn institutions(State(state): State<AdminState>, _: Authorised) -> Response {
+async fn institutions(State(state): State<AdminState>, caller: Caller) -> Response {
     read(&state, Read::Institutions, |a| match a {
-        Answer::Institutions(i) => Some(json!({ "institutions": i })),
+        Answer::Institutions(mut i) => {
+            i.retain(|i| caller.covers(&i.code));
+            Some(json!({ "institutions": i }))
+        }
         _ => None,
     })
     .await
 }
 
 /// `GET /api/v1/accounts`: terminal accounts with their profiles, never the password hash.
-async fn accounts(State(state): State<AdminState>, _: Authorised) -> Response {
+async fn accounts(State(state): State<AdminState>, caller: Caller) -> Response {
     read(&state, Read::Accounts, |a| match a {
-        Answer::Accounts(list) => Some(json!({ "accounts": list.iter().map(account_json).collect::<Vec<_>>() })),
+        Answer::Accounts(list) => Some(json!({
+            "accounts": list.iter().filter(|a| caller.covers(&a.institution)).map(account_json).collect::<Vec<_>>()
+        })),
         _ => None,
     })
     .await
@@ -476,9 +560,13 @@ pub struct NewAccount {
     location: Option<String>,
 }
 
-/// The password as stored (Argon2, on the blocking pool: it takes tens of milliseconds).
-async fn password_hash(password: String) -> Result<String, Response> {
-    match tokio::task::spawn_blocking(move || crate::engine::hash_password(&password)).await {
+/// The password as stored by `hash` (Argon2, on the blocking pool: it takes tens of
+/// milliseconds): a terminal's ([`crate::engine::hash_password`]) or a staff member's.
+async fn password_hash(
+    password: String,
+    hash: fn(&str) -> Result<String, crate::engine::Error>,
+) -> Result<String, Response> {
+    match tokio::task::spawn_blocking(move || hash(&password)).await {
         Ok(Ok(h)) => Ok(h),
         Ok(Err(e)) => Err(failed(e)),
         Err(e) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, format!("hashing the password failed: {e}"))),
@@ -486,17 +574,17 @@ async fn password_hash(password: String) -> Result<String, Response> {
 }
 
 /// `POST /api/v1/accounts`: a new self-check terminal account.
-async fn add_account(State(state): State<AdminState>, _: Authorised, b: Body<NewAccount>) -> Response {
+async fn add_account(State(state): State<AdminState>, caller: Caller, b: Body<NewAccount>) -> Response {
     let n = match body(b) {
         Ok(n) => n,
         Err(r) => return r,
     };
-    let password_hash = match password_hash(n.password).await {
+    let password_hash = match password_hash(n.password, crate::engine::hash_password).await {
         Ok(h) => h,
         Err(r) => return r,
     };
     let op = Operation::AddAccount { login: n.login, password_hash, institution: n.institution, location: n.location };
-    change(&state, op).await
+    change(&state, &caller, op).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -508,7 +596,7 @@ pub struct NewPassword {
 /// `PUT /api/v1/accounts/{login}/password`.
 async fn set_account_password(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(login): Path<String>,
     b: Body<NewPassword>,
 ) -> Response {
@@ -516,18 +604,18 @@ async fn set_account_password(
         Ok(n) => n,
         Err(r) => return r,
     };
-    let password_hash = match password_hash(n.password).await {
+    let password_hash = match password_hash(n.password, crate::engine::hash_password).await {
         Ok(h) => h,
         Err(r) => return r,
     };
-    change(&state, Operation::SetAccountPassword { login, password_hash }).await
+    change(&state, &caller, Operation::SetAccountPassword { login, password_hash }).await
 }
 
 /// `PATCH /api/v1/accounts/{login}/profile` with `{"key": "value", ...}`: sets each key; an
 /// empty value removes it. The profile must still be valid as a whole, or nothing changes.
 async fn set_account_profile(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(login): Path<String>,
     b: Body<std::collections::BTreeMap<String, String>>,
 ) -> Response {
@@ -535,13 +623,13 @@ async fn set_account_profile(
         Ok(m) => m.into_iter().collect(),
         Err(r) => return r,
     };
-    change(&state, Operation::SetAccountProfile { login, sets }).await
+    change(&state, &caller, Operation::SetAccountProfile { login, sets }).await
 }
 
 /// `GET /api/v1/patrons/{id}/loans`.
-async fn loans(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
-    let id = match number::<u64>(&id, "patron") {
-        Ok(id) => id,
+async fn loans(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let id = match visible(&state, &caller, &id).await {
+        Ok(p) => p.id,
         Err(r) => return r,
     };
     read(&state, Read::Loans { patron: Some(id) }, |a| match a {
@@ -563,22 +651,24 @@ pub struct NewLoan {
 
 /// `POST /api/v1/patrons/{id}/loans`: lends an item at the desk by the one lending decision
 /// kiosks get too (an item the patron has already is renewed).
-async fn lend(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>, b: Body<NewLoan>) -> Response {
+async fn lend(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>, b: Body<NewLoan>) -> Response {
     match (number::<u64>(&id, "patron"), body(b)) {
-        (Ok(patron), Ok(n)) => change(&state, Operation::Lend { patron, item: n.item, accept_fee: n.accept_fee }).await,
+        (Ok(patron), Ok(n)) => {
+            change(&state, &caller, Operation::Lend { patron, item: n.item, accept_fee: n.accept_fee }).await
+        }
         (Err(r), _) | (_, Err(r)) => r,
     }
 }
 
 /// `POST /api/v1/items/{barcode}/checkin`: takes the item back at the desk.
-async fn check_in(State(state): State<AdminState>, _: Authorised, Path(barcode): Path<String>) -> Response {
-    change(&state, Operation::Return { item: barcode }).await
+async fn check_in(State(state): State<AdminState>, caller: Caller, Path(barcode): Path<String>) -> Response {
+    change(&state, &caller, Operation::Return { item: barcode }).await
 }
 
 /// `GET /api/v1/patrons/{id}/holds`: the patron's holds with their places in the queues.
-async fn holds(State(state): State<AdminState>, _: Authorised, Path(id): Path<String>) -> Response {
-    let id = match number::<u64>(&id, "patron") {
-        Ok(id) => id,
+async fn holds(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let id = match visible(&state, &caller, &id).await {
+        Ok(p) => p.id,
         Err(r) => return r,
     };
     read(&state, Read::Holds { patron: Some(id), item: None }, |a| match a {
@@ -605,7 +695,7 @@ pub struct NewHold {
 /// `POST /api/v1/patrons/{id}/holds`.
 async fn place_hold(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path(id): Path<String>,
     b: Body<NewHold>,
 ) -> Response {
@@ -618,41 +708,241 @@ async fn place_hold(
         (None, Some(title)) => crate::engine::HoldTarget::Title(title),
         _ => return refused(StatusCode::UNPROCESSABLE_ENTITY, "a hold names either an item or a title"),
     };
-    change(&state, Operation::PlaceHold { patron, target, pickup: n.pickup, expires: n.expires }).await
+    change(&state, &caller, Operation::PlaceHold { patron, target, pickup: n.pickup, expires: n.expires }).await
 }
 
 /// `DELETE /api/v1/holds/{hold}`.
-async fn cancel_hold(State(state): State<AdminState>, _: Authorised, Path(hold): Path<String>) -> Response {
+async fn cancel_hold(State(state): State<AdminState>, caller: Caller, Path(hold): Path<String>) -> Response {
     match number::<u64>(&hold, "hold") {
-        Ok(hold) => change(&state, Operation::CancelHold { hold }).await,
+        Ok(hold) => change(&state, &caller, Operation::CancelHold { hold }).await,
         Err(r) => r,
     }
 }
 
-/// `DELETE /api/v1/accounts/{login}`.
-async fn remove_account(State(state): State<AdminState>, _: Authorised, Path(login): Path<String>) -> Response {
-    change(&state, Operation::RemoveAccount { login }).await
+/// A staff account as the API shows it: never its password hash or token digests; a lock
+/// only while it holds.
+fn staff_json(m: &crate::domain::Staff) -> Value {
+    let now = jiff::Timestamp::now();
+    json!({
+        "login": m.login, "name": m.name, "role": m.role, "institutions": m.institutions,
+        "locked_until": m.locked_until.filter(|t| *t > now), "last_login": m.last_login,
+        "tokens": m.tokens.iter().map(|t| json!({ "id": t.id, "label": t.label, "created": t.created })).collect::<Vec<_>>(),
+        "history": m.history,
+    })
 }
 
-/// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
-async fn item(State(state): State<AdminState>, _: Authorised, Path(barcode): Path<String>) -> Response {
-    read(&state, Read::Item(barcode), |a| match a {
-        Answer::Item(facts) => Some(json!({ "item": facts.item, "loan": facts.loan, "holds": facts.holds })),
+/// Whether `caller` sees staff member `m`: the system all; a member those whose institutions
+/// are all theirs, and themselves.
+fn sees_member(caller: &Caller, m: &crate::domain::Staff) -> bool {
+    match caller {
+        Caller::System => true,
+        Caller::Staff(me) => me.login == m.login || m.institutions.iter().all(|i| me.covers(i)),
+    }
+}
+
+/// `GET /api/v1/me`: who the request is from.
+async fn me(caller: Caller) -> Response {
+    match caller {
+        Caller::System => Json(json!({ "system": true })).into_response(),
+        Caller::Staff(m) => Json(staff_json(&m)).into_response(),
+    }
+}
+
+/// `GET /api/v1/staff`.
+async fn staff_list(State(state): State<AdminState>, caller: Caller) -> Response {
+    read(&state, Read::StaffList, |a| match a {
+        Answer::StaffList(all) => Some(json!({
+            "staff": all.iter().filter(|m| sees_member(&caller, m)).map(staff_json).collect::<Vec<_>>()
+        })),
         _ => None,
     })
     .await
 }
 
+/// `GET /api/v1/staff/{login}`.
+async fn staff_member(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
+    match state.engine.query(Read::Staff(login.clone())).await {
+        Ok(Answer::Staff(m)) if sees_member(&caller, &m) => Json(staff_json(&m)).into_response(),
+        Ok(Answer::Staff(_)) => failed(Error::Refused(Refusal::NoStaff(login))),
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+#[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+fn role(raw: &str) -> Result<crate::domain::Role, Response> {
+    crate::domain::Role::parse(raw).ok_or_else(|| {
+        let all: Vec<&str> = crate::domain::Role::ALL.iter().map(|r| r.code()).collect();
+        refused(StatusCode::UNPROCESSABLE_ENTITY, format!("role '{raw}' is none of {}", all.join(", ")))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStaff {
+    login: String,
+    name: String,
+    /// At least 10 characters; stored as an Argon2 hash.
+    password: String,
+    role: String,
+    institutions: Vec<String>,
+}
+
+/// `POST /api/v1/staff`: a new staff account (a User Administrator gives at most their own
+/// role, for their own institutions).
+async fn add_staff(State(state): State<AdminState>, caller: Caller, b: Body<NewStaff>) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let role = match role(&n.role) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let password_hash = match password_hash(n.password, crate::engine::hash_staff_password).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let op = Operation::AddStaff { login: n.login, name: n.name, password_hash, role, institutions: n.institutions };
+    change(&state, &caller, op).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffChange {
+    name: Option<String>,
+    role: Option<String>,
+    institutions: Option<Vec<String>>,
+}
+
+/// `PATCH /api/v1/staff/{login}`: name, role, institutions (given ones replace all).
+async fn change_staff(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    b: Body<StaffChange>,
+) -> Response {
+    let c = match body(b) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let role = match c.role.as_deref().map(role).transpose() {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    change(&state, &caller, Operation::ChangeStaff { login, name: c.name, role, institutions: c.institutions }).await
+}
+
+/// `PUT /api/v1/staff/{login}/password` `{"password"}`: their own, or a member they manage.
+async fn set_staff_password(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    b: Body<NewPassword>,
+) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let password_hash = match password_hash(n.password, crate::engine::hash_staff_password).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    change(&state, &caller, Operation::SetStaffPassword { login, password_hash }).await
+}
+
+/// `POST /api/v1/staff/{login}/unlock`.
+async fn unlock_staff(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
+    change(&state, &caller, Operation::UnlockStaff { login }).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    label: String,
+}
+
+/// `POST /api/v1/staff/{login}/tokens` `{"label"}`: a bearer token, shown in this answer only.
+async fn add_staff_token(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    b: Body<NewToken>,
+) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let token = match crate::domain::secret::new_token() {
+        Ok(t) => t,
+        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, format!("no randomness for a token: {e}")),
+    };
+    let digest = crate::domain::secret::token_digest(&token);
+    match state.engine.run(Operation::AddStaffToken { login, label: n.label, digest }, caller.by()).await {
+        Ok(Receipt::Staff(m)) => {
+            let id = m.tokens.last().map(|t| t.id).unwrap_or_default();
+            (StatusCode::CREATED, Json(json!({ "id": id, "token": token }))).into_response()
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
+        Err(e) => failed(e),
+    }
+}
+
+/// `DELETE /api/v1/staff/{login}/tokens/{id}`.
+async fn revoke_staff_token(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((login, token)): Path<(String, String)>,
+) -> Response {
+    match number::<u32>(&token, "token") {
+        Ok(token) => change(&state, &caller, Operation::RevokeStaffToken { login, token }).await,
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /api/v1/staff/{login}`.
+async fn remove_staff(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
+    change(&state, &caller, Operation::RemoveStaff { login }).await
+}
+
+/// `DELETE /api/v1/accounts/{login}`.
+async fn remove_account(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
+    change(&state, &caller, Operation::RemoveAccount { login }).await
+}
+
+/// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
+async fn item(State(state): State<AdminState>, caller: Caller, Path(barcode): Path<String>) -> Response {
+    match state.engine.query(Read::Item(barcode.clone())).await {
+        Ok(Answer::Item(facts)) if caller.covers(&facts.item.institution) => {
+            Json(json!({ "item": facts.item, "loan": facts.loan, "holds": facts.holds })).into_response()
+        }
+        Ok(Answer::Item(_)) => failed(Error::Refused(Refusal::NoItem(barcode))),
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
 /// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
 /// outcome, latency, time) and its last store failure; never a PIN, patron or item.
-async fn terminals(State(state): State<AdminState>, _: Authorised) -> Response {
-    Json(json!({ "terminals": state.server.terminals() })).into_response()
+async fn terminals(State(state): State<AdminState>, caller: Caller) -> Response {
+    let mut all = state.server.terminals();
+    if let Caller::Staff(_) = caller {
+        // A member sees the terminals of their institutions that have logged in.
+        let accounts = match state.engine.query(Read::Accounts).await {
+            Ok(Answer::Accounts(a)) => a,
+            Ok(_) => return refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+            Err(e) => return failed(e),
+        };
+        let theirs = |login: &str| accounts.iter().any(|a| a.login == login && caller.covers(&a.institution));
+        all.retain(|t| t.account.as_deref().is_some_and(theirs));
+    }
+    Json(json!({ "terminals": all })).into_response()
 }
 
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
 async fn fee_action(
     State(state): State<AdminState>,
-    _: Authorised,
+    caller: Caller,
     Path((fee, action)): Path<(String, String)>,
     b: Body<FeeAction>,
 ) -> Response {
@@ -679,7 +969,7 @@ async fn fee_action(
             return refused(StatusCode::NOT_FOUND, format!("no fee action {other}: pay, waive, dispute or restore"));
         }
     };
-    change(&state, op).await
+    change(&state, &caller, op).await
 }
 
 /// Every refusal says why in JSON, axum's own included (a path value it cannot read, a method
@@ -735,6 +1025,13 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/accounts/{login}/password", put(set_account_password))
         .route("/api/v1/accounts/{login}/profile", patch(set_account_profile))
         .route("/api/v1/items/{barcode}", get(item))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/staff", get(staff_list).post(add_staff))
+        .route("/api/v1/staff/{login}", get(staff_member).patch(change_staff).delete(remove_staff))
+        .route("/api/v1/staff/{login}/password", put(set_staff_password))
+        .route("/api/v1/staff/{login}/unlock", post(unlock_staff))
+        .route("/api/v1/staff/{login}/tokens", post(add_staff_token))
+        .route("/api/v1/staff/{login}/tokens/{token}", delete(revoke_staff_token))
 }
 
 #[cfg(test)]

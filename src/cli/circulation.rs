@@ -300,13 +300,13 @@ fn print_account(a: &Account, json: bool) {
 
 /// Reads a password: one line from standard input (never from the command line, where other
 /// users could see it in the process list).
-fn read_password() -> Result<String> {
+pub(super) fn read_password() -> Result<String> {
     let mut line = String::new();
     super::io::read_line(&mut line).context("cannot read the password from standard input")?;
     let pw = line.trim_end_matches(['\r', '\n']).to_string();
     if pw.is_empty() {
         return Err(super::exit::usage(
-            "no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN`",
+            "no password on standard input; e.g. `printf '%s\\n' \"$PW\" | sip2d account add LOGIN` (or `staff add`)",
         ));
     }
     Ok(pw)

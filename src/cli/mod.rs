@@ -18,6 +18,7 @@ mod progress;
 mod register;
 mod serve;
 mod setup;
+mod staff;
 mod times;
 
 use std::process::ExitCode;
@@ -70,6 +71,8 @@ enum Command {
     Hold(circulation::HoldCmd),
     #[command(subcommand)]
     Account(circulation::AccountCmd),
+    #[command(subcommand)]
+    Staff(staff::StaffCmd),
     /// Remove for good the deleted patrons and those past their purge date (unless they owe
     /// money or have loans), and audit entries past each institution's retention.
     Purge(circulation::PurgeArgs),
@@ -141,7 +144,7 @@ pub fn main() -> ExitCode {
 /// The commands that work on the register, and so go through a running server (and are the
 /// ones its admin API runs).
 const REGISTER_COMMANDS: &[&str] =
-    &["institution", "patron", "item", "loan", "hold", "account", "purge", "import", "export", "outbox"];
+    &["institution", "patron", "item", "loan", "hold", "account", "staff", "purge", "import", "export", "outbox"];
 
 fn is_register(command: &str) -> bool {
     REGISTER_COMMANDS.contains(&command)
@@ -208,7 +211,8 @@ fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
                 }
             }
         }
-        Command::Account(circulation::AccountCmd::Add { .. } | circulation::AccountCmd::Password { .. }) => {
+        Command::Account(circulation::AccountCmd::Add { .. } | circulation::AccountCmd::Password { .. })
+        | Command::Staff(staff::StaffCmd::Add { .. } | staff::StaffCmd::Password { .. }) => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             stdin = line;
@@ -249,6 +253,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Loan(cmd) => circulation::loan(&cmd, &cli.common),
         Command::Hold(cmd) => circulation::hold(&cmd, &cli.common),
         Command::Account(cmd) => circulation::account(&cmd, &cli.common),
+        Command::Staff(cmd) => staff::run(&cmd, &cli.common),
         Command::Purge(args) => circulation::purge(&args, &cli.common),
         Command::Import(args) => circulation::import(&args, &cli.common),
         Command::Export(args) => circulation::export(&args, &cli.common),

@@ -124,6 +124,8 @@ The configuration file (TOML; every key optional, defaults shown):
   max_notes_per_patron = 200         more notes are refused
   max_holds_per_patron = 100         more holds are refused
   max_history_per_patron = 10000     the oldest audit entries go beyond this
+  staff_failures_before_lockout = 5  wrong staff passwords that lock the account
+  staff_lockout_minutes = 15         for this long
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides

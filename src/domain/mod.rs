@@ -9,8 +9,10 @@ pub mod records;
 pub mod refusal;
 pub mod rules;
 pub mod secret;
+pub mod staff;
 pub mod validate;
 
 pub use profile::Profile;
 pub use records::*;
 pub use refusal::Refusal;
+pub use staff::{Role, Staff};

@@ -26,6 +26,7 @@ pub enum Refusal {
     NoFee(u64),
     NoHold(u64),
     NoAccount(String),
+    NoStaff(String),
     /// A card a kiosk presented matches no active patron.
     UnknownCard,
     /// The institution has no block type of this code.
@@ -107,6 +108,21 @@ pub enum Refusal {
     /// The terminal's profile does not allow this (blocking or enabling cards).
     TerminalMayNot(&'static str),
 
+    // -- staff
+    /// The staff member's role does not allow this (`needs`: the least role that does;
+    /// none: no staff role does, only the system).
+    NotPermitted {
+        role: super::staff::Role,
+        needs: Option<super::staff::Role>,
+        what: &'static str,
+    },
+    /// A wrong staff password; so many tries are left before the account locks.
+    WrongPassword {
+        remaining: u32,
+    },
+    /// Locked by wrong passwords until then.
+    StaffLocked(jiff::Timestamp),
+
     // -- the register's own rules
     CannotDelete {
         balance: Money,
@@ -126,6 +142,7 @@ impl Refusal {
             | Refusal::NoFee(_)
             | Refusal::NoHold(_)
             | Refusal::NoAccount(_)
+            | Refusal::NoStaff(_)
             | Refusal::UnknownCard
             | Refusal::NoBlockType { .. } => Kind::NotFound,
             _ => Kind::Rule,
@@ -156,6 +173,18 @@ impl fmt::Display for Refusal {
             Refusal::NoInstitution(c) => write!(f, "no institution '{c}'"),
             Refusal::NoPatron(p) => write!(f, "no patron {p}"),
             Refusal::NoItem(b) => write!(f, "no item '{b}'"),
+            Refusal::NoStaff(l) => write!(f, "no staff account '{l}'"),
+            Refusal::NotPermitted { role, needs: Some(needs), what } => {
+                write!(f, "a {role} may not {what} (it takes a {needs})")
+            }
+            Refusal::NotPermitted { role, needs: None, what } => write!(f, "a {role} may not {what}"),
+            Refusal::WrongPassword { remaining: 0 } => {
+                f.write_str("wrong user name or password; the account is now locked for a while")
+            }
+            Refusal::WrongPassword { .. } => f.write_str("wrong user name or password"),
+            Refusal::StaffLocked(until) => {
+                write!(f, "the account is locked after too many wrong passwords, until {until}")
+            }
             Refusal::NoFee(id) => write!(f, "no fee {id}"),
             Refusal::NoHold(id) => write!(f, "no hold {id}"),
             Refusal::NoAccount(l) => write!(f, "no account '{l}'"),

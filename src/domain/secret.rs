@@ -133,6 +133,34 @@ pub fn hash_password(password: &str) -> io::Result<String> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// What a staff bearer token starts with, so that a leaked one is recognisable (by secret
+/// scanners, in logs).
+pub const TOKEN_PREFIX: &str = "sip2d_";
+
+/// A new bearer token: the prefix and 32 random bytes in hex. Shown once; only its
+/// [`token_digest`] is kept.
+pub fn new_token() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+/// A bearer token's digest as kept (SHA-256, hex). A token has 256 random bits, so a fast
+/// hash is enough: nothing is gained guessing against it.
+pub fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// Keyed digests of terminal passwords, under a key that lives only in this process: once a
 /// password has passed Argon2, a later login with it costs one HMAC rather than another
 /// deliberately slow hash. The digests are never stored or logged.

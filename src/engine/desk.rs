@@ -18,7 +18,11 @@ pub struct Desk<'e> {
 
 /// A receipt of another kind than the operation gives: a bug, said as one.
 fn unexpected(r: &Receipt) -> Error {
-    Error::Refused(Refusal::rule(format!("unexpected receipt {r:?}")))
+    match r {
+        // Refused, though what the refusal wrote stands.
+        Receipt::Refused(why) => Error::Refused(why.clone()),
+        r => Error::Refused(Refusal::rule(format!("unexpected receipt {r:?}"))),
+    }
 }
 
 macro_rules! take {
@@ -38,6 +42,7 @@ impl Receipt {
     take!(item, Item, Item);
     take!(hold, Hold, Hold);
     take!(account, Account, Account);
+    take!(staff, Staff, Staff);
     take!(institution, Institution, Institution);
     take!(notice, Notice, Notice);
 
@@ -223,6 +228,15 @@ fn unexpected_answer(a: &Answer) -> Error {
 }
 
 /// A terminal password as stored: an Argon2 hash, refused when shorter than 8 characters.
+/// A staff password as stored: at least 10 characters, hashed with Argon2.
+pub fn hash_staff_password(password: &str) -> Result<String, Error> {
+    if password.chars().count() < 10 {
+        return Err(Error::Refused(Refusal::rule("a staff password needs at least 10 characters")));
+    }
+    crate::domain::secret::hash_password(password)
+        .map_err(|e| Error::Refused(Refusal::rule(format!("cannot hash the password: {e}"))))
+}
+
 pub fn hash_password(password: &str) -> Result<String, Error> {
     if password.chars().count() < 8 {
         return Err(Error::Refused(Refusal::rule("a terminal password needs at least 8 characters")));

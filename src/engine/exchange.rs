@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::secret;
+use crate::domain::secret::{self, hex};
 use crate::domain::validate;
 use crate::domain::*;
 
@@ -36,6 +36,9 @@ pub enum Line {
     Register(RegisterLine),
     Institution(Institution),
     Account(AccountLine),
+    /// A staff account as an export writes it: the password and token digests, never the
+    /// password or a token.
+    Staff(Box<Staff>),
     Patron(Box<PatronLine>),
     Item(Item),
     Loan(Loan),
@@ -288,10 +291,6 @@ fn merge_by_id<T: Clone>(stored: &mut Vec<T>, incoming: &[T], id: impl Fn(&T) ->
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if s.len() != 64 {
@@ -351,6 +350,7 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
             Ok(outcome)
         }
         Line::Account(a) => import_account(u, a),
+        Line::Staff(m) => import_staff(u, *m),
         Line::Patron(p) => import_patron(u, *p, take_pin_hashes),
         Line::Item(item) => {
             u.institution(&item.institution).map_err(s)?;
@@ -493,6 +493,30 @@ fn import_account(u: &mut Unit<'_>, a: AccountLine) -> Result<Outcome, String> {
         None => Outcome::Created,
     };
     u.put(Write::Account(Box::new(account))).map_err(s)?;
+    Ok(outcome)
+}
+
+fn import_staff(u: &mut Unit<'_>, m: Staff) -> Result<Outcome, String> {
+    let s = |e: Refusal| e.to_string();
+    crate::domain::staff::check_login(&m.login).map_err(s)?;
+    validate::required("name", &m.name).map_err(|e| s(e.into()))?;
+    if m.institutions.is_empty() {
+        return Err("a staff account works for at least one institution".into());
+    }
+    for i in &m.institutions {
+        u.institution(i).map_err(s)?;
+    }
+    argon2::password_hash::PasswordHash::new(&m.password_hash)
+        .map_err(|e| format!("password_hash is not an Argon2 PHC string: {e}"))?;
+    if let Some(t) = m.tokens.iter().find(|t| unhex32(&t.digest).is_none()) {
+        return Err(format!("token {} digest is not 64 hex digits", t.id));
+    }
+    let outcome = match u.state.staff(&m.login) {
+        Some(old) if *old == m => return Ok(Outcome::Unchanged),
+        Some(_) => Outcome::Updated,
+        None => Outcome::Created,
+    };
+    u.put(Write::Staff(Box::new(m))).map_err(s)?;
     Ok(outcome)
 }
 
@@ -750,6 +774,9 @@ pub fn export(state: &State, pin_key: &str, sink: &mut dyn FnMut(&Line) -> io::R
             location: a.location.clone(),
             profile: a.profile.clone(),
         }))?;
+    }
+    for m in state.staff_list() {
+        put(Line::Staff(Box::new(m.clone())))?;
     }
     for p in state.patrons() {
         put(Line::Patron(Box::new(PatronLine::of(p))))?;

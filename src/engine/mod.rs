@@ -29,6 +29,8 @@ pub mod wal;
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_staff;
 
 use std::future::Future;
 use std::pin::Pin as StdPin;
@@ -40,7 +42,7 @@ pub use data_dir::{
     LogReport, PIN_KEY, STORE_DIR, init, install_pin_key, open_existing, open_or_create, repair_log, verify_log,
 };
 pub use demo_data::{DEMO_PIN, Demo, build as build_demo};
-pub use desk::{Desk, hash_password};
+pub use desk::{Desk, hash_password, hash_staff_password};
 pub use exchange::{ImportOptions, ImportReport, Line, PinHashes, RegisterLine};
 pub use notices::{MAX_ATTEMPTS, due as notices_due};
 pub use ops::*;

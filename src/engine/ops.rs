@@ -28,11 +28,20 @@ impl std::fmt::Debug for Pin {
 pub struct By {
     pub actor: String,
     pub now: Timestamp,
+    /// The staff member asking, by login: the unit reads their account as it is inside the
+    /// commit and refuses what their role or institutions do not allow. None: the system (the
+    /// owner's command line, a kiosk, the server itself), allowed everything.
+    pub staff: Option<Arc<str>>,
 }
 
 impl By {
     pub fn new(actor: impl Into<String>, now: Timestamp) -> By {
-        By { actor: actor.into(), now }
+        By { actor: actor.into(), now, staff: None }
+    }
+
+    /// A staff member's request: the audit history names them.
+    pub fn staff(member: &Staff, now: Timestamp) -> By {
+        By { actor: member.actor(), now, staff: Some(member.login.as_str().into()) }
     }
 }
 
@@ -402,6 +411,49 @@ pub enum Operation {
     RemoveAccount {
         login: String,
     },
+    /// Staff accounts; passwords are hashed (Argon2) before they get here, as for terminals.
+    AddStaff {
+        login: String,
+        name: String,
+        password_hash: String,
+        role: Role,
+        institutions: Vec<String>,
+    },
+    SetStaffPassword {
+        login: String,
+        password_hash: String,
+    },
+    /// Changes what is given: the name, the role, the institutions.
+    ChangeStaff {
+        login: String,
+        name: Option<String>,
+        role: Option<Role>,
+        institutions: Option<Vec<String>>,
+    },
+    /// A login attempt whose password was checked outside the writer (Argon2 is slow):
+    /// `matched` is the hash the password matched, if any; it counts only if it is still the
+    /// account's. Counts a wrong one, locks after too many, and refuses while locked (what it
+    /// writes stands).
+    StaffLogin {
+        login: String,
+        matched: Option<String>,
+    },
+    UnlockStaff {
+        login: String,
+    },
+    /// A bearer token for an integration, by its SHA-256 digest (hex).
+    AddStaffToken {
+        login: String,
+        label: String,
+        digest: String,
+    },
+    RevokeStaffToken {
+        login: String,
+        token: u32,
+    },
+    RemoveStaff {
+        login: String,
+    },
     /// Lines of an import, each its own unit within this one (a refused line writes nothing,
     /// the others stand). PINs in clear are hashed inside; `pin_hashes` says whether the file's
     /// hashes are taken.
@@ -415,6 +467,73 @@ pub enum Operation {
         notice: Box<Notice>,
         result: Result<(), String>,
     },
+}
+
+impl Operation {
+    /// What a staff member needs to run this, and what it is, for the refusal.
+    pub fn needs(&self) -> (staff::Needs, &'static str) {
+        use Operation as O;
+        use staff::Needs::{Role as R, System};
+        match self {
+            O::KioskPatron { .. }
+            | O::KioskCheckout(_)
+            | O::KioskCheckin { .. }
+            | O::KioskRenew { .. }
+            | O::KioskRenewAll { .. }
+            | O::KioskPay { .. }
+            | O::KioskHold { .. }
+            | O::KioskBlock { .. }
+            | O::KioskEnable { .. }
+            | O::KioskItemProperties { .. } => (System, "act as a kiosk"),
+            O::Import { .. } => (System, "import"),
+            O::Delivered { .. } => (System, "record deliveries"),
+            O::Purge { .. } => (System, "purge the register"),
+            O::StaffLogin { .. } => (System, "record logins"),
+            O::AddInstitution { .. } => (System, "add institutions"),
+            O::ChangeInstitution { .. } => (R(Role::MainAdministrator), "change the institution's settings"),
+            O::AddItem(_) | O::EditItem { .. } | O::DeleteItem { .. } => (R(Role::UserAdministrator), "change items"),
+            O::DeletePatron { .. } => (R(Role::UserAdministrator), "delete patrons"),
+            O::RestorePatron { .. } => (R(Role::UserAdministrator), "restore deleted patrons"),
+            O::AddAccount { .. }
+            | O::SetAccountPassword { .. }
+            | O::SetAccountProfile { .. }
+            | O::RemoveAccount { .. } => (R(Role::UserAdministrator), "manage terminal accounts"),
+            // Which members, and which roles, is decided on the accounts (`staff::may_manage`).
+            O::AddStaff { .. }
+            | O::ChangeStaff { .. }
+            | O::SetStaffPassword { .. }
+            | O::UnlockStaff { .. }
+            | O::AddStaffToken { .. }
+            | O::RevokeStaffToken { .. }
+            | O::RemoveStaff { .. } => (R(Role::Desk), "manage staff accounts"),
+            O::AddPatron { .. }
+            | O::EditPatron { .. }
+            | O::AddIdentifier { .. }
+            | O::SetIdentifierActive { .. }
+            | O::AddNote { .. }
+            | O::RemoveNote { .. }
+            | O::SetProxy { .. }
+            | O::SetActive { .. }
+            | O::SetPin { .. }
+            | O::CheckPin { .. }
+            | O::Unlock { .. }
+            | O::Block { .. }
+            | O::Unblock { .. }
+            | O::AddFee { .. }
+            | O::PayFee { .. }
+            | O::WaiveFee { .. }
+            | O::DisputeFee { .. }
+            | O::RestoreFee { .. }
+            | O::RequestTransfer { .. }
+            | O::DecideTransfer { .. }
+            | O::Report { .. }
+            | O::SetOptout { .. }
+            | O::Lend { .. }
+            | O::Return { .. }
+            | O::PlaceHold { .. }
+            | O::CancelHold { .. } => (R(Role::UserManager), "change patrons"),
+        }
+    }
 }
 
 /// What a kiosk is told about the PIN it sent.
@@ -570,6 +689,7 @@ pub enum Receipt {
     Returned(Option<Loan>),
     Hold(Box<Hold>),
     Account(Box<Account>),
+    Staff(Box<Staff>),
     Purged(PurgeReport),
     Notice(Box<Notice>),
     Optouts(Vec<NoticeKind>),
@@ -600,6 +720,10 @@ pub enum Query {
     Institution(String),
     Accounts,
     Account(String),
+    StaffList,
+    Staff(String),
+    /// The staff member a bearer token belongs to, by the token's SHA-256 digest (hex).
+    StaffByToken(String),
     /// A patron by register id.
     Patron(u64),
     /// A patron by `#id`, primary id, identifier or e-mail at the institution.
@@ -667,6 +791,8 @@ pub enum Answer {
     Institution(Box<Institution>),
     Accounts(Vec<Account>),
     Account(Box<Account>),
+    StaffList(Vec<Staff>),
+    Staff(Box<Staff>),
     Patron(Box<Patron>),
     Patrons(Vec<Patron>),
     Card(Box<Card>),

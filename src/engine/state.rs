@@ -56,6 +56,7 @@ pub enum Undo {
     Fee(u64, Option<Arc<Fee>>),
     Hold(u64, Option<Arc<Hold>>),
     Account(String, Option<Arc<Account>>),
+    Staff(String, Option<Arc<Staff>>),
     Optouts(u64, Option<Vec<NoticeKind>>),
 }
 
@@ -63,6 +64,9 @@ pub enum Undo {
 pub struct State {
     institutions: OrdMap<String, Arc<Institution>>,
     accounts: OrdMap<String, Arc<Account>>,
+    staff: OrdMap<String, Arc<Staff>>,
+    /// Bearer token digest -> staff login.
+    tokens: HashMap<String, String>,
     patrons: OrdMap<u64, Arc<Patron>>,
     /// Primary ids and identifiers -> patron.
     claims: HashMap<Key, u64>,
@@ -95,6 +99,9 @@ impl State {
         }
         for a in l.accounts {
             s.accounts.insert(a.login.clone(), Arc::new(a));
+        }
+        for m in l.staff {
+            s.put_staff(Arc::new(m));
         }
         for p in l.patrons {
             s.put_patron(Arc::new(p))?;
@@ -139,6 +146,9 @@ impl State {
                 let a = a?;
                 s.accounts.insert(a.login.clone(), Arc::new(a));
             }
+            for m in store.records::<Staff>(Kind::Staff) {
+                s.put_staff(Arc::new(m?));
+            }
             for p in store.records::<Patron>(Kind::Patron) {
                 s.put_patron(Arc::new(p?))?;
             }
@@ -177,6 +187,35 @@ impl State {
 
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values().map(Arc::as_ref)
+    }
+
+    pub fn staff(&self, login: &str) -> Option<&Staff> {
+        self.staff.get(login).map(Arc::as_ref)
+    }
+
+    pub fn staff_list(&self) -> impl Iterator<Item = &Staff> {
+        self.staff.values().map(Arc::as_ref)
+    }
+
+    /// The member a bearer token (by its digest) belongs to.
+    pub fn staff_by_token(&self, digest: &str) -> Option<&Staff> {
+        self.tokens.get(digest).and_then(|login| self.staff(login))
+    }
+
+    fn put_staff(&mut self, m: Arc<Staff>) {
+        self.remove_staff(&m.login);
+        for t in &m.tokens {
+            self.tokens.insert(t.digest.clone(), m.login.clone());
+        }
+        self.staff.insert(m.login.clone(), m);
+    }
+
+    fn remove_staff(&mut self, login: &str) {
+        if let Some(old) = self.staff.remove(login) {
+            for t in &old.tokens {
+                self.tokens.remove(&t.digest);
+            }
+        }
     }
 
     pub fn patron(&self, id: u64) -> Option<&Patron> {
@@ -387,6 +426,13 @@ impl State {
             Write::RemoveAccount(login) => {
                 self.accounts.remove(login);
             }
+            Write::Staff(m) => {
+                if m.tokens.iter().any(|t| self.tokens.get(&t.digest).is_some_and(|l| *l != m.login)) {
+                    return Err(Refusal::Exists { what: "token", key: m.login.clone() });
+                }
+                self.put_staff(Arc::new(m.as_ref().clone()));
+            }
+            Write::RemoveStaff(login) => self.remove_staff(login),
             Write::Optouts(p, kinds) => {
                 if kinds.is_empty() {
                     self.optouts.remove(p);
@@ -522,6 +568,8 @@ impl State {
             Write::RemoveHold(id) => Undo::Hold(*id, self.holds.get(id).cloned()),
             Write::Account(a) => Undo::Account(a.login.clone(), self.accounts.get(&a.login).cloned()),
             Write::RemoveAccount(l) => Undo::Account(l.clone(), self.accounts.get(l).cloned()),
+            Write::Staff(m) => Undo::Staff(m.login.clone(), self.staff.get(&m.login).cloned()),
+            Write::RemoveStaff(l) => Undo::Staff(l.clone(), self.staff.get(l).cloned()),
             Write::Optouts(p, _) => Undo::Optouts(*p, self.optouts.get(p).cloned()),
             // Counters are put back by the unit; the rest is not in memory.
             Write::LastId(_) | Write::AuditSeq(_) | Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) => {
@@ -576,6 +624,10 @@ impl State {
                 None => {
                     self.accounts.remove(&login);
                 }
+            },
+            Undo::Staff(login, old) => match old {
+                Some(m) => self.put_staff(m),
+                None => self.remove_staff(&login),
             },
             Undo::Optouts(p, old) => match old {
                 Some(k) => {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Tree;
 
-use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron};
+use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, Staff};
 
 /// Format version written before every value, so records can evolve. 2: bincode with
 /// variable-length integers.
@@ -67,7 +67,7 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-const TREES: usize = 11;
+const TREES: usize = 12;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
     Meta,
@@ -81,6 +81,7 @@ enum TreeId {
     Audit,
     Outbox,
     Optouts,
+    Staff,
 }
 
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
@@ -118,6 +119,8 @@ impl Pending {
                 }
                 Write::LastId(id) => (T::Meta, b"next_id".to_vec(), Some(id.to_be_bytes().to_vec())),
                 Write::AuditSeq(seq) => (T::Meta, b"audit_seq".to_vec(), Some(seq.to_be_bytes().to_vec())),
+                Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec(), Some(encode(m.as_ref()))),
+                Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec(), None),
             };
             self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             self.entries.insert((tree, key), value);
@@ -218,11 +221,32 @@ pub struct RegisterLimits {
     /// Audit history entries kept per patron (default 10000): beyond that the oldest are
     /// removed as new ones are checkpointed, so the history rotates instead of growing.
     pub max_history_per_patron: u32,
+    /// Wrong staff passwords in a row that lock the account (default 5).
+    pub staff_failures_before_lockout: u32,
+    /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
+    /// unlock` opens it sooner.
+    pub staff_lockout_minutes: u32,
+}
+
+impl RegisterLimits {
+    /// The staff login rule these limits set.
+    pub fn lockout(&self) -> crate::domain::staff::Lockout {
+        crate::domain::staff::Lockout {
+            failures: self.staff_failures_before_lockout.max(1),
+            duration: jiff::SignedDuration::from_mins(i64::from(self.staff_lockout_minutes)),
+        }
+    }
 }
 
 impl Default for RegisterLimits {
     fn default() -> RegisterLimits {
-        RegisterLimits { max_notes_per_patron: 200, max_holds_per_patron: 100, max_history_per_patron: 10_000 }
+        RegisterLimits {
+            max_notes_per_patron: 200,
+            max_holds_per_patron: 100,
+            max_history_per_patron: 10_000,
+            staff_failures_before_lockout: 5,
+            staff_lockout_minutes: 15,
+        }
     }
 }
 
@@ -268,6 +292,10 @@ pub enum Write {
     LastId(u64),
     /// The last audit sequence number given out.
     AuditSeq(u64),
+    // New variants go last: bincode numbers them in order, and logs written before hold the
+    // numbers of the ones above.
+    Staff(Box<Staff>),
+    RemoveStaff(String),
 }
 
 /// The kinds of record the working set is loaded from.
@@ -280,6 +308,7 @@ pub enum Kind {
     Loan,
     Fee,
     Hold,
+    Staff,
 }
 
 /// Everything the working set is built from (tests build a state from one).
@@ -287,6 +316,7 @@ pub enum Kind {
 pub struct Loaded {
     pub institutions: Vec<Institution>,
     pub accounts: Vec<Account>,
+    pub staff: Vec<Staff>,
     pub patrons: Vec<Patron>,
     pub items: Vec<Item>,
     pub loans: Vec<Loan>,
@@ -313,6 +343,8 @@ pub struct Store {
     audit: Tree,
     /// notice id -> Notice
     outbox: Tree,
+    /// login -> Staff
+    staff: Tree,
     /// patron id -> the notice kinds they opted out of
     optouts: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -375,6 +407,7 @@ impl Store {
             audit: tree("audit")?,
             outbox: tree("outbox")?,
             optouts: tree("optouts")?,
+            staff: tree("staff")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
             db,
@@ -396,6 +429,7 @@ impl Store {
             Kind::Loan => (&self.loans, "loan"),
             Kind::Fee => (&self.fees, "fee"),
             Kind::Hold => (&self.holds, "hold"),
+            Kind::Staff => (&self.staff, "staff account"),
         };
         tree.iter().values().map(move |v| decode(name, &v?))
     }
@@ -516,6 +550,7 @@ impl Store {
             &self.audit,
             &self.outbox,
             &self.optouts,
+            &self.staff,
         ]
     }
 

@@ -857,7 +857,12 @@ fn a_refused_unit_is_undone_write_by_write() {
 #[test]
 fn notes_holds_and_history_are_capped_per_patron() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = RegisterLimits { max_notes_per_patron: 5, max_holds_per_patron: 2, max_history_per_patron: 40 };
+    let limits = RegisterLimits {
+        max_notes_per_patron: 5,
+        max_holds_per_patron: 2,
+        max_history_per_patron: 40,
+        ..Default::default()
+    };
     let settings = StoreConfig { limits, ..Default::default() };
     let engine = open_or_create(dir.path(), &settings).unwrap();
     let (desk, p) = with_avery(&engine);

@@ -22,12 +22,15 @@ pub struct Unit<'a> {
     pub key: &'a PinKey,
     pub by: &'a By,
     history: Option<History<'a>>,
+    /// The institutions of the staff member the unit runs for (set by `units::staff::
+    /// authorise`): patrons outside them are not there for this unit. None: the system's.
+    pub scope: Option<Vec<String>>,
 }
 
 impl<'a> Unit<'a> {
     pub fn new(state: &'a mut State, key: &'a PinKey, by: &'a By) -> Unit<'a> {
         let counters = state.counters();
-        Unit { state, writes: Vec::new(), undos: Vec::new(), counters, key, by, history: None }
+        Unit { state, writes: Vec::new(), undos: Vec::new(), counters, key, by, history: None, scope: None }
     }
 
     /// A unit that may read stored audit history (purge).
@@ -117,7 +120,10 @@ impl<'a> Unit<'a> {
     }
 
     pub fn patron(&self, id: u64) -> Result<Patron, Refusal> {
-        self.state.patron(id).cloned().ok_or_else(|| Refusal::NoPatron(format!("#{id}")))
+        match self.state.patron(id) {
+            Some(p) if self.scope.as_deref().is_none_or(|s| crate::domain::staff::sees(s, p)) => Ok(p.clone()),
+            _ => Err(Refusal::NoPatron(format!("#{id}"))),
+        }
     }
 
     pub fn institution(&self, code: &str) -> Result<Institution, Refusal> {

@@ -85,6 +85,11 @@ pub fn answer(s: &State, q: Query) -> Result<Answer, Error> {
         Query::Account(login) => {
             Answer::Account(Box::new(s.account(&login).cloned().ok_or(Refusal::NoAccount(login))?))
         }
+        Query::StaffList => Answer::StaffList(s.staff_list().cloned().collect()),
+        Query::Staff(login) => Answer::Staff(Box::new(s.staff(&login).cloned().ok_or(Refusal::NoStaff(login))?)),
+        Query::StaffByToken(digest) => Answer::Staff(Box::new(
+            s.staff_by_token(&digest).cloned().ok_or_else(|| Refusal::NoStaff("for that token".into()))?,
+        )),
         Query::Patron(id) => Answer::Patron(Box::new(patron(id)?)),
         Query::FindPatron { institution, key } => Answer::Patron(Box::new(find(s, &institution, &key)?.clone())),
         Query::Patrons(f) => Answer::Patrons(list(s, &f)),

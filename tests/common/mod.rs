@@ -363,3 +363,21 @@ pub fn admin(data: &std::path::Path, args: &[String]) -> Option<(u64, String)> {
     let v: serde_json::Value = serde_json::from_str(json_body.get(start..end)?).ok()?;
     Some((v["code"].as_u64()?, format!("{}{}", v["stdout"].as_str()?, v["stderr"].as_str()?)))
 }
+
+/// `(method, path template)` of every operation docs/admin-api.yaml lists (a unit test holds
+/// that list to the router).
+pub fn api_operations() -> Vec<(String, String)> {
+    let yaml = include_str!("../../docs/admin-api.yaml");
+    let mut out = Vec::new();
+    let mut path = None;
+    for line in yaml.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'))) {
+            if ["get", "post", "put", "patch", "delete"].contains(&m) {
+                out.push((m.to_uppercase(), p.clone()));
+            }
+        }
+    }
+    out
+}

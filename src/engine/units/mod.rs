@@ -4,6 +4,7 @@
 pub(super) mod circulation;
 pub(super) mod fees;
 pub(super) mod patrons;
+pub(super) mod staff;
 
 use crate::domain::validate::{self, Invalid};
 use crate::domain::*;
@@ -18,6 +19,7 @@ pub use patrons::check_login;
 /// Runs one operation as a unit.
 pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
     use Operation as O;
+    staff::authorise(u, &op)?;
     Ok(match op {
         O::KioskPatron { at, card, pin, detail } => kiosk::patron(u, &at, &card, pin.as_ref(), detail)?,
         O::KioskCheckout(c) => kiosk::checkout(u, *c)?,
@@ -118,6 +120,28 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
         }
         O::RemoveAccount { login } => {
             patrons::remove_account(u, &login)?;
+            Receipt::Done
+        }
+        O::AddStaff { login, name, password_hash, role, institutions } => {
+            Receipt::Staff(Box::new(staff::add(u, &login, &name, password_hash, role, institutions)?))
+        }
+        O::ChangeStaff { login, name, role, institutions } => {
+            Receipt::Staff(Box::new(staff::change(u, &login, name, role, institutions)?))
+        }
+        O::SetStaffPassword { login, password_hash } => {
+            Receipt::Staff(Box::new(staff::set_password(u, &login, password_hash)?))
+        }
+        O::StaffLogin { login, matched } => match staff::login(u, &login, matched.as_deref())? {
+            Ok(m) => Receipt::Staff(Box::new(m)),
+            Err(r) => Receipt::Refused(r),
+        },
+        O::UnlockStaff { login } => Receipt::Staff(Box::new(staff::unlock(u, &login)?)),
+        O::AddStaffToken { login, label, digest } => {
+            Receipt::Staff(Box::new(staff::add_token(u, &login, &label, digest)?))
+        }
+        O::RevokeStaffToken { login, token } => Receipt::Staff(Box::new(staff::revoke_token(u, &login, token)?)),
+        O::RemoveStaff { login } => {
+            staff::remove(u, &login)?;
             Receipt::Done
         }
         O::Import { lines, take_pin_hashes, ids_above } => {

@@ -1,0 +1,204 @@
+//! Issue 16, staff accounts: members call the resource API with their own bearer tokens, and
+//! their role and institutions bound every request. A member of the main library asks for a
+//! branch patron through every route the API description lists: each answer is "not there",
+//! and nothing of the patron shows. A member's role refuses what it does not allow; a revoked
+//! token opens nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::api_operations as operations;
+use common::http as request;
+
+struct Demo {
+    admin: SocketAddr,
+    sip: SocketAddr,
+    system: String,
+    _dir: tempfile::TempDir,
+    _child: std::process::Child,
+}
+
+fn demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let (child, mut stdout, admin) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+    let sip = common::address_after(&mut stdout, "listening on ");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    let system = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    Demo { admin, sip, system, _dir: dir, _child: child }
+}
+
+/// Adds a member with the system's token and makes them a bearer token.
+fn member(d: &Demo, login: &str, name: &str, role: &str, institution: &str) -> String {
+    let t = Some(d.system.as_str());
+    let add = format!(
+        r#"{{"login":"{login}","name":"{name}","password":"a long password","role":"{role}","institutions":["{institution}"]}}"#
+    );
+    let r = request(d.admin, "POST", "/api/v1/staff", t, "", &add);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(!r.raw.contains("argon2") && !r.raw.contains("a long password"), "{}", r.raw);
+    let r = request(d.admin, "POST", &format!("/api/v1/staff/{login}/tokens"), t, "", r#"{"label":"test"}"#);
+    assert_eq!(r.status, 201, "{}", r.raw);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+fn patron_id(d: &Demo, institution: &str, card: &str) -> u64 {
+    let t = Some(d.system.as_str());
+    let found = request(d.admin, "GET", &format!("/api/v1/patrons?institution={institution}&q={card}"), t, "", "");
+    found.body["patrons"][0]["id"].as_u64().unwrap_or_else(|| panic!("{card}: {}", found.body))
+}
+
+#[test]
+fn members_see_and_change_only_what_their_role_and_institutions_allow() {
+    let d = demo();
+    let manager = member(&d, "mia", "Mia Manager", "user-manager", "MAIN");
+    let desk = member(&d, "dag", "Dag Desk", "desk", "MAIN");
+    let admin = member(&d, "ada", "Ada Admin", "user-administrator", "MAIN");
+    let branch = member(&d, "bo", "Bo Branch", "user-administrator", "BRANCH");
+    let (m, k, a, b) = (Some(manager.as_str()), Some(desk.as_str()), Some(admin.as_str()), Some(branch.as_str()));
+    let avery = patron_id(&d, "MAIN", "21000000000001");
+    let kim = patron_id(&d, "BRANCH", "22000000000001");
+
+    // Who am I.
+    let me = request(d.admin, "GET", "/api/v1/me", m, "", "");
+    assert_eq!((me.status, me.body["login"].as_str()), (200, Some("mia")), "{}", me.raw);
+    assert!(!me.raw.contains("digest") && !me.raw.contains("argon2"), "{}", me.raw);
+
+    // The desk looks, and may not change.
+    let path = format!("/api/v1/patrons/{avery}");
+    assert_eq!(request(d.admin, "GET", &path, k, "", "").status, 200);
+    let block = r#"{"type":"general","reason":"Card reported stolen"}"#;
+    let r = request(d.admin, "POST", &format!("{path}/blocks"), k, "", block);
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(r.body["error"].as_str().unwrap().contains("User Manager"), "{}", r.raw);
+
+    // A User Manager blocks, and the history names them; they may not delete, nor manage
+    // terminals or staff.
+    let r = request(d.admin, "POST", &format!("{path}/blocks"), m, "", block);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let history = request(d.admin, "GET", &format!("{path}/history"), m, "", "");
+    let last = history.body["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["by"], "Mia Manager (mia)", "{last}");
+    assert_eq!(request(d.admin, "DELETE", &path, m, "", "").status, 403);
+    let terminal = r#"{"login":"kiosk7","password":"long-enough","institution":"MAIN"}"#;
+    assert_eq!(request(d.admin, "POST", "/api/v1/accounts", m, "", terminal).status, 403);
+    let staff = r#"{"login":"x1","name":"X","password":"a long password","role":"desk","institutions":["MAIN"]}"#;
+    assert_eq!(request(d.admin, "POST", "/api/v1/staff", m, "", staff).status, 403);
+
+    // An administrator gives no role above their own, and none at another institution.
+    let give = |role: &str, inst: &str| {
+        format!(
+            r#"{{"login":"n-{role}-{inst}","name":"N","password":"a long password","role":"{role}","institutions":["{inst}"]}}"#
+        )
+    };
+    assert_eq!(request(d.admin, "POST", "/api/v1/staff", a, "", &give("user-manager", "MAIN")).status, 200);
+    assert_eq!(request(d.admin, "POST", "/api/v1/staff", a, "", &give("main-administrator", "MAIN")).status, 403);
+    assert_eq!(request(d.admin, "POST", "/api/v1/staff", a, "", &give("desk", "BRANCH")).status, 404);
+
+    // A branch hold and a kiosk at the branch, for the routes below.
+    let t = Some(d.system.as_str());
+    let hold = request(
+        d.admin,
+        "POST",
+        &format!("/api/v1/patrons/{kim}/holds"),
+        t,
+        "",
+        r#"{"title":"Pippi Långstrump","pickup":"BRANCH"}"#,
+    );
+    assert_eq!(hold.status, 200, "{}", hold.raw);
+    let hold = hold.body["id"].as_u64().unwrap();
+    let mut kiosk2 = common::Kiosk::connect(d.sip);
+    assert_eq!(kiosk2.ask("9300CNkiosk2|COkiosk2-secret|"), "941");
+
+    // Every route that names a patron, asked by the main library's administrator (whose role
+    // allows all of them) for the branch patron: not there.
+    let bodies = |method: &str, template: &str| -> Option<String> {
+        Some(
+            match (method, template.rsplit('/').next().unwrap_or_default()) {
+                ("POST", "blocks") => block,
+                ("POST", "notes") => r#"{"text":"hello"}"#,
+                ("POST", "transfer") => r#"{"to":"MAIN"}"#,
+                ("POST", "loans") => r#"{"item":"32000000000001"}"#,
+                ("POST", "holds") => r#"{"title":"Dune","pickup":"MAIN"}"#,
+                ("PATCH", "{id}") => r#"{"phone":"1"}"#,
+                (_, _) => "",
+            }
+            .to_string(),
+        )
+    };
+    let mut asked = 0;
+    for (method, template) in operations().into_iter().filter(|(_, p)| p.contains("{id}")) {
+        let body = bodies(&method, &template).unwrap();
+        for (id, other) in [(kim, avery), (avery, kim)] {
+            // Only the proxy routes name a second patron; for the rest, Kim is the one named.
+            if id == avery && !template.contains("{other}") {
+                continue;
+            }
+            let path = template
+                .replace("{id}", &id.to_string())
+                .replace("{other}", &other.to_string())
+                .replace("{type}", "general")
+                .replace("{note}", "1")
+                .replace("{decision}", "accept");
+            let r = request(d.admin, &method, &path, a, "If-Match: \"x\"\r\n", &body);
+            assert_eq!(r.status, 404, "{method} {path}: {}", r.raw);
+            assert!(!r.raw.contains("Harbour") && !r.raw.contains("22000000000001"), "{method} {path}: {}", r.raw);
+            asked += 1;
+        }
+    }
+    assert!(asked >= 20, "{asked} routes name a patron");
+    // Nor by search, the bank, the branch's item, hold, institution, terminal or staff.
+    for (method, path) in [
+        ("GET", "/api/v1/patrons?institution=BRANCH&q=Harbour".to_string()),
+        ("GET", "/api/v1/deleted-patrons?institution=BRANCH".to_string()),
+        ("GET", "/api/v1/items/32000000000001".to_string()),
+        ("POST", "/api/v1/items/32000000000001/checkin".to_string()),
+        ("DELETE", format!("/api/v1/holds/{hold}")),
+        ("GET", "/api/v1/staff/bo".to_string()),
+        ("DELETE", "/api/v1/accounts/kiosk2".to_string()),
+        ("PATCH", "/api/v1/accounts/kiosk2/profile".to_string()),
+    ] {
+        let body = if method == "PATCH" { r#"{"language":"sv"}"# } else { "" };
+        let r = request(d.admin, method, &path, a, "", body);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.raw);
+    }
+    let r = request(d.admin, "GET", "/api/v1/patrons?institution=MAIN&q=22000000000001", a, "", "");
+    assert_eq!(r.body["total"], 0, "{}", r.raw);
+    for (path, hidden) in [
+        ("/api/v1/institutions", "BRANCH"),
+        ("/api/v1/accounts", "kiosk2"),
+        ("/api/v1/staff", "\"bo\""),
+        ("/api/v1/terminals", "kiosk2"),
+    ] {
+        let r = request(d.admin, "GET", path, a, "", "");
+        assert_eq!(r.status, 200, "{path}: {}", r.raw);
+        assert!(!r.raw.contains(hidden), "{path} shows {hidden}: {}", r.raw);
+        // The branch's own administrator and the system see them.
+        let theirs = request(d.admin, "GET", path, b, "", "");
+        assert!(theirs.raw.contains(hidden), "{path} hides {hidden} from the branch: {}", theirs.raw);
+        assert!(request(d.admin, "GET", path, t, "", "").raw.contains(hidden), "{path}");
+    }
+    // The branch patron is as it was: no note, block, loan or phone from the main library.
+    let kim_now = request(d.admin, "GET", &format!("/api/v1/patrons/{kim}"), b, "", "");
+    assert_eq!(kim_now.status, 200);
+    assert!(kim_now.body["blocks"].as_array().is_none_or(Vec::is_empty), "{}", kim_now.raw);
+    assert!(kim_now.body["notes"].as_array().is_none_or(Vec::is_empty), "{}", kim_now.raw);
+    let history = request(d.admin, "GET", &format!("/api/v1/patrons/{kim}/history"), b, "", "");
+    assert!(!history.raw.contains("Ada Admin"), "{}", history.raw);
+
+    // Tokens: a wrong one opens nothing; a revoked one stops at once.
+    assert_eq!(request(d.admin, "GET", "/api/v1/me", Some("sip2d_0000"), "", "").status, 401);
+    let r = request(d.admin, "DELETE", "/api/v1/staff/mia/tokens/1", a, "", "");
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(request(d.admin, "GET", &path, m, "", "").status, 401);
+    // The branch's administrator cannot reach the main library's members.
+    assert_eq!(request(d.admin, "DELETE", "/api/v1/staff/dag", b, "", "").status, 404);
+    assert_eq!(request(d.admin, "GET", "/api/v1/me", k, "", "").status, 200, "dag is still there");
+}
