@@ -28,7 +28,22 @@ fn server() -> &'static Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("demo");
         let d = data.to_str().unwrap().to_string();
-        let args = ["--data", &d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        // Short pauses after refused staff logins: the attack logs in wrong, now and then.
+        let config = dir.path().join("sip2d.toml");
+        std::fs::write(&config, "[limits]\nlogin_failure_delay = \"5ms\"\nlogin_backoff_max = \"20ms\"\n").unwrap();
+        let c = config.to_str().unwrap().to_string();
+        let args = [
+            "--config",
+            &c,
+            "--data",
+            &d,
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
         let (child, mut stdout, admin) =
             common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
         let sip = common::address_after(&mut stdout, "listening on ");
@@ -81,6 +96,11 @@ fn body() -> impl Strategy<Value = String> {
         Just("expiry"),
         Just("user_group"),
         Just("kind"),
+        Just("login"),
+        Just("password"),
+        Just("name"),
+        Just("role"),
+        Just("label"),
         Just("colour"),
     ];
     let value = prop_oneof![

@@ -24,7 +24,12 @@ fn demo() -> Demo {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let d = data.to_str().unwrap();
-    let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    // Short pauses after refused logins, so that the lockout test does not wait for them.
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
+    let c = config.to_str().unwrap();
+    let args =
+        ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
     let (child, mut stdout, admin) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
     let sip = common::address_after(&mut stdout, "listening on ");
     std::thread::spawn(move || {
@@ -201,4 +206,82 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
     // The branch's administrator cannot reach the main library's members.
     assert_eq!(request(d.admin, "DELETE", "/api/v1/staff/dag", b, "", "").status, 404);
     assert_eq!(request(d.admin, "GET", "/api/v1/me", k, "", "").status, 200, "dag is still there");
+}
+
+/// The console's way in: a password gives a session cookie (HttpOnly, Secure, SameSite=Strict)
+/// and a CSRF token; a change with the cookie but without the token is refused, as a forged
+/// request from another site's page would be. Wrong passwords sent at once lock the account
+/// after five, as in a row; an unknown login is answered as a wrong password. A new password
+/// and logging out end the session.
+#[test]
+fn sessions_need_the_csrf_token_and_wrong_passwords_lock() {
+    let d = demo();
+    member(&d, "mia", "Mia Manager", "user-manager", "MAIN");
+    let t = Some(d.system.as_str());
+    let log_in = |login: &str, password: &str| {
+        let body = format!(r#"{{"login":"{login}","password":"{password}"}}"#);
+        request(d.admin, "POST", "/api/v1/session", None, "", &body)
+    };
+    let r = log_in("mia", "a long password");
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let set = r.header("set-cookie").expect("a session cookie").to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!r.raw.contains("argon2"), "{}", r.raw);
+    let csrf = r.body["csrf"].as_str().unwrap().to_string();
+    let cookie = format!("Cookie: {}\r\n", set.split(';').next().unwrap());
+    let me = request(d.admin, "GET", "/api/v1/me", None, &cookie, "");
+    assert_eq!((me.status, me.body["login"].as_str()), (200, Some("mia")), "{}", me.raw);
+
+    let avery = patron_id(&d, "MAIN", "21000000000001");
+    let blocks = format!("/api/v1/patrons/{avery}/blocks");
+    let block = r#"{"type":"general","reason":"Card reported stolen"}"#;
+    for forged in [cookie.clone(), format!("{cookie}X-CSRF-Token: sip2d_{}\r\n", "0".repeat(64))] {
+        let r = request(d.admin, "POST", &blocks, None, &forged, block);
+        assert_eq!(r.status, 403, "{}", r.raw);
+        assert!(r.body["error"].as_str().unwrap().contains("x-csrf-token"), "{}", r.raw);
+    }
+    let history = request(d.admin, "GET", &format!("/api/v1/patrons/{avery}/history"), t, "", "");
+    assert!(!history.raw.contains("Mia Manager"), "nothing forged was written: {}", history.raw);
+    let with_token = format!("{cookie}X-CSRF-Token: {csrf}\r\n");
+    let r = request(d.admin, "POST", &blocks, None, &with_token, block);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let history = request(d.admin, "GET", &format!("/api/v1/patrons/{avery}/history"), t, "", "");
+    assert!(history.raw.contains("Mia Manager (mia)"), "{}", history.raw);
+
+    // An unknown login and a wrong password are told apart by nothing.
+    let (unknown, wrong) = (log_in("nobody", "a long password"), log_in("mia", "not the password"));
+    assert_eq!((unknown.status, wrong.status), (401, 401));
+    assert_eq!(unknown.body["error"], wrong.body["error"]);
+
+    // Eight wrong passwords at once after that one: four more are counted, the fifth locks,
+    // and the three after it are refused as locked.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..8).map(|_| s.spawn(|| log_in("mia", "still wrong").status)).collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 4, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 423).count(), 4, "{statuses:?}");
+    let r = log_in("mia", "a long password");
+    assert_eq!(r.status, 423, "locked even with the right password: {}", r.raw);
+    assert!(r.body["error"].as_str().unwrap().contains("locked"), "{}", r.raw);
+    assert_eq!(request(d.admin, "POST", "/api/v1/staff/mia/unlock", t, "", "").status, 200);
+    assert_eq!(log_in("mia", "a long password").status, 200);
+
+    // A new password ends the sessions opened with the old one.
+    let r = request(d.admin, "PUT", "/api/v1/staff/mia/password", t, "", r#"{"password":"another long one"}"#);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(request(d.admin, "GET", "/api/v1/me", None, &cookie, "").status, 401);
+    let r = log_in("mia", "another long one");
+    let cookie = format!("Cookie: {}\r\n", r.header("set-cookie").unwrap().split(';').next().unwrap());
+    let csrf = r.body["csrf"].as_str().unwrap().to_string();
+    let session = request(d.admin, "GET", "/api/v1/session", None, &cookie, "");
+    assert_eq!(session.body["csrf"].as_str(), Some(csrf.as_str()));
+    // Logging out needs the token too, and ends the session.
+    assert_eq!(request(d.admin, "DELETE", "/api/v1/session", None, &cookie, "").status, 403);
+    let out = request(d.admin, "DELETE", "/api/v1/session", None, &format!("{cookie}X-CSRF-Token: {csrf}\r\n"), "");
+    assert_eq!(out.status, 200, "{}", out.raw);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(request(d.admin, "GET", "/api/v1/me", None, &cookie, "").status, 401);
 }

@@ -101,6 +101,8 @@ pub struct AdminState {
     pub token: Option<Arc<String>>,
     /// The running server, for what only it knows (the terminals connected now).
     pub server: crate::net::Handle,
+    /// Staff members' console sessions.
+    pub sessions: Arc<super::sessions::Sessions>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,9 +119,8 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &state.token else { return true };
     let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let want = format!("Bearer {token}");
     // Compared in constant time: the token is a secret.
-    given.len() == want.len() && given.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    super::sessions::same_secret(given, &format!("Bearer {token}"))
 }
 
 async fn run(
@@ -184,16 +185,14 @@ pub fn token(dir: &Path) -> Result<String> {
 pub async fn serve_tcp(
     addr: std::net::SocketAddr,
     dir: &Path,
-    engine: Arc<dyn Engine>,
-    server: crate::net::Handle,
-    reload: Reload,
+    state: AdminState,
     limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::net::SocketAddr> {
-    let token = Arc::new(token(dir)?);
+    let token = Some(Arc::new(token(dir)?));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(AdminState { engine, reload, token: Some(token), server });
+    let app = router(AdminState { token, ..state });
     let listener = crate::net::http::HttpListener::Tcp(listener);
     tokio::spawn(crate::net::http::serve(listener, app, limits, "admin", shutdown, GRACE));
     Ok(bound)
@@ -202,9 +201,7 @@ pub async fn serve_tcp(
 /// Serves the admin API on `DIR/admin.sock` (owner-only) until `shutdown`.
 pub async fn serve(
     dir: &Path,
-    engine: Arc<dyn Engine>,
-    server: crate::net::Handle,
-    reload: Reload,
+    state: AdminState,
     limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<PathBuf> {
@@ -217,7 +214,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(AdminState { engine, reload, token: None, server });
+    let app = router(AdminState { token: None, ..state });
     let p = path.clone();
     let listener = crate::net::http::HttpListener::Unix(listener);
     tokio::spawn(async move {

@@ -36,6 +36,16 @@ use crate::engine::{Answer, By, Error, Operation, Query as Read, Receipt, Refusa
 /// Most results one page holds.
 pub const MAX_PER_PAGE: usize = 200;
 
+/// The header that carries a session's CSRF token on a change.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The live session a request's cookie names, if any.
+fn session_of(state: &AdminState, headers: &HeaderMap) -> Option<super::sessions::Open> {
+    let cookie =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(super::sessions::cookie_of)?;
+    state.sessions.find(cookie, std::time::Instant::now())
+}
+
 /// Who the audit history names for changes made with the admin token or on the owner's socket.
 const ACTOR: &str = "admin (resource API)";
 
@@ -68,6 +78,25 @@ impl axum::extract::FromRequestParts<AdminState> for Caller {
                 Ok(_) | Err(Error::Refused(_)) => Err(refused(StatusCode::UNAUTHORIZED, "that token is not valid")),
                 Err(e) => Err(failed(e)),
             };
+        }
+        if let Some(open) = session_of(state, &parts.headers) {
+            let m = match state.engine.query(Read::Staff(open.login.clone())).await {
+                // The account as it is now: removed, or given a new password, the session ends.
+                Ok(Answer::Staff(m)) if open.opened_with(&m.password_hash) => m,
+                Ok(_) | Err(Error::Refused(_)) => {
+                    return Err(refused(StatusCode::UNAUTHORIZED, "the session has ended"));
+                }
+                Err(e) => return Err(failed(e)),
+            };
+            // A change needs the session's CSRF token beside the cookie, which another site's
+            // page can make the browser send but cannot read.
+            if !parts.method.is_safe() {
+                let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !super::sessions::same_secret(given, &open.csrf) {
+                    return Err(refused(StatusCode::FORBIDDEN, format!("a change needs the session's {CSRF_HEADER}")));
+                }
+            }
+            return Ok(Caller::Staff(std::sync::Arc::new(*m)));
         }
         if super::admin::authorised(state, &parts.headers) {
             Ok(Caller::System)
@@ -905,6 +934,89 @@ async fn remove_staff(State(state): State<AdminState>, caller: Caller, Path(logi
     change(&state, &caller, Operation::RemoveStaff { login }).await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    login: String,
+    password: String,
+}
+
+/// An Argon2 hash of nothing anyone knows, checked when the login names no account, so
+/// that a wrong login takes as long as a wrong password (and names cannot be probed).
+const NO_ACCOUNT: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2lwMmQtbm8tYWNjb3VudA$3ThZfH3SWp0wVtGcGXyLHPsmzDO6x6wJ05n3bRX0Dm0";
+
+/// `POST /api/v1/session` `{"login", "password"}`: a staff member logs in. The password is
+/// checked (Argon2, on the places kiosks' logins share), then the engine decides inside the
+/// commit: five wrong in a row lock the account for a while, and a locked one is refused
+/// even with the right password. A refusal comes after a pause that grows with the address's
+/// failures. Opens a session: the cookie (HttpOnly, Secure, SameSite=Strict) and, in the
+/// answer, the CSRF token every change must carry in `X-CSRF-Token`.
+async fn log_in(
+    State(state): State<AdminState>,
+    axum::Extension(peer): axum::Extension<crate::net::http::Peer>,
+    b: Body<Login>,
+) -> Response {
+    let l = match body(b) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let peer = peer.0.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let hash = match state.engine.query(Read::Staff(l.login.clone())).await {
+        Ok(Answer::Staff(m)) => Some(m.password_hash),
+        Ok(_) | Err(Error::Refused(_)) => None,
+        Err(e) => return failed(e),
+    };
+    let right = state.server.check_staff_password(&l.password, hash.as_deref().unwrap_or(NO_ACCOUNT), peer).await;
+    let matched = hash.filter(|_| right);
+    match state
+        .engine
+        .run(Operation::StaffLogin { login: l.login.clone(), matched }, By::new("sip2d", jiff::Timestamp::now()))
+        .await
+    {
+        Ok(Receipt::Staff(m)) => {
+            let (cookie, csrf) = match state.sessions.open(&m.login, &m.password_hash, std::time::Instant::now()) {
+                Ok(pair) => pair,
+                Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, format!("no randomness for a session: {e}")),
+            };
+            tracing::info!(staff = %m.login, "staff login");
+            let set = super::sessions::set_cookie(&cookie, state.sessions.limits());
+            let mut shown = staff_json(&m);
+            shown["csrf"] = Value::String(csrf);
+            ([(header::SET_COOKIE, set)], Json(shown)).into_response()
+        }
+        Ok(Receipt::Refused(r)) => {
+            tracing::info!(staff = %l.login, refused = %r, "staff login refused");
+            state.server.staff_login_refused(peer).await;
+            failed(Error::Refused(r))
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
+        Err(e) => failed(e),
+    }
+}
+
+/// `GET /api/v1/session`: the member this cookie's session is for, with its CSRF token.
+async fn session(State(state): State<AdminState>, headers: HeaderMap, caller: Caller) -> Response {
+    match (session_of(&state, &headers), caller) {
+        (Some(open), Caller::Staff(m)) => {
+            let mut shown = staff_json(&m);
+            shown["csrf"] = Value::String(open.csrf);
+            Json(shown).into_response()
+        }
+        _ => refused(StatusCode::NOT_FOUND, "no session: log in with POST /api/v1/session"),
+    }
+}
+
+/// `DELETE /api/v1/session`: logs out (with the CSRF token, like every change).
+async fn log_out(State(state): State<AdminState>, headers: HeaderMap, _: Caller) -> Response {
+    let cookie =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(super::sessions::cookie_of);
+    if let Some(c) = cookie {
+        state.sessions.close(c);
+    }
+    ([(header::SET_COOKIE, super::sessions::clear_cookie())], Json(json!({ "done": true }))).into_response()
+}
+
 /// `DELETE /api/v1/accounts/{login}`.
 async fn remove_account(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
     change(&state, &caller, Operation::RemoveAccount { login }).await
@@ -1026,6 +1138,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/accounts/{login}/profile", patch(set_account_profile))
         .route("/api/v1/items/{barcode}", get(item))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/session", get(session).post(log_in).delete(log_out))
         .route("/api/v1/staff", get(staff_list).post(add_staff))
         .route("/api/v1/staff/{login}", get(staff_member).patch(change_staff).delete(remove_staff))
         .route("/api/v1/staff/{login}/password", put(set_staff_password))
@@ -1036,6 +1149,24 @@ pub fn routes() -> axum::Router<AdminState> {
 
 #[cfg(test)]
 mod tests {
+    /// The stand-in hash for unknown logins is a real Argon2 hash with the default cost, so
+    /// checking it takes as long as checking a member's.
+    #[test]
+    fn an_unknown_login_costs_a_whole_hash() {
+        let h = argon2::password_hash::PasswordHash::new(super::NO_ACCOUNT).unwrap();
+        let params = argon2::Params::try_from(&h).unwrap();
+        let ours = argon2::Params::default();
+        assert_eq!((params.m_cost(), params.t_cost(), params.p_cost()), (ours.m_cost(), ours.t_cost(), ours.p_cost()));
+        assert_eq!(h.hash.map(|o| o.len()), Some(32));
+        let t = std::time::Instant::now();
+        assert!(!crate::domain::secret::verify_password("anything", super::NO_ACCOUNT));
+        let real = crate::domain::secret::hash_password("anything").unwrap();
+        let t_none = t.elapsed();
+        let t = std::time::Instant::now();
+        assert!(crate::domain::secret::verify_password("anything", &real));
+        // Both ran Argon2 (a parse failure would take microseconds, not milliseconds).
+        assert!(t_none.as_micros() > 1000 && t.elapsed().as_micros() > 1000, "{t_none:?} {:?}", t.elapsed());
+    }
     /// Every route is described in docs/admin-api.yaml, so the description cannot fall behind.
     #[test]
     fn every_route_is_in_the_api_description() {

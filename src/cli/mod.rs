@@ -17,6 +17,7 @@ mod outbox;
 mod progress;
 mod register;
 mod serve;
+mod sessions;
 mod setup;
 mod staff;
 mod times;

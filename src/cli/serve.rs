@@ -112,6 +112,9 @@ The configuration file (TOML; every key optional, defaults shown):
                                      ops_listen); more are closed at once
   max_http_header_bytes = 16384      a longer HTTP request head gets 431
   http_idle_timeout = \"30s\"          an HTTP connection sending no request head is closed
+  staff_session_idle = \"30m\"         a staff session without a request ends
+  staff_session_max_age = \"12h\"      and ends in any case
+  max_staff_sessions = 10000         at once; a new one ends the oldest
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"
@@ -355,11 +358,16 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
         };
         let http = c.limits.http();
-        admin::serve(&data, server.engine(), server.handle(), reload.clone(), http, admin_stop.clone()).await?;
+        let sessions = std::sync::Arc::new(super::sessions::Sessions::new(super::sessions::SessionLimits {
+            idle: c.limits.staff_session_idle,
+            max_age: c.limits.staff_session_max_age,
+            max: c.limits.max_staff_sessions,
+        }));
+        let state =
+            admin::AdminState { engine: server.engine(), reload, token: None, server: server.handle(), sessions };
+        admin::serve(&data, state.clone(), http, admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
-            let bound =
-                admin::serve_tcp(addr, &data, server.engine(), server.handle(), reload, http, admin_stop.clone())
-                    .await?;
+            let bound = admin::serve_tcp(addr, &data, state, http, admin_stop.clone()).await?;
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
         match &built {

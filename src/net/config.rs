@@ -227,6 +227,15 @@ pub struct Limits {
     /// last reply (default 30s); then it is closed.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
+    /// A staff member's console session ends after this long without a request (default
+    /// 30m).
+    #[serde(with = "humantime_serde")]
+    pub staff_session_idle: Duration,
+    /// ... and after this long in any case (default 12h).
+    #[serde(with = "humantime_serde")]
+    pub staff_session_max_age: Duration,
+    /// Staff sessions open at once (default 10000); a new one beyond ends the oldest.
+    pub max_staff_sessions: usize,
     /// Latest no-block due date accepted, in days after the checkout (default 90).
     pub no_block_max_days: u32,
     /// Wrong PINs one terminal may send per `pin_window` before its PIN checks are refused
@@ -350,6 +359,9 @@ impl Default for Limits {
             max_http_connections: 64,
             max_http_header_bytes: 16 * 1024,
             http_idle_timeout: Duration::from_secs(30),
+            staff_session_idle: Duration::from_secs(30 * 60),
+            staff_session_max_age: Duration::from_secs(12 * 3600),
+            max_staff_sessions: 10_000,
             no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
             pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
             pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),

@@ -33,11 +33,18 @@ pub enum HttpListener {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// The address a request came from, in its extensions (none on the Unix socket).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
 impl HttpListener {
-    async fn accept(&self) -> std::io::Result<Box<dyn Io>> {
+    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Peer)> {
         Ok(match self {
-            HttpListener::Tcp(l) => Box::new(l.accept().await?.0),
-            HttpListener::Unix(l) => Box::new(l.accept().await?.0),
+            HttpListener::Tcp(l) => {
+                let (io, addr) = l.accept().await?;
+                (Box::new(io), Peer(Some(addr.ip())))
+            }
+            HttpListener::Unix(l) => (Box::new(l.accept().await?.0), Peer(None)),
         })
     }
 }
@@ -56,10 +63,10 @@ pub async fn serve(
     let mut turned_away: u64 = 0;
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(io) => io,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: wait a moment rather than spin.
                     warn!(listener = name, error = %e, "accept failed");
@@ -81,7 +88,7 @@ pub async fn serve(
             }
             continue;
         };
-        let (app, stop) = (app.clone(), shutdown.clone());
+        let (app, stop) = (app.clone().layer(axum::Extension(peer)), shutdown.clone());
         tracker.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

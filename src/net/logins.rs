@@ -210,6 +210,14 @@ impl LoginGate {
         .ok()
     }
 
+    /// Checks a staff member's password against its Argon2 hash, on the same bounded places
+    /// as terminal logins (an address failing lately waits for the one place such addresses
+    /// share), so a flood of staff logins cannot take the kiosks' hashing from them.
+    pub async fn check_staff(&self, password: &str, hash: &str, peer: IpAddr, limits: &Limits) -> bool {
+        let suspect = self.suspect(peer, limits, Instant::now());
+        self.hash(password, hash, suspect).await.unwrap_or(false)
+    }
+
     /// Records a refused login from `peer` (whose account, if it exists, has failed
     /// `account_strikes` times lately) and returns the pause before its `940`:
     /// `login_failure_delay`, doubling for each failure of the address or the account beyond

@@ -156,6 +156,21 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Checks a staff password (Argon2, on the login places kiosks share; see
+    /// [`logins::LoginGate::check_staff`]).
+    pub async fn check_staff_password(&self, password: &str, hash: &str, peer: std::net::IpAddr) -> bool {
+        let settings = self.shared.settings();
+        self.shared.logins.check_staff(password, hash, peer, &settings.limits).await
+    }
+
+    /// Records a refused staff login from `peer` and waits the pause a refused terminal login
+    /// from there would wait (growing with the address's failures).
+    pub async fn staff_login_refused(&self, peer: std::net::IpAddr) {
+        let settings = self.shared.settings();
+        let pause = self.shared.logins.refused(peer, 0, &settings.limits);
+        tokio::time::sleep(pause).await;
+    }
+
     /// The connections open now and each one's last requests (no PIN, patron or item).
     pub fn terminals(&self) -> Vec<terminals::TerminalView> {
         self.shared.terminals.snapshot()

@@ -274,6 +274,18 @@ pub struct HttpReply {
     pub etag: Option<String>,
     pub body: serde_json::Value,
     pub raw: String,
+    /// The status line and headers.
+    pub head: String,
+}
+
+impl HttpReply {
+    /// A header's value (the first, by name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 }
 
 /// One HTTP/1.1 request with a JSON body (`extra`: more header lines, each ending in CRLF).
@@ -301,7 +313,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, ext
         (Some(a), Some(b)) if a < b => serde_json::from_str(rest.get(a..=b).unwrap_or("null")).unwrap_or_default(),
         _ => serde_json::Value::Null,
     };
-    HttpReply { status, etag, body, raw: rest.to_string() }
+    HttpReply { status, etag, body, raw: rest.to_string(), head: head.to_string() }
 }
 
 /// Starts `sip2d ARGS` with `RUST_LOG=level`, its standard error going to `stderr` (piped when
