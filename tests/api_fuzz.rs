@@ -44,15 +44,23 @@ fn server() -> &'static Server {
             "--admin-listen",
             "127.0.0.1:0",
         ];
-        let (child, mut stdout, admin) =
-            common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
-        let sip = common::address_after(&mut stdout, "listening on ");
+        // Started on a thread that lives as long as the test process: the server is killed
+        // when the thread that started it ends, and every case shares it.
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (_child, mut stdout, admin) =
+                common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+            let sip = common::address_after(&mut stdout, "listening on ");
+            tx.send((admin, sip)).unwrap();
             use std::io::BufRead;
             for _ in stdout.lines() {}
+            loop {
+                std::thread::park();
+            }
         });
-        // The server ends with the test process (its standard output closes).
-        std::mem::forget(child);
+        let (admin, sip) = rx.recv().unwrap();
         let token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
         Server { admin, sip, token, _dir: dir }
     })

@@ -20,6 +20,13 @@ struct Demo {
     _child: std::process::Child,
 }
 
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
+}
+
 fn demo() -> Demo {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");

@@ -97,8 +97,8 @@ pub type Reload = Arc<dyn Fn() -> std::result::Result<(), String> + Send + Sync>
 pub struct AdminState {
     pub engine: Arc<dyn Engine>,
     pub reload: Reload,
-    /// For the TCP listener: the bearer token every request must carry.
-    pub token: Option<Arc<String>>,
+    /// Who, besides staff members with a token or session, acts as the system here.
+    pub gate: Gate,
     /// The running server, for what only it knows (the terminals connected now).
     pub server: crate::net::Handle,
     /// Staff members' console sessions.
@@ -115,9 +115,25 @@ pub struct ReloadResponse {
 /// How long a register command in flight may take to finish when the server stops.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Whether a request carries the token (always, on the Unix socket).
+/// Who may act as the system on a listener.
+#[derive(Clone)]
+pub enum Gate {
+    /// Whoever can open the owner-only socket.
+    Owner,
+    /// Requests carrying this bearer token (the admin TCP listener).
+    Token(Arc<String>),
+    /// Nobody: staff members only, by their token or session (the console's listener).
+    StaffOnly,
+}
+
+/// Whether a request may act as the system: always on the owner's socket, with the admin
+/// token on the TCP listener, never on the console's.
 pub(crate) fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) -> bool {
-    let Some(token) = &state.token else { return true };
+    let token = match &state.gate {
+        Gate::Owner => return true,
+        Gate::StaffOnly => return false,
+        Gate::Token(t) => t,
+    };
     let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     // Compared in constant time: the token is a secret.
     super::sessions::same_secret(given, &format!("Bearer {token}"))
@@ -159,6 +175,28 @@ fn router(state: AdminState) -> axum::Router {
         .with_state(state)
 }
 
+/// Serves the staff console and the resource API on `addr` (HTTPS when the configuration
+/// gives the console TLS files), staff members only.
+pub async fn serve_console(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    limits: crate::net::http::HttpLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let server = state.server.clone();
+    let app = axum::Router::new()
+        .merge(super::console::routes())
+        .merge(super::api::routes())
+        .fallback(super::api::no_route)
+        .layer(axum::middleware::map_response(super::api::json_refusals))
+        .with_state(AdminState { gate: Gate::StaffOnly, ..state });
+    let listener = crate::net::http::HttpListener::Tls(listener, server);
+    tokio::spawn(crate::net::http::serve(listener, app, limits, "console", shutdown, GRACE));
+    Ok(bound)
+}
+
 /// The token file in the data directory, created (owner-only) with a random token if absent.
 pub fn token(dir: &Path) -> Result<String> {
     use std::io::Write;
@@ -189,10 +227,10 @@ pub async fn serve_tcp(
     limits: crate::net::http::HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::net::SocketAddr> {
-    let token = Some(Arc::new(token(dir)?));
+    let gate = Gate::Token(Arc::new(token(dir)?));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(AdminState { token, ..state });
+    let app = router(AdminState { gate, ..state });
     let listener = crate::net::http::HttpListener::Tcp(listener);
     tokio::spawn(crate::net::http::serve(listener, app, limits, "admin", shutdown, GRACE));
     Ok(bound)
@@ -214,7 +252,7 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(AdminState { token: None, ..state });
+    let app = router(AdminState { gate: Gate::Owner, ..state });
     let p = path.clone();
     let listener = crate::net::http::HttpListener::Unix(listener);
     tokio::spawn(async move {

@@ -40,10 +40,19 @@ pub const MAX_PER_PAGE: usize = 200;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The live session a request's cookie names, if any.
-fn session_of(state: &AdminState, headers: &HeaderMap) -> Option<super::sessions::Open> {
-    let cookie =
-        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(super::sessions::cookie_of)?;
-    state.sessions.find(cookie, std::time::Instant::now())
+pub(super) fn session_of(state: &AdminState, headers: &HeaderMap) -> Option<super::sessions::Open> {
+    session_cookie(state, headers).map(|(_, open)| open)
+}
+
+/// The live session a request's cookies name, with the cookie's value.
+fn session_cookie<'h>(state: &AdminState, headers: &'h HeaderMap) -> Option<(&'h str, super::sessions::Open)> {
+    let now = std::time::Instant::now();
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(super::sessions::cookies_of)
+        .find_map(|c| state.sessions.find(c, now).map(|open| (c, open)))
 }
 
 /// Who the audit history names for changes made with the admin token or on the owner's socket.
@@ -108,7 +117,7 @@ impl axum::extract::FromRequestParts<AdminState> for Caller {
 
 impl Caller {
     /// Who the engine is told asks.
-    fn by(&self) -> By {
+    pub(super) fn by(&self) -> By {
         let now = jiff::Timestamp::now();
         match self {
             Caller::System => By::new(ACTOR, now),
@@ -117,7 +126,7 @@ impl Caller {
     }
 
     /// Whether they see the patrons (items, terminals...) of `institution`.
-    fn covers(&self, institution: &str) -> bool {
+    pub(super) fn covers(&self, institution: &str) -> bool {
         match self {
             Caller::System => true,
             Caller::Staff(m) => m.covers(institution),
@@ -134,7 +143,7 @@ impl Caller {
 }
 
 /// Patron `raw` as `caller` may see it; a patron of another institution is "not there".
-async fn visible(state: &AdminState, caller: &Caller, raw: &str) -> Result<crate::domain::Patron, Response> {
+pub(super) async fn visible(state: &AdminState, caller: &Caller, raw: &str) -> Result<crate::domain::Patron, Response> {
     let id = number::<u64>(raw, "patron")?;
     match state.engine.query(Read::Patron(id)).await {
         Ok(Answer::Patron(p)) if caller.sees(&p) => Ok(*p),
@@ -862,22 +871,42 @@ async fn change_staff(
     change(&state, &caller, Operation::ChangeStaff { login, name: c.name, role, institutions: c.institutions }).await
 }
 
-/// `PUT /api/v1/staff/{login}/password` `{"password"}`: their own, or a member they manage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStaffPassword {
+    password: String,
+    /// A member changing their own gives the one they have.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+/// `PUT /api/v1/staff/{login}/password` `{"password", "current_password"}`: one's own (with
+/// the current one), or that of a member one manages.
 async fn set_staff_password(
     State(state): State<AdminState>,
     caller: Caller,
+    axum::Extension(peer): axum::Extension<crate::net::http::Peer>,
     Path(login): Path<String>,
-    b: Body<NewPassword>,
+    b: Body<NewStaffPassword>,
 ) -> Response {
     let n = match body(b) {
         Ok(n) => n,
         Err(r) => return r,
     };
+    // Checked here like a login (Argon2 is slow); the engine checks the hash is still theirs.
+    let matched = match (&caller, &n.current_password) {
+        (Caller::Staff(me), Some(current)) if me.login == login => {
+            let ip = peer.0.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            let right = state.server.check_staff_password(current, &me.password_hash, ip).await;
+            right.then(|| me.password_hash.clone())
+        }
+        _ => None,
+    };
     let password_hash = match password_hash(n.password, crate::engine::hash_staff_password).await {
         Ok(h) => h,
         Err(r) => return r,
     };
-    change(&state, &caller, Operation::SetStaffPassword { login, password_hash }).await
+    change(&state, &caller, Operation::SetStaffPassword { login, password_hash, matched }).await
 }
 
 /// `POST /api/v1/staff/{login}/unlock`.
@@ -961,44 +990,66 @@ async fn log_in(
         Ok(l) => l,
         Err(r) => return r,
     };
+    match authenticate(&state, peer, &l.login, &l.password).await {
+        Ok(opened) => {
+            let mut shown = staff_json(&opened.member);
+            shown["csrf"] = Value::String(opened.csrf);
+            ([(header::SET_COOKIE, opened.set_cookie)], Json(shown)).into_response()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// A session a login opened.
+pub struct Opened {
+    pub member: crate::domain::Staff,
+    pub csrf: String,
+    /// The `Set-Cookie` value that carries it.
+    pub set_cookie: String,
+}
+
+/// Logs a staff member in, for the API and the console alike: the password checked (Argon2
+/// on the login places kiosks share; an unknown login checks a stand-in hash, so it takes as
+/// long), then the engine decides in the commit (the lockout). A refusal comes after a pause
+/// that grows with the address's failures.
+pub async fn authenticate(
+    state: &AdminState,
+    peer: crate::net::http::Peer,
+    login: &str,
+    password: &str,
+) -> Result<Opened, Error> {
     let peer = peer.0.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let hash = match state.engine.query(Read::Staff(l.login.clone())).await {
+    let hash = match state.engine.query(Read::Staff(login.to_string())).await {
         Ok(Answer::Staff(m)) => Some(m.password_hash),
         Ok(_) | Err(Error::Refused(_)) => None,
-        Err(e) => return failed(e),
+        Err(e) => return Err(e),
     };
-    let right = state.server.check_staff_password(&l.password, hash.as_deref().unwrap_or(NO_ACCOUNT), peer).await;
+    let right = state.server.check_staff_password(password, hash.as_deref().unwrap_or(NO_ACCOUNT), peer).await;
     let matched = hash.filter(|_| right);
-    match state
-        .engine
-        .run(Operation::StaffLogin { login: l.login.clone(), matched }, By::new("sip2d", jiff::Timestamp::now()))
-        .await
-    {
-        Ok(Receipt::Staff(m)) => {
-            let (cookie, csrf) = match state.sessions.open(&m.login, &m.password_hash, std::time::Instant::now()) {
-                Ok(pair) => pair,
-                Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, format!("no randomness for a session: {e}")),
-            };
+    let op = Operation::StaffLogin { login: login.to_string(), matched };
+    match state.engine.run(op, By::new("sip2d", jiff::Timestamp::now())).await? {
+        Receipt::Staff(m) => {
+            let (cookie, csrf) = state
+                .sessions
+                .open(&m.login, &m.password_hash, std::time::Instant::now())
+                .map_err(|e| Error::Refused(Refusal::rule(format!("no randomness for a session: {e}"))))?;
             tracing::info!(staff = %m.login, "staff login");
-            let set = super::sessions::set_cookie(&cookie, state.sessions.limits());
-            let mut shown = staff_json(&m);
-            shown["csrf"] = Value::String(csrf);
-            ([(header::SET_COOKIE, set)], Json(shown)).into_response()
+            let set_cookie = super::sessions::set_cookie(&cookie, state.sessions.limits());
+            Ok(Opened { member: *m, csrf, set_cookie })
         }
-        Ok(Receipt::Refused(r)) => {
-            tracing::info!(staff = %l.login, refused = %r, "staff login refused");
+        Receipt::Refused(r) => {
+            tracing::info!(staff = ?login, refused = %r, "staff login refused");
             state.server.staff_login_refused(peer).await;
-            failed(Error::Refused(r))
+            Err(Error::Refused(r))
         }
-        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
-        Err(e) => failed(e),
+        other => Err(Error::Refused(Refusal::rule(format!("unexpected receipt {other:?}")))),
     }
 }
 
 /// `GET /api/v1/session`: the member this cookie's session is for, with its CSRF token.
 async fn session(State(state): State<AdminState>, headers: HeaderMap, caller: Caller) -> Response {
     match (session_of(&state, &headers), caller) {
-        (Some(open), Caller::Staff(m)) => {
+        (Some(open), Caller::Staff(m)) if open.login == m.login => {
             let mut shown = staff_json(&m);
             shown["csrf"] = Value::String(open.csrf);
             Json(shown).into_response()
@@ -1007,12 +1058,15 @@ async fn session(State(state): State<AdminState>, headers: HeaderMap, caller: Ca
     }
 }
 
-/// `DELETE /api/v1/session`: logs out (with the CSRF token, like every change).
-async fn log_out(State(state): State<AdminState>, headers: HeaderMap, _: Caller) -> Response {
-    let cookie =
-        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(super::sessions::cookie_of);
-    if let Some(c) = cookie {
-        state.sessions.close(c);
+/// `DELETE /api/v1/session`: logs out (with the CSRF token, like every change). A cookie
+/// whose session has ended already is just cleared.
+async fn log_out(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some((cookie, open)) = session_cookie(&state, &headers) {
+        let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !super::sessions::same_secret(given, &open.csrf) {
+            return refused(StatusCode::FORBIDDEN, format!("a change needs the session's {CSRF_HEADER}"));
+        }
+        state.sessions.close(cookie);
     }
     ([(header::SET_COOKIE, super::sessions::clear_cookie())], Json(json!({ "done": true }))).into_response()
 }
@@ -1026,7 +1080,21 @@ async fn remove_account(State(state): State<AdminState>, caller: Caller, Path(lo
 async fn item(State(state): State<AdminState>, caller: Caller, Path(barcode): Path<String>) -> Response {
     match state.engine.query(Read::Item(barcode.clone())).await {
         Ok(Answer::Item(facts)) if caller.covers(&facts.item.institution) => {
-            Json(json!({ "item": facts.item, "loan": facts.loan, "holds": facts.holds })).into_response()
+            let facts = *facts;
+            // A loan or hold of another institution's patron (lent by a kiosk, say) shows
+            // that it is there, not whose it is.
+            let mut loan = facts.loan;
+            if let Some(l) = &loan {
+                if visible(&state, &caller, &l.patron.to_string()).await.is_err() {
+                    loan = loan.map(|l| crate::domain::Loan { patron: 0, ..l });
+                }
+            }
+            let mut holds = Vec::with_capacity(facts.holds.len());
+            for h in facts.holds {
+                let theirs = visible(&state, &caller, &h.patron.to_string()).await.is_ok();
+                holds.push(if theirs { h } else { crate::domain::Hold { patron: 0, ..h } });
+            }
+            Json(json!({ "item": facts.item, "loan": loan, "holds": holds })).into_response()
         }
         Ok(Answer::Item(_)) => failed(Error::Refused(Refusal::NoItem(barcode))),
         Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
@@ -1037,18 +1105,29 @@ async fn item(State(state): State<AdminState>, caller: Caller, Path(barcode): Pa
 /// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
 /// outcome, latency, time) and its last store failure; never a PIN, patron or item.
 async fn terminals(State(state): State<AdminState>, caller: Caller) -> Response {
+    match visible_terminals(&state, &caller).await {
+        Ok(all) => Json(json!({ "terminals": all })).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The terminals connected now that `caller` sees: a member, those of their institutions
+/// that have logged in.
+pub(super) async fn visible_terminals(
+    state: &AdminState,
+    caller: &Caller,
+) -> Result<Vec<crate::net::terminals::TerminalView>, Response> {
     let mut all = state.server.terminals();
     if let Caller::Staff(_) = caller {
-        // A member sees the terminals of their institutions that have logged in.
         let accounts = match state.engine.query(Read::Accounts).await {
             Ok(Answer::Accounts(a)) => a,
-            Ok(_) => return refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
-            Err(e) => return failed(e),
+            Ok(_) => return Err(refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer")),
+            Err(e) => return Err(failed(e)),
         };
         let theirs = |login: &str| accounts.iter().any(|a| a.login == login && caller.covers(&a.institution));
         all.retain(|t| t.account.as_deref().is_some_and(theirs));
     }
-    Json(json!({ "terminals": all })).into_response()
+    Ok(all)
 }
 
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
@@ -1088,7 +1167,11 @@ async fn fee_action(
 /// the route does not take): they come as plain text or with no body at all.
 pub async fn json_refusals(r: Response) -> Response {
     let status = r.status();
-    let json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // JSON already, or one of the console's pages.
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html"));
     if !(status.is_client_error() || status.is_server_error()) || json {
         return r;
     }

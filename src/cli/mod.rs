@@ -8,6 +8,7 @@ mod bench;
 mod circulation;
 mod client;
 mod conform;
+mod console;
 mod decode;
 pub mod exit;
 pub mod location;

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// DATA/admin.sock is always on.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9102")]
     admin_listen: Option<SocketAddr>,
+    /// Serve the staff console (and the resource API, staff only) on this address; plain HTTP
+    /// only on loopback unless the configuration's [console] says otherwise. --demo serves it
+    /// on 127.0.0.1:9104 (or any free port there, if that one is taken).
+    #[arg(long, value_name = "ADDR")]
+    console_listen: Option<SocketAddr>,
     /// Inject a fault to test kiosks' retry logic (repeatable): corrupt-checksum=N (every Nth
     /// reply's checksum), answer-96=N (96 instead of every Nth reply), drop=N (close halfway
     /// through every Nth reply), delay=DURATION (before every reply).
@@ -87,6 +92,10 @@ The configuration file (TOML; every key optional, defaults shown):
   cache_mib = 64                     the store's page cache
   ops_listen = \"127.0.0.1:9101\"      /metrics, /health, /ready over HTTP (default: off)
   admin_listen = \"127.0.0.1:9102\"    the admin API over TCP, bearer token in DATA/admin.token (default: off)
+  [console]                          the staff console and resource API, staff only (default: off)
+  listen = \"127.0.0.1:9104\"
+  tls = { cert = \"console.pem\", key = \"console.key\" }   HTTPS; read again on SIGHUP
+  allow_plain_http = false           plain HTTP beyond loopback is refused unless true
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
@@ -176,6 +185,17 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     }
     if args.admin_listen.is_some() {
         c.admin_listen = args.admin_listen;
+    }
+    match (args.console_listen, &mut c.console) {
+        (Some(addr), Some(console)) => console.listen = addr,
+        (Some(addr), None) => {
+            c.console = Some(crate::net::config::Console { listen: addr, tls: None, allow_plain_http: false })
+        }
+        (None, None) if args.demo => {
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 9104));
+            c.console = Some(crate::net::config::Console { listen, tls: None, allow_plain_http: false });
+        }
+        (None, _) => {}
     }
     if !args.demo {
         c.data = Some(common.data_dir()?.path);
@@ -291,7 +311,7 @@ fn demo_dir(given: Option<&PathBuf>) -> Result<PathBuf> {
     }
 }
 
-fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
+fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo, console: Option<&str>) {
     println!("sip2d {} serving the demo register in {}", env!("CARGO_PKG_VERSION"), data.display());
     for (addr, tls) in server.addresses() {
         println!("  listening on {addr}{}", if tls { " (TLS)" } else { "" });
@@ -299,6 +319,12 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo) {
     println!("\nself-check accounts (93 login):");
     for a in &d.accounts {
         println!("  {:<8} password {:<15} {:<7} {}", a.login, a.password, a.institution, a.shows);
+    }
+    if let Some(url) = console {
+        println!("\nstaff console on {url} (log in as):");
+        for s in d.staff {
+            println!("  {:<8} password {:<17} {:<20} {}", s.login, s.password, s.role.code(), s.institutions.join(","));
+        }
     }
     println!("\npatrons (PIN {} for all):", demo::DEMO_PIN);
     for p in &d.patrons {
@@ -363,15 +389,38 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             max_age: c.limits.staff_session_max_age,
             max: c.limits.max_staff_sessions,
         }));
-        let state =
-            admin::AdminState { engine: server.engine(), reload, token: None, server: server.handle(), sessions };
+        let state = admin::AdminState {
+            engine: server.engine(),
+            reload,
+            gate: admin::Gate::Owner,
+            server: server.handle(),
+            sessions,
+        };
         admin::serve(&data, state.clone(), http, admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
-            let bound = admin::serve_tcp(addr, &data, state, http, admin_stop.clone()).await?;
+            let bound = admin::serve_tcp(addr, &data, state.clone(), http, admin_stop.clone()).await?;
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
+        let mut console_url = None;
+        if let Some(console) = &c.console {
+            let stop = admin_stop.clone();
+            let bound = match admin::serve_console(console.listen, state.clone(), http, stop).await {
+                // The demo's usual port may be taken (another demo, a test): any free one.
+                Err(_) if args.demo && args.console_listen.is_none() => {
+                    let any = std::net::SocketAddr::new(console.listen.ip(), 0);
+                    admin::serve_console(any, state, http, admin_stop.clone()).await?
+                }
+                bound => bound?,
+            };
+            let scheme = if console.tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{bound}/");
+            if built.is_none() {
+                println!("sip2d staff console on {url}");
+            }
+            console_url = Some(url);
+        }
         match &built {
-            Some(d) => banner(&data, &server, d),
+            Some(d) => banner(&data, &server, d, console_url.as_deref()),
             None => {
                 for (addr, tls) in server.addresses() {
                     println!("sip2d listening on {addr}{}", if tls { " (TLS)" } else { "" });

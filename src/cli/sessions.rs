@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::domain::secret;
 
-/// The cookie's name.
-pub const COOKIE: &str = "sip2d_session";
+/// The cookie's name. `__Host-`: browsers take it only from this host, over HTTPS (or
+/// loopback), for the whole site, so a neighbouring subdomain cannot plant one.
+pub const COOKIE: &str = "__Host-sip2d_session";
+
+/// Sessions one member may have open at once; a new one beyond ends their oldest (so no one
+/// account can crowd everyone else's out).
+const PER_MEMBER: usize = 20;
 
 /// How long sessions last and how many are kept (`[limits]` in the configuration).
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +78,12 @@ impl Sessions {
         let limits = self.limits;
         self.with(|open| {
             open.retain(|_, s| live(s, limits, now));
+            let theirs: Vec<(&String, &Session)> = open.iter().filter(|(_, s)| s.login == login).collect();
+            if theirs.len() >= PER_MEMBER {
+                if let Some(oldest) = theirs.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| (*k).clone()) {
+                    open.remove(&oldest);
+                }
+            }
             if open.len() >= limits.max.max(1) {
                 if let Some(oldest) = open.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone()) {
                     open.remove(&oldest);
@@ -110,9 +121,10 @@ fn live(s: &Session, limits: SessionLimits, now: Instant) -> bool {
     now.saturating_duration_since(s.last) < limits.idle && now.saturating_duration_since(s.opened) < limits.max_age
 }
 
-/// The session cookie's value in a `Cookie` header, if it has one.
-pub fn cookie_of(header: &str) -> Option<&str> {
-    header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == COOKIE).map(|(_, v)| v.trim())
+/// The session cookie's values in a `Cookie` header (a browser may send more than one of a
+/// name; each is tried).
+pub fn cookies_of(header: &str) -> impl Iterator<Item = &str> {
+    header.split(';').filter_map(|c| c.trim().split_once('=')).filter(|(k, _)| *k == COOKIE).map(|(_, v)| v.trim())
 }
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
@@ -166,12 +178,23 @@ mod tests {
         }
         assert!(s.find(&first, t0 + Duration::from_secs(2)).is_none(), "the oldest made room");
         assert!(s.find("sip2d_forged", t0).is_none());
+
+        // One member's logins end their own oldest session, nobody else's.
+        let s = Sessions::new(SessionLimits { max: 100, ..LIMITS });
+        let other = s.open("other", "h", t0).unwrap().0;
+        let first = s.open("busy", "h", t0).unwrap().0;
+        for n in 1..=PER_MEMBER as u64 {
+            s.open("busy", "h", t0 + Duration::from_millis(n)).unwrap();
+        }
+        let later = t0 + Duration::from_secs(1);
+        assert!(s.find(&first, later).is_none() && s.find(&other, later).is_some());
     }
 
     #[test]
     fn the_cookie_is_found_among_others() {
-        assert_eq!(cookie_of("a=1; sip2d_session=xyz; b=2"), Some("xyz"));
-        assert_eq!(cookie_of("sip2d_sessionx=1"), None);
+        let found: Vec<&str> = cookies_of("a=1; __Host-sip2d_session=xyz; b=2; __Host-sip2d_session=w").collect();
+        assert_eq!(found, ["xyz", "w"]);
+        assert_eq!(cookies_of("sip2d_session=1; __Host-sip2d_sessionx=1").count(), 0);
         assert!(set_cookie("v", LIMITS).contains("HttpOnly; Secure; SameSite=Strict"));
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
     }

@@ -158,7 +158,8 @@ pub fn run(cmd: &StaffCmd, common: &Common) -> Result<ExitCode> {
         }
         StaffCmd::Password { login } => {
             let password_hash = crate::engine::hash_staff_password(&super::circulation::read_password()?)?;
-            reg.run(Operation::SetStaffPassword { login: login.clone(), password_hash })?.staff()?;
+            let op = Operation::SetStaffPassword { login: login.clone(), password_hash, matched: None };
+            reg.run(op)?.staff()?;
             outln!("password changed for {login}");
         }
         StaffCmd::Unlock { login } => {

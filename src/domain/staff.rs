@@ -152,10 +152,11 @@ pub fn permits(role: Role, needs: Needs, what: &'static str) -> Result<(), Refus
 }
 
 /// Whether `actor` may give a member `role` for `institutions`, or change a member who has
-/// them: never above their own role, never beyond their own institutions.
+/// them: only roles below their own (a peer could otherwise take over a peer's account, or
+/// their own be taken), never beyond their own institutions.
 pub fn may_manage(actor: &Staff, role: Role, institutions: &[String]) -> Result<(), Refusal> {
     permits(actor.role, Needs::Role(Role::UserAdministrator), "manage staff accounts")?;
-    if role > actor.role {
+    if role >= actor.role {
         return Err(Refusal::NotPermitted { role: actor.role, needs: Some(role), what: "give or change that role" });
     }
     // Another institution is not there for them.
@@ -279,7 +280,7 @@ mod tests {
     fn nobody_grants_above_their_role_or_beyond_their_institutions() {
         let admin = member(Role::UserAdministrator, &["MAIN"]);
         assert!(may_manage(&admin, Role::UserManager, &["MAIN".into()]).is_ok());
-        assert!(may_manage(&admin, Role::UserAdministrator, &["MAIN".into()]).is_ok());
+        assert!(may_manage(&admin, Role::UserAdministrator, &["MAIN".into()]).is_err(), "no peers");
         assert!(may_manage(&admin, Role::MainAdministrator, &["MAIN".into()]).is_err());
         assert!(may_manage(&admin, Role::Desk, &["BRANCH".into()]).is_err());
         assert!(may_manage(&member(Role::UserManager, &["MAIN"]), Role::Desk, &["MAIN".into()]).is_err());

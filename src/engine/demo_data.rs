@@ -29,11 +29,43 @@ pub struct DemoAccount {
     pub shows: &'static str,
 }
 
+/// A demo staff account for the console.
+pub struct DemoStaff {
+    pub login: &'static str,
+    pub password: &'static str,
+    pub role: crate::domain::Role,
+    pub institutions: &'static [&'static str],
+}
+
+/// The demo's staff accounts: one of each role the console shows.
+pub const DEMO_STAFF: &[DemoStaff] = &[
+    DemoStaff { login: "desk", password: "desk-password", role: crate::domain::Role::Desk, institutions: &["MAIN"] },
+    DemoStaff {
+        login: "manager",
+        password: "manager-password",
+        role: crate::domain::Role::UserManager,
+        institutions: &["MAIN"],
+    },
+    DemoStaff {
+        login: "admin",
+        password: "admin-password",
+        role: crate::domain::Role::UserAdministrator,
+        institutions: &["MAIN", "BRANCH"],
+    },
+    DemoStaff {
+        login: "branch",
+        password: "branch-password",
+        role: crate::domain::Role::UserManager,
+        institutions: &["BRANCH"],
+    },
+];
+
 /// What the demo register holds, for the start-up banner.
 pub struct Demo {
     pub patrons: Vec<DemoPatron>,
     pub items: Vec<(&'static str, &'static str)>,
     pub accounts: Vec<DemoAccount>,
+    pub staff: &'static [DemoStaff],
 }
 
 struct Person {
@@ -186,7 +218,18 @@ pub fn build(engine: &dyn Engine, now: Timestamp) -> Result<Demo, Error> {
     desk.add_account("kiosk2", "kiosk2-secret", "BRANCH", Some("HARBOUR"), now)?;
     desk.add_account("sorter1", "sorter1-secret", "MAIN", Some("RETURNS"), now)?;
     desk.set_account_profile("sorter1", &[("messages", "09,17,19"), ("terminator", "crlf")], now)?;
+    for s in DEMO_STAFF {
+        let name = format!("Demo {}", s.role);
+        run(Operation::AddStaff {
+            login: s.login.into(),
+            name,
+            password_hash: super::hash_staff_password(s.password)?,
+            role: s.role,
+            institutions: s.institutions.iter().map(|i| i.to_string()).collect(),
+        })?;
+    }
     Ok(Demo {
+        staff: DEMO_STAFF,
         patrons: PEOPLE.iter().map(|p| DemoPatron { barcode: p.barcode, shows: p.shows }).collect(),
         items: ITEMS.iter().map(|(b, _, t, _, _)| (*b, *t)).collect(),
         accounts,

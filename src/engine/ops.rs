@@ -419,9 +419,12 @@ pub enum Operation {
         role: Role,
         institutions: Vec<String>,
     },
+    /// A member changing their own gives `matched`: the hash their current password matched
+    /// (checked outside, as for a login); it must still be theirs.
     SetStaffPassword {
         login: String,
         password_hash: String,
+        matched: Option<String>,
     },
     /// Changes what is given: the name, the role, the institutions.
     ChangeStaff {

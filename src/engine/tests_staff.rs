@@ -103,7 +103,8 @@ fn wrong_passwords_at_once_lock_as_they_would_in_a_row() {
 fn a_stale_password_check_and_an_unknown_login_are_wrong_passwords() {
     let (_d, reg) = open();
     let anna = member(&reg, "anna", Role::Desk, &["MAIN"]);
-    reg.run(Operation::SetStaffPassword { login: "anna".into(), password_hash: "new".into() }, now()).unwrap();
+    let op = Operation::SetStaffPassword { login: "anna".into(), password_hash: "new".into(), matched: None };
+    reg.run(op, now()).unwrap();
     assert!(matches!(login(&reg, "anna", Some(&anna.password_hash), now()), Err(Refusal::WrongPassword { .. })));
     assert!(login(&reg, "anna", Some("new"), now()).is_ok());
     assert!(matches!(login(&reg, "nobody", Some("new"), now()), Err(Refusal::WrongPassword { .. })));
@@ -161,11 +162,32 @@ fn members_act_within_their_role_and_institutions() {
     ));
     assert!(as_member(&reg, &admin, give("m4", Role::Desk, "BRANCH")).is_err());
     assert!(matches!(refused(as_member(&reg, &manager, give("m5", Role::Desk, "MAIN"))), Refusal::NotPermitted { .. }));
-    // One's own password, yes; a colleague's, only for an administrator.
-    let pw = |login: &str| Operation::SetStaffPassword { login: login.into(), password_hash: "p".into() };
-    assert!(as_member(&reg, &manager, pw("manager")).is_ok());
-    assert!(as_member(&reg, &manager, pw("desk")).is_err());
-    assert!(as_member(&reg, &admin, pw("desk")).is_ok());
+    // One's own password given the current one; a colleague's, only for an administrator,
+    // and only below their own role; a token only for oneself.
+    let pw = |login: &str, matched: Option<&str>| Operation::SetStaffPassword {
+        login: login.into(),
+        password_hash: "p".into(),
+        matched: matched.map(Into::into),
+    };
+    assert!(as_member(&reg, &manager, pw("manager", None)).is_err(), "the current password is needed");
+    assert!(as_member(&reg, &manager, pw("manager", Some("wrong"))).is_err());
+    assert!(as_member(&reg, &manager, pw("manager", Some(&manager.password_hash))).is_ok());
+    assert!(as_member(&reg, &manager, pw("desk", None)).is_err());
+    assert!(as_member(&reg, &admin, pw("desk", None)).is_ok());
+    let peer = member(&reg, "peer", Role::UserAdministrator, &["MAIN"]);
+    assert!(as_member(&reg, &admin, pw("peer", None)).is_err(), "a peer's account is not theirs to take");
+    let token =
+        |login: &str| Operation::AddStaffToken { login: login.into(), label: "x".into(), digest: "00".repeat(32) };
+    assert!(as_member(&reg, &admin, token("desk")).is_err(), "a token for someone else");
+    assert!(as_member(&reg, &peer, token("peer")).is_ok());
+
+    // A patron asked to move to MAIN is seen there, but not changed, until MAIN accepts.
+    let moving = Operation::RequestTransfer { patron: theirs.id, to: "MAIN".into() };
+    reg.run(moving, now()).unwrap();
+    assert!(matches!(refused(as_member(&reg, &manager, block(theirs.id))), Refusal::NoPatron(_)));
+    let accept = Operation::DecideTransfer { patron: theirs.id, accept: true };
+    assert_eq!(as_member(&reg, &manager, accept).unwrap().patron().unwrap().institution, "MAIN");
+    assert!(as_member(&reg, &manager, block(theirs.id)).is_ok(), "theirs now");
 }
 
 /// The role is read inside the unit: a member demoted, or removed, is refused from the next

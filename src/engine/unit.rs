@@ -23,7 +23,8 @@ pub struct Unit<'a> {
     pub by: &'a By,
     history: Option<History<'a>>,
     /// The institutions of the staff member the unit runs for (set by `units::staff::
-    /// authorise`): patrons outside them are not there for this unit. None: the system's.
+    /// authorise`): patrons of other institutions are not there for this unit (not even one
+    /// asked to move to theirs, which they may see but not change). None: the system's.
     pub scope: Option<Vec<String>>,
 }
 
@@ -121,7 +122,7 @@ impl<'a> Unit<'a> {
 
     pub fn patron(&self, id: u64) -> Result<Patron, Refusal> {
         match self.state.patron(id) {
-            Some(p) if self.scope.as_deref().is_none_or(|s| crate::domain::staff::sees(s, p)) => Ok(p.clone()),
+            Some(p) if self.scope.as_deref().is_none_or(|s| s.contains(&p.institution)) => Ok(p.clone()),
             _ => Err(Refusal::NoPatron(format!("#{id}"))),
         }
     }

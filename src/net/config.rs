@@ -32,6 +32,9 @@ pub struct Config {
     /// Where to serve the admin API over TCP as well as on `DATA/admin.sock` (default: not
     /// served). Every request needs the bearer token in `DATA/admin.token`.
     pub admin_listen: Option<SocketAddr>,
+    /// The staff console, with the resource API, on an HTTP listener of its own (default: not
+    /// served; `serve --demo` serves it on 127.0.0.1:9104).
+    pub console: Option<Console>,
     pub limits: Limits,
     pub log: Log,
     pub store: Store,
@@ -100,6 +103,20 @@ impl Faults {
         }
         Ok(())
     }
+}
+
+/// Where the staff console listens (`[console]`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    pub listen: SocketAddr,
+    /// HTTPS only, with these files (read again on a reload, as the SIP listeners' are).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP on an address other than loopback (default false: refused, since staff
+    /// passwords and session cookies would cross the network in clear).
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 /// One listening address, plain TCP or TLS-only.
@@ -328,6 +345,7 @@ impl Default for Config {
             cache_mib: 64,
             ops_listen: None,
             admin_listen: None,
+            console: None,
             limits: Limits::default(),
             log: Log::default(),
             store: Store::default(),
@@ -425,6 +443,14 @@ impl Config {
         if l.pin_window.is_zero() || l.pin_window.as_secs() > u64::from(u32::MAX) {
             return bad("limits.pin_window must be between 1s and about 136 years");
         }
+        if let Some(c) = &self.console {
+            if c.tls.is_none() && !c.listen.ip().is_loopback() && !c.allow_plain_http {
+                return Err(ConfigError::Invalid(format!(
+                    "console.listen {} is not loopback: give the console tls = {{ cert, key }}, or allow_plain_http = true to send staff passwords in clear",
+                    c.listen
+                )));
+            }
+        }
         let s = &self.store;
         if s.log_segment_mib == 0 || s.checkpoint_mib == 0 {
             return bad("store.log_segment_mib and checkpoint_mib must be at least 1");
@@ -472,6 +498,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Staff passwords and cookies do not cross a network in clear unless the configuration
+    /// says so.
+    #[test]
+    fn the_console_is_plain_http_only_on_loopback() {
+        let with = |toml: &str| {
+            let c: Config = toml::from_str(toml).unwrap();
+            c.check().map_err(|e| e.to_string())
+        };
+        assert!(with("[console]\nlisten = \"127.0.0.1:9104\"").is_ok());
+        assert!(with("[console]\nlisten = \"[::1]:9104\"").is_ok());
+        let e = with("[console]\nlisten = \"0.0.0.0:9104\"").unwrap_err();
+        assert!(e.contains("not loopback") && e.contains("tls"), "{e}");
+        assert!(with("[console]\nlisten = \"0.0.0.0:9104\"\nallow_plain_http = true").is_ok());
+        let tls = "[console]\nlisten = \"0.0.0.0:9104\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }";
+        assert!(with(tls).is_ok());
+    }
 
     #[test]
     fn a_file_names_only_what_it_changes_and_typos_are_refused() {

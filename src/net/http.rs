@@ -28,7 +28,20 @@ pub struct HttpLimits {
 pub enum HttpListener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
+    /// HTTPS: each connection's handshake with the server's TLS as it is then (a reload
+    /// reads the files again), or plain HTTP while it has none.
+    Tls(tokio::net::TcpListener, crate::net::Handle),
 }
+
+/// A connection accepted, before its TLS handshake if it needs one (made on the connection's
+/// own task, so that a slow client never holds up the accept loop).
+enum Accepted {
+    Ready(Box<dyn Io>),
+    Handshake(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
+}
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -38,13 +51,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 pub struct Peer(pub Option<std::net::IpAddr>);
 
 impl HttpListener {
-    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Peer)> {
+    async fn accept(&self) -> std::io::Result<(Accepted, Peer)> {
         Ok(match self {
             HttpListener::Tcp(l) => {
                 let (io, addr) = l.accept().await?;
-                (Box::new(io), Peer(Some(addr.ip())))
+                (Accepted::Ready(Box::new(io)), Peer(Some(addr.ip())))
             }
-            HttpListener::Unix(l) => (Box::new(l.accept().await?.0), Peer(None)),
+            HttpListener::Unix(l) => (Accepted::Ready(Box::new(l.accept().await?.0)), Peer(None)),
+            HttpListener::Tls(l, server) => {
+                let (io, addr) = l.accept().await?;
+                let accepted = match server.console_tls() {
+                    Some(tls) => Accepted::Handshake(io, tls),
+                    None => Accepted::Ready(Box::new(io)),
+                };
+                (accepted, Peer(Some(addr.ip())))
+            }
         })
     }
 }
@@ -90,6 +111,14 @@ pub async fn serve(
         };
         let (app, stop) = (app.clone().layer(axum::Extension(peer)), shutdown.clone());
         tracker.spawn(async move {
+            let io: Box<dyn Io> = match io {
+                Accepted::Ready(io) => io,
+                Accepted::Handshake(tcp, tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    // A failed or slow handshake: nothing was said, nothing to answer.
+                    _ => return,
+                },
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout)

@@ -101,6 +101,8 @@ struct Settings {
     tls: Vec<Option<TlsAcceptor>>,
     /// The listener addresses as configured (a reload may not change them).
     addresses: Vec<SocketAddr>,
+    /// The console's TLS, when it has any (its files read again on a reload).
+    console_tls: Option<TlsAcceptor>,
     /// By listener: the session rules (its strictness before login) and whether telnet login
     /// is on.
     listeners: Vec<(SessionRules, bool)>,
@@ -126,7 +128,12 @@ impl Settings {
                 None => None,
             });
         }
+        let console_tls = match config.console.as_ref().and_then(|c| c.tls.as_ref().map(|t| (c.listen, t))) {
+            Some((address, files)) => Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address, source })?),
+            None => None,
+        };
         Ok(Settings {
+            console_tls,
             limits: config.limits.clone(),
             rules: config.session_rules(),
             service_limits: config.service_limits(),
@@ -171,6 +178,11 @@ impl Handle {
         tokio::time::sleep(pause).await;
     }
 
+    /// The console's TLS as the configuration now has it (none: plain HTTP).
+    pub fn console_tls(&self) -> Option<TlsAcceptor> {
+        self.shared.settings().console_tls.clone()
+    }
+
     /// The connections open now and each one's last requests (no PIN, patron or item).
     pub fn terminals(&self) -> Vec<terminals::TerminalView> {
         self.shared.terminals.snapshot()
@@ -184,7 +196,9 @@ impl Handle {
     pub fn reload(&self, config: &Config) -> Result<(), ServeError> {
         let new = Settings::of(config)?;
         let old = self.shared.settings();
-        if new.addresses != old.addresses || new.tls.iter().map(Option::is_some).ne(old.tls.iter().map(Option::is_some))
+        if new.addresses != old.addresses
+            || new.tls.iter().map(Option::is_some).ne(old.tls.iter().map(Option::is_some))
+            || new.console_tls.is_some() != old.console_tls.is_some()
         {
             return Err(ServeError::Config(ConfigError::Invalid(
                 "the listeners (addresses, plain or TLS) changed: that needs a restart".into(),

@@ -19,9 +19,16 @@ pub const LAST_REQUESTS: usize = 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Code([u8; 2]);
 
+impl Code {
+    /// The two characters, `--` for a frame without a code.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("--")
+    }
+}
+
 impl Serialize for Code {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(&self.0).unwrap_or("--"))
+        s.serialize_str(self.as_str())
     }
 }
 

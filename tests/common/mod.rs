@@ -290,12 +290,22 @@ impl HttpReply {
 
 /// One HTTP/1.1 request with a JSON body (`extra`: more header lines, each ending in CRLF).
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, extra: &str, body: &str) -> HttpReply {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    http_as(addr, method, path, "application/json", &format!("{auth}{extra}"), body)
+}
+
+/// A form post, as a browser sends one (`extra`: more header lines, each ending in CRLF).
+pub fn form_post(addr: SocketAddr, path: &str, extra: &str, body: &str) -> HttpReply {
+    http_as(addr, "POST", path, "application/x-www-form-urlencoded", extra, body)
+}
+
+/// One HTTP/1.1 request with a body of `content_type`.
+pub fn http_as(addr: SocketAddr, method: &str, path: &str, content_type: &str, extra: &str, body: &str) -> HttpReply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -319,19 +329,26 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, ext
 /// Starts `sip2d ARGS` with `RUST_LOG=level`, its standard error going to `stderr` (piped when
 /// the test reads the log), and reads its standard output up to the address announced after
 /// `marker`. The rest of standard output is the caller's to read or drain.
+///
+/// The server is killed when the thread that started it ends (a test that panics, or forgets
+/// its child, leaves no server behind).
 pub fn spawn_sip2d(
     args: &[&str],
     level: &str,
     stderr: std::process::Stdio,
     marker: &str,
 ) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>, SocketAddr) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sip2d"))
-        .args(args)
-        .env("RUST_LOG", level)
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sip2d"));
+    command.args(args).env("RUST_LOG", level).stdout(std::process::Stdio::piped()).stderr(stderr);
+    // SAFETY: between fork and exec the closure makes one system call (prctl), which is
+    // async-signal-safe, and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let addr = address_after(&mut stdout, marker);
     (child, stdout, addr)
@@ -346,7 +363,7 @@ pub fn address_after(out: &mut impl std::io::BufRead, marker: &str) -> SocketAdd
         assert!(out.read_line(&mut line).unwrap() > 0, "no line with {marker:?} in:\n{seen}");
         if let Some(i) = line.find(marker) {
             let rest = line.get(i + marker.len()..).unwrap_or_default();
-            let token = rest.split_whitespace().next().unwrap_or_default().trim_end_matches(';');
+            let token = rest.split_whitespace().next().unwrap_or_default().trim_end_matches([';', '/']);
             return token.parse().unwrap_or_else(|e| panic!("{token:?} in {line:?}: {e}"));
         }
         seen.push_str(&line);

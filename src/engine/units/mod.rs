@@ -128,7 +128,7 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
         O::ChangeStaff { login, name, role, institutions } => {
             Receipt::Staff(Box::new(staff::change(u, &login, name, role, institutions)?))
         }
-        O::SetStaffPassword { login, password_hash } => {
+        O::SetStaffPassword { login, password_hash, matched: _ } => {
             Receipt::Staff(Box::new(staff::set_password(u, &login, password_hash)?))
         }
         O::StaffLogin { login, matched } => match staff::login(u, &login, matched.as_deref())? {

@@ -50,15 +50,34 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         | O::DeletePatron { patron }
         | O::RestorePatron { patron }
         | O::Report { patron }
-        | O::SetOptout { patron, .. }
-        | O::Lend { patron, .. }
-        | O::PlaceHold { patron, .. } => u.patron(*patron).map(drop),
+        | O::SetOptout { patron, .. } => u.patron(*patron).map(drop),
+        // The item is theirs too: another institution's copies are not there for them.
+        O::Lend { patron, item, .. } => {
+            u.patron(*patron)?;
+            ours_item(u, &actor, item)
+        }
+        O::PlaceHold { patron, target, .. } => {
+            u.patron(*patron)?;
+            match target {
+                crate::engine::HoldTarget::Item(item) => ours_item(u, &actor, item),
+                crate::engine::HoldTarget::Title(_) => Ok(()),
+            }
+        }
         O::SetProxy { proxy, for_whom, .. } => u.patron(*proxy).and_then(|_| u.patron(*for_whom)).map(drop),
-        // The institution asked to take the patron decides.
-        O::DecideTransfer { patron, .. } => match u.state.patron(*patron).and_then(|p| p.transfer.as_ref()) {
-            Some(t) if actor.covers(&t.to) => Ok(()),
-            _ => Err(Refusal::NoPatron(format!("#{patron} with a transfer to your institution"))),
-        },
+        // The institution asked to take the patron decides, and for that unit only the
+        // patron's own institution is theirs too.
+        O::DecideTransfer { patron, .. } => {
+            match u.state.patron(*patron).map(|p| (p.transfer.as_ref(), &p.institution)) {
+                Some((Some(t), home)) if actor.covers(&t.to) => {
+                    let home = home.clone();
+                    if let Some(scope) = u.scope.as_mut() {
+                        scope.push(home);
+                    }
+                    Ok(())
+                }
+                _ => Err(Refusal::NoPatron(format!("#{patron} with a transfer to your institution"))),
+            }
+        }
         O::PayFee { fee, .. } | O::WaiveFee { fee, .. } | O::DisputeFee { fee } | O::RestoreFee { fee } => {
             match u.state.fee(*fee).map(|f| f.patron) {
                 Some(p) if u.patron(p).is_ok() => Ok(()),
@@ -70,10 +89,7 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
             _ => Err(Refusal::NoHold(*hold)),
         },
         O::Return { item } | O::EditItem { barcode: item, .. } | O::DeleteItem { barcode: item } => {
-            match u.state.item(item) {
-                Some(i) if actor.covers(&i.institution) => Ok(()),
-                _ => Err(Refusal::NoItem(item.clone())),
-            }
+            ours_item(u, &actor, item)
         }
         O::AddItem(new) => covered(&new.institution),
         O::AddAccount { institution, .. } => covered(institution),
@@ -85,12 +101,22 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         }
         O::ChangeInstitution { code, .. } => covered(code),
         O::AddStaff { role, institutions, .. } => staff::may_manage(&actor, *role, institutions),
-        // A member's own password and tokens are theirs to change.
-        O::SetStaffPassword { login, .. } | O::AddStaffToken { login, .. } | O::RevokeStaffToken { login, .. }
-            if *login == actor.login =>
-        {
-            Ok(())
+        // A member's own password is theirs to change, given the one they have (a session
+        // left open must not be enough to lock its owner out).
+        O::SetStaffPassword { login, matched, .. } if *login == actor.login => {
+            if matched.as_deref() == Some(actor.password_hash.as_str()) {
+                Ok(())
+            } else {
+                Err(Refusal::WrongPassword { remaining: 1 })
+            }
         }
+        // A token acts as its owner, so only the owner makes one; revoking is also for those
+        // who manage them.
+        O::AddStaffToken { login, .. } if *login == actor.login => Ok(()),
+        O::AddStaffToken { .. } => {
+            Err(Refusal::NotPermitted { role: actor.role, needs: None, what: "make a token for someone else" })
+        }
+        O::RevokeStaffToken { login, .. } if *login == actor.login => Ok(()),
         O::ChangeStaff { login, role, institutions, .. } => {
             let target = manageable(u, &actor, login)?;
             staff::may_manage(
@@ -100,7 +126,6 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
             )
         }
         O::SetStaffPassword { login, .. }
-        | O::AddStaffToken { login, .. }
         | O::RevokeStaffToken { login, .. }
         | O::UnlockStaff { login }
         | O::RemoveStaff { login } => manageable(u, &actor, login).map(drop),
@@ -132,6 +157,14 @@ fn manageable(u: &Unit<'_>, actor: &Staff, login: &str) -> Result<Staff, Refusal
     }
     staff::may_manage(actor, target.role, &target.institutions)?;
     Ok(target)
+}
+
+/// Item `barcode`, if it is of `actor`'s institutions.
+fn ours_item(u: &Unit<'_>, actor: &Staff, barcode: &str) -> Result<(), Refusal> {
+    match u.state.item(barcode) {
+        Some(i) if actor.covers(&i.institution) => Ok(()),
+        _ => Err(Refusal::NoItem(barcode.into())),
+    }
 }
 
 fn check_institutions(u: &Unit<'_>, institutions: &[String]) -> Result<(), Refusal> {

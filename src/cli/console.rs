@@ -1,0 +1,919 @@
+//! The staff console: server-rendered pages over the engine operations the resource API and
+//! the command line use, in English and Swedish.
+//!
+//! Pages are plain HTML forms (maud, compiled into the binary): every page works from the
+//! keyboard and without scripts, a form that fails keeps what was typed, and there is no
+//! front end to build or serve. Each form carries the session's CSRF token; a post without
+//! it is refused. Staff see only their institutions' patrons, and their role bounds what the
+//! engine lets them change, as through the API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::admin::AdminState;
+use super::api::{self, Caller};
+use crate::domain::{Patron, RecordType, Refusal, Staff};
+use crate::engine::{Answer, Error, Operation, Query as Read, Receipt, patron_tag};
+
+/// The console's languages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Sv,
+}
+
+impl Lang {
+    fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Sv => "sv",
+        }
+    }
+
+    fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::Sv,
+            Lang::Sv => Lang::En,
+        }
+    }
+
+    /// The `lang` cookie, else the browser's first choice, else English.
+    fn of(headers: &HeaderMap) -> Lang {
+        let wanted = cookie(headers, "lang").or_else(|| {
+            let accept = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+            Some(accept.split([',', ';', '-']).next()?.trim().to_lowercase())
+        });
+        if wanted.as_deref() == Some("sv") { Lang::Sv } else { Lang::En }
+    }
+
+    /// The text of `key` in this language.
+    fn t(self, key: &str) -> &'static str {
+        TEXTS.iter().find(|(k, _, _)| *k == key).map_or("?", |(_, en, sv)| if self == Lang::Sv { sv } else { en })
+    }
+}
+
+/// The value of cookie `name`, if the request has it.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Every text of the console: key, English, Swedish.
+const TEXTS: &[(&str, &str, &str)] = &[
+    ("title", "sip2d staff console", "sip2d personalkonsol"),
+    ("skip", "Skip to content", "Hoppa till innehållet"),
+    ("patrons", "Patrons", "Låntagare"),
+    ("terminals", "Terminals", "Terminaler"),
+    ("log_in", "Log in", "Logga in"),
+    ("log_out", "Log out", "Logga ut"),
+    ("login", "User name", "Användarnamn"),
+    ("password", "Password", "Lösenord"),
+    ("other_language", "Svenska", "English"),
+    ("signed_in_as", "Signed in as", "Inloggad som"),
+    ("search", "Search", "Sök"),
+    (
+        "query",
+        "Name (last, first), primary id, barcode, national id or e-mail",
+        "Namn (efternamn, förnamn), primärt id, streckkod, personnummer eller e-post",
+    ),
+    ("institution", "Library", "Bibliotek"),
+    ("record_types", "Record type", "Posttyp"),
+    ("all", "All", "Alla"),
+    ("public", "Public", "Allmänhet"),
+    ("staff", "Staff", "Personal"),
+    ("contact", "Contact", "Kontakt"),
+    ("name", "Name", "Namn"),
+    ("account_type", "Account type", "Kontotyp"),
+    ("record_type", "Record type", "Posttyp"),
+    ("user_group", "User group", "Användargrupp"),
+    ("expiry", "Expiry date", "Giltig till"),
+    ("purge", "Purge date", "Gallras"),
+    ("status", "Status", "Status"),
+    ("active", "Active", "Aktiv"),
+    ("inactive", "Inactive", "Inaktiv"),
+    ("blocked", "Blocked", "Spärrad"),
+    ("deleted", "Deleted", "Raderad"),
+    ("locked_pin", "Locked (wrong PINs)", "Låst (fel PIN-koder)"),
+    ("internal", "Internal", "Intern"),
+    ("external", "External", "Extern"),
+    ("no_results", "No patrons found.", "Inga låntagare hittades."),
+    ("found", "patrons found", "låntagare hittades"),
+    ("general", "General", "Allmänt"),
+    ("contact_info", "Contact information", "Kontaktuppgifter"),
+    ("identifiers", "Identifiers", "Identifierare"),
+    ("primary_id", "Primary id", "Primärt id"),
+    ("blocks", "Blocks", "Spärrar"),
+    ("no_blocks", "No blocks.", "Inga spärrar."),
+    ("add_block", "Add block", "Lägg till spärr"),
+    ("block_type", "Block type", "Spärrtyp"),
+    ("reason", "Reason", "Orsak"),
+    ("lift", "Lift", "Häv"),
+    ("notes", "Notes", "Anteckningar"),
+    ("no_notes", "No notes.", "Inga anteckningar."),
+    ("add_note", "Add note", "Lägg till anteckning"),
+    ("text", "Text", "Text"),
+    ("shown_to_patron", "Shown to the patron", "Visas för låntagaren"),
+    ("fees", "Fines and fees", "Avgifter"),
+    ("balance", "Balance (disputed fees left out)", "Saldo (bestridda avgifter räknas inte)"),
+    ("loans", "Loans", "Lån"),
+    ("no_loans", "No loans.", "Inga lån."),
+    ("due", "Due", "Åter senast"),
+    ("item", "Item", "Exemplar"),
+    ("history", "History", "Historik"),
+    ("when", "When", "När"),
+    ("who", "Who", "Vem"),
+    ("what", "What", "Vad"),
+    ("edit", "Edit", "Redigera"),
+    ("save", "Save", "Spara"),
+    ("first_name", "First name", "Förnamn"),
+    ("last_name", "Last name", "Efternamn"),
+    ("email", "E-mail", "E-post"),
+    ("phone", "Phone", "Telefon"),
+    ("saved", "Saved.", "Sparat."),
+    ("refused", "Not done", "Inte utfört"),
+    ("conflict_title", "Someone else changed this patron", "Någon annan har ändrat låntagaren"),
+    (
+        "conflict_text",
+        "Another staff member saved this patron after you opened it. Nothing has been lost: their version is shown below, and your changes are still in the form. Check them and save again.",
+        "En kollega sparade låntagaren efter att du öppnade den. Inget har gått förlorat: kollegans version visas nedan och dina ändringar finns kvar i formuläret. Kontrollera dem och spara igen.",
+    ),
+    ("current_record", "The record as it is now", "Posten som den är nu"),
+    ("your_changes", "Your changes", "Dina ändringar"),
+    ("wrong_login", "Wrong user name or password.", "Fel användarnamn eller lösenord."),
+    (
+        "locked",
+        "The account is locked after too many wrong passwords. Try again later, or ask an administrator to unlock it.",
+        "Kontot är låst efter för många felaktiga lösenord. Försök igen senare eller be en administratör låsa upp det.",
+    ),
+    (
+        "form_expired",
+        "The form was out of date or came from another page. Reload the page and try again.",
+        "Formuläret var inaktuellt eller kom från en annan sida. Ladda om sidan och försök igen.",
+    ),
+    ("connected", "Connected", "Ansluten"),
+    ("account", "Account", "Konto"),
+    ("requests", "Requests", "Förfrågningar"),
+    ("last_requests", "Last requests", "Senaste förfrågningar"),
+    ("last_error", "Last error", "Senaste fel"),
+    ("address", "Address", "Adress"),
+    ("no_terminals", "No terminal of yours is connected.", "Ingen av era terminaler är ansluten."),
+    ("not_found", "Not found", "Hittades inte"),
+];
+
+/// Plain, high-contrast styles; focus is always visible.
+const CSS: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.45}
+header{background:#123;color:#fff;padding:.5rem 1rem;display:flex;gap:1.5rem;align-items:center;flex-wrap:wrap}
+header a,header button{color:#fff}
+nav a{margin-right:1rem}
+main{padding:1rem;max-width:70rem}
+a{color:#0645ad}
+:focus-visible{outline:3px solid #f90;outline-offset:2px}
+.skip{position:absolute;left:-999px}.skip:focus{left:.5rem;top:.5rem;background:#fff;color:#000;padding:.3rem}
+table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #999;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#eee}
+label{display:block;font-weight:600;margin-top:.5rem}
+input,select,button{font:inherit;padding:.25rem .4rem}
+button{cursor:pointer}
+.flash{padding:.5rem 1rem;border:2px solid #060;background:#efe}
+.error{padding:.5rem 1rem;border:2px solid #a00;background:#fee}
+section{margin-top:1.5rem}
+form.inline{display:inline}
+";
+
+/// A logged-in staff member as a page sees them.
+pub struct Staffer {
+    member: Arc<Staff>,
+    csrf: String,
+    lang: Lang,
+}
+
+impl FromRequestParts<AdminState> for Staffer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AdminState) -> Result<Self, Response> {
+        let lang = Lang::of(&parts.headers);
+        let to_login = || Redirect::to("/login").into_response();
+        let open = api::session_of(state, &parts.headers).ok_or_else(to_login)?;
+        match state.engine.query(Read::Staff(open.login.clone())).await {
+            Ok(Answer::Staff(m)) if open.opened_with(&m.password_hash) => {
+                Ok(Staffer { member: Arc::new(*m), csrf: open.csrf, lang })
+            }
+            _ => Err(to_login()),
+        }
+    }
+}
+
+impl Staffer {
+    fn caller(&self) -> Caller {
+        Caller::Staff(self.member.clone())
+    }
+
+    /// Whether a form carries this session's CSRF token.
+    #[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+    fn check(&self, given: &str) -> Result<(), Response> {
+        if super::sessions::same_secret(given, &self.csrf) {
+            Ok(())
+        } else {
+            Err(message_page(self.lang, Some(self), StatusCode::FORBIDDEN, self.lang.t("form_expired")))
+        }
+    }
+}
+
+fn page(lang: Lang, who: Option<&Staffer>, title: &str, body: Markup) -> Markup {
+    let t = |k| lang.t(k);
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " – " (t("title")) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                a.skip href="#main" { (t("skip")) }
+                header {
+                    strong { (t("title")) }
+                    @if let Some(s) = who {
+                        nav aria-label=(t("title")) {
+                            a href="/patrons" { (t("patrons")) }
+                            a href="/terminals" { (t("terminals")) }
+                        }
+                        span { (t("signed_in_as")) " " (s.member.name) " (" (s.member.role) ")" }
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { (t("log_out")) }
+                        }
+                    }
+                    a href={ "/lang/" (lang.other().code()) } lang=(lang.other().code()) { (t("other_language")) }
+                }
+                main #main tabindex="-1" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+fn respond(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+fn message_page(lang: Lang, who: Option<&Staffer>, status: StatusCode, text: &str) -> Response {
+    let title = if status == StatusCode::NOT_FOUND { lang.t("not_found") } else { lang.t("refused") };
+    respond(status, page(lang, who, title, html! { p.error role="alert" { (text) } }))
+}
+
+/// What a refusal is, as a status and a sentence for the page.
+fn refusal(lang: Lang, e: &Error) -> (StatusCode, String) {
+    match e {
+        Error::Refused(r) => {
+            let status = match r {
+                Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
+                Refusal::Changed(_) => StatusCode::CONFLICT,
+                r if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, format!("{}: {r}", lang.t("refused")))
+        }
+        other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+// -- logging in and out ---------------------------------------------------------------------
+
+/// The login form's own CSRF check: a random value in a cookie and in the form (a page of
+/// another site can make the browser post, but cannot read the value to put in the form).
+const LOGIN_COOKIE: &str = "sip2d_login";
+
+fn login_page(lang: Lang, status: StatusCode, error: Option<&str>) -> Response {
+    let token = crate::domain::secret::new_token().unwrap_or_default();
+    let body = html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form method="post" action="/login" {
+            input type="hidden" name="form" value=(token);
+            label for="login" { (lang.t("login")) }
+            input #login name="login" type="text" autocomplete="username" required autofocus;
+            label for="password" { (lang.t("password")) }
+            input #password name="password" type="password" autocomplete="current-password" required;
+            p { button type="submit" { (lang.t("log_in")) } }
+        }
+    };
+    let cookie = format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; Secure; SameSite=Strict");
+    let mut r = respond(status, page(lang, None, lang.t("log_in"), body));
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn login_form(headers: HeaderMap) -> Response {
+    login_page(Lang::of(&headers), StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    login: String,
+    password: String,
+    form: String,
+}
+
+async fn log_in(
+    State(state): State<AdminState>,
+    axum::Extension(peer): axum::Extension<crate::net::http::Peer>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let lang = Lang::of(&headers);
+    let Ok(Form(f)) = form else { return login_page(lang, StatusCode::BAD_REQUEST, Some(lang.t("form_expired"))) };
+    let cookie = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if cookie.is_empty() || !super::sessions::same_secret(&cookie, &f.form) {
+        return login_page(lang, StatusCode::FORBIDDEN, Some(lang.t("form_expired")));
+    }
+    match api::authenticate(&state, peer, &f.login, &f.password).await {
+        Ok(opened) => ([(header::SET_COOKIE, opened.set_cookie)], Redirect::to("/patrons")).into_response(),
+        Err(Error::Refused(Refusal::StaffLocked(_))) => login_page(lang, StatusCode::LOCKED, Some(lang.t("locked"))),
+        Err(Error::Refused(Refusal::WrongPassword { remaining: 0 })) => {
+            login_page(lang, StatusCode::UNAUTHORIZED, Some(lang.t("locked")))
+        }
+        Err(Error::Refused(_)) => login_page(lang, StatusCode::UNAUTHORIZED, Some(lang.t("wrong_login"))),
+        Err(e) => login_page(lang, StatusCode::SERVICE_UNAVAILABLE, Some(&e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn log_out(State(state): State<AdminState>, who: Staffer, headers: HeaderMap, form: Form<CsrfForm>) -> Response {
+    if let Err(r) = who.check(&form.csrf) {
+        return r;
+    }
+    for v in headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+        for c in super::sessions::cookies_of(v) {
+            state.sessions.close(c);
+        }
+    }
+    ([(header::SET_COOKIE, super::sessions::clear_cookie())], Redirect::to("/login")).into_response()
+}
+
+/// `/lang/sv`: the console in Swedish from now on (a cookie), back on the page it came from.
+async fn set_language(Path(code): Path<String>, headers: HeaderMap) -> Response {
+    let lang = if code == "sv" { "sv" } else { "en" };
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
+        .filter(|p| p.starts_with('/') && !p.starts_with("//"))
+        .unwrap_or_else(|| "/patrons".into());
+    let cookie = format!("lang={lang}; Path=/; SameSite=Strict; Max-Age=31536000");
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&back)).into_response()
+}
+
+// -- finding patrons ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SearchForm {
+    #[serde(default)]
+    institution: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    r#type: Option<String>,
+}
+
+fn status_of(p: &Patron, lang: Lang) -> String {
+    let mut s = vec![if p.active { lang.t("active") } else { lang.t("inactive") }];
+    if p.deleted.is_some() {
+        s.push(lang.t("deleted"));
+    }
+    if p.blocks.iter().any(|b| b.active) {
+        s.push(lang.t("blocked"));
+    }
+    if p.locked {
+        s.push(lang.t("locked_pin"));
+    }
+    s.join(", ")
+}
+
+fn account_type(p: &Patron, lang: Lang) -> String {
+    match &p.account_type {
+        crate::domain::AccountType::Internal => lang.t("internal").to_string(),
+        crate::domain::AccountType::External { source } => format!("{} ({source})", lang.t("external")),
+    }
+}
+
+fn record_type(r: RecordType, lang: Lang) -> &'static str {
+    match r {
+        RecordType::Public => lang.t("public"),
+        RecordType::Staff => lang.t("staff"),
+        RecordType::Contact => lang.t("contact"),
+    }
+}
+
+async fn patrons(State(state): State<AdminState>, who: Staffer, Query(f): Query<SearchForm>) -> Response {
+    let lang = who.lang;
+    let institutions = &who.member.institutions;
+    let institution = f.institution.filter(|i| who.member.covers(i)).unwrap_or_else(|| institutions[0].clone());
+    let q = f.q.unwrap_or_default();
+    let kind = f.r#type.unwrap_or_else(|| "all".into());
+    let found = if q.trim().is_empty() {
+        None
+    } else {
+        let read = Read::Search { institution: institution.clone(), query: q.clone(), now: jiff::Timestamp::now() };
+        match state.engine.query(read).await {
+            Ok(Answer::Patrons(ps)) => Some(
+                ps.into_iter()
+                    .filter(|p| kind == "all" || record_type(p.record_type, Lang::En).to_lowercase() == kind)
+                    .take(api::MAX_PER_PAGE)
+                    .collect::<Vec<_>>(),
+            ),
+            Ok(_) => Some(vec![]),
+            Err(e) => {
+                let (status, text) = refusal(lang, &e);
+                return message_page(lang, Some(&who), status, &text);
+            }
+        }
+    };
+    let tab = |code: &str, key: &str| {
+        let href = format!("/patrons?institution={}&q={}&type={code}", enc(&institution), enc(&q));
+        html! { a href=(href) aria-current=[(kind == code).then_some("page")] { (lang.t(key)) } " " }
+    };
+    let body = html! {
+        form method="get" action="/patrons" role="search" {
+            label for="institution" { (lang.t("institution")) }
+            select #institution name="institution" {
+                @for i in institutions {
+                    option value=(i) selected[*i == institution] { (i) }
+                }
+            }
+            label for="q" { (lang.t("query")) }
+            input #q name="q" type="search" value=(q) autofocus;
+            input type="hidden" name="type" value=(kind);
+            " " button type="submit" { (lang.t("search")) }
+        }
+        nav aria-label=(lang.t("record_types")) {
+            (tab("all", "all")) (tab("public", "public")) (tab("staff", "staff")) (tab("contact", "contact"))
+        }
+        @if let Some(found) = &found {
+            @if found.is_empty() {
+                p { (lang.t("no_results")) }
+            } @else {
+                p { (found.len()) " " (lang.t("found")) }
+                table {
+                    thead { tr {
+                        th scope="col" { (lang.t("name")) }
+                        th scope="col" { (lang.t("primary_id")) }
+                        th scope="col" { (lang.t("account_type")) }
+                        th scope="col" { (lang.t("record_type")) }
+                        th scope="col" { (lang.t("user_group")) }
+                        th scope="col" { (lang.t("expiry")) }
+                        th scope="col" { (lang.t("status")) }
+                    } }
+                    tbody {
+                        @for p in found {
+                            tr {
+                                td { a href={ "/patrons/" (p.id) } { (p.display_name()) } }
+                                td { (p.primary_id) }
+                                td { (account_type(p, lang)) }
+                                td { (record_type(p.record_type, lang)) }
+                                td { (p.user_group.as_deref().unwrap_or("")) }
+                                td { (p.expiry.map(|d| d.to_string()).unwrap_or_default()) }
+                                td { (status_of(p, lang)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page(lang, Some(&who), lang.t("patrons"), body))
+}
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// -- one patron -----------------------------------------------------------------------------
+
+/// What a patron page says beside the record.
+enum Flash {
+    Saved,
+    Refused(String),
+    /// The edit met a newer version: the fields as the member typed them.
+    Conflict(BTreeMap<String, String>),
+}
+
+/// The fields the console's edit form takes (the engine's names).
+const EDIT_FIELDS: &[(&str, &str)] =
+    &[("first-name", "first_name"), ("last-name", "last_name"), ("email", "email"), ("phone", "phone")];
+
+fn field_value(p: &Patron, field: &str) -> String {
+    match field {
+        "first-name" => p.first_name.clone(),
+        "last-name" => p.last_name.clone(),
+        "email" => p.email.clone().unwrap_or_default(),
+        "phone" => p.phone.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+async fn patron_page(
+    state: &AdminState,
+    who: &Staffer,
+    raw: &str,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let lang = who.lang;
+    let p = match api::visible(state, &who.caller(), raw).await {
+        Ok(p) => p,
+        Err(_) => {
+            return message_page(lang, Some(who), StatusCode::NOT_FOUND, &format!("{} #{raw}", lang.t("not_found")));
+        }
+    };
+    let institution = match state.engine.query(Read::Institution(p.institution.clone())).await {
+        Ok(Answer::Institution(i)) => Some(*i),
+        _ => None,
+    };
+    let zone =
+        institution.as_ref().and_then(|i| jiff::tz::TimeZone::get(&i.timezone).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
+    let when = |t: jiff::Timestamp| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string();
+    let (fees, balance) = match state.engine.query(Read::Fees(p.id)).await {
+        Ok(Answer::Fees(f, b)) => (f, b.to_string()),
+        _ => (vec![], String::new()),
+    };
+    let loans = match state.engine.query(Read::Loans { patron: Some(p.id) }).await {
+        Ok(Answer::Loans(l)) => l,
+        _ => vec![],
+    };
+    let mut history = match state.engine.query(Read::History(p.id)).await {
+        Ok(Answer::History(h)) => h,
+        _ => vec![],
+    };
+    history.reverse();
+    history.truncate(20);
+    let block_types: Vec<String> =
+        institution.as_ref().map(|i| i.block_types.iter().map(|b| b.code.clone()).collect()).unwrap_or_default();
+    let (typed, conflict) = match &flash {
+        Some(Flash::Conflict(typed)) => (typed.clone(), true),
+        _ => (BTreeMap::new(), false),
+    };
+    let path = format!("/patrons/{}", p.id);
+    let csrf = &who.csrf;
+    let body = html! {
+        @match &flash {
+            Some(Flash::Saved) => p.flash role="status" { (lang.t("saved")) },
+            Some(Flash::Refused(text)) => p.error role="alert" { (text) },
+            Some(Flash::Conflict(_)) => div.error role="alert" {
+                h2 { (lang.t("conflict_title")) }
+                p { (lang.t("conflict_text")) }
+            },
+            None => {},
+        }
+        section aria-labelledby="general" {
+            h2 #general { (lang.t("general")) }
+            @if conflict { p { strong { (lang.t("current_record")) } } }
+            table {
+                tr { th scope="row" { (lang.t("primary_id")) } td { (p.primary_id) } }
+                tr { th scope="row" { (lang.t("institution")) } td { (p.institution) } }
+                tr { th scope="row" { (lang.t("user_group")) } td { (p.user_group.as_deref().unwrap_or("")) } }
+                tr { th scope="row" { (lang.t("record_type")) } td { (record_type(p.record_type, lang)) } }
+                tr { th scope="row" { (lang.t("account_type")) } td { (account_type(&p, lang)) } }
+                tr { th scope="row" { (lang.t("expiry")) } td { (p.expiry.map(|d| d.to_string()).unwrap_or_default()) } }
+                tr { th scope="row" { (lang.t("purge")) } td { (p.purge.map(|d| d.to_string()).unwrap_or_default()) } }
+                tr { th scope="row" { (lang.t("status")) } td { (status_of(&p, lang)) } }
+                @for (field, key) in EDIT_FIELDS {
+                    tr { th scope="row" { (lang.t(key)) } td { (field_value(&p, field)) } }
+                }
+            }
+        }
+        section aria-labelledby="edit" {
+            h2 #edit { @if conflict { (lang.t("your_changes")) } @else { (lang.t("edit")) } }
+            form method="post" action={ (path) "/edit" } {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="version" value=(patron_tag(&p));
+                @for (field, key) in EDIT_FIELDS {
+                    label for=(field) { (lang.t(key)) }
+                    input id=(field) type="text" name=(field)
+                        value=(typed.get(*field).cloned().unwrap_or_else(|| field_value(&p, field)));
+                    // What the field showed: only what the member changes is sent.
+                    input type="hidden" name={ "was-" (field) } value=(field_value(&p, field));
+                }
+                p { button type="submit" { (lang.t("save")) } }
+            }
+        }
+        section aria-labelledby="identifiers" {
+            h2 #identifiers { (lang.t("identifiers")) }
+            ul { @for i in &p.identifiers { li { (i.kind) ": " (i.value) @if !i.active { " (" (lang.t("inactive")) ")" } } } }
+        }
+        section aria-labelledby="blocks" {
+            h2 #blocks { (lang.t("blocks")) }
+            @let active: Vec<_> = p.blocks.iter().filter(|b| b.active).collect();
+            @if active.is_empty() { p { (lang.t("no_blocks")) } }
+            ul {
+                @for b in &active {
+                    li {
+                        strong { (b.kind) } ": " (b.note.as_deref().unwrap_or("")) " – " (b.by) ", " (when(b.at)) " "
+                        form.inline method="post" action={ (path) "/blocks/" (b.kind) "/lift" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" aria-label={ (lang.t("lift")) " " (b.kind) } { (lang.t("lift")) }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/blocks" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="block-type" { (lang.t("block_type")) }
+                select #block-type name="type" {
+                    @for b in &block_types { option value=(b) { (b) } }
+                }
+                label for="block-reason" { (lang.t("reason")) }
+                input #block-reason name="reason" type="text" required;
+                p { button type="submit" { (lang.t("add_block")) } }
+            }
+        }
+        section aria-labelledby="notes" {
+            h2 #notes { (lang.t("notes")) }
+            @if p.notes.is_empty() { p { (lang.t("no_notes")) } }
+            ul { @for n in &p.notes { li { (n.text) " – " (n.by) ", " (when(n.at)) @if n.public { " (" (lang.t("shown_to_patron")) ")" } } } }
+            form method="post" action={ (path) "/notes" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="note-text" { (lang.t("text")) }
+                input #note-text name="text" type="text" required;
+                label { input name="public" type="checkbox" value="yes"; " " (lang.t("shown_to_patron")) }
+                p { button type="submit" { (lang.t("add_note")) } }
+            }
+        }
+        section aria-labelledby="fees" {
+            h2 #fees { (lang.t("fees")) }
+            p { (lang.t("balance")) ": " strong { (balance) } }
+            ul { @for f in &fees { li { "#" (f.id) " " (format!("{:?}", f.kind)) " " (f.amount.to_string()) " (" (format!("{:?}", f.status)) ")" } } }
+        }
+        section aria-labelledby="loans" {
+            h2 #loans { (lang.t("loans")) }
+            @if loans.is_empty() { p { (lang.t("no_loans")) } }
+            ul { @for l in &loans { li { (lang.t("item")) " " (l.item) ", " (lang.t("due")) " " (when(l.due)) } } }
+        }
+        section aria-labelledby="history" {
+            h2 #history { (lang.t("history")) }
+            table {
+                thead { tr { th scope="col" { (lang.t("when")) } th scope="col" { (lang.t("who")) } th scope="col" { (lang.t("what")) } } }
+                tbody {
+                    @for e in &history {
+                        tr {
+                            td { (when(e.at)) }
+                            td { (e.by) }
+                            td {
+                                (e.action)
+                                @for (f, old, new) in &e.changes { " · " (f) ": " (old) " → " (new) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(status, page(lang, Some(who), &p.display_name(), body))
+}
+
+#[derive(Deserialize)]
+struct Done {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn patron(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Query(d): Query<Done>,
+) -> Response {
+    let flash = d.done.map(|_| Flash::Saved);
+    patron_page(&state, &who, &id, flash, StatusCode::OK).await
+}
+
+/// Runs a change for the member and goes back to the patron's page: to a fresh one on
+/// success (a reload then posts nothing again), or with the refusal said.
+async fn change_then_show(state: &AdminState, who: &Staffer, id: &str, op: Operation, anchor: &str) -> Response {
+    match state.engine.run(op, who.caller().by()).await {
+        Ok(Receipt::Refused(r)) => {
+            let (status, text) = refusal(who.lang, &Error::Refused(r));
+            patron_page(state, who, id, Some(Flash::Refused(text)), status).await
+        }
+        Ok(_) => Redirect::to(&format!("/patrons/{id}?done=1#{anchor}")).into_response(),
+        Err(e) => {
+            let (status, text) = refusal(who.lang, &e);
+            patron_page(state, who, id, Some(Flash::Refused(text)), status).await
+        }
+    }
+}
+
+fn patron_id(raw: &str) -> Option<u64> {
+    raw.parse().ok()
+}
+
+#[derive(Deserialize)]
+struct BlockForm {
+    csrf: String,
+    r#type: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn add_block(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<BlockForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let note = Some(f.reason).filter(|r| !r.trim().is_empty());
+    change_then_show(&state, &who, &id, Operation::Block { patron, kind: f.r#type, note }, "blocks").await
+}
+
+async fn lift_block(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, kind)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    change_then_show(&state, &who, &id, Operation::Unblock { patron, kind: Some(kind) }, "blocks").await
+}
+
+#[derive(Deserialize)]
+struct NoteForm {
+    csrf: String,
+    text: String,
+    #[serde(default)]
+    public: Option<String>,
+}
+
+async fn add_note(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<NoteForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let op = Operation::AddNote { patron, kind: "general".into(), text: f.text, public: f.public.is_some() };
+    change_then_show(&state, &who, &id, op, "notes").await
+}
+
+/// Saves the edit form against the version it was opened with. A newer version gets the
+/// conflict page: the record as it is now, and the form as the member filled it in.
+async fn edit(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(mut f): Form<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(r) = who.check(f.get("csrf").map_or("", String::as_str)) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let version = f.remove("version").unwrap_or_default();
+    // What the member changed: a field they left alone does not overwrite a colleague's
+    // change to it, now or after a conflict.
+    let changed: BTreeMap<String, String> = EDIT_FIELDS
+        .iter()
+        .filter_map(|(field, _)| {
+            let typed = f.get(*field)?;
+            (f.get(&format!("was-{field}")) != Some(typed)).then(|| (field.to_string(), typed.clone()))
+        })
+        .collect();
+    if changed.is_empty() {
+        return Redirect::to(&format!("/patrons/{id}")).into_response();
+    }
+    let sets: Vec<(String, String)> = changed.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let op = Operation::EditPatron { patron, sets, expect: Some(version) };
+    match state.engine.run(op, who.caller().by()).await {
+        Ok(_) => Redirect::to(&format!("/patrons/{id}?done=1")).into_response(),
+        Err(Error::Refused(Refusal::Changed(_))) => {
+            patron_page(&state, &who, &id, Some(Flash::Conflict(changed)), StatusCode::CONFLICT).await
+        }
+        Err(e) => {
+            let (status, text) = refusal(who.lang, &e);
+            patron_page(&state, &who, &id, Some(Flash::Refused(text)), status).await
+        }
+    }
+}
+
+// -- terminals ------------------------------------------------------------------------------
+
+async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
+    let lang = who.lang;
+    let all = match api::visible_terminals(&state, &who.caller()).await {
+        Ok(all) => all,
+        Err(r) => return r,
+    };
+    let zone = jiff::tz::TimeZone::system();
+    let when = |t: jiff::Timestamp| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
+    let body = html! {
+        @if all.is_empty() { p { (lang.t("no_terminals")) } }
+        @else {
+            table {
+                thead { tr {
+                    th scope="col" { (lang.t("account")) }
+                    th scope="col" { (lang.t("address")) }
+                    th scope="col" { (lang.t("connected")) }
+                    th scope="col" { (lang.t("requests")) }
+                    th scope="col" { (lang.t("last_requests")) }
+                    th scope="col" { (lang.t("last_error")) }
+                } }
+                tbody {
+                    @for t in &all {
+                        tr {
+                            td { (t.account.as_deref().unwrap_or("-")) }
+                            td { (t.peer) }
+                            td { (when(t.connected)) }
+                            td { (t.requests) }
+                            td { @for s in &t.last { (s.code.as_str()) " " (s.outcome) "; " } }
+                            td { (t.last_error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page(lang, Some(&who), lang.t("terminals"), body))
+}
+
+/// The console's pages.
+pub fn routes() -> axum::Router<AdminState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/patrons") }))
+        .route("/login", get(login_form).post(log_in))
+        .route("/logout", post(log_out))
+        .route("/lang/{code}", get(set_language))
+        .route("/patrons", get(patrons))
+        .route("/patrons/{id}", get(patron))
+        .route("/patrons/{id}/edit", post(edit))
+        .route("/patrons/{id}/blocks", post(add_block))
+        .route("/patrons/{id}/blocks/{kind}/lift", post(lift_block))
+        .route("/patrons/{id}/notes", post(add_note))
+        .route("/terminals", get(terminals))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_is_in_both_languages_and_every_key_used_exists() {
+        for (k, en, sv) in TEXTS {
+            assert!(!en.is_empty() && !sv.is_empty(), "{k}");
+            assert_eq!(TEXTS.iter().filter(|(other, _, _)| other == k).count(), 1, "{k} twice");
+        }
+        let source = include_str!("console.rs");
+        for part in source.split(".t(\"").skip(1) {
+            let key = part.split('"').next().unwrap_or_default();
+            assert!(TEXTS.iter().any(|(k, _, _)| *k == key), "no text for '{key}'");
+        }
+    }
+
+    #[test]
+    fn the_language_comes_from_the_cookie_then_the_browser() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Lang::of(&h), Lang::En);
+        h.insert(header::ACCEPT_LANGUAGE, "sv-SE,sv;q=0.9,en;q=0.5".parse().unwrap());
+        assert_eq!(Lang::of(&h), Lang::Sv);
+        h.insert(header::COOKIE, "a=1; lang=en".parse().unwrap());
+        assert_eq!(Lang::of(&h), Lang::En);
+        assert_eq!(Lang::Sv.t("patrons"), "Låntagare");
+    }
+}

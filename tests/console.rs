@@ -1,0 +1,218 @@
+//! The staff console over HTTP, as a browser drives it: log in with the login form, find a
+//! patron, block them (and a kiosk's 23 on a live SIP connection shows the block), a form
+//! post without the session's CSRF token refused and not written, a desk member refused, two
+//! staff members saving one patron (the second gets the conflict page and loses nothing),
+//! another institution's patron not there, Swedish on request. (The same in a real browser is
+//! `cargo test --test browser`.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::{form_post, http_as};
+
+struct Demo {
+    console: SocketAddr,
+    sip: SocketAddr,
+    _dir: tempfile::TempDir,
+    _child: std::process::Child,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
+}
+
+fn demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
+    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let args =
+        ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"];
+    let (child, mut stdout, sip) = common::spawn_sip2d(&args, "warn", Stdio::null(), "listening on ");
+    let console = common::address_after(&mut stdout, "staff console on http://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    Demo { console, sip, _dir: dir, _child: child }
+}
+
+fn get(d: &Demo, path: &str, extra: &str) -> common::HttpReply {
+    http_as(d.console, "GET", path, "text/plain", extra, "")
+}
+
+/// The value of the first `name="NAME" value="..."` in a page.
+fn form_value(page: &str, name: &str) -> String {
+    let at = page.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// Logs in through the login form: the `Cookie:` header line the session then needs.
+fn log_in(d: &Demo, login: &str, password: &str) -> String {
+    let form = get(d, "/login", "");
+    assert_eq!(form.status, 200, "{}", form.raw);
+    let token = form_value(&form.raw, "form");
+    let login_cookie = form.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let r = form_post(
+        d.console,
+        "/login",
+        &format!("Cookie: {login_cookie}\r\n"),
+        &format!("login={login}&password={}&form={token}", password.replace(' ', "+")),
+    );
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(r.header("location"), Some("/patrons"));
+    let set = r.header("set-cookie").unwrap();
+    assert!(set.starts_with("__Host-sip2d_session=") && set.contains("HttpOnly") && set.contains("Secure"), "{set}");
+    format!("Cookie: {}\r\n", set.split(';').next().unwrap())
+}
+
+fn patron_path(d: &Demo, cookie: &str, institution: &str, card: &str) -> String {
+    let found = get(d, &format!("/patrons?institution={institution}&q={card}"), cookie);
+    assert_eq!(found.status, 200, "{}", found.raw);
+    let at = found.raw.find("href=\"/patrons/").unwrap_or_else(|| panic!("{card} not found: {}", found.raw));
+    let rest = &found.raw[at + 6..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A kiosk's patron status for Avery: the 14 status flags of the 24.
+fn kiosk_status(d: &Demo) -> String {
+    let mut k = common::Kiosk::connect(d.sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let r = k.ask("2300120261203    120000AOMAIN|AA21000000000001|AC|AD1234|");
+    assert!(r.starts_with("24"), "{r}");
+    r[2..16].to_string()
+}
+
+#[test]
+fn staff_block_a_patron_from_the_console_and_the_kiosk_sees_it() {
+    let d = demo();
+    // Not logged in: to the login page.
+    let r = get(&d, "/patrons", "");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    // A login form posted from elsewhere (no login cookie) is refused.
+    let r = form_post(d.console, "/login", "", "login=manager&password=manager-password&form=sip2d_x");
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(r.header("set-cookie").is_none_or(|c| !c.contains("__Host-sip2d_session=sip2d_")), "no session");
+
+    let manager = log_in(&d, "manager", "manager-password");
+    let avery = patron_path(&d, &manager, "MAIN", "21000000000001");
+    let page = get(&d, &avery, &manager);
+    assert_eq!(page.status, 200);
+    assert!(page.raw.contains("Avery") && page.raw.contains("<label for=\"block-reason\">"), "{}", page.raw);
+    let csrf = form_value(&page.raw, "csrf");
+    let before = kiosk_status(&d);
+    assert!(!before.starts_with('Y'), "not blocked yet: {before}");
+
+    // Without the session's token (a forged post from another site's page): refused, unwritten.
+    let blocks = format!("{avery}/blocks");
+    let r = form_post(d.console, &blocks, &manager, "type=general&reason=Forged");
+    assert_eq!(r.status, 422, "a form without its token is not read: {}", r.raw);
+    let r = form_post(d.console, &blocks, &manager, "csrf=sip2d_wrong&type=general&reason=Forged");
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(!get(&d, &avery, &manager).raw.contains("Forged"));
+    assert!(!kiosk_status(&d).starts_with('Y'));
+
+    // With it: blocked, and the kiosk's next 23 says so.
+    let r = form_post(d.console, &blocks, &manager, &format!("csrf={csrf}&type=general&reason=Card+reported+stolen"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager);
+    assert!(
+        page.raw.contains("Card reported stolen") && page.raw.contains("Demo User Manager (manager)"),
+        "{}",
+        page.raw
+    );
+    assert!(kiosk_status(&d).starts_with('Y'), "the kiosk sees the block");
+
+    // The desk may look, not block.
+    let desk = log_in(&d, "desk", "desk-password");
+    let desk_csrf = form_value(&get(&d, &avery, &desk).raw, "csrf");
+    let r = form_post(d.console, &blocks, &desk, &format!("csrf={desk_csrf}&type=general&reason=Desk+try"));
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(r.raw.contains("may not"), "{}", r.raw);
+    assert!(!get(&d, &avery, &manager).raw.contains("Desk try"));
+
+    // Lifting the block: the kiosk's 23 is clear again.
+    let r = form_post(d.console, &format!("{avery}/blocks/general/lift"), &manager, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(!kiosk_status(&d).starts_with('Y'));
+
+    // Another institution's patron is not there; nor is it found.
+    let branch = log_in(&d, "branch", "branch-password");
+    let kim = patron_path(&d, &branch, "BRANCH", "22000000000001");
+    let r = get(&d, &kim, &manager);
+    assert_eq!(r.status, 404, "{}", r.raw);
+    assert!(!r.raw.contains("Harbour"), "{}", r.raw);
+    let r = get(&d, "/patrons?institution=BRANCH&q=22000000000001", &manager);
+    assert!(!r.raw.contains("Harbour") && !r.raw.contains("/patrons/"), "{}", r.raw);
+
+    // Logging out ends the session.
+    let r = form_post(d.console, "/logout", &manager, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(get(&d, "/patrons", &manager).status, 303);
+}
+
+/// Two staff members open one patron; the first saves a new phone number, the second (who
+/// still has the old version) a new e-mail: the second gets the conflict page, showing the
+/// record as it is now and their e-mail still in the form; saving that keeps both changes.
+#[test]
+fn a_second_save_gets_the_conflict_page_and_nothing_is_lost() {
+    let d = demo();
+    let (one, two) = (log_in(&d, "manager", "manager-password"), log_in(&d, "admin", "admin-password"));
+    let avery = patron_path(&d, &one, "MAIN", "21000000000001");
+    let (page_one, page_two) = (get(&d, &avery, &one).raw, get(&d, &avery, &two).raw);
+    let form = |page: &str, field: &str, value: &str| {
+        let mut body = format!("csrf={}&version={}", form_value(page, "csrf"), form_value(page, "version"));
+        let enc = |v: String| v.replace('+', "%2B").replace(' ', "+").replace('@', "%40");
+        for f in ["first-name", "last-name", "email", "phone"] {
+            let v = if f == field { value.to_string() } else { form_value(page, f) };
+            body.push_str(&format!("&{f}={}&was-{f}={}", enc(v), enc(form_value(page, &format!("was-{f}")))));
+        }
+        body
+    };
+    let edit = format!("{avery}/edit");
+    let r = form_post(d.console, &edit, &one, &form(&page_one, "phone", "+46 8 555 0101"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let r = form_post(d.console, &edit, &two, &form(&page_two, "email", "avery@example.org"));
+    assert_eq!(r.status, 409, "{}", r.raw);
+    assert!(r.raw.contains("Someone else changed this patron"), "{}", r.raw);
+    assert!(r.raw.contains("+46 8 555 0101"), "the record as it is now: {}", r.raw);
+    assert_eq!(form_value(&r.raw, "email"), "avery@example.org", "their change is still in the form");
+    // Saved from the conflict page (its version is the current one): both changes stand.
+    let r = form_post(d.console, &edit, &two, &form(&r.raw, "email", "avery@example.org"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let now = get(&d, &avery, &one).raw;
+    assert_eq!(form_value(&now, "phone"), "+46 8 555 0101");
+    assert_eq!(form_value(&now, "email"), "avery@example.org");
+}
+
+#[test]
+fn the_console_speaks_swedish_when_asked() {
+    let d = demo();
+    let r = get(&d, "/login", "Accept-Language: sv-SE,sv;q=0.9\r\n");
+    assert!(r.raw.contains("lang=\"sv\"") && r.raw.contains("Logga in") && r.raw.contains("Lösenord"), "{}", r.raw);
+    let manager = log_in(&d, "manager", "manager-password");
+    let r = get(&d, "/lang/sv", &manager);
+    let lang = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let both = format!("{}; {lang}\r\n", manager.trim_end());
+    let page = get(&d, "/patrons?institution=MAIN&q=Reader", &both);
+    assert!(page.raw.contains("Låntagare") && page.raw.contains("Användargrupp"), "{}", page.raw);
+    // A wrong password says so, in Swedish.
+    let form = get(&d, "/login", "Accept-Language: sv\r\n");
+    let token = form_value(&form.raw, "form");
+    let cookie = form.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let r = form_post(
+        d.console,
+        "/login",
+        &format!("Cookie: {cookie}\r\nAccept-Language: sv\r\n"),
+        &format!("login=manager&password=fel&form={token}"),
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.raw.contains("Fel användarnamn eller lösenord"), "{}", r.raw);
+}
