@@ -262,3 +262,86 @@ fn tls_1_0_and_1_1_handshakes_are_refused() {
         assert_eq!((got.get(5), got.get(6)), (Some(&2), Some(&70)), "{name}: fatal protocol_version: {got:?}");
     }
 }
+
+/// One HTTPS request for `path`: the response's text.
+fn https_get(addr: SocketAddr, ca: &str, path: &str) -> std::io::Result<String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // The server closes without close_notify once the reply is out; the reply is whole.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The staff console over HTTPS with the certificate files the configuration names; plain
+/// HTTP on that port gets no page; after the files are replaced, a SIGHUP makes new
+/// connections use the new certificate, as the SIP listeners do.
+#[test]
+fn the_console_speaks_https_and_takes_new_certificates_on_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let config = dir.path().join("sip2d.toml");
+    let files = format!(
+        "[console]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        pki.files.cert.display(),
+        pki.files.key.display()
+    );
+    std::fs::write(&config, files).unwrap();
+    let data = dir.path().join("demo");
+    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0"];
+    let (mut child, mut stdout, _) = common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), "listening on ");
+    let console = common::address_after(&mut stdout, "staff console on https://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+
+    let page = https_get(console, &pki.ca, "/login").unwrap();
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in"), "{page}");
+    // Plain HTTP on the HTTPS port: no page.
+    let mut plain = TcpStream::connect(console).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("Log in"));
+
+    // New files from another CA, then SIGHUP: new connections show the new certificate.
+    let other = pki_in(&dir.path().join("other"));
+    std::fs::copy(&other.files.cert, &pki.files.cert).unwrap();
+    std::fs::copy(&other.files.key, &pki.files.key).unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if https_get(console, &other.ca, "/login").is_ok_and(|p| p.contains("Log in")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new certificate was not taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(https_get(console, &pki.ca, "/login").is_err(), "the old certificate is no longer served");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A second set of files, in its own directory.
+fn pki_in(dir: &Path) -> Pki {
+    std::fs::create_dir_all(dir).unwrap();
+    pki(dir)
+}

@@ -110,7 +110,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("internal", "Internal", "Intern"),
     ("external", "External", "Extern"),
     ("no_results", "No patrons found.", "Inga låntagare hittades."),
-    ("found", "patrons found", "låntagare hittades"),
+    ("found", "Patrons found:", "Hittade låntagare:"),
     ("general", "General", "Allmänt"),
     ("contact_info", "Contact information", "Kontaktuppgifter"),
     ("identifiers", "Identifiers", "Identifierare"),
@@ -171,13 +171,21 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("address", "Address", "Adress"),
     ("no_terminals", "No terminal of yours is connected.", "Ingen av era terminaler är ansluten."),
     ("not_found", "Not found", "Hittades inte"),
+    ("delete", "Delete patron", "Radera låntagaren"),
+    (
+        "delete_hint",
+        "Refused while the patron owes money or has loans; a deleted patron goes to the bank of deleted users and can be restored.",
+        "Nekas så länge låntagaren har skulder eller lån; en raderad låntagare hamnar bland raderade användare och kan återställas.",
+    ),
 ];
 
 /// Plain, high-contrast styles; focus is always visible.
 const CSS: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.45}
 header{background:#123;color:#fff;padding:.5rem 1rem;display:flex;gap:1.5rem;align-items:center;flex-wrap:wrap}
-header a,header button{color:#fff}
+header a{color:#fff}
+header button{color:#fff;background:transparent;border:1px solid #fff;border-radius:3px}
+[aria-current]{font-weight:700;text-decoration:none}
 nav a{margin-right:1rem}
 main{padding:1rem;max-width:70rem}
 a{color:#0645ad}
@@ -358,6 +366,8 @@ async fn log_in(
 
 #[derive(Deserialize)]
 struct CsrfForm {
+    /// Missing, it is refused as a wrong one is.
+    #[serde(default)]
     csrf: String,
 }
 
@@ -476,7 +486,7 @@ async fn patrons(State(state): State<AdminState>, who: Staffer, Query(f): Query<
             @if found.is_empty() {
                 p { (lang.t("no_results")) }
             } @else {
-                p { (found.len()) " " (lang.t("found")) }
+                p { (lang.t("found")) " " (found.len()) }
                 table {
                     thead { tr {
                         th scope="col" { (lang.t("name")) }
@@ -678,6 +688,16 @@ async fn patron_page(
             @if loans.is_empty() { p { (lang.t("no_loans")) } }
             ul { @for l in &loans { li { (lang.t("item")) " " (l.item) ", " (lang.t("due")) " " (when(l.due)) } } }
         }
+        @if who.member.role >= crate::domain::Role::UserAdministrator && p.deleted.is_none() {
+            section aria-labelledby="delete" {
+                h2 #delete { (lang.t("delete")) }
+                p { (lang.t("delete_hint")) }
+                form method="post" action={ (path) "/delete" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { (lang.t("delete")) }
+                }
+            }
+        }
         section aria-labelledby="history" {
             h2 #history { (lang.t("history")) }
             table {
@@ -738,6 +758,7 @@ fn patron_id(raw: &str) -> Option<u64> {
 
 #[derive(Deserialize)]
 struct BlockForm {
+    #[serde(default)]
     csrf: String,
     r#type: String,
     #[serde(default)]
@@ -773,6 +794,7 @@ async fn lift_block(
 
 #[derive(Deserialize)]
 struct NoteForm {
+    #[serde(default)]
     csrf: String,
     text: String,
     #[serde(default)]
@@ -791,6 +813,21 @@ async fn add_note(
     let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
     let op = Operation::AddNote { patron, kind: "general".into(), text: f.text, public: f.public.is_some() };
     change_then_show(&state, &who, &id, op, "notes").await
+}
+
+/// Deletes the patron (into the bank of deleted users); the engine refuses it to roles below
+/// User Administrator, and while a balance or a loan remains.
+async fn delete(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await
 }
 
 /// Saves the edit form against the version it was opened with. A newer version gets the
@@ -886,6 +923,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/blocks", post(add_block))
         .route("/patrons/{id}/blocks/{kind}/lift", post(lift_block))
         .route("/patrons/{id}/notes", post(add_note))
+        .route("/patrons/{id}/delete", post(delete))
         .route("/terminals", get(terminals))
 }
 

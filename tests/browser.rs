@@ -1,0 +1,250 @@
+//! The staff console in a real browser (Debian's chromium, driven over WebDriver by its
+//! chromedriver): a User Manager logs in, finds a patron and blocks them with a reason, and a
+//! kiosk's 23 on a live SIP connection shows the block; a User Manager cannot delete; a form
+//! posted without its CSRF token is refused; two staff members editing one patron: the second
+//! save gets the conflict page and nothing is lost.
+//!
+//! Not part of a plain `cargo test` (it needs chromium): `.ci/run` installs it and runs
+//! `cargo test --test browser`. Where chromedriver is missing this test fails and says what to
+//! install. With `SIP2D_SCREENSHOTS=DIR` it saves screenshots of the main pages there
+//! (docs/screenshots holds the published ones).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// The browser's WebDriver, for as long as the test runs.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(&program)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {program} ({e}): the browser tests need Debian's chromium and chromium-driver \
+                 (`apt-get install chromium chromium-driver`, as .ci/run does), or CHROMEDRIVER=/path/to/chromedriver"
+            )
+        });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{program} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+async fn browser(driver: &Driver, lang: &str) -> Client {
+    let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "no browser at {binary}: the browser tests need Debian's chromium and chromium-driver \
+         (`apt-get install chromium chromium-driver`, as .ci/run does), or CHROMIUM=/path/to/chromium"
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": binary,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1200,1000", format!("--lang={lang}")],
+        }),
+    );
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a browser session from chromedriver")
+}
+
+struct Demo {
+    console: SocketAddr,
+    sip: SocketAddr,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"];
+    let (child, mut stdout, sip) = common::spawn_sip2d(&args, "warn", Stdio::null(), "listening on ");
+    let console = common::address_after(&mut stdout, "staff console on http://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    Demo { console, sip, _dir: dir, child }
+}
+
+/// Saves a screenshot of the page as `name`.png when screenshots are asked for.
+async fn snap(b: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("SIP2D_SCREENSHOTS") {
+        let png = b.screenshot().await.unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+async fn log_in(b: &Client, d: &Demo, login: &str, password: &str) {
+    b.goto(&format!("http://{}/login", d.console)).await.unwrap();
+    b.find(Locator::Id("login")).await.unwrap().send_keys(login).await.unwrap();
+    b.find(Locator::Id("password")).await.unwrap().send_keys(password).await.unwrap();
+    b.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    let url = b.current_url().await.unwrap();
+    assert!(url.path().starts_with("/patrons"), "logged in: {url}");
+}
+
+/// Finds a patron by card from the search page and opens their page; its path.
+async fn open_patron(b: &Client, card: &str) -> String {
+    let q = b.find(Locator::Id("q")).await.unwrap();
+    q.clear().await.unwrap();
+    q.send_keys(card).await.unwrap();
+    b.find(Locator::Css("form[role=search] button")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("tbody a")).await.unwrap().click().await.unwrap();
+    b.current_url().await.unwrap().path().to_string()
+}
+
+fn kiosk_status(d: &Demo) -> String {
+    let mut k = common::Kiosk::connect(d.sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let r = k.ask("2300120261203    120000AOMAIN|AA21000000000001|AC|AD1234|");
+    r[2..16].to_string()
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_work_the_register_in_a_browser() {
+    let driver = chromedriver();
+    let d = demo();
+    let b = browser(&driver, "en").await;
+    snap_login(&b, &d).await;
+
+    // A User Manager logs in, finds Avery and blocks them with a reason.
+    log_in(&b, &d, "manager", "manager-password").await;
+    assert!(!kiosk_status(&d).starts_with('Y'));
+    let avery = open_patron(&b, "21000000000001").await;
+    snap(&b, "patron").await;
+    b.find(Locator::Id("block-type")).await.unwrap().select_by_value("general").await.unwrap();
+    b.find(Locator::Id("block-reason")).await.unwrap().send_keys("Card reported stolen").await.unwrap();
+    b.find(Locator::Css("form[action$='/blocks'] button")).await.unwrap().click().await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("Saved.") && page.contains("Card reported stolen"), "{page}");
+    // A kiosk's 23 on a live SIP connection now shows the block.
+    assert!(kiosk_status(&d).starts_with('Y'), "the kiosk sees the block");
+
+    // A User Manager cannot delete: no button, and a post made from the page is refused.
+    assert!(b.find(Locator::Css("form[action$='/delete']")).await.is_err(), "no delete button");
+    let status = b
+        .execute(
+            "const csrf = document.querySelector('input[name=csrf]').value;
+             return fetch(location.pathname + '/delete', {method: 'POST',
+               headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'csrf=' + csrf})
+               .then(r => r.status);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "the engine refuses a User Manager's delete");
+    b.refresh().await.unwrap();
+    assert!(!text(&b).await.contains("Deleted"));
+
+    // A form posted without its CSRF token is refused, and nothing is written.
+    b.execute(
+        "const f = document.querySelector('form[action$=\"/notes\"]');
+         f.querySelector('input[name=csrf]').remove();
+         f.querySelector('#note-text').value = 'Forged note';
+         f.submit();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for(&b, "The form was out of date").await;
+    b.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
+    assert!(!text(&b).await.contains("Forged note"));
+
+    // Two staff members edit Avery at once: the second save gets the conflict page.
+    let other = browser(&driver, "en").await;
+    log_in(&other, &d, "admin", "admin-password").await;
+    other.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
+    b.refresh().await.unwrap();
+    set_field(&b, "phone", "+46 8 555 0101").await;
+    b.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    assert!(text(&b).await.contains("Saved."));
+    set_field(&other, "email", "avery@example.org").await;
+    other.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    let conflict = text(&other).await;
+    assert!(conflict.contains("Someone else changed this patron"), "{conflict}");
+    assert!(conflict.contains("+46 8 555 0101"), "the record as it is now: {conflict}");
+    let email = other.find(Locator::Id("email")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(email.as_deref(), Some("avery@example.org"), "the second member's change is kept in the form");
+    snap(&other, "conflict").await;
+    other.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    let saved = text(&other).await;
+    assert!(saved.contains("+46 8 555 0101") && saved.contains("avery@example.org"), "both changes: {saved}");
+
+    // The search page and the terminals page, for the screenshots; then Swedish.
+    b.goto(&format!("http://{}/patrons?institution=MAIN&q=Reader", d.console)).await.unwrap();
+    snap(&b, "search").await;
+    b.goto(&format!("http://{}/terminals", d.console)).await.unwrap();
+    snap(&b, "terminals").await;
+    b.find(Locator::Css("header a[lang=sv]")).await.unwrap().click().await.unwrap();
+    assert!(text(&b).await.contains("Terminaler"));
+    b.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
+    snap(&b, "patron-sv").await;
+    other.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+async fn snap_login(b: &Client, d: &Demo) {
+    b.goto(&format!("http://{}/login", d.console)).await.unwrap();
+    snap(b, "login").await;
+}
+
+async fn set_field(b: &Client, id: &str, value: &str) {
+    let field = b.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn wait_for(b: &Client, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = b.source().await.unwrap();
+        if page.contains(wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {wanted:?} in {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
