@@ -216,7 +216,14 @@ async fn staff_work_the_register_in_a_browser() {
     // The search page and the terminals page, for the screenshots; then Swedish.
     b.goto(&format!("http://{}/patrons?institution=MAIN&q=Reader", d.console)).await.unwrap();
     snap(&b, "search").await;
+    // The terminals page follows kiosks live, without a reload.
     b.goto(&format!("http://{}/terminals", d.console)).await.unwrap();
+    assert!(!text(&b).await.contains("kiosk1"));
+    let mut kiosk = common::Kiosk::connect(d.sip);
+    assert_eq!(kiosk.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    kiosk.ask("9900302.00");
+    wait_for(&b, "99 ").await;
+    assert!(text(&b).await.contains("kiosk1"));
     snap(&b, "terminals").await;
     b.find(Locator::Css("header a[lang=sv]")).await.unwrap().click().await.unwrap();
     assert!(text(&b).await.contains("Terminaler"));

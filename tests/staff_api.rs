@@ -292,3 +292,50 @@ fn sessions_need_the_csrf_token_and_wrong_passwords_lock() {
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
     assert_eq!(request(d.admin, "GET", "/api/v1/me", None, &cookie, "").status, 401);
 }
+
+/// The live terminal view as server-sent events: the state at once, then an event when a
+/// kiosk of the member's institution logs in; a kiosk of another institution never shows.
+#[test]
+fn the_live_view_streams_terminals_as_they_come() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = demo();
+    let token = member(&d, "lena", "Lena Live", "desk", "MAIN");
+    let mut stream = std::net::TcpStream::connect(d.admin).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /api/v1/terminals/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n")
+        .unwrap();
+    let mut events = BufReader::new(stream);
+    let mut next_event = || -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(events.read_line(&mut line).unwrap() > 0, "the stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return data.trim().to_string();
+            }
+        }
+    };
+    let first = next_event();
+    assert_eq!(first, r#"{"terminals":[]}"#);
+    // A branch kiosk logs in: nothing for a MAIN member. Then a MAIN kiosk: an event.
+    let mut branch = common::Kiosk::connect(d.sip);
+    assert_eq!(branch.ask("9300CNkiosk2|COkiosk2-secret|"), "941");
+    let mut main = common::Kiosk::connect(d.sip);
+    assert_eq!(main.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let event = loop {
+        let e = next_event();
+        if e.contains("kiosk1") {
+            break e;
+        }
+    };
+    assert!(!event.contains("kiosk2"), "{event}");
+    // Its requests show as they come.
+    main.ask("9900302.00");
+    loop {
+        let e = next_event();
+        assert!(!e.contains("kiosk2"), "{e}");
+        if e.contains("\"code\":\"99\"") {
+            break;
+        }
+    }
+}

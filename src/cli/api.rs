@@ -1111,6 +1111,38 @@ async fn terminals(State(state): State<AdminState>, caller: Caller) -> Response 
     }
 }
 
+/// How long one live view stream lasts; the browser's EventSource then reconnects, and the
+/// request is authorised again (a session ended meanwhile gets no more).
+const LIVE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How often the live view looks for changes.
+const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /api/v1/terminals/events`: the live terminal view as server-sent events. An event
+/// `terminals` carries what `GET /api/v1/terminals` answers, at once and then whenever it
+/// changes (looked at every second, so the kiosks' path pays nothing for it). Never a PIN,
+/// patron or item.
+async fn terminal_events(State(state): State<AdminState>, caller: Caller) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let start = tokio::time::Instant::now();
+    let stream =
+        futures_util::stream::unfold((state, caller, None::<String>), move |(state, caller, last)| async move {
+            loop {
+                if start.elapsed() > LIVE_FOR {
+                    return None;
+                }
+                let now = visible_terminals(&state, &caller).await.ok()?;
+                let json = json!({ "terminals": now }).to_string();
+                if last.as_deref() != Some(json.as_str()) {
+                    let event = Event::default().event("terminals").data(json.clone());
+                    return Some((Ok::<_, std::convert::Infallible>(event), (state, caller, Some(json))));
+                }
+                tokio::time::sleep(LIVE_EVERY).await;
+            }
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
 /// The terminals connected now that `caller` sees: a member, those of their institutions
 /// that have logged in.
 pub(super) async fn visible_terminals(
@@ -1212,6 +1244,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/api/v1/patrons/{id}/history", get(history))
         .route("/api/v1/fees/{fee}/{action}", post(fee_action))
         .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/terminals/events", get(terminal_events))
         .route("/api/v1/deleted-patrons", get(deleted))
         .route("/api/v1/patrons/{id}/restore", post(restore_patron))
         .route("/api/v1/institutions", get(institutions))

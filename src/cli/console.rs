@@ -170,6 +170,11 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("last_error", "Last error", "Senaste fel"),
     ("address", "Address", "Adress"),
     ("no_terminals", "No terminal of yours is connected.", "Ingen av era terminaler är ansluten."),
+    (
+        "live",
+        "This list updates by itself as terminals connect and send requests.",
+        "Listan uppdateras av sig själv när terminaler ansluter och skickar förfrågningar.",
+    ),
     ("not_found", "Not found", "Hittades inte"),
     ("delete", "Delete patron", "Radera låntagaren"),
     (
@@ -880,9 +885,10 @@ async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
     let zone = jiff::tz::TimeZone::system();
     let when = |t: jiff::Timestamp| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
     let body = html! {
-        @if all.is_empty() { p { (lang.t("no_terminals")) } }
-        @else {
-            table {
+        p { (lang.t("live")) }
+        p #none hidden[!all.is_empty()] { (lang.t("no_terminals")) }
+        {
+            table #terminals hidden[all.is_empty()] {
                 thead { tr {
                     th scope="col" { (lang.t("account")) }
                     th scope="col" { (lang.t("address")) }
@@ -891,7 +897,7 @@ async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
                     th scope="col" { (lang.t("last_requests")) }
                     th scope="col" { (lang.t("last_error")) }
                 } }
-                tbody {
+                tbody #live {
                     @for t in &all {
                         tr {
                             td { (t.account.as_deref().unwrap_or("-")) }
@@ -906,8 +912,36 @@ async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
             }
         }
     };
+    let body = html! { (body) script { (PreEscaped(LIVE_SCRIPT)) } };
     respond(StatusCode::OK, page(lang, Some(&who), lang.t("terminals"), body))
 }
+
+/// Keeps the terminals table current from the live view's events (text set as text, never
+/// as markup). Without scripts the page still shows the table as it was when loaded.
+const LIVE_SCRIPT: &str = r#"
+(function () {
+  const body = document.getElementById('live');
+  const table = document.getElementById('terminals');
+  const none = document.getElementById('none');
+  const source = new EventSource('/api/v1/terminals/events');
+  source.addEventListener('terminals', function (e) {
+    const all = JSON.parse(e.data).terminals;
+    body.replaceChildren();
+    for (const t of all) {
+      const row = document.createElement('tr');
+      const last = t.last.map(function (s) { return s.code + ' ' + s.outcome; }).join('; ');
+      for (const text of [t.account || '-', t.peer, new Date(t.connected).toLocaleString(), String(t.requests), last, t.last_error || '']) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    }
+    table.hidden = all.length === 0;
+    none.hidden = all.length !== 0;
+  });
+})();
+"#;
 
 /// The console's pages.
 pub fn routes() -> axum::Router<AdminState> {

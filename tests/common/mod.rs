@@ -309,8 +309,21 @@ pub fn http_as(addr: SocketAddr, method: &str, path: &str, content_type: &str, e
         body.len()
     )
     .unwrap();
+    // To the end; but an event stream never ends, so of one only its first event is read.
     let mut bytes = Vec::new();
-    let _ = s.read_to_end(&mut bytes);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            if head.to_ascii_lowercase().contains("content-type: text/event-stream") && rest.contains("\n\n") {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
