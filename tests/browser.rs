@@ -117,7 +117,7 @@ async fn log_in(b: &Client, d: &Demo, login: &str, password: &str) {
     b.goto(&format!("http://{}/login", d.console)).await.unwrap();
     b.find(Locator::Id("login")).await.unwrap().send_keys(login).await.unwrap();
     b.find(Locator::Id("password")).await.unwrap().send_keys(password).await.unwrap();
-    b.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    submit(b, "main button[type=submit]").await;
     let url = b.current_url().await.unwrap();
     assert!(url.path().starts_with("/patrons"), "logged in: {url}");
 }
@@ -127,8 +127,8 @@ async fn open_patron(b: &Client, card: &str) -> String {
     let q = b.find(Locator::Id("q")).await.unwrap();
     q.clear().await.unwrap();
     q.send_keys(card).await.unwrap();
-    b.find(Locator::Css("form[role=search] button")).await.unwrap().click().await.unwrap();
-    b.find(Locator::Css("tbody a")).await.unwrap().click().await.unwrap();
+    submit(b, "form[role=search] button").await;
+    submit(b, "tbody a").await;
     b.current_url().await.unwrap().path().to_string()
 }
 
@@ -139,8 +139,33 @@ fn kiosk_status(d: &Demo) -> String {
     r[2..16].to_string()
 }
 
+/// The page's main text. A click that posts a form may still be loading the next page, so
+/// an element gone stale is looked for again.
 async fn text(b: &Client) -> String {
-    b.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = match b.find(Locator::Css("main")).await {
+            Ok(main) => main.text().await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(t) => return t,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("no page text: {e}"),
+        }
+    }
+}
+
+/// Clicks a button or link and waits for the page it leads to.
+async fn submit(b: &Client, button: &str) {
+    let before = b.find(Locator::Css("html")).await.unwrap();
+    b.find(Locator::Css(button)).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The old page's root goes stale once the new page has replaced it.
+    while before.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "{button} led nowhere");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +182,7 @@ async fn staff_work_the_register_in_a_browser() {
     snap(&b, "patron").await;
     b.find(Locator::Id("block-type")).await.unwrap().select_by_value("general").await.unwrap();
     b.find(Locator::Id("block-reason")).await.unwrap().send_keys("Card reported stolen").await.unwrap();
-    b.find(Locator::Css("form[action$='/blocks'] button")).await.unwrap().click().await.unwrap();
+    submit(&b, "form[action$='/blocks'] button").await;
     let page = text(&b).await;
     assert!(page.contains("Saved.") && page.contains("Card reported stolen"), "{page}");
     // A kiosk's 23 on a live SIP connection now shows the block.
@@ -199,17 +224,17 @@ async fn staff_work_the_register_in_a_browser() {
     other.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
     b.refresh().await.unwrap();
     set_field(&b, "phone", "+46 8 555 0101").await;
-    b.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    submit(&b, "form[action$='/edit'] button").await;
     assert!(text(&b).await.contains("Saved."));
     set_field(&other, "email", "avery@example.org").await;
-    other.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    submit(&other, "form[action$='/edit'] button").await;
     let conflict = text(&other).await;
     assert!(conflict.contains("Someone else changed this patron"), "{conflict}");
     assert!(conflict.contains("+46 8 555 0101"), "the record as it is now: {conflict}");
     let email = other.find(Locator::Id("email")).await.unwrap().prop("value").await.unwrap();
     assert_eq!(email.as_deref(), Some("avery@example.org"), "the second member's change is kept in the form");
     snap(&other, "conflict").await;
-    other.find(Locator::Css("form[action$='/edit'] button")).await.unwrap().click().await.unwrap();
+    submit(&other, "form[action$='/edit'] button").await;
     let saved = text(&other).await;
     assert!(saved.contains("+46 8 555 0101") && saved.contains("avery@example.org"), "both changes: {saved}");
 
@@ -225,7 +250,7 @@ async fn staff_work_the_register_in_a_browser() {
     wait_for(&b, "99 ").await;
     assert!(text(&b).await.contains("kiosk1"));
     snap(&b, "terminals").await;
-    b.find(Locator::Css("header a[lang=sv]")).await.unwrap().click().await.unwrap();
+    submit(&b, "header a[lang=sv]").await;
     assert!(text(&b).await.contains("Terminaler"));
     b.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
     snap(&b, "patron-sv").await;

@@ -104,6 +104,21 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
     let staff = r#"{"login":"x1","name":"X","password":"a long password","role":"desk","institutions":["MAIN"]}"#;
     assert_eq!(request(d.admin, "POST", "/api/v1/staff", m, "", staff).status, 403);
 
+    // Registering: a User Manager of MAIN adds a MAIN patron; the same primary id again is
+    // 409; the desk may not; another institution is not there.
+    let new = |inst: &str, id: &str| {
+        format!(r#"{{"institution":"{inst}","primary_id":"{id}","first_name":"Maja","last_name":"Nyberg{id}"}}"#)
+    };
+    let r = request(d.admin, "POST", "/api/v1/patrons", m, "", &new("MAIN", "U7001"));
+    assert_eq!(r.status, 201, "{}", r.raw);
+    assert!(r.etag.is_some() && r.body["created"]["by"] == "Mia Manager (mia)", "{}", r.raw);
+    let taken = r#"{"institution":"MAIN","primary_id":"U7001","first_name":"Other","last_name":"Person"}"#;
+    assert_eq!(request(d.admin, "POST", "/api/v1/patrons", m, "", taken).status, 409);
+    let r = request(d.admin, "POST", "/api/v1/patrons", m, "", &new("MAIN", "U7001"));
+    assert_eq!(r.status, 422, "same names: a possible duplicate: {}", r.raw);
+    assert_eq!(request(d.admin, "POST", "/api/v1/patrons", k, "", &new("MAIN", "U7002")).status, 403);
+    assert_eq!(request(d.admin, "POST", "/api/v1/patrons", m, "", &new("BRANCH", "U7003")).status, 404);
+
     // An administrator gives no role above their own, and none at another institution.
     let give = |role: &str, inst: &str| {
         format!(

@@ -179,7 +179,7 @@ fn failed(e: Error) -> Response {
             | Refusal::NoAccount(_)
             | Refusal::NoStaff(_)),
         ) => refused(StatusCode::NOT_FOUND, r),
-        Error::Refused(r @ Refusal::Exists { .. }) => refused(StatusCode::CONFLICT, r),
+        Error::Refused(r @ (Refusal::Exists { .. } | Refusal::Taken { .. })) => refused(StatusCode::CONFLICT, r),
         Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
         Error::Refused(r @ Refusal::NotPermitted { .. }) => refused(StatusCode::FORBIDDEN, r),
         Error::Refused(r @ Refusal::WrongPassword { .. }) => refused(StatusCode::UNAUTHORIZED, r),
@@ -256,6 +256,106 @@ async fn search(
             Json(json!({ "total": total, "page": page, "per_page": per_page, "patrons": items })).into_response()
         }
         Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+/// A patron to register, as the API and the console take one: the mandatory names and
+/// primary id, the rest optional (no PIN: the patron sets it from the e-mailed link, or staff
+/// at the desk).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatronBody {
+    pub institution: String,
+    pub primary_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default)]
+    pub middle_name: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub birth_date: Option<jiff::civil::Date>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub user_group: Option<String>,
+    #[serde(default)]
+    pub record_type: crate::domain::RecordType,
+    #[serde(default)]
+    pub expiry: Option<jiff::civil::Date>,
+    #[serde(default)]
+    pub purge: Option<jiff::civil::Date>,
+    #[serde(default)]
+    pub barcodes: Vec<String>,
+    /// A Swedish personnummer or samordningsnummer.
+    #[serde(default)]
+    pub national_id: Option<String>,
+    /// Required for a patron under 18, with `terms_accepted` (the guardian's consent).
+    #[serde(default)]
+    pub guardian: Option<crate::domain::Guardian>,
+    #[serde(default)]
+    pub terms_accepted: Option<jiff::civil::Date>,
+    /// Register even though a patron of the same names and birth date exists.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl PatronBody {
+    /// The engine's operation.
+    pub fn operation(self) -> Operation {
+        let none_if_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let new = crate::engine::NewPatron {
+            institution: self.institution,
+            primary_id: self.primary_id,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            middle_name: none_if_empty(self.middle_name),
+            title: none_if_empty(self.title),
+            birth_date: self.birth_date,
+            email: none_if_empty(self.email),
+            phone: none_if_empty(self.phone),
+            address: none_if_empty(self.address),
+            postal_code: none_if_empty(self.postal_code),
+            language: none_if_empty(self.language),
+            user_group: none_if_empty(self.user_group),
+            record_type: self.record_type,
+            account_type: crate::domain::AccountType::Internal,
+            expiry: self.expiry,
+            purge: self.purge,
+            barcodes: self.barcodes.into_iter().filter(|b| !b.trim().is_empty()).collect(),
+            national_id: none_if_empty(self.national_id),
+            guardian: self.guardian,
+            terms_accepted: self.terms_accepted,
+            pin: None,
+        };
+        Operation::AddPatron { new: Box::new(new), force: self.force }
+    }
+}
+
+/// `POST /api/v1/patrons`: registers a patron (201 with the record and its ETag). A primary
+/// id, identifier or e-mail another patron of the institution has is 409; the same names and
+/// birth date as another patron is 422 naming them, unless `force`.
+async fn add_patron(State(state): State<AdminState>, caller: Caller, b: Body<PatronBody>) -> Response {
+    let n = match body(b) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match state.engine.run(n.operation(), caller.by()).await {
+        Ok(Receipt::Patron(p)) => {
+            let mut r = tagged(&p);
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected receipt"),
         Err(e) => failed(e),
     }
 }
@@ -1227,7 +1327,7 @@ pub async fn no_route(uri: axum::http::Uri) -> Response {
 pub fn routes() -> axum::Router<AdminState> {
     use axum::routing::{delete, get, patch, post, put};
     axum::Router::new()
-        .route("/api/v1/patrons", get(search))
+        .route("/api/v1/patrons", get(search).post(add_patron))
         .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron).delete(delete_patron))
         .route("/api/v1/patrons/{id}/blocks", post(add_block))
         .route("/api/v1/patrons/{id}/blocks/{type}", delete(lift_block))

@@ -177,6 +177,21 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ),
     ("not_found", "Not found", "Hittades inte"),
     ("delete", "Delete patron", "Radera låntagaren"),
+    ("add_user", "Add a user", "Lägg till användare"),
+    ("optional_fields", "Show optional fields", "Visa valfria fält"),
+    ("required", "required", "obligatoriskt"),
+    ("barcode", "Barcode", "Streckkod"),
+    ("national_id", "National id (personnummer)", "Personnummer"),
+    ("birth_date", "Birth date (YYYY-MM-DD)", "Födelsedatum (ÅÅÅÅ-MM-DD)"),
+    ("postal_code", "Postal code", "Postnummer"),
+    ("language_field", "Language (en, sv)", "Språk (en, sv)"),
+    ("expiry_field", "Expiry date (YYYY-MM-DD)", "Giltig till (ÅÅÅÅ-MM-DD)"),
+    ("minor", "Under 18: guardian and consent", "Under 18 år: vårdnadshavare och samtycke"),
+    ("guardian_name", "Guardian's name", "Vårdnadshavarens namn"),
+    ("guardian_contact", "Guardian's phone or e-mail", "Vårdnadshavarens telefon eller e-post"),
+    ("consent", "The guardian has consented to the terms today", "Vårdnadshavaren har godkänt villkoren i dag"),
+    ("force", "Register anyway (not the same person)", "Registrera ändå (inte samma person)"),
+    ("bad_date", "is not a date like 2027-01-31", "är inte ett datum som 2027-01-31"),
     (
         "delete_hint",
         "Refused while the patron owes money or has loans; a deleted patron goes to the bank of deleted users and can be restored.",
@@ -264,6 +279,7 @@ fn page(lang: Lang, who: Option<&Staffer>, title: &str, body: Markup) -> Markup 
                     @if let Some(s) = who {
                         nav aria-label=(t("title")) {
                             a href="/patrons" { (t("patrons")) }
+                            a href="/patrons/new" { (t("add_user")) }
                             a href="/terminals" { (t("terminals")) }
                         }
                         span { (t("signed_in_as")) " " (s.member.name) " (" (s.member.role) ")" }
@@ -298,7 +314,7 @@ fn refusal(lang: Lang, e: &Error) -> (StatusCode, String) {
         Error::Refused(r) => {
             let status = match r {
                 Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
-                Refusal::Changed(_) => StatusCode::CONFLICT,
+                Refusal::Changed(_) | Refusal::Taken { .. } | Refusal::Exists { .. } => StatusCode::CONFLICT,
                 r if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
@@ -530,6 +546,148 @@ fn enc(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+// -- adding a user --------------------------------------------------------------------------
+
+/// The add form's fields: name, text key, input type; the first four are required.
+const NEW_FIELDS: &[(&str, &str, &str)] = &[
+    ("first_name", "first_name", "text"),
+    ("last_name", "last_name", "text"),
+    ("primary_id", "primary_id", "text"),
+    ("barcode", "barcode", "text"),
+    ("email", "email", "email"),
+    ("phone", "phone", "tel"),
+    ("address", "address", "text"),
+    ("postal_code", "postal_code", "text"),
+    ("birth_date", "birth_date", "text"),
+    ("national_id", "national_id", "text"),
+    ("user_group", "user_group", "text"),
+    ("expiry", "expiry_field", "text"),
+    ("language", "language_field", "text"),
+];
+
+fn new_patron_page(
+    who: &Staffer,
+    typed: &BTreeMap<String, String>,
+    error: Option<&str>,
+    duplicate: bool,
+    status: StatusCode,
+) -> Response {
+    let lang = who.lang;
+    let value = |k: &str| typed.get(k).cloned().unwrap_or_default();
+    let field = |(name, key, kind): &(&str, &str, &str), required: bool| {
+        html! {
+            label for={ "new-" (name) } { (lang.t(key)) @if required { " (" (lang.t("required")) ")" } }
+            input id={ "new-" (name) } type=(kind) name=(name) value=(value(name)) required[required];
+        }
+    };
+    let body = html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form method="post" action="/patrons/new" {
+            input type="hidden" name="csrf" value=(who.csrf);
+            label for="new-institution" { (lang.t("institution")) }
+            select #new-institution name="institution" {
+                @for i in &who.member.institutions { option value=(i) selected[value("institution") == *i] { (i) } }
+            }
+            @for f in &NEW_FIELDS[..3] { (field(f, true)) }
+            (field(&NEW_FIELDS[3], false))
+            details open[NEW_FIELDS[4..].iter().any(|(n, _, _)| !value(n).is_empty())] {
+                summary { (lang.t("optional_fields")) }
+                @for f in &NEW_FIELDS[4..] { (field(f, false)) }
+                label for="new-record-type" { (lang.t("record_type")) }
+                select #new-record-type name="record_type" {
+                    @for (code, key) in [("public", "public"), ("staff", "staff"), ("contact", "contact")] {
+                        option value=(code) selected[value("record_type") == code] { (lang.t(key)) }
+                    }
+                }
+                fieldset {
+                    legend { (lang.t("minor")) }
+                    label for="new-guardian-name" { (lang.t("guardian_name")) }
+                    input #new-guardian-name type="text" name="guardian_name" value=(value("guardian_name"));
+                    label for="new-guardian-contact" { (lang.t("guardian_contact")) }
+                    input #new-guardian-contact type="text" name="guardian_contact" value=(value("guardian_contact"));
+                    label { input type="checkbox" name="consent" value="yes" checked[!value("consent").is_empty()]; " " (lang.t("consent")) }
+                }
+            }
+            @if duplicate {
+                label { input type="checkbox" name="force" value="yes"; " " (lang.t("force")) }
+            }
+            p { button type="submit" { (lang.t("add_user")) } }
+        }
+    };
+    respond(status, page(lang, Some(who), lang.t("add_user"), body))
+}
+
+async fn new_patron_form(who: Staffer) -> Response {
+    new_patron_page(&who, &BTreeMap::new(), None, false, StatusCode::OK)
+}
+
+/// Registers the patron the form describes and opens their page; a refusal shows the form
+/// again with everything as typed and the reason.
+async fn add_patron(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Form(f): Form<BTreeMap<String, String>>,
+) -> Response {
+    let lang = who.lang;
+    if let Err(r) = who.check(f.get("csrf").map_or("", String::as_str)) {
+        return r;
+    }
+    let text = |k: &str| f.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let mut dates = BTreeMap::new();
+    for k in ["birth_date", "expiry"] {
+        match text(k).map(|v| v.parse::<jiff::civil::Date>().map_err(|_| v)) {
+            Some(Ok(d)) => {
+                dates.insert(k, d);
+            }
+            Some(Err(v)) => {
+                let key = if k == "expiry" { "expiry_field" } else { k };
+                let e = format!("{}: '{v}' {}", lang.t(key), lang.t("bad_date"));
+                return new_patron_page(&who, &f, Some(&e), false, StatusCode::UNPROCESSABLE_ENTITY);
+            }
+            None => {}
+        }
+    }
+    let guardian = match (text("guardian_name"), text("guardian_contact")) {
+        (Some(name), Some(contact)) => Some(crate::domain::Guardian { name, contact }),
+        _ => None,
+    };
+    let record_type = match text("record_type").as_deref() {
+        Some("staff") => RecordType::Staff,
+        Some("contact") => RecordType::Contact,
+        _ => RecordType::Public,
+    };
+    let body = api::PatronBody {
+        institution: text("institution").unwrap_or_default(),
+        primary_id: text("primary_id").unwrap_or_default(),
+        first_name: text("first_name").unwrap_or_default(),
+        last_name: text("last_name").unwrap_or_default(),
+        birth_date: dates.get("birth_date").copied(),
+        email: text("email"),
+        phone: text("phone"),
+        address: text("address"),
+        postal_code: text("postal_code"),
+        language: text("language"),
+        user_group: text("user_group"),
+        record_type,
+        expiry: dates.get("expiry").copied(),
+        barcodes: text("barcode").into_iter().collect(),
+        national_id: text("national_id"),
+        guardian,
+        terms_accepted: text("consent").map(|_| jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::system()).date()),
+        force: text("force").is_some(),
+        ..Default::default()
+    };
+    match state.engine.run(body.operation(), who.caller().by()).await {
+        Ok(Receipt::Patron(p)) => Redirect::to(&format!("/patrons/{}?done=1", p.id)).into_response(),
+        Ok(_) => new_patron_page(&who, &f, Some("unexpected receipt"), false, StatusCode::SERVICE_UNAVAILABLE),
+        Err(e) => {
+            let duplicate = matches!(e, Error::Refused(Refusal::PossibleDuplicate(_)));
+            let (status, text) = refusal(lang, &e);
+            new_patron_page(&who, &f, Some(&text), duplicate, status)
+        }
+    }
 }
 
 // -- one patron -----------------------------------------------------------------------------
@@ -952,6 +1110,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/logout", post(log_out))
         .route("/lang/{code}", get(set_language))
         .route("/patrons", get(patrons))
+        .route("/patrons/new", get(new_patron_form).post(add_patron))
         .route("/patrons/{id}", get(patron))
         .route("/patrons/{id}/edit", post(edit))
         .route("/patrons/{id}/blocks", post(add_block))
