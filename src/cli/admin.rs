@@ -207,7 +207,7 @@ pub fn token(dir: &Path) -> Result<String> {
     }
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::domain::secret::hex(&raw);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

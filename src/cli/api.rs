@@ -47,12 +47,22 @@ pub(super) fn session_of(state: &AdminState, headers: &HeaderMap) -> Option<supe
 /// The live session a request's cookies name, with the cookie's value.
 fn session_cookie<'h>(state: &AdminState, headers: &'h HeaderMap) -> Option<(&'h str, super::sessions::Open)> {
     let now = std::time::Instant::now();
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(super::sessions::cookies_of)
+    super::sessions::cookies(headers, super::sessions::COOKIE)
         .find_map(|c| state.sessions.find(c, now).map(|open| (c, open)))
+}
+
+/// The staff member whose live session a request's cookie names, as their account is now:
+/// `None` without one; refused (`NoStaff`) when the account was removed or given a new
+/// password since the session opened, which ends it.
+pub(super) async fn session_member(
+    state: &AdminState,
+    headers: &HeaderMap,
+) -> Result<Option<(super::sessions::Open, crate::domain::Staff)>, Error> {
+    let Some(open) = session_of(state, headers) else { return Ok(None) };
+    match state.engine.query(Read::Staff(open.login.clone())).await? {
+        Answer::Staff(m) if open.opened_with(&m.password_hash) => Ok(Some((open, *m))),
+        _ => Err(Error::Refused(Refusal::NoStaff(open.login))),
+    }
 }
 
 /// Who the audit history names for changes made with the admin token or on the owner's socket.
@@ -88,15 +98,12 @@ impl axum::extract::FromRequestParts<AdminState> for Caller {
                 Err(e) => Err(failed(e)),
             };
         }
-        if let Some(open) = session_of(state, &parts.headers) {
-            let m = match state.engine.query(Read::Staff(open.login.clone())).await {
-                // The account as it is now: removed, or given a new password, the session ends.
-                Ok(Answer::Staff(m)) if open.opened_with(&m.password_hash) => m,
-                Ok(_) | Err(Error::Refused(_)) => {
-                    return Err(refused(StatusCode::UNAUTHORIZED, "the session has ended"));
-                }
-                Err(e) => return Err(failed(e)),
-            };
+        let session = match session_member(state, &parts.headers).await {
+            Ok(s) => s,
+            Err(Error::Refused(_)) => return Err(refused(StatusCode::UNAUTHORIZED, "the session has ended")),
+            Err(e) => return Err(failed(e)),
+        };
+        if let Some((open, m)) = session {
             // A change needs the session's CSRF token beside the cookie, which another site's
             // page can make the browser send but cannot read.
             if !parts.method.is_safe() {
@@ -105,7 +112,7 @@ impl axum::extract::FromRequestParts<AdminState> for Caller {
                     return Err(refused(StatusCode::FORBIDDEN, format!("a change needs the session's {CSRF_HEADER}")));
                 }
             }
-            return Ok(Caller::Staff(std::sync::Arc::new(*m)));
+            return Ok(Caller::Staff(std::sync::Arc::new(m)));
         }
         if super::admin::authorised(state, &parts.headers) {
             Ok(Caller::System)

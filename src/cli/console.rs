@@ -61,14 +61,7 @@ impl Lang {
 
 /// The value of cookie `name`, if the request has it.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_string())
+    super::sessions::cookies(headers, name).next().map(String::from)
 }
 
 /// Every text of the console: key, English, Swedish.
@@ -234,13 +227,9 @@ impl FromRequestParts<AdminState> for Staffer {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AdminState) -> Result<Self, Response> {
         let lang = Lang::of(&parts.headers);
-        let to_login = || Redirect::to("/login").into_response();
-        let open = api::session_of(state, &parts.headers).ok_or_else(to_login)?;
-        match state.engine.query(Read::Staff(open.login.clone())).await {
-            Ok(Answer::Staff(m)) if open.opened_with(&m.password_hash) => {
-                Ok(Staffer { member: Arc::new(*m), csrf: open.csrf, lang })
-            }
-            _ => Err(to_login()),
+        match api::session_member(state, &parts.headers).await {
+            Ok(Some((open, m))) => Ok(Staffer { member: Arc::new(m), csrf: open.csrf, lang }),
+            _ => Err(Redirect::to("/login").into_response()),
         }
     }
 }
@@ -396,10 +385,8 @@ async fn log_out(State(state): State<AdminState>, who: Staffer, headers: HeaderM
     if let Err(r) = who.check(&form.csrf) {
         return r;
     }
-    for v in headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()) {
-        for c in super::sessions::cookies_of(v) {
-            state.sessions.close(c);
-        }
+    for c in super::sessions::cookies(&headers, super::sessions::COOKIE) {
+        state.sessions.close(c);
     }
     ([(header::SET_COOKIE, super::sessions::clear_cookie())], Redirect::to("/login")).into_response()
 }

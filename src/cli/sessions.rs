@@ -121,10 +121,17 @@ fn live(s: &Session, limits: SessionLimits, now: Instant) -> bool {
     now.saturating_duration_since(s.last) < limits.idle && now.saturating_duration_since(s.opened) < limits.max_age
 }
 
-/// The session cookie's values in a `Cookie` header (a browser may send more than one of a
-/// name; each is tried).
-pub fn cookies_of(header: &str) -> impl Iterator<Item = &str> {
-    header.split(';').filter_map(|c| c.trim().split_once('=')).filter(|(k, _)| *k == COOKIE).map(|(_, v)| v.trim())
+/// The values of cookie `name` a request carries, in its `Cookie` headers (a browser may send
+/// more than one of a name).
+pub fn cookies<'h>(headers: &'h axum::http::HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
 }
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
@@ -192,9 +199,14 @@ mod tests {
 
     #[test]
     fn the_cookie_is_found_among_others() {
-        let found: Vec<&str> = cookies_of("a=1; __Host-sip2d_session=xyz; b=2; __Host-sip2d_session=w").collect();
-        assert_eq!(found, ["xyz", "w"]);
-        assert_eq!(cookies_of("sip2d_session=1; __Host-sip2d_sessionx=1").count(), 0);
+        let with = |cookie: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::COOKIE, cookie.parse().unwrap());
+            h
+        };
+        let h = with("a=1; __Host-sip2d_session=xyz; b=2; __Host-sip2d_session=w");
+        assert_eq!(cookies(&h, COOKIE).collect::<Vec<_>>(), ["xyz", "w"]);
+        assert_eq!(cookies(&with("sip2d_session=1; __Host-sip2d_sessionx=1"), COOKIE).count(), 0);
         assert!(set_cookie("v", LIMITS).contains("HttpOnly; Secure; SameSite=Strict"));
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
     }

@@ -82,8 +82,7 @@ impl PinKey {
     pub fn fingerprint(&self) -> String {
         use sha2::Digest;
         let digest = Sha256::new().chain_update(b"sip2d PIN key fingerprint\0").chain_update(self.key).finalize();
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
+        format!("sha256:{}", hex(&digest[..8]))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
