@@ -142,16 +142,15 @@ fn run_client(addr: SocketAddr, c: usize, mut ledger: Ledger, stop: Arc<AtomicBo
 }
 
 /// Staff at the desk: notes on Avery through the running server's admin API, each one
-/// acknowledged (exit 0) recorded. Returns the notes acknowledged, and the one in flight.
-fn run_staff(data: &Path, round: usize, stop: Arc<AtomicBool>) -> (Vec<String>, Option<String>) {
+/// acknowledged (200) recorded. Returns the notes acknowledged, and the one in flight.
+fn run_staff(data: &Path, patron: u64, round: usize, stop: Arc<AtomicBool>) -> (Vec<String>, Option<String>) {
     let mut acked = Vec::new();
     let mut n = 0;
     while !stop.load(Ordering::SeqCst) {
         let text = format!("note {round}-{n}");
-        let args: Vec<String> =
-            ["patron", "note", "add", "P1", "-i", "MAIN", &text].iter().map(|s| s.to_string()).collect();
-        match common::admin(data, &args) {
-            Some((0, _)) => acked.push(text),
+        let note = Operation::AddNote { patron, kind: "general".into(), text: text.clone(), public: false };
+        match common::operation(data, note) {
+            Some((200, _)) => acked.push(text),
             Some((code, out)) => panic!("the note was refused ({code}): {out}"),
             // Not up yet, or killed: what was in flight may or may not have landed.
             None if acked.is_empty() && n == 0 => {
@@ -182,10 +181,11 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
     let default = if std::env::var_os("CI").is_some() { 6 } else { 20 };
     let rounds: usize = std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
-    {
+    let p1 = {
         let engine = common::open(dir.path());
         setup(&Desk::new(&engine, "test"));
-    }
+        Desk::new(&engine, "test").find("MAIN", "P1").unwrap().id
+    };
     let mut ledgers: Vec<Ledger> =
         (0..CLIENTS).map(|_| Ledger { on_loan: vec![false; ITEMS_PER_CLIENT], ..Default::default() }).collect();
     let mut confirmed_total = 0;
@@ -197,7 +197,7 @@ fn nothing_answered_ok_is_lost_when_the_server_is_killed() {
         let stop = Arc::new(AtomicBool::new(false));
         let staff = {
             let (data, stop) = (dir.path().to_path_buf(), stop.clone());
-            std::thread::spawn(move || run_staff(&data, round, stop))
+            std::thread::spawn(move || run_staff(&data, p1, round, stop))
         };
         let handles: Vec<_> = ledgers
             .drain(..)

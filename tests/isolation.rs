@@ -17,6 +17,7 @@ use std::sync::Barrier;
 
 use common::Kiosk;
 use serde_json::{Value, json};
+use sip2d::engine::Operation;
 
 /// Rounds per pair.
 const ROUNDS: usize = 200;
@@ -88,15 +89,15 @@ impl World {
         k
     }
 
-    /// Runs a register command on the server through its admin socket: (exit code, output).
-    fn admin(&self, args: &[String]) -> (u64, String) {
-        common::admin(&self.data(), args).expect("the server answers on its admin socket")
+    /// Runs an operation on the server through its admin socket, as the command line does:
+    /// (HTTP status, answer).
+    fn admin(&self, op: Operation) -> (u16, String) {
+        common::operation(&self.data(), op).expect("the server answers on its admin socket")
     }
 
     /// The register as `sip2d export` writes it, by kind.
     fn export(&self) -> Register {
-        let (code, out) = self.admin(&["export".to_string()]);
-        assert_eq!(code, 0, "{out}");
+        let out = common::export(&self.data()).expect("the server answers on its admin socket");
         let mut r = Register::default();
         for line in out.lines().filter(|l| l.starts_with('{')) {
             let v: Value = serde_json::from_str(line).unwrap();
@@ -185,9 +186,9 @@ fn send_at(k: &mut Kiosk, go: &Barrier, frame: &str) -> String {
     k.reply().expect("a reply")
 }
 
-fn admin_at(w: &World, go: &Barrier, args: Vec<String>) -> (u64, String) {
+fn admin_at(w: &World, go: &Barrier, op: Operation) -> (u16, String) {
     go.wait();
-    w.admin(&args)
+    w.admin(op)
 }
 
 fn ok_12(reply: &str) -> bool {
@@ -319,9 +320,9 @@ fn a_payment_racing_a_staff_waive_loses_neither() {
     let mut paid = Vec::new();
     for r in 0..ROUNDS as u64 {
         let pay = format!("37{DATE}0400USDBV1.00|AOMAIN|AA{}|AC|CG{}|", card(d), 6000 + r);
-        let waive = vec![s("patron"), s("fee"), s("waive"), (6000 + r).to_string(), s("--reason"), s("goodwill")];
+        let waive = Operation::WaiveFee { fee: 6000 + r, reason: s("goodwill") };
         let (rp, (code, out)) = race(|go| send_at(&mut k1, go, &pay), |go| admin_at(&w, go, waive));
-        assert_eq!(code, 0, "a waive of an active fee is always taken: {out}");
+        assert_eq!(code, 200, "a waive of an active fee is always taken: {out}");
         paid.push(rp.as_bytes()[2] == b'Y');
     }
     let reg = w.export();
@@ -349,10 +350,10 @@ fn a_checkout_racing_a_staff_block_is_lent_only_before_the_block() {
     let mut lent = Vec::new();
     for r in 0..ROUNDS {
         let p = 100 + r as u64;
-        let block = vec![s("patron"), s("block"), format!("#{p}"), s("--type"), s("general")];
+        let block = Operation::Block { patron: p, kind: s("general"), note: None };
         let (co, (code, out)) =
             race(|go| send_at(&mut k1, go, &checkout(&card(p), &item_no(r))), |go| admin_at(&w, go, block));
-        assert_eq!(code, 0, "{out}");
+        assert_eq!(code, 200, "{out}");
         lent.push(ok_12(&co));
     }
     let reg = w.export();
@@ -370,10 +371,10 @@ fn a_checkout_racing_a_deletion_leaves_one_of_the_two() {
     let mut outcomes = Vec::new();
     for r in 0..ROUNDS {
         let p = 100 + r as u64;
-        let delete = vec![s("patron"), s("delete"), format!("#{p}")];
+        let delete = Operation::DeletePatron { patron: p };
         let (co, (code, _)) =
             race(|go| send_at(&mut k1, go, &checkout(&card(p), &item_no(r))), |go| admin_at(&w, go, delete));
-        outcomes.push((ok_12(&co), code == 0));
+        outcomes.push((ok_12(&co), code == 200));
     }
     let reg = w.export();
     for (r, (lent, deleted)) in outcomes.iter().enumerate() {

@@ -195,24 +195,25 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     assert_eq!(code, Some(0), "{out}");
     assert!(k.ask("1720261122    120000AOMAIN|AB39999|AC|").contains("AJImported live"));
 
-    // An admin client naming files on the server (as a raw request may; the command line never
-    // does) reads and writes none: the PIN key is neither read nor overwritten.
+    // The admin API carries operations as data, never a file name: an import or export names
+    // its file on the client's side. The PIN key cannot change under a running server, and no
+    // request acts as a kiosk (those come over SIP, with a terminal's login).
     let key_before = std::fs::read(data.join("pin.key")).unwrap();
-    let planted = dir.path().join("planted.jsonl");
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    for args in [
-        s(&["export", "-o", data.join("pin.key").to_str().unwrap()]),
-        s(&["export", "--output", planted.to_str().unwrap()]),
-        s(&["import", data.join("pin.key").to_str().unwrap()]),
-        s(&["import", "--dry-run", "/etc/passwd"]),
-        s(&["import", "--pin-key", data.join("pin.key").to_str().unwrap(), "-"]),
-    ] {
-        let (code, out) = common::admin(&data, &args).expect("the server answers");
-        assert_eq!(code, 2, "{args:?} was not refused: {out}");
-        assert!(out.contains("admin API"), "{args:?}: {out}");
-    }
+    let (code, out) = sip2d(&["import", "--pin-key", data.join("pin.key").to_str().unwrap(), "-"], "");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("cannot change while `sip2d serve` runs"), "{out}");
     assert_eq!(std::fs::read(data.join("pin.key")).unwrap(), key_before, "the PIN key is untouched");
-    assert!(!planted.exists(), "no file was written on the server");
+    let kiosk = r#"{"operation":{"kiosk-checkin":{"at":{},"item":"39999","returned":null}}}"#;
+    let (status, body) = common::admin_socket(&data, "POST", "/v1/operations", kiosk).unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(k.ask("1720261122    120000AOMAIN|AB39999|AC|").contains("AJImported live"));
+    let (status, body) =
+        common::admin_socket(&data, "POST", "/v1/operations", r#"{"operation":{"delete-item":{"barcode":"nope"}}}"#)
+            .unwrap();
+    assert_eq!(status, 404, "a refusal is said as one: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["failure"]["refused"]["no-item"], "nope", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
@@ -243,16 +244,20 @@ fn the_admin_api_over_tcp_needs_the_token_and_reloads_the_configuration() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
     let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
-    let show = r#"{"args":["patron","show","21000000000001","--institution","MAIN","--json"],"actor":"ops"}"#;
-    assert_eq!(post(admin, "/v1/run", None, show).0, 401, "no token");
-    assert_eq!(post(admin, "/v1/run", Some("wrong"), show).0, 401, "a wrong token");
-    let (status, body) = post(admin, "/v1/run", Some(&token), show);
+    let show = r#"{"query":{"find-patron":{"institution":"MAIN","key":"21000000000001"}}}"#;
+    assert_eq!(post(admin, "/v1/queries", None, show).0, 401, "no token");
+    assert_eq!(post(admin, "/v1/queries", Some("wrong"), show).0, 401, "a wrong token");
+    let (status, body) = post(admin, "/v1/queries", Some(&token), show);
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(answer["code"], 0, "{answer}");
-    assert!(answer["stdout"].as_str().unwrap().contains("Avery"), "{answer}");
-    let (_, body) = post(admin, "/v1/run", Some(&token), r#"{"args":["serve"]}"#);
-    assert!(body.contains("register commands only"), "{body}");
+    assert_eq!(answer["patron"]["first_name"], "Avery", "{answer}");
+    let block = r#"{"operation":{"block":{"patron":1,"kind":"general","note":"from ops"}},"actor":"ops"}"#;
+    assert_eq!(post(admin, "/v1/operations", None, block).0, 401, "no token, no change");
+    let (status, body) = post(admin, "/v1/operations", Some(&token), block);
+    assert_eq!(status, 200, "{body}");
+    let history = r#"{"query":{"history":1}}"#;
+    let (_, body) = post(admin, "/v1/queries", Some(&token), history);
+    assert!(body.contains("ops (admin API)"), "the audit names who acted: {body}");
 
     let (status, body) = post(admin, "/v1/reload", Some(&token), "");
     assert_eq!(status, 200, "{body}");
@@ -363,14 +368,14 @@ fn an_admin_connection_flood_is_capped_and_kiosks_are_still_served() {
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(open(&idle), 0, "idle admin connections are closed after http_idle_timeout");
     drop(idle);
-    let show = r#"{"args":["patron","show","21000000000001","--institution","MAIN"],"actor":"ops"}"#;
-    let (status, body) = post(admin, "/v1/run", Some(&token), show);
+    let show = r#"{"query":{"find-patron":{"institution":"MAIN","key":"21000000000001"}}}"#;
+    let (status, body) = post(admin, "/v1/queries", Some(&token), show);
     assert_eq!(status, 200, "{body}");
     // A request head over max_http_header_bytes (16 KiB) is refused without being read on.
     let mut s = std::net::TcpStream::connect(admin).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let big = "x".repeat(64 * 1024);
-    let _ = write!(s, "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nX-Padding: {big}\r\n\r\n");
+    let _ = write!(s, "POST /v1/queries HTTP/1.1\r\nHost: localhost\r\nX-Padding: {big}\r\n\r\n");
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply:.80}");

@@ -1,92 +1,213 @@
-//! The admin API: while `sip2d serve` runs, it holds the store, so the register commands are
-//! sent to it over HTTP on a Unix socket in the data directory (owner-only) and run there, with
-//! the same code, validation and audit as when they open the store themselves.
+//! The admin API: while `sip2d serve` runs, it holds the store, so the register commands send
+//! it the engine's typed operations and queries over HTTP on a Unix socket in the data
+//! directory (owner-only), and print the answers themselves: the same operations, rules and
+//! audit as when they open the store, with nothing of the command line run inside the server.
 //!
-//! `POST /v1/run` with `{"args": [...], "stdin": "...", "actor": "..."}` runs one register
-//! command (the arguments as after `sip2d`) and answers `{"code": N, "stdout": "...",
-//! "stderr": "..."}`. `docs/admin-api.yaml` describes it.
+//! - `POST /v1/operations` `{"operation": {...}, "actor": "NAME", "now": "..."}`: runs one unit
+//!   of work and answers its receipt once it is durable;
+//! - `POST /v1/check` `{"operations": [...], ...}`: the same as a dry run (nothing kept);
+//! - `POST /v1/queries` `{"query": {...}}`: a read of the committed register;
+//! - `GET /v1/export`: the register as JSON Lines; `GET /v1/pin-key`: the PIN key's fingerprint;
+//! - `POST /v1/reload`: the configuration again, as SIGHUP.
+//!
+//! A refusal is 404 or 422 and a failure 503, each `{"error": "...", "failure": {...}}`.
+//! Operations a kiosk makes come over SIP only: the API carries none. On TCP (`--admin-listen`)
+//! every request needs the token in `DIR/admin.token`. `docs/admin-api.yaml` describes it all.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
+use crate::engine::{By, Engine, Error, Operation, Query, Receipt, Refusal};
 
 /// The socket's name in the data directory.
 pub const SOCKET: &str = "admin.sock";
 
-thread_local! {
-    static SERVED: RefCell<Option<(Arc<dyn Engine>, String)>> = const { RefCell::new(None) };
+/// One unit of work as the admin API carries it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationRequest {
+    pub operation: Operation,
+    /// Who acts: recorded in the audit history as "NAME (admin API)".
+    #[serde(default)]
+    pub actor: String,
+    /// The moment the rules read; the server's clock when absent.
+    #[serde(default)]
+    pub now: Option<jiff::Timestamp>,
 }
 
-/// The server's engine and who acts, while this thread runs a command for an admin client.
-pub fn served() -> Option<(Arc<dyn Engine>, String)> {
-    SERVED.with(|s| s.borrow().clone())
+/// Units of work tried in order and kept nowhere (a dry run).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub now: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunRequest {
-    /// The command line after `sip2d`, e.g. `["patron", "show", "21000000000001"]`.
-    pub args: Vec<String>,
-    /// What the command reads from standard input (a password, an import).
-    #[serde(default)]
-    pub stdin: String,
-    /// Who is asking: recorded in the audit history as "NAME (admin API)".
-    #[serde(default)]
-    pub actor: String,
+pub struct QueryRequest {
+    pub query: Query,
+}
+
+/// Why an operation did not happen, as the API carries it ([`Error`] as data).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// A rule said no; nothing was written.
+    Refused(Refusal),
+    /// The register takes no changes until it has reopened its log.
+    Stopped(String),
+    /// Not done (a full disk, an unreadable store); nothing was changed.
+    NotDone(String),
+    Closed,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::Refused(r) => Failure::Refused(r),
+            Error::Stopped(why) => Failure::Stopped(why.to_string()),
+            Error::NotDone(why) => Failure::NotDone(why.to_string()),
+            e @ Error::Store(_) => Failure::NotDone(e.to_string()),
+            Error::Closed => Failure::Closed,
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Refused(r) => Error::Refused(r),
+            Failure::Stopped(why) => Error::Stopped(why.into()),
+            Failure::NotDone(why) => Error::NotDone(why.into()),
+            Failure::Closed => Error::Closed,
+        }
+    }
+}
+
+/// The body of an answer that is not a success.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FailureBody {
+    pub error: String,
+    pub failure: Failure,
+}
+
+fn failure(e: Error) -> Response {
+    let status = match &e {
+        Error::Refused(r) if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
+        Error::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(FailureBody { error: e.to_string(), failure: e.into() })).into_response()
+}
+
+/// Who asks, as the audit history names a change made through the admin API, and when.
+fn by(name: &str, now: Option<jiff::Timestamp>) -> By {
+    let name = name.trim();
+    let actor = format!("{} (admin API)", if name.is_empty() { "admin" } else { name });
+    By::new(actor, now.unwrap_or_else(jiff::Timestamp::now))
+}
+
+fn unauthorised() -> Response {
+    (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response()
+}
+
+async fn operation(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<OperationRequest>,
+) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    match state.engine.run(req.operation, by(&req.actor, req.now)).await {
+        Ok(receipt) => Json(receipt).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+async fn check(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<CheckRequest>,
+) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    match state.engine.check(req.operations, by(&req.actor, req.now)).await {
+        Ok(all) => {
+            let all: Vec<Result<Receipt, Failure>> = all.into_iter().map(|r| r.map_err(Failure::from)).collect();
+            Json(all).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn query(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<QueryRequest>,
+) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    match state.engine.query(req.query).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => failure(e),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RunResponse {
-    pub code: u8,
-    pub stdout: String,
-    pub stderr: String,
+pub struct PinKey {
+    pub fingerprint: String,
 }
 
-fn exit_code(code: ExitCode) -> u8 {
-    (0..=255u8).find(|c| ExitCode::from(*c) == code).unwrap_or(1)
-}
-
-/// Runs one register command against the server's register, capturing what it prints.
-fn run_here(engine: &Arc<dyn Engine>, req: RunRequest) -> RunResponse {
-    use clap::{CommandFactory, FromArgMatches};
-    let args = std::iter::once("sip2d".to_string()).chain(req.args.iter().cloned());
-    let refuse = |code: u8, stderr: String| RunResponse { code, stdout: String::new(), stderr };
-    let parsed =
-        super::Cli::command().try_get_matches_from(args).and_then(|m| Ok((super::Cli::from_arg_matches(&m)?, m)));
-    let cli = match parsed {
-        Ok((cli, m)) if m.subcommand_name().is_some_and(super::is_register) => cli,
-        Ok(_) => {
-            let names = super::REGISTER_COMMANDS.join(", ");
-            return refuse(
-                super::exit::Exit::Usage as u8,
-                format!("sip2d: the admin API runs register commands only ({names})\n"),
-            );
-        }
-        Err(e) => return refuse(super::exit::Exit::Usage as u8, e.to_string()),
-    };
-    if let Some(why) = super::names_a_server_file(&cli.command) {
-        return refuse(super::exit::Exit::Usage as u8, format!("sip2d: {why}\n"));
+async fn pin_key(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
     }
-    let actor = if req.actor.is_empty() { "admin".to_string() } else { req.actor.clone() };
-    SERVED.with(|s| *s.borrow_mut() = Some((engine.clone(), format!("{actor} (admin API)"))));
-    let (code, captured) = super::io::capture(req.stdin.into_bytes(), || {
-        exit_code(super::run_command(cli).unwrap_or_else(|e| super::exit::report(&e)))
+    Json(PinKey { fingerprint: state.engine.pin_key_fingerprint() }).into_response()
+}
+
+/// The register as JSON Lines, streamed as the engine writes it from one committed view.
+async fn export(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if !authorised(&state, &headers) {
+        return unauthorised();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let r = engine.export(&mut |line| {
+            crate::engine::exchange::write_line(&mut chunk, line)?;
+            if chunk.len() >= 60 * 1024 {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(64 * 1024));
+                // The client went away: stop writing.
+                tx.blocking_send(Ok(full.into())).map_err(|_| std::io::Error::other("the client left"))?;
+            }
+            Ok(())
+        });
+        let last = match r {
+            Ok(_) => Ok(chunk.into()),
+            // A broken export must not look like a short one: the stream ends in an error.
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.blocking_send(last);
     });
-    SERVED.with(|s| *s.borrow_mut() = None);
-    RunResponse {
-        code,
-        stdout: String::from_utf8_lossy(&captured.out).into_owned(),
-        stderr: String::from_utf8_lossy(&captured.err).into_owned(),
-    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
+        .into_response()
 }
 
 /// Reloads the server's configuration (as SIGHUP does); `Err` says why it was refused.
@@ -112,7 +233,7 @@ pub struct ReloadResponse {
     pub error: Option<String>,
 }
 
-/// How long a register command in flight may take to finish when the server stops.
+/// How long an admin request in flight may take to finish when the server stops.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Who may act as the system on a listener.
@@ -139,21 +260,6 @@ pub(crate) fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) ->
     super::sessions::same_secret(given, &format!("Bearer {token}"))
 }
 
-async fn run(
-    State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<RunRequest>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if !authorised(&state, &headers) {
-        return (axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-    }
-    let engine = state.engine.clone();
-    let answer = tokio::task::spawn_blocking(move || run_here(&engine, req)).await;
-    Json(answer.unwrap_or_else(|e| RunResponse { code: 1, stdout: String::new(), stderr: format!("sip2d: {e}\n") }))
-        .into_response()
-}
-
 async fn reload(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
     if !authorised(&state, &headers) {
@@ -167,7 +273,11 @@ async fn reload(State(state): State<AdminState>, headers: axum::http::HeaderMap)
 
 fn router(state: AdminState) -> axum::Router {
     axum::Router::new()
-        .route("/v1/run", post(run))
+        .route("/v1/operations", post(operation))
+        .route("/v1/check", post(check))
+        .route("/v1/queries", post(query))
+        .route("/v1/export", get(export))
+        .route("/v1/pin-key", get(pin_key))
         .route("/v1/reload", post(reload))
         .merge(super::api::routes())
         .fallback(super::api::no_route)
@@ -260,31 +370,4 @@ pub async fn serve(
         let _ = std::fs::remove_file(&p);
     });
     Ok(path)
-}
-
-/// Sends a register command to the server running on `dir`, if one is; `None` when none is.
-pub fn forward(dir: &Path, args: Vec<String>, stdin: String, actor: String) -> Result<Option<RunResponse>> {
-    let path = dir.join(SOCKET);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let Ok(stream) = tokio::net::UnixStream::connect(&path).await else { return Ok(None) };
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.context("the admin socket")?;
-        tokio::spawn(conn);
-        let body = serde_json::to_vec(&RunRequest { args, stdin, actor })?;
-        let req = hyper::Request::post("/v1/run")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-        let res = sender.send_request(req).await.context("the running server did not answer")?;
-        if !res.status().is_success() {
-            bail!("the running server refused the command: {}", res.status());
-        }
-        use http_body_util::BodyExt;
-        let bytes = res.into_body().collect().await?.to_bytes();
-        Ok(Some(serde_json::from_slice(&bytes).context("the running server's answer")?))
-    })
 }

@@ -525,6 +525,11 @@ pub fn import(args: &ImportArgs, common: &Common) -> Result<ExitCode> {
     if let Some(file) = &args.pin_key {
         let key = PinKey::load(file).with_context(|| format!("cannot read the PIN key in {}", file.display()))?;
         let dir = common.data_dir()?;
+        if super::remote::Remote::connect(&dir.path, &common.actor())?.is_some() {
+            return Err(super::exit::refused(
+                "a register's PIN key cannot change while `sip2d serve` runs on it; stop the server, import, start it again",
+            ));
+        }
         dir.enter_existing()?;
         if crate::engine::install_pin_key(&dir.path, &key, args.dry_run)? {
             let verb = if args.dry_run { "would install" } else { "installed" };

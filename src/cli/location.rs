@@ -137,15 +137,15 @@ impl Common {
         self.actor.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "staff".into())
     }
 
-    /// The register: the running server's engine, when this command is being run by the
-    /// server for an admin client, otherwise the existing one in the data directory, opened here.
+    /// The register: the running server's, through its admin socket, when `sip2d serve` holds
+    /// the data directory; otherwise the existing one there, opened here.
     pub fn open(&self) -> Result<Opened> {
-        if let Some((engine, actor)) = super::admin::served() {
-            return Ok(Opened { engine, actor });
-        }
         let dir = self.data_dir()?;
+        if let Some(remote) = super::remote::Remote::connect(&dir.path, &self.actor())? {
+            return Ok(Opened { engine: Arc::new(remote), actor: self.actor(), served: true });
+        }
         dir.enter_existing()?;
-        Ok(Opened { engine: Arc::new(dir.open(&StoreConfig::default())?), actor: self.actor() })
+        Ok(Opened { engine: Arc::new(dir.open(&StoreConfig::default())?), actor: self.actor(), served: false })
     }
 }
 
@@ -154,6 +154,8 @@ impl Common {
 pub struct Opened {
     pub engine: Arc<dyn Engine>,
     pub actor: String,
+    /// Whether a running server holds the register (and answers for it).
+    pub served: bool,
 }
 
 impl Opened {

@@ -17,6 +17,7 @@ mod manual;
 mod outbox;
 mod progress;
 mod register;
+mod remote;
 mod serve;
 mod sessions;
 mod setup;
@@ -129,108 +130,10 @@ pub fn main() -> ExitCode {
             .without_time()
             .try_init();
     }
-    // A register command on a data directory a server holds goes to that server.
-    if matches.subcommand_name().is_some_and(is_register) {
-        match forward(&cli) {
-            Ok(Some(code)) => return code,
-            Ok(None) => {}
-            Err(e) => return exit::report(&e),
-        }
-    }
     match run_command(cli) {
         Ok(code) => code,
         Err(e) => exit::report(&e),
     }
-}
-
-/// The commands that work on the register, and so go through a running server (and are the
-/// ones its admin API runs).
-const REGISTER_COMMANDS: &[&str] =
-    &["institution", "patron", "item", "loan", "hold", "account", "staff", "purge", "import", "export", "outbox"];
-
-fn is_register(command: &str) -> bool {
-    REGISTER_COMMANDS.contains(&command)
-}
-
-/// Why a command, run by the admin API inside the server, would read or write a file on the
-/// server's machine: the API takes data in the request and gives it back in the response,
-/// never a path (whoever may call it must not read or overwrite the server's files, its PIN
-/// key say).
-fn names_a_server_file(command: &Command) -> Option<&'static str> {
-    match command {
-        Command::Import(a) if a.pin_key.is_some() => {
-            Some("a PIN key is not taken through the admin API; stop the server and use `sip2d key import`")
-        }
-        Command::Import(a) if a.file.as_os_str() != "-" => Some(
-            "the admin API reads an import from the request (file `-`, the lines as standard input), never a file on the server",
-        ),
-        Command::Export(a) if a.output.is_some() => {
-            Some("the admin API gives an export back in the response; it writes no file on the server")
-        }
-        _ => None,
-    }
-}
-
-/// Sends this register command to the server running on its data directory, if any: the
-/// arguments as given, standard input when the command reads it, files read and written here.
-fn forward(cli: &Cli) -> anyhow::Result<Option<ExitCode>> {
-    use std::io::Read;
-    let dir = cli.common.data_dir()?.path;
-    if !dir.join(admin::SOCKET).exists() {
-        return Ok(None);
-    }
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut stdin = String::new();
-    let mut output: Option<std::path::PathBuf> = None;
-    match &cli.command {
-        Command::Import(a) if a.pin_key.is_some() => {
-            return Err(exit::refused(
-                "a register's PIN key cannot change while `sip2d serve` runs on it; stop the server, import, start it again",
-            ));
-        }
-        // The file is read here and sent as standard input.
-        Command::Import(a) if a.file.as_os_str() != "-" => {
-            stdin = std::fs::read_to_string(&a.file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", a.file.display()))?;
-            let file = a.file.to_string_lossy().into_owned();
-            if let Some(arg) = args.iter_mut().find(|x| **x == file) {
-                *arg = "-".into();
-            }
-        }
-        Command::Import(_) => {
-            std::io::stdin().read_to_string(&mut stdin)?;
-        }
-        // The export comes back on standard output and is written here.
-        Command::Export(a) => {
-            if let Some(o) = &a.output {
-                output = Some(o.clone());
-                let o = o.to_string_lossy().into_owned();
-                if let Some(i) = args.iter().position(|x| *x == o) {
-                    args.remove(i);
-                    if i > 0 && matches!(args.get(i - 1).map(String::as_str), Some("-o" | "--output")) {
-                        args.remove(i - 1);
-                    }
-                }
-            }
-        }
-        Command::Account(circulation::AccountCmd::Add { .. } | circulation::AccountCmd::Password { .. })
-        | Command::Staff(staff::StaffCmd::Add { .. } | staff::StaffCmd::Password { .. }) => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            stdin = line;
-        }
-        _ => {}
-    }
-    let Some(answer) = admin::forward(&dir, args, stdin, cli.common.actor())? else { return Ok(None) };
-    match output {
-        Some(path) if answer.code == 0 => {
-            std::fs::write(&path, &answer.stdout)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        }
-        _ => print!("{}", answer.stdout),
-    }
-    eprint!("{}", answer.stderr);
-    Ok(Some(ExitCode::from(answer.code)))
 }
 
 /// Runs a parsed command here.
@@ -260,21 +163,5 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => circulation::import(&args, &cli.common),
         Command::Export(args) => circulation::export(&args, &cli.common),
         Command::Outbox(cmd) => outbox::run(&cmd, &cli.common),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_register_commands_are_subcommands_and_the_tools_are_not_among_them() {
-        let cli = super::Cli::command();
-        for name in super::REGISTER_COMMANDS {
-            assert!(cli.find_subcommand(name).is_some(), "{name} is not a subcommand");
-        }
-        for tool in ["serve", "client", "conform", "bench"] {
-            assert!(cli.find_subcommand(tool).is_some() && !super::is_register(tool), "{tool}");
-        }
     }
 }

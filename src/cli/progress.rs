@@ -31,9 +31,7 @@ pub struct Progress {
 impl Progress {
     /// A progress display for `what` (e.g. "import"), of `total` units when known.
     pub fn new(what: &str, unit: Unit, total: Option<u64>) -> Progress {
-        let (bar, plain) = if super::io::is_captured() {
-            (None, None)
-        } else if std::io::stderr().is_terminal() {
+        let (bar, plain) = if std::io::stderr().is_terminal() {
             let bar = match total {
                 Some(n) => ProgressBar::new(n),
                 None => ProgressBar::new_spinner(),

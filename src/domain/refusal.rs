@@ -8,6 +8,30 @@ use super::records::{FeeStatus, Money};
 use super::rules::{Denial, Reason};
 use super::validate::Invalid;
 
+/// A fixed word of the register's (what is full, what a role may not do). An alias so that
+/// serde reads it as an owned word (through [`word`]) rather than borrowing from its input.
+pub type Word = &'static str;
+
+/// One of the register's fixed words in a refusal (what is full, what a role may not do), read
+/// back from the admin API: each distinct word is kept once for the life of the process, so a
+/// client reading many refusals holds each word once.
+pub(crate) fn word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static WORDS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    let mut words = WORDS.lock().unwrap_or_else(|e| e.into_inner());
+    let words = words.get_or_insert_with(HashSet::new);
+    Ok(match words.get(text.as_str()) {
+        Some(w) => w,
+        None => {
+            let w: &'static str = Box::leak(text.into_boxed_str());
+            words.insert(w);
+            w
+        }
+    })
+}
+
 /// Whether a refusal is about something that is not there, or a rule that says no (the
 /// command line's exit codes 4 and 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +40,8 @@ pub enum Kind {
     Rule,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Refusal {
     // -- what is named is not there
     NoInstitution(String),
@@ -39,13 +64,15 @@ pub enum Refusal {
     Invalid(Invalid),
     /// A unique value (primary id, identifier, e-mail) another patron has.
     Taken {
-        what: &'static str,
+        #[serde(deserialize_with = "word")]
+        what: Word,
         value: String,
         institution: String,
         patron: u64,
     },
     Exists {
-        what: &'static str,
+        #[serde(deserialize_with = "word")]
+        what: Word,
         key: String,
     },
     /// Same names and birth date as these patrons: registered only when forced.
@@ -63,7 +90,8 @@ pub enum Refusal {
 
     /// A patron's record holds as many of these as the register allows (`[register]`).
     Full {
-        what: &'static str,
+        #[serde(deserialize_with = "word")]
+        what: Word,
         limit: u32,
     },
 
@@ -94,7 +122,8 @@ pub enum Refusal {
     FeeStatus {
         fee: u64,
         status: FeeStatus,
-        wanted: &'static str,
+        #[serde(deserialize_with = "word")]
+        wanted: Word,
     },
 
     // -- holds
@@ -106,7 +135,7 @@ pub enum Refusal {
 
     // -- terminals
     /// The terminal's profile does not allow this (blocking or enabling cards).
-    TerminalMayNot(&'static str),
+    TerminalMayNot(#[serde(deserialize_with = "word")] Word),
 
     // -- staff
     /// The staff member's role does not allow this (`needs`: the least role that does;
@@ -114,7 +143,8 @@ pub enum Refusal {
     NotPermitted {
         role: super::staff::Role,
         needs: Option<super::staff::Role>,
-        what: &'static str,
+        #[serde(deserialize_with = "word")]
+        what: Word,
     },
     /// A wrong staff password; so many tries are left before the account locks.
     WrongPassword {

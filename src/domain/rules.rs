@@ -25,7 +25,8 @@ pub const LOCKED_OUT: &str = "Too many wrong PINs: your card is locked. Please s
 
 /// Why a patron may not do something. `Display` says it for staff; kiosks word it in the
 /// terminal's language (`service`), without staff notes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     Deleted,
     Inactive,
@@ -52,7 +53,7 @@ impl fmt::Display for Reason {
 }
 
 /// What the patron may do now, and why not.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Standing {
     pub denied: Privileges,
     pub reasons: Vec<Reason>,
@@ -126,7 +127,8 @@ pub fn due_date(policy: &LoanPolicy, item: &Item, now: Timestamp, tz: &TimeZone)
 }
 
 /// Why an item cannot be lent (or renewed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Denial {
     Patron(Reason),
     ItemNotAvailable(ItemStatus),
@@ -248,7 +250,8 @@ pub fn renew(
 }
 
 /// What one PIN attempt comes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PinCheck {
     Accepted,
     Wrong {

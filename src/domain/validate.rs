@@ -7,22 +7,38 @@ use regex::Regex;
 use super::records::{FieldFormats, PinPolicy};
 
 /// A value that may not be stored, and why.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Invalid {
     #[error("{field} is required")]
-    Missing { field: &'static str },
+    Missing {
+        #[serde(deserialize_with = "super::refusal::word")]
+        field: super::refusal::Word,
+    },
     #[error("{field} may not contain '|' or control characters")]
-    BadCharacters { field: &'static str },
+    BadCharacters {
+        #[serde(deserialize_with = "super::refusal::word")]
+        field: super::refusal::Word,
+    },
     #[error("{field} '{value}' does not match the institution's pattern {pattern}")]
-    Pattern { field: &'static str, value: String, pattern: String },
+    Pattern {
+        #[serde(deserialize_with = "super::refusal::word")]
+        field: super::refusal::Word,
+        value: String,
+        pattern: String,
+    },
     #[error("the institution's pattern for {field} is not a valid regular expression: {error}")]
-    BadPattern { field: &'static str, error: String },
+    BadPattern {
+        #[serde(deserialize_with = "super::refusal::word")]
+        field: super::refusal::Word,
+        error: String,
+    },
     #[error("'{0}' is not a valid personnummer or samordningsnummer: {1}")]
-    NationalId(String, &'static str),
+    NationalId(String, #[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("e-mail '{0}' is not an address")]
     Email(String),
     #[error("{0}")]
-    Pin(&'static str),
+    Pin(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("a patron under 18 needs a guardian's name and contact, and the date the terms were accepted")]
     MinorWithoutGuardian,
 }

@@ -314,7 +314,8 @@ pub struct ImportReport {
 }
 
 /// What one line did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ImportOutcome {
     Created,
     Updated,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::rules::{PinCheck, Standing};
 use crate::domain::*;
@@ -13,7 +14,7 @@ use crate::domain::*;
 use super::exchange::{ImportOutcome, Line};
 
 /// A PIN or password as given, held only until it is checked or hashed; `Debug` hides it.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin(pub String);
 
 impl std::fmt::Debug for Pin {
@@ -72,7 +73,7 @@ pub struct Kiosk {
 }
 
 /// What staff enter to register a patron.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NewPatron {
     pub institution: String,
     pub primary_id: String,
@@ -101,7 +102,7 @@ pub struct NewPatron {
 }
 
 /// What staff enter to add an item.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NewItem {
     pub barcode: String,
     pub institution: String,
@@ -116,14 +117,16 @@ pub struct NewItem {
 }
 
 /// What a hold waits for: one copy, or any copy of a title.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HoldTarget {
     Item(String),
     Title(String),
 }
 
 /// A change to an institution's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum InstitutionChange {
     /// Name, field patterns (an empty pattern removes it), PIN policy, audit retention
     /// (0: keep for ever); `None` leaves a setting as it is.
@@ -172,11 +175,13 @@ pub struct KioskCheckout {
 }
 
 /// A unit of work: what it reads, the rule that decides, what it writes, in one commit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     // -- kiosks (SIP) ----------------------------------------------------------------------
     /// 23 and 63 (`detail`): the patron as a kiosk sees them. The PIN, when sent, is checked:
     /// a wrong one, or a right one clearing earlier failures, is written.
+    #[serde(skip)]
     KioskPatron {
         at: Kiosk,
         card: String,
@@ -184,14 +189,17 @@ pub enum Operation {
         detail: bool,
     },
     /// 11.
+    #[serde(skip)]
     KioskCheckout(Box<KioskCheckout>),
     /// 09, taken back at `returned` (the kiosk's no-block return date) or now.
+    #[serde(skip)]
     KioskCheckin {
         at: Kiosk,
         item: String,
         returned: Option<Timestamp>,
     },
     /// 29; `no_block_due` is the kiosk's due date for a renewal it already made off line.
+    #[serde(skip)]
     KioskRenew {
         at: Kiosk,
         card: String,
@@ -201,6 +209,7 @@ pub enum Operation {
         no_block_due: Option<Timestamp>,
     },
     /// 65.
+    #[serde(skip)]
     KioskRenewAll {
         at: Kiosk,
         card: String,
@@ -208,6 +217,7 @@ pub enum Operation {
         fee_acknowledged: bool,
     },
     /// 37: on the fee named, or on the oldest open fees.
+    #[serde(skip)]
     KioskPay {
         at: Kiosk,
         card: String,
@@ -217,6 +227,7 @@ pub enum Operation {
         transaction: Option<String>,
     },
     /// 15.
+    #[serde(skip)]
     KioskHold {
         at: Kiosk,
         card: String,
@@ -227,18 +238,21 @@ pub enum Operation {
         expires: Option<Date>,
     },
     /// 01: a `self-check` block with the kiosk's message, answered with the patron after it.
+    #[serde(skip)]
     KioskBlock {
         at: Kiosk,
         card: String,
         message: String,
     },
     /// 25: lifts the blocks kiosks placed, answered with the patron after it.
+    #[serde(skip)]
     KioskEnable {
         at: Kiosk,
         card: String,
         pin: Option<Pin>,
     },
     /// 19: the opaque properties a kiosk keeps on an item.
+    #[serde(skip)]
     KioskItemProperties {
         at: Kiosk,
         item: String,
@@ -578,7 +592,7 @@ pub struct KioskPatron {
 }
 
 /// What a kiosk learns about an item.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ItemFacts {
     pub item: Item,
     pub loan: Option<Loan>,
@@ -587,7 +601,7 @@ pub struct ItemFacts {
 }
 
 /// A loan made or renewed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lent {
     pub loan: Loan,
     pub item: Item,
@@ -663,7 +677,7 @@ pub struct HoldDone {
 }
 
 /// What purge removed, or would remove, and what it left and why.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PurgeReport {
     pub removed: Vec<(u64, String)>,
     pub kept: Vec<(u64, String)>,
@@ -671,17 +685,26 @@ pub struct PurgeReport {
 }
 
 /// What an operation did.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Receipt {
     /// The kiosk's patron report; `Err` when the card is unknown (or, for 01/25, the action
     /// refused: the report is then of the patron as they stand).
+    #[serde(skip)]
     KioskPatron(Result<Box<KioskPatron>, Refusal>, Option<Refusal>),
+    #[serde(skip)]
     Checkout(Box<CheckoutReceipt>),
+    #[serde(skip)]
     Checkin(Box<CheckinReceipt>),
+    #[serde(skip)]
     Renew(Box<RenewReceipt>),
+    #[serde(skip)]
     RenewAll(Box<RenewAllReceipt>),
+    #[serde(skip)]
     Paid(Result<Payment, Refusal>),
+    #[serde(skip)]
     KioskHold(Box<HoldReceipt>),
+    #[serde(skip)]
     ItemProperties(Result<Box<Item>, Refusal>),
     Institution(Box<Institution>),
     Patron(Box<Patron>),
@@ -704,7 +727,7 @@ pub enum Receipt {
 }
 
 /// Which patrons a list shows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ListFilter {
     pub institution: Option<String>,
     pub group: Option<String>,
@@ -717,7 +740,8 @@ pub struct ListFilter {
 }
 
 /// A read of a committed view: what a crash could take back is never in it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Query {
     Institutions,
     Institution(String),
@@ -766,6 +790,7 @@ pub enum Query {
     /// The outbox, oldest first.
     Outbox,
     /// A kiosk's 17.
+    #[serde(skip)]
     KioskItem {
         at: Kiosk,
         item: String,
@@ -773,7 +798,7 @@ pub enum Query {
 }
 
 /// A patron's card for staff views.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Card {
     pub patron: Patron,
     pub balance: Money,
@@ -782,13 +807,14 @@ pub struct Card {
 }
 
 /// A hold with its place in the queue.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueuedHold {
     pub hold: Hold,
     pub position: Option<usize>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Answer {
     Institutions(Vec<Institution>),
     Institution(Box<Institution>),
@@ -807,5 +833,6 @@ pub enum Answer {
     Optouts(Vec<NoticeKind>),
     History(Vec<AuditEntry>),
     Outbox(Vec<Notice>),
+    #[serde(skip)]
     KioskItem(Option<Box<ItemFacts>>),
 }

@@ -383,27 +383,36 @@ pub fn address_after(out: &mut impl std::io::BufRead, marker: &str) -> SocketAdd
     }
 }
 
-/// Runs a register command on the server holding `data`, through its admin socket (as the
-/// command line does): `(exit code, output)`, or `None` when no server answers.
-pub fn admin(data: &std::path::Path, args: &[String]) -> Option<(u64, String)> {
-    use std::io::{Read, Write};
-    let body = serde_json::json!({"args": args, "stdin": "", "actor": "desk"}).to_string();
+/// One HTTP/1.0 exchange on the admin socket of the server holding `data` (an answer's body is
+/// then never chunked): `(status, body)`, or `None` when no server answers.
+pub fn admin_socket(data: &std::path::Path, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = std::os::unix::net::UnixStream::connect(data.join("admin.sock")).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     write!(
         s,
-        "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let json_body = text.split_once("\r\n\r\n").map(|(_, b)| b)?;
-    // The body may be chunked: the JSON object is between the first '{' and the last '}'.
-    let start = json_body.find('{')?;
-    let end = json_body.rfind('}')? + 1;
-    let v: serde_json::Value = serde_json::from_str(json_body.get(start..end)?).ok()?;
-    Some((v["code"].as_u64()?, format!("{}{}", v["stdout"].as_str()?, v["stderr"].as_str()?)))
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Runs one engine operation on the server holding `data` through its admin socket, as the
+/// command line does while a server runs: `(status, answer)`, or `None` when no server answers.
+pub fn operation(data: &std::path::Path, op: sip2d::engine::Operation) -> Option<(u16, String)> {
+    let body = serde_json::json!({"operation": op, "actor": "desk"}).to_string();
+    admin_socket(data, "POST", "/v1/operations", &body)
+}
+
+/// The register as the server holding `data` exports it (JSON Lines), through its admin socket.
+pub fn export(data: &std::path::Path) -> Option<String> {
+    let (status, body) = admin_socket(data, "GET", "/v1/export", "")?;
+    assert_eq!(status, 200, "{body}");
+    Some(body)
 }
 
 /// `(method, path template)` of every operation docs/admin-api.yaml lists (a unit test holds

@@ -1,0 +1,130 @@
+//! The register as a command sees it while `sip2d serve` holds it: each operation, query,
+//! dry run and export sent to the server's admin socket as data (`admin`), and the answer
+//! read back as the engine gave it. The commands print it here; the server runs no command
+//! line.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::admin::{CheckRequest, FailureBody, OperationRequest, PinKey, QueryRequest, SOCKET};
+use crate::engine::{Answer, By, Engine, Error, Line, Observer, Operation, Pending, Query, Receipt, Stats};
+
+/// A connection to a running server's admin socket.
+pub struct Remote {
+    rt: tokio::runtime::Runtime,
+    sender: Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    actor: String,
+}
+
+impl Remote {
+    /// Connects to the server running on `dir`; `None` when none is (no socket, or one a
+    /// server that was killed left behind).
+    pub fn connect(dir: &Path, actor: &str) -> Result<Option<Remote>> {
+        let path = dir.join(SOCKET);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let sender = rt.block_on(async {
+            let Ok(stream) = tokio::net::UnixStream::connect(&path).await else { return Ok(None) };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.context("the admin socket")?;
+            tokio::spawn(conn);
+            anyhow::Ok(Some(sender))
+        })?;
+        Ok(sender.map(|s| Remote { rt, sender: Mutex::new(s), actor: actor.to_string() }))
+    }
+
+    /// Sends one request and reads the whole answer.
+    fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), Error> {
+        let lost = |e: &dyn std::fmt::Display| Error::NotDone(format!("the running server did not answer: {e}").into());
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        self.rt.block_on(async {
+            sender.ready().await.map_err(|e| lost(&e))?;
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "localhost")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| lost(&e))?;
+            let res = sender.send_request(req).await.map_err(|e| lost(&e))?;
+            let status = res.status();
+            let bytes = res.into_body().collect().await.map_err(|e| lost(&e))?.to_bytes();
+            Ok((status, bytes))
+        })
+    }
+
+    /// A JSON request whose success is a `T` and whose failure is a [`FailureBody`].
+    fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: &impl Serialize) -> Result<T, Error> {
+        let body = serde_json::to_vec(body).map_err(|e| Error::NotDone(format!("cannot send that: {e}").into()))?;
+        let (status, bytes) = self.send(method, path, body)?;
+        let unreadable = |e: serde_json::Error| {
+            let text = String::from_utf8_lossy(&bytes);
+            Error::NotDone(format!("the running server's answer ({status}) is not understood: {e}: {text:.200}").into())
+        };
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(unreadable);
+        }
+        let failed: FailureBody = serde_json::from_slice(&bytes).map_err(unreadable)?;
+        Err(failed.failure.into())
+    }
+
+    fn actor(&self, by: &By) -> String {
+        if by.actor.is_empty() { self.actor.clone() } else { by.actor.clone() }
+    }
+}
+
+impl Engine for Remote {
+    fn run(&self, operation: Operation, by: By) -> Pending<Receipt> {
+        let req = OperationRequest { actor: self.actor(&by), now: Some(by.now), operation };
+        Pending::ready(self.call("POST", "/v1/operations", &req))
+    }
+
+    fn query(&self, query: Query) -> Pending<Answer> {
+        Pending::ready(self.call("POST", "/v1/queries", &QueryRequest { query }))
+    }
+
+    fn check(&self, operations: Vec<Operation>, by: By) -> Pending<Vec<Result<Receipt, Error>>> {
+        let req = CheckRequest { actor: self.actor(&by), now: Some(by.now), operations };
+        let all: Result<Vec<Result<Receipt, super::admin::Failure>>, Error> = self.call("POST", "/v1/check", &req);
+        Pending::ready(all.map(|all| all.into_iter().map(|r| r.map_err(Error::from)).collect()))
+    }
+
+    fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
+        let (status, bytes) = self.send("GET", "/v1/export", Vec::new())?;
+        if !status.is_success() {
+            let why = String::from_utf8_lossy(&bytes).into_owned();
+            return Err(Error::NotDone(format!("the running server refused the export ({status}): {why}").into()));
+        }
+        let mut n = 0;
+        for (i, line) in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let line: Line = serde_json::from_slice(line)
+                .map_err(|e| Error::NotDone(format!("line {} of the server's export: {e}", i + 1).into()))?;
+            sink(&line).map_err(|e| Error::NotDone(e.to_string().into()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn pin_key_fingerprint(&self) -> String {
+        self.call::<PinKey>("GET", "/v1/pin-key", &()).map(|k| k.fingerprint).unwrap_or_default()
+    }
+
+    /// The server's own counters are its metrics' business; a command keeps none.
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, _observer: Observer) {}
+}
