@@ -1,5 +1,6 @@
 //! The resource API attacked from its own description: every route and method that
-//! docs/admin-api.yaml lists (a unit test holds that list to the router), with path values,
+//! docs/openapi.json lists (the description generated from the handlers, served at
+//! /api/v1/openapi.json; a unit test holds the file to it), with path values,
 //! bodies and headers drawn at random from the valid, the odd and the hostile. Whatever comes,
 //! the server answers: never a 5xx, never a dropped connection, and every refusal (4xx) says
 //! why. Afterwards the server still serves and the kiosk side still answers.
@@ -223,6 +224,11 @@ fn after_the_attack_the_api_and_the_kiosks_still_answer() {
     }
     let r = common::http(s.admin, "GET", "/api/v1/patrons?institution=MAIN&q=Reader", Some(&s.token), "", "");
     assert_eq!(r.status, 200, "{}", r.raw);
+    // The description the attack was drawn from is the one the server serves, to anyone.
+    let r = common::http(s.admin, "GET", "/api/v1/openapi.json", None, "", "");
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let file: serde_json::Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    assert_eq!(r.body, file, "the served description differs from docs/openapi.json");
     let mut k = common::Kiosk::connect(s.sip);
     assert!(k.ask("9900302.00").starts_with("98"));
 }

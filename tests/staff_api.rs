@@ -226,7 +226,7 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(request(d.admin, "GET", &path, m, "", "").status, 401);
     // The branch's administrator cannot reach the main library's members.
-    assert_eq!(request(d.admin, "DELETE", "/api/v1/staff/dag", b, "", "").status, 404);
+    assert_eq!(request(d.admin, "DELETE", "/api/v1/staff/dot", b, "", "").status, 404);
     assert_eq!(request(d.admin, "GET", "/api/v1/me", k, "", "").status, 200, "dag is still there");
 }
 
@@ -353,4 +353,185 @@ fn the_live_view_streams_terminals_as_they_come() {
             break;
         }
     }
+}
+
+/// Every change the resource API takes, asked by each role below the one it needs, with a
+/// body that would otherwise be taken: 403, and the reason names the role. Every unsafe
+/// route of the description is in the table (a new route fails this test until it is), and
+/// no staff token opens the system's `/v1` endpoints.
+#[test]
+fn every_change_is_refused_to_every_role_below_the_one_it_needs() {
+    let d = demo();
+    let t = Some(d.system.as_str());
+    let desk = member(&d, "dag", "Dag Desk", "desk", "MAIN");
+    let manager = member(&d, "mia", "Mia Manager", "user-manager", "MAIN");
+    // The member the staff routes are asked about: a desk member each role is at or above.
+    member(&d, "dot", "Dot Desk", "desk", "MAIN");
+    let avery = patron_id(&d, "MAIN", "21000000000001");
+    let blake = patron_id(&d, "MAIN", "21000000000002");
+    let casey = patron_id(&d, "MAIN", "21000000000003");
+    let fee = request(d.admin, "GET", &format!("/api/v1/patrons/{casey}/fees"), t, "", "");
+    let fee = fee.body["fees"][0]["id"].as_u64().unwrap_or_else(|| panic!("{}", fee.raw));
+    let hold = request(
+        d.admin,
+        "POST",
+        &format!("/api/v1/patrons/{avery}/holds"),
+        t,
+        "",
+        r#"{"title":"Dune","pickup":"MAIN"}"#,
+    );
+    let hold = hold.body["id"].as_u64().unwrap_or_else(|| panic!("{}", hold.raw));
+    let new_patron = r#"{"institution":"MAIN","primary_id":"U8001","first_name":"Ola","last_name":"Roll"}"#;
+    let new_staff = r#"{"login":"x9","name":"X","password":"a long password","role":"desk","institutions":["MAIN"]}"#;
+    let terminal = r#"{"login":"kiosk9","password":"long-enough","institution":"MAIN"}"#;
+    let (manager_role, administrator) = ("User Manager", "User Administrator");
+    // (method, route in the description, path, body, the least role that may)
+    let table: Vec<(&str, &str, String, &str, &str)> = vec![
+        ("POST", "/api/v1/patrons", "/api/v1/patrons".into(), new_patron, manager_role),
+        ("PATCH", "/api/v1/patrons/{id}", format!("/api/v1/patrons/{avery}"), r#"{"phone":"555"}"#, manager_role),
+        ("DELETE", "/api/v1/patrons/{id}", format!("/api/v1/patrons/{blake}"), "", administrator),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/blocks",
+            format!("/api/v1/patrons/{avery}/blocks"),
+            r#"{"type":"general","reason":"x"}"#,
+            manager_role,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patrons/{id}/blocks/{type}",
+            format!("/api/v1/patrons/{blake}/blocks/lost-card"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/notes",
+            format!("/api/v1/patrons/{avery}/notes"),
+            r#"{"text":"hello"}"#,
+            manager_role,
+        ),
+        ("DELETE", "/api/v1/patrons/{id}/notes/{note}", format!("/api/v1/patrons/{avery}/notes/1"), "", manager_role),
+        (
+            "PUT",
+            "/api/v1/patrons/{id}/proxy-for/{other}",
+            format!("/api/v1/patrons/{avery}/proxy-for/{casey}"),
+            "",
+            manager_role,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patrons/{id}/proxy-for/{other}",
+            format!("/api/v1/patrons/{avery}/proxy-for/{casey}"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/transfer",
+            format!("/api/v1/patrons/{avery}/transfer"),
+            r#"{"to":"BRANCH"}"#,
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/transfer/{decision}",
+            format!("/api/v1/patrons/{avery}/transfer/accept"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/loans",
+            format!("/api/v1/patrons/{avery}/loans"),
+            r#"{"item":"31000000000001"}"#,
+            manager_role,
+        ),
+        ("POST", "/api/v1/items/{barcode}/checkin", "/api/v1/items/31000000000003/checkin".into(), "", manager_role),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/holds",
+            format!("/api/v1/patrons/{avery}/holds"),
+            r#"{"title":"Dune","pickup":"MAIN"}"#,
+            manager_role,
+        ),
+        ("DELETE", "/api/v1/holds/{hold}", format!("/api/v1/holds/{hold}"), "", manager_role),
+        (
+            "POST",
+            "/api/v1/fees/{fee}/{action}",
+            format!("/api/v1/fees/{fee}/waive"),
+            r#"{"reason":"goodwill"}"#,
+            manager_role,
+        ),
+        ("POST", "/api/v1/patrons/{id}/restore", format!("/api/v1/patrons/{blake}/restore"), "", administrator),
+        ("POST", "/api/v1/accounts", "/api/v1/accounts".into(), terminal, administrator),
+        ("DELETE", "/api/v1/accounts/{login}", "/api/v1/accounts/kiosk1".into(), "", administrator),
+        (
+            "PUT",
+            "/api/v1/accounts/{login}/password",
+            "/api/v1/accounts/kiosk1/password".into(),
+            r#"{"password":"long-enough"}"#,
+            administrator,
+        ),
+        (
+            "PATCH",
+            "/api/v1/accounts/{login}/profile",
+            "/api/v1/accounts/kiosk1/profile".into(),
+            r#"{"language":"sv"}"#,
+            administrator,
+        ),
+        ("POST", "/api/v1/staff", "/api/v1/staff".into(), new_staff, administrator),
+        ("PATCH", "/api/v1/staff/{login}", "/api/v1/staff/dot".into(), r#"{"name":"Dag D"}"#, administrator),
+        ("DELETE", "/api/v1/staff/{login}", "/api/v1/staff/dot".into(), "", administrator),
+        (
+            "PUT",
+            "/api/v1/staff/{login}/password",
+            "/api/v1/staff/dot/password".into(),
+            r#"{"password":"another long one"}"#,
+            administrator,
+        ),
+        ("POST", "/api/v1/staff/{login}/unlock", "/api/v1/staff/dot/unlock".into(), "", administrator),
+        ("POST", "/api/v1/staff/{login}/tokens", "/api/v1/staff/dot/tokens".into(), r#"{"label":"x"}"#, administrator),
+        ("DELETE", "/api/v1/staff/{login}/tokens/{token}", "/api/v1/staff/dot/tokens/1".into(), "", administrator),
+    ];
+    // Every unsafe route of the description is here, bar logging in and out (anyone's).
+    for (method, path) in operations() {
+        if method != "GET" && path.starts_with("/api/v1/") && path != "/api/v1/session" {
+            let listed = table.iter().any(|(m, route, ..)| *m == method && *route == path);
+            assert!(listed, "{method} {path} is not in the role table");
+        }
+    }
+    let roles = [("desk", desk.as_str(), 0), ("user manager", manager.as_str(), 1)];
+    let mut refused = 0;
+    for (name, token, rank) in roles {
+        for (method, route, path, body, needs) in &table {
+            let need_rank = if *needs == manager_role { 1 } else { 2 };
+            if rank >= need_rank {
+                continue;
+            }
+            let r = request(d.admin, method, path, Some(token), "If-Match: \"x\"\r\n", body);
+            assert_eq!(r.status, 403, "{name}: {method} {path}: {}", r.raw);
+            let why = r.body["error"].as_str().unwrap_or_default();
+            assert!(why.contains("may not"), "{name}: {method} {path}: the reason says so: {why}");
+            // Staff accounts are managed by rank (strictly below one's own), not by a role.
+            if !route.starts_with("/api/v1/staff") {
+                assert!(why.contains(needs), "{name}: {method} {path}: the reason names {needs}: {why}");
+            }
+            refused += 1;
+        }
+        // The system's own endpoints are the system's alone.
+        for (method, path) in operations().into_iter().filter(|(_, p)| p.starts_with("/v1/")) {
+            let body = r#"{"operation":{"delete-patron":{"patron":1}},"query":"institutions","operations":[]}"#;
+            let r = request(d.admin, &method, &path, Some(token), "", body);
+            assert_eq!(r.status, 401, "{name}: {method} {path}: {}", r.raw);
+        }
+    }
+    assert!(refused >= 40, "{refused}");
+    // Nothing of it was written: Avery has no phone, no block, no new note; Blake is there.
+    let avery_now = request(d.admin, "GET", &format!("/api/v1/patrons/{avery}"), t, "", "");
+    assert!(!avery_now.raw.contains("555") && !avery_now.raw.contains("hello"), "{}", avery_now.raw);
+    let blake_now = request(d.admin, "GET", &format!("/api/v1/patrons/{blake}"), t, "", "");
+    assert!(blake_now.body["deleted"].is_null() && blake_now.raw.contains("lost-card"), "{}", blake_now.raw);
+    let accounts = request(d.admin, "GET", "/api/v1/accounts", t, "", "");
+    assert!(accounts.raw.contains("kiosk1") && !accounts.raw.contains("kiosk9"), "{}", accounts.raw);
 }

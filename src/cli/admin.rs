@@ -12,7 +12,9 @@
 //!
 //! A refusal is 404 or 422 and a failure 503, each `{"error": "...", "failure": {...}}`.
 //! Operations a kiosk makes come over SIP only: the API carries none. On TCP (`--admin-listen`)
-//! every request needs the token in `DIR/admin.token`. `docs/admin-api.yaml` describes it all.
+//! every request needs the token in `DIR/admin.token`. The OpenAPI description is generated
+//! from the handlers' annotations (`api::description`), served at `/api/v1/openapi.json` and
+//! kept in `docs/openapi.json`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,41 +24,49 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use super::api::Problem;
 use crate::engine::{By, Engine, Error, Operation, Query, Receipt, Refusal};
 
 /// The socket's name in the data directory.
 pub const SOCKET: &str = "admin.sock";
 
 /// One unit of work as the admin API carries it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationRequest {
+    /// One of the engine's operations (`src/engine/ops.rs`), externally tagged in kebab-case.
+    #[schema(value_type = Object)]
     pub operation: Operation,
     /// Who acts: recorded in the audit history as "NAME (admin API)".
     #[serde(default)]
     pub actor: String,
     /// The moment the rules read; the server's clock when absent.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub now: Option<jiff::Timestamp>,
 }
 
 /// Units of work tried in order and kept nowhere (a dry run).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
+    #[schema(value_type = Vec<Object>)]
     pub operations: Vec<Operation>,
     #[serde(default)]
     pub actor: String,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub now: Option<jiff::Timestamp>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
+    /// One of the engine's queries (`src/engine/ops.rs`), externally tagged in kebab-case.
+    #[schema(value_type = Object)]
     pub query: Query,
 }
 
@@ -119,32 +129,49 @@ fn by(name: &str, now: Option<jiff::Timestamp>) -> By {
     By::new(actor, now.unwrap_or_else(jiff::Timestamp::now))
 }
 
-fn unauthorised() -> Response {
-    (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response()
+/// A request the system makes: on the owner's socket, or with the admin token on TCP. As an
+/// extractor it runs before the body is read, so nobody else learns even what a body lacks.
+pub struct System;
+
+impl axum::extract::FromRequestParts<AdminState> for System {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AdminState) -> Result<Self, Response> {
+        if authorised(state, &parts.headers) {
+            Ok(System)
+        } else {
+            Err((StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+        }
+    }
 }
 
-async fn operation(
-    State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<OperationRequest>,
-) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+#[utoipa::path(
+    post,
+    path = "/v1/operations",
+    operation_id = "runOperation",
+    tag = "system",
+    summary = "Run one of the engine's operations (a unit of work)",
+    description = "Runs the operation as one unit of work and answers its receipt once the change is\ndurable. Operations are the engine's own (`src/engine/ops.rs`), externally tagged in\nkebab-case: `{\"add-note\": {\"patron\": 1, \"kind\": \"general\", \"text\": \"...\", \"public\":\nfalse}}`. Operations a kiosk makes (SIP) are not taken: an unknown variant is 422.",
+    request_body = OperationRequest,
+    responses((status = 200, description = "Done and durable; the receipt, e.g. `{\"patron\": {...}}` or `\"done\"`."), (status = 404, description = "Refused, something named is not there.", body = Problem), (status = 422, description = "Refused by a rule (nothing written), or a body that is not an OperationRequest.", body = Problem), (status = 503, description = "Not done (the register could not make it durable); nothing of it was changed.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn operation(State(state): State<AdminState>, _: System, Json(req): Json<OperationRequest>) -> Response {
     match state.engine.run(req.operation, by(&req.actor, req.now)).await {
         Ok(receipt) => Json(receipt).into_response(),
         Err(e) => failure(e),
     }
 }
 
-async fn check(
-    State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<CheckRequest>,
-) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    operation_id = "checkOperations",
+    tag = "system",
+    summary = "Try operations in order and keep nothing (a dry run)",
+    request_body = CheckRequest,
+    responses((status = 200, description = "Each operation's receipt (`{\"Ok\": ...}`) or failure (`{\"Err\": ...}`), in order, each seeing what the ones before it would have done."), (status = 422, description = "A body that is not a list of operations.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn check(State(state): State<AdminState>, _: System, Json(req): Json<CheckRequest>) -> Response {
     match state.engine.check(req.operations, by(&req.actor, req.now)).await {
         Ok(all) => {
             let all: Vec<Result<Receipt, Failure>> = all.into_iter().map(|r| r.map_err(Failure::from)).collect();
@@ -154,14 +181,17 @@ async fn check(
     }
 }
 
-async fn query(
-    State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<QueryRequest>,
-) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+#[utoipa::path(
+    post,
+    path = "/v1/queries",
+    operation_id = "runQuery",
+    tag = "system",
+    summary = "Read the committed register",
+    description = "A query of the engine's (`src/engine/ops.rs`), e.g. `{\"query\": {\"find-patron\":\n{\"institution\": \"MAIN\", \"key\": \"21000000000001\"}}}`; the answer is tagged the same way\n(`{\"patron\": {...}}`).",
+    request_body = QueryRequest,
+    responses((status = 200, description = "The answer."), (status = 404, description = "Something named is not there.", body = Problem), (status = 422, description = "A body that is not a query.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn query(State(state): State<AdminState>, _: System, Json(req): Json<QueryRequest>) -> Response {
     match state.engine.query(req.query).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => failure(e),
@@ -173,18 +203,28 @@ pub struct PinKey {
     pub fingerprint: String,
 }
 
-async fn pin_key(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+#[utoipa::path(
+    get,
+    path = "/v1/pin-key",
+    operation_id = "pinKey",
+    tag = "system",
+    summary = "The fingerprint of the register's PIN key",
+    responses((status = 200, description = "The fingerprint an import of PIN hashes is checked against."), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn pin_key(State(state): State<AdminState>, _: System) -> Response {
     Json(PinKey { fingerprint: state.engine.pin_key_fingerprint() }).into_response()
 }
 
 /// The register as JSON Lines, streamed as the engine writes it from one committed view.
-async fn export(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
-    if !authorised(&state, &headers) {
-        return unauthorised();
-    }
+#[utoipa::path(
+    get,
+    path = "/v1/export",
+    operation_id = "export",
+    tag = "system",
+    summary = "The whole register as JSON Lines, from one committed view",
+    responses((status = 200, description = "One record a line, in the format `sip2d import` reads (docs/import.md). A broken export ends the stream with an error rather than short.", content_type = "application/x-ndjson", body = String), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn export(State(state): State<AdminState>, _: System) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
     let engine = state.engine.clone();
     tokio::task::spawn_blocking(move || {
@@ -260,26 +300,44 @@ pub(crate) fn authorised(state: &AdminState, headers: &axum::http::HeaderMap) ->
     super::sessions::same_secret(given, &format!("Bearer {token}"))
 }
 
-async fn reload(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if !authorised(&state, &headers) {
-        return (axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-    }
+#[utoipa::path(
+    post,
+    path = "/v1/reload",
+    operation_id = "reload",
+    tag = "system",
+    summary = "Reload the configuration, as SIGHUP does",
+    description = "Reads the configuration file and the server's flags again and applies them to new\nconnections (limits, session rules, faults, TLS certificates, log level). Open\nconnections keep their settings. An unusable configuration is refused and the old one\nstays in force.",
+    responses((status = 200, description = "Reloaded."), (status = 422, description = "Refused; `error` says why, and the old configuration stays in force.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn reload(State(state): State<AdminState>, _: System) -> Response {
     let f = state.reload.clone();
     let r = tokio::task::spawn_blocking(move || f()).await.unwrap_or_else(|e| Err(e.to_string()));
     let status = if r.is_ok() { axum::http::StatusCode::OK } else { axum::http::StatusCode::UNPROCESSABLE_ENTITY };
     (status, Json(ReloadResponse { reloaded: r.is_ok(), error: r.err() })).into_response()
 }
 
+/// `api` with the system's own endpoints (`/v1/...`: the socket's, and the admin token's).
+pub fn with_system_routes(
+    api: utoipa_axum::router::OpenApiRouter<AdminState>,
+) -> utoipa_axum::router::OpenApiRouter<AdminState> {
+    use utoipa_axum::routes;
+    api.routes(routes!(operation))
+        .routes(routes!(check))
+        .routes(routes!(query))
+        .routes(routes!(export))
+        .routes(routes!(pin_key))
+        .routes(routes!(reload))
+}
+
+/// The resource API (with or without the system's endpoints), its description at
+/// `/api/v1/openapi.json`, and a JSON reason on every refusal.
+fn api_router(api: utoipa_axum::router::OpenApiRouter<AdminState>) -> axum::Router<AdminState> {
+    let (routes, _) = api.split_for_parts();
+    routes.route("/api/v1/openapi.json", get(super::api::openapi))
+}
+
 fn router(state: AdminState) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/operations", post(operation))
-        .route("/v1/check", post(check))
-        .route("/v1/queries", post(query))
-        .route("/v1/export", get(export))
-        .route("/v1/pin-key", get(pin_key))
-        .route("/v1/reload", post(reload))
-        .merge(super::api::routes())
+    api_router(with_system_routes(super::api::routes()))
         .fallback(super::api::no_route)
         .layer(axum::middleware::map_response(super::api::json_refusals))
         .with_state(state)
@@ -298,7 +356,7 @@ pub async fn serve_console(
     let server = state.server.clone();
     let app = axum::Router::new()
         .merge(super::console::routes())
-        .merge(super::api::routes())
+        .merge(api_router(super::api::routes()))
         .fallback(super::api::no_route)
         .layer(axum::middleware::map_response(super::api::json_refusals))
         .with_state(AdminState { gate: Gate::StaffOnly, ..state });

@@ -222,6 +222,16 @@ pub struct SearchParams {
     per_page: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons",
+    operation_id = "searchPatrons",
+    tag = "patrons",
+    summary = "Search patrons (issue 16, first step of the resource API)",
+    description = "By exact identifier, national id or e-mail, else by a name prefix (\"last, first\"),\nat one institution. Paged.",
+    params(("institution" = String, Query), ("q" = String, Query), ("page" = Option<u64>, Query), ("per_page" = Option<u64>, Query)),
+    responses((status = 200, description = "`total`, `page`, `per_page` and `patrons` (id, primary_id, name, record_type, account_type, user_group, expiry, active)."), (status = 400, description = "A parameter missing or out of range; `error` says which.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
 async fn search(
     State(state): State<AdminState>,
     caller: Caller,
@@ -270,7 +280,7 @@ async fn search(
 /// A patron to register, as the API and the console take one: the mandatory names and
 /// primary id, the rest optional (no PIN: the patron sets it from the e-mailed link, or staff
 /// at the desk).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatronBody {
     pub institution: String,
@@ -282,6 +292,7 @@ pub struct PatronBody {
     #[serde(default)]
     pub title: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
     pub birth_date: Option<jiff::civil::Date>,
     #[serde(default)]
     pub email: Option<String>,
@@ -296,10 +307,13 @@ pub struct PatronBody {
     #[serde(default)]
     pub user_group: Option<String>,
     #[serde(default)]
+    #[schema(value_type = String, example = "public")]
     pub record_type: crate::domain::RecordType,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
     pub expiry: Option<jiff::civil::Date>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
     pub purge: Option<jiff::civil::Date>,
     #[serde(default)]
     pub barcodes: Vec<String>,
@@ -308,8 +322,10 @@ pub struct PatronBody {
     pub national_id: Option<String>,
     /// Required for a patron under 18, with `terms_accepted` (the guardian's consent).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub guardian: Option<crate::domain::Guardian>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
     pub terms_accepted: Option<jiff::civil::Date>,
     /// Register even though a patron of the same names and birth date exists.
     #[serde(default)]
@@ -351,6 +367,15 @@ impl PatronBody {
 /// `POST /api/v1/patrons`: registers a patron (201 with the record and its ETag). A primary
 /// id, identifier or e-mail another patron of the institution has is 409; the same names and
 /// birth date as another patron is 422 naming them, unless `force`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons",
+    operation_id = "addPatron",
+    tag = "patrons",
+    summary = "Register a patron (`institution`, `primary_id`, `first_name`, `last_name`; optional `middle_name`, `title`, `birth_date`, `email`, `phone`, `address`, `postal_code`, `language`, `user_group`, `record_type`, `expiry`, `purge`, `barcodes`, `national_id`, `guardian` {name, contact} and `terms_accepted` for a minor, `force`)",
+    request_body = PatronBody,
+    responses((status = 201, description = "The patron"), (status = 403, description = "The caller's role may not add patrons.", body = Problem), (status = 404, description = "No such institution (or not one of the caller's).", body = Problem), (status = 409, description = "The primary id", body = Problem), (status = 422, description = "A missing or malformed field, a minor without guardian and consent, or a possible duplicate (same names and birth date; send `force`).", body = Problem))
+)]
 async fn add_patron(State(state): State<AdminState>, caller: Caller, b: Body<PatronBody>) -> Response {
     let n = match body(b) {
         Ok(n) => n,
@@ -367,6 +392,16 @@ async fn add_patron(State(state): State<AdminState>, caller: Caller, b: Body<Pat
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}",
+    operation_id = "getPatron",
+    tag = "patrons",
+    summary = "One patron, with its version in ETag",
+    description = "The stored record without the PIN hash (`has_pin` says whether one is set).",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "The record; the `ETag` header is its version."), (status = 404, description = "No such patron.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
 async fn get_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match visible(&state, &caller, &id).await {
         Ok(p) => tagged(&p),
@@ -374,6 +409,17 @@ async fn get_patron(State(state): State<AdminState>, caller: Caller, Path(id): P
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/patrons/{id}",
+    operation_id = "editPatron",
+    tag = "patrons",
+    summary = "Change fields of a patron, if nobody changed it since it was read",
+    description = "A JSON object of the fields to set, the ones `sip2d patron edit --set` takes, each with\na text value (null clears). `If-Match` must carry the ETag of the version the change\nwas made against; the check is made inside the engine's unit of work, so of two saves\nagainst one version exactly one is taken. Audited as \"admin (resource API)\".",
+    params(("id" = u64, Path), ("If-Match" = String, Header)),
+    request_body = PatronBody,
+    responses((status = 200, description = "The changed record, with its new ETag."), (status = 400, description = "The body is not a JSON object of text values.", body = Problem), (status = 404, description = "No such patron.", body = Problem), (status = 412, description = "The patron changed since that version; nothing was written.", body = Problem), (status = 422, description = "A field that cannot be edited, or a value the register refuses; `error` says why.", body = Problem), (status = 428, description = "No If-Match.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
 async fn patch_patron(
     State(state): State<AdminState>,
     caller: Caller,
@@ -441,7 +487,7 @@ fn number<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, Response> {
     raw.parse().map_err(|_| refused(StatusCode::NOT_FOUND, format!("no {what} {raw}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBlock {
     /// The block type (`sip2d institution block-type` lists them).
@@ -450,7 +496,7 @@ pub struct NewBlock {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNote {
     #[serde(default = "general")]
@@ -465,7 +511,7 @@ fn general() -> String {
     "general".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeeAction {
     #[serde(default)]
@@ -476,6 +522,16 @@ pub struct FeeAction {
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/blocks",
+    operation_id = "blockPatron",
+    tag = "patrons",
+    summary = "Block a patron (type and reason), audited",
+    params(("id" = String, Path)),
+    request_body = NewBlock,
+    responses((status = 200, description = "The patron"), (status = 400, description = "The body is not an object with `type` and `reason`.", body = Problem), (status = 422, description = "An unknown block type (the known ones are named) or a reason the register refuses.", body = Problem))
+)]
 async fn add_block(
     State(state): State<AdminState>,
     caller: Caller,
@@ -489,6 +545,15 @@ async fn add_block(
     change(&state, &caller, Operation::Block { patron: id, kind: b.r#type, note: b.reason }).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/blocks/{type}",
+    operation_id = "liftBlock",
+    tag = "patrons",
+    summary = "Lift the patron's active blocks of this type",
+    params(("id" = String, Path), ("type" = String, Path)),
+    responses((status = 200, description = "The patron"))
+)]
 async fn lift_block(
     State(state): State<AdminState>,
     caller: Caller,
@@ -500,6 +565,16 @@ async fn lift_block(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/notes",
+    operation_id = "addNote",
+    tag = "patrons",
+    summary = "Add a note (`kind`, `text`, `public`); public notes reach the kiosk screen",
+    params(("id" = String, Path)),
+    request_body = NewNote,
+    responses((status = 200, description = "The patron"))
+)]
 async fn add_note(
     State(state): State<AdminState>,
     caller: Caller,
@@ -513,6 +588,15 @@ async fn add_note(
     change(&state, &caller, Operation::AddNote { patron: id, kind: n.kind, text: n.text, public: n.public }).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/notes/{note}",
+    operation_id = "removeNote",
+    tag = "patrons",
+    summary = "Remove a note",
+    params(("id" = String, Path), ("note" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 422, description = "No such note.", body = Problem))
+)]
 async fn remove_note(
     State(state): State<AdminState>,
     caller: Caller,
@@ -525,6 +609,15 @@ async fn remove_note(
 }
 
 /// Lets patron `id` act for `other` (a proxy: borrowing and collecting holds on their card).
+#[utoipa::path(
+    put,
+    path = "/api/v1/patrons/{id}/proxy-for/{other}",
+    operation_id = "allowProxy",
+    tag = "patrons",
+    summary = "Let patron `id` act for patron `other` (borrow and collect holds on their card)",
+    params(("id" = String, Path), ("other" = String, Path)),
+    responses((status = 200, description = "The proxy patron"), (status = 404, description = "No such patron.", body = Problem), (status = 422, description = "Refused: the patron themself, or one they already act for.", body = Problem))
+)]
 async fn allow_proxy(
     State(state): State<AdminState>,
     caller: Caller,
@@ -533,6 +626,15 @@ async fn allow_proxy(
     set_proxy(&state, &caller, &id, &other, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/proxy-for/{other}",
+    operation_id = "revokeProxy",
+    tag = "patrons",
+    summary = "Stop patron `id` acting for patron `other`",
+    params(("id" = String, Path), ("other" = String, Path)),
+    responses((status = 200, description = "The proxy patron"), (status = 422, description = "Refused: the patron does not act for them.", body = Problem))
+)]
 async fn revoke_proxy(
     State(state): State<AdminState>,
     caller: Caller,
@@ -548,7 +650,7 @@ async fn set_proxy(state: &AdminState, caller: &Caller, id: &str, other: &str, a
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTransfer {
     /// The institution the patron moves to.
@@ -556,6 +658,16 @@ pub struct NewTransfer {
 }
 
 /// Asks to move patron `id` to another institution; that institution's staff decide.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/transfer",
+    operation_id = "requestTransfer",
+    tag = "patrons",
+    summary = "Ask to move the patron to the institution `to`; its staff accept or reject",
+    params(("id" = String, Path)),
+    request_body = NewTransfer,
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or institution.", body = Problem), (status = 422, description = "Refused: the patron's own institution, or a move already waiting.", body = Problem))
+)]
 async fn request_transfer(
     State(state): State<AdminState>,
     caller: Caller,
@@ -569,6 +681,15 @@ async fn request_transfer(
 }
 
 /// Accepts or rejects the move asked for patron `id`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/transfer/{decision}",
+    operation_id = "decideTransfer",
+    tag = "patrons",
+    summary = "Accept or reject (`decision`) the move waiting for the patron",
+    params(("id" = String, Path), ("decision" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "A decision other than accept or reject.", body = Problem), (status = 422, description = "No move is waiting.", body = Problem))
+)]
 async fn decide_transfer(
     State(state): State<AdminState>,
     caller: Caller,
@@ -586,6 +707,15 @@ async fn decide_transfer(
     change(&state, &caller, Operation::DecideTransfer { patron, accept }).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/fees",
+    operation_id = "patronFees",
+    tag = "patrons",
+    summary = "The patron's fees and balance (a disputed fee is left out of the balance)",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`fees` and `balance`."))
+)]
 async fn fees(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     let id = match visible(&state, &caller, &id).await {
         Ok(p) => p.id,
@@ -600,6 +730,15 @@ async fn fees(State(state): State<AdminState>, caller: Caller, Path(id): Path<St
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/history",
+    operation_id = "patronHistory",
+    tag = "patrons",
+    summary = "The audit history of the patron, oldest first, with who made each change",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`history`: entries with at, by, action and changes."))
+)]
 async fn history(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     let id = match visible(&state, &caller, &id).await {
         Ok(p) => p.id,
@@ -631,6 +770,15 @@ pub struct BankParams {
 
 /// `GET /api/v1/deleted-patrons?institution=MAIN`: the bank of deleted users, newest first
 /// as the register lists them; `POST /api/v1/patrons/{id}/restore` brings one back.
+#[utoipa::path(
+    get,
+    path = "/api/v1/deleted-patrons",
+    operation_id = "deletedPatrons",
+    tag = "patrons",
+    summary = "The bank of deleted users at an institution",
+    params(("institution" = String, Query)),
+    responses((status = 200, description = "`patrons`, as `GET /api/v1/patrons/{id}` shows each."), (status = 400, description = "No institution given.", body = Problem))
+)]
 async fn deleted(
     State(state): State<AdminState>,
     caller: Caller,
@@ -653,6 +801,15 @@ async fn deleted(
 
 /// `DELETE /api/v1/patrons/{id}`: into the bank of deleted users; refused while the patron
 /// owes money or has a loan.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}",
+    operation_id = "deletePatron",
+    tag = "patrons",
+    summary = "Move a patron to the bank of deleted users",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "The patron as deleted."), (status = 422, description = "Refused while the patron owes money or has a loan; `error` says which.", body = Problem))
+)]
 async fn delete_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, &caller, Operation::DeletePatron { patron: id }).await,
@@ -660,6 +817,15 @@ async fn delete_patron(State(state): State<AdminState>, caller: Caller, Path(id)
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/restore",
+    operation_id = "restorePatron",
+    tag = "patrons",
+    summary = "Bring a patron back from the bank of deleted users",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 422, description = "The register refuses (not deleted, its primary id taken meanwhile...).", body = Problem))
+)]
 async fn restore_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, &caller, Operation::RestorePatron { patron: id }).await,
@@ -668,6 +834,14 @@ async fn restore_patron(State(state): State<AdminState>, caller: Caller, Path(id
 }
 
 /// `GET /api/v1/institutions`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/institutions",
+    operation_id = "institutions",
+    tag = "register",
+    summary = "The institutions, with their policies and block types",
+    responses((status = 200, description = "`institutions`."))
+)]
 async fn institutions(State(state): State<AdminState>, caller: Caller) -> Response {
     read(&state, Read::Institutions, |a| match a {
         Answer::Institutions(mut i) => {
@@ -680,6 +854,14 @@ async fn institutions(State(state): State<AdminState>, caller: Caller) -> Respon
 }
 
 /// `GET /api/v1/accounts`: terminal accounts with their profiles, never the password hash.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts",
+    operation_id = "accounts",
+    tag = "terminal accounts",
+    summary = "The terminal accounts with their profiles (never the password hash)",
+    responses((status = 200, description = "`accounts`: login, institution, location, profile."))
+)]
 async fn accounts(State(state): State<AdminState>, caller: Caller) -> Response {
     read(&state, Read::Accounts, |a| match a {
         Answer::Accounts(list) => Some(json!({
@@ -695,7 +877,7 @@ fn account_json(a: &crate::domain::Account) -> Value {
     json!({ "login": a.login, "institution": a.institution, "location": a.location, "profile": a.profile })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     login: String,
@@ -719,6 +901,15 @@ async fn password_hash(
 }
 
 /// `POST /api/v1/accounts`: a new self-check terminal account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts",
+    operation_id = "addAccount",
+    tag = "terminal accounts",
+    summary = "Add a self-check terminal account (`login`, `password` of at least 8 characters, `institution`, optional `location`)",
+    request_body = NewAccount,
+    responses((status = 200, description = "The account (never the password or its hash)."), (status = 404, description = "No such institution.", body = Problem), (status = 409, description = "The login is taken.", body = Problem), (status = 422, description = "Refused: a short password or a login with spaces.", body = Problem))
+)]
 async fn add_account(State(state): State<AdminState>, caller: Caller, b: Body<NewAccount>) -> Response {
     let n = match body(b) {
         Ok(n) => n,
@@ -732,13 +923,23 @@ async fn add_account(State(state): State<AdminState>, caller: Caller, b: Body<Ne
     change(&state, &caller, op).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     password: String,
 }
 
 /// `PUT /api/v1/accounts/{login}/password`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{login}/password",
+    operation_id = "setAccountPassword",
+    tag = "terminal accounts",
+    summary = "Set the account's password (`password`, at least 8 characters)",
+    params(("login" = String, Path)),
+    request_body = NewPassword,
+    responses((status = 200, description = "The account."), (status = 404, description = "No such account.", body = Problem), (status = 422, description = "The password is too short.", body = Problem))
+)]
 async fn set_account_password(
     State(state): State<AdminState>,
     caller: Caller,
@@ -758,6 +959,16 @@ async fn set_account_password(
 
 /// `PATCH /api/v1/accounts/{login}/profile` with `{"key": "value", ...}`: sets each key; an
 /// empty value removes it. The profile must still be valid as a whole, or nothing changes.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/accounts/{login}/profile",
+    operation_id = "setAccountProfile",
+    tag = "terminal accounts",
+    summary = "Set profile keys (`{\"key\": \"value\"}`; an empty value removes the key); the whole profile must stay valid",
+    params(("login" = String, Path)),
+    request_body = std::collections::BTreeMap<String, String>,
+    responses((status = 200, description = "The account with its profile."), (status = 404, description = "No such account.", body = Problem), (status = 422, description = "An unknown key or value; nothing changed.", body = Problem))
+)]
 async fn set_account_profile(
     State(state): State<AdminState>,
     caller: Caller,
@@ -772,6 +983,15 @@ async fn set_account_profile(
 }
 
 /// `GET /api/v1/patrons/{id}/loans`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/loans",
+    operation_id = "patronLoans",
+    tag = "patrons",
+    summary = "The patron's loans",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`loans`."), (status = 404, description = "No such patron.", body = Problem))
+)]
 async fn loans(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     let id = match visible(&state, &caller, &id).await {
         Ok(p) => p.id,
@@ -784,7 +1004,7 @@ async fn loans(State(state): State<AdminState>, caller: Caller, Path(id): Path<S
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLoan {
     /// The item's barcode.
@@ -796,6 +1016,16 @@ pub struct NewLoan {
 
 /// `POST /api/v1/patrons/{id}/loans`: lends an item at the desk by the one lending decision
 /// kiosks get too (an item the patron has already is renewed).
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/loans",
+    operation_id = "lend",
+    tag = "patrons",
+    summary = "Lend an item at the desk (`item`, `accept_fee`) by the same lending decision kiosks get; an item the patron has is renewed",
+    params(("id" = String, Path)),
+    request_body = NewLoan,
+    responses((status = 200, description = "The loan."), (status = 404, description = "No such patron or item.", body = Problem), (status = 422, description = "Refused, with the reason (blocked, on loan to another, held for another, fee not accepted...).", body = Problem))
+)]
 async fn lend(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>, b: Body<NewLoan>) -> Response {
     match (number::<u64>(&id, "patron"), body(b)) {
         (Ok(patron), Ok(n)) => {
@@ -806,11 +1036,29 @@ async fn lend(State(state): State<AdminState>, caller: Caller, Path(id): Path<St
 }
 
 /// `POST /api/v1/items/{barcode}/checkin`: takes the item back at the desk.
+#[utoipa::path(
+    post,
+    path = "/api/v1/items/{barcode}/checkin",
+    operation_id = "checkIn",
+    tag = "circulation",
+    summary = "Take an item back at the desk",
+    params(("barcode" = String, Path)),
+    responses((status = 200, description = "`returned`: the loan it ended, or null when it was not on loan."), (status = 404, description = "No such item.", body = Problem))
+)]
 async fn check_in(State(state): State<AdminState>, caller: Caller, Path(barcode): Path<String>) -> Response {
     change(&state, &caller, Operation::Return { item: barcode }).await
 }
 
 /// `GET /api/v1/patrons/{id}/holds`: the patron's holds with their places in the queues.
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/holds",
+    operation_id = "patronHolds",
+    tag = "patrons",
+    summary = "The patron's holds with their places in the queues",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`holds`: each `hold` with its `position`."), (status = 404, description = "No such patron.", body = Problem))
+)]
 async fn holds(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     let id = match visible(&state, &caller, &id).await {
         Ok(p) => p.id,
@@ -825,7 +1073,7 @@ async fn holds(State(state): State<AdminState>, caller: Caller, Path(id): Path<S
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewHold {
     /// One copy, by barcode; or `title`: any copy of it.
@@ -834,10 +1082,21 @@ pub struct NewHold {
     /// Where the patron collects it.
     pickup: String,
     /// The last day the patron wants it (YYYY-MM-DD).
+    #[schema(value_type = Option<String>, format = Date)]
     expires: Option<jiff::civil::Date>,
 }
 
 /// `POST /api/v1/patrons/{id}/holds`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/holds",
+    operation_id = "placeHold",
+    tag = "patrons",
+    summary = "Place a hold (`item` or `title`, `pickup`, optional `expires` as YYYY-MM-DD)",
+    params(("id" = String, Path)),
+    request_body = NewHold,
+    responses((status = 200, description = "The hold."), (status = 404, description = "No such patron or item.", body = Problem), (status = 422, description = "Refused: both or neither of item and title, or the rules refuse it.", body = Problem))
+)]
 async fn place_hold(
     State(state): State<AdminState>,
     caller: Caller,
@@ -857,6 +1116,15 @@ async fn place_hold(
 }
 
 /// `DELETE /api/v1/holds/{hold}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/holds/{hold}",
+    operation_id = "cancelHold",
+    tag = "circulation",
+    summary = "Cancel a hold",
+    params(("hold" = String, Path)),
+    responses((status = 200, description = "Cancelled."), (status = 404, description = "No such hold.", body = Problem))
+)]
 async fn cancel_hold(State(state): State<AdminState>, caller: Caller, Path(hold): Path<String>) -> Response {
     match number::<u64>(&hold, "hold") {
         Ok(hold) => change(&state, &caller, Operation::CancelHold { hold }).await,
@@ -886,6 +1154,14 @@ fn sees_member(caller: &Caller, m: &crate::domain::Staff) -> bool {
 }
 
 /// `GET /api/v1/me`: who the request is from.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "me",
+    tag = "staff",
+    summary = "Who the request is from (a staff member's account, or `{\"system\": true}`)",
+    responses((status = 200, description = "The staff account (no password hash"))
+)]
 async fn me(caller: Caller) -> Response {
     match caller {
         Caller::System => Json(json!({ "system": true })).into_response(),
@@ -894,6 +1170,14 @@ async fn me(caller: Caller) -> Response {
 }
 
 /// `GET /api/v1/staff`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/staff",
+    operation_id = "staffList",
+    tag = "staff",
+    summary = "Staff accounts (a member sees those whose institutions are all theirs)",
+    responses((status = 200, description = "`staff`: login, name, role, institutions, locked_until, last_login, tokens (id, label, created), history."))
+)]
 async fn staff_list(State(state): State<AdminState>, caller: Caller) -> Response {
     read(&state, Read::StaffList, |a| match a {
         Answer::StaffList(all) => Some(json!({
@@ -905,6 +1189,15 @@ async fn staff_list(State(state): State<AdminState>, caller: Caller) -> Response
 }
 
 /// `GET /api/v1/staff/{login}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/staff/{login}",
+    operation_id = "staffMember",
+    tag = "staff",
+    summary = "One staff account",
+    params(("login" = String, Path)),
+    responses((status = 200, description = "The account."), (status = 404, description = "No such account (or not one the caller sees).", body = Problem))
+)]
 async fn staff_member(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
     match state.engine.query(Read::Staff(login.clone())).await {
         Ok(Answer::Staff(m)) if sees_member(&caller, &m) => Json(staff_json(&m)).into_response(),
@@ -922,7 +1215,7 @@ fn role(raw: &str) -> Result<crate::domain::Role, Response> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewStaff {
     login: String,
@@ -935,6 +1228,15 @@ pub struct NewStaff {
 
 /// `POST /api/v1/staff`: a new staff account (a User Administrator gives at most their own
 /// role, for their own institutions).
+#[utoipa::path(
+    post,
+    path = "/api/v1/staff",
+    operation_id = "addStaff",
+    tag = "staff",
+    summary = "Add a staff account (`login`, `name`, `password` of at least 10 characters, `role`, `institutions`)",
+    request_body = NewStaff,
+    responses((status = 200, description = "The account."), (status = 403, description = "The caller's role may not give that role (or manage staff at all).", body = Problem), (status = 404, description = "No such institution", body = Problem), (status = 409, description = "The login is taken.", body = Problem), (status = 422, description = "A short password", body = Problem))
+)]
 async fn add_staff(State(state): State<AdminState>, caller: Caller, b: Body<NewStaff>) -> Response {
     let n = match body(b) {
         Ok(n) => n,
@@ -952,7 +1254,7 @@ async fn add_staff(State(state): State<AdminState>, caller: Caller, b: Body<NewS
     change(&state, &caller, op).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffChange {
     name: Option<String>,
@@ -961,6 +1263,16 @@ pub struct StaffChange {
 }
 
 /// `PATCH /api/v1/staff/{login}`: name, role, institutions (given ones replace all).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/staff/{login}",
+    operation_id = "changeStaff",
+    tag = "staff",
+    summary = "Change `name`, `role` or `institutions` (given ones replace all)",
+    params(("login" = String, Path)),
+    request_body = StaffChange,
+    responses((status = 200, description = "The account."), (status = 403, description = "The caller may not give that role or manage this member.", body = Problem), (status = 404, description = "No such account or institution.", body = Problem))
+)]
 async fn change_staff(
     State(state): State<AdminState>,
     caller: Caller,
@@ -978,7 +1290,7 @@ async fn change_staff(
     change(&state, &caller, Operation::ChangeStaff { login, name: c.name, role, institutions: c.institutions }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewStaffPassword {
     password: String,
@@ -989,6 +1301,16 @@ pub struct NewStaffPassword {
 
 /// `PUT /api/v1/staff/{login}/password` `{"password", "current_password"}`: one's own (with
 /// the current one), or that of a member one manages.
+#[utoipa::path(
+    put,
+    path = "/api/v1/staff/{login}/password",
+    operation_id = "setStaffPassword",
+    tag = "staff",
+    summary = "Set a staff password (`password`, at least 10 characters); one's own (with `current_password`), or a managed member's (a role below the caller's); lifts a lock",
+    params(("login" = String, Path)),
+    request_body = NewStaffPassword,
+    responses((status = 200, description = "The account."), (status = 403, description = "Not the caller's to change.", body = Problem), (status = 404, description = "No such account.", body = Problem), (status = 422, description = "The password is too short.", body = Problem))
+)]
 async fn set_staff_password(
     State(state): State<AdminState>,
     caller: Caller,
@@ -1017,17 +1339,36 @@ async fn set_staff_password(
 }
 
 /// `POST /api/v1/staff/{login}/unlock`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/staff/{login}/unlock",
+    operation_id = "unlockStaff",
+    tag = "staff",
+    summary = "Lift the lock that wrong passwords set",
+    params(("login" = String, Path)),
+    responses((status = 200, description = "The account."), (status = 403, description = "The caller may not manage this member.", body = Problem), (status = 404, description = "No such account.", body = Problem))
+)]
 async fn unlock_staff(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
     change(&state, &caller, Operation::UnlockStaff { login }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     label: String,
 }
 
 /// `POST /api/v1/staff/{login}/tokens` `{"label"}`: a bearer token, shown in this answer only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/staff/{login}/tokens",
+    operation_id = "addStaffToken",
+    tag = "staff",
+    summary = "Make a bearer token for an integration (`label`); only for oneself (or by the system); the token is in this answer only",
+    params(("login" = String, Path)),
+    request_body = NewToken,
+    responses((status = 201, description = "`id` and `token` (send it as `Authorization: Bearer sip2d_...`)."), (status = 403, description = "Not the caller's to give.", body = Problem), (status = 404, description = "No such account.", body = Problem))
+)]
 async fn add_staff_token(
     State(state): State<AdminState>,
     caller: Caller,
@@ -1054,6 +1395,15 @@ async fn add_staff_token(
 }
 
 /// `DELETE /api/v1/staff/{login}/tokens/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/staff/{login}/tokens/{token}",
+    operation_id = "revokeStaffToken",
+    tag = "staff",
+    summary = "Revoke a bearer token by its number",
+    params(("login" = String, Path), ("token" = String, Path)),
+    responses((status = 200, description = "The account."), (status = 404, description = "No such account.", body = Problem), (status = 422, description = "No such token.", body = Problem))
+)]
 async fn revoke_staff_token(
     State(state): State<AdminState>,
     caller: Caller,
@@ -1066,11 +1416,20 @@ async fn revoke_staff_token(
 }
 
 /// `DELETE /api/v1/staff/{login}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/staff/{login}",
+    operation_id = "removeStaff",
+    tag = "staff",
+    summary = "Remove a staff account (not one's own)",
+    params(("login" = String, Path)),
+    responses((status = 200, description = "Removed."), (status = 403, description = "The caller may not manage this member.", body = Problem), (status = 404, description = "No such account.", body = Problem))
+)]
 async fn remove_staff(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
     change(&state, &caller, Operation::RemoveStaff { login }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     login: String,
@@ -1088,6 +1447,16 @@ const NO_ACCOUNT: &str =
 /// even with the right password. A refusal comes after a pause that grows with the address's
 /// failures. Opens a session: the cookie (HttpOnly, Secure, SameSite=Strict) and, in the
 /// answer, the CSRF token every change must carry in `X-CSRF-Token`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    operation_id = "logIn",
+    tag = "staff",
+    summary = "Log in (`login`, `password`); opens a session",
+    description = "The password is checked, then the engine decides inside the commit: five wrong ones\nin a row lock the account for `staff_lockout_minutes`, and a locked account is refused\neven the right password. A refusal comes after a pause that grows with the address's\nfailures. An unknown login is answered as a wrong password.",
+    request_body = Login,
+    responses((status = 200, description = "The account and `csrf`; `Set-Cookie: sip2d_session=...; HttpOnly; Secure; SameSite=Strict`. Every change made with the cookie must carry `X-CSRF-Token: CSRF`, or gets 403."), (status = 401, description = "Wrong login or password.", body = Problem), (status = 423, description = "The account is locked (until the time given).", body = Problem))
+)]
 async fn log_in(
     State(state): State<AdminState>,
     axum::Extension(peer): axum::Extension<crate::net::http::Peer>,
@@ -1154,6 +1523,14 @@ pub async fn authenticate(
 }
 
 /// `GET /api/v1/session`: the member this cookie's session is for, with its CSRF token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    operation_id = "session",
+    tag = "staff",
+    summary = "The staff member of this cookie's session, with its CSRF token",
+    responses((status = 200, description = "The account and `csrf`."), (status = 404, description = "No session (not logged in with a cookie).", body = Problem))
+)]
 async fn session(State(state): State<AdminState>, headers: HeaderMap, caller: Caller) -> Response {
     match (session_of(&state, &headers), caller) {
         (Some(open), Caller::Staff(m)) if open.login == m.login => {
@@ -1167,6 +1544,14 @@ async fn session(State(state): State<AdminState>, headers: HeaderMap, caller: Ca
 
 /// `DELETE /api/v1/session`: logs out (with the CSRF token, like every change). A cookie
 /// whose session has ended already is just cleared.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    operation_id = "logOut",
+    tag = "staff",
+    summary = "Log out (with `X-CSRF-Token`)",
+    responses((status = 200, description = "The session is ended and the cookie cleared."))
+)]
 async fn log_out(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Some((cookie, open)) = session_cookie(&state, &headers) {
         let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -1179,11 +1564,29 @@ async fn log_out(State(state): State<AdminState>, headers: HeaderMap) -> Respons
 }
 
 /// `DELETE /api/v1/accounts/{login}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{login}",
+    operation_id = "removeAccount",
+    tag = "terminal accounts",
+    summary = "Remove a terminal account",
+    params(("login" = String, Path)),
+    responses((status = 200, description = "Removed."), (status = 404, description = "No such account.", body = Problem))
+)]
 async fn remove_account(State(state): State<AdminState>, caller: Caller, Path(login): Path<String>) -> Response {
     change(&state, &caller, Operation::RemoveAccount { login }).await
 }
 
 /// `GET /api/v1/items/{barcode}`: the item with its loan and holds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/items/{barcode}",
+    operation_id = "item",
+    tag = "circulation",
+    summary = "An item with its loan and its holds queue",
+    params(("barcode" = String, Path)),
+    responses((status = 200, description = "`item`, `loan` (or null), `holds`."), (status = 404, description = "No such item.", body = Problem))
+)]
 async fn item(State(state): State<AdminState>, caller: Caller, Path(barcode): Path<String>) -> Response {
     match state.engine.query(Read::Item(barcode.clone())).await {
         Ok(Answer::Item(facts)) if caller.covers(&facts.item.institution) => {
@@ -1211,6 +1614,15 @@ async fn item(State(state): State<AdminState>, caller: Caller, Path(barcode): Pa
 
 /// `GET /api/v1/terminals`: the kiosks connected now, each with its last requests (code,
 /// outcome, latency, time) and its last store failure; never a PIN, patron or item.
+#[utoipa::path(
+    get,
+    path = "/api/v1/terminals",
+    operation_id = "terminals",
+    tag = "terminals",
+    summary = "The terminals connected now, each with its last requests",
+    description = "Per connection: peer, listener, connected since, the account once logged in, the\nnumber of requests, the last ten (code, outcome, latency in microseconds, time) and\nthe last store failure. No PIN, password, patron or item is ever kept or shown.",
+    responses((status = 200, description = "`terminals`, oldest connection first."), (status = 401, description = "On the TCP listener", body = Problem))
+)]
 async fn terminals(State(state): State<AdminState>, caller: Caller) -> Response {
     match visible_terminals(&state, &caller).await {
         Ok(all) => Json(json!({ "terminals": all })).into_response(),
@@ -1229,6 +1641,15 @@ const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// `terminals` carries what `GET /api/v1/terminals` answers, at once and then whenever it
 /// changes (looked at every second, so the kiosks' path pays nothing for it). Never a PIN,
 /// patron or item.
+#[utoipa::path(
+    get,
+    path = "/api/v1/terminals/events",
+    operation_id = "terminalEvents",
+    tag = "terminals",
+    summary = "The live terminal view as server-sent events",
+    description = "An event `terminals` with what `GET /api/v1/terminals` answers, at once and then\nwhenever it changes (looked at every second). A stream lasts ten minutes; an\nEventSource reconnects by itself and is authorised again. Never a PIN, patron or item.",
+    responses((status = 200, description = "`text/event-stream`."))
+)]
 async fn terminal_events(State(state): State<AdminState>, caller: Caller) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let start = tokio::time::Instant::now();
@@ -1270,6 +1691,16 @@ pub(super) async fn visible_terminals(
 }
 
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.
+#[utoipa::path(
+    post,
+    path = "/api/v1/fees/{fee}/{action}",
+    operation_id = "feeAction",
+    tag = "fees",
+    summary = "Pay (`amount`), waive (`reason`), dispute or restore a fee",
+    params(("fee" = String, Path), ("action" = String, Path)),
+    request_body = FeeAction,
+    responses((status = 200, description = "The fee as it now stands."), (status = 404, description = "No such action.", body = Problem), (status = 422, description = "The register refuses: no such fee, more than is owed, a waive without a reason...", body = Problem))
+)]
 async fn fee_action(
     State(state): State<AdminState>,
     caller: Caller,
@@ -1330,44 +1761,107 @@ pub async fn no_route(uri: axum::http::Uri) -> Response {
     refused(StatusCode::NOT_FOUND, format!("no resource {}", uri.path()))
 }
 
-/// The resource API's routes, on the admin listener's state.
-pub fn routes() -> axum::Router<AdminState> {
-    use axum::routing::{delete, get, patch, post, put};
-    axum::Router::new()
-        .route("/api/v1/patrons", get(search).post(add_patron))
-        .route("/api/v1/patrons/{id}", get(get_patron).patch(patch_patron).delete(delete_patron))
-        .route("/api/v1/patrons/{id}/blocks", post(add_block))
-        .route("/api/v1/patrons/{id}/blocks/{type}", delete(lift_block))
-        .route("/api/v1/patrons/{id}/notes", post(add_note))
-        .route("/api/v1/patrons/{id}/notes/{note}", delete(remove_note))
-        .route("/api/v1/patrons/{id}/proxy-for/{other}", put(allow_proxy).delete(revoke_proxy))
-        .route("/api/v1/patrons/{id}/transfer", post(request_transfer))
-        .route("/api/v1/patrons/{id}/transfer/{decision}", post(decide_transfer))
-        .route("/api/v1/patrons/{id}/loans", get(loans).post(lend))
-        .route("/api/v1/items/{barcode}/checkin", post(check_in))
-        .route("/api/v1/patrons/{id}/holds", get(holds).post(place_hold))
-        .route("/api/v1/holds/{hold}", delete(cancel_hold))
-        .route("/api/v1/patrons/{id}/fees", get(fees))
-        .route("/api/v1/patrons/{id}/history", get(history))
-        .route("/api/v1/fees/{fee}/{action}", post(fee_action))
-        .route("/api/v1/terminals", get(terminals))
-        .route("/api/v1/terminals/events", get(terminal_events))
-        .route("/api/v1/deleted-patrons", get(deleted))
-        .route("/api/v1/patrons/{id}/restore", post(restore_patron))
-        .route("/api/v1/institutions", get(institutions))
-        .route("/api/v1/accounts", get(accounts).post(add_account))
-        .route("/api/v1/accounts/{login}", delete(remove_account))
-        .route("/api/v1/accounts/{login}/password", put(set_account_password))
-        .route("/api/v1/accounts/{login}/profile", patch(set_account_profile))
-        .route("/api/v1/items/{barcode}", get(item))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/session", get(session).post(log_in).delete(log_out))
-        .route("/api/v1/staff", get(staff_list).post(add_staff))
-        .route("/api/v1/staff/{login}", get(staff_member).patch(change_staff).delete(remove_staff))
-        .route("/api/v1/staff/{login}/password", put(set_staff_password))
-        .route("/api/v1/staff/{login}/unlock", post(unlock_staff))
-        .route("/api/v1/staff/{login}/tokens", post(add_staff_token))
-        .route("/api/v1/staff/{login}/tokens/{token}", delete(revoke_staff_token))
+/// Every refusal's body: why, in staff words.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes `refused`'s JSON; never built as a value.
+pub struct Problem {
+    /// Why the request was refused.
+    error: String,
+}
+
+/// The description's parts that are not a handler's: the introduction, the ways to
+/// authenticate, and the schemas every refusal uses.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "sip2d admin and resource API", description = include_str!("../../docs/api-intro.md")),
+    servers((url = "http://localhost", description = "DATA_DIR/admin.sock (the system, no token), the admin_listen address (the admin token or a staff token) or the console's listener (staff)")),
+    modifiers(&Security),
+    components(schemas(Problem))
+)]
+struct Description;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = api.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "DATA_DIR/admin.token (the system; on the admin TCP listener), or a staff member's token \
+                 (`sip2d staff token add`, starting `sip2d_`), whose role and institutions bound every request.",
+            ))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let session = ApiKey::Cookie(ApiKeyValue::with_description(
+            super::sessions::COOKIE,
+            "A console session (POST /api/v1/session); a change also needs the session's X-CSRF-Token header.",
+        ));
+        components.add_security_scheme("session", SecurityScheme::ApiKey(session));
+        api.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("session", Vec::<String>::new()),
+        ]);
+    }
+}
+
+/// The resource API's routes with their OpenAPI description, generated from the handlers'
+/// annotations: a route and its description cannot part.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AdminState> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(Description::openapi())
+        .routes(routes!(search, add_patron))
+        .routes(routes!(get_patron, patch_patron, delete_patron))
+        .routes(routes!(add_block))
+        .routes(routes!(lift_block))
+        .routes(routes!(add_note))
+        .routes(routes!(remove_note))
+        .routes(routes!(allow_proxy, revoke_proxy))
+        .routes(routes!(request_transfer))
+        .routes(routes!(decide_transfer))
+        .routes(routes!(loans, lend))
+        .routes(routes!(check_in))
+        .routes(routes!(holds, place_hold))
+        .routes(routes!(cancel_hold))
+        .routes(routes!(fees))
+        .routes(routes!(history))
+        .routes(routes!(fee_action))
+        .routes(routes!(terminals))
+        .routes(routes!(terminal_events))
+        .routes(routes!(deleted))
+        .routes(routes!(restore_patron))
+        .routes(routes!(institutions))
+        .routes(routes!(accounts, add_account))
+        .routes(routes!(remove_account))
+        .routes(routes!(set_account_password))
+        .routes(routes!(set_account_profile))
+        .routes(routes!(item))
+        .routes(routes!(me))
+        .routes(routes!(session, log_in, log_out))
+        .routes(routes!(staff_list, add_staff))
+        .routes(routes!(staff_member, change_staff, remove_staff))
+        .routes(routes!(set_staff_password))
+        .routes(routes!(unlock_staff))
+        .routes(routes!(add_staff_token))
+        .routes(routes!(revoke_staff_token))
+}
+
+/// The whole description (the system's `/v1` endpoints and the resource API), as served at
+/// `/api/v1/openapi.json`.
+pub fn description() -> &'static utoipa::openapi::OpenApi {
+    static DESCRIPTION: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DESCRIPTION.get_or_init(|| super::admin::with_system_routes(routes()).split_for_parts().1)
+}
+
+/// `GET /api/v1/openapi.json`: the description, to anyone who may reach the listener (it
+/// holds no register data).
+pub async fn openapi() -> Response {
+    Json(description()).into_response()
 }
 
 #[cfg(test)]
@@ -1390,19 +1884,20 @@ mod tests {
         // Both ran Argon2 (a parse failure would take microseconds, not milliseconds).
         assert!(t_none.as_micros() > 1000 && t.elapsed().as_micros() > 1000, "{t_none:?} {:?}", t.elapsed());
     }
-    /// Every route is described in docs/admin-api.yaml, so the description cannot fall behind.
+    /// docs/openapi.json is the description the code generates (`SIP2D_WRITE_OPENAPI=1 cargo
+    /// test openapi` writes it anew), and every route is in it.
     #[test]
-    fn every_route_is_in_the_api_description() {
-        let doc = include_str!("../../docs/admin-api.yaml");
-        let source = include_str!("api.rs");
-        let routes: Vec<&str> = source
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix(".route(\""))
-            .filter_map(|l| l.split('"').next())
-            .collect();
-        assert!(routes.len() >= 9, "{routes:?}");
-        for r in routes {
-            assert!(doc.contains(&format!("  {r}:")), "{r} is not in docs/admin-api.yaml");
+    fn the_checked_in_openapi_json_is_the_generated_one() {
+        let generated = serde_json::to_string_pretty(super::description()).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        if std::env::var_os("SIP2D_WRITE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
         }
+        let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+        assert!(doc["paths"].as_object().unwrap().len() >= 40, "{doc}");
+        assert!(doc["paths"]["/v1/operations"]["post"].is_object());
+        assert!(doc["paths"]["/api/v1/patrons/{id}"]["patch"]["requestBody"].is_object());
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(on_disk == generated, "docs/openapi.json is stale: run SIP2D_WRITE_OPENAPI=1 cargo test openapi");
     }
 }

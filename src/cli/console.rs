@@ -121,6 +121,25 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("shown_to_patron", "Shown to the patron", "Visas för låntagaren"),
     ("fees", "Fines and fees", "Avgifter"),
     ("balance", "Balance (disputed fees left out)", "Saldo (bestridda avgifter räknas inte)"),
+    ("no_fees", "No fines or fees.", "Inga avgifter."),
+    ("fee_kind", "Kind", "Typ"),
+    ("amount", "Amount", "Belopp"),
+    ("outstanding", "Outstanding", "Kvar att betala"),
+    ("actions", "Actions", "Åtgärder"),
+    ("pay", "Pay", "Betala"),
+    ("waive", "Waive", "Efterskänk"),
+    ("dispute", "Dispute", "Bestrid"),
+    ("undispute", "End dispute", "Avsluta bestridande"),
+    ("fee_active", "Open", "Öppen"),
+    ("fee_disputed", "Disputed (left out of the balance)", "Bestridd (räknas inte i saldot)"),
+    ("fee_waived", "Waived", "Efterskänkt"),
+    ("fee_paid", "Paid", "Betald"),
+    ("fee_closed", "Closed", "Stängd"),
+    ("not_an_amount", "Not an amount like 5.00:", "Inte ett belopp som 5.00:"),
+    ("renewals", "Renewals", "Förnyelser"),
+    ("renew", "Renew", "Förnya"),
+    ("check_in", "Check in", "Återlämna"),
+    ("not_on_loan", "Not on loan to this patron:", "Inte utlånat till denna låntagare:"),
     ("loans", "Loans", "Lån"),
     ("no_loans", "No loans.", "Inga lån."),
     ("due", "Due", "Åter senast"),
@@ -831,12 +850,83 @@ async fn patron_page(
         section aria-labelledby="fees" {
             h2 #fees { (lang.t("fees")) }
             p { (lang.t("balance")) ": " strong { (balance) } }
-            ul { @for f in &fees { li { "#" (f.id) " " (format!("{:?}", f.kind)) " " (f.amount.to_string()) " (" (format!("{:?}", f.status)) ")" } } }
+            @if fees.is_empty() { p { (lang.t("no_fees")) } }
+            @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "#" } th scope="col" { (lang.t("fee_kind")) } th scope="col" { (lang.t("amount")) }
+                        th scope="col" { (lang.t("outstanding")) } th scope="col" { (lang.t("status")) } th scope="col" { (lang.t("actions")) }
+                    } }
+                    tbody {
+                        @for f in &fees {
+                            @let action = |a: &str| format!("{path}/fees/{}/{a}", f.id);
+                            tr {
+                                td { (f.id) }
+                                td { (kebab(&f.kind)) @if let Some(item) = &f.item { " (" (item) ")" } }
+                                td { (f.amount.to_string()) " " (f.currency) }
+                                td { (f.outstanding().to_string()) }
+                                td { (lang.t(fee_status_key(f.status))) }
+                                td {
+                                    @if f.status == crate::domain::FeeStatus::Active {
+                                        form.inline method="post" action=(action("pay")) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            label for={ "pay-" (f.id) } { (lang.t("amount")) }
+                                            input id={ "pay-" (f.id) } name="amount" type="text" inputmode="decimal" size="8"
+                                                value=(f.outstanding().to_string()) required;
+                                            button type="submit" { (lang.t("pay")) }
+                                        }
+                                        form.inline method="post" action=(action("waive")) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            label for={ "waive-" (f.id) } { (lang.t("reason")) }
+                                            input id={ "waive-" (f.id) } name="reason" type="text" required;
+                                            button type="submit" { (lang.t("waive")) }
+                                        }
+                                        form.inline method="post" action=(action("dispute")) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            button type="submit" aria-label={ (lang.t("dispute")) " #" (f.id) } { (lang.t("dispute")) }
+                                        }
+                                    }
+                                    @if f.status == crate::domain::FeeStatus::Disputed {
+                                        form.inline method="post" action=(action("restore")) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            button type="submit" aria-label={ (lang.t("undispute")) " #" (f.id) } { (lang.t("undispute")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         section aria-labelledby="loans" {
             h2 #loans { (lang.t("loans")) }
             @if loans.is_empty() { p { (lang.t("no_loans")) } }
-            ul { @for l in &loans { li { (lang.t("item")) " " (l.item) ", " (lang.t("due")) " " (when(l.due)) } } }
+            @else {
+                table {
+                    thead { tr {
+                        th scope="col" { (lang.t("item")) } th scope="col" { (lang.t("due")) }
+                        th scope="col" { (lang.t("renewals")) } th scope="col" { (lang.t("actions")) }
+                    } }
+                    tbody {
+                        @for l in &loans {
+                            tr {
+                                td { (l.item) } td { (when(l.due)) } td { (l.renewals) }
+                                td {
+                                    form.inline method="post" action={ (path) "/loans/" (enc(&l.item)) "/renew" } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        button type="submit" aria-label={ (lang.t("renew")) " " (l.item) } { (lang.t("renew")) }
+                                    }
+                                    form.inline method="post" action={ (path) "/loans/" (enc(&l.item)) "/checkin" } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        button type="submit" aria-label={ (lang.t("check_in")) " " (l.item) } { (lang.t("check_in")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         @if who.member.role >= crate::domain::Role::UserAdministrator && p.deleted.is_none() {
             section aria-labelledby="delete" {
@@ -963,6 +1053,96 @@ async fn add_note(
     let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
     let op = Operation::AddNote { patron, kind: "general".into(), text: f.text, public: f.public.is_some() };
     change_then_show(&state, &who, &id, op, "notes").await
+}
+
+/// A value's name as the register writes it (`damage`, `lost`), for enums serde names.
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+fn fee_status_key(s: crate::domain::FeeStatus) -> &'static str {
+    use crate::domain::FeeStatus as S;
+    match s {
+        S::Active => "fee_active",
+        S::Disputed => "fee_disputed",
+        S::Waived => "fee_waived",
+        S::Paid => "fee_paid",
+        S::Closed => "fee_closed",
+    }
+}
+
+#[derive(Deserialize)]
+struct FeeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Pays (part of), waives with a reason, disputes, or takes back a dispute of one of the
+/// patron's fees. The engine checks the fee is this patron's and the member may.
+async fn fee_action(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, fee, action)): Path<(String, String, String)>,
+    Form(f): Form<FeeForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let (Some(patron), Ok(fee)) = (patron_id(&id), fee.parse::<u64>()) else {
+        return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await;
+    };
+    // The fee must be this patron's: the page's forms never name another's.
+    match state.engine.query(Read::Fees(patron)).await {
+        Ok(Answer::Fees(fees, _)) if fees.iter().any(|x| x.id == fee) => {}
+        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+    }
+    let op = match action.as_str() {
+        "pay" => match crate::domain::Money::parse(f.amount.trim()) {
+            Some(amount) => Operation::PayFee { fee, amount, transaction: None },
+            None => {
+                let text = format!("{} {:?}", who.lang.t("not_an_amount"), f.amount);
+                return patron_page(&state, &who, &id, Some(Flash::Refused(text)), StatusCode::UNPROCESSABLE_ENTITY)
+                    .await;
+            }
+        },
+        "waive" => Operation::WaiveFee { fee, reason: f.reason },
+        "dispute" => Operation::DisputeFee { fee },
+        "restore" => Operation::RestoreFee { fee },
+        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+    };
+    change_then_show(&state, &who, &id, op, "fees").await
+}
+
+/// Renews a loan at the desk (the one lending decision: lending an item the patron has
+/// renews it), or checks the item in.
+async fn loan_action(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, item, action)): Path<(String, String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    // The item must be on loan to this patron: a renewal would otherwise lend it anew.
+    match state.engine.query(Read::Loans { patron: Some(patron) }).await {
+        Ok(Answer::Loans(loans)) if loans.iter().any(|l| l.item == item) => {}
+        _ => {
+            let text = format!("{} {item}", who.lang.t("not_on_loan"));
+            return patron_page(&state, &who, &id, Some(Flash::Refused(text)), StatusCode::NOT_FOUND).await;
+        }
+    }
+    let op = match action.as_str() {
+        "renew" => Operation::Lend { patron, item, accept_fee: false },
+        "checkin" => Operation::Return { item },
+        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+    };
+    change_then_show(&state, &who, &id, op, "loans").await
 }
 
 /// Deletes the patron (into the bank of deleted users); the engine refuses it to roles below
@@ -1104,6 +1284,8 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/blocks/{kind}/lift", post(lift_block))
         .route("/patrons/{id}/notes", post(add_note))
         .route("/patrons/{id}/delete", post(delete))
+        .route("/patrons/{id}/fees/{fee}/{action}", post(fee_action))
+        .route("/patrons/{id}/loans/{item}/{action}", post(loan_action))
         .route("/terminals", get(terminals))
 }
 

@@ -415,18 +415,15 @@ pub fn export(data: &std::path::Path) -> Option<String> {
     Some(body)
 }
 
-/// `(method, path template)` of every operation docs/admin-api.yaml lists (a unit test holds
-/// that list to the router).
+/// `(method, path template)` of every operation docs/openapi.json lists: the description the
+/// server generates from its handlers (a unit test holds the file to it).
 pub fn api_operations() -> Vec<(String, String)> {
-    let yaml = include_str!("../../docs/admin-api.yaml");
+    let doc: serde_json::Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
     let mut out = Vec::new();
-    let mut path = None;
-    for line in yaml.lines() {
-        if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
-            path = Some(format!("/{p}"));
-        } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'))) {
-            if ["get", "post", "put", "patch", "delete"].contains(&m) {
-                out.push((m.to_uppercase(), p.clone()));
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                out.push((method.to_uppercase(), path.clone()));
             }
         }
     }
