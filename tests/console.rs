@@ -351,3 +351,41 @@ fn staff_take_payments_waive_and_dispute_fees_and_renew_and_check_in_loans() {
     assert_eq!(r.status, 303, "{}", r.raw);
     assert!(get(&d, &avery, &manager).raw.contains("No loans."));
 }
+
+/// The bank of deleted users: an administrator deletes Eli (no balance, no loan), who then
+/// shows in the bank with the time of deletion; a User Manager sees the bank but no way back,
+/// and a restore they post is refused; the administrator restores Eli, who leaves the bank.
+#[test]
+fn deleted_users_wait_in_the_bank_until_an_administrator_restores_them() {
+    let d = demo();
+    let admin = log_in(&d, "admin", "admin-password");
+    let eli = patron_path(&d, &admin, "MAIN", "21000000000005");
+    let page = get(&d, &eli, &admin).raw;
+    let csrf = form_value(&page, "csrf");
+    assert!(get(&d, "/deleted?institution=MAIN", &admin).raw.contains("No deleted users."));
+    let r = form_post(d.console, &format!("{eli}/delete"), &admin, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let bank = get(&d, "/deleted?institution=MAIN", &admin).raw;
+    assert!(bank.contains("Lapsed, Eli") && bank.contains(&format!("action=\"{eli}/restore\"")), "{bank}");
+    assert!(bank.contains("CET"), "the time of deletion, in the institution's zone, named: {bank}");
+    // Once deleted, the card is unknown to kiosks.
+    let mut k = common::Kiosk::connect(d.sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    assert!(k.ask("2300120261203    120000AOMAIN|AA21000000000005|AC|").contains("|BLN|"));
+
+    let manager = log_in(&d, "manager", "manager-password");
+    let bank = get(&d, "/deleted?institution=MAIN", &manager).raw;
+    assert!(bank.contains("Lapsed, Eli") && !bank.contains("/restore\""), "no way back for a manager: {bank}");
+    let manager_csrf = form_value(&get(&d, &eli, &manager).raw, "csrf");
+    let r = form_post(d.console, &format!("{eli}/restore"), &manager, &format!("csrf={manager_csrf}"));
+    assert_eq!(r.status, 403, "{}", r.raw);
+    // Another institution's bank is not shown: the member's own is.
+    let branch = log_in(&d, "branch", "branch-password");
+    assert!(!get(&d, "/deleted?institution=MAIN", &branch).raw.contains("Eli"));
+
+    let r = form_post(d.console, &format!("{eli}/restore"), &admin, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(get(&d, "/deleted?institution=MAIN", &admin).raw.contains("No deleted users."));
+    assert!(!get(&d, &eli, &admin).raw.contains("In the bank of deleted users"));
+    assert!(k.ask("2300120261203    120000AOMAIN|AA21000000000005|AC|").contains("|BLY|"), "known again");
+}

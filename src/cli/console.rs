@@ -70,6 +70,17 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("skip", "Skip to content", "Hoppa till innehållet"),
     ("patrons", "Patrons", "Låntagare"),
     ("terminals", "Terminals", "Terminaler"),
+    ("bank", "Deleted users", "Raderade användare"),
+    (
+        "bank_hint",
+        "Deleted users keep their primary id and identifiers until they are purged; a User Administrator can restore them.",
+        "Raderade användare behåller sitt primära id och sina identifierare tills de rensas bort; en användaradministratör kan återställa dem.",
+    ),
+    ("bank_empty", "No deleted users.", "Inga raderade användare."),
+    ("in_bank", "In the bank of deleted users", "Bland raderade användare"),
+    ("deleted_on", "Deleted", "Raderad"),
+    ("restore", "Restore", "Återställ"),
+    ("show", "Show", "Visa"),
     ("log_in", "Log in", "Logga in"),
     ("log_out", "Log out", "Logga ut"),
     ("login", "User name", "Användarnamn"),
@@ -289,6 +300,7 @@ fn page(lang: Lang, who: Option<&Staffer>, title: &str, body: Markup) -> Markup 
                             a href="/patrons" { (t("patrons")) }
                             a href="/patrons/new" { (t("add_user")) }
                             a href="/terminals" { (t("terminals")) }
+                            a href="/deleted" { (t("bank")) }
                         }
                         span { (t("signed_in_as")) " " (s.member.name) " (" (s.member.role) ")" }
                         form.inline method="post" action="/logout" {
@@ -928,6 +940,18 @@ async fn patron_page(
                 }
             }
         }
+        @if let Some(at) = p.deleted {
+            section aria-labelledby="deleted" {
+                h2 #deleted { (lang.t("in_bank")) }
+                p { (lang.t("deleted_on")) " " (when(at)) }
+                @if who.member.role >= crate::domain::Role::UserAdministrator {
+                    form method="post" action={ (path) "/restore" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { (lang.t("restore")) }
+                    }
+                }
+            }
+        }
         @if who.member.role >= crate::domain::Role::UserAdministrator && p.deleted.is_none() {
             section aria-labelledby="delete" {
                 h2 #delete { (lang.t("delete")) }
@@ -1160,6 +1184,92 @@ async fn delete(
     change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await
 }
 
+/// Brings a patron back from the bank of deleted users (User Administrators and above; the
+/// engine refuses it when their primary id or an identifier has been taken since).
+async fn restore(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    change_then_show(&state, &who, &id, Operation::RestorePatron { patron }, "general").await
+}
+
+#[derive(Deserialize)]
+struct BankForm {
+    #[serde(default)]
+    institution: Option<String>,
+}
+
+/// The bank of deleted users at one of the member's institutions: who, since when, and (for
+/// User Administrators) a way back.
+async fn bank(State(state): State<AdminState>, who: Staffer, Query(f): Query<BankForm>) -> Response {
+    let lang = who.lang;
+    let institutions = &who.member.institutions;
+    let institution = f.institution.filter(|i| who.member.covers(i)).unwrap_or_else(|| institutions[0].clone());
+    let filter = crate::engine::ListFilter {
+        institution: Some(institution.clone()),
+        deleted: true,
+        limit: Some(api::MAX_PER_PAGE),
+        ..Default::default()
+    };
+    let deleted = match state.engine.query(Read::Patrons(filter)).await {
+        Ok(Answer::Patrons(ps)) => ps,
+        Ok(_) => vec![],
+        Err(e) => {
+            let (status, text) = refusal(lang, &e);
+            return message_page(lang, Some(&who), status, &text);
+        }
+    };
+    let zone = match state.engine.query(Read::Institution(institution.clone())).await {
+        Ok(Answer::Institution(i)) => jiff::tz::TimeZone::get(&i.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => jiff::tz::TimeZone::UTC,
+    };
+    let may_restore = who.member.role >= crate::domain::Role::UserAdministrator;
+    let body = html! {
+        form method="get" action="/deleted" {
+            label for="institution" { (lang.t("institution")) }
+            select #institution name="institution" {
+                @for i in institutions { option value=(i) selected[*i == institution] { (i) } }
+            }
+            " " button type="submit" { (lang.t("show")) }
+        }
+        p { (lang.t("bank_hint")) }
+        @if deleted.is_empty() { p { (lang.t("bank_empty")) } }
+        @else {
+            table {
+                thead { tr {
+                    th scope="col" { (lang.t("name")) } th scope="col" { (lang.t("primary_id")) }
+                    th scope="col" { (lang.t("deleted_on")) }
+                    @if may_restore { th scope="col" { (lang.t("actions")) } }
+                } }
+                tbody {
+                    @for p in &deleted {
+                        tr {
+                            td { a href={ "/patrons/" (p.id) } { (p.display_name()) } }
+                            td { (p.primary_id) }
+                            td { (p.deleted.map(|t| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default()) }
+                            @if may_restore {
+                                td {
+                                    form.inline method="post" action={ "/patrons/" (p.id) "/restore" } {
+                                        input type="hidden" name="csrf" value=(who.csrf);
+                                        button type="submit" aria-label={ (lang.t("restore")) " " (p.display_name()) } { (lang.t("restore")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(StatusCode::OK, page(lang, Some(&who), lang.t("bank"), body))
+}
+
 /// Saves the edit form against the version it was opened with. A newer version gets the
 /// conflict page: the record as it is now, and the form as the member filled it in.
 async fn edit(
@@ -1284,6 +1394,8 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/blocks/{kind}/lift", post(lift_block))
         .route("/patrons/{id}/notes", post(add_note))
         .route("/patrons/{id}/delete", post(delete))
+        .route("/patrons/{id}/restore", post(restore))
+        .route("/deleted", get(bank))
         .route("/patrons/{id}/fees/{fee}/{action}", post(fee_action))
         .route("/patrons/{id}/loans/{item}/{action}", post(loan_action))
         .route("/terminals", get(terminals))
