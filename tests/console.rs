@@ -389,3 +389,66 @@ fn deleted_users_wait_in_the_bank_until_an_administrator_restores_them() {
     assert!(!get(&d, &eli, &admin).raw.contains("In the bank of deleted users"));
     assert!(k.ask("2300120261203    120000AOMAIN|AA21000000000005|AC|").contains("|BLY|"), "known again");
 }
+
+/// Identifiers, proxies and moves from the patron's page: an identifier added and turned
+/// off (a kiosk no longer knows the card) and on again; a proxy added by card and removed; a
+/// move to the branch asked for at the main library, seen and accepted only by the branch,
+/// after which the patron is the branch's and no longer the main library's to see.
+#[test]
+fn identifiers_proxies_and_moves_between_libraries() {
+    let d = demo();
+    let manager = log_in(&d, "manager", "manager-password");
+    let avery = patron_path(&d, &manager, "MAIN", "21000000000001");
+    let page = get(&d, &avery, &manager).raw;
+    let csrf = form_value(&page, "csrf");
+    let post = |path: &str, body: &str| form_post(d.console, path, &manager, &format!("csrf={csrf}&{body}"));
+
+    let r = post(&format!("{avery}/identifiers"), "kind=student-id&value=S-2026-17&note=From+the+student+office");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("student-id: S-2026-17 – From the student office"), "{page}");
+    let r = post(&format!("{avery}/identifiers"), "kind=barcode&value=21000000000003");
+    assert_eq!(r.status, 409, "Casey's card is taken: {}", r.raw);
+
+    let mut k = common::Kiosk::connect(d.sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let status = "2300120261203    120000AOMAIN|AA21000000000001|AC|";
+    assert!(k.ask(status).contains("|BLY|"));
+    let r = post(&format!("{avery}/identifiers/21000000000001/off"), "");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(k.ask(status).contains("|BLN|"), "a card turned off is unknown at the kiosk");
+    assert!(get(&d, &avery, &manager).raw.contains("21000000000001 (Inactive)"));
+    assert_eq!(post(&format!("{avery}/identifiers/21000000000001/on"), "").status, 303);
+    assert!(k.ask(status).contains("|BLY|"));
+
+    let r = post(&format!("{avery}/proxy-for"), "card=21000000000003");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let casey = patron_path(&d, &manager, "MAIN", "21000000000003");
+    let casey_id = casey.rsplit('/').next().unwrap();
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains(&format!("href=\"/patrons/{casey_id}\">#{casey_id}</a>")), "{page}");
+    let r = post(&format!("{avery}/proxy-for"), "card=22000000000001");
+    assert_eq!(r.status, 404, "the branch's patron is not there: {}", r.raw);
+    assert_eq!(post(&format!("{avery}/proxy-for/{casey_id}/remove"), "").status, 303);
+    assert!(get(&d, &avery, &manager).raw.contains("Acts for nobody."));
+
+    // Dana moves to the branch: the main library asks, the branch decides.
+    let dana = patron_path(&d, &manager, "MAIN", "21000000000004");
+    let r = post(&format!("{dana}/transfer"), "to=BRANCH");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(get(&d, &dana, &manager).raw.contains("A move is waiting"));
+    assert!(get(&d, "/transfers", &manager).raw.contains("No users are waiting"), "not the main library's to decide");
+    let r = form_post(d.console, &format!("/transfers/{}/accept", &dana[9..]), &manager, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 404, "{}", r.raw);
+    let branch = log_in(&d, "branch", "branch-password");
+    let list = get(&d, "/transfers", &branch).raw;
+    assert!(list.contains("Disputes, Dana") && list.contains("MAIN"), "{list}");
+    let branch_csrf = form_value(&list, "csrf");
+    let r = form_post(d.console, &format!("/transfers/{}/accept", &dana[9..]), &branch, &format!("csrf={branch_csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &dana, &branch);
+    assert_eq!(page.status, 200, "the branch's now: {}", page.raw);
+    assert!(page.raw.contains("<td>BRANCH</td>"), "{}", page.raw);
+    assert_eq!(get(&d, &dana, &manager).status, 404, "no longer the main library's");
+    assert!(get(&d, "/transfers", &branch).raw.contains("No users are waiting"));
+}

@@ -71,6 +71,34 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("patrons", "Patrons", "Låntagare"),
     ("terminals", "Terminals", "Terminaler"),
     ("bank", "Deleted users", "Raderade användare"),
+    ("turn_off", "Turn off", "Stäng av"),
+    ("turn_on", "Turn on", "Slå på"),
+    ("identifier_kind", "Kind", "Typ"),
+    ("value", "Value", "Värde"),
+    ("note_optional", "Note (optional)", "Anteckning (valfri)"),
+    ("add_identifier", "Add identifier", "Lägg till identifierare"),
+    ("proxies", "May act for (proxy)", "Får agera för (ombud)"),
+    ("no_proxies", "Acts for nobody.", "Agerar inte för någon."),
+    ("remove", "Remove", "Ta bort"),
+    (
+        "proxy_card",
+        "Card, primary id or e-mail of the one they act for",
+        "Kort, primärt id eller e-post för den som ombudet agerar för",
+    ),
+    ("add_proxy", "Add", "Lägg till"),
+    ("transfer", "Move to another library", "Flytta till ett annat bibliotek"),
+    (
+        "transfer_pending",
+        "A move is waiting for the other library to accept:",
+        "En flytt väntar på att det andra biblioteket godkänner:",
+    ),
+    ("transfer_to", "To library (code)", "Till bibliotek (kod)"),
+    ("request_transfer", "Ask to move", "Begär flytt"),
+    ("transfers", "Moves", "Flyttar"),
+    ("no_transfers", "No users are waiting to move here.", "Inga användare väntar på att flytta hit."),
+    ("from", "From", "Från"),
+    ("accept", "Accept", "Godkänn"),
+    ("decline", "Decline", "Avslå"),
     (
         "bank_hint",
         "Deleted users keep their primary id and identifiers until they are purged; a User Administrator can restore them.",
@@ -300,6 +328,7 @@ fn page(lang: Lang, who: Option<&Staffer>, title: &str, body: Markup) -> Markup 
                             a href="/patrons" { (t("patrons")) }
                             a href="/patrons/new" { (t("add_user")) }
                             a href="/terminals" { (t("terminals")) }
+                            a href="/transfers" { (t("transfers")) }
                             a href="/deleted" { (t("bank")) }
                         }
                         span { (t("signed_in_as")) " " (s.member.name) " (" (s.member.role) ")" }
@@ -819,7 +848,67 @@ async fn patron_page(
         }
         section aria-labelledby="identifiers" {
             h2 #identifiers { (lang.t("identifiers")) }
-            ul { @for i in &p.identifiers { li { (i.kind) ": " (i.value) @if !i.active { " (" (lang.t("inactive")) ")" } } } }
+            ul {
+                @for i in &p.identifiers {
+                    li {
+                        (i.kind) ": " (i.value)
+                        @if let Some(n) = &i.note { " – " (n) }
+                        @if !i.active { " (" (lang.t("inactive")) ")" }
+                        " "
+                        form.inline method="post" action={ (path) "/identifiers/" (enc(&i.value)) "/" (if i.active { "off" } else { "on" }) } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            @let verb = if i.active { lang.t("turn_off") } else { lang.t("turn_on") };
+                            button type="submit" aria-label={ (verb) " " (i.value) } { (verb) }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/identifiers" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="identifier-kind" { (lang.t("identifier_kind")) }
+                select #identifier-kind name="kind" {
+                    @for k in ["barcode", "student-id", "national-id", "other"] { option value=(k) { (k) } }
+                }
+                label for="identifier-value" { (lang.t("value")) }
+                input #identifier-value name="value" type="text" required;
+                label for="identifier-note" { (lang.t("note_optional")) }
+                input #identifier-note name="note" type="text";
+                p { button type="submit" { (lang.t("add_identifier")) } }
+            }
+        }
+        section aria-labelledby="proxies" {
+            h2 #proxies { (lang.t("proxies")) }
+            @if p.proxy_for.is_empty() { p { (lang.t("no_proxies")) } }
+            ul {
+                @for other in &p.proxy_for {
+                    li {
+                        a href={ "/patrons/" (other) } { "#" (other) } " "
+                        form.inline method="post" action={ (path) "/proxy-for/" (other) "/remove" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" aria-label={ (lang.t("remove")) " #" (other) } { (lang.t("remove")) }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/proxy-for" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="proxy-card" { (lang.t("proxy_card")) }
+                input #proxy-card name="card" type="text" required;
+                p { button type="submit" { (lang.t("add_proxy")) } }
+            }
+        }
+        section aria-labelledby="transfer" {
+            h2 #transfer { (lang.t("transfer")) }
+            @if let Some(t) = &p.transfer {
+                p { (lang.t("transfer_pending")) " " strong { (t.to) } " – " (t.requested_by) ", " (when(t.at)) }
+            } @else if p.deleted.is_none() {
+                form method="post" action={ (path) "/transfer" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="transfer-to" { (lang.t("transfer_to")) }
+                    input #transfer-to name="to" type="text" required;
+                    p { button type="submit" { (lang.t("request_transfer")) } }
+                }
+            }
         }
         section aria-labelledby="blocks" {
             h2 #blocks { (lang.t("blocks")) }
@@ -1184,6 +1273,204 @@ async fn delete(
     change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await
 }
 
+#[derive(Deserialize)]
+struct IdentifierForm {
+    #[serde(default)]
+    csrf: String,
+    kind: String,
+    value: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn add_identifier(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<IdentifierForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let note = Some(f.note).filter(|n| !n.trim().is_empty());
+    let op = Operation::AddIdentifier { patron, kind: f.kind, value: f.value.trim().to_string(), note };
+    change_then_show(&state, &who, &id, op, "identifiers").await
+}
+
+/// Turns an identifier off (it stops working at kiosks, and stays on the record) or on again.
+async fn switch_identifier(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, value, switch)): Path<(String, String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let active = match switch.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+    };
+    change_then_show(&state, &who, &id, Operation::SetIdentifierActive { patron, value, active }, "identifiers").await
+}
+
+#[derive(Deserialize)]
+struct ProxyForm {
+    #[serde(default)]
+    csrf: String,
+    card: String,
+}
+
+/// Lets this patron act for another, named by card, primary id or e-mail at this patron's
+/// institution.
+async fn add_proxy(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<ProxyForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let proxy = match api::visible(&state, &who.caller(), &id).await {
+        Ok(p) => p,
+        Err(_) => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+    };
+    let find = Read::FindPatron { institution: proxy.institution.clone(), key: f.card.trim().to_string() };
+    let other = match state.engine.query(find).await {
+        Ok(Answer::Patron(other)) => other.id,
+        Ok(_) => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+        Err(e) => {
+            let (status, text) = refusal(who.lang, &e);
+            return patron_page(&state, &who, &id, Some(Flash::Refused(text)), status).await;
+        }
+    };
+    change_then_show(
+        &state,
+        &who,
+        &id,
+        Operation::SetProxy { proxy: proxy.id, for_whom: other, allow: true },
+        "proxies",
+    )
+    .await
+}
+
+async fn remove_proxy(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, other)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let (Some(proxy), Some(for_whom)) = (patron_id(&id), patron_id(&other)) else {
+        return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await;
+    };
+    change_then_show(&state, &who, &id, Operation::SetProxy { proxy, for_whom, allow: false }, "proxies").await
+}
+
+#[derive(Deserialize)]
+struct TransferForm {
+    #[serde(default)]
+    csrf: String,
+    to: String,
+}
+
+/// Asks to move the patron to another library, whose staff then accept or decline.
+async fn request_transfer(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<TransferForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+    let op = Operation::RequestTransfer { patron, to: f.to.trim().to_string() };
+    change_then_show(&state, &who, &id, op, "transfer").await
+}
+
+/// Patrons other libraries ask to move to the member's: who, from where, asked by whom; each
+/// accepted or declined here (the patron's own page is not theirs to see until accepted).
+async fn transfers(State(state): State<AdminState>, who: Staffer) -> Response {
+    transfers_page(&state, &who, None, StatusCode::OK).await
+}
+
+async fn transfers_page(state: &AdminState, who: &Staffer, flash: Option<String>, status: StatusCode) -> Response {
+    let lang = who.lang;
+    let mut pending = Vec::new();
+    for institution in &who.member.institutions {
+        if let Ok(Answer::Patrons(ps)) = state.engine.query(Read::PendingTransfers(institution.clone())).await {
+            pending.extend(ps);
+        }
+    }
+    let body = html! {
+        @if let Some(text) = &flash { p.error role="alert" { (text) } }
+        @if pending.is_empty() { p { (lang.t("no_transfers")) } }
+        @else {
+            table {
+                thead { tr {
+                    th scope="col" { (lang.t("name")) } th scope="col" { (lang.t("primary_id")) }
+                    th scope="col" { (lang.t("from")) } th scope="col" { (lang.t("transfer_to")) }
+                    th scope="col" { (lang.t("who")) } th scope="col" { (lang.t("actions")) }
+                } }
+                tbody {
+                    @for p in &pending {
+                        @let t = p.transfer.as_ref();
+                        tr {
+                            td { (p.display_name()) } td { (p.primary_id) } td { (p.institution) }
+                            td { (t.map(|t| t.to.as_str()).unwrap_or("")) } td { (t.map(|t| t.requested_by.as_str()).unwrap_or("")) }
+                            td {
+                                @for (decision, key) in [("accept", "accept"), ("decline", "decline")] {
+                                    form.inline method="post" action={ "/transfers/" (p.id) "/" (decision) } {
+                                        input type="hidden" name="csrf" value=(who.csrf);
+                                        button type="submit" aria-label={ (lang.t(key)) " " (p.display_name()) } { (lang.t(key)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    respond(status, page(lang, Some(who), lang.t("transfers"), body))
+}
+
+async fn decide_transfer(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, decision)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let accept = match decision.as_str() {
+        "accept" => true,
+        "decline" => false,
+        _ => return transfers_page(&state, &who, None, StatusCode::NOT_FOUND).await,
+    };
+    let Some(patron) = patron_id(&id) else { return transfers_page(&state, &who, None, StatusCode::NOT_FOUND).await };
+    match state.engine.run(Operation::DecideTransfer { patron, accept }, who.caller().by()).await {
+        Ok(Receipt::Refused(r)) => {
+            let (status, text) = refusal(who.lang, &Error::Refused(r));
+            transfers_page(&state, &who, Some(text), status).await
+        }
+        Ok(_) if accept => Redirect::to(&format!("/patrons/{patron}?done=1")).into_response(),
+        Ok(_) => Redirect::to("/transfers").into_response(),
+        Err(e) => {
+            let (status, text) = refusal(who.lang, &e);
+            transfers_page(&state, &who, Some(text), status).await
+        }
+    }
+}
+
 /// Brings a patron back from the bank of deleted users (User Administrators and above; the
 /// engine refuses it when their primary id or an identifier has been taken since).
 async fn restore(
@@ -1396,6 +1683,13 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/delete", post(delete))
         .route("/patrons/{id}/restore", post(restore))
         .route("/deleted", get(bank))
+        .route("/patrons/{id}/identifiers", post(add_identifier))
+        .route("/patrons/{id}/identifiers/{value}/{switch}", post(switch_identifier))
+        .route("/patrons/{id}/proxy-for", post(add_proxy))
+        .route("/patrons/{id}/proxy-for/{other}/remove", post(remove_proxy))
+        .route("/patrons/{id}/transfer", post(request_transfer))
+        .route("/transfers", get(transfers))
+        .route("/transfers/{id}/{decision}", post(decide_transfer))
         .route("/patrons/{id}/fees/{fee}/{action}", post(fee_action))
         .route("/patrons/{id}/loans/{item}/{action}", post(loan_action))
         .route("/terminals", get(terminals))
