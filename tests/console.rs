@@ -452,3 +452,71 @@ fn identifiers_proxies_and_moves_between_libraries() {
     assert_eq!(get(&d, &dana, &manager).status, 404, "no longer the main library's");
     assert!(get(&d, "/transfers", &branch).raw.contains("No users are waiting"));
 }
+
+/// Staff and terminal accounts from the console: an administrator adds a member (offered only
+/// roles below their own), makes a token of their own that opens the API until revoked, and
+/// removes the member; adds a terminal account a kiosk then logs in with, gives it a new
+/// password (the old one stops working) and removes it. A User Manager sees both lists and no
+/// forms, and what they post is refused.
+#[test]
+fn administrators_manage_staff_and_terminal_accounts() {
+    let d = demo();
+    let admin = log_in(&d, "admin", "admin-password");
+    let page = get(&d, "/staff", &admin).raw;
+    let csrf = form_value(&page, "csrf");
+    assert!(page.contains("<td>desk</td>") && page.contains("<td>manager</td>"), "{page}");
+    assert!(page.contains("value=\"user-manager\"") && !page.contains("value=\"main-administrator\""), "{page}");
+    let post = |cookie: &str, path: &str, body: &str| form_post(d.console, path, cookie, body);
+    let r = post(
+        &admin,
+        "/staff",
+        &format!("csrf={csrf}&login=nora&name=Nora+New&password=a+long+password&role=user-manager&institution=MAIN"),
+    );
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(get(&d, "/staff", &admin).raw.contains("Nora New"));
+    let r =
+        post(&admin, "/staff", &format!("csrf={csrf}&login=short&name=S&password=short&role=desk&institution=MAIN"));
+    assert_eq!(r.status, 422, "a short password: {}", r.raw);
+
+    let r = post(&admin, "/staff/tokens", &format!("csrf={csrf}&label=Reports"));
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let at = r.raw.find("<code>sip2d_").unwrap_or_else(|| panic!("the token is shown: {}", r.raw)) + 6;
+    let token = &r.raw[at..at + r.raw[at..].find('<').unwrap()];
+    let me = common::http(d.console, "GET", "/api/v1/me", Some(token), "", "");
+    assert_eq!((me.status, me.body["login"].as_str()), (200, Some("admin")), "{}", me.raw);
+    assert!(!get(&d, "/staff", &admin).raw.contains(token), "shown once only");
+    let revoke = action_ending(&r.raw, "/revoke");
+    assert_eq!(post(&admin, &revoke, &format!("csrf={csrf}")).status, 303);
+    assert_eq!(common::http(d.console, "GET", "/api/v1/me", Some(token), "", "").status, 401);
+
+    // A User Manager: the lists, no forms, and a post refused.
+    let manager = log_in(&d, "manager", "manager-password");
+    let page = get(&d, "/staff", &manager).raw;
+    assert!(page.contains("Nora New") && !page.contains("action=\"/staff\""), "{page}");
+    let manager_csrf = form_value(&page, "csrf");
+    let r = post(&manager, "/staff/nora/remove", &format!("csrf={manager_csrf}"));
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert_eq!(post(&admin, "/staff/nora/remove", &format!("csrf={csrf}")).status, 303);
+    assert!(!get(&d, "/staff", &admin).raw.contains("Nora New"));
+
+    // A terminal account, used by a kiosk.
+    let r = post(
+        &admin,
+        "/accounts",
+        &format!("csrf={csrf}&login=kiosk9&password=first-secret&institution=MAIN&location=Lobby"),
+    );
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let list = get(&d, "/accounts", &admin).raw;
+    assert!(list.contains("<td>kiosk9</td>") && list.contains("Lobby") && !list.contains("argon2"), "{list}");
+    let login = |password: &str| common::Kiosk::connect(d.sip).ask(&format!("9300CNkiosk9|CO{password}|"));
+    assert_eq!(login("first-secret"), "941");
+    assert_eq!(post(&admin, "/accounts/kiosk9/password", &format!("csrf={csrf}&password=second-secret")).status, 303);
+    assert_eq!(login("first-secret"), "940");
+    assert_eq!(login("second-secret"), "941");
+    let page = get(&d, "/accounts", &manager).raw;
+    assert!(page.contains("kiosk9") && !page.contains("action=\"/accounts\""), "{page}");
+    assert_eq!(post(&manager, "/accounts/kiosk9/remove", &format!("csrf={manager_csrf}")).status, 403);
+    assert_eq!(login("second-secret"), "941");
+    assert_eq!(post(&admin, "/accounts/kiosk9/remove", &format!("csrf={csrf}")).status, 303);
+    assert_eq!(login("second-secret"), "940");
+}

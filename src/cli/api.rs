@@ -1146,7 +1146,7 @@ fn staff_json(m: &crate::domain::Staff) -> Value {
 
 /// Whether `caller` sees staff member `m`: the system all; a member those whose institutions
 /// are all theirs, and themselves.
-fn sees_member(caller: &Caller, m: &crate::domain::Staff) -> bool {
+pub(super) fn sees_member(caller: &Caller, m: &crate::domain::Staff) -> bool {
     match caller {
         Caller::System => true,
         Caller::Staff(me) => me.login == m.login || m.institutions.iter().all(|i| me.covers(i)),

@@ -72,6 +72,32 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("terminals", "Terminals", "Terminaler"),
     ("bank", "Deleted users", "Raderade användare"),
     ("turn_off", "Turn off", "Stäng av"),
+    ("staff_accounts", "Staff", "Personal"),
+    ("terminal_accounts", "Terminal accounts", "Terminalkonton"),
+    ("login", "Login", "Inloggningsnamn"),
+    ("role", "Role", "Roll"),
+    ("institutions", "Libraries", "Bibliotek"),
+    ("locked", "Locked", "Låst"),
+    ("unlock", "Unlock", "Lås upp"),
+    ("your_tokens", "Your tokens", "Dina nycklar"),
+    (
+        "tokens_hint",
+        "A token lets an integration call the API as you, with your role.",
+        "En nyckel låter en integration anropa API:t som du, med din roll.",
+    ),
+    ("token_label", "What it is for", "Vad den är till för"),
+    ("make_token", "Make a token", "Skapa en nyckel"),
+    ("token_once", "The new token, shown this once: copy it now.", "Den nya nyckeln visas bara nu: kopiera den."),
+    ("revoke", "Revoke", "Återkalla"),
+    ("new_member", "New staff member", "Ny medarbetare"),
+    ("password_min", "Password (at least 10 characters)", "Lösenord (minst 10 tecken)"),
+    ("add_member", "Add staff member", "Lägg till medarbetare"),
+    ("location", "Location", "Plats"),
+    ("profile", "Profile", "Profil"),
+    ("new_password", "New password", "Nytt lösenord"),
+    ("new_terminal", "New terminal account", "Nytt terminalkonto"),
+    ("password_terminal", "Password (at least 8 characters)", "Lösenord (minst 8 tecken)"),
+    ("add_terminal", "Add terminal account", "Lägg till terminalkonto"),
     ("turn_on", "Turn on", "Slå på"),
     ("identifier_kind", "Kind", "Typ"),
     ("value", "Value", "Värde"),
@@ -330,6 +356,8 @@ fn page(lang: Lang, who: Option<&Staffer>, title: &str, body: Markup) -> Markup 
                             a href="/terminals" { (t("terminals")) }
                             a href="/transfers" { (t("transfers")) }
                             a href="/deleted" { (t("bank")) }
+                            a href="/staff" { (t("staff_accounts")) }
+                            a href="/accounts" { (t("terminal_accounts")) }
                         }
                         span { (t("signed_in_as")) " " (s.member.name) " (" (s.member.role) ")" }
                         form.inline method="post" action="/logout" {
@@ -1596,6 +1624,369 @@ async fn edit(
     }
 }
 
+// -- staff and terminal accounts --------------------------------------------------------------
+
+/// A password hashed for storing (Argon2, slow on purpose: off the async threads).
+async fn hashed(password: String, hash: fn(&str) -> Result<String, Error>) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .unwrap_or_else(|e| Err(Error::NotDone(format!("hashing the password failed: {e}").into())))
+}
+
+/// Runs a change from an accounts page and goes back to it, or shows it with the refusal.
+async fn change_then_list(state: &AdminState, who: &Staffer, op: Result<Operation, Error>, to: &str) -> Response {
+    let done = match op {
+        Ok(op) => state.engine.run(op, who.caller().by()).await,
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(Receipt::Refused(r)) => refused_list(state, who, Error::Refused(r), to).await,
+        Ok(_) => Redirect::to(&format!("{to}?done=1")).into_response(),
+        Err(e) => refused_list(state, who, e, to).await,
+    }
+}
+
+async fn refused_list(state: &AdminState, who: &Staffer, e: Error, to: &str) -> Response {
+    let (status, text) = refusal(who.lang, &e);
+    if to == "/staff" {
+        staff_page(state, who, Some(Flash::Refused(text)), None, status).await
+    } else {
+        accounts_page(state, who, Some(Flash::Refused(text)), status).await
+    }
+}
+
+async fn staff(State(state): State<AdminState>, who: Staffer, Query(d): Query<Done>) -> Response {
+    staff_page(&state, &who, d.done.map(|_| Flash::Saved), None, StatusCode::OK).await
+}
+
+/// The staff accounts the member sees; their own tokens; and, for User Administrators and
+/// above, new members (of a role below their own, at their institutions), unlocking and
+/// removing. `token`: a token just made, shown this once.
+async fn staff_page(
+    state: &AdminState,
+    who: &Staffer,
+    flash: Option<Flash>,
+    token: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let lang = who.lang;
+    let members = match state.engine.query(Read::StaffList).await {
+        Ok(Answer::StaffList(all)) => all.into_iter().filter(|m| api::sees_member(&who.caller(), m)).collect(),
+        _ => vec![],
+    };
+    let me = &who.member;
+    let manages = me.role >= crate::domain::Role::UserAdministrator;
+    let now = jiff::Timestamp::now();
+    let csrf = &who.csrf;
+    let body = html! {
+        @match &flash {
+            Some(Flash::Saved) => p.flash role="status" { (lang.t("saved")) },
+            Some(Flash::Refused(text)) => p.error role="alert" { (text) },
+            _ => {},
+        }
+        @if let Some(t) = &token {
+            div.flash role="status" { p { (lang.t("token_once")) } p { code { (t) } } }
+        }
+        section aria-labelledby="members" {
+            h2 #members { (lang.t("staff_accounts")) }
+            table {
+                thead { tr {
+                    th scope="col" { (lang.t("login")) } th scope="col" { (lang.t("name")) } th scope="col" { (lang.t("role")) }
+                    th scope="col" { (lang.t("institutions")) } th scope="col" { (lang.t("status")) }
+                    @if manages { th scope="col" { (lang.t("actions")) } }
+                } }
+                tbody {
+                    @for m in &members {
+                        tr {
+                            td { (m.login) } td { (m.name) } td { (m.role) } td { (m.institutions.join(", ")) }
+                            td { @if m.locked(now) { (lang.t("locked")) } @else { (lang.t("active")) } }
+                            @if manages {
+                                td {
+                                    @if m.role < me.role {
+                                        @if m.locked(now) {
+                                            form.inline method="post" action={ "/staff/" (enc(&m.login)) "/unlock" } {
+                                                input type="hidden" name="csrf" value=(csrf);
+                                                button type="submit" aria-label={ (lang.t("unlock")) " " (m.login) } { (lang.t("unlock")) }
+                                            }
+                                        }
+                                        form.inline method="post" action={ "/staff/" (enc(&m.login)) "/remove" } {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            button type="submit" aria-label={ (lang.t("remove")) " " (m.login) } { (lang.t("remove")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="tokens" {
+            h2 #tokens { (lang.t("your_tokens")) }
+            p { (lang.t("tokens_hint")) }
+            ul {
+                @for t in &me.tokens {
+                    li {
+                        (t.label) " (#" (t.id) ") "
+                        form.inline method="post" action={ "/staff/tokens/" (t.id) "/revoke" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" aria-label={ (lang.t("revoke")) " " (t.label) } { (lang.t("revoke")) }
+                        }
+                    }
+                }
+            }
+            form method="post" action="/staff/tokens" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="token-label" { (lang.t("token_label")) }
+                input #token-label name="label" type="text" required;
+                p { button type="submit" { (lang.t("make_token")) } }
+            }
+        }
+        @if manages {
+            section aria-labelledby="new-member" {
+                h2 #new-member { (lang.t("new_member")) }
+                form method="post" action="/staff" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="member-login" { (lang.t("login")) }
+                    input #member-login name="login" type="text" required autocomplete="off";
+                    label for="member-name" { (lang.t("name")) }
+                    input #member-name name="name" type="text" required;
+                    label for="member-password" { (lang.t("password_min")) }
+                    input #member-password name="password" type="password" required minlength="10" autocomplete="new-password";
+                    label for="member-role" { (lang.t("role")) }
+                    select #member-role name="role" {
+                        @for r in crate::domain::Role::ALL.iter().filter(|r| **r < me.role) { option value=(r.code()) { (r) } }
+                    }
+                    label for="member-institution" { (lang.t("institution")) }
+                    select #member-institution name="institution" {
+                        @for i in &me.institutions { option value=(i) { (i) } }
+                    }
+                    p { button type="submit" { (lang.t("add_member")) } }
+                }
+            }
+        }
+    };
+    respond(status, page(lang, Some(who), lang.t("staff_accounts"), body))
+}
+
+#[derive(Deserialize)]
+struct MemberForm {
+    #[serde(default)]
+    csrf: String,
+    login: String,
+    name: String,
+    password: String,
+    role: String,
+    institution: String,
+}
+
+async fn add_member(State(state): State<AdminState>, who: Staffer, Form(f): Form<MemberForm>) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let op = match crate::domain::Role::parse(&f.role) {
+        None => Err(Error::Refused(Refusal::rule(format!("no role {}", f.role)))),
+        Some(role) => {
+            hashed(f.password, crate::engine::hash_staff_password).await.map(|password_hash| Operation::AddStaff {
+                login: f.login.trim().to_string(),
+                name: f.name.trim().to_string(),
+                password_hash,
+                role,
+                institutions: vec![f.institution],
+            })
+        }
+    };
+    change_then_list(&state, &who, op, "/staff").await
+}
+
+async fn member_action(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((login, action)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let op = match action.as_str() {
+        "unlock" => Operation::UnlockStaff { login },
+        "remove" => Operation::RemoveStaff { login },
+        _ => return message_page(who.lang, Some(&who), StatusCode::NOT_FOUND, who.lang.t("not_found")),
+    };
+    change_then_list(&state, &who, Ok(op), "/staff").await
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    label: String,
+}
+
+/// A bearer token of the member's own, for an integration: shown once, kept as a digest.
+async fn make_token(State(state): State<AdminState>, who: Staffer, Form(f): Form<TokenForm>) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let token = match crate::domain::secret::new_token() {
+        Ok(t) => t,
+        Err(e) => return refused_list(&state, &who, Error::NotDone(e.to_string().into()), "/staff").await,
+    };
+    let digest = crate::domain::secret::token_digest(&token);
+    let op = Operation::AddStaffToken { login: who.member.login.clone(), label: f.label.trim().to_string(), digest };
+    match state.engine.run(op, who.caller().by()).await {
+        Ok(Receipt::Refused(r)) => refused_list(&state, &who, Error::Refused(r), "/staff").await,
+        Err(e) => refused_list(&state, &who, e, "/staff").await,
+        Ok(_) => {
+            // The page reads the member as they are now, with the new token listed.
+            let who = match state.engine.query(Read::Staff(who.member.login.clone())).await {
+                Ok(Answer::Staff(m)) => Staffer { member: std::sync::Arc::new(*m), ..who },
+                _ => who,
+            };
+            staff_page(&state, &who, Some(Flash::Saved), Some(token), StatusCode::OK).await
+        }
+    }
+}
+
+async fn revoke_token(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(token): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let Ok(token) = token.parse::<u32>() else {
+        return message_page(who.lang, Some(&who), StatusCode::NOT_FOUND, who.lang.t("not_found"));
+    };
+    let op = Operation::RevokeStaffToken { login: who.member.login.clone(), token };
+    change_then_list(&state, &who, Ok(op), "/staff").await
+}
+
+async fn accounts(State(state): State<AdminState>, who: Staffer, Query(d): Query<Done>) -> Response {
+    accounts_page(&state, &who, d.done.map(|_| Flash::Saved), StatusCode::OK).await
+}
+
+/// The self-check terminals' accounts at the member's institutions (never a password hash);
+/// User Administrators add them, give them new passwords and remove them.
+async fn accounts_page(state: &AdminState, who: &Staffer, flash: Option<Flash>, status: StatusCode) -> Response {
+    let lang = who.lang;
+    let list: Vec<crate::domain::Account> = match state.engine.query(Read::Accounts).await {
+        Ok(Answer::Accounts(all)) => all.into_iter().filter(|a| who.member.covers(&a.institution)).collect(),
+        _ => vec![],
+    };
+    let manages = who.member.role >= crate::domain::Role::UserAdministrator;
+    let csrf = &who.csrf;
+    let body = html! {
+        @match &flash {
+            Some(Flash::Saved) => p.flash role="status" { (lang.t("saved")) },
+            Some(Flash::Refused(text)) => p.error role="alert" { (text) },
+            _ => {},
+        }
+        table {
+            thead { tr {
+                th scope="col" { (lang.t("login")) } th scope="col" { (lang.t("institution")) }
+                th scope="col" { (lang.t("location")) } th scope="col" { (lang.t("profile")) }
+                @if manages { th scope="col" { (lang.t("actions")) } }
+            } }
+            tbody {
+                @for a in &list {
+                    tr {
+                        td { (a.login) } td { (a.institution) } td { (a.location.as_deref().unwrap_or("")) }
+                        td { @for (k, v) in &a.profile { (k) "=" (v) " " } }
+                        @if manages {
+                            td {
+                                form.inline method="post" action={ "/accounts/" (enc(&a.login)) "/password" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    label for={ "pw-" (a.login) } { (lang.t("new_password")) }
+                                    input id={ "pw-" (a.login) } name="password" type="password" required minlength="8" autocomplete="new-password";
+                                    button type="submit" { (lang.t("save")) }
+                                }
+                                form.inline method="post" action={ "/accounts/" (enc(&a.login)) "/remove" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" aria-label={ (lang.t("remove")) " " (a.login) } { (lang.t("remove")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if manages {
+            section aria-labelledby="new-terminal" {
+                h2 #new-terminal { (lang.t("new_terminal")) }
+                form method="post" action="/accounts" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="terminal-login" { (lang.t("login")) }
+                    input #terminal-login name="login" type="text" required autocomplete="off";
+                    label for="terminal-password" { (lang.t("password_terminal")) }
+                    input #terminal-password name="password" type="password" required minlength="8" autocomplete="new-password";
+                    label for="terminal-institution" { (lang.t("institution")) }
+                    select #terminal-institution name="institution" {
+                        @for i in &who.member.institutions { option value=(i) { (i) } }
+                    }
+                    label for="terminal-location" { (lang.t("location")) }
+                    input #terminal-location name="location" type="text";
+                    p { button type="submit" { (lang.t("add_terminal")) } }
+                }
+            }
+        }
+    };
+    respond(status, page(lang, Some(who), lang.t("terminal_accounts"), body))
+}
+
+#[derive(Deserialize)]
+struct TerminalForm {
+    #[serde(default)]
+    csrf: String,
+    login: String,
+    password: String,
+    institution: String,
+    #[serde(default)]
+    location: String,
+}
+
+async fn add_terminal(State(state): State<AdminState>, who: Staffer, Form(f): Form<TerminalForm>) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let op = hashed(f.password, crate::engine::hash_password).await.map(|password_hash| Operation::AddAccount {
+        login: f.login.trim().to_string(),
+        password_hash,
+        institution: f.institution,
+        location: Some(f.location.trim().to_string()).filter(|l| !l.is_empty()),
+    });
+    change_then_list(&state, &who, op, "/accounts").await
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn terminal_action(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((login, action)): Path<(String, String)>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if let Err(r) = who.check(&f.csrf) {
+        return r;
+    }
+    let op = match action.as_str() {
+        "password" => hashed(f.password, crate::engine::hash_password)
+            .await
+            .map(|password_hash| Operation::SetAccountPassword { login, password_hash }),
+        "remove" => Ok(Operation::RemoveAccount { login }),
+        _ => return message_page(who.lang, Some(&who), StatusCode::NOT_FOUND, who.lang.t("not_found")),
+    };
+    change_then_list(&state, &who, op, "/accounts").await
+}
+
 // -- terminals ------------------------------------------------------------------------------
 
 async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
@@ -1689,6 +2080,12 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/proxy-for/{other}/remove", post(remove_proxy))
         .route("/patrons/{id}/transfer", post(request_transfer))
         .route("/transfers", get(transfers))
+        .route("/staff", get(staff).post(add_member))
+        .route("/staff/tokens", post(make_token))
+        .route("/staff/tokens/{token}/revoke", post(revoke_token))
+        .route("/staff/{login}/{action}", post(member_action))
+        .route("/accounts", get(accounts).post(add_terminal))
+        .route("/accounts/{login}/{action}", post(terminal_action))
         .route("/transfers/{id}/{decision}", post(decide_transfer))
         .route("/patrons/{id}/fees/{fee}/{action}", post(fee_action))
         .route("/patrons/{id}/loans/{item}/{action}", post(loan_action))
