@@ -74,10 +74,9 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("turn_off", "Turn off", "Stäng av"),
     ("staff_accounts", "Staff", "Personal"),
     ("terminal_accounts", "Terminal accounts", "Terminalkonton"),
-    ("login", "Login", "Inloggningsnamn"),
     ("role", "Role", "Roll"),
     ("institutions", "Libraries", "Bibliotek"),
-    ("locked", "Locked", "Låst"),
+    ("account_locked", "Locked", "Låst"),
     ("unlock", "Unlock", "Lås upp"),
     ("your_tokens", "Your tokens", "Dina nycklar"),
     (
@@ -1699,7 +1698,7 @@ async fn staff_page(
                     @for m in &members {
                         tr {
                             td { (m.login) } td { (m.name) } td { (m.role) } td { (m.institutions.join(", ")) }
-                            td { @if m.locked(now) { (lang.t("locked")) } @else { (lang.t("active")) } }
+                            td { @if m.locked(now) { (lang.t("account_locked")) } @else { (lang.t("active")) } }
                             @if manages {
                                 td {
                                     @if m.role < me.role {
