@@ -250,8 +250,22 @@ async fn staff_work_the_register_in_a_browser() {
     wait_for(&b, "99 ").await;
     assert!(text(&b).await.contains("kiosk1"));
     snap(&b, "terminals").await;
+    // A part payment at the desk: Casey owes 150.00.
+    b.goto(&format!("http://{}/patrons?institution=MAIN&q=21000000000003", d.console)).await.unwrap();
+    submit(&b, "tbody a").await;
+    let amount = b.find(Locator::Css("form[action$='/pay'] input[name='amount']")).await.unwrap();
+    amount.clear().await.unwrap();
+    amount.send_keys("50.00").await.unwrap();
+    submit(&b, "form[action$='/pay'] button").await;
+    let paid = text(&b).await;
+    assert!(paid.contains("Saved.") && paid.contains("100.00"), "{paid}");
+    snap(&b, "fees").await;
+    b.goto(&format!("http://{}/staff", d.console)).await.unwrap();
+    assert!(text(&b).await.contains("Demo User Manager"));
+    snap(&b, "staff").await;
     submit(&b, "header a[lang=sv]").await;
-    assert!(text(&b).await.contains("Terminaler"));
+    let swedish = text(&b).await;
+    assert!(swedish.contains("Medarbetare") && swedish.contains("Dina nycklar"), "{swedish}");
     b.goto(&format!("http://{}{avery}", d.console)).await.unwrap();
     snap(&b, "patron-sv").await;
     other.close().await.unwrap();

@@ -73,6 +73,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("bank", "Deleted users", "Raderade användare"),
     ("turn_off", "Turn off", "Stäng av"),
     ("staff_accounts", "Staff", "Personal"),
+    ("members", "Members", "Medarbetare"),
     ("terminal_accounts", "Terminal accounts", "Terminalkonton"),
     ("role", "Role", "Roll"),
     ("institutions", "Libraries", "Bibliotek"),
@@ -1687,7 +1688,7 @@ async fn staff_page(
             div.flash role="status" { p { (lang.t("token_once")) } p { code { (t) } } }
         }
         section aria-labelledby="members" {
-            h2 #members { (lang.t("staff_accounts")) }
+            h2 #members { (lang.t("members")) }
             table {
                 thead { tr {
                     th scope="col" { (lang.t("login")) } th scope="col" { (lang.t("name")) } th scope="col" { (lang.t("role")) }
