@@ -344,6 +344,12 @@ fn the_live_view_streams_terminals_as_they_come() {
         }
     };
     assert!(!event.contains("kiosk2"), "{event}");
+    // When it connected, in its library's zone, named (the demo's MAIN keeps Stockholm time).
+    let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+    let t = &v["terminals"][0];
+    assert_eq!(t["institution"], "MAIN", "{event}");
+    let local = t["connected_local"].as_str().unwrap();
+    assert!(local.ends_with(" CET") || local.ends_with(" CEST"), "{event}");
     // Its requests show as they come.
     main.ask("9900302.00");
     loop {

@@ -1673,21 +1673,48 @@ async fn terminal_events(State(state): State<AdminState>, caller: Caller) -> Res
 
 /// The terminals connected now that `caller` sees: a member, those of their institutions
 /// that have logged in.
-pub(super) async fn visible_terminals(
-    state: &AdminState,
-    caller: &Caller,
-) -> Result<Vec<crate::net::terminals::TerminalView>, Response> {
-    let mut all = state.server.terminals();
-    if let Caller::Staff(_) = caller {
-        let accounts = match state.engine.query(Read::Accounts).await {
-            Ok(Answer::Accounts(a)) => a,
-            Ok(_) => return Err(refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer")),
-            Err(e) => return Err(failed(e)),
-        };
-        let theirs = |login: &str| accounts.iter().any(|a| a.login == login && caller.covers(&a.institution));
-        all.retain(|t| t.account.as_deref().is_some_and(theirs));
-    }
-    Ok(all)
+/// A connected terminal as staff see it: its institution (once logged in) and when it
+/// connected in that institution's zone, named (the server's zone before the login).
+#[derive(serde::Serialize)]
+pub(super) struct TerminalRow {
+    #[serde(flatten)]
+    pub view: crate::net::terminals::TerminalView,
+    pub institution: Option<String>,
+    pub connected_local: String,
+}
+
+pub(super) async fn visible_terminals(state: &AdminState, caller: &Caller) -> Result<Vec<TerminalRow>, Response> {
+    let all = state.server.terminals();
+    let accounts = match state.engine.query(Read::Accounts).await {
+        Ok(Answer::Accounts(a)) => a,
+        Ok(_) => return Err(refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer")),
+        Err(e) => return Err(failed(e)),
+    };
+    let institutions = match state.engine.query(Read::Institutions).await {
+        Ok(Answer::Institutions(i)) => i,
+        Ok(_) => return Err(refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer")),
+        Err(e) => return Err(failed(e)),
+    };
+    let institution_of = |login: &str| accounts.iter().find(|a| a.login == login).map(|a| a.institution.clone());
+    let zone_of = |code: Option<&str>| {
+        code.and_then(|c| institutions.iter().find(|i| i.code == c))
+            .and_then(|i| jiff::tz::TimeZone::get(&i.timezone).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
+    };
+    Ok(all
+        .into_iter()
+        .map(|view| {
+            let institution = view.account.as_deref().and_then(institution_of);
+            let zone = zone_of(institution.as_deref());
+            let connected_local = view.connected.to_zoned(zone).strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
+            TerminalRow { view, institution, connected_local }
+        })
+        // A member sees the terminals logged in to their institutions' accounts.
+        .filter(|t| match caller {
+            Caller::System => true,
+            Caller::Staff(_) => t.institution.as_deref().is_some_and(|i| caller.covers(i)),
+        })
+        .collect())
 }
 
 /// `POST /api/v1/fees/{fee}/{action}`: pay (`amount`), waive (`reason`), dispute, restore.

@@ -733,8 +733,14 @@ async fn add_patron(
         Some("contact") => RecordType::Contact,
         _ => RecordType::Public,
     };
+    // The consent is dated as the library's calendar has it, not the server's.
+    let institution = text("institution").unwrap_or_default();
+    let zone = match state.engine.query(Read::Institution(institution.clone())).await {
+        Ok(Answer::Institution(i)) => jiff::tz::TimeZone::get(&i.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => jiff::tz::TimeZone::system(),
+    };
     let body = api::PatronBody {
-        institution: text("institution").unwrap_or_default(),
+        institution,
         primary_id: text("primary_id").unwrap_or_default(),
         first_name: text("first_name").unwrap_or_default(),
         last_name: text("last_name").unwrap_or_default(),
@@ -750,7 +756,7 @@ async fn add_patron(
         barcodes: text("barcode").into_iter().collect(),
         national_id: text("national_id"),
         guardian,
-        terms_accepted: text("consent").map(|_| jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::system()).date()),
+        terms_accepted: text("consent").map(|_| jiff::Timestamp::now().to_zoned(zone).date()),
         force: text("force").is_some(),
         ..Default::default()
     };
@@ -1995,8 +2001,6 @@ async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
         Ok(all) => all,
         Err(r) => return r,
     };
-    let zone = jiff::tz::TimeZone::system();
-    let when = |t: jiff::Timestamp| t.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string();
     let body = html! {
         p { (lang.t("live")) }
         p #none hidden[!all.is_empty()] { (lang.t("no_terminals")) }
@@ -2011,11 +2015,12 @@ async fn terminals(State(state): State<AdminState>, who: Staffer) -> Response {
                     th scope="col" { (lang.t("last_error")) }
                 } }
                 tbody #live {
-                    @for t in &all {
+                    @for row in &all {
+                        @let t = &row.view;
                         tr {
                             td { (t.account.as_deref().unwrap_or("-")) }
                             td { (t.peer) }
-                            td { (when(t.connected)) }
+                            td { (row.connected_local) }
                             td { (t.requests) }
                             td { @for s in &t.last { (s.code.as_str()) " " (s.outcome) "; " } }
                             td { (t.last_error.as_deref().unwrap_or("")) }
@@ -2043,7 +2048,7 @@ const LIVE_SCRIPT: &str = r#"
     for (const t of all) {
       const row = document.createElement('tr');
       const last = t.last.map(function (s) { return s.code + ' ' + s.outcome; }).join('; ');
-      for (const text of [t.account || '-', t.peer, new Date(t.connected).toLocaleString(), String(t.requests), last, t.last_error || '']) {
+      for (const text of [t.account || '-', t.peer, t.connected_local, String(t.requests), last, t.last_error || '']) {
         const cell = document.createElement('td');
         cell.textContent = text;
         row.appendChild(cell);
