@@ -216,6 +216,24 @@ fn the_console_speaks_swedish_when_asked() {
     );
     assert_eq!(r.status, 401);
     assert!(r.raw.contains("Fel användarnamn eller lösenord"), "{}", r.raw);
+    // The engine's refusals are said in Swedish too: a payment over what is owed, and the
+    // desk's block.
+    let casey = patron_path(&d, &both, "MAIN", "21000000000003");
+    let page = get(&d, &casey, &both).raw;
+    let csrf = form_value(&page, "csrf");
+    let r = form_post(d.console, &action_ending(&page, "/pay"), &both, &format!("csrf={csrf}&amount=900.00"));
+    assert!(r.raw.contains("900.00 är mer än de 150.00 som är skuld"), "{}", r.raw);
+    let desk = log_in(&d, "desk", "desk-password");
+    let desk_sv = format!("{}; {lang}\r\n", desk.trim_end());
+    let desk_csrf = form_value(&get(&d, &casey, &desk_sv).raw, "csrf");
+    let r =
+        form_post(d.console, &format!("{casey}/blocks"), &desk_sv, &format!("csrf={desk_csrf}&type=general&reason=x"));
+    assert_eq!(r.status, 403);
+    assert!(
+        r.raw.contains("en disk (endast läsning) får inte ändra låntagare (det kräver en användarhanterare)"),
+        "{}",
+        r.raw
+    );
 }
 
 /// Adding a user: the mandatory fields, the optional ones behind "show optional fields", a

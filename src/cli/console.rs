@@ -395,10 +395,115 @@ fn refusal(lang: Lang, e: &Error) -> (StatusCode, String) {
                 r if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            (status, format!("{}: {r}", lang.t("refused")))
+            let said = match lang {
+                Lang::Sv => swedish(r).unwrap_or_else(|| r.to_string()),
+                Lang::En => r.to_string(),
+            };
+            (status, format!("{}: {said}", lang.t("refused")))
         }
         other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
+}
+
+/// A role as Swedish staff call it.
+fn roll(r: crate::domain::Role) -> &'static str {
+    use crate::domain::Role;
+    match r {
+        Role::Desk => "disk (endast läsning)",
+        Role::UserManager => "användarhanterare",
+        Role::UserAdministrator => "användaradministratör",
+        Role::MainAdministrator => "huvudadministratör",
+    }
+}
+
+/// The register's fixed words in refusals (what a role may not do, what is taken), in Swedish.
+fn ord(word: &str) -> &str {
+    match word {
+        "change patrons" => "ändra låntagare",
+        "delete patrons" => "radera låntagare",
+        "restore deleted patrons" => "återställa raderade låntagare",
+        "change items" => "ändra exemplar",
+        "manage terminal accounts" => "hantera terminalkonton",
+        "manage staff accounts" => "hantera personalkonton",
+        "give or change that role" => "ge eller ändra den rollen",
+        "make a token for someone else" => "skapa en nyckel åt någon annan",
+        "change the institution's settings" => "ändra bibliotekets inställningar",
+        "primary id" => "primärt id",
+        "identifier" => "identifierare",
+        "e-mail" => "e-postadress",
+        "account" => "kontot",
+        "staff account" => "personalkontot",
+        "institution" => "biblioteket",
+        "item" => "exemplaret",
+        "notes" => "anteckningar",
+        "holds" => "reservationer",
+        "tokens" => "nycklar",
+        other => other,
+    }
+}
+
+/// What the console tells Swedish staff for the refusals they meet at the desk; `None` for
+/// the rest (kiosk-only refusals, and rules the engine words only in English), which are
+/// shown as the engine says them.
+fn swedish(r: &Refusal) -> Option<String> {
+    Some(match r {
+        Refusal::NoInstitution(c) => format!("det finns inget bibliotek '{c}'"),
+        Refusal::NoPatron(p) => format!("det finns ingen låntagare {p}"),
+        Refusal::NoItem(b) => format!("det finns inget exemplar '{b}'"),
+        Refusal::NoStaff(l) => format!("det finns inget personalkonto '{l}'"),
+        Refusal::NoFee(id) => format!("det finns ingen avgift {id}"),
+        Refusal::NoHold(id) => format!("det finns ingen reservation {id}"),
+        Refusal::NoAccount(l) => format!("det finns inget konto '{l}'"),
+        Refusal::NoBlockType { code, known } => {
+            format!("okänd spärrtyp '{code}'; kända: {}", known.join(", "))
+        }
+        Refusal::NotPermitted { role, needs: Some(needs), what } => {
+            format!("en {} får inte {} (det kräver en {})", roll(*role), ord(what), roll(*needs))
+        }
+        Refusal::NotPermitted { role, needs: None, what } => format!("en {} får inte {}", roll(*role), ord(what)),
+        Refusal::Taken { what, value, institution, patron } => {
+            format!("{} '{value}' används redan av låntagare {patron} vid {institution}", ord(what))
+        }
+        Refusal::Exists { what, key } => format!("{} '{key}' finns redan", ord(what)),
+        Refusal::PossibleDuplicate(ids) => {
+            let ids: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
+            format!(
+                "en låntagare med samma namn och födelsedatum finns redan ({}); inget lades till. Kontrollera, och registrera ändå om det är en annan person.",
+                ids.join(", ")
+            )
+        }
+        Refusal::Full { what, limit } => {
+            format!("låntagaren har {limit} {}, så många som registret sparar; ta bort några först", ord(what))
+        }
+        Refusal::NotAnAmount(v) => format!("'{v}' är inte ett belopp"),
+        Refusal::NotPositive => "en betalning måste vara mer än 0.00".into(),
+        Refusal::Overpayment { amount, owed } => format!("{amount} är mer än de {owed} som är skuld"),
+        Refusal::FeeNotOpen(id) => format!("avgift {id} är inte en öppen avgift för denna låntagare"),
+        Refusal::WrongCurrency { accepted, given } => format!("betalningar görs i {accepted}, inte {given}"),
+        Refusal::Changed(id) => format!(
+            "låntagare {id} har ändrats av någon annan sedan du öppnade den; öppna den igen och gör om din ändring"
+        ),
+        Refusal::CannotDelete { balance, loans } => {
+            let mut why = Vec::new();
+            if balance.0 > 0 {
+                why.push(format!("ett saldo på {balance} är obetalt"));
+            }
+            if *loans > 0 {
+                why.push(format!("{loans} exemplar är utlånade"));
+            }
+            format!("låntagaren kan inte raderas: {}", why.join(" och "))
+        }
+        Refusal::NotOnLoanToPatron => "exemplaret är inte utlånat till denna låntagare".into(),
+        Refusal::AlreadyHeld(b) => format!("låntagaren har redan en reservation på '{b}'"),
+        Refusal::WrongPassword { remaining: 0 } => "fel användarnamn eller lösenord; kontot är nu låst en stund".into(),
+        Refusal::WrongPassword { .. } => "fel användarnamn eller lösenord".into(),
+        Refusal::Lending(d) => crate::service::words::denial(d, crate::domain::profile::Language::Swedish),
+        Refusal::HoldsDenied(why) => format!(
+            "låntagaren får inte reservera: {}",
+            crate::service::words::reason(why, crate::domain::profile::Language::Swedish)
+        ),
+        _ => return None,
+    })
 }
 
 // -- logging in and out ---------------------------------------------------------------------
