@@ -1244,6 +1244,16 @@ async fn change_then_show(state: &AdminState, who: &Staffer, id: &str, op: Opera
     }
 }
 
+/// The patron a form on their page acts on, once the form's token is checked: the page's
+/// handlers start here.
+async fn acting_on(state: &AdminState, who: &Staffer, csrf: &str, id: &str) -> Result<u64, Response> {
+    who.check(csrf)?;
+    match patron_id(id) {
+        Some(patron) => Ok(patron),
+        None => Err(patron_page(state, who, id, None, StatusCode::NOT_FOUND).await),
+    }
+}
+
 fn patron_id(raw: &str) -> Option<u64> {
     raw.parse().ok()
 }
@@ -1262,13 +1272,10 @@ async fn add_block(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<BlockForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     let note = Some(f.reason).filter(|r| !r.trim().is_empty());
-    change_then_show(&state, &who, &id, Operation::Block { patron, kind: f.r#type, note }, "blocks").await
+    Ok(change_then_show(&state, &who, &id, Operation::Block { patron, kind: f.r#type, note }, "blocks").await)
 }
 
 async fn lift_block(
@@ -1276,12 +1283,9 @@ async fn lift_block(
     who: Staffer,
     Path((id, kind)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
-    change_then_show(&state, &who, &id, Operation::Unblock { patron, kind: Some(kind) }, "blocks").await
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::Unblock { patron, kind: Some(kind) }, "blocks").await)
 }
 
 #[derive(Deserialize)]
@@ -1298,13 +1302,10 @@ async fn add_note(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<NoteForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     let op = Operation::AddNote { patron, kind: "general".into(), text: f.text, public: f.public.is_some() };
-    change_then_show(&state, &who, &id, op, "notes").await
+    Ok(change_then_show(&state, &who, &id, op, "notes").await)
 }
 
 /// A value's name as the register writes it (`damage`, `lost`), for enums serde names.
@@ -1376,25 +1377,22 @@ async fn loan_action(
     who: Staffer,
     Path((id, item, action)): Path<(String, String, String)>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     // The item must be on loan to this patron: a renewal would otherwise lend it anew.
     match state.engine.query(Read::Loans { patron: Some(patron) }).await {
         Ok(Answer::Loans(loans)) if loans.iter().any(|l| l.item == item) => {}
         _ => {
             let text = format!("{} {item}", who.lang.t("not_on_loan"));
-            return patron_page(&state, &who, &id, Some(Flash::Refused(text)), StatusCode::NOT_FOUND).await;
+            return Ok(patron_page(&state, &who, &id, Some(Flash::Refused(text)), StatusCode::NOT_FOUND).await);
         }
     }
     let op = match action.as_str() {
         "renew" => Operation::Lend { patron, item, accept_fee: false },
         "checkin" => Operation::Return { item },
-        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+        _ => return Ok(patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await),
     };
-    change_then_show(&state, &who, &id, op, "loans").await
+    Ok(change_then_show(&state, &who, &id, op, "loans").await)
 }
 
 /// Deletes the patron (into the bank of deleted users); the engine refuses it to roles below
@@ -1404,12 +1402,9 @@ async fn delete(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
-    change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await)
 }
 
 #[derive(Deserialize)]
@@ -1427,14 +1422,11 @@ async fn add_identifier(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<IdentifierForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     let note = Some(f.note).filter(|n| !n.trim().is_empty());
     let op = Operation::AddIdentifier { patron, kind: f.kind, value: f.value.trim().to_string(), note };
-    change_then_show(&state, &who, &id, op, "identifiers").await
+    Ok(change_then_show(&state, &who, &id, op, "identifiers").await)
 }
 
 /// Turns an identifier off (it stops working at kiosks, and stays on the record) or on again.
@@ -1443,17 +1435,15 @@ async fn switch_identifier(
     who: Staffer,
     Path((id, value, switch)): Path<(String, String, String)>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     let active = match switch.as_str() {
         "on" => true,
         "off" => false,
-        _ => return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await,
+        _ => return Ok(patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await),
     };
-    change_then_show(&state, &who, &id, Operation::SetIdentifierActive { patron, value, active }, "identifiers").await
+    Ok(change_then_show(&state, &who, &id, Operation::SetIdentifierActive { patron, value, active }, "identifiers")
+        .await)
 }
 
 #[derive(Deserialize)]
@@ -1525,13 +1515,10 @@ async fn request_transfer(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<TransferForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     let op = Operation::RequestTransfer { patron, to: f.to.trim().to_string() };
-    change_then_show(&state, &who, &id, op, "transfer").await
+    Ok(change_then_show(&state, &who, &id, op, "transfer").await)
 }
 
 /// Patrons other libraries ask to move to the member's: who, from where, asked by whom; each
@@ -1617,12 +1604,9 @@ async fn restore(
     who: Staffer,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = who.check(&f.csrf) {
-        return r;
-    }
-    let Some(patron) = patron_id(&id) else { return patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await };
-    change_then_show(&state, &who, &id, Operation::RestorePatron { patron }, "general").await
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::RestorePatron { patron }, "general").await)
 }
 
 #[derive(Deserialize)]
