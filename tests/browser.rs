@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Demo, demo};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -74,34 +75,6 @@ async fn browser(driver: &Driver, lang: &str) -> Client {
         .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
         .expect("a browser session from chromedriver")
-}
-
-struct Demo {
-    console: SocketAddr,
-    sip: SocketAddr,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn demo() -> Demo {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let d = data.to_str().unwrap();
-    let args = ["--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"];
-    let (child, mut stdout, sip) = common::spawn_sip2d(&args, "warn", Stdio::null(), "listening on ");
-    let console = common::address_after(&mut stdout, "staff console on http://");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
-    Demo { console, sip, _dir: dir, child }
 }
 
 /// Saves a screenshot of the page as `name`.png when screenshots are asked for.

@@ -7,41 +7,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-
+use common::{Demo, demo};
 use common::{form_post, http_as};
-
-struct Demo {
-    console: SocketAddr,
-    sip: SocketAddr,
-    _dir: tempfile::TempDir,
-    _child: std::process::Child,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self._child.kill();
-        let _ = self._child.wait();
-    }
-}
-
-fn demo() -> Demo {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let config = dir.path().join("sip2d.toml");
-    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
-    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let args =
-        ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"];
-    let (child, mut stdout, sip) = common::spawn_sip2d(&args, "warn", Stdio::null(), "listening on ");
-    let console = common::address_after(&mut stdout, "staff console on http://");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
-    Demo { console, sip, _dir: dir, _child: child }
-}
 
 fn get(d: &Demo, path: &str, extra: &str) -> common::HttpReply {
     http_as(d.console, "GET", path, "text/plain", extra, "")

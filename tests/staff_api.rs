@@ -6,46 +6,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-
 use common::api_operations as operations;
 use common::http as request;
-
-struct Demo {
-    admin: SocketAddr,
-    sip: SocketAddr,
-    system: String,
-    _dir: tempfile::TempDir,
-    _child: std::process::Child,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self._child.kill();
-        let _ = self._child.wait();
-    }
-}
-
-fn demo() -> Demo {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let d = data.to_str().unwrap();
-    // Short pauses after refused logins, so that the lockout test does not wait for them.
-    let config = dir.path().join("sip2d.toml");
-    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
-    let c = config.to_str().unwrap();
-    let args =
-        ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    let (child, mut stdout, admin) = common::spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
-    let sip = common::address_after(&mut stdout, "listening on ");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
-    let system = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
-    Demo { admin, sip, system, _dir: dir, _child: child }
-}
+use common::{Demo, demo};
 
 /// Adds a member with the system's token and makes them a bearer token.
 fn member(d: &Demo, login: &str, name: &str, role: &str, institution: &str) -> String {

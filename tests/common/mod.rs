@@ -429,3 +429,57 @@ pub fn api_operations() -> Vec<(String, String)> {
     }
     out
 }
+
+/// A `sip2d serve --demo` of a test's own over a temporary register, with its staff console
+/// and admin API on free loopback ports and short pauses after refused logins; killed when
+/// dropped.
+pub struct Demo {
+    pub sip: SocketAddr,
+    pub console: SocketAddr,
+    pub admin: SocketAddr,
+    /// The admin listener's token: the system.
+    pub system: String,
+    pub data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let config = dir.path().join("sip2d.toml");
+    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
+    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let args = [
+        "--config",
+        c,
+        "--data",
+        d,
+        "serve",
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--console-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    // The admin API is announced first, then the demo's banner: the SIP listener, the console.
+    let (child, mut stdout, admin) =
+        spawn_sip2d(&args, "warn", std::process::Stdio::null(), "sip2d admin API on http://");
+    let sip = address_after(&mut stdout, "listening on ");
+    let console = address_after(&mut stdout, "staff console on http://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    let system = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    Demo { sip, console, admin, system, data, _dir: dir, child }
+}
