@@ -10,7 +10,7 @@
 //! - `GET /v1/export`: the register as JSON Lines; `GET /v1/pin-key`: the PIN key's fingerprint;
 //! - `POST /v1/reload`: the configuration again, as SIGHUP.
 //!
-//! A refusal is 404 or 422 and a failure 503, each `{"error": "...", "failure": {...}}`.
+//! A refusal is 4xx (`api::status_of`) and a failure 503, each `{"error": "...", "failure": {...}}`.
 //! Operations a kiosk makes come over SIP only: the API carries none. On TCP (`--admin-listen`)
 //! every request needs the token in `DIR/admin.token`. The OpenAPI description is generated
 //! from the handlers' annotations (`api::description`), served at `/api/v1/openapi.json` and
@@ -114,11 +114,7 @@ pub struct FailureBody {
 }
 
 fn failure(e: Error) -> Response {
-    let status = match &e {
-        Error::Refused(r) if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
-        Error::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    let status = super::api::status_of(&e);
     (status, Json(FailureBody { error: e.to_string(), failure: e.into() })).into_response()
 }
 
@@ -153,7 +149,7 @@ impl axum::extract::FromRequestParts<AdminState> for System {
     summary = "Run one of the engine's operations (a unit of work)",
     description = "Runs the operation as one unit of work and answers its receipt once the change is\ndurable. Operations are the engine's own (`src/engine/ops.rs`), externally tagged in\nkebab-case: `{\"add-note\": {\"patron\": 1, \"kind\": \"general\", \"text\": \"...\", \"public\":\nfalse}}`. Operations a kiosk makes (SIP) are not taken: an unknown variant is 422.",
     request_body = OperationRequest,
-    responses((status = 200, description = "Done and durable; the receipt, e.g. `{\"patron\": {...}}` or `\"done\"`."), (status = 404, description = "Refused, something named is not there.", body = Problem), (status = 422, description = "Refused by a rule (nothing written), or a body that is not an OperationRequest.", body = Problem), (status = 503, description = "Not done (the register could not make it durable); nothing of it was changed.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+    responses((status = 200, description = "Done and durable; the receipt, e.g. `{\"patron\": {...}}` or `\"done\"`."), (status = 404, description = "Refused, something named is not there.", body = Problem), (status = 409, description = "Refused, a primary id, identifier or e-mail is taken, or the record exists.", body = Problem), (status = 412, description = "Refused, the record changed since the version the operation expects.", body = Problem), (status = 422, description = "Refused by another rule (nothing written), or a body that is not an OperationRequest.", body = Problem), (status = 503, description = "Not done (the register could not make it durable); nothing of it was changed.", body = Problem), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
 )]
 async fn operation(State(state): State<AdminState>, _: System, Json(req): Json<OperationRequest>) -> Response {
     match state.engine.run(req.operation, by(&req.actor, req.now)).await {

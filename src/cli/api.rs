@@ -1,25 +1,15 @@
-//! The resource API (issue 16, first step): patrons as JSON resources over the admin listener,
-//! on the same typed engine operations the command line uses.
+//! The resource API: the register as JSON resources (patrons and their blocks, notes, fees,
+//! loans, holds, proxies, moves and history; the bank of deleted users; items, institutions,
+//! terminal and staff accounts; the terminals connected now, live), on the same typed engine
+//! operations the command line and the console use. Each route's `utoipa::path` annotation
+//! is its description: `description()` gathers them, served at `/api/v1/openapi.json` and
+//! kept in `docs/openapi.json`.
 //!
-//! - `GET /api/v1/patrons?institution=MAIN&q=...&page=1&per_page=50`: search (exact
-//!   identifier, national id or e-mail, else a name prefix), paged.
-//! - `GET /api/v1/patrons/{id}`: the record, with its version in `ETag`.
-//! - `PATCH /api/v1/patrons/{id}`: `{"first_name": "...", ...}` (the fields `patron edit`
-//!   takes); `If-Match` with the `ETag` is required (428 without it), and a record changed
-//!   since answers 412. The check is made inside the engine's unit of work, so two staff
-//!   members saving at once cannot both pass.
-//! - `POST /api/v1/patrons/{id}/blocks` `{"type", "reason"}`, `DELETE .../blocks/{type}`;
-//!   `POST .../notes` `{"kind", "text", "public"}`, `DELETE .../notes/{note}`;
-//!   `GET .../fees` (with the balance; a disputed fee is left out of it), `GET .../history`;
-//!   `POST /api/v1/fees/{fee}/pay|waive|dispute|restore` (`amount`, `reason`).
-//! - `GET /api/v1/terminals`: the kiosks connected now and their last requests.
-//! - `DELETE /api/v1/patrons/{id}` (refused while a balance or a loan remains),
-//!   `GET /api/v1/deleted-patrons?institution=`, `POST /api/v1/patrons/{id}/restore`;
-//!   `GET /api/v1/institutions`, `GET /api/v1/accounts` (no password hashes),
-//!   `GET /api/v1/items/{barcode}`.
-//!
-//! Authorisation is the admin listener's (owner-only socket, or the bearer token on TCP)
-//! until staff accounts arrive. Refusals are 4xx with `{"error": "..."}`, never 500.
+//! Who asks is a [`Caller`]: a staff member by their bearer token or console session (their
+//! role and institutions bound every request: writes are checked by the engine inside the unit
+//! of work, reads filtered here), or the system (the owner's socket, the admin token). A patron
+//! edit needs `If-Match` with the record's `ETag`. Refusals are 4xx with `{"error": "..."}`
+//! ([`status_of`]), never 500.
 
 use std::collections::BTreeMap;
 
@@ -174,25 +164,35 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": why.to_string() }))).into_response()
 }
 
-fn failed(e: Error) -> Response {
+/// The HTTP status a refusal or failure is answered with, by every listener and page: what
+/// was named is not there 404, taken 409, changed since read 412, not the role's 403, a
+/// wrong password 401, locked 423, another rule 422; the engine unable 503.
+pub(super) fn status_of(e: &Error) -> StatusCode {
     match e {
-        // What was named is not there.
-        Error::Refused(
-            r @ (Refusal::NoPatron(_)
+        Error::Refused(r) => match r {
+            Refusal::NoPatron(_)
             | Refusal::NoInstitution(_)
             | Refusal::NoItem(_)
             | Refusal::NoFee(_)
             | Refusal::NoHold(_)
             | Refusal::NoAccount(_)
-            | Refusal::NoStaff(_)),
-        ) => refused(StatusCode::NOT_FOUND, r),
-        Error::Refused(r @ (Refusal::Exists { .. } | Refusal::Taken { .. })) => refused(StatusCode::CONFLICT, r),
-        Error::Refused(r @ Refusal::Changed(_)) => refused(StatusCode::PRECONDITION_FAILED, r),
-        Error::Refused(r @ Refusal::NotPermitted { .. }) => refused(StatusCode::FORBIDDEN, r),
-        Error::Refused(r @ Refusal::WrongPassword { .. }) => refused(StatusCode::UNAUTHORIZED, r),
-        Error::Refused(r @ Refusal::StaffLocked(_)) => refused(StatusCode::LOCKED, r),
-        Error::Refused(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, r),
-        other => refused(StatusCode::SERVICE_UNAVAILABLE, other),
+            | Refusal::NoStaff(_) => StatusCode::NOT_FOUND,
+            Refusal::Exists { .. } | Refusal::Taken { .. } => StatusCode::CONFLICT,
+            Refusal::Changed(_) => StatusCode::PRECONDITION_FAILED,
+            Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
+            Refusal::WrongPassword { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::StaffLocked(_) => StatusCode::LOCKED,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        },
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn failed(e: Error) -> Response {
+    let status = status_of(&e);
+    match e {
+        Error::Refused(r) => refused(status, r),
+        other => refused(status, other),
     }
 }
 

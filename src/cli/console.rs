@@ -389,12 +389,7 @@ fn message_page(lang: Lang, who: Option<&Staffer>, status: StatusCode, text: &st
 fn refusal(lang: Lang, e: &Error) -> (StatusCode, String) {
     match e {
         Error::Refused(r) => {
-            let status = match r {
-                Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
-                Refusal::Changed(_) | Refusal::Taken { .. } | Refusal::Exists { .. } => StatusCode::CONFLICT,
-                r if r.kind() == crate::domain::refusal::Kind::NotFound => StatusCode::NOT_FOUND,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
+            let status = api::status_of(e);
             let said = match lang {
                 Lang::Sv => swedish(r).unwrap_or_else(|| r.to_string()),
                 Lang::En => r.to_string(),
