@@ -9,7 +9,7 @@ use super::rules::{Denial, Reason};
 use super::validate::Invalid;
 
 /// A fixed word of the register's (what is full, what a role may not do). An alias so that
-/// serde reads it as an owned word (through [`word`]) rather than borrowing from its input.
+/// serde reads it as an owned word (through `word`) rather than borrowing from its input.
 pub type Word = &'static str;
 
 /// One of the register's fixed words in a refusal (what is full, what a role may not do), read
