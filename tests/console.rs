@@ -505,3 +505,52 @@ fn administrators_manage_staff_and_terminal_accounts() {
     assert_eq!(post(&admin, "/accounts/kiosk9/remove", &format!("csrf={csrf}")).status, 303);
     assert_eq!(login("second-secret"), "940");
 }
+
+/// The welcome, from the console: a user added with the invitation gets it in the outbox, one
+/// added without does not until staff send it from their page; a patron without an e-mail
+/// address is offered no invitation.
+#[test]
+fn staff_add_users_with_or_without_the_invitation_and_send_it_later() {
+    let d = demo();
+    let manager = log_in(&d, "manager", "manager-password");
+    let form = get(&d, "/patrons/new", &manager).raw;
+    assert!(form.contains("name=\"invite\" value=\"yes\" checked"), "checked by default: {form}");
+    let csrf = form_value(&form, "csrf");
+    let welcomes_to = |address: &str| {
+        let r = common::http(d.admin, "POST", "/v1/queries", Some(&d.system), "", r#"{"query":"outbox"}"#);
+        assert_eq!(r.status, 200, "{}", r.raw);
+        r.body["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "welcome" && n["to"].as_str() == Some(address))
+            .count()
+    };
+    let add = |id: &str, email: &str, invite: bool| {
+        let invite = if invite { "&invite=yes" } else { "" };
+        form_post(
+            d.console,
+            "/patrons/new",
+            &manager,
+            &format!(
+                "csrf={csrf}&institution=MAIN&primary_id={id}&first_name=Ines&last_name=Inbjuden{id}&email={email}{invite}"
+            ),
+        )
+    };
+    let r = add("U9001", "ines1%40example.org", true);
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(welcomes_to("ines1@example.org"), 1);
+    let r = add("U9002", "ines2%40example.org", false);
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(welcomes_to("ines2@example.org"), 0, "added without the invitation");
+    let page = r.header("location").unwrap().split('?').next().unwrap().to_string();
+    let r = form_post(d.console, &format!("{page}/invitation"), &manager, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert_eq!(welcomes_to("ines2@example.org"), 1, "sent from the patron's page");
+    // Eli has no e-mail address: no invitation offered, and one posted is refused.
+    let eli = patron_path(&d, &manager, "MAIN", "21000000000005");
+    assert!(!get(&d, &eli, &manager).raw.contains("/invitation\""));
+    let r = form_post(d.console, &format!("{eli}/invitation"), &manager, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("no e-mail address"), "{}", r.raw);
+}

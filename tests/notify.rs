@@ -189,3 +189,30 @@ fn a_running_server_with_a_relay_delivers_the_outbox_by_itself() {
     assert_eq!(received[0].to, ["bo@example.org"]);
     assert!(received[0].data.contains("Subject: Welcome to Main Library"), "{:?}", received[0]);
 }
+
+/// `patron add --no-invitation` registers without the welcome; `patron invite` writes it
+/// then, and again when asked; a patron without an e-mail address is refused one.
+#[test]
+fn the_invitation_is_sent_with_the_registration_or_later_by_staff() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(sip2d(data, &["init"]));
+    ok(sip2d(data, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
+    let add = |id: &str, extra: &[&str]| {
+        let mut args = vec!["patron", "add", "--first-name", "Ines", "--last-name", id, "--primary-id", id];
+        args.extend_from_slice(extra);
+        ok(sip2d(data, &args));
+    };
+    let welcomes = || outbox(data).iter().filter(|n| n["kind"] == "welcome").count();
+    add("P1", &["--email", "p1@example.org", "--no-invitation"]);
+    assert_eq!(welcomes(), 0);
+    let shown = ok(sip2d(data, &["patron", "invite", "P1"]));
+    assert!(shown.contains("p1@example.org") && shown.contains("Welcome to Main Library"), "{shown}");
+    assert_eq!(welcomes(), 1);
+    ok(sip2d(data, &["patron", "invite", "P1"]));
+    assert_eq!(welcomes(), 2, "sent again when asked");
+    add("P2", &[]);
+    let o = sip2d(data, &["patron", "invite", "P2"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no e-mail address"), "{o:?}");
+}

@@ -432,6 +432,7 @@ fn every_change_is_refused_to_every_role_below_the_one_it_needs() {
             r#"{"reason":"goodwill"}"#,
             manager_role,
         ),
+        ("POST", "/api/v1/patrons/{id}/invitation", format!("/api/v1/patrons/{avery}/invitation"), "", manager_role),
         ("POST", "/api/v1/patrons/{id}/restore", format!("/api/v1/patrons/{blake}/restore"), "", administrator),
         ("POST", "/api/v1/accounts", "/api/v1/accounts".into(), terminal, administrator),
         ("DELETE", "/api/v1/accounts/{login}", "/api/v1/accounts/kiosk1".into(), "", administrator),

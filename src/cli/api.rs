@@ -330,6 +330,9 @@ pub struct PatronBody {
     /// Register even though a patron of the same names and birth date exists.
     #[serde(default)]
     pub force: bool,
+    /// Send the welcome (the e-mail invitation) with the registration; true when left out.
+    #[serde(default)]
+    pub invite: Option<bool>,
 }
 
 impl PatronBody {
@@ -337,6 +340,7 @@ impl PatronBody {
     pub fn operation(self) -> Operation {
         let none_if_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let new = crate::engine::NewPatron {
+            no_invitation: !self.invite.unwrap_or(true),
             institution: self.institution,
             primary_id: self.primary_id,
             first_name: self.first_name,
@@ -470,6 +474,7 @@ async fn change(state: &AdminState, caller: &Caller, op: Operation) -> Response 
         Ok(Receipt::Returned(loan)) => Json(json!({ "returned": loan })).into_response(),
         Ok(Receipt::Hold(h)) => Json(json!(h)).into_response(),
         Ok(Receipt::Staff(m)) => Json(staff_json(&m)).into_response(),
+        Ok(Receipt::Notice(n)) => Json(json!(n)).into_response(),
         Ok(_) => Json(json!({ "done": true })).into_response(),
         Err(e) => failed(e),
     }
@@ -829,6 +834,23 @@ async fn delete_patron(State(state): State<AdminState>, caller: Caller, Path(id)
 async fn restore_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
     match number::<u64>(&id, "patron") {
         Ok(id) => change(&state, &caller, Operation::RestorePatron { patron: id }).await,
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/patrons/{id}/invitation`: the welcome written to the outbox again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/invitation",
+    operation_id = "invitePatron",
+    tag = "patrons",
+    summary = "Send the e-mail invitation (the welcome) again, or for the first time",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "The notice, as written to the outbox."), (status = 404, description = "No such patron.", body = Problem), (status = 422, description = "No e-mail address to send it to, or the patron is deleted.", body = Problem))
+)]
+async fn invite_patron(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    match number::<u64>(&id, "patron") {
+        Ok(id) => change(&state, &caller, Operation::Invite { patron: id }).await,
         Err(r) => r,
     }
 }
@@ -1862,6 +1884,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AdminState> {
         .routes(routes!(terminal_events))
         .routes(routes!(deleted))
         .routes(routes!(restore_patron))
+        .routes(routes!(invite_patron))
         .routes(routes!(institutions))
         .routes(routes!(accounts, add_account))
         .routes(routes!(remove_account))

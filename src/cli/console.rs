@@ -72,6 +72,14 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("terminals", "Terminals", "Terminaler"),
     ("bank", "Deleted users", "Raderade användare"),
     ("turn_off", "Turn off", "Stäng av"),
+    ("send_invitation", "Send the e-mail invitation (the welcome)", "Skicka inbjudan via e-post (välkomstbrevet)"),
+    ("invitation", "Invitation", "Inbjudan"),
+    (
+        "invitation_hint",
+        "The welcome, with how to get a PIN, is sent by e-mail to",
+        "Välkomstbrevet, med hur man får en PIN-kod, skickas via e-post till",
+    ),
+    ("send_invitation_again", "Send the invitation again", "Skicka inbjudan igen"),
     ("staff_accounts", "Staff", "Personal"),
     ("members", "Members", "Medarbetare"),
     ("terminal_accounts", "Terminal accounts", "Terminalkonton"),
@@ -788,6 +796,8 @@ fn new_patron_page(
             @if duplicate {
                 label { input type="checkbox" name="force" value="yes"; " " (lang.t("force")) }
             }
+            // Checked on a fresh form; as the member left it on a form shown again.
+            label { input type="checkbox" name="invite" value="yes" checked[typed.is_empty() || !value("invite").is_empty()]; " " (lang.t("send_invitation")) }
             p { button type="submit" { (lang.t("add_user")) } }
         }
     };
@@ -858,6 +868,7 @@ async fn add_patron(
         guardian,
         terms_accepted: text("consent").map(|_| jiff::Timestamp::now().to_zoned(zone).date()),
         force: text("force").is_some(),
+        invite: Some(text("invite").is_some()),
         ..Default::default()
     };
     match state.engine.run(body.operation(), who.caller().by()).await {
@@ -1160,6 +1171,16 @@ async fn patron_page(
                             }
                         }
                     }
+                }
+            }
+        }
+        @if p.deleted.is_none() && p.email.is_some() {
+            section aria-labelledby="invitation" {
+                h2 #invitation { (lang.t("invitation")) }
+                p { (lang.t("invitation_hint")) " " (p.email.as_deref().unwrap_or("")) }
+                form method="post" action={ (path) "/invitation" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { (lang.t("send_invitation_again")) }
                 }
             }
         }
@@ -1590,6 +1611,17 @@ async fn decide_transfer(
             transfers_page(&state, &who, Some(text), status).await
         }
     }
+}
+
+/// Writes the welcome (the e-mail invitation) to the outbox again.
+async fn invite(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::Invite { patron }, "invitation").await)
 }
 
 /// Brings a patron back from the bank of deleted users (User Administrators and above; the
@@ -2162,6 +2194,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/patrons/{id}/notes", post(add_note))
         .route("/patrons/{id}/delete", post(delete))
         .route("/patrons/{id}/restore", post(restore))
+        .route("/patrons/{id}/invitation", post(invite))
         .route("/deleted", get(bank))
         .route("/patrons/{id}/identifiers", post(add_identifier))
         .route("/patrons/{id}/identifiers/{value}/{switch}", post(switch_identifier))

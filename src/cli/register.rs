@@ -228,6 +228,13 @@ pub enum PatronCmd {
         #[command(flatten)]
         at: At,
     },
+    /// Write the welcome (the e-mail invitation) to the outbox again, or for the first time
+    /// for a patron registered with --no-invitation, and show it.
+    Invite {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+    },
     /// Opt a patron out of (or back into) a kind of notification: welcome,
     /// transfer-requested, transfer-accepted, transfer-declined, report, balance-due.
     Notices {
@@ -298,6 +305,9 @@ pub struct AddPatron {
     /// Add even when a patron with the same names and birth date exists.
     #[arg(long)]
     force: bool,
+    /// Register only: no welcome to the outbox (send it later with `patron invite`).
+    #[arg(long)]
+    no_invitation: bool,
     /// Set this PIN.
     #[arg(long, conflicts_with = "generate_pin")]
     pin: Option<String>,
@@ -787,6 +797,7 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
                 terms_accepted: a.terms_accepted,
                 // --pin and --generate-pin exclude each other.
                 pin: a.pin.clone().or_else(|| generated.clone()).map(Pin),
+                no_invitation: a.no_invitation,
                 ..Default::default()
             };
             let p = reg.desk().add_patron(new, a.force, now)?;
@@ -921,6 +932,10 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
         PatronCmd::Restore { patron, at } => change(Operation::RestorePatron { patron: id(patron, at)? })?,
         PatronCmd::Report { patron, at } => {
             let n = reg.run(Operation::Report { patron: id(patron, at)? })?.notice()?;
+            super::outbox::print_notice(&n, true, common.json);
+        }
+        PatronCmd::Invite { patron, at } => {
+            let n = reg.run(Operation::Invite { patron: id(patron, at)? })?.notice()?;
             super::outbox::print_notice(&n, true, common.json);
         }
         PatronCmd::Notices { patron, at, opt_out, opt_in } => {

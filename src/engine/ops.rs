@@ -99,6 +99,9 @@ pub struct NewPatron {
     pub terms_accepted: Option<Date>,
     /// A PIN chosen (or generated) at the desk, set with the registration.
     pub pin: Option<Pin>,
+    /// Register only: no welcome to the outbox (staff send the invitation later).
+    #[serde(default)]
+    pub no_invitation: bool,
 }
 
 /// What staff enter to add an item.
@@ -375,6 +378,11 @@ pub enum Operation {
     Report {
         patron: u64,
     },
+    /// The welcome (the invitation to the library, with how to get a PIN) written to the
+    /// outbox again, or for the first time for a patron registered without it.
+    Invite {
+        patron: u64,
+    },
     SetOptout {
         patron: u64,
         kind: NoticeKind,
@@ -544,6 +552,7 @@ impl Operation {
             | O::RequestTransfer { .. }
             | O::DecideTransfer { .. }
             | O::Report { .. }
+            | O::Invite { .. }
             | O::SetOptout { .. }
             | O::Lend { .. }
             | O::Return { .. }

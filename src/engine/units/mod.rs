@@ -93,6 +93,7 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
         O::RestorePatron { patron } => Receipt::Patron(Box::new(patrons::restore(u, patron)?)),
         O::Purge { dry_run } => Receipt::Purged(patrons::purge(u, dry_run)?),
         O::Report { patron } => Receipt::Notice(Box::new(super::notices::report(u, patron)?)),
+        O::Invite { patron } => Receipt::Notice(Box::new(patrons::invite(u, patron)?)),
         O::SetOptout { patron, kind, out } => Receipt::Optouts(patrons::set_optout(u, patron, kind, out)?),
         O::AddItem(new) => Receipt::Item(Box::new(circulation::add_item(u, *new)?)),
         O::EditItem { barcode, sets } => Receipt::Item(Box::new(circulation::edit_item(u, &barcode, &sets)?)),

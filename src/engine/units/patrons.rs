@@ -245,9 +245,27 @@ pub fn add(u: &mut Unit<'_>, new: NewPatron, force: bool) -> Result<Patron, Refu
     }
     // The registration itself is recorded in the record (`created`), first in its history.
     u.put(Write::Patron(Box::new(patron.clone())))?;
-    let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&patron);
-    u.notice(welcome);
+    if !new.no_invitation {
+        let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&patron);
+        u.notice(welcome);
+    }
     Ok(patron)
+}
+
+/// Writes the welcome to the outbox for a patron who is registered and has an e-mail address
+/// to receive it.
+pub fn invite(u: &mut Unit<'_>, id: u64) -> Result<Notice, Refusal> {
+    let p = u.patron(id)?;
+    if p.deleted.is_some() {
+        return Err(rule(format!("patron {id} is in the bank of deleted users; restore them first")));
+    }
+    if p.email.as_deref().is_none_or(|e| e.trim().is_empty()) {
+        return Err(rule(format!("patron {id} has no e-mail address to send the invitation to")));
+    }
+    let inst = u.institution(&p.institution)?;
+    let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&p);
+    u.notice(welcome.clone());
+    Ok(welcome)
 }
 
 /// Changes fields of a patron (`FIELD=VALUE` pairs), with every registration check.

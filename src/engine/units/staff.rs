@@ -50,6 +50,7 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         | O::DeletePatron { patron }
         | O::RestorePatron { patron }
         | O::Report { patron }
+        | O::Invite { patron }
         | O::SetOptout { patron, .. } => u.patron(*patron).map(drop),
         // The item is theirs too: another institution's copies are not there for them.
         O::Lend { patron, item, .. } => {
