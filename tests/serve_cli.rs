@@ -215,12 +215,19 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     assert_eq!(v["failure"]["refused"]["no-item"], "nope", "{v}");
     assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
 
+    // The export read through the server, as it streams, is the one the store gives alone.
+    let (code, served) = sip2d(&["export"], "");
+    assert_eq!(code, Some(0), "{served}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
     assert!(!data.join("admin.sock").exists(), "the socket goes with the server");
     // With no server, the same command opens the store itself.
     let (code, out) = sip2d(&["patron", "history", "21000000000001", "--institution", "MAIN"], "");
     assert_eq!(code, Some(0), "{out}");
+    let (code, alone) = sip2d(&["export"], "");
+    assert_eq!(code, Some(0), "{alone}");
+    assert!(served.lines().count() > 30, "{served}");
+    assert_eq!(served, alone);
 }
 
 /// A raw HTTP/1.1 POST: status and body.

@@ -97,20 +97,45 @@ impl Engine for Remote {
         Pending::ready(all.map(|all| all.into_iter().map(|r| r.map_err(Error::from)).collect()))
     }
 
+    /// Reads the server's export as it streams, a line at a time: a register larger than
+    /// memory goes through.
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
-        let (status, bytes) = self.send("GET", "/v1/export", Vec::new())?;
-        if !status.is_success() {
-            let why = String::from_utf8_lossy(&bytes).into_owned();
-            return Err(Error::NotDone(format!("the running server refused the export ({status}): {why}").into()));
-        }
-        let mut n = 0;
-        for (i, line) in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            let line: Line = serde_json::from_slice(line)
-                .map_err(|e| Error::NotDone(format!("line {} of the server's export: {e}", i + 1).into()))?;
-            sink(&line).map_err(|e| Error::NotDone(e.to_string().into()))?;
-            n += 1;
-        }
-        Ok(n)
+        let lost = |e: &dyn std::fmt::Display| Error::NotDone(format!("the running server's export: {e}").into());
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        self.rt.block_on(async {
+            sender.ready().await.map_err(|e| lost(&e))?;
+            let req = hyper::Request::get("/v1/export")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| lost(&e))?;
+            let res = sender.send_request(req).await.map_err(|e| lost(&e))?;
+            let status = res.status();
+            let mut body = res.into_body();
+            if !status.is_success() {
+                let bytes = body.collect().await.map_err(|e| lost(&e))?.to_bytes();
+                return Err(lost(&format!("refused ({status}): {}", String::from_utf8_lossy(&bytes))));
+            }
+            let (mut pending, mut n) = (Vec::new(), 0usize);
+            let mut take = |line: &[u8], n: &mut usize| -> Result<(), Error> {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                let line: Line = serde_json::from_slice(line).map_err(|e| lost(&format!("line {}: {e}", *n + 1)))?;
+                sink(&line).map_err(|e| Error::NotDone(e.to_string().into()))?;
+                *n += 1;
+                Ok(())
+            };
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame.map_err(|e| lost(&e))?.into_data() else { continue };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    take(&line, &mut n)?;
+                }
+            }
+            take(&pending, &mut n)?;
+            Ok(n)
+        })
     }
 
     fn pin_key_fingerprint(&self) -> String {
