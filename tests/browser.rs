@@ -233,6 +233,27 @@ async fn staff_work_the_register_in_a_browser() {
     let paid = text(&b).await;
     assert!(paid.contains("Saved.") && paid.contains("100.00"), "{paid}");
     snap(&b, "fees").await;
+    // Every field on every page has a label a screen reader reads, and every button a name.
+    let casey = b.current_url().await.unwrap().path().to_string();
+    for page in [
+        casey.as_str(),
+        avery.as_str(),
+        "/patrons?institution=MAIN&q=Reader",
+        "/patrons/new",
+        "/staff",
+        "/accounts",
+        "/deleted",
+        "/transfers",
+        "/terminals",
+    ] {
+        b.goto(&format!("http://{}{page}", d.console)).await.unwrap();
+        assert_eq!(unlabelled(&b).await, Vec::<String>::new(), "{page}");
+    }
+    // The check finds what it looks for: a field added without a label.
+    b.execute("document.querySelector('main').appendChild(document.createElement('input')).name = 'bare';", vec![])
+        .await
+        .unwrap();
+    assert_eq!(unlabelled(&b).await, vec!["field bare".to_string()]);
     b.goto(&format!("http://{}/staff", d.console)).await.unwrap();
     assert!(text(&b).await.contains("Demo User Manager"));
     snap(&b, "staff").await;
@@ -243,6 +264,22 @@ async fn staff_work_the_register_in_a_browser() {
     snap(&b, "patron-sv").await;
     other.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// The fields without a label (by `for`, by nesting or `aria-label`) and the buttons without
+/// a name, on the page shown.
+async fn unlabelled(b: &Client) -> Vec<String> {
+    let script = r#"
+        const fields = Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+            .map(e => 'field ' + (e.name || e.id));
+        const buttons = Array.from(document.querySelectorAll('button'))
+            .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label'))
+            .map(e => 'button in ' + (e.form ? e.form.getAttribute('action') : '?'));
+        return fields.concat(buttons);
+    "#;
+    let v = b.execute(script, vec![]).await.unwrap();
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()
 }
 
 async fn snap_login(b: &Client, d: &Demo) {
