@@ -915,11 +915,14 @@ async fn password_hash(
     password: String,
     hash: fn(&str) -> Result<String, crate::engine::Error>,
 ) -> Result<String, Response> {
-    match tokio::task::spawn_blocking(move || hash(&password)).await {
-        Ok(Ok(h)) => Ok(h),
-        Ok(Err(e)) => Err(failed(e)),
-        Err(e) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, format!("hashing the password failed: {e}"))),
-    }
+    hashed(password, hash).await.map_err(failed)
+}
+
+/// A password hashed by `hash` off the async threads (the API's and the console's forms).
+pub(super) async fn hashed(password: String, hash: fn(&str) -> Result<String, Error>) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .unwrap_or_else(|e| Err(Error::NotDone(format!("hashing the password failed: {e}").into())))
 }
 
 /// `POST /api/v1/accounts`: a new self-check terminal account.

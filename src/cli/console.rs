@@ -845,10 +845,7 @@ async fn add_patron(
     };
     // The consent is dated as the library's calendar has it, not the server's.
     let institution = text("institution").unwrap_or_default();
-    let zone = match state.engine.query(Read::Institution(institution.clone())).await {
-        Ok(Answer::Institution(i)) => jiff::tz::TimeZone::get(&i.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
-        _ => jiff::tz::TimeZone::system(),
-    };
+    let zone = institution_zone(&state, &institution).await;
     let body = api::PatronBody {
         institution,
         primary_id: text("primary_id").unwrap_or_default(),
@@ -1260,6 +1257,14 @@ async fn change_then_show(state: &AdminState, who: &Staffer, id: &str, op: Opera
     }
 }
 
+/// The institution's time zone (UTC when it names none that exists): staff times are its.
+async fn institution_zone(state: &AdminState, code: &str) -> jiff::tz::TimeZone {
+    match state.engine.query(Read::Institution(code.to_string())).await {
+        Ok(Answer::Institution(i)) => jiff::tz::TimeZone::get(&i.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => jiff::tz::TimeZone::UTC,
+    }
+}
+
 /// The patron a form on their page acts on, once the form's token is checked: the page's
 /// handlers start here.
 async fn acting_on(state: &AdminState, who: &Staffer, csrf: &str, id: &str) -> Result<u64, Response> {
@@ -1662,10 +1667,7 @@ async fn bank(State(state): State<AdminState>, who: Staffer, Query(f): Query<Ban
             return message_page(lang, Some(&who), status, &text);
         }
     };
-    let zone = match state.engine.query(Read::Institution(institution.clone())).await {
-        Ok(Answer::Institution(i)) => jiff::tz::TimeZone::get(&i.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
-        _ => jiff::tz::TimeZone::UTC,
-    };
+    let zone = institution_zone(&state, &institution).await;
     let may_restore = who.member.role >= crate::domain::Role::UserAdministrator;
     let body = html! {
         form method="get" action="/deleted" {
@@ -1747,13 +1749,6 @@ async fn edit(
 }
 
 // -- staff and terminal accounts --------------------------------------------------------------
-
-/// A password hashed for storing (Argon2, slow on purpose: off the async threads).
-async fn hashed(password: String, hash: fn(&str) -> Result<String, Error>) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .unwrap_or_else(|e| Err(Error::NotDone(format!("hashing the password failed: {e}").into())))
-}
 
 /// Runs a change from an accounts page and goes back to it, or shows it with the refusal.
 async fn change_then_list(state: &AdminState, who: &Staffer, op: Result<Operation, Error>, to: &str) -> Response {
@@ -1909,7 +1904,7 @@ async fn add_member(State(state): State<AdminState>, who: Staffer, Form(f): Form
     let op = match crate::domain::Role::parse(&f.role) {
         None => Err(Error::Refused(Refusal::rule(format!("no role {}", f.role)))),
         Some(role) => {
-            hashed(f.password, crate::engine::hash_staff_password).await.map(|password_hash| Operation::AddStaff {
+            api::hashed(f.password, crate::engine::hash_staff_password).await.map(|password_hash| Operation::AddStaff {
                 login: f.login.trim().to_string(),
                 name: f.name.trim().to_string(),
                 password_hash,
@@ -2073,7 +2068,7 @@ async fn add_terminal(State(state): State<AdminState>, who: Staffer, Form(f): Fo
     if let Err(r) = who.check(&f.csrf) {
         return r;
     }
-    let op = hashed(f.password, crate::engine::hash_password).await.map(|password_hash| Operation::AddAccount {
+    let op = api::hashed(f.password, crate::engine::hash_password).await.map(|password_hash| Operation::AddAccount {
         login: f.login.trim().to_string(),
         password_hash,
         institution: f.institution,
@@ -2100,7 +2095,7 @@ async fn terminal_action(
         return r;
     }
     let op = match action.as_str() {
-        "password" => hashed(f.password, crate::engine::hash_password)
+        "password" => api::hashed(f.password, crate::engine::hash_password)
             .await
             .map(|password_hash| Operation::SetAccountPassword { login, password_hash }),
         "remove" => Ok(Operation::RemoveAccount { login }),

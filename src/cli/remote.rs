@@ -41,8 +41,14 @@ impl Remote {
         Ok(sender.map(|s| Remote { rt, sender: Mutex::new(s), actor: actor.to_string() }))
     }
 
-    /// Sends one request and reads the whole answer.
-    fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), Error> {
+    /// Sends one request and hands its answer to `read`, on this command's runtime.
+    fn exchange<T, F: std::future::Future<Output = Result<T, Error>>>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        read: impl FnOnce(hyper::Response<hyper::body::Incoming>) -> F,
+    ) -> Result<T, Error> {
         let lost = |e: &dyn std::fmt::Display| Error::NotDone(format!("the running server did not answer: {e}").into());
         let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         self.rt.block_on(async {
@@ -54,9 +60,20 @@ impl Remote {
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| lost(&e))?;
-            let res = sender.send_request(req).await.map_err(|e| lost(&e))?;
+            read(sender.send_request(req).await.map_err(|e| lost(&e))?).await
+        })
+    }
+
+    /// Sends one request and reads the whole answer.
+    fn send(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), Error> {
+        self.exchange(method, path, body, |res| async move {
             let status = res.status();
-            let bytes = res.into_body().collect().await.map_err(|e| lost(&e))?.to_bytes();
+            let bytes = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Error::NotDone(format!("the running server did not answer: {e}").into()))?
+                .to_bytes();
             Ok((status, bytes))
         })
     }
@@ -101,14 +118,7 @@ impl Engine for Remote {
     /// memory goes through.
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
         let lost = |e: &dyn std::fmt::Display| Error::NotDone(format!("the running server's export: {e}").into());
-        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        self.rt.block_on(async {
-            sender.ready().await.map_err(|e| lost(&e))?;
-            let req = hyper::Request::get("/v1/export")
-                .header("host", "localhost")
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| lost(&e))?;
-            let res = sender.send_request(req).await.map_err(|e| lost(&e))?;
+        self.exchange("GET", "/v1/export", Vec::new(), |res| async move {
             let status = res.status();
             let mut body = res.into_body();
             if !status.is_success() {
