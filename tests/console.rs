@@ -554,3 +554,86 @@ fn staff_add_users_with_or_without_the_invitation_and_send_it_later() {
     assert_eq!(r.status, 422, "{}", r.raw);
     assert!(r.raw.contains("no e-mail address"), "{}", r.raw);
 }
+
+/// A multipart form post as a browser sends a file form: the token field (if given), then the
+/// file.
+fn upload(d: &Demo, path: &str, cookie: &str, csrf: Option<&str>, name: &str, bytes: &[u8]) -> common::HttpReply {
+    let boundary = "----sip2dtestboundary";
+    let mut body = String::new();
+    if let Some(c) = csrf {
+        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{c}\r\n"));
+    }
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ));
+    // The tests' files are text (the picture's signature is written as the bytes it is).
+    body.push_str(&String::from_utf8_lossy(bytes));
+    body.push_str(&format!("\r\n--{boundary}--\r\n"));
+    http_as(d.console, "POST", path, &format!("multipart/form-data; boundary={boundary}"), cookie, &body)
+}
+
+/// The details tabs in the console: contacts (one made preferred, which the record then
+/// shows), a statistical category, an attachment uploaded as a file form (downloaded as it
+/// was, never as a page), and the picture (a page is no picture). A file form without the
+/// session's token is refused and writes nothing.
+#[test]
+fn contacts_statistics_attachments_and_the_picture_from_the_console() {
+    let d = demo();
+    let manager = log_in(&d, "manager", "manager-password");
+    let avery = patron_path(&d, &manager, "MAIN", "21000000000001");
+    let page = get(&d, &avery, &manager).raw;
+    let csrf = form_value(&page, "csrf");
+    let post = |path: &str, body: &str| form_post(d.console, path, &manager, &format!("csrf={csrf}&{body}"));
+
+    let r = post(&format!("{avery}/contacts"), "kind=email&value=avery%40work.example&postal_code=&use=work");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("<td>avery@work.example</td><td>Work</td>"), "{page}");
+    let r = post(&format!("{avery}/contacts"), "kind=phone&value=07%7C1&use=mobile");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("role=\"alert\""), "{}", r.raw);
+    let r = post(&format!("{avery}/contacts/1/prefer"), "");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("<td>avery@work.example</td><td><strong>Preferred</strong></td>"), "{page}");
+
+    let r = post(&format!("{avery}/statistics"), "category=distance-student&note=Since+2026");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("<strong>distance-student</strong> – Since 2026"), "{page}");
+    assert_eq!(post(&format!("{avery}/statistics/1/remove"), "").status, 303);
+    assert!(get(&d, &avery, &manager).raw.contains("No statistical categories."));
+
+    // A file form without the token: refused, nothing attached.
+    let form = "<form action=https://evil.example><input name=pin></form>";
+    let r = upload(&d, &format!("{avery}/attachments"), &manager, None, "form.html", form.as_bytes());
+    assert_eq!(r.status, 403, "{}", r.raw);
+    assert!(get(&d, &avery, &manager).raw.contains("No attachments."));
+    let r = upload(&d, &format!("{avery}/attachments"), &manager, Some(&csrf), "form.html", form.as_bytes());
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("form.html</a> (text/plain,"), "{page}");
+    let got = get(&d, &format!("{avery}/attachments/1"), &manager);
+    assert_eq!((got.status, got.raw.as_str()), (200, form));
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert!(got.header("content-disposition").is_some_and(|v| v.starts_with("attachment")), "{}", got.head);
+    assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+    // Another institution's staff member: not there.
+    let branch = log_in(&d, "branch", "branch-password");
+    assert_eq!(get(&d, &format!("{avery}/attachments/1"), &branch).status, 404);
+
+    let r = upload(&d, &format!("{avery}/picture"), &manager, Some(&csrf), "me.html", form.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("PNG"), "{}", r.raw);
+    let gif = b"GIF89a\x01\x00\x01\x00";
+    let r = upload(&d, &format!("{avery}/picture"), &manager, Some(&csrf), "me.gif", gif);
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("alt=\"Picture of Avery Reader\""), "{page}");
+    let got = get(&d, &format!("{avery}/picture"), &manager);
+    assert_eq!((got.status, got.header("content-type")), (200, Some("image/gif")), "{}", got.head);
+    assert_eq!(post(&format!("{avery}/picture/remove"), "").status, 303);
+    assert!(get(&d, &avery, &manager).raw.contains("No picture."));
+    assert_eq!(post(&format!("{avery}/attachments/1/remove"), "").status, 303);
+    assert_eq!(get(&d, &format!("{avery}/attachments/1"), &manager).status, 404);
+}

@@ -260,3 +260,59 @@ fn a_staff_session() {
     assert!(ok(d, &["purge"]).contains(&format!("removed #{id}")));
     assert!(refused(d, &["patron", "show", &who]).contains("no patron"));
 }
+
+/// The details tabs from the command line, with no server: contacts (one made preferred),
+/// a statistical category, the picture set from a file and written back, each in the card.
+#[test]
+fn contacts_statistics_and_the_picture_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init"]);
+    ok(d, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]);
+    let add = ["patron", "add", "-i", "MAIN", "--first-name", "Avery", "--last-name", "Reader", "--primary-id", "P1"];
+    ok(d, &add);
+    let who = ["-i", "MAIN", "P1"];
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // After the command's words (`patron contact add`, `patron history`).
+        let words = if args.get(1) == Some(&"history") { 2 } else { 3 };
+        all.splice(words..words, who.iter().map(|s| s.to_string()));
+        all
+    };
+    let run = |args: &[&str]| {
+        let all = with(args);
+        ok(d, &all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(&["patron", "contact", "add", "email", "avery@work.example", "--use", "work"]);
+    assert!(out.contains("contact 1     email avery@work.example (work)"), "{out}");
+    let out = run(&["patron", "contact", "add", "address", "Storgatan 1, Lund", "--postal-code", "222 22"]);
+    assert!(out.contains("address Storgatan 1, Lund, 222 22 (other)"), "{out}");
+    let out = run(&["patron", "contact", "prefer", "1"]);
+    assert!(out.contains("e-mail        avery@work.example"), "{out}");
+    let all = with(&["patron", "contact", "add", "fax", "1"]);
+    let err = refused(d, &all.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("not email, phone or address"), "{err}");
+
+    let out = run(&["patron", "statistic", "add", "distance-student", "--note", "2026"]);
+    assert!(out.contains("statistic 1   distance-student: 2026"), "{out}");
+    let all = with(&["patron", "statistic", "add", "two words"]);
+    assert!(refused(d, &all.iter().map(String::as_str).collect::<Vec<_>>()).contains("must be 1-64 letters"));
+
+    let gif = d.join("me.gif");
+    std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00").unwrap();
+    let out = run(&["patron", "picture", "set", gif.to_str().unwrap()]);
+    assert!(out.contains("picture       image/gif, 10 bytes"), "{out}");
+    let page = d.join("page.html");
+    std::fs::write(&page, "<html></html>").unwrap();
+    let all = with(&["patron", "picture", "set", page.to_str().unwrap()]);
+    assert!(refused(d, &all.iter().map(String::as_str).collect::<Vec<_>>()).contains("PNG, JPEG, GIF or WebP"));
+    let back = d.join("back.gif");
+    run(&["patron", "picture", "get", "-o", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&gif).unwrap());
+    let out = run(&["patron", "picture", "remove"]);
+    assert!(!out.contains("picture "), "{out}");
+    let history = run(&["patron", "history"]);
+    for action in ["contact-add", "contact-prefer", "statistic-add", "picture-set", "picture-remove"] {
+        assert!(history.contains(action), "{action}: {history}");
+    }
+}

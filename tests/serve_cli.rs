@@ -215,6 +215,20 @@ fn register_commands_go_through_the_running_server_and_take_effect_at_once() {
     assert_eq!(v["failure"]["refused"]["no-item"], "nope", "{v}");
     assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
 
+    // Files travel too: attached through the server, read back as they were, and exported.
+    let file = dir.path().join("consent.pdf");
+    std::fs::write(&file, b"%PDF-1.4 signed by the guardian").unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out) = sip2d(&["patron", "attachment", "add", "21000000000001", "--institution", "MAIN", f], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("attachment 1  consent.pdf (application/pdf, 31 bytes)"), "{out}");
+    let back = dir.path().join("back.pdf");
+    let b = back.to_str().unwrap();
+    let (code, out) =
+        sip2d(&["patron", "attachment", "get", "21000000000001", "1", "--institution", "MAIN", "-o", b], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
+
     // The export read through the server, as it streams, is the one the store gives alone.
     let (code, served) = sip2d(&["export"], "");
     assert_eq!(code, Some(0), "{served}");

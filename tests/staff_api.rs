@@ -104,6 +104,13 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
     );
     assert_eq!(hold.status, 200, "{}", hold.raw);
     let hold = hold.body["id"].as_u64().unwrap();
+    // Kim has a file and a picture, which the main library must not fetch either.
+    let file = r#"{"name":"Harbour.txt","content":"SGFyYm91ciBzZWNyZXQ="}"#;
+    let r = request(d.admin, "POST", &format!("/api/v1/patrons/{kim}/attachments"), t, "", file);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let picture = r#"{"content":"iVBORw0KGgoAAAANSGFyYm91cg=="}"#;
+    let r = request(d.admin, "PUT", &format!("/api/v1/patrons/{kim}/picture"), t, "", picture);
+    assert_eq!(r.status, 200, "{}", r.raw);
     let mut kiosk2 = common::Kiosk::connect(d.sip);
     assert_eq!(kiosk2.ask("9300CNkiosk2|COkiosk2-secret|"), "941");
 
@@ -118,6 +125,9 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
                 ("POST", "loans") => r#"{"item":"32000000000001"}"#,
                 ("POST", "holds") => r#"{"title":"Dune","pickup":"MAIN"}"#,
                 ("PATCH", "{id}") => r#"{"phone":"1"}"#,
+                ("POST", "contacts") => r#"{"kind":"phone","value":"1"}"#,
+                ("POST", "statistics") => r#"{"category":"x"}"#,
+                ("POST", "attachments") | ("PUT", "picture") => picture,
                 (_, _) => "",
             }
             .to_string(),
@@ -136,6 +146,9 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
                 .replace("{other}", &other.to_string())
                 .replace("{type}", "general")
                 .replace("{note}", "1")
+                .replace("{contact}", "1")
+                .replace("{statistic}", "1")
+                .replace("{attachment}", "1")
                 .replace("{decision}", "accept");
             let r = request(d.admin, &method, &path, a, "If-Match: \"x\"\r\n", &body);
             assert_eq!(r.status, 404, "{method} {path}: {}", r.raw);
@@ -180,6 +193,9 @@ fn members_see_and_change_only_what_their_role_and_institutions_allow() {
     assert_eq!(kim_now.status, 200);
     assert!(kim_now.body["blocks"].as_array().is_none_or(Vec::is_empty), "{}", kim_now.raw);
     assert!(kim_now.body["notes"].as_array().is_none_or(Vec::is_empty), "{}", kim_now.raw);
+    assert_eq!(kim_now.body["attachments"].as_array().map(Vec::len), Some(1), "{}", kim_now.raw);
+    assert!(kim_now.body["contacts"].as_array().is_some_and(Vec::is_empty), "{}", kim_now.raw);
+    assert!(!kim_now.body["picture"].is_null(), "{}", kim_now.raw);
     let history = request(d.admin, "GET", &format!("/api/v1/patrons/{kim}/history"), b, "", "");
     assert!(!history.raw.contains("Ada Admin"), "{}", history.raw);
 
@@ -433,6 +449,63 @@ fn every_change_is_refused_to_every_role_below_the_one_it_needs() {
             manager_role,
         ),
         ("POST", "/api/v1/patrons/{id}/invitation", format!("/api/v1/patrons/{avery}/invitation"), "", manager_role),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/contacts",
+            format!("/api/v1/patrons/{avery}/contacts"),
+            r#"{"kind":"phone","value":"555-1"}"#,
+            manager_role,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patrons/{id}/contacts/{contact}",
+            format!("/api/v1/patrons/{avery}/contacts/1"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/contacts/{contact}/preferred",
+            format!("/api/v1/patrons/{avery}/contacts/1/preferred"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/statistics",
+            format!("/api/v1/patrons/{avery}/statistics"),
+            r#"{"category":"c555"}"#,
+            manager_role,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patrons/{id}/statistics/{statistic}",
+            format!("/api/v1/patrons/{avery}/statistics/1"),
+            "",
+            manager_role,
+        ),
+        (
+            "POST",
+            "/api/v1/patrons/{id}/attachments",
+            format!("/api/v1/patrons/{avery}/attachments"),
+            r#"{"name":"f555.txt","content":"NTU1"}"#,
+            manager_role,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patrons/{id}/attachments/{attachment}",
+            format!("/api/v1/patrons/{avery}/attachments/1"),
+            "",
+            manager_role,
+        ),
+        (
+            "PUT",
+            "/api/v1/patrons/{id}/picture",
+            format!("/api/v1/patrons/{avery}/picture"),
+            r#"{"content":"iVBORw0KGgo="}"#,
+            manager_role,
+        ),
+        ("DELETE", "/api/v1/patrons/{id}/picture", format!("/api/v1/patrons/{avery}/picture"), "", manager_role),
         ("POST", "/api/v1/patrons/{id}/restore", format!("/api/v1/patrons/{blake}/restore"), "", administrator),
         ("POST", "/api/v1/accounts", "/api/v1/accounts".into(), terminal, administrator),
         ("DELETE", "/api/v1/accounts/{login}", "/api/v1/accounts/kiosk1".into(), "", administrator),
@@ -500,8 +573,154 @@ fn every_change_is_refused_to_every_role_below_the_one_it_needs() {
     // Nothing of it was written: Avery has no phone, no block, no new note; Blake is there.
     let avery_now = request(d.admin, "GET", &format!("/api/v1/patrons/{avery}"), t, "", "");
     assert!(!avery_now.raw.contains("555") && !avery_now.raw.contains("hello"), "{}", avery_now.raw);
+    let p = &avery_now.body;
+    assert!(
+        p["contacts"].as_array().is_some_and(Vec::is_empty)
+            && p["statistics"].as_array().is_some_and(Vec::is_empty)
+            && p["attachments"].as_array().is_some_and(Vec::is_empty)
+            && p["picture"].is_null(),
+        "{}",
+        avery_now.raw
+    );
     let blake_now = request(d.admin, "GET", &format!("/api/v1/patrons/{blake}"), t, "", "");
     assert!(blake_now.body["deleted"].is_null() && blake_now.raw.contains("lost-card"), "{}", blake_now.raw);
     let accounts = request(d.admin, "GET", "/api/v1/accounts", t, "", "");
     assert!(accounts.raw.contains("kiosk1") && !accounts.raw.contains("kiosk9"), "{}", accounts.raw);
+}
+
+/// The details tabs through the API: contacts (one preferred), statistical categories,
+/// attachments and the picture. Files are attacked as a browser would meet them: a page
+/// uploaded as an attachment downloads as text and is never rendered or sniffed; a page is no
+/// picture; a file over its limit, or a body over the listener's, is refused as too large.
+#[test]
+fn contacts_statistics_and_files_through_the_api_and_files_never_run_in_a_browser() {
+    let d = demo();
+    let manager = member(&d, "mia", "Mia Manager", "user-manager", "MAIN");
+    let m = Some(manager.as_str());
+    let avery = patron_id(&d, "MAIN", "21000000000001");
+    let path = format!("/api/v1/patrons/{avery}");
+
+    let r = request(
+        d.admin,
+        "POST",
+        &format!("{path}/contacts"),
+        m,
+        "",
+        r#"{"kind":"email","value":"avery@work.example","use":"work"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.body["contacts"][0]["use"], "work", "{}", r.raw);
+    let id = r.body["contacts"][0]["id"].as_u64().unwrap();
+    // The e-mail is Avery's now: no one else at the institution may take it.
+    let blake = patron_id(&d, "MAIN", "21000000000002");
+    let r = request(
+        d.admin,
+        "POST",
+        &format!("/api/v1/patrons/{blake}/contacts"),
+        m,
+        "",
+        r#"{"kind":"email","value":"AVERY@work.example"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.raw);
+    let r = request(d.admin, "POST", &format!("{path}/contacts/{id}/preferred"), m, "", "");
+    assert_eq!((r.status, r.body["email"].as_str()), (200, Some("avery@work.example")), "{}", r.raw);
+    let r = request(d.admin, "POST", &format!("{path}/contacts"), m, "", r#"{"kind":"fax","value":"1"}"#);
+    assert_eq!(r.status, 400, "{}", r.raw);
+
+    let r = request(
+        d.admin,
+        "POST",
+        &format!("{path}/statistics"),
+        m,
+        "",
+        r#"{"category":"distance-student","note":"2026"}"#,
+    );
+    assert_eq!((r.status, r.body["statistics"][0]["category"].as_str()), (200, Some("distance-student")), "{}", r.raw);
+    let r = request(d.admin, "POST", &format!("{path}/statistics"), m, "", r#"{"category":"distance-student"}"#);
+    assert_eq!(r.status, 409, "{}", r.raw);
+    let r = request(d.admin, "DELETE", &format!("{path}/statistics/1"), m, "", "");
+    assert!(r.status == 200 && r.body["statistics"].as_array().is_some_and(Vec::is_empty), "{}", r.raw);
+
+    // A page with a script, uploaded as an attachment named as a page.
+    let page = "<html><body><script>document.title='pwned'</script></body></html>";
+    let b64 = base64_of(page.as_bytes());
+    let r = request(
+        d.admin,
+        "POST",
+        &format!("{path}/attachments"),
+        m,
+        "",
+        &format!(r#"{{"name":"../../evil.html","content":"{b64}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let a = &r.body["attachments"][0];
+    assert_eq!((a["name"].as_str(), a["media_type"].as_str()), (Some("evil.html"), Some("text/plain")), "{}", r.raw);
+    let got = request(d.admin, "GET", &format!("{path}/attachments/1"), m, "", "");
+    assert_eq!(got.status, 200, "{}", got.head);
+    assert_eq!(got.raw, page);
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+    assert!(got.header("content-disposition").is_some_and(|v| v.starts_with("attachment;")), "{}", got.head);
+    assert!(got.header("content-security-policy").is_some_and(|v| v.contains("sandbox")), "{}", got.head);
+    // Not a picture.
+    let r = request(d.admin, "PUT", &format!("{path}/picture"), m, "", &format!(r#"{{"content":"{b64}"}}"#));
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.body["error"].as_str().unwrap().contains("PNG"), "{}", r.raw);
+    let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13];
+    let r =
+        request(d.admin, "PUT", &format!("{path}/picture"), m, "", &format!(r#"{{"content":"{}"}}"#, base64_of(&png)));
+    assert_eq!((r.status, r.body["picture"]["media_type"].as_str()), (200, Some("image/png")), "{}", r.raw);
+    let got = request(d.admin, "GET", &format!("{path}/picture"), m, "", "");
+    assert_eq!((got.status, got.header("content-type")), (200, Some("image/png")), "{}", got.head);
+
+    // Over the attachment limit (1 MiB by default): refused by the engine, as too large.
+    let big = base64_of(&vec![b'a'; 1024 * 1024 + 1]);
+    let r = request(
+        d.admin,
+        "POST",
+        &format!("{path}/attachments"),
+        m,
+        "",
+        &format!(r#"{{"name":"big.txt","content":"{big}"}}"#),
+    );
+    assert_eq!(r.status, 413, "{}", r.raw);
+    assert!(r.body["error"].as_str().unwrap().contains("1048576"), "{}", r.raw);
+    // Over what the listener reads at all: refused on the length it announces, unread.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(d.admin).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "POST {path}/attachments HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {manager}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            64 * 1024 * 1024
+        )
+        .unwrap();
+        let mut answer = [0u8; 12];
+        c.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&answer));
+    }
+
+    // The desk sees the files, and may not add one.
+    let desk = member(&d, "dag", "Dag Desk", "desk", "MAIN");
+    let k = Some(desk.as_str());
+    assert_eq!(request(d.admin, "GET", &format!("{path}/attachments/1"), k, "", "").status, 200);
+    let r = request(d.admin, "POST", &format!("{path}/attachments"), k, "", &format!(r#"{{"content":"{b64}"}}"#));
+    assert_eq!(r.status, 403, "{}", r.raw);
+
+    let r = request(d.admin, "DELETE", &format!("{path}/attachments/1"), m, "", "");
+    assert!(r.status == 200 && r.body["attachments"].as_array().is_some_and(Vec::is_empty), "{}", r.raw);
+    assert_eq!(request(d.admin, "GET", &format!("{path}/attachments/1"), m, "", "").status, 404);
+    let history = request(d.admin, "GET", &format!("{path}/history"), m, "", "");
+    for action in
+        ["contact-add", "contact-prefer", "statistic-add", "attachment-add", "attachment-remove", "picture-set"]
+    {
+        assert!(history.raw.contains(action), "{action}: {}", history.raw);
+    }
+    assert!(history.raw.contains("Mia Manager"), "{}", history.raw);
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -176,7 +176,9 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
             | Refusal::NoFee(_)
             | Refusal::NoHold(_)
             | Refusal::NoAccount(_)
-            | Refusal::NoStaff(_) => StatusCode::NOT_FOUND,
+            | Refusal::NoStaff(_)
+            | Refusal::NoEntry { .. } => StatusCode::NOT_FOUND,
+            Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Exists { .. } | Refusal::Taken { .. } => StatusCode::CONFLICT,
             Refusal::Changed(_) => StatusCode::PRECONDITION_FAILED,
             Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,
@@ -483,7 +485,11 @@ async fn change(state: &AdminState, caller: &Caller, op: Operation) -> Response 
 /// The body as `T`, or a 400 that says what is wrong with it.
 #[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
 fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, Response> {
-    b.map(|Json(t)| t).map_err(|e| refused(StatusCode::BAD_REQUEST, format!("the request body: {e}")))
+    b.map(|Json(t)| t).map_err(|e| {
+        // Too large is said as such (413); anything else wrong with the body is a 400.
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+        refused(status, format!("the request body: {e}"))
+    })
 }
 
 /// A numeric id from the path, or a 404 naming it.
@@ -610,6 +616,311 @@ async fn remove_note(
     match (number::<u64>(&id, "patron"), number::<u32>(&note, "note")) {
         (Ok(id), Ok(note)) => change(&state, &caller, Operation::RemoveNote { patron: id, note }).await,
         (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewContact {
+    /// `email`, `phone` or `address`.
+    #[schema(value_type = String)]
+    kind: crate::domain::ContactKind,
+    value: String,
+    /// Addresses only.
+    #[serde(default)]
+    postal_code: Option<String>,
+    /// `home`, `work`, `school`, `mobile` or `other` (the default).
+    #[serde(default, rename = "use")]
+    #[schema(value_type = Option<String>)]
+    usage: crate::domain::ContactUse,
+}
+
+/// Two numbers from the path (the patron's, and an entry's on them), or a 404 naming the bad one.
+#[allow(clippy::result_large_err)] // the handler's early answer, made at most once a request
+fn numbers(id: &str, entry: &str, what: &str) -> Result<(u64, u32), Response> {
+    Ok((number::<u64>(id, "patron")?, number::<u32>(entry, what)?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/contacts",
+    operation_id = "addContact",
+    tag = "patrons",
+    summary = "Add an e-mail address, phone number or postal address besides the preferred ones",
+    description = "Checked as the preferred field of its kind is (the institution's patterns); an e-mail\naddress is unique in the institution, counting every patron's contacts.",
+    params(("id" = String, Path)),
+    request_body = NewContact,
+    responses((status = 200, description = "The patron"), (status = 409, description = "The e-mail address is another patron's, or the patron has this contact already.", body = Problem), (status = 422, description = "Not a valid value, or as many contacts as `[register] max_contacts_per_patron`.", body = Problem))
+)]
+async fn add_contact(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    b: Body<NewContact>,
+) -> Response {
+    let (id, c) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(c)) => (id, c),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let op =
+        Operation::AddContact { patron: id, kind: c.kind, value: c.value, postal_code: c.postal_code, usage: c.usage };
+    change(&state, &caller, op).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/contacts/{contact}",
+    operation_id = "removeContact",
+    tag = "patrons",
+    summary = "Remove a contact",
+    params(("id" = String, Path), ("contact" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or contact.", body = Problem))
+)]
+async fn remove_contact(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((id, contact)): Path<(String, String)>,
+) -> Response {
+    match numbers(&id, &contact, "contact") {
+        Ok((patron, contact)) => change(&state, &caller, Operation::RemoveContact { patron, contact }).await,
+        Err(r) => r,
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/contacts/{contact}/preferred",
+    operation_id = "preferContact",
+    tag = "patrons",
+    summary = "Make a contact the preferred one of its kind (notices and kiosks use it)",
+    description = "The contact takes the record's `email`, `phone` or `address` (with `postal_code`), and\nthe value it replaces becomes the contact.",
+    params(("id" = String, Path), ("contact" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or contact.", body = Problem))
+)]
+async fn prefer_contact(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((id, contact)): Path<(String, String)>,
+) -> Response {
+    match numbers(&id, &contact, "contact") {
+        Ok((patron, contact)) => change(&state, &caller, Operation::PreferContact { patron, contact }).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewStatistic {
+    /// A code of letters, digits, `-` and `_`, such as `distance-student`.
+    category: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/statistics",
+    operation_id = "addStatistic",
+    tag = "patrons",
+    summary = "Count the patron under a statistical category",
+    params(("id" = String, Path)),
+    request_body = NewStatistic,
+    responses((status = 200, description = "The patron"), (status = 409, description = "The patron has this category already.", body = Problem), (status = 422, description = "Not a category code, or as many as `[register] max_statistics_per_patron`.", body = Problem))
+)]
+async fn add_statistic(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    b: Body<NewStatistic>,
+) -> Response {
+    let (id, n) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(n)) => (id, n),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    change(&state, &caller, Operation::AddStatistic { patron: id, category: n.category, note: n.note }).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/statistics/{statistic}",
+    operation_id = "removeStatistic",
+    tag = "patrons",
+    summary = "Remove a statistical category",
+    params(("id" = String, Path), ("statistic" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or category.", body = Problem))
+)]
+async fn remove_statistic(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((id, statistic)): Path<(String, String)>,
+) -> Response {
+    match numbers(&id, &statistic, "statistical category") {
+        Ok((patron, statistic)) => change(&state, &caller, Operation::RemoveStatistic { patron, statistic }).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFile {
+    /// The file's name, for the download (a path is cut to its last part).
+    #[serde(default)]
+    name: Option<String>,
+    /// The bytes, base64.
+    #[schema(value_type = String, format = Byte)]
+    content: crate::engine::ops::FileBytes,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/patrons/{id}/attachments",
+    operation_id = "addAttachment",
+    tag = "patrons",
+    summary = "Attach a small file to the record (its type is found from its bytes)",
+    params(("id" = String, Path)),
+    request_body = NewFile,
+    responses((status = 200, description = "The patron, with the file under `attachments`"), (status = 413, description = "Larger than `[register] max_attachment_bytes`.", body = Problem), (status = 422, description = "Empty, or as many files as `[register] max_attachments_per_patron`.", body = Problem))
+)]
+async fn add_attachment(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    b: Body<NewFile>,
+) -> Response {
+    let (id, f) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(f)) => (id, f),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let name = f.name.unwrap_or_else(|| "attachment".into());
+    change(&state, &caller, Operation::AddAttachment { patron: id, name, content: f.content }).await
+}
+
+/// A file's bytes, served so that no browser runs them: an attachment always downloads, a
+/// picture is shown only as the image it was checked to be, and neither is sniffed.
+pub(super) async fn file_response(state: &AdminState, caller: &Caller, id: &str, file: u32) -> Response {
+    let p = match visible(state, caller, id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match state.engine.query(Read::File { patron: p.id, file }).await {
+        Ok(Answer::File(info, bytes)) => {
+            let disposition = if file == 0 {
+                "inline".to_string()
+            } else {
+                let safe: String = info
+                    .name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+                    .collect();
+                format!("attachment; filename=\"{safe}\"")
+            };
+            let headers = [
+                (header::CONTENT_TYPE, info.media_type.clone()),
+                (header::CONTENT_DISPOSITION, disposition),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".into()),
+                (header::ETAG, format!("\"{}\"", info.sha256)),
+                (header::CACHE_CONTROL, "private, no-store".into()),
+            ];
+            (headers, bytes.0).into_response()
+        }
+        Ok(_) => refused(StatusCode::SERVICE_UNAVAILABLE, "unexpected answer"),
+        Err(e) => failed(e),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/attachments/{attachment}",
+    operation_id = "getAttachment",
+    tag = "patrons",
+    summary = "Download an attachment",
+    description = "Served as a download (`Content-Disposition: attachment`), with the type found from its\nbytes and `X-Content-Type-Options: nosniff`, so no browser runs what was uploaded.",
+    params(("id" = String, Path), ("attachment" = String, Path)),
+    responses((status = 200, description = "The file's bytes.", content_type = "application/octet-stream", body = String), (status = 404, description = "No such patron or attachment.", body = Problem))
+)]
+async fn get_attachment(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((id, attachment)): Path<(String, String)>,
+) -> Response {
+    match number::<u32>(&attachment, "attachment") {
+        Ok(0) => refused(StatusCode::NOT_FOUND, "no attachment 0 (the picture is at .../picture)"),
+        Ok(n) => file_response(&state, &caller, &id, n).await,
+        Err(r) => r,
+    }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/attachments/{attachment}",
+    operation_id = "removeAttachment",
+    tag = "patrons",
+    summary = "Remove an attachment",
+    params(("id" = String, Path), ("attachment" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or attachment.", body = Problem))
+)]
+async fn remove_attachment(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path((id, attachment)): Path<(String, String)>,
+) -> Response {
+    match numbers(&id, &attachment, "attachment") {
+        Ok((_, 0)) => refused(StatusCode::NOT_FOUND, "no attachment 0 (the picture is at .../picture)"),
+        Ok((patron, attachment)) => change(&state, &caller, Operation::RemoveAttachment { patron, attachment }).await,
+        Err(r) => r,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/patrons/{id}/picture",
+    operation_id = "getPicture",
+    tag = "patrons",
+    summary = "The patron's picture",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The image.", content_type = "image/*", body = String), (status = 404, description = "No such patron, or no picture.", body = Problem))
+)]
+async fn get_picture(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    file_response(&state, &caller, &id, 0).await
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/patrons/{id}/picture",
+    operation_id = "setPicture",
+    tag = "patrons",
+    summary = "Set the patron's picture (a PNG, JPEG, GIF or WebP image)",
+    params(("id" = String, Path)),
+    request_body = NewFile,
+    responses((status = 200, description = "The patron"), (status = 413, description = "Larger than `[register] max_picture_bytes`.", body = Problem), (status = 422, description = "Not an image of those kinds.", body = Problem))
+)]
+async fn set_picture(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    b: Body<NewFile>,
+) -> Response {
+    let (id, f) = match (number::<u64>(&id, "patron"), body(b)) {
+        (Ok(id), Ok(f)) => (id, f),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    change(&state, &caller, Operation::SetPicture { patron: id, content: Some(f.content) }).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/patrons/{id}/picture",
+    operation_id = "removePicture",
+    tag = "patrons",
+    summary = "Remove the patron's picture",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron, or no picture.", body = Problem))
+)]
+async fn remove_picture(State(state): State<AdminState>, caller: Caller, Path(id): Path<String>) -> Response {
+    match number::<u64>(&id, "patron") {
+        Ok(id) => change(&state, &caller, Operation::SetPicture { patron: id, content: None }).await,
+        Err(r) => r,
     }
 }
 
@@ -1873,6 +2184,14 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AdminState> {
         .routes(routes!(lift_block))
         .routes(routes!(add_note))
         .routes(routes!(remove_note))
+        .routes(routes!(add_contact))
+        .routes(routes!(remove_contact))
+        .routes(routes!(prefer_contact))
+        .routes(routes!(add_statistic))
+        .routes(routes!(remove_statistic))
+        .routes(routes!(add_attachment))
+        .routes(routes!(get_attachment, remove_attachment))
+        .routes(routes!(get_picture, set_picture, remove_picture))
         .routes(routes!(allow_proxy, revoke_proxy))
         .routes(routes!(request_transfer))
         .routes(routes!(decide_transfer))

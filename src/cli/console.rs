@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::admin::AdminState;
 use super::api::{self, Caller};
-use crate::domain::{Patron, RecordType, Refusal, Staff};
+use crate::domain::{ContactKind, ContactUse, Patron, RecordType, Refusal, Staff};
 use crate::engine::{Answer, Error, Operation, Query as Read, Receipt, patron_tag};
 
 /// The console's languages.
@@ -179,6 +179,35 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("found", "Patrons found:", "Hittade låntagare:"),
     ("general", "General", "Allmänt"),
     ("contact_info", "Contact information", "Kontaktuppgifter"),
+    ("contact_kind", "Kind", "Typ"),
+    ("contact_email", "E-mail", "E-post"),
+    ("contact_phone", "Phone", "Telefon"),
+    ("contact_address", "Address", "Adress"),
+    ("contact_use", "Use", "Användning"),
+    ("use_home", "Home", "Hem"),
+    ("use_work", "Work", "Arbete"),
+    ("use_school", "School", "Skola"),
+    ("use_mobile", "Mobile", "Mobil"),
+    ("use_other", "Other", "Annat"),
+    ("preferred", "Preferred", "Förvald"),
+    ("make_preferred", "Make preferred", "Gör förvald"),
+    ("postal_code_optional", "Postal code (addresses)", "Postnummer (adresser)"),
+    ("add_contact", "Add contact", "Lägg till kontaktuppgift"),
+    ("statistics", "Statistics", "Statistik"),
+    ("no_statistics", "No statistical categories.", "Inga statistikkategorier."),
+    ("category", "Statistical category (such as distance-student)", "Statistikkategori (till exempel distansstudent)"),
+    ("add_statistic", "Add category", "Lägg till kategori"),
+    ("attachments", "Attachments", "Bilagor"),
+    ("no_attachments", "No attachments.", "Inga bilagor."),
+    ("file", "File", "Fil"),
+    ("attach", "Attach file", "Bifoga fil"),
+    ("bytes", "bytes", "byte"),
+    ("picture", "Picture", "Bild"),
+    ("no_picture", "No picture.", "Ingen bild."),
+    ("picture_of", "Picture of", "Bild på"),
+    ("set_picture", "Set picture", "Välj bild"),
+    ("remove_picture", "Remove picture", "Ta bort bild"),
+    ("no_file", "Choose a file first.", "Välj en fil först."),
     ("identifiers", "Identifiers", "Identifierare"),
     ("primary_id", "Primary id", "Primärt id"),
     ("blocks", "Blocks", "Spärrar"),
@@ -441,6 +470,13 @@ fn ord(word: &str) -> &str {
         "notes" => "anteckningar",
         "holds" => "reservationer",
         "tokens" => "nycklar",
+        "contact" => "kontaktuppgift",
+        "contacts" => "kontaktuppgifter",
+        "statistical category" => "statistikkategori",
+        "statistical categories" => "statistikkategorier",
+        "attachment" => "bilaga",
+        "attachments" => "bilagor",
+        "picture" => "bilden",
         other => other,
     }
 }
@@ -457,6 +493,11 @@ fn swedish(r: &Refusal) -> Option<String> {
         Refusal::NoFee(id) => format!("det finns ingen avgift {id}"),
         Refusal::NoHold(id) => format!("det finns ingen reservation {id}"),
         Refusal::NoAccount(l) => format!("det finns inget konto '{l}'"),
+        Refusal::NoEntry { what, id } => format!("låntagaren har ingen {} {id}", ord(what)),
+        Refusal::TooLarge { what, bytes, limit } => {
+            format!("{} är {bytes} byte; registret tar högst {limit}", ord(what))
+        }
+        Refusal::NotAPicture => "en bild måste vara en PNG-, JPEG-, GIF- eller WebP-bild".into(),
         Refusal::NoBlockType { code, known } => {
             format!("okänd spärrtyp '{code}'; kända: {}", known.join(", "))
         }
@@ -1018,6 +1059,121 @@ async fn patron_page(
                 p { button type="submit" { (lang.t("add_identifier")) } }
             }
         }
+        section aria-labelledby="contacts" {
+            h2 #contacts { (lang.t("contact_info")) }
+            table {
+                thead { tr {
+                    th scope="col" { (lang.t("contact_kind")) }
+                    th scope="col" { (lang.t("value")) }
+                    th scope="col" { (lang.t("contact_use")) }
+                    th scope="col" { (lang.t("actions")) }
+                } }
+                tbody {
+                    @for (kind, value) in [(ContactKind::Email, p.email.clone()), (ContactKind::Phone, p.phone.clone()), (ContactKind::Address, p.address.clone().map(|a| match &p.postal_code { Some(pc) => format!("{a}, {pc}"), None => a }))] {
+                        @if let Some(v) = value {
+                            tr { td { (contact_kind(kind, lang)) } td { (v) } td { strong { (lang.t("preferred")) } } td {} }
+                        }
+                    }
+                    @for c in &p.contacts {
+                        tr {
+                            td { (contact_kind(c.kind, lang)) }
+                            td { (c.value) @if let Some(pc) = &c.postal_code { ", " (pc) } }
+                            td { (contact_use(c.usage, lang)) }
+                            td {
+                                form.inline method="post" action={ (path) "/contacts/" (c.id) "/prefer" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" aria-label={ (lang.t("make_preferred")) " " (c.value) } { (lang.t("make_preferred")) }
+                                }
+                                " "
+                                form.inline method="post" action={ (path) "/contacts/" (c.id) "/remove" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" aria-label={ (lang.t("remove")) " " (c.value) } { (lang.t("remove")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/contacts" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="contact-kind" { (lang.t("contact_kind")) }
+                select #contact-kind name="kind" {
+                    @for k in ContactKind::ALL { option value=(k.name()) { (contact_kind(k, lang)) } }
+                }
+                label for="contact-value" { (lang.t("value")) }
+                input #contact-value name="value" type="text" required;
+                label for="contact-postal-code" { (lang.t("postal_code_optional")) }
+                input #contact-postal-code name="postal_code" type="text";
+                label for="contact-use" { (lang.t("contact_use")) }
+                select #contact-use name="use" {
+                    @for u in ContactUse::ALL { option value=(u.name()) selected[u == ContactUse::Other] { (contact_use(u, lang)) } }
+                }
+                p { button type="submit" { (lang.t("add_contact")) } }
+            }
+        }
+        section aria-labelledby="statistics" {
+            h2 #statistics { (lang.t("statistics")) }
+            @if p.statistics.is_empty() { p { (lang.t("no_statistics")) } }
+            ul {
+                @for st in &p.statistics {
+                    li {
+                        strong { (st.category) } @if let Some(n) = &st.note { " – " (n) } " – " (st.by) ", " (when(st.at)) " "
+                        form.inline method="post" action={ (path) "/statistics/" (st.id) "/remove" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" aria-label={ (lang.t("remove")) " " (st.category) } { (lang.t("remove")) }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/statistics" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="statistic-category" { (lang.t("category")) }
+                input #statistic-category name="category" type="text" required;
+                label for="statistic-note" { (lang.t("note_optional")) }
+                input #statistic-note name="note" type="text";
+                p { button type="submit" { (lang.t("add_statistic")) } }
+            }
+        }
+        section aria-labelledby="attachments" {
+            h2 #attachments { (lang.t("attachments")) }
+            @if p.attachments.is_empty() { p { (lang.t("no_attachments")) } }
+            ul {
+                @for f in &p.attachments {
+                    li {
+                        a href={ (path) "/attachments/" (f.id) } download=(f.name) { (f.name) }
+                        " (" (f.media_type) ", " (f.bytes) " " (lang.t("bytes")) ") – " (f.by) ", " (when(f.at)) " "
+                        form.inline method="post" action={ (path) "/attachments/" (f.id) "/remove" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" aria-label={ (lang.t("remove")) " " (f.name) } { (lang.t("remove")) }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/attachments" } enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="attachment-file" { (lang.t("file")) }
+                input #attachment-file name="file" type="file" required;
+                p { button type="submit" { (lang.t("attach")) } }
+            }
+        }
+        section aria-labelledby="picture" {
+            h2 #picture { (lang.t("picture")) }
+            @if let Some(f) = &p.picture {
+                p { img src={ (path) "/picture?v=" (f.sha256) } alt={ (lang.t("picture_of")) " " (p.first_name) " " (p.last_name) } width="160"; }
+                form.inline method="post" action={ (path) "/picture/remove" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { (lang.t("remove_picture")) }
+                }
+            } @else {
+                p { (lang.t("no_picture")) }
+            }
+            form method="post" action={ (path) "/picture" } enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="picture-file" { (lang.t("file")) }
+                input #picture-file name="file" type="file" accept="image/png,image/jpeg,image/gif,image/webp" required;
+                p { button type="submit" { (lang.t("set_picture")) } }
+            }
+        }
         section aria-labelledby="proxies" {
             h2 #proxies { (lang.t("proxies")) }
             @if p.proxy_for.is_empty() { p { (lang.t("no_proxies")) } }
@@ -1426,6 +1582,207 @@ async fn delete(
 ) -> Result<Response, Response> {
     let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     Ok(change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await)
+}
+
+fn contact_kind(k: ContactKind, lang: Lang) -> &'static str {
+    match k {
+        ContactKind::Email => lang.t("contact_email"),
+        ContactKind::Phone => lang.t("contact_phone"),
+        ContactKind::Address => lang.t("contact_address"),
+    }
+}
+
+fn contact_use(u: ContactUse, lang: Lang) -> &'static str {
+    match u {
+        ContactUse::Home => lang.t("use_home"),
+        ContactUse::Work => lang.t("use_work"),
+        ContactUse::School => lang.t("use_school"),
+        ContactUse::Mobile => lang.t("use_mobile"),
+        ContactUse::Other => lang.t("use_other"),
+    }
+}
+
+#[derive(Deserialize)]
+struct ContactForm {
+    #[serde(default)]
+    csrf: String,
+    kind: String,
+    value: String,
+    #[serde(default)]
+    postal_code: String,
+    #[serde(default, rename = "use")]
+    usage: String,
+}
+
+async fn add_contact(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<ContactForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    let (Some(kind), Some(usage)) = (
+        ContactKind::ALL.into_iter().find(|k| k.name() == f.kind),
+        ContactUse::parse(&f.usage).or(Some(ContactUse::Other)),
+    ) else {
+        return Ok(patron_page(&state, &who, &id, None, StatusCode::BAD_REQUEST).await);
+    };
+    let postal_code = Some(f.postal_code).filter(|p| !p.trim().is_empty());
+    let op = Operation::AddContact { patron, kind, value: f.value, postal_code, usage };
+    Ok(change_then_show(&state, &who, &id, op, "contacts").await)
+}
+
+async fn contact_action(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, contact, action)): Path<(String, u32, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    let op = match action.as_str() {
+        "prefer" => Operation::PreferContact { patron, contact },
+        "remove" => Operation::RemoveContact { patron, contact },
+        _ => return Ok(patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await),
+    };
+    Ok(change_then_show(&state, &who, &id, op, "contacts").await)
+}
+
+#[derive(Deserialize)]
+struct StatisticForm {
+    #[serde(default)]
+    csrf: String,
+    category: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn add_statistic(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<StatisticForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    let note = Some(f.note).filter(|n| !n.trim().is_empty());
+    Ok(change_then_show(
+        &state,
+        &who,
+        &id,
+        Operation::AddStatistic { patron, category: f.category, note },
+        "statistics",
+    )
+    .await)
+}
+
+async fn remove_statistic(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, statistic)): Path<(String, u32)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::RemoveStatistic { patron, statistic }, "statistics").await)
+}
+
+/// A file form's fields (the page's token, then the file): read whole, within the
+/// listener's body limit.
+async fn file_form(mut form: axum::extract::Multipart) -> Result<(String, Option<(String, Vec<u8>)>), String> {
+    let (mut csrf, mut file) = (String::new(), None);
+    while let Some(field) = form.next_field().await.map_err(|e| e.body_text())? {
+        match field.name() {
+            Some("csrf") => csrf = field.text().await.map_err(|e| e.body_text())?,
+            Some("file") => {
+                let name = field.file_name().unwrap_or("file").to_string();
+                let bytes = field.bytes().await.map_err(|e| e.body_text())?;
+                if !bytes.is_empty() {
+                    file = Some((name, bytes.to_vec()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((csrf, file))
+}
+
+/// The file a form sent, once its token is checked; the patron's page saying what is wrong
+/// otherwise.
+async fn uploaded(
+    state: &AdminState,
+    who: &Staffer,
+    id: &str,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(u64, String, Vec<u8>), Response> {
+    let read = match form {
+        Ok(f) => file_form(f).await,
+        Err(e) => Err(e.body_text()),
+    };
+    let (csrf, file) = match read {
+        Ok(r) => r,
+        Err(why) => {
+            return Err(patron_page(state, who, id, Some(Flash::Refused(why)), StatusCode::PAYLOAD_TOO_LARGE).await);
+        }
+    };
+    let patron = acting_on(state, who, &csrf, id).await?;
+    match file {
+        Some((name, bytes)) => Ok((patron, name, bytes)),
+        None => {
+            let flash = Flash::Refused(who.lang.t("no_file").into());
+            Err(patron_page(state, who, id, Some(flash), StatusCode::BAD_REQUEST).await)
+        }
+    }
+}
+
+async fn add_attachment(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, Response> {
+    let (patron, name, bytes) = uploaded(&state, &who, &id, form).await?;
+    let op = Operation::AddAttachment { patron, name, content: crate::engine::ops::FileBytes(bytes) };
+    Ok(change_then_show(&state, &who, &id, op, "attachments").await)
+}
+
+async fn attachment(State(state): State<AdminState>, who: Staffer, Path((id, n)): Path<(String, u32)>) -> Response {
+    if n == 0 {
+        return message_page(who.lang, Some(&who), StatusCode::NOT_FOUND, who.lang.t("not_found"));
+    }
+    api::file_response(&state, &who.caller(), &id, n).await
+}
+
+async fn remove_attachment(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, attachment)): Path<(String, u32)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::RemoveAttachment { patron, attachment }, "attachments").await)
+}
+
+async fn picture(State(state): State<AdminState>, who: Staffer, Path(id): Path<String>) -> Response {
+    api::file_response(&state, &who.caller(), &id, 0).await
+}
+
+async fn set_picture(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, Response> {
+    let (patron, _, bytes) = uploaded(&state, &who, &id, form).await?;
+    let op = Operation::SetPicture { patron, content: Some(crate::engine::ops::FileBytes(bytes)) };
+    Ok(change_then_show(&state, &who, &id, op, "picture").await)
+}
+
+async fn remove_picture(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    Ok(change_then_show(&state, &who, &id, Operation::SetPicture { patron, content: None }, "picture").await)
 }
 
 #[derive(Deserialize)]
@@ -2193,6 +2550,15 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/deleted", get(bank))
         .route("/patrons/{id}/identifiers", post(add_identifier))
         .route("/patrons/{id}/identifiers/{value}/{switch}", post(switch_identifier))
+        .route("/patrons/{id}/contacts", post(add_contact))
+        .route("/patrons/{id}/contacts/{contact}/{action}", post(contact_action))
+        .route("/patrons/{id}/statistics", post(add_statistic))
+        .route("/patrons/{id}/statistics/{statistic}/remove", post(remove_statistic))
+        .route("/patrons/{id}/attachments", post(add_attachment))
+        .route("/patrons/{id}/attachments/{n}", get(attachment))
+        .route("/patrons/{id}/attachments/{n}/remove", post(remove_attachment))
+        .route("/patrons/{id}/picture", get(picture).post(set_picture))
+        .route("/patrons/{id}/picture/remove", post(remove_picture))
         .route("/patrons/{id}/proxy-for", post(add_proxy))
         .route("/patrons/{id}/proxy-for/{other}/remove", post(remove_proxy))
         .route("/patrons/{id}/transfer", post(request_transfer))

@@ -141,6 +141,18 @@ pub enum PatronCmd {
     /// Add or remove notes; --public notes are shown to the patron at the kiosk.
     #[command(subcommand)]
     Note(NoteCmd),
+    /// E-mail addresses, phones and postal addresses besides the preferred ones.
+    #[command(subcommand)]
+    Contact(ContactCmd),
+    /// Statistical categories the library counts the patron under.
+    #[command(subcommand)]
+    Statistic(StatisticCmd),
+    /// Small files on the record (a signed form, a copy of an ID).
+    #[command(subcommand)]
+    Attachment(AttachmentCmd),
+    /// The patron's picture (PNG, JPEG, GIF or WebP).
+    #[command(subcommand)]
+    Picture(PictureCmd),
     /// Let one patron act for another (or stop it).
     #[command(subcommand)]
     Proxy(ProxyCmd),
@@ -413,6 +425,127 @@ pub enum NoteCmd {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum ContactCmd {
+    /// Add a contact; an e-mail address must be no other patron's at the institution.
+    Add {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        /// email, phone or address.
+        #[arg(value_parser = parse_contact_kind)]
+        kind: crate::domain::ContactKind,
+        value: String,
+        /// An address's postal code.
+        #[arg(long)]
+        postal_code: Option<String>,
+        /// home, work, school, mobile or other.
+        #[arg(long = "use", default_value = "other", value_parser = parse_contact_use)]
+        usage: crate::domain::ContactUse,
+    },
+    /// Remove a contact by its number.
+    Remove {
+        patron: String,
+        contact: u32,
+        #[command(flatten)]
+        at: At,
+    },
+    /// Make a contact the preferred one of its kind (notices and kiosks use it); the one it
+    /// replaces becomes a contact.
+    Prefer {
+        patron: String,
+        contact: u32,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+fn parse_contact_kind(s: &str) -> Result<crate::domain::ContactKind, String> {
+    crate::domain::ContactKind::ALL
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("'{s}' is not email, phone or address"))
+}
+
+fn parse_contact_use(s: &str) -> Result<crate::domain::ContactUse, String> {
+    crate::domain::ContactUse::parse(s).ok_or_else(|| format!("'{s}' is not home, work, school, mobile or other"))
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StatisticCmd {
+    /// Add a category (letters, digits, '-' and '_', such as distance-student).
+    Add {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        category: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Remove a category by its number.
+    Remove {
+        patron: String,
+        statistic: u32,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AttachmentCmd {
+    /// Attach a file (at most [register] max_attachment_bytes); its type is found from it.
+    Add {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        file: std::path::PathBuf,
+        /// The name it is kept under (default: the file's own).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write an attachment's bytes to a file, or to standard output with `-`.
+    Get {
+        patron: String,
+        attachment: u32,
+        #[command(flatten)]
+        at: At,
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+    },
+    /// Remove an attachment by its number.
+    Remove {
+        patron: String,
+        attachment: u32,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PictureCmd {
+    /// Set the picture from an image file (at most [register] max_picture_bytes).
+    Set {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        file: std::path::PathBuf,
+    },
+    /// Write the picture to a file, or to standard output with `-`.
+    Get {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+    },
+    /// Remove the picture.
+    Remove {
+        patron: String,
+        #[command(flatten)]
+        at: At,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum ProxyCmd {
     /// PATRON may act for FOR.
     Add {
@@ -571,6 +704,24 @@ pub(super) fn print_patron(reg: &Opened, id: u64, times: &Times<'_>, json: bool)
     for n in &p.notes {
         outln!("  note {:<8} [{}{}] {}", n.id, n.kind, if n.public { ", shown to patron" } else { "" }, n.text);
     }
+    for c in &p.contacts {
+        let postal = c.postal_code.as_ref().map(|pc| format!(", {pc}")).unwrap_or_default();
+        outln!("  contact {:<5} {} {}{postal} ({})", c.id, c.kind.name(), c.value, c.usage.name());
+    }
+    for st in &p.statistics {
+        outln!(
+            "  statistic {:<3} {}{}",
+            st.id,
+            st.category,
+            st.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+        );
+    }
+    for f in &p.attachments {
+        outln!("  attachment {:<2} {} ({}, {} bytes)", f.id, f.name, f.media_type, f.bytes);
+    }
+    if let Some(f) = &p.picture {
+        outln!("  picture       {}, {} bytes", f.media_type, f.bytes);
+    }
     for id in &p.proxy_for {
         outln!("  may act for   #{id}");
     }
@@ -586,6 +737,26 @@ pub(super) fn print_patron(reg: &Opened, id: u64, times: &Times<'_>, json: bool)
     outln!("  may borrow    {}, renew {}, hold {}", may(denied.borrow), may(denied.renew), may(denied.hold));
     for r in &card.standing.reasons {
         outln!("  because       {r}");
+    }
+    Ok(())
+}
+
+/// A file to put on a record, read whole (the engine refuses one over its limit).
+fn read_file(path: &std::path::Path) -> Result<crate::engine::ops::FileBytes> {
+    std::fs::read(path).map(crate::engine::ops::FileBytes).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Writes one of a patron's files (the picture is 0) to `output`, or to standard output.
+fn write_file(reg: &Opened, patron: u64, file: u32, output: &std::path::Path) -> Result<()> {
+    let Answer::File(info, bytes) = reg.query(Query::File { patron, file })? else {
+        anyhow::bail!("unexpected answer");
+    };
+    if output == std::path::Path::new("-") {
+        use std::io::Write as _;
+        std::io::stdout().lock().write_all(&bytes.0).context("cannot write to standard output")?;
+    } else {
+        std::fs::write(output, &bytes.0).with_context(|| format!("cannot write {}", output.display()))?;
+        eprintln!("wrote {} ({}, {} bytes) to {}", info.name, info.media_type, info.bytes, output.display());
     }
     Ok(())
 }
@@ -860,6 +1031,56 @@ pub fn patron(cmd: &PatronCmd, common: &Common) -> Result<ExitCode> {
             })?,
             NoteCmd::Remove { patron, note, at } => {
                 change(Operation::RemoveNote { patron: id(patron, at)?, note: *note })?
+            }
+        },
+        PatronCmd::Contact(c) => match c {
+            ContactCmd::Add { patron, at, kind, value, postal_code, usage } => change(Operation::AddContact {
+                patron: id(patron, at)?,
+                kind: *kind,
+                value: value.clone(),
+                postal_code: postal_code.clone(),
+                usage: *usage,
+            })?,
+            ContactCmd::Remove { patron, contact, at } => {
+                change(Operation::RemoveContact { patron: id(patron, at)?, contact: *contact })?
+            }
+            ContactCmd::Prefer { patron, contact, at } => {
+                change(Operation::PreferContact { patron: id(patron, at)?, contact: *contact })?
+            }
+        },
+        PatronCmd::Statistic(c) => match c {
+            StatisticCmd::Add { patron, at, category, note } => change(Operation::AddStatistic {
+                patron: id(patron, at)?,
+                category: category.clone(),
+                note: note.clone(),
+            })?,
+            StatisticCmd::Remove { patron, statistic, at } => {
+                change(Operation::RemoveStatistic { patron: id(patron, at)?, statistic: *statistic })?
+            }
+        },
+        PatronCmd::Attachment(c) => match c {
+            AttachmentCmd::Add { patron, at, file, name } => {
+                let content = read_file(file)?;
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into()),
+                };
+                change(Operation::AddAttachment { patron: id(patron, at)?, name, content })?
+            }
+            AttachmentCmd::Get { patron, attachment, at, output } => {
+                write_file(&reg, id(patron, at)?, *attachment, output)?
+            }
+            AttachmentCmd::Remove { patron, attachment, at } => {
+                change(Operation::RemoveAttachment { patron: id(patron, at)?, attachment: *attachment })?
+            }
+        },
+        PatronCmd::Picture(c) => match c {
+            PictureCmd::Set { patron, at, file } => {
+                change(Operation::SetPicture { patron: id(patron, at)?, content: Some(read_file(file)?) })?
+            }
+            PictureCmd::Get { patron, at, output } => write_file(&reg, id(patron, at)?, 0, output)?,
+            PictureCmd::Remove { patron, at } => {
+                change(Operation::SetPicture { patron: id(patron, at)?, content: None })?
             }
         },
         PatronCmd::Proxy(c) => {

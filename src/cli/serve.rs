@@ -136,6 +136,11 @@ The configuration file (TOML; every key optional, defaults shown):
   max_notes_per_patron = 200         more notes are refused
   max_holds_per_patron = 100         more holds are refused
   max_history_per_patron = 10000     the oldest audit entries go beyond this
+  max_contacts_per_patron = 20       contacts besides the preferred ones
+  max_statistics_per_patron = 50     statistical categories
+  max_attachments_per_patron = 20    files on one record
+  max_attachment_bytes = 1048576     one attachment's size
+  max_picture_bytes = 262144         a picture's size
   staff_failures_before_lockout = 5  wrong staff passwords that lock the account
   staff_lockout_minutes = 15         for this long
   [log]
@@ -383,7 +388,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             let (args, common, handle, log) = (args.clone(), common.clone(), server.handle(), log_handle.clone());
             std::sync::Arc::new(move || apply_config(&args, &common, &handle, &log))
         };
-        let http = c.limits.http();
+        let http = crate::net::http::HttpLimits { max_body_bytes: c.register.request_body_bytes(), ..c.limits.http() };
         let sessions = std::sync::Arc::new(super::sessions::Sessions::new(super::sessions::SessionLimits {
             idle: c.limits.staff_session_idle,
             max_age: c.limits.staff_session_max_age,

@@ -301,6 +301,107 @@ pub struct Note {
     pub at: Timestamp,
 }
 
+/// What a contact is: an e-mail address, a phone number or a postal address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContactKind {
+    Email,
+    Phone,
+    Address,
+}
+
+impl ContactKind {
+    pub const ALL: [ContactKind; 3] = [ContactKind::Email, ContactKind::Phone, ContactKind::Address];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ContactKind::Email => "email",
+            ContactKind::Phone => "phone",
+            ContactKind::Address => "address",
+        }
+    }
+}
+
+/// What a contact is for, as the registers' contact tabs label them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContactUse {
+    Home,
+    Work,
+    School,
+    Mobile,
+    #[default]
+    Other,
+}
+
+impl ContactUse {
+    pub const ALL: [ContactUse; 5] =
+        [ContactUse::Home, ContactUse::Work, ContactUse::School, ContactUse::Mobile, ContactUse::Other];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ContactUse::Home => "home",
+            ContactUse::Work => "work",
+            ContactUse::School => "school",
+            ContactUse::Mobile => "mobile",
+            ContactUse::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ContactUse> {
+        ContactUse::ALL.into_iter().find(|u| u.name() == s)
+    }
+}
+
+/// A way to reach a patron besides the preferred e-mail, phone and address, which stay in the
+/// record's own fields (notices and kiosks use those). Making one of these preferred swaps it
+/// with the record's field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub id: u32,
+    pub kind: ContactKind,
+    pub value: String,
+    /// Addresses only.
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default, rename = "use")]
+    pub usage: ContactUse,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// A statistical category the library counts the patron under (a code staff choose, such as
+/// `distance-student`), with an optional note.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statistic {
+    pub id: u32,
+    pub category: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// A small file on a patron's record (a signed form, a copy of an ID), or their picture. The
+/// record holds what it is; the bytes are kept in the store alone, read when asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInfo {
+    /// Numbered on the patron from 1; the picture is 0.
+    pub id: u32,
+    /// The name it was given, for the download.
+    pub name: String,
+    /// Found from the bytes (never taken from the uploader).
+    pub media_type: String,
+    pub bytes: u32,
+    /// SHA-256 of the bytes, hex: the download's ETag, and how an import knows it has them.
+    pub sha256: String,
+    pub by: String,
+    pub at: Timestamp,
+}
+
 /// A guardian, required to register a patron under 18.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,6 +475,16 @@ pub struct Patron {
     pub locked: bool,
     pub deleted: Option<Timestamp>,
     pub transfer: Option<Transfer>,
+    // Added in store format 3 (`store::legacy` reads records of format 2).
+    /// Contacts beyond the preferred ones.
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
+    #[serde(default)]
+    pub statistics: Vec<Statistic>,
+    #[serde(default)]
+    pub attachments: Vec<FileInfo>,
+    #[serde(default)]
+    pub picture: Option<FileInfo>,
 }
 
 impl Patron {
@@ -419,7 +530,19 @@ impl Patron {
             locked: false,
             deleted: None,
             transfer: None,
+            contacts: vec![],
+            statistics: vec![],
+            attachments: vec![],
+            picture: None,
         }
+    }
+
+    /// Every e-mail address on the record, the preferred one first.
+    pub fn emails(&self) -> impl Iterator<Item = &str> {
+        self.email
+            .as_deref()
+            .into_iter()
+            .chain(self.contacts.iter().filter(|c| c.kind == ContactKind::Email).map(|c| c.value.as_str()))
     }
 
     /// "Last, First" as kiosks show it.

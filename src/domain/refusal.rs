@@ -54,6 +54,12 @@ pub enum Refusal {
     NoStaff(String),
     /// A card a kiosk presented matches no active patron.
     UnknownCard,
+    /// The patron has no contact, statistical category or attachment of this number.
+    NoEntry {
+        #[serde(deserialize_with = "word")]
+        what: Word,
+        id: u32,
+    },
     /// The institution has no block type of this code.
     NoBlockType {
         code: String,
@@ -88,6 +94,15 @@ pub enum Refusal {
     /// connection, as the terminal's `patron-verification` requires.
     PinNeeded,
 
+    /// A file larger than the register takes (`[register]`).
+    TooLarge {
+        #[serde(deserialize_with = "word")]
+        what: Word,
+        bytes: u64,
+        limit: u32,
+    },
+    /// A picture that is not a PNG, JPEG, GIF or WebP image.
+    NotAPicture,
     /// A patron's record holds as many of these as the register allows (`[register]`).
     Full {
         #[serde(deserialize_with = "word")]
@@ -174,6 +189,7 @@ impl Refusal {
             | Refusal::NoAccount(_)
             | Refusal::NoStaff(_)
             | Refusal::UnknownCard
+            | Refusal::NoEntry { .. }
             | Refusal::NoBlockType { .. } => Kind::NotFound,
             _ => Kind::Rule,
         }
@@ -219,6 +235,12 @@ impl fmt::Display for Refusal {
             Refusal::NoHold(id) => write!(f, "no hold {id}"),
             Refusal::NoAccount(l) => write!(f, "no account '{l}'"),
             Refusal::UnknownCard => f.write_str("no active patron has this card"),
+            Refusal::NoEntry { what, id } => write!(f, "the patron has no {what} {id}"),
+            Refusal::TooLarge { what, bytes, limit } => write!(
+                f,
+                "the {what} is {bytes} bytes; the register takes at most {limit} ([register] in the configuration)"
+            ),
+            Refusal::NotAPicture => f.write_str("a picture must be a PNG, JPEG, GIF or WebP image"),
             Refusal::NoBlockType { code, known } => {
                 write!(f, "unknown block type '{code}'; known: {}", known.join(", "))
             }

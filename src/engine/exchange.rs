@@ -44,6 +44,24 @@ pub enum Line {
     Loan(Loan),
     Fee(Fee),
     Hold(Hold),
+    /// A file on a patron's record: an attachment, or the picture (`id` 0).
+    File(Box<FileLine>),
+}
+
+/// A file on a patron's record, with its bytes (base64). Its type is found again from them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLine {
+    /// The patron's register id.
+    pub patron: u64,
+    /// The file's number on the patron; 0 is the picture.
+    pub id: u32,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    pub content: super::ops::FileBytes,
 }
 
 /// The first line of an export: the format, and which PIN key made its `pin_hash` values, so
@@ -172,6 +190,11 @@ pub struct PatronLine {
     pub deleted: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<Transfer>,
+    /// Contacts besides the preferred ones; stored ones the line does not name survive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statistics: Vec<Statistic>,
 }
 
 impl PatronLine {
@@ -211,6 +234,8 @@ impl PatronLine {
             locked: Some(p.locked),
             deleted: p.deleted,
             transfer: p.transfer.clone(),
+            contacts: p.contacts.clone(),
+            statistics: p.statistics.clone(),
         }
     }
 
@@ -251,6 +276,8 @@ impl PatronLine {
         p.identifiers = ids;
         merge_by_id(&mut p.blocks, &self.blocks, |b| b.id);
         merge_by_id(&mut p.notes, &self.notes, |n| n.id);
+        merge_by_id(&mut p.contacts, &self.contacts, |c| c.id);
+        merge_by_id(&mut p.statistics, &self.statistics, |s| s.id);
         for id in &self.proxy_for {
             if !p.proxy_for.contains(id) {
                 p.proxy_for.push(*id);
@@ -353,6 +380,7 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
         Line::Account(a) => import_account(u, a),
         Line::Staff(m) => import_staff(u, *m),
         Line::Patron(p) => import_patron(u, *p, take_pin_hashes),
+        Line::File(f) => import_file(u, *f),
         Line::Item(item) => {
             u.institution(&item.institution).map_err(s)?;
             check_item(&item).map_err(s)?;
@@ -457,6 +485,61 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
             Ok(outcome)
         }
     }
+}
+
+/// A file line: the patron's record names the file, and the store keeps its bytes.
+fn import_file(u: &mut Unit<'_>, f: FileLine) -> Result<Outcome, String> {
+    let s = |e: Refusal| e.to_string();
+    let (by, at) = (f.by.unwrap_or_else(|| u.actor().to_string()), f.at.unwrap_or(u.now()));
+    let limits = *u.state.limits();
+    let size = f.content.0.len();
+    let kind = super::units::details::media_type(&f.content.0);
+    let (what, limit) =
+        if f.id == 0 { ("picture", limits.max_picture_bytes) } else { ("attachment", limits.max_attachment_bytes) };
+    if size > limit as usize {
+        return Err(s(Refusal::TooLarge { what, bytes: size as u64, limit }));
+    }
+    if f.id == 0 && !kind.starts_with("image/") {
+        return Err(s(Refusal::NotAPicture));
+    }
+    let name = super::units::details::file_name(&f.name).map_err(s)?;
+    let sha256 = super::units::details::sha256(&f.content.0);
+    let info = FileInfo { id: f.id, name, media_type: kind.into(), bytes: size as u32, sha256, by, at };
+    let stored = u.patron(f.patron).map_err(s)?;
+    let now_there = if f.id == 0 { stored.picture.as_ref() } else { stored.attachments.iter().find(|a| a.id == f.id) };
+    if now_there == Some(&info) {
+        return Ok(Outcome::Unchanged);
+    }
+    let mut outcome = Outcome::Created;
+    u.update_patron(f.patron, "import", |p| {
+        let slot = if f.id == 0 {
+            &mut p.picture
+        } else {
+            match p.attachments.iter().position(|a| a.id == f.id) {
+                Some(i) => {
+                    outcome = Outcome::Updated;
+                    p.attachments[i] = info.clone();
+                    return Ok(vec![]);
+                }
+                None if p.attachments.len() >= limits.max_attachments_per_patron as usize => {
+                    return Err(Refusal::Full { what: "attachments", limit: limits.max_attachments_per_patron });
+                }
+                None => {
+                    p.attachments.push(info.clone());
+                    p.attachments.sort_by_key(|a| a.id);
+                    return Ok(vec![]);
+                }
+            }
+        };
+        if slot.is_some() {
+            outcome = Outcome::Updated;
+        }
+        *slot = Some(info.clone());
+        Ok(vec![])
+    })
+    .map_err(s)?;
+    u.put(Write::File(f.patron, f.id, f.content.0)).map_err(s)?;
+    Ok(outcome)
 }
 
 /// Records given their own ids keep later ids above them.
@@ -749,9 +832,15 @@ pub fn import<R: BufRead + Seek>(
 }
 
 /// Writes every record of `state` as JSON Lines: the register line (with the PIN key's
-/// fingerprint), institutions, accounts, patrons, items, loans, fees, holds (each kind after
-/// what it refers to). Returns the number of lines.
-pub fn export(state: &State, pin_key: &str, sink: &mut dyn FnMut(&Line) -> io::Result<()>) -> Result<usize, io::Error> {
+/// fingerprint), institutions, accounts, patrons, items, loans, fees, holds, files (each kind
+/// after what it refers to; `files` reads a file's bytes from the store, none if it is gone since). Returns the number
+/// of lines.
+pub fn export(
+    state: &State,
+    pin_key: &str,
+    files: &dyn Fn(u64, u32) -> io::Result<Option<Vec<u8>>>,
+    sink: &mut dyn FnMut(&Line) -> io::Result<()>,
+) -> Result<usize, io::Error> {
     let mut n = 0;
     let mut put = |line: Line| -> io::Result<()> {
         sink(&line)?;
@@ -793,6 +882,19 @@ pub fn export(state: &State, pin_key: &str, sink: &mut dyn FnMut(&Line) -> io::R
     }
     for h in state.holds() {
         put(Line::Hold(h.clone()))?;
+    }
+    for p in state.patrons() {
+        for f in p.picture.iter().chain(&p.attachments) {
+            let Some(content) = files(p.id, f.id)? else { continue };
+            put(Line::File(Box::new(FileLine {
+                patron: p.id,
+                id: f.id,
+                name: f.name.clone(),
+                by: Some(f.by.clone()),
+                at: Some(f.at),
+                content: super::ops::FileBytes(content),
+            })))?;
+        }
     }
     Ok(n)
 }

@@ -15,6 +15,7 @@ mod demo_data;
 mod desk;
 pub mod exchange;
 mod kiosk;
+mod legacy;
 mod notices;
 pub mod ops;
 mod sled_engine;
@@ -29,6 +30,8 @@ pub mod wal;
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_details;
 #[cfg(test)]
 mod tests_staff;
 

@@ -13,6 +13,59 @@ use crate::domain::*;
 
 use super::exchange::{ImportOutcome, Line};
 
+/// A file's bytes: base64 in JSON, plain bytes in bincode.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FileBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileBytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for FileBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FileBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileBytes, D::Error> {
+        use base64::Engine as _;
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map(FileBytes)
+                .map_err(|e| serde::de::Error::custom(format!("a file's content is base64: {e}")))
+        } else {
+            serde_bytes_vec(d).map(FileBytes)
+        }
+    }
+}
+
+fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct Bytes;
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_byte_buf(Bytes)
+}
+
 /// A PIN or password as given, held only until it is checked or hashed; `Debug` hides it.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin(pub String);
@@ -388,6 +441,52 @@ pub enum Operation {
         kind: NoticeKind,
         out: bool,
     },
+    /// A contact besides the preferred ones (an e-mail counts toward the institution's
+    /// unique e-mails like the preferred one).
+    AddContact {
+        patron: u64,
+        kind: ContactKind,
+        value: String,
+        #[serde(default)]
+        postal_code: Option<String>,
+        #[serde(default, rename = "use")]
+        usage: ContactUse,
+    },
+    RemoveContact {
+        patron: u64,
+        contact: u32,
+    },
+    /// The contact becomes the record's preferred one of its kind (what notices and kiosks
+    /// use), and the one it replaces, if any, becomes a contact.
+    PreferContact {
+        patron: u64,
+        contact: u32,
+    },
+    AddStatistic {
+        patron: u64,
+        category: String,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    RemoveStatistic {
+        patron: u64,
+        statistic: u32,
+    },
+    /// A small file on the record; its type is found from its bytes.
+    AddAttachment {
+        patron: u64,
+        name: String,
+        content: FileBytes,
+    },
+    RemoveAttachment {
+        patron: u64,
+        attachment: u32,
+    },
+    /// The patron's picture (a PNG, JPEG, GIF or WebP image), or none.
+    SetPicture {
+        patron: u64,
+        content: Option<FileBytes>,
+    },
     AddItem(Box<NewItem>),
     EditItem {
         barcode: String,
@@ -554,6 +653,14 @@ impl Operation {
             | O::Report { .. }
             | O::Invite { .. }
             | O::SetOptout { .. }
+            | O::AddContact { .. }
+            | O::RemoveContact { .. }
+            | O::PreferContact { .. }
+            | O::AddStatistic { .. }
+            | O::RemoveStatistic { .. }
+            | O::AddAttachment { .. }
+            | O::RemoveAttachment { .. }
+            | O::SetPicture { .. }
             | O::Lend { .. }
             | O::Return { .. }
             | O::PlaceHold { .. }
@@ -798,6 +905,11 @@ pub enum Query {
     History(u64),
     /// The outbox, oldest first.
     Outbox,
+    /// One of a patron's files: an attachment by its number, or the picture (0).
+    File {
+        patron: u64,
+        file: u32,
+    },
     /// A kiosk's 17.
     #[serde(skip)]
     KioskItem {
@@ -842,6 +954,7 @@ pub enum Answer {
     Optouts(Vec<NoticeKind>),
     History(Vec<AuditEntry>),
     Outbox(Vec<Notice>),
+    File(Box<FileInfo>, FileBytes),
     #[serde(skip)]
     KioskItem(Option<Box<ItemFacts>>),
 }

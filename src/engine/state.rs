@@ -407,6 +407,7 @@ impl State {
                 self.institutions.insert(i.code.clone(), Arc::new(i.as_ref().clone()));
             }
             Write::Patron(p) => self.put_patron(Arc::new(p.as_ref().clone()))?,
+            Write::PatronV2(p) => self.put_patron(Arc::new(Patron::from(p.as_ref().clone())))?,
             Write::RemovePatron(id) => self.remove_patron(*id),
             Write::Item(i) => {
                 self.items.insert(key(&i.barcode), Arc::new(i.as_ref().clone()));
@@ -443,7 +444,7 @@ impl State {
             Write::LastId(id) => self.last_id = self.last_id.max(*id),
             Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
             // Kept only in the store.
-            Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) => {}
+            Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) | Write::File(..) | Write::RemoveFile(..) => {}
         }
         Ok(())
     }
@@ -463,7 +464,7 @@ impl State {
                 return Err(taken(what, value, *owner));
             }
         }
-        if let Some(e) = &p.email {
+        for e in p.emails() {
             if let Some(owner) = self.emails.get(email_key(&p.institution, e).as_str()).filter(|o| **o != p.id) {
                 return Err(taken("e-mail", e, *owner));
             }
@@ -472,7 +473,7 @@ impl State {
         for (_, key, _) in claims(&p) {
             self.claims.insert(Key::from(key), p.id);
         }
-        if let Some(e) = &p.email {
+        for e in p.emails() {
             self.emails.insert(Key::from(email_key(&p.institution, e)), p.id);
         }
         self.names.insert(Key::from(name_key(&p)));
@@ -487,7 +488,7 @@ impl State {
                 self.claims.remove(key.as_str());
             }
         }
-        if let Some(e) = &old.email {
+        for e in old.emails() {
             let key = email_key(&old.institution, e);
             if self.emails.get(key.as_str()) == Some(&id) {
                 self.emails.remove(key.as_str());
@@ -557,6 +558,7 @@ impl State {
         match w {
             Write::Institution(i) => Undo::Institution(i.code.clone(), self.institutions.get(&i.code).cloned()),
             Write::Patron(p) => Undo::Patron(p.id, self.patrons.get(&p.id).cloned()),
+            Write::PatronV2(p) => Undo::Patron(p.id(), self.patrons.get(&p.id()).cloned()),
             Write::RemovePatron(id) => Undo::Patron(*id, self.patrons.get(id).cloned()),
             Write::Item(i) => Undo::Item(i.barcode.clone(), self.items.get(i.barcode.as_str()).cloned()),
             Write::RemoveItem(b) => Undo::Item(b.clone(), self.items.get(b.as_str()).cloned()),
@@ -572,9 +574,13 @@ impl State {
             Write::RemoveStaff(l) => Undo::Staff(l.clone(), self.staff.get(l).cloned()),
             Write::Optouts(p, _) => Undo::Optouts(*p, self.optouts.get(p).cloned()),
             // Counters are put back by the unit; the rest is not in memory.
-            Write::LastId(_) | Write::AuditSeq(_) | Write::Audit(..) | Write::RemoveAudit(_) | Write::Notice(_) => {
-                Undo::Nothing
-            }
+            Write::LastId(_)
+            | Write::AuditSeq(_)
+            | Write::Audit(..)
+            | Write::RemoveAudit(_)
+            | Write::Notice(_)
+            | Write::File(..)
+            | Write::RemoveFile(..) => Undo::Nothing,
         }
     }
 

@@ -14,8 +14,34 @@ use sled::Tree;
 use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, Staff};
 
 /// Format version written before every value, so records can evolve. 2: bincode with
-/// variable-length integers.
-const VERSION: u8 = 2;
+/// variable-length integers. 3: patrons gained contacts, statistics, attachments and a
+/// picture (format 2's patrons are read through `legacy`; the other records are as in 2).
+const VERSION: u8 = 3;
+
+/// A record kept in the store, and how it reads the formats before [`VERSION`].
+pub trait Record: DeserializeOwned {
+    /// Reads a value of an older format; by default its layout has not changed since.
+    fn read_older(_version: u8, bytes: &[u8]) -> Result<Self, bincode::Error> {
+        codec().deserialize(bytes)
+    }
+}
+
+impl Record for Patron {
+    fn read_older(_version: u8, bytes: &[u8]) -> Result<Patron, bincode::Error> {
+        codec().deserialize::<super::legacy::PatronV2>(bytes).map(Patron::from)
+    }
+}
+
+impl Record for Institution {}
+impl Record for Account {}
+impl Record for Staff {}
+impl Record for Item {}
+impl Record for Loan {}
+impl Record for Fee {}
+impl Record for Hold {}
+impl Record for AuditEntry {}
+impl Record for Notice {}
+impl Record for Vec<NoticeKind> {}
 
 /// The directory sled keeps its files in, inside the data directory.
 pub const DIR: &str = "db";
@@ -53,11 +79,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |e: bincode::Error| StoreError::Corrupt { kind, detail: e.to_string() };
     match bytes.split_first() {
-        Some((&VERSION, rest)) => {
-            codec().deserialize(rest).map_err(|e| StoreError::Corrupt { kind, detail: e.to_string() })
-        }
+        Some((&VERSION, rest)) => codec().deserialize(rest).map_err(corrupt),
+        Some((&v @ 2, rest)) => T::read_older(v, rest).map_err(corrupt),
         Some((v, _)) => Err(StoreError::Corrupt { kind, detail: format!("format version {v}") }),
         None => Err(StoreError::Corrupt { kind, detail: "empty value".into() }),
     }
@@ -67,7 +93,7 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-const TREES: usize = 12;
+const TREES: usize = 13;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
     Meta,
@@ -82,6 +108,7 @@ enum TreeId {
     Outbox,
     Optouts,
     Staff,
+    Files,
 }
 
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
@@ -100,6 +127,12 @@ impl Pending {
             let (tree, key, value): (TreeId, Vec<u8>, Option<Vec<u8>>) = match w {
                 Write::Institution(i) => (T::Institutions, i.code.as_bytes().to_vec(), Some(encode(i.as_ref()))),
                 Write::Patron(p) => (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(p.as_ref()))),
+                Write::PatronV2(p) => {
+                    let p = Patron::from(p.as_ref().clone());
+                    (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(&p)))
+                }
+                Write::File(patron, id, bytes) => (T::Files, file_key(*patron, *id), Some(bytes.clone())),
+                Write::RemoveFile(patron, id) => (T::Files, file_key(*patron, *id), None),
                 Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
                 Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
                 Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
@@ -178,7 +211,16 @@ pub fn encode_batch(writes: &[Write], out: &mut Vec<u8>) {
 
 /// A log record's payload back as the batch's writes.
 pub fn decode_batch(payload: &[u8]) -> Result<Vec<Write>, StoreError> {
-    codec().deserialize(payload).map_err(|e| StoreError::Corrupt { kind: "log record", detail: e.to_string() })
+    let writes: Vec<Write> =
+        codec().deserialize(payload).map_err(|e| StoreError::Corrupt { kind: "log record", detail: e.to_string() })?;
+    Ok(writes.into_iter().map(Write::current).collect())
+}
+
+/// A file's key: the patron, then the file's number, so a patron's files are one range.
+fn file_key(patron: u64, id: u32) -> Vec<u8> {
+    let mut k = patron.to_be_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {
@@ -221,6 +263,16 @@ pub struct RegisterLimits {
     /// Audit history entries kept per patron (default 10000): beyond that the oldest are
     /// removed as new ones are checkpointed, so the history rotates instead of growing.
     pub max_history_per_patron: u32,
+    /// Contacts beyond the preferred ones on one patron (default 20).
+    pub max_contacts_per_patron: u32,
+    /// Statistical categories on one patron (default 50).
+    pub max_statistics_per_patron: u32,
+    /// Attachments on one patron (default 20).
+    pub max_attachments_per_patron: u32,
+    /// Bytes of one attachment (default 1 MiB); a larger one is refused.
+    pub max_attachment_bytes: u32,
+    /// Bytes of a patron's picture (default 256 KiB).
+    pub max_picture_bytes: u32,
     /// Wrong staff passwords in a row that lock the account (default 5).
     pub staff_failures_before_lockout: u32,
     /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
@@ -229,6 +281,13 @@ pub struct RegisterLimits {
 }
 
 impl RegisterLimits {
+    /// The largest request body the staff listeners take: an attachment as base64 in JSON,
+    /// or a picture in a form, with room for the rest of the request; at least 2 MiB.
+    pub fn request_body_bytes(&self) -> usize {
+        let file = self.max_attachment_bytes.max(self.max_picture_bytes) as usize;
+        (file / 3 * 4 + 64 * 1024).max(2 * 1024 * 1024)
+    }
+
     /// The staff login rule these limits set.
     pub fn lockout(&self) -> crate::domain::staff::Lockout {
         crate::domain::staff::Lockout {
@@ -244,6 +303,11 @@ impl Default for RegisterLimits {
             max_notes_per_patron: 200,
             max_holds_per_patron: 100,
             max_history_per_patron: 10_000,
+            max_contacts_per_patron: 20,
+            max_statistics_per_patron: 50,
+            max_attachments_per_patron: 20,
+            max_attachment_bytes: 1024 * 1024,
+            max_picture_bytes: 256 * 1024,
             staff_failures_before_lockout: 5,
             staff_lockout_minutes: 15,
         }
@@ -269,7 +333,8 @@ impl Default for StoreConfig {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     Institution(Box<Institution>),
-    Patron(Box<Patron>),
+    /// A patron as logs written before store format 3 hold it; read, never written.
+    PatronV2(Box<super::legacy::PatronV2>),
     RemovePatron(u64),
     Item(Box<Item>),
     RemoveItem(String),
@@ -296,6 +361,21 @@ pub enum Write {
     // numbers of the ones above.
     Staff(Box<Staff>),
     RemoveStaff(String),
+    /// Adds or replaces a patron.
+    Patron(Box<Patron>),
+    /// A file of a patron's (the picture is 0), kept only in the store.
+    File(u64, u32, Vec<u8>),
+    RemoveFile(u64, u32),
+}
+
+impl Write {
+    /// The write as the current format has it (a log record of an older one read back).
+    pub fn current(self) -> Write {
+        match self {
+            Write::PatronV2(p) => Write::Patron(Box::new(Patron::from(*p))),
+            w => w,
+        }
+    }
 }
 
 /// The kinds of record the working set is loaded from.
@@ -347,6 +427,8 @@ pub struct Store {
     staff: Tree,
     /// patron id -> the notice kinds they opted out of
     optouts: Tree,
+    /// patron id, file number -> the file's bytes
+    files: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Audit entries kept per patron.
     history_cap: usize,
@@ -408,6 +490,7 @@ impl Store {
             outbox: tree("outbox")?,
             optouts: tree("optouts")?,
             staff: tree("staff")?,
+            files: tree("files")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
             db,
@@ -420,7 +503,7 @@ impl Store {
 
     /// Every stored record of one kind, in key order, read as it is wanted (a million patrons
     /// are not gathered into a list first).
-    pub fn records<T: DeserializeOwned>(&self, kind: Kind) -> impl Iterator<Item = Result<T, StoreError>> + '_ {
+    pub fn records<T: Record>(&self, kind: Kind) -> impl Iterator<Item = Result<T, StoreError>> + '_ {
         let (tree, name) = match kind {
             Kind::Institution => (&self.institutions, "institution"),
             Kind::Account => (&self.accounts, "account"),
@@ -463,6 +546,11 @@ impl Store {
                 Ok((k.to_vec(), decode("audit entry", &v)?))
             })
             .collect()
+    }
+
+    /// One of a patron's files (the picture is 0).
+    pub fn file(&self, patron: u64, id: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.files.get(file_key(patron, id))?.map(|v| v.to_vec()))
     }
 
     /// The outbox, oldest first.
@@ -551,6 +639,7 @@ impl Store {
             &self.outbox,
             &self.optouts,
             &self.staff,
+            &self.files,
         ]
     }
 

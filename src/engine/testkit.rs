@@ -110,7 +110,12 @@ pub struct Reg {
 impl Reg {
     /// The engine under test, over a register in `dir` (made if there is none).
     pub fn open(dir: &std::path::Path, actor: &str) -> Result<Reg, Error> {
-        let engine: Arc<dyn Engine> = Arc::new(open_or_create(dir, &StoreConfig::default())?);
+        Reg::open_with(dir, actor, &StoreConfig::default())
+    }
+
+    /// The same, with the store's settings (limits) given.
+    pub fn open_with(dir: &std::path::Path, actor: &str, settings: &StoreConfig) -> Result<Reg, Error> {
+        let engine: Arc<dyn Engine> = Arc::new(open_or_create(dir, settings)?);
         Ok(Reg { store: View { engine: engine.clone() }, engine, actor: actor.into() })
     }
 

@@ -468,8 +468,25 @@ nonsense
     reg.checkout(ada.id, "I1", false, now()).unwrap();
     reg.block(ada.id, "overdue", Some("Three overdue items"), now()).unwrap();
     reg.add_account("kiosk1", "long enough", "MAIN", None).unwrap();
+    // The details tabs too: a contact, a statistical category, an attachment and a picture.
+    let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13].to_vec();
+    for op in [
+        Operation::AddContact {
+            patron: ada.id,
+            kind: ContactKind::Phone,
+            value: "070-123".into(),
+            postal_code: None,
+            usage: ContactUse::Mobile,
+        },
+        Operation::AddStatistic { patron: ada.id, category: "distance-student".into(), note: None },
+        Operation::AddAttachment { patron: ada.id, name: "consent.txt".into(), content: FileBytes(b"signed".to_vec()) },
+        Operation::SetPicture { patron: ada.id, content: Some(FileBytes(png.clone())) },
+    ] {
+        reg.run(op, now()).unwrap();
+    }
     let mut out = Vec::new();
     reg.export(&mut out).unwrap();
+    assert!(String::from_utf8_lossy(&out).contains(r#""type":"file""#));
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(dir.path().join("pin.key"), copy.path().join("pin.key")).unwrap();
     let reg2 = Register::open(copy.path(), "tester").unwrap();
@@ -480,6 +497,13 @@ nonsense
     assert_eq!(String::from_utf8(out.clone()).unwrap(), String::from_utf8(out2).unwrap());
     assert_eq!(reg2.check_pin(ada.id, "1234", now()).unwrap(), PinCheck::Accepted);
     assert_eq!(reg2.balance(ada.id).unwrap(), Money(7_50));
+    let copied = reg2.store.patron(ada.id).unwrap();
+    assert_eq!((copied.contacts.len(), copied.statistics.len(), copied.attachments.len()), (1, 1, 1));
+    let read = |file| match reg2.engine.query(Query::File { patron: ada.id, file }).wait().unwrap() {
+        Answer::File(_, bytes) => bytes.0,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((read(1), read(0)), (b"signed".to_vec(), png));
     let r = reg2.import(std::io::Cursor::new(&out), &ImportOptions::default(), now()).unwrap();
     assert_eq!(r.unchanged, r.lines);
 }
@@ -801,7 +825,7 @@ fn a_refused_unit_is_undone_write_by_write() {
     let mut state = State::build(loaded).unwrap();
     let picture = |s: &State| {
         let mut lines = Vec::new();
-        exchange::export(s, "key", &mut |l| {
+        exchange::export(s, "key", &|_, _| Ok(None), &mut |l| {
             lines.push(serde_json::to_string(l).unwrap());
             Ok(())
         })

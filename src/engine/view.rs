@@ -138,8 +138,8 @@ pub fn answer(s: &State, q: Query) -> Result<Answer, Error> {
         }
         Query::KioskItem { item, .. } => Answer::KioskItem(item_facts(s, &item).map(Box::new)),
         // Only the writer holds these; an engine sends them there.
-        Query::History(_) | Query::Outbox => {
-            return Err(Error::Refused(Refusal::rule("history and outbox are read by the writer")));
+        Query::History(_) | Query::Outbox | Query::File { .. } => {
+            return Err(Error::Refused(Refusal::rule("history, outbox and files are read by the writer")));
         }
     })
 }

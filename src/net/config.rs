@@ -270,6 +270,7 @@ impl Limits {
             max_connections: self.max_http_connections,
             max_header_bytes: self.max_http_header_bytes,
             idle_timeout: self.http_idle_timeout,
+            max_body_bytes: crate::engine::RegisterLimits::default().request_body_bytes(),
         }
     }
 }

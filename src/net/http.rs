@@ -22,6 +22,9 @@ pub struct HttpLimits {
     /// Time a connection may take to send a request's head (from connecting, or from the
     /// previous reply); then it is closed.
     pub idle_timeout: Duration,
+    /// The largest request body, in bytes; a larger one gets 413. The admin and console
+    /// listeners take it from `[register]`'s file limits (`RegisterLimits::request_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 /// A listener the HTTP server accepts from.
@@ -70,6 +73,28 @@ impl HttpListener {
     }
 }
 
+/// A request whose announced body is larger than the listener reads is answered 413 before
+/// any of it is read (with `Expect: 100-continue`, before the client sends it); one that
+/// announces nothing is cut off at the limit as it arrives.
+async fn announced_length(
+    most: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > most as u64) {
+        let why = format!("the request body is larger than this listener takes ({most} bytes)");
+        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, axum::Json(serde_json::json!({ "error": why })))
+            .into_response();
+    }
+    next.run(req).await
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown`; then lets requests in flight
 /// finish for up to `grace`.
 pub async fn serve(
@@ -80,6 +105,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    let most = limits.max_body_bytes;
+    let app = app
+        .layer(axum::extract::DefaultBodyLimit::max(most))
+        .layer(axum::middleware::from_fn(move |req, next| announced_length(most, req, next)));
     let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut turned_away: u64 = 0;
     let tracker = tokio_util::task::TaskTracker::new();

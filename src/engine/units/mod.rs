@@ -2,6 +2,7 @@
 //! a rule decide, and yields its writes. The kiosk's units are in `engine::kiosk`.
 
 pub(super) mod circulation;
+pub(super) mod details;
 pub(super) mod fees;
 pub(super) mod patrons;
 pub(super) mod staff;
@@ -95,6 +96,24 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
         O::Report { patron } => Receipt::Notice(Box::new(super::notices::report(u, patron)?)),
         O::Invite { patron } => Receipt::Notice(Box::new(patrons::invite(u, patron)?)),
         O::SetOptout { patron, kind, out } => Receipt::Optouts(patrons::set_optout(u, patron, kind, out)?),
+        O::AddContact { patron, kind, value, postal_code, usage } => {
+            Receipt::Patron(Box::new(details::add_contact(u, patron, kind, &value, postal_code.as_deref(), usage)?))
+        }
+        O::RemoveContact { patron, contact } => Receipt::Patron(Box::new(details::remove_contact(u, patron, contact)?)),
+        O::PreferContact { patron, contact } => Receipt::Patron(Box::new(details::prefer_contact(u, patron, contact)?)),
+        O::AddStatistic { patron, category, note } => {
+            Receipt::Patron(Box::new(details::add_statistic(u, patron, &category, note.as_deref())?))
+        }
+        O::RemoveStatistic { patron, statistic } => {
+            Receipt::Patron(Box::new(details::remove_statistic(u, patron, statistic)?))
+        }
+        O::AddAttachment { patron, name, content } => {
+            Receipt::Patron(Box::new(details::add_attachment(u, patron, &name, content)?))
+        }
+        O::RemoveAttachment { patron, attachment } => {
+            Receipt::Patron(Box::new(details::remove_attachment(u, patron, attachment)?))
+        }
+        O::SetPicture { patron, content } => Receipt::Patron(Box::new(details::set_picture(u, patron, content)?)),
         O::AddItem(new) => Receipt::Item(Box::new(circulation::add_item(u, *new)?)),
         O::EditItem { barcode, sets } => Receipt::Item(Box::new(circulation::edit_item(u, &barcode, &sets)?)),
         O::DeleteItem { barcode } => {
@@ -191,6 +210,12 @@ pub fn check_patron(inst: &Institution, p: &Patron, today: jiff::civil::Date) ->
         }
     }
     validate::formats(&inst.formats, &p.primary_id, p.email.as_deref(), p.phone.as_deref(), p.postal_code.as_deref())?;
+    for c in &p.contacts {
+        details::check_contact(inst, c)?;
+    }
+    for s in &p.statistics {
+        details::check_statistic(s)?;
+    }
     let minor = p.birth_date.is_some_and(|b| validate::is_minor(b, today));
     if minor && (p.guardian.is_none() || p.terms_accepted.is_none()) {
         return Err(Invalid::MinorWithoutGuardian.into());

@@ -616,6 +616,9 @@ pub fn purge(u: &mut Unit<'_>, dry_run: bool) -> Result<PurgeReport, Refusal> {
         let fees: Vec<u64> = u.state.fees_of(p.id).iter().map(|f| f.id).collect();
         let holds: Vec<u64> = u.state.holds_of(p.id).iter().map(|h| h.id).collect();
         u.put(Write::RemovePatron(p.id))?;
+        for w in super::details::remove_files(&p) {
+            u.put(w)?;
+        }
         for f in fees {
             u.put(Write::RemoveFee(f))?;
         }

@@ -51,7 +51,15 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         | O::RestorePatron { patron }
         | O::Report { patron }
         | O::Invite { patron }
-        | O::SetOptout { patron, .. } => u.patron(*patron).map(drop),
+        | O::SetOptout { patron, .. }
+        | O::AddContact { patron, .. }
+        | O::RemoveContact { patron, .. }
+        | O::PreferContact { patron, .. }
+        | O::AddStatistic { patron, .. }
+        | O::RemoveStatistic { patron, .. }
+        | O::AddAttachment { patron, .. }
+        | O::RemoveAttachment { patron, .. }
+        | O::SetPicture { patron, .. } => u.patron(*patron).map(drop),
         // The item is theirs too: another institution's copies are not there for them.
         O::Lend { patron, item, .. } => {
             u.patron(*patron)?;
