@@ -172,7 +172,7 @@ fn sub_resources(admin: SocketAddr, t: Option<&str>, id: u64) {
         .as_u64()
         .unwrap();
     assert_eq!(request(admin, "DELETE", &format!("{notes}/{note}"), t, "", "").status, 200);
-    assert_eq!(request(admin, "DELETE", &format!("{notes}/{note}"), t, "", "").status, 422, "already gone");
+    assert_eq!(request(admin, "DELETE", &format!("{notes}/{note}"), t, "", "").status, 404, "already gone");
 
     let fees = request(admin, "GET", &format!("/api/v1/patrons/{id}/fees"), t, "", "");
     assert_eq!(fees.status, 200, "{}", fees.body);

@@ -637,3 +637,80 @@ fn contacts_statistics_attachments_and_the_picture_from_the_console() {
     assert_eq!(post(&format!("{avery}/attachments/1/remove"), "").status, 303);
     assert_eq!(get(&d, &format!("{avery}/attachments/1"), &manager).status, 404);
 }
+
+/// The general tab's fields are edited from the console; an external account's synced ones are
+/// shown but not offered, and a forged post of one is refused, in the member's language, with
+/// nothing written. The engine's "as it stands" refusals are said in Swedish too.
+#[test]
+fn external_accounts_keep_their_synced_fields_and_the_desk_hears_why_in_swedish() {
+    let d = demo();
+    let manager = log_in(&d, "manager", "manager-password");
+    let avery = patron_path(&d, &manager, "MAIN", "21000000000001");
+    let page = get(&d, &avery, &manager).raw;
+    let (csrf, version) = (form_value(&page, "csrf"), form_value(&page, "version"));
+    let edit = |cookie: &str, version: &str, body: &str| {
+        form_post(d.console, &format!("{avery}/edit"), cookie, &format!("csrf={csrf}&version={version}&{body}"))
+    };
+    // The general tab's fields: group, expiry and record type, from the form.
+    let r = edit(
+        &manager,
+        &version,
+        "group=adult&was-group=&expiry=2029-06-30&was-expiry=&record-type=staff&was-record-type=public",
+    );
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("<td>adult</td>") && page.contains("<td>2029-06-30</td>"), "{page}");
+    assert!(page.contains("<option value=\"staff\" selected>"), "{page}");
+
+    // Made an account of the student system (the account type is not the sync's).
+    let version = form_value(&page, "version");
+    let r = form_post(
+        d.console,
+        &format!("{avery}/edit"),
+        &manager,
+        &format!("csrf={csrf}&version={version}&account-type=external%3Aladok"),
+    );
+    // The console's form does not offer the account type; the API and the CLI do.
+    assert_eq!(r.status, 303, "nothing it takes was changed: {}", r.raw);
+    let t = Some(d.system.as_str());
+    let id = avery.rsplit('/').next().unwrap();
+    let r = common::http(d.admin, "GET", &format!("/api/v1/patrons/{id}"), t, "", "");
+    let etag = r.etag.unwrap();
+    let r = common::http(
+        d.admin,
+        "PATCH",
+        &format!("/api/v1/patrons/{id}"),
+        t,
+        &format!("If-Match: {etag}\r\n"),
+        r#"{"account-type":"external:ladok"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.raw);
+
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("come from the student system's sync: <strong>ladok</strong>"), "{page}");
+    assert!(page.contains("id=\"first-name\" type=\"text\" name=\"first-name\" value=\"Avery\" disabled"), "{page}");
+    assert!(!page.contains("id=\"language\" type=\"text\" name=\"language\" value=\"\" disabled"), "{page}");
+    let version = form_value(&page, "version");
+    let r = edit(&manager, &version, "first-name=Ava&was-first-name=Avery");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("first-name of an external account comes from ladok"), "{}", r.raw);
+    let r = edit(&manager, &version, "language=sv&was-language=");
+    assert_eq!(r.status, 303, "what the sync does not own is staff's: {}", r.raw);
+
+    // In Swedish: the synced field, and lifting a block that is not there.
+    let r = get(&d, "/lang/sv", &manager);
+    let lang = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let sv = format!("{}; {lang}\r\n", manager.trim_end());
+    let version = form_value(&get(&d, &avery, &sv).raw, "version");
+    let r = edit(&sv, &version, "last-name=Läsare&was-last-name=Reader");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("efternamnet i ett externt konto kommer från ladok"), "{}", r.raw);
+    let r = edit(&sv, &version, "language=s%7Cv&was-language=sv");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("språk får inte innehålla"), "{}", r.raw);
+    let r = form_post(d.console, &format!("{avery}/blocks/lost-card/lift"), &sv, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("har ingen aktiv spärr av typen 'lost-card'"), "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("<td>Reader</td>") && page.contains("<td>Avery</td>"), "nothing synced was written: {page}");
+}

@@ -606,7 +606,7 @@ async fn add_note(
     tag = "patrons",
     summary = "Remove a note",
     params(("id" = String, Path), ("note" = String, Path)),
-    responses((status = 200, description = "The patron"), (status = 422, description = "No such note.", body = Problem))
+    responses((status = 200, description = "The patron"), (status = 404, description = "No such patron or note.", body = Problem))
 )]
 async fn remove_note(
     State(state): State<AdminState>,

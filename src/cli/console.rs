@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use super::admin::AdminState;
 use super::api::{self, Caller};
-use crate::domain::{ContactKind, ContactUse, Patron, RecordType, Refusal, Staff};
-use crate::engine::{Answer, Error, Operation, Query as Read, Receipt, patron_tag};
+use crate::domain::{AsItStands, ContactKind, ContactUse, Patron, RecordType, Refusal, Staff};
+use crate::engine::{Answer, Error, Operation, Query as Read, Receipt, SYNCED, patron_tag};
 
 /// The console's languages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +298,14 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("national_id", "National id (personnummer)", "Personnummer"),
     ("birth_date", "Birth date (YYYY-MM-DD)", "Födelsedatum (ÅÅÅÅ-MM-DD)"),
     ("postal_code", "Postal code", "Postnummer"),
+    ("middle_name", "Middle name", "Mellannamn"),
+    ("person_title", "Title", "Titel"),
+    ("purge_field", "Purge date (YYYY-MM-DD)", "Gallras (ÅÅÅÅ-MM-DD)"),
+    (
+        "synced_fields",
+        "The fields that cannot be changed here come from the student system's sync:",
+        "Fälten som inte kan ändras här kommer från studentsystemets synkning:",
+    ),
     ("language_field", "Language (en, sv)", "Språk (en, sv)"),
     ("expiry_field", "Expiry date (YYYY-MM-DD)", "Giltig till (ÅÅÅÅ-MM-DD)"),
     ("minor", "Under 18: guardian and consent", "Under 18 år: vårdnadshavare och samtycke"),
@@ -448,6 +456,56 @@ fn roll(r: crate::domain::Role) -> &'static str {
     }
 }
 
+/// A value that may not be stored, in Swedish; `None` for a PIN policy's own words.
+fn ogiltigt(i: &crate::domain::validate::Invalid) -> Option<String> {
+    use crate::domain::validate::Invalid as I;
+    Some(match i {
+        I::Missing { field } => format!("{} krävs", ord(field)),
+        I::BadCharacters { field } => format!("{} får inte innehålla '|' eller styrtecken", ord(field)),
+        I::Pattern { field, value, pattern } => {
+            format!("{} '{value}' stämmer inte med bibliotekets mönster {pattern}", ord(field))
+        }
+        I::BadPattern { field, error } => {
+            format!("bibliotekets mönster för {} är inget giltigt reguljärt uttryck: {error}", ord(field))
+        }
+        I::NationalId(value, _) => format!("'{value}' är inget giltigt personnummer eller samordningsnummer"),
+        I::Email(e) => format!("e-postadressen '{e}' är ingen adress"),
+        I::MinorWithoutGuardian => "en låntagare under 18 behöver en vårdnadshavares namn och kontaktuppgift, och datumet då villkoren godkändes".into(),
+        I::NotADate { field, value } => format!("{} '{value}' är inget datum som 2027-06-30", ord(field)),
+        I::Pin(_) => return None,
+    })
+}
+
+/// A change the record does not take as it stands, in Swedish.
+fn som_det_star(a: &AsItStands) -> String {
+    use AsItStands as A;
+    match a {
+        A::AlreadyActive(id) => format!("låntagare {id} är redan aktiv"),
+        A::AlreadyInactive(id) => format!("låntagare {id} är redan inaktiv"),
+        A::NotLocked(id) => format!("låntagare {id} är inte låst"),
+        A::AlreadyDeleted(id) => format!("låntagare {id} är redan raderad"),
+        A::NotDeleted(id) => format!("låntagare {id} är inte raderad"),
+        A::InTheBank(id) => format!("låntagare {id} finns bland raderade användare; återställ hen först"),
+        A::NoEmail(id) => format!("låntagare {id} har ingen e-postadress att skicka inbjudan till"),
+        A::NothingChanged(id) => format!("låntagare {id} har redan de värdena"),
+        A::OwnProxy => "en låntagare kan inte vara sitt eget ombud".into(),
+        A::AlreadyProxy { proxy, for_whom } => format!("låntagare {proxy} är redan ombud för {for_whom}"),
+        A::NotProxy { proxy, for_whom } => format!("låntagare {proxy} är inte ombud för {for_whom}"),
+        A::AlreadyAt { patron, institution } => format!("låntagare {patron} hör redan till {institution}"),
+        A::TransferPending { patron, to } => format!("låntagare {patron} har redan en flytt till {to} som väntar"),
+        A::NoTransfer(id) => format!("låntagare {id} har ingen flytt som väntar"),
+        A::NoIdentifier { patron, value } => format!("låntagare {patron} har ingen identifierare '{value}'"),
+        A::IdentifierAlready { value, active: true } => format!("identifieraren '{value}' är redan aktiv"),
+        A::IdentifierAlready { value, active: false } => format!("identifieraren '{value}' är redan inaktiv"),
+        A::NoActiveBlock { patron, kind: None } => format!("låntagare {patron} har ingen aktiv spärr"),
+        A::NoActiveBlock { patron, kind: Some(k) } => {
+            format!("låntagare {patron} har ingen aktiv spärr av typen '{k}'")
+        }
+        A::OwnAccount => "en anställd kan inte ta bort sitt eget konto".into(),
+        A::EmptyFile => "filen är tom".into(),
+    }
+}
+
 /// The register's fixed words in refusals (what a role may not do, what is taken), in Swedish.
 fn ord(word: &str) -> &str {
     match word {
@@ -460,7 +518,7 @@ fn ord(word: &str) -> &str {
         "give or change that role" => "ge eller ändra den rollen",
         "make a token for someone else" => "skapa en nyckel åt någon annan",
         "change the institution's settings" => "ändra bibliotekets inställningar",
-        "primary id" => "primärt id",
+        "primary id" | "primary-id" => "primärt id",
         "identifier" => "identifierare",
         "e-mail" => "e-postadress",
         "account" => "kontot",
@@ -477,6 +535,31 @@ fn ord(word: &str) -> &str {
         "attachment" => "bilaga",
         "attachments" => "bilagor",
         "picture" => "bilden",
+        "first name" => "förnamn",
+        "last name" => "efternamn",
+        "middle name" => "mellannamn",
+        "phone" => "telefon",
+        "postal code" => "postnummer",
+        "user group" => "användargrupp",
+        "language" => "språk",
+        "identifier type" => "identifierartyp",
+        "file name" => "filnamn",
+        "birth date" => "födelsedatum",
+        "purge date" => "gallringsdatum",
+        "terms accepted" => "datum för godkända villkor",
+        "first-name" => "förnamnet",
+        "last-name" => "efternamnet",
+        "middle-name" => "mellannamnet",
+        "title" => "titeln",
+        "birth-date" => "födelsedatumet",
+        "email" => "e-postadressen",
+        "address" => "adressen",
+        "postal-code" => "postnumret",
+        "group" => "användargruppen",
+        "record-type" => "posttypen",
+        "expiry" => "utgångsdatumet",
+        "purge" => "gallringsdatumet",
+        "note" => "anteckning",
         other => other,
     }
 }
@@ -498,6 +581,12 @@ fn swedish(r: &Refusal) -> Option<String> {
             format!("{} är {bytes} byte; registret tar högst {limit}", ord(what))
         }
         Refusal::NotAPicture => "en bild måste vara en PNG-, JPEG-, GIF- eller WebP-bild".into(),
+        Refusal::Synced { field, source } => format!(
+            "{} i ett externt konto kommer från {source}, vars synkning bestämmer det; ändra det där, eller gör kontot internt först",
+            ord(field)
+        ),
+        Refusal::AsItStands(a) => som_det_star(a),
+        Refusal::Invalid(i) => ogiltigt(i)?,
         Refusal::NoBlockType { code, known } => {
             format!("okänd spärrtyp '{code}'; kända: {}", known.join(", "))
         }
@@ -930,17 +1019,51 @@ enum Flash {
     Conflict(BTreeMap<String, String>),
 }
 
-/// The fields the console's edit form takes (the engine's names).
-const EDIT_FIELDS: &[(&str, &str)] =
-    &[("first-name", "first_name"), ("last-name", "last_name"), ("email", "email"), ("phone", "phone")];
+/// The fields the console's edit form takes: the engine's name, the text's key, the input.
+const EDIT_FIELDS: &[(&str, &str, &str)] = &[
+    ("first-name", "first_name", "text"),
+    ("last-name", "last_name", "text"),
+    ("middle-name", "middle_name", "text"),
+    ("title", "person_title", "text"),
+    ("birth-date", "birth_date", "text"),
+    ("email", "email", "email"),
+    ("phone", "phone", "tel"),
+    ("address", "address", "text"),
+    ("postal-code", "postal_code", "text"),
+    ("language", "language_field", "text"),
+    ("group", "user_group", "text"),
+    ("record-type", "record_type", "select"),
+    ("expiry", "expiry_field", "text"),
+    ("purge", "purge_field", "text"),
+];
 
 fn field_value(p: &Patron, field: &str) -> String {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let day = |d: Option<jiff::civil::Date>| d.map(|d| d.to_string()).unwrap_or_default();
     match field {
         "first-name" => p.first_name.clone(),
         "last-name" => p.last_name.clone(),
-        "email" => p.email.clone().unwrap_or_default(),
-        "phone" => p.phone.clone().unwrap_or_default(),
+        "middle-name" => text(&p.middle_name),
+        "title" => text(&p.title),
+        "birth-date" => day(p.birth_date),
+        "email" => text(&p.email),
+        "phone" => text(&p.phone),
+        "address" => text(&p.address),
+        "postal-code" => text(&p.postal_code),
+        "language" => text(&p.language),
+        "group" => text(&p.user_group),
+        "record-type" => kebab(&p.record_type),
+        "expiry" => day(p.expiry),
+        "purge" => day(p.purge),
         _ => String::new(),
+    }
+}
+
+/// A field as the general table shows it (the record type in the member's language).
+fn field_shown(p: &Patron, field: &str, lang: Lang) -> String {
+    match field {
+        "record-type" => record_type(p.record_type, lang).to_string(),
+        _ => field_value(p, field),
     }
 }
 
@@ -987,6 +1110,10 @@ async fn patron_page(
     };
     let path = format!("/patrons/{}", p.id);
     let csrf = &who.csrf;
+    let synced_from = match &p.account_type {
+        crate::domain::AccountType::External { source } => Some(source.clone()),
+        crate::domain::AccountType::Internal => None,
+    };
     let body = html! {
         @match &flash {
             Some(Flash::Saved) => p.flash role="status" { (lang.t("saved")) },
@@ -1003,14 +1130,10 @@ async fn patron_page(
             table {
                 tr { th scope="row" { (lang.t("primary_id")) } td { (p.primary_id) } }
                 tr { th scope="row" { (lang.t("institution")) } td { (p.institution) } }
-                tr { th scope="row" { (lang.t("user_group")) } td { (p.user_group.as_deref().unwrap_or("")) } }
-                tr { th scope="row" { (lang.t("record_type")) } td { (record_type(p.record_type, lang)) } }
                 tr { th scope="row" { (lang.t("account_type")) } td { (account_type(&p, lang)) } }
-                tr { th scope="row" { (lang.t("expiry")) } td { (p.expiry.map(|d| d.to_string()).unwrap_or_default()) } }
-                tr { th scope="row" { (lang.t("purge")) } td { (p.purge.map(|d| d.to_string()).unwrap_or_default()) } }
                 tr { th scope="row" { (lang.t("status")) } td { (status_of(&p, lang)) } }
-                @for (field, key) in EDIT_FIELDS {
-                    tr { th scope="row" { (lang.t(key)) } td { (field_value(&p, field)) } }
+                @for (field, key, _) in EDIT_FIELDS {
+                    tr { th scope="row" { (lang.t(key)) } td { (field_shown(&p, field, lang)) } }
                 }
             }
         }
@@ -1019,10 +1142,24 @@ async fn patron_page(
             form method="post" action={ (path) "/edit" } {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="version" value=(patron_tag(&p));
-                @for (field, key) in EDIT_FIELDS {
+                @if let Some(source) = &synced_from {
+                    p #synced-note { (lang.t("synced_fields")) " " strong { (source) } "." }
+                }
+                @for (field, key, kind) in EDIT_FIELDS {
+                    @let shown = typed.get(*field).cloned().unwrap_or_else(|| field_value(&p, field));
+                    // The sync's fields are shown, not sent: the engine would refuse them.
+                    @let locked = synced_from.is_some() && SYNCED.contains(field);
                     label for=(field) { (lang.t(key)) }
-                    input id=(field) type="text" name=(field)
-                        value=(typed.get(*field).cloned().unwrap_or_else(|| field_value(&p, field)));
+                    @if *kind == "select" {
+                        select id=(field) name=(field) disabled[locked] aria-describedby=[locked.then_some("synced-note")] {
+                            @for (code, key) in [("public", "public"), ("staff", "staff"), ("contact", "contact")] {
+                                option value=(code) selected[shown == code] { (lang.t(key)) }
+                            }
+                        }
+                    } @else {
+                        input id=(field) type=(kind) name=(field) value=(shown) disabled[locked]
+                            aria-describedby=[locked.then_some("synced-note")];
+                    }
                     // What the field showed: only what the member changes is sent.
                     input type="hidden" name={ "was-" (field) } value=(field_value(&p, field));
                 }
@@ -2083,7 +2220,7 @@ async fn edit(
     // change to it, now or after a conflict.
     let changed: BTreeMap<String, String> = EDIT_FIELDS
         .iter()
-        .filter_map(|(field, _)| {
+        .filter_map(|(field, _, _)| {
             let typed = f.get(*field)?;
             (f.get(&format!("was-{field}")) != Some(typed)).then(|| (field.to_string(), typed.clone()))
         })

@@ -14,5 +14,5 @@ pub mod validate;
 
 pub use profile::Profile;
 pub use records::*;
-pub use refusal::Refusal;
+pub use refusal::{AsItStands, Refusal};
 pub use staff::{Role, Staff};

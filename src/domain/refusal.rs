@@ -94,6 +94,14 @@ pub enum Refusal {
     /// connection, as the terminal's `patron-verification` requires.
     PinNeeded,
 
+    /// What the record is now does not take the change: it is so already, or is not so.
+    AsItStands(AsItStands),
+    /// A field of an external account, which its sync (the student system) owns.
+    Synced {
+        #[serde(deserialize_with = "word")]
+        field: Word,
+        source: String,
+    },
     /// A file larger than the register takes (`[register]`).
     TooLarge {
         #[serde(deserialize_with = "word")]
@@ -201,6 +209,93 @@ impl Refusal {
     }
 }
 
+/// A change the record, as it stands, does not take. Said to staff in their language (the
+/// console's Swedish), so each is a value, not a sentence.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AsItStands {
+    AlreadyActive(u64),
+    AlreadyInactive(u64),
+    NotLocked(u64),
+    AlreadyDeleted(u64),
+    NotDeleted(u64),
+    /// In the bank of deleted users: restored first.
+    InTheBank(u64),
+    NoEmail(u64),
+    NothingChanged(u64),
+    OwnProxy,
+    AlreadyProxy {
+        proxy: u64,
+        for_whom: u64,
+    },
+    NotProxy {
+        proxy: u64,
+        for_whom: u64,
+    },
+    AlreadyAt {
+        patron: u64,
+        institution: String,
+    },
+    TransferPending {
+        patron: u64,
+        to: String,
+    },
+    NoTransfer(u64),
+    NoIdentifier {
+        patron: u64,
+        value: String,
+    },
+    IdentifierAlready {
+        value: String,
+        active: bool,
+    },
+    NoActiveBlock {
+        patron: u64,
+        kind: Option<String>,
+    },
+    /// A staff member removing their own account.
+    OwnAccount,
+    EmptyFile,
+}
+
+impl fmt::Display for AsItStands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use AsItStands as A;
+        match self {
+            A::AlreadyActive(id) => write!(f, "patron {id} is already active"),
+            A::AlreadyInactive(id) => write!(f, "patron {id} is already inactive"),
+            A::NotLocked(id) => write!(f, "patron {id} is not locked"),
+            A::AlreadyDeleted(id) => write!(f, "patron {id} is already deleted"),
+            A::NotDeleted(id) => write!(f, "patron {id} is not deleted"),
+            A::InTheBank(id) => write!(f, "patron {id} is in the bank of deleted users; restore them first"),
+            A::NoEmail(id) => write!(f, "patron {id} has no e-mail address to send the invitation to"),
+            A::NothingChanged(id) => write!(f, "patron {id} already has those values"),
+            A::OwnProxy => f.write_str("a patron cannot be their own proxy"),
+            A::AlreadyProxy { proxy, for_whom } => write!(f, "patron {proxy} already acts for {for_whom}"),
+            A::NotProxy { proxy, for_whom } => write!(f, "patron {proxy} does not act for {for_whom}"),
+            A::AlreadyAt { patron, institution } => write!(f, "patron {patron} is already at {institution}"),
+            A::TransferPending { patron, to } => write!(f, "patron {patron} already has a transfer to {to} pending"),
+            A::NoTransfer(id) => write!(f, "patron {id} has no pending transfer"),
+            A::NoIdentifier { patron, value } => write!(f, "patron {patron} has no identifier '{value}'"),
+            A::IdentifierAlready { value, active } => {
+                write!(f, "identifier '{value}' is already {}", if *active { "active" } else { "inactive" })
+            }
+            A::NoActiveBlock { patron, kind: None } => write!(f, "patron {patron} has no active block"),
+            A::NoActiveBlock { patron, kind: Some(k) } => {
+                write!(f, "patron {patron} has no active block of type '{k}'")
+            }
+            A::OwnAccount => f.write_str("a staff member cannot remove their own account"),
+            A::EmptyFile => f.write_str("the file is empty"),
+        }
+    }
+}
+
+impl From<AsItStands> for Refusal {
+    fn from(a: AsItStands) -> Refusal {
+        Refusal::AsItStands(a)
+    }
+}
+
 impl From<Denial> for Refusal {
     fn from(d: Denial) -> Refusal {
         Refusal::Lending(d)
@@ -241,6 +336,11 @@ impl fmt::Display for Refusal {
                 "the {what} is {bytes} bytes; the register takes at most {limit} ([register] in the configuration)"
             ),
             Refusal::NotAPicture => f.write_str("a picture must be a PNG, JPEG, GIF or WebP image"),
+            Refusal::AsItStands(a) => a.fmt(f),
+            Refusal::Synced { field, source } => write!(
+                f,
+                "{field} of an external account comes from {source}, whose sync keeps it; change it there, or make the account internal first"
+            ),
             Refusal::NoBlockType { code, known } => {
                 write!(f, "unknown block type '{code}'; known: {}", known.join(", "))
             }

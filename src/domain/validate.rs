@@ -41,6 +41,12 @@ pub enum Invalid {
     Pin(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("a patron under 18 needs a guardian's name and contact, and the date the terms were accepted")]
     MinorWithoutGuardian,
+    #[error("{field} '{value}' is not a date such as 2027-06-30")]
+    NotADate {
+        #[serde(deserialize_with = "super::refusal::word")]
+        field: super::refusal::Word,
+        value: String,
+    },
 }
 
 /// A required text field: present, not blank, and safe to send in a SIP field.

@@ -51,6 +51,7 @@ pub use notices::{MAX_ATTEMPTS, due as notices_due};
 pub use ops::*;
 pub use sled_engine::{Observer, SledEngine, Stats};
 pub use store::{RegisterLimits, StoreConfig, StoreError};
+pub use units::patrons::SYNCED;
 pub use wal::Faults;
 
 /// Why an operation did not happen: a rule said no (nothing was written), or the engine

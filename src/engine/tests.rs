@@ -535,6 +535,31 @@ fn sync_overwrites_external_fields_and_keeps_local_additions() {
     assert_eq!(r.unchanged, 1);
 }
 
+/// An external account's synced fields are the sync's: staff edits of them are refused, and
+/// take effect once the same edit (or an earlier one) makes the account internal. What is not
+/// synced (the language) staff change as on any record.
+#[test]
+fn staff_cannot_edit_what_the_sync_owns() {
+    let (_d, reg) = open();
+    let line = r#"{"type":"patron","institution":"MAIN","primary_id":"S1","first_name":"Cy","last_name":"Ek","account_type":{"external":{"source":"ladok"}},"identifiers":[{"kind":"student-id","value":"ST1"}]}"#;
+    reg.import(std::io::Cursor::new(line), &ImportOptions::default(), now()).unwrap();
+    let cy = reg.find("MAIN", "ST1").unwrap();
+    let set = |field: &str, value: &str| vec![(field.to_string(), value.to_string())];
+    for field in crate::engine::SYNCED {
+        let e = reg.edit(cy.id, &set(field, "2030-01-01"), now()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Refused(Refusal::Synced { field: f, source }) if f == field && source == "ladok"),
+            "{field}: {e}"
+        );
+    }
+    assert_eq!(reg.store.patron(cy.id).unwrap(), cy, "nothing was written");
+    assert_eq!(reg.edit(cy.id, &set("language", "sv"), now()).unwrap().language.as_deref(), Some("sv"));
+    let mut both = set("account-type", "internal");
+    both.extend(set("first-name", "Cyrus"));
+    let p = reg.edit(cy.id, &both, now()).unwrap();
+    assert_eq!((p.first_name.as_str(), &p.account_type), ("Cyrus", &AccountType::Internal));
+}
+
 #[test]
 fn each_import_line_stands_alone_and_sees_the_lines_before_it() {
     // A line refused (a value another patron holds, a loan of an item not yet there) writes

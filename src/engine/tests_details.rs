@@ -194,7 +194,7 @@ fn attachments_keep_their_bytes_and_are_typed_from_them() {
     op(&reg, Operation::RemoveAttachment { patron: a.id, attachment: 3 }).unwrap();
     let e = refusal(attach("big.txt", &vec![b'a'; 1001]).unwrap_err());
     assert!(matches!(e, Refusal::TooLarge { what: "attachment", bytes: 1001, limit: 1000 }), "{e:?}");
-    assert!(matches!(refusal(attach("empty.txt", b"").unwrap_err()), Refusal::Rule(_)));
+    assert!(matches!(refusal(attach("empty.txt", b"").unwrap_err()), Refusal::AsItStands(AsItStands::EmptyFile)));
     assert!(matches!(refusal(file(&reg, a.id, 3).unwrap_err()), Refusal::NoEntry { what: "attachment", id: 3 }));
 
     // Kept across a restart, in the store alone.

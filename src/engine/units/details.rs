@@ -209,7 +209,7 @@ pub fn add_attachment(u: &mut Unit<'_>, id: u64, name: &str, content: FileBytes)
         return Err(Refusal::TooLarge { what: "attachment", bytes: size as u64, limit: limits.max_attachment_bytes });
     }
     if size == 0 {
-        return Err(Refusal::rule("the attachment is empty"));
+        return Err(AsItStands::EmptyFile.into());
     }
     let mut number = 0;
     let p = u.update_patron(id, "attachment-add", |p| {

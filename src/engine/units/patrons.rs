@@ -23,11 +23,11 @@ fn opt_text(field: &'static str, value: &str) -> Result<Option<String>, Refusal>
     Ok(Some(value.to_string()))
 }
 
-fn opt_date(field: &str, value: &str) -> Result<Option<jiff::civil::Date>, Refusal> {
+fn opt_date(field: &'static str, value: &str) -> Result<Option<jiff::civil::Date>, Refusal> {
     if value.is_empty() {
         return Ok(None);
     }
-    value.parse().map(Some).map_err(|_| rule(format!("{field} '{value}' is not a date such as 2027-06-30")))
+    value.parse().map(Some).map_err(|_| validate::Invalid::NotADate { field, value: value.into() }.into())
 }
 
 /// The fields `patron edit --set FIELD=VALUE` can change; an empty value clears an optional one.
@@ -50,6 +50,25 @@ pub const EDITABLE: &[&str] = &[
     "purge",
     "terms-accepted",
     "guardian",
+];
+
+/// The fields an external account's sync owns (the student system's): staff change them
+/// there, or make the account internal first.
+pub const SYNCED: &[&str] = &[
+    "first-name",
+    "last-name",
+    "middle-name",
+    "title",
+    "primary-id",
+    "birth-date",
+    "email",
+    "phone",
+    "address",
+    "postal-code",
+    "group",
+    "record-type",
+    "expiry",
+    "purge",
 ];
 
 /// Sets one field from staff text.
@@ -257,10 +276,10 @@ pub fn add(u: &mut Unit<'_>, new: NewPatron, force: bool) -> Result<Patron, Refu
 pub fn invite(u: &mut Unit<'_>, id: u64) -> Result<Notice, Refusal> {
     let p = u.patron(id)?;
     if p.deleted.is_some() {
-        return Err(rule(format!("patron {id} is in the bank of deleted users; restore them first")));
+        return Err(AsItStands::InTheBank(id).into());
     }
     if p.email.as_deref().is_none_or(|e| e.trim().is_empty()) {
-        return Err(rule(format!("patron {id} has no e-mail address to send the invitation to")));
+        return Err(AsItStands::NoEmail(id).into());
     }
     let inst = u.institution(&p.institution)?;
     let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&p);
@@ -278,6 +297,14 @@ pub fn edit(u: &mut Unit<'_>, id: u64, sets: &[(String, String)], expect: Option
     if expect.is_some_and(|tag| tag != crate::engine::patron_tag(&old)) {
         return Err(Refusal::Changed(id));
     }
+    // An external account's synced fields are the sync's, unless this edit makes it internal.
+    let made_internal = sets.iter().any(|(f, v)| f == "account-type" && v.trim() == "internal");
+    if let (AccountType::External { source }, false) = (&old.account_type, made_internal) {
+        if let Some((field, _)) = sets.iter().find(|(f, _)| SYNCED.contains(&f.as_str())) {
+            let field = SYNCED.iter().find(|s| **s == field.as_str()).copied().unwrap_or("field");
+            return Err(Refusal::Synced { field, source: source.clone() });
+        }
+    }
     let inst = u.institution(&old.institution)?;
     let mut p = old.clone();
     for (field, value) in sets {
@@ -286,7 +313,7 @@ pub fn edit(u: &mut Unit<'_>, id: u64, sets: &[(String, String)], expect: Option
     check_patron(&inst, &p, inst.today(u.now()))?;
     let changes = diff(&old, &p);
     if changes.is_empty() {
-        return Err(rule(format!("patron {id} already has those values")));
+        return Err(AsItStands::NothingChanged(id).into());
     }
     u.put(Write::Patron(Box::new(p.clone())))?;
     u.audit(id, "edit", changes);
@@ -328,13 +355,10 @@ pub fn add_identifier(
 pub fn set_identifier_active(u: &mut Unit<'_>, id: u64, value: &str, active: bool) -> Result<Patron, Refusal> {
     u.update_patron(id, "identifier-status", |p| {
         let Some(i) = p.identifiers.iter_mut().find(|i| i.value == value) else {
-            return Err(rule(format!("patron {id} has no identifier '{value}'")));
+            return Err(AsItStands::NoIdentifier { patron: id, value: value.into() }.into());
         };
         if i.active == active {
-            return Err(rule(format!(
-                "identifier '{value}' is already {}",
-                if active { "active" } else { "inactive" }
-            )));
+            return Err(AsItStands::IdentifierAlready { value: value.into(), active }.into());
         }
         i.active = active;
         Ok(vec![(format!("identifier {value}"), (!active).to_string(), active.to_string())])
@@ -361,7 +385,7 @@ pub fn add_note(u: &mut Unit<'_>, id: u64, kind: &str, text: &str, public: bool)
 pub fn remove_note(u: &mut Unit<'_>, id: u64, note: u32) -> Result<Patron, Refusal> {
     u.update_patron(id, "note-remove", |p| {
         let Some(pos) = p.notes.iter().position(|n| n.id == note) else {
-            return Err(rule(format!("patron {id} has no note {note}")));
+            return Err(Refusal::NoEntry { what: "note", id: note });
         };
         let old = p.notes.remove(pos);
         Ok(vec![(format!("note {note}"), old.text, String::new())])
@@ -371,7 +395,7 @@ pub fn remove_note(u: &mut Unit<'_>, id: u64, note: u32) -> Result<Patron, Refus
 /// Lets patron `proxy` act for patron `for_whom` (or stops it).
 pub fn set_proxy(u: &mut Unit<'_>, proxy: u64, for_whom: u64, allow: bool) -> Result<Patron, Refusal> {
     if proxy == for_whom {
-        return Err(rule("a patron cannot be their own proxy".into()));
+        return Err(AsItStands::OwnProxy.into());
     }
     let other = u.patron(for_whom)?;
     let who = format!("#{} {}", other.id, other.display_name());
@@ -379,8 +403,8 @@ pub fn set_proxy(u: &mut Unit<'_>, proxy: u64, for_whom: u64, allow: bool) -> Re
     u.update_patron(proxy, action, |p| {
         let has = p.proxy_for.contains(&for_whom);
         match (allow, has) {
-            (true, true) => return Err(rule(format!("patron {proxy} already acts for {for_whom}"))),
-            (false, false) => return Err(rule(format!("patron {proxy} does not act for {for_whom}"))),
+            (true, true) => return Err(AsItStands::AlreadyProxy { proxy, for_whom }.into()),
+            (false, false) => return Err(AsItStands::NotProxy { proxy, for_whom }.into()),
             (true, false) => p.proxy_for.push(for_whom),
             (false, true) => p.proxy_for.retain(|x| *x != for_whom),
         }
@@ -397,7 +421,7 @@ pub fn set_active(u: &mut Unit<'_>, id: u64, active: bool) -> Result<Patron, Ref
     let now = u.now();
     u.update_patron(id, if active { "activate" } else { "deactivate" }, |p| {
         if p.active == active {
-            return Err(rule(format!("patron {id} is already {}", if active { "active" } else { "inactive" })));
+            return Err(if active { AsItStands::AlreadyActive(id) } else { AsItStands::AlreadyInactive(id) }.into());
         }
         p.active = active;
         p.status_changed = now;
@@ -448,7 +472,7 @@ pub fn check_pin(u: &mut Unit<'_>, id: u64, pin: &str) -> Result<PinCheck, Refus
 pub fn unlock(u: &mut Unit<'_>, id: u64) -> Result<Patron, Refusal> {
     u.update_patron(id, "unlock", |p| {
         if !p.locked && p.failed_pins == 0 {
-            return Err(rule(format!("patron {id} is not locked")));
+            return Err(AsItStands::NotLocked(id).into());
         }
         let changes = vec![("locked".into(), p.locked.to_string(), "false".into())];
         p.locked = false;
@@ -485,10 +509,7 @@ pub fn unblock(u: &mut Unit<'_>, id: u64, kind: Option<&str>) -> Result<Patron, 
             lifted.push(b.kind.clone());
         }
         if lifted.is_empty() {
-            return Err(rule(format!(
-                "patron {id} has no active block{}",
-                kind.map(|k| format!(" of type '{k}'")).unwrap_or_default()
-            )));
+            return Err(AsItStands::NoActiveBlock { patron: id, kind: kind.map(String::from) }.into());
         }
         Ok(vec![("block".into(), lifted.join(","), String::new())])
     })
@@ -501,10 +522,10 @@ pub fn request_transfer(u: &mut Unit<'_>, id: u64, to: &str) -> Result<Patron, R
     let before = u.patron(id)?;
     let target = u.institution(to)?;
     if before.institution == to {
-        return Err(rule(format!("patron {id} is already at {to}")));
+        return Err(AsItStands::AlreadyAt { patron: id, institution: to.into() }.into());
     }
     if let Some(t) = &before.transfer {
-        return Err(rule(format!("patron {id} already has a transfer to {} pending", t.to)));
+        return Err(AsItStands::TransferPending { patron: id, to: t.to.clone() }.into());
     }
     let home = u.institution(&before.institution)?;
     let transfer = Transfer { to: to.into(), requested_by: u.actor().to_string(), at: u.now() };
@@ -521,7 +542,7 @@ pub fn request_transfer(u: &mut Unit<'_>, id: u64, to: &str) -> Result<Patron, R
 pub fn decide_transfer(u: &mut Unit<'_>, id: u64, accept: bool) -> Result<Patron, Refusal> {
     let before = u.patron(id)?;
     let Some(t) = before.transfer.clone() else {
-        return Err(rule(format!("patron {id} has no pending transfer")));
+        return Err(AsItStands::NoTransfer(id).into());
     };
     let home = u.institution(&before.institution)?;
     let target = u.state.institution(&t.to).cloned();
@@ -556,7 +577,7 @@ pub fn delete(u: &mut Unit<'_>, id: u64) -> Result<Patron, Refusal> {
         return Err(Refusal::CannotDelete { balance, loans });
     }
     if p.deleted.is_some() {
-        return Err(rule(format!("patron {id} is already deleted")));
+        return Err(AsItStands::AlreadyDeleted(id).into());
     }
     let now = u.now();
     u.update_patron(id, "delete", |p| {
@@ -581,7 +602,7 @@ pub fn balance_due(u: &mut Unit<'_>, id: u64) -> Result<(), Refusal> {
 pub fn restore(u: &mut Unit<'_>, id: u64) -> Result<Patron, Refusal> {
     u.update_patron(id, "restore", |p| {
         if p.deleted.is_none() {
-            return Err(rule(format!("patron {id} is not deleted")));
+            return Err(AsItStands::NotDeleted(id).into());
         }
         p.deleted = None;
         Ok(vec![])

@@ -314,7 +314,7 @@ pub fn revoke_token(u: &mut Unit<'_>, login: &str, token: u32) -> Result<Staff, 
 pub fn remove(u: &mut Unit<'_>, login: &str) -> Result<(), Refusal> {
     member(u, login)?;
     if u.by.staff.as_deref() == Some(login) {
-        return Err(Refusal::rule("a staff member cannot remove their own account"));
+        return Err(AsItStands::OwnAccount.into());
     }
     u.put(Write::RemoveStaff(login.into()))
 }
