@@ -248,12 +248,36 @@ async fn staff_work_the_register_in_a_browser() {
     ] {
         b.goto(&format!("http://{}{page}", d.console)).await.unwrap();
         assert_eq!(unlabelled(&b).await, Vec::<String>::new(), "{page}");
+        // Text stands out from its background (WCAG AA, 4.5:1), and the keyboard goes
+        // through the page in its order, starting at the link that skips to the content.
+        assert_eq!(low_contrast(&b).await, Vec::<String>::new(), "{page}");
+        let jumps = b.execute(
+            "return document.querySelectorAll('[tabindex]:not([tabindex=\"-1\"]):not([tabindex=\"0\"])').length",
+            vec![],
+        );
+        assert_eq!(jumps.await.unwrap(), 0, "{page}: no tabindex reorders the keyboard's way");
+        // A page that starts in its search field (autofocus) is already where the keyboard is
+        // wanted; any other starts at the skip link.
+        let autofocus = b.execute("return document.querySelector('[autofocus]') !== null", vec![]).await.unwrap();
+        if autofocus == false {
+            b.find(Locator::Css("body")).await.unwrap().send_keys("\u{E004}").await.unwrap();
+            let first = b.execute(
+                "return document.activeElement.className + ' ' + document.activeElement.getAttribute('href')",
+                vec![],
+            );
+            assert_eq!(first.await.unwrap(), "skip #main", "{page}: the first Tab reaches the skip link");
+        }
     }
-    // The check finds what it looks for: a field added without a label.
+    // The checks find what they look for: a field added without a label, grey on white.
     b.execute("document.querySelector('main').appendChild(document.createElement('input')).name = 'bare';", vec![])
         .await
         .unwrap();
     assert_eq!(unlabelled(&b).await, vec!["field bare".to_string()]);
+    b.execute("const p = document.createElement('p'); p.textContent = 'faint'; p.style.color = '#aaa'; document.querySelector('main').appendChild(p);", vec![])
+        .await
+        .unwrap();
+    let faint = low_contrast(&b).await;
+    assert!(faint.len() == 1 && faint[0].starts_with("faint: 2.3"), "{faint:?}");
     b.goto(&format!("http://{}/staff", d.console)).await.unwrap();
     assert!(text(&b).await.contains("Demo User Manager"));
     snap(&b, "staff").await;
@@ -277,6 +301,37 @@ async fn unlabelled(b: &Client) -> Vec<String> {
             .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label'))
             .map(e => 'button in ' + (e.form ? e.form.getAttribute('action') : '?'));
         return fields.concat(buttons);
+    "#;
+    let v = b.execute(script, vec![]).await.unwrap();
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// The texts on the page shown whose contrast with the background behind them is under 4.5:1
+/// (WCAG 2's ratio of relative luminances), each with its ratio.
+async fn low_contrast(b: &Client) -> Vec<String> {
+    let script = r#"
+        const rgb = c => (c.match(/[\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => {
+            const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+            return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const behind = e => {
+            for (; e; e = e.parentElement) {
+                const c = rgb(getComputedStyle(e).backgroundColor);
+                if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+            }
+            return [255, 255, 255];
+        };
+        const out = [];
+        for (const e of document.querySelectorAll('body *')) {
+            const own = Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+            const box = e.getBoundingClientRect();
+            if (!own || box.width === 0 || box.height === 0) continue;
+            const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(behind(e))];
+            const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            if (ratio < 4.5) out.push(e.textContent.trim().slice(0, 20) + ': ' + ratio.toFixed(2));
+        }
+        return out;
     "#;
     let v = b.execute(script, vec![]).await.unwrap();
     v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()

@@ -1217,15 +1217,9 @@ async fn patron_page(
                             td { (c.value) @if let Some(pc) = &c.postal_code { ", " (pc) } }
                             td { (contact_use(c.usage, lang)) }
                             td {
-                                form.inline method="post" action={ (path) "/contacts/" (c.id) "/prefer" } {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    button type="submit" aria-label={ (lang.t("make_preferred")) " " (c.value) } { (lang.t("make_preferred")) }
-                                }
+                                (action_button(&format!("{path}/contacts/{}/prefer", c.id), csrf, lang.t("make_preferred"), &c.value))
                                 " "
-                                form.inline method="post" action={ (path) "/contacts/" (c.id) "/remove" } {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    button type="submit" aria-label={ (lang.t("remove")) " " (c.value) } { (lang.t("remove")) }
-                                }
+                                (action_button(&format!("{path}/contacts/{}/remove", c.id), csrf, lang.t("remove"), &c.value))
                             }
                         }
                     }
@@ -1255,10 +1249,7 @@ async fn patron_page(
                 @for st in &p.statistics {
                     li {
                         strong { (st.category) } @if let Some(n) = &st.note { " – " (n) } " – " (st.by) ", " (when(st.at)) " "
-                        form.inline method="post" action={ (path) "/statistics/" (st.id) "/remove" } {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" aria-label={ (lang.t("remove")) " " (st.category) } { (lang.t("remove")) }
-                        }
+                        (action_button(&format!("{path}/statistics/{}/remove", st.id), csrf, lang.t("remove"), &st.category))
                     }
                 }
             }
@@ -1279,10 +1270,7 @@ async fn patron_page(
                     li {
                         a href={ (path) "/attachments/" (f.id) } download=(f.name) { (f.name) }
                         " (" (f.media_type) ", " (f.bytes) " " (lang.t("bytes")) ") – " (f.by) ", " (when(f.at)) " "
-                        form.inline method="post" action={ (path) "/attachments/" (f.id) "/remove" } {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" aria-label={ (lang.t("remove")) " " (f.name) } { (lang.t("remove")) }
-                        }
+                        (action_button(&format!("{path}/attachments/{}/remove", f.id), csrf, lang.t("remove"), &f.name))
                     }
                 }
             }
@@ -1719,6 +1707,17 @@ async fn delete(
 ) -> Result<Response, Response> {
     let patron = acting_on(&state, &who, &f.csrf, &id).await?;
     Ok(change_then_show(&state, &who, &id, Operation::DeletePatron { patron }, "general").await)
+}
+
+/// A one-button form posting to `action` with the page's token; the button's name says to a
+/// screen reader what it acts on (`label` and `on`).
+fn action_button(action: &str, csrf: &str, label: &str, on: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" aria-label={ (label) " " (on) } { (label) }
+        }
+    }
 }
 
 fn contact_kind(k: ContactKind, lang: Lang) -> &'static str {
