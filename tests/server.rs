@@ -502,6 +502,7 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
             relay: "localhost:25".into(),
             from: "library@example.org".into(),
             interval: Duration::from_secs(30),
+            self_service_url: Some("https://library.example.org".into()),
         }),
         ..Default::default()
     };

@@ -205,10 +205,13 @@ pub struct PinKey {
     operation_id = "pinKey",
     tag = "system",
     summary = "The fingerprint of the register's PIN key",
-    responses((status = 200, description = "The fingerprint an import of PIN hashes is checked against."), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+    responses((status = 200, description = "The fingerprint an import of PIN hashes is checked against."), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem), (status = 503, description = "The engine could not say.", body = Problem))
 )]
 async fn pin_key(State(state): State<AdminState>, _: System) -> Response {
-    Json(PinKey { fingerprint: state.engine.pin_key_fingerprint() }).into_response()
+    match state.engine.pin_key_fingerprint() {
+        Ok(fingerprint) => Json(PinKey { fingerprint }).into_response(),
+        Err(e) => failure(e),
+    }
 }
 
 /// The register as JSON Lines, streamed as the engine writes it from one committed view.
@@ -244,6 +247,33 @@ async fn export(State(state): State<AdminState>, _: System) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
         .into_response()
+}
+
+/// A set-PIN link's token, for the mailer of a command run beside the server.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinkToken {
+    pub token: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/link-token/{serial}",
+    operation_id = "linkToken",
+    tag = "system",
+    summary = "The token of a patron's set-PIN link, for the e-mail that carries it",
+    description = "Derived from the PIN key and the link's serial (the `{pin-link:SERIAL}` in a pending\nwelcome); the store keeps only the token's digest.",
+    params(("serial" = u64, Path)),
+    responses((status = 200, description = "`token`."), (status = 401, description = "On the TCP listener, without the right bearer token.", body = Problem))
+)]
+async fn link_token(
+    State(state): State<AdminState>,
+    _: System,
+    axum::extract::Path(serial): axum::extract::Path<u64>,
+) -> Response {
+    match state.engine.link_token(serial) {
+        Ok(token) => Json(LinkToken { token }).into_response(),
+        Err(e) => failure(e),
+    }
 }
 
 /// Reloads the server's configuration (as SIGHUP does); `Err` says why it was refused.
@@ -322,6 +352,7 @@ pub fn with_system_routes(
         .routes(routes!(query))
         .routes(routes!(export))
         .routes(routes!(pin_key))
+        .routes(routes!(link_token))
         .routes(routes!(reload))
 }
 
@@ -352,6 +383,7 @@ pub async fn serve_console(
     let server = state.server.clone();
     let app = axum::Router::new()
         .merge(super::console::routes())
+        .merge(super::selfservice::routes())
         .merge(api_router(super::api::routes()))
         .fallback(super::api::no_route)
         .layer(axum::middleware::map_response(super::api::json_refusals))

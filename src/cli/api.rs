@@ -179,6 +179,8 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
             | Refusal::NoStaff(_)
             | Refusal::NoEntry { .. } => StatusCode::NOT_FOUND,
             Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::LinkUnusable { expired: true } => StatusCode::GONE,
+            Refusal::LinkUnusable { expired: false } => StatusCode::NOT_FOUND,
             Refusal::Exists { .. } | Refusal::Taken { .. } => StatusCode::CONFLICT,
             Refusal::Changed(_) => StatusCode::PRECONDITION_FAILED,
             Refusal::NotPermitted { .. } => StatusCode::FORBIDDEN,

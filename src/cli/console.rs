@@ -45,7 +45,7 @@ impl Lang {
     }
 
     /// The `lang` cookie, else the browser's first choice, else English.
-    fn of(headers: &HeaderMap) -> Lang {
+    pub(super) fn of(headers: &HeaderMap) -> Lang {
         let wanted = cookie(headers, "lang").or_else(|| {
             let accept = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
             Some(accept.split([',', ';', '-']).next()?.trim().to_lowercase())
@@ -472,6 +472,7 @@ fn ogiltigt(i: &crate::domain::validate::Invalid) -> Option<String> {
         I::Email(e) => format!("e-postadressen '{e}' är ingen adress"),
         I::MinorWithoutGuardian => "en låntagare under 18 behöver en vårdnadshavares namn och kontaktuppgift, och datumet då villkoren godkändes".into(),
         I::NotADate { field, value } => format!("{} '{value}' är inget datum som 2027-06-30", ord(field)),
+        I::TrivialPin(_) => "den PIN-koden är för lätt att gissa; välj en annan".into(),
         I::Pin(_) => return None,
     })
 }

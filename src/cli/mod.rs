@@ -18,6 +18,7 @@ mod outbox;
 mod progress;
 mod register;
 mod remote;
+mod selfservice;
 mod serve;
 mod sessions;
 mod setup;

@@ -32,6 +32,10 @@ pub struct Smtp {
     /// The sender address.
     #[arg(long, value_name = "ADDRESS")]
     pub from: String,
+    /// Where patrons reach the self-service pages (the links in welcomes lead there), such as
+    /// https://library.example.org.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9104")]
+    pub self_service_url: String,
 }
 
 fn state_name(d: Delivery) -> &'static str {
@@ -71,7 +75,7 @@ pub fn print_notice(n: &Notice, body: bool, json: bool) {
 }
 
 /// Sends one notice through the relay.
-pub fn send(smtp: &Smtp, n: &Notice) -> Result<(), String> {
+pub fn send(smtp: &Smtp, n: &Notice, body: &str) -> Result<(), String> {
     use lettre::message::header::ContentType;
     use lettre::{Message, SmtpTransport, Transport};
     let to = n.to.as_deref().ok_or("no address")?;
@@ -80,13 +84,31 @@ pub fn send(smtp: &Smtp, n: &Notice) -> Result<(), String> {
         .to(to.parse().map_err(|e| format!("address {to}: {e}"))?)
         .subject(n.subject.clone())
         .header(ContentType::TEXT_PLAIN)
-        .body(n.body.clone())
+        .body(body.to_string())
         .map_err(|e| e.to_string())?;
     let (host, port) = smtp.smtp.rsplit_once(':').ok_or("--smtp takes HOST:PORT")?;
     let port: u16 = port.parse().map_err(|_| "--smtp takes HOST:PORT")?;
     let transport =
         SmtpTransport::builder_dangerous(host).port(port).timeout(Some(std::time::Duration::from_secs(10))).build();
     transport.send(&msg).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A notice's body with each set-PIN link's marker (`{pin-link:SERIAL}`) made the link: the
+/// patron pages' address, `/pin/`, and the token, which only now exists outside the key.
+fn with_links(engine: &dyn Engine, smtp: &Smtp, body: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(body.len() + 64);
+    let mut rest = body;
+    while let Some(at) = rest.find(crate::engine::LINK_MARKER) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + crate::engine::LINK_MARKER.len()..];
+        let Some((serial, tail)) = after.split_once('}') else { break };
+        let serial: u64 = serial.parse().map_err(|_| format!("a link marker without a number: {serial}"))?;
+        let token = engine.link_token(serial).map_err(|e| e.to_string())?;
+        out.push_str(&format!("{}/pin/{token}", smtp.self_service_url.trim_end_matches('/')));
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Delivers what is due through `engine` (each attempt's outcome written back as a unit of its
@@ -97,7 +119,7 @@ pub fn deliver(engine: &dyn Engine, smtp: &Smtp, actor: &str) -> Result<(usize, 
     let Answer::Outbox(all) = desk.query(Query::Outbox)? else { anyhow::bail!("unexpected answer to the outbox") };
     let (mut sent, mut failed, mut pending) = (0, 0, 0);
     for n in all.into_iter().filter(|n| crate::engine::notices_due(n, now)) {
-        let result = send(smtp, &n);
+        let result = with_links(engine, smtp, &n.body).and_then(|body| send(smtp, &n, &body));
         match (&result, n.attempts + 1 >= crate::engine::MAX_ATTEMPTS) {
             (Ok(()), _) => sent += 1,
             (Err(_), true) => failed += 1,

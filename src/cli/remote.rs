@@ -148,8 +148,12 @@ impl Engine for Remote {
         })
     }
 
-    fn pin_key_fingerprint(&self) -> String {
-        self.call::<PinKey>("GET", "/v1/pin-key", &()).map(|k| k.fingerprint).unwrap_or_default()
+    fn link_token(&self, serial: u64) -> Result<String, Error> {
+        self.call::<super::admin::LinkToken>("GET", &format!("/v1/link-token/{serial}"), &()).map(|t| t.token)
+    }
+
+    fn pin_key_fingerprint(&self) -> Result<String, Error> {
+        self.call::<PinKey>("GET", "/v1/pin-key", &()).map(|k| k.fingerprint)
     }
 
     /// The server's own counters are its metrics' business; a command keeps none.

@@ -141,6 +141,7 @@ The configuration file (TOML; every key optional, defaults shown):
   max_attachments_per_patron = 20    files on one record
   max_attachment_bytes = 1048576     one attachment's size
   max_picture_bytes = 262144         a picture's size
+  pin_link_hours = 72                how long a welcome's set-PIN link works
   staff_failures_before_lockout = 5  wrong staff passwords that lock the account
   staff_lockout_minutes = 15         for this long
   [log]
@@ -150,6 +151,7 @@ The configuration file (TOML; every key optional, defaults shown):
   relay = \"localhost:25\"             plain SMTP relay
   from = \"library@example.org\"
   interval = \"30s\"                   how often the outbox is delivered
+  self_service_url = \"https://...\"   where welcome links lead (default: the console's listener)
   [faults]                           for testing kiosks' retry logic; all off by default
   corrupt_checksum_every = 0         every Nth reply's checksum corrupted
   answer_96_every = 0                96 instead of every Nth reply
@@ -247,8 +249,13 @@ struct Logging {
 /// connections and the log level. A configuration that cannot be used is refused, with the
 /// reason in the log, and the old one stays in force.
 /// Delivers the outbox through the configured relay every `interval` until shutdown.
-async fn deliver_mail(mail: crate::net::config::Mail, engine: std::sync::Arc<dyn Engine>, shutdown: CancellationToken) {
-    let smtp = super::outbox::Smtp { smtp: mail.relay.clone(), from: mail.from.clone() };
+async fn deliver_mail(
+    mail: crate::net::config::Mail,
+    self_service_url: String,
+    engine: std::sync::Arc<dyn Engine>,
+    shutdown: CancellationToken,
+) {
+    let smtp = super::outbox::Smtp { smtp: mail.relay.clone(), from: mail.from.clone(), self_service_url };
     loop {
         let (engine, smtp2) = (engine.clone(), smtp.clone());
         match tokio::task::spawn_blocking(move || super::outbox::deliver(engine.as_ref(), &smtp2, "sip2d-serve")).await
@@ -437,7 +444,11 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         }
         let shutdown = CancellationToken::new();
         if let Some(mail) = c.mail.clone() {
-            tokio::spawn(deliver_mail(mail, server.engine(), shutdown.clone()));
+            // The links in welcomes lead to the patron pages: where the configuration says,
+            // else the console's listener, which serves them.
+            let pages =
+                mail.self_service_url.clone().or(console_url.clone()).unwrap_or_else(|| "http://127.0.0.1:9104".into());
+            tokio::spawn(deliver_mail(mail, pages, server.engine(), shutdown.clone()));
         }
         tokio::spawn(stop_on_signal(shutdown.clone()));
         #[cfg(unix)]

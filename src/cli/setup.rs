@@ -39,11 +39,12 @@ pub fn init(common: &Common) -> Result<ExitCode> {
     dir.enter_new()?;
     let reg = crate::engine::init(&dir.path)
         .with_context(|| format!("cannot create a register at {} ({})", dir.path.display(), dir.source))?;
+    let fingerprint = reg.pin_key_fingerprint()?;
     if common.json {
-        outln!("{}", json!({"data": dir.path, "pin_key": reg.pin_key_fingerprint()}));
+        outln!("{}", json!({"data": dir.path, "pin_key": fingerprint}));
     } else {
         outln!("created an empty register at {} ({})", dir.path.display(), dir.source);
-        outln!("  PIN key       {} (fingerprint {})", dir.path.join(PIN_KEY).display(), reg.pin_key_fingerprint());
+        outln!("  PIN key       {} (fingerprint {})", dir.path.join(PIN_KEY).display(), fingerprint);
         outln!("next: `sip2d --data {} institution add --code CODE --name NAME`", dir.path.display());
     }
     Ok(ExitCode::SUCCESS)

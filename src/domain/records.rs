@@ -402,6 +402,17 @@ pub struct FileInfo {
     pub at: Timestamp,
 }
 
+/// A link e-mailed to a patron to set their own PIN: kept as the SHA-256 of its random token
+/// (the token itself only in the e-mail), good once, until `expires`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinLink {
+    /// SHA-256 of the token, hex.
+    pub digest: String,
+    pub patron: u64,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
 /// A guardian, required to register a patron under 18.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

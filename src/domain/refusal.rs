@@ -102,6 +102,11 @@ pub enum Refusal {
         field: Word,
         source: String,
     },
+    /// A set-PIN link that is not (or no longer) good: used, replaced by a newer one, or
+    /// unknown; or expired.
+    LinkUnusable {
+        expired: bool,
+    },
     /// A file larger than the register takes (`[register]`).
     TooLarge {
         #[serde(deserialize_with = "word")]
@@ -336,6 +341,12 @@ impl fmt::Display for Refusal {
                 "the {what} is {bytes} bytes; the register takes at most {limit} ([register] in the configuration)"
             ),
             Refusal::NotAPicture => f.write_str("a picture must be a PNG, JPEG, GIF or WebP image"),
+            Refusal::LinkUnusable { expired: true } => {
+                f.write_str("this link has expired; ask the library to send a new one")
+            }
+            Refusal::LinkUnusable { expired: false } => f.write_str(
+                "this link does not work (it was used already, or a newer one was sent); ask the library to send a new one",
+            ),
             Refusal::AsItStands(a) => a.fmt(f),
             Refusal::Synced { field, source } => write!(
                 f,

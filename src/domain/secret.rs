@@ -76,6 +76,15 @@ impl PinKey {
         Ok(())
     }
 
+    /// The token of a patron's set-PIN link number `serial`: derived from the key, so that
+    /// the store keeps only its digest and the e-mail is given the token when it is sent.
+    pub fn link_token(&self, serial: u64) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(b"sip2d set-PIN link\0");
+        mac.update(&serial.to_be_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
     /// A short public name for the key (`sha256:` and 16 hex digits of a hash of it), written
     /// into exports so an import can tell whether their PIN hashes fit its register. It does
     /// not reveal the key.
@@ -142,6 +151,13 @@ pub fn new_token() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(io::Error::other)?;
     Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+/// A patron's link token: 256 random bits, hex, safe in a URL path.
+pub fn link_token() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    Ok(hex(&bytes))
 }
 
 /// A bearer token's digest as kept (SHA-256, hex). A token has 256 random bits, so a fast

@@ -41,6 +41,8 @@ pub enum Invalid {
     Pin(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("a patron under 18 needs a guardian's name and contact, and the date the terms were accepted")]
     MinorWithoutGuardian,
+    #[error("that PIN is too easy to guess ({0}); choose another")]
+    TrivialPin(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("{field} '{value}' is not a date such as 2027-06-30")]
     NotADate {
         #[serde(deserialize_with = "super::refusal::word")]
@@ -186,6 +188,35 @@ pub fn pin(policy: &PinPolicy, pin: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A PIN a patron chooses for themself, beyond the policy: not one anyone could guess first.
+/// Refused: one digit repeated (0000), a run up or down (1234, 9876, 0123), the birth year
+/// (1990), and the birthday as month and day or day and month (0517, 1705). Staff setting a
+/// PIN at the desk are not held to this (the patron is there to choose). docs/self-service.md.
+pub fn trivial_pin(pin: &str, birth: Option<Date>) -> Result<(), Invalid> {
+    let digits: Vec<i16> = pin.bytes().filter(u8::is_ascii_digit).map(|b| i16::from(b - b'0')).collect();
+    if digits.len() != pin.len() || digits.len() < 2 {
+        // Passwords, and what the policy refuses anyway.
+        return Ok(());
+    }
+    let steps: Vec<i16> = digits.windows(2).map(|w| w[1] - w[0]).collect();
+    if steps.iter().all(|s| *s == 0) {
+        return Err(Invalid::TrivialPin("one digit repeated"));
+    }
+    if steps.iter().all(|s| *s == 1) || steps.iter().all(|s| *s == -1) {
+        return Err(Invalid::TrivialPin("a run of digits"));
+    }
+    if let Some(b) = birth {
+        if pin == format!("{:04}", b.year()) {
+            return Err(Invalid::TrivialPin("the birth year"));
+        }
+        let (m, d) = (b.month(), b.day());
+        if pin == format!("{m:02}{d:02}") || pin == format!("{d:02}{m:02}") {
+            return Err(Invalid::TrivialPin("the birthday"));
+        }
+    }
+    Ok(())
+}
+
 /// Whether someone born on `birth` is under 18 on `today`.
 pub fn is_minor(birth: Date, today: Date) -> bool {
     birth.checked_add(jiff::Span::new().years(18)).is_ok_and(|adult| today < adult)
@@ -260,5 +291,32 @@ mod tests {
         assert!(is_minor(date(2010, 1, 1), TODAY));
         assert!(!is_minor(date(2008, 11, 22), TODAY));
         assert!(is_minor(date(2008, 11, 23), TODAY));
+    }
+}
+
+#[cfg(test)]
+mod trivial_pin_tests {
+    use super::*;
+
+    #[test]
+    fn guessable_pins_are_refused_and_others_pass() {
+        let born = Some(jiff::civil::date(1990, 5, 17));
+        for (pin, why) in [
+            ("0000", "one digit repeated"),
+            ("7777", "one digit repeated"),
+            ("1234", "a run of digits"),
+            ("0123", "a run of digits"),
+            ("9876", "a run of digits"),
+            ("1990", "the birth year"),
+            ("0517", "the birthday"),
+            ("1705", "the birthday"),
+        ] {
+            assert_eq!(trivial_pin(pin, born), Err(Invalid::TrivialPin(why)), "{pin}");
+        }
+        for pin in ["4821", "1357", "2468", "1991", "0518", "9012"] {
+            assert_eq!(trivial_pin(pin, born), Ok(()), "{pin}");
+        }
+        assert_eq!(trivial_pin("1990", None), Ok(()), "no birth date, no birth year");
+        assert_eq!(trivial_pin("aaaa-password", born), Ok(()), "passwords are the policy's");
     }
 }

@@ -761,7 +761,7 @@ pub fn import<R: BufRead + Seek>(
         }
         has_hashes = has_hashes || l.windows(10).any(|w| w == b"\"pin_hash\"");
     }
-    check_pin_hashes(&engine.pin_key_fingerprint(), &headers, has_hashes, &options.pin_hashes)?;
+    check_pin_hashes(&engine.pin_key_fingerprint()?, &headers, has_hashes, &options.pin_hashes)?;
     input.rewind().map_err(read_err)?;
     let take = options.pin_hashes != PinHashes::Drop;
     let mut report = ImportReport::default();

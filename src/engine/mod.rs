@@ -33,6 +33,8 @@ mod tests;
 #[cfg(test)]
 mod tests_details;
 #[cfg(test)]
+mod tests_selfservice;
+#[cfg(test)]
 mod tests_staff;
 
 use std::future::Future;
@@ -52,6 +54,7 @@ pub use ops::*;
 pub use sled_engine::{Observer, SledEngine, Stats};
 pub use store::{RegisterLimits, StoreConfig, StoreError};
 pub use units::patrons::SYNCED;
+pub use units::selfservice::MARKER as LINK_MARKER;
 pub use wal::Faults;
 
 /// Why an operation did not happen: a rule said no (nothing was written), or the engine
@@ -142,8 +145,13 @@ pub trait Engine: Send + Sync {
     /// Writes every record of one committed view, in an order an import can read back.
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error>;
 
-    /// The fingerprint of the PIN key every PIN hash depends on.
-    fn pin_key_fingerprint(&self) -> String;
+    /// The fingerprint of the PIN key every PIN hash depends on (a remote engine may fail to
+    /// say, and an import must not guess it).
+    fn pin_key_fingerprint(&self) -> Result<String, Error>;
+
+    /// The token of set-PIN link `serial`, for the e-mail that carries it (derived from the PIN
+    /// key; the store keeps only its digest).
+    fn link_token(&self, serial: u64) -> Result<String, Error>;
 
     /// Counters of the writer, for metrics.
     fn stats(&self) -> Stats;

@@ -40,6 +40,23 @@ fn compose(kind: NoticeKind, p: &Patron, inst: &Institution, detail: &str, sv: b
                  informationsdisken med ditt kort och en legitimation.\n"
             ),
         ),
+        // `detail` is the link to choose a PIN, when one was made.
+        (NoticeKind::Welcome, false) if !detail.is_empty() => (
+            format!("Welcome to {lib}"),
+            format!(
+                "Dear {name},\n\nwelcome to {lib}. Your library card is ready. To borrow at the self-service \
+                 machines you need a PIN. Choose it here:\n\n{detail}\n\nThe link works once, for a few days. \
+                 You can also set a PIN at any desk of the library with your card and an identity document.\n"
+            ),
+        ),
+        (NoticeKind::Welcome, true) if !detail.is_empty() => (
+            format!("Välkommen till {lib}"),
+            format!(
+                "Hej {name},\n\nvälkommen till {lib}. Ditt lånekort är klart. För att låna i automaterna behöver \
+                 du en PIN-kod. Välj den här:\n\n{detail}\n\nLänken fungerar en gång, i några dagar. Du kan \
+                 också välja en PIN-kod i informationsdisken med ditt kort och en legitimation.\n"
+            ),
+        ),
         (NoticeKind::Welcome, false) => (
             format!("Welcome to {lib}"),
             format!(

@@ -487,6 +487,12 @@ pub enum Operation {
         patron: u64,
         content: Option<FileBytes>,
     },
+    /// A patron sets their PIN from the e-mailed link (the patron pages run it).
+    #[serde(skip)]
+    RedeemPinLink {
+        token: Pin,
+        pin: Pin,
+    },
     AddItem(Box<NewItem>),
     EditItem {
         barcode: String,
@@ -611,6 +617,7 @@ impl Operation {
             | O::KioskItemProperties { .. } => (System, "act as a kiosk"),
             O::Import { .. } => (System, "import"),
             O::Delivered { .. } => (System, "record deliveries"),
+            O::RedeemPinLink { .. } => (System, "set a PIN from a patron's link"),
             O::Purge { .. } => (System, "purge the register"),
             O::StaffLogin { .. } => (System, "record logins"),
             O::AddInstitution { .. } => (System, "add institutions"),

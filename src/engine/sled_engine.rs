@@ -248,8 +248,12 @@ impl Engine for SledEngine {
             .map_err(|e| Error::Refused(Refusal::rule(format!("cannot write the export: {e}"))))
     }
 
-    fn pin_key_fingerprint(&self) -> String {
-        self.inner.key.fingerprint()
+    fn link_token(&self, serial: u64) -> Result<String, Error> {
+        Ok(self.inner.key.link_token(serial))
+    }
+
+    fn pin_key_fingerprint(&self) -> Result<String, Error> {
+        Ok(self.inner.key.fingerprint())
     }
 
     fn stats(&self) -> Stats {

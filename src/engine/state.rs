@@ -58,6 +58,7 @@ pub enum Undo {
     Account(String, Option<Arc<Account>>),
     Staff(String, Option<Arc<Staff>>),
     Optouts(u64, Option<Vec<NoticeKind>>),
+    Link(String, Option<Arc<PinLink>>),
 }
 
 #[derive(Clone, Default)]
@@ -82,6 +83,8 @@ pub struct State {
     /// (item, placed in µs, hold id): an item's queue in order.
     holds_by_item: OrdSet<(Key, i64, u64)>,
     optouts: OrdMap<u64, Vec<NoticeKind>>,
+    /// Patrons' set-PIN links, by their token's digest.
+    links: OrdMap<String, Arc<PinLink>>,
     last_id: u64,
     audit_seq: u64,
     /// The caps units check (not stored: the server's configuration).
@@ -120,6 +123,9 @@ impl State {
         }
         for (p, kinds) in l.optouts {
             s.optouts.insert(p, kinds);
+        }
+        for link in l.links {
+            s.links.insert(link.digest.clone(), Arc::new(link));
         }
         Ok(s)
     }
@@ -160,6 +166,10 @@ impl State {
             }
             for h in store.records::<Hold>(Kind::Hold) {
                 s.put_hold(Arc::new(h?));
+            }
+            for link in store.records::<PinLink>(Kind::Link) {
+                let link = link?;
+                s.links.insert(link.digest.clone(), Arc::new(link));
             }
             for (p, kinds) in store.optouts()? {
                 s.optouts.insert(p, kinds);
@@ -358,6 +368,16 @@ impl State {
         self.holds_on(item).iter().position(|h| h.id == hold.id).map(|p| p + 1)
     }
 
+    /// The set-PIN link whose token has this digest.
+    pub fn link(&self, digest: &str) -> Option<&PinLink> {
+        self.links.get(digest).map(Arc::as_ref)
+    }
+
+    /// A patron's set-PIN links.
+    pub fn links_of(&self, patron: u64) -> impl Iterator<Item = &PinLink> {
+        self.links.values().map(Arc::as_ref).filter(move |l| l.patron == patron)
+    }
+
     pub fn optouts(&self, patron: u64) -> &[NoticeKind] {
         self.optouts.get(&patron).map_or(&[], Vec::as_slice)
     }
@@ -440,6 +460,12 @@ impl State {
                 } else {
                     self.optouts.insert(*p, kinds.clone());
                 }
+            }
+            Write::Link(l) => {
+                self.links.insert(l.digest.clone(), Arc::new(l.as_ref().clone()));
+            }
+            Write::RemoveLink(digest) => {
+                self.links.remove(digest);
             }
             Write::LastId(id) => self.last_id = self.last_id.max(*id),
             Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
@@ -573,6 +599,8 @@ impl State {
             Write::Staff(m) => Undo::Staff(m.login.clone(), self.staff.get(&m.login).cloned()),
             Write::RemoveStaff(l) => Undo::Staff(l.clone(), self.staff.get(l).cloned()),
             Write::Optouts(p, _) => Undo::Optouts(*p, self.optouts.get(p).cloned()),
+            Write::Link(l) => Undo::Link(l.digest.clone(), self.links.get(&l.digest).cloned()),
+            Write::RemoveLink(d) => Undo::Link(d.clone(), self.links.get(d).cloned()),
             // Counters are put back by the unit; the rest is not in memory.
             Write::LastId(_)
             | Write::AuditSeq(_)
@@ -634,6 +662,14 @@ impl State {
             Undo::Staff(login, old) => match old {
                 Some(m) => self.put_staff(m),
                 None => self.remove_staff(&login),
+            },
+            Undo::Link(d, old) => match old {
+                Some(l) => {
+                    self.links.insert(d, l);
+                }
+                None => {
+                    self.links.remove(&d);
+                }
             },
             Undo::Optouts(p, old) => match old {
                 Some(k) => {

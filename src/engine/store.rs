@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Tree;
 
-use crate::domain::{Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, Staff};
+use crate::domain::{
+    Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, PinLink, Staff,
+};
 
 /// Format version written before every value, so records can evolve. 2: bincode with
 /// variable-length integers. 3: patrons gained contacts, statistics, attachments and a
@@ -42,6 +44,7 @@ impl Record for Hold {}
 impl Record for AuditEntry {}
 impl Record for Notice {}
 impl Record for Vec<NoticeKind> {}
+impl Record for PinLink {}
 
 /// The directory sled keeps its files in, inside the data directory.
 pub const DIR: &str = "db";
@@ -93,7 +96,7 @@ fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> 
 const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-const TREES: usize = 13;
+const TREES: usize = 14;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
     Meta,
@@ -109,6 +112,7 @@ enum TreeId {
     Optouts,
     Staff,
     Files,
+    Links,
 }
 
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
@@ -133,6 +137,8 @@ impl Pending {
                 }
                 Write::File(patron, id, bytes) => (T::Files, file_key(*patron, *id), Some(bytes.clone())),
                 Write::RemoveFile(patron, id) => (T::Files, file_key(*patron, *id), None),
+                Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec(), Some(encode(l.as_ref()))),
+                Write::RemoveLink(d) => (T::Links, d.as_bytes().to_vec(), None),
                 Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
                 Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
                 Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
@@ -273,6 +279,8 @@ pub struct RegisterLimits {
     pub max_attachment_bytes: u32,
     /// Bytes of a patron's picture (default 256 KiB).
     pub max_picture_bytes: u32,
+    /// How long the set-PIN link in a welcome works (default 72 hours).
+    pub pin_link_hours: u32,
     /// Wrong staff passwords in a row that lock the account (default 5).
     pub staff_failures_before_lockout: u32,
     /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
@@ -308,6 +316,7 @@ impl Default for RegisterLimits {
             max_attachments_per_patron: 20,
             max_attachment_bytes: 1024 * 1024,
             max_picture_bytes: 256 * 1024,
+            pin_link_hours: 72,
             staff_failures_before_lockout: 5,
             staff_lockout_minutes: 15,
         }
@@ -366,6 +375,9 @@ pub enum Write {
     /// A file of a patron's (the picture is 0), kept only in the store.
     File(u64, u32, Vec<u8>),
     RemoveFile(u64, u32),
+    /// A patron's set-PIN link (by its token's digest).
+    Link(Box<PinLink>),
+    RemoveLink(String),
 }
 
 impl Write {
@@ -389,6 +401,7 @@ pub enum Kind {
     Fee,
     Hold,
     Staff,
+    Link,
 }
 
 /// Everything the working set is built from (tests build a state from one).
@@ -403,6 +416,7 @@ pub struct Loaded {
     pub fees: Vec<Fee>,
     pub holds: Vec<Hold>,
     pub optouts: Vec<(u64, Vec<NoticeKind>)>,
+    pub links: Vec<PinLink>,
     pub last_id: u64,
     pub audit_seq: u64,
 }
@@ -429,6 +443,8 @@ pub struct Store {
     optouts: Tree,
     /// patron id, file number -> the file's bytes
     files: Tree,
+    /// token digest -> a patron's set-PIN link
+    links: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Audit entries kept per patron.
     history_cap: usize,
@@ -491,6 +507,7 @@ impl Store {
             optouts: tree("optouts")?,
             staff: tree("staff")?,
             files: tree("files")?,
+            links: tree("links")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
             db,
@@ -513,6 +530,7 @@ impl Store {
             Kind::Fee => (&self.fees, "fee"),
             Kind::Hold => (&self.holds, "hold"),
             Kind::Staff => (&self.staff, "staff account"),
+            Kind::Link => (&self.links, "set-PIN link"),
         };
         tree.iter().values().map(move |v| decode(name, &v?))
     }
@@ -640,6 +658,7 @@ impl Store {
             &self.optouts,
             &self.staff,
             &self.files,
+            &self.links,
         ]
     }
 

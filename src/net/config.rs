@@ -57,6 +57,10 @@ pub struct Mail {
     /// How often the outbox is looked at (default 30s).
     #[serde(default = "Mail::default_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// Where patrons reach the self-service pages, for the links in welcomes (default: the
+    /// staff console's listener, which serves them).
+    #[serde(default)]
+    pub self_service_url: Option<String>,
 }
 
 impl Mail {

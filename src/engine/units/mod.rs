@@ -5,6 +5,7 @@ pub(super) mod circulation;
 pub(super) mod details;
 pub(super) mod fees;
 pub(super) mod patrons;
+pub(super) mod selfservice;
 pub(super) mod staff;
 
 use crate::domain::validate::{self, Invalid};
@@ -114,6 +115,7 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
             Receipt::Patron(Box::new(details::remove_attachment(u, patron, attachment)?))
         }
         O::SetPicture { patron, content } => Receipt::Patron(Box::new(details::set_picture(u, patron, content)?)),
+        O::RedeemPinLink { token, pin } => Receipt::Patron(Box::new(selfservice::redeem(u, &token.0, &pin.0)?)),
         O::AddItem(new) => Receipt::Item(Box::new(circulation::add_item(u, *new)?)),
         O::EditItem { barcode, sets } => Receipt::Item(Box::new(circulation::edit_item(u, &barcode, &sets)?)),
         O::DeleteItem { barcode } => {

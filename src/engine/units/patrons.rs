@@ -265,10 +265,21 @@ pub fn add(u: &mut Unit<'_>, new: NewPatron, force: bool) -> Result<Patron, Refu
     // The registration itself is recorded in the record (`created`), first in its history.
     u.put(Write::Patron(Box::new(patron.clone())))?;
     if !new.no_invitation {
-        let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&patron);
+        let welcome = welcome(u, &patron, &inst)?;
         u.notice(welcome);
     }
     Ok(patron)
+}
+
+/// The welcome for a patron: with a link to choose their PIN when they have none and an
+/// e-mail address to receive it (a new link; earlier ones stop working).
+fn welcome(u: &mut Unit<'_>, p: &Patron, inst: &Institution) -> Result<Notice, Refusal> {
+    let link = if p.pin.is_none() && p.email.is_some() {
+        super::selfservice::link_marker(super::selfservice::issue_link(u, p.id)?)
+    } else {
+        String::new()
+    };
+    Ok(draft(u, p.id, NoticeKind::Welcome, &link, inst, None).notice(p))
 }
 
 /// Writes the welcome to the outbox for a patron who is registered and has an e-mail address
@@ -282,7 +293,7 @@ pub fn invite(u: &mut Unit<'_>, id: u64) -> Result<Notice, Refusal> {
         return Err(AsItStands::NoEmail(id).into());
     }
     let inst = u.institution(&p.institution)?;
-    let welcome = draft(u, id, NoticeKind::Welcome, "", &inst, None).notice(&p);
+    let welcome = welcome(u, &p, &inst)?;
     u.notice(welcome.clone());
     Ok(welcome)
 }

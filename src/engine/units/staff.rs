@@ -153,7 +153,8 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         | O::Purge { .. }
         | O::StaffLogin { .. }
         | O::Import { .. }
-        | O::Delivered { .. } => Err(Refusal::NotPermitted { role: actor.role, needs: None, what }),
+        | O::Delivered { .. }
+        | O::RedeemPinLink { .. } => Err(Refusal::NotPermitted { role: actor.role, needs: None, what }),
     }
 }
 
