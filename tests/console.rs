@@ -714,3 +714,42 @@ fn external_accounts_keep_their_synced_fields_and_the_desk_hears_why_in_swedish(
     let page = get(&d, &avery, &manager).raw;
     assert!(page.contains("<td>Reader</td>") && page.contains("<td>Avery</td>"), "nothing synced was written: {page}");
 }
+
+/// Requests (holds) on the patron's page: placed on a title at the desk, listed, cancelled; refused to a patron whose fines block requests; another
+/// patron's request cannot be cancelled from this page.
+#[test]
+fn staff_place_and_cancel_requests_from_the_patrons_page() {
+    let d = demo();
+    let manager = log_in(&d, "manager", "manager-password");
+    let avery = patron_path(&d, &manager, "MAIN", "21000000000001");
+    let casey = patron_path(&d, &manager, "MAIN", "21000000000003");
+    let dana = patron_path(&d, &manager, "MAIN", "21000000000004");
+    let page = get(&d, &avery, &manager).raw;
+    assert!(page.contains("No requests."), "{page}");
+    let csrf = form_value(&page, "csrf");
+    let post = |path: &str, body: &str| form_post(d.console, path, &manager, &format!("csrf={csrf}&{body}"));
+    let r = post(&format!("{avery}/holds"), "by=title&on=Dune&pickup=MAIN");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    // Casey's fines block requests, and the page says so.
+    let r = post(&format!("{casey}/holds"), "by=title&on=Dune&pickup=MAIN");
+    assert_eq!(r.status, 422, "{}", r.raw);
+    assert!(r.raw.contains("may not place holds"), "{}", r.raw);
+    let r = post(&format!("{dana}/holds"), "by=title&on=Dune&pickup=MAIN");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    let page = get(&d, &avery, &manager).raw;
+    // A request on a title has no queue of one copy: its place is blank.
+    assert!(page.contains("<td>Dune</td><td>MAIN</td><td></td><td>Waiting</td>"), "{page}");
+    let dana_page = get(&d, &dana, &manager).raw;
+    assert!(dana_page.contains("<td>Dune</td><td>MAIN</td>"), "{dana_page}");
+    let cancel = action_ending(&page, "/cancel");
+    let hold = cancel.rsplit('/').nth(1).unwrap();
+    // From Dana's page, Avery's request is not there.
+    let r = post(&format!("{dana}/holds/{hold}/cancel"), "");
+    assert_eq!(r.status, 404, "{}", r.raw);
+    let r = post(&cancel, "");
+    assert_eq!(r.status, 303, "{}", r.raw);
+    assert!(get(&d, &avery, &manager).raw.contains("No requests."));
+    assert!(get(&d, &dana, &manager).raw.contains("<td>Dune</td><td>MAIN</td>"), "Dana's stays");
+    let r = post(&format!("{avery}/holds"), "by=item&on=NO-SUCH-ITEM&pickup=MAIN");
+    assert_eq!(r.status, 404, "{}", r.raw);
+}

@@ -246,6 +246,18 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("no_loans", "No loans.", "Inga lån."),
     ("due", "Due", "Åter senast"),
     ("item", "Item", "Exemplar"),
+    ("holds", "Requests", "Reservationer"),
+    ("no_holds", "No requests.", "Inga reservationer."),
+    ("hold_on", "Item or title", "Exemplar eller titel"),
+    ("hold_by", "Request by", "Reservera"),
+    ("hold_by_title", "Title (any copy)", "Titel (valfritt exemplar)"),
+    ("hold_by_item", "Item barcode", "Exemplarets streckkod"),
+    ("pickup", "Pick up at", "Hämtas vid"),
+    ("queue_place", "Place in queue", "Plats i kön"),
+    ("hold_waiting", "Waiting", "Väntar"),
+    ("hold_available", "Ready to pick up", "Kan hämtas"),
+    ("place_hold", "Place request", "Reservera"),
+    ("cancel_hold", "Cancel", "Avbryt"),
     ("history", "History", "Historik"),
     ("when", "When", "När"),
     ("who", "Who", "Vem"),
@@ -1097,6 +1109,10 @@ async fn patron_page(
         Ok(Answer::Loans(l)) => l,
         _ => vec![],
     };
+    let holds = match state.engine.query(Read::Holds { patron: Some(p.id), item: None }).await {
+        Ok(Answer::Holds(h)) => h,
+        _ => vec![],
+    };
     let mut history = match state.engine.query(Read::History(p.id)).await {
         Ok(Answer::History(h)) => h,
         _ => vec![],
@@ -1453,6 +1469,46 @@ async fn patron_page(
                 }
             }
         }
+        section aria-labelledby="holds" {
+            h2 #holds { (lang.t("holds")) }
+            @if holds.is_empty() { p { (lang.t("no_holds")) } }
+            @else {
+                table {
+                    thead { tr {
+                        th scope="col" { (lang.t("hold_on")) } th scope="col" { (lang.t("pickup")) }
+                        th scope="col" { (lang.t("queue_place")) } th scope="col" { (lang.t("status")) }
+                        th scope="col" { (lang.t("actions")) }
+                    } }
+                    tbody {
+                        @for q in &holds {
+                            @let on = q.hold.item.clone().or_else(|| q.hold.title.clone()).unwrap_or_default();
+                            tr {
+                                td { (on) } td { (q.hold.pickup) }
+                                td { (q.position.map(|n| n.to_string()).unwrap_or_default()) }
+                                td { @match q.hold.status {
+                                    crate::domain::HoldStatus::Waiting => (lang.t("hold_waiting")),
+                                    crate::domain::HoldStatus::Available => (lang.t("hold_available")),
+                                } }
+                                td { (action_button(&format!("{path}/holds/{}/cancel", q.hold.id), csrf, lang.t("cancel_hold"), &on)) }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action={ (path) "/holds" } {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="hold-by" { (lang.t("hold_by")) }
+                select #hold-by name="by" {
+                    option value="title" { (lang.t("hold_by_title")) }
+                    option value="item" { (lang.t("hold_by_item")) }
+                }
+                label for="hold-on" { (lang.t("hold_on")) }
+                input #hold-on name="on" type="text" required;
+                label for="hold-pickup" { (lang.t("pickup")) }
+                input #hold-pickup name="pickup" type="text" value=(p.institution) required;
+                p { button type="submit" { (lang.t("place_hold")) } }
+            }
+        }
         @if p.deleted.is_none() && p.email.is_some() {
             section aria-labelledby="invitation" {
                 h2 #invitation { (lang.t("invitation")) }
@@ -1696,6 +1752,46 @@ async fn loan_action(
         _ => return Ok(patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await),
     };
     Ok(change_then_show(&state, &who, &id, op, "loans").await)
+}
+
+#[derive(Deserialize)]
+struct HoldForm {
+    #[serde(default)]
+    csrf: String,
+    by: String,
+    on: String,
+    pickup: String,
+}
+
+async fn place_hold(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path(id): Path<String>,
+    Form(f): Form<HoldForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    let on = f.on.trim().to_string();
+    let target = match f.by.as_str() {
+        "item" => crate::engine::HoldTarget::Item(on),
+        _ => crate::engine::HoldTarget::Title(on),
+    };
+    let op = Operation::PlaceHold { patron, target, pickup: f.pickup.trim().to_string(), expires: None };
+    Ok(change_then_show(&state, &who, &id, op, "holds").await)
+}
+
+/// Cancels one of the patron's requests (one of another patron's is not there).
+async fn cancel_hold(
+    State(state): State<AdminState>,
+    who: Staffer,
+    Path((id, hold)): Path<(String, u64)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, Response> {
+    let patron = acting_on(&state, &who, &f.csrf, &id).await?;
+    match state.engine.query(Read::Holds { patron: Some(patron), item: None }).await {
+        Ok(Answer::Holds(holds)) if holds.iter().any(|q| q.hold.id == hold) => {}
+        _ => return Ok(patron_page(&state, &who, &id, None, StatusCode::NOT_FOUND).await),
+    }
+    Ok(change_then_show(&state, &who, &id, Operation::CancelHold { hold }, "holds").await)
 }
 
 /// Deletes the patron (into the bank of deleted users); the engine refuses it to roles below
@@ -2687,6 +2783,8 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/deleted", get(bank))
         .route("/patrons/{id}/identifiers", post(add_identifier))
         .route("/patrons/{id}/identifiers/{value}/{switch}", post(switch_identifier))
+        .route("/patrons/{id}/holds", post(place_hold))
+        .route("/patrons/{id}/holds/{hold}/cancel", post(cancel_hold))
         .route("/patrons/{id}/contacts", post(add_contact))
         .route("/patrons/{id}/contacts/{contact}/{action}", post(contact_action))
         .route("/patrons/{id}/statistics", post(add_statistic))
