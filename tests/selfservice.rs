@@ -8,43 +8,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::smtp::SmtpSink;
-use common::{address_after, form_post, http, http_as, spawn_sip2d};
+use common::{form_post, http, http_as};
 
 #[test]
 fn a_new_patron_chooses_a_pin_from_the_welcome_link_and_borrows_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
     let sink = SmtpSink::start();
-    let config = dir.path().join("sip2d.toml");
-    std::fs::write(
-        &config,
-        format!("[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n", sink.relay()),
-    )
-    .unwrap();
-    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let args = [
-        "--config",
-        c,
-        "--data",
-        d,
-        "serve",
-        "--demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--console-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    let (_child, mut stdout, admin) =
-        spawn_sip2d(&args, "warn", std::process::Stdio::null(), "sip2d admin API on http://");
-    let sip = address_after(&mut stdout, "listening on ");
-    let console = address_after(&mut stdout, "staff console on http://");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
-    let system = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
+    let d = common::demo_with(&format!(
+        "[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
+        sink.relay()
+    ));
+    let (sip, console, admin, system, data) = (d.sip, d.console, d.admin, d.system.clone(), d.data.clone());
 
     // Registered at the desk (here through the API), with an e-mail address and no PIN.
     let new = r#"{"institution":"MAIN","primary_id":"S100","first_name":"Sam","last_name":"Self","birth_date":"1995-03-04","email":"sam@example.org","barcodes":["29990000000001"]}"#;

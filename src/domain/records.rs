@@ -548,6 +548,16 @@ impl Patron {
         }
     }
 
+    /// The files on the record: the picture (number 0), then the attachments.
+    pub fn files(&self) -> impl Iterator<Item = &FileInfo> {
+        self.picture.iter().chain(&self.attachments)
+    }
+
+    /// The file of this number (0: the picture).
+    pub fn file(&self, id: u32) -> Option<&FileInfo> {
+        self.files().find(|f| f.id == id)
+    }
+
     /// Every e-mail address on the record, the preferred one first.
     pub fn emails(&self) -> impl Iterator<Item = &str> {
         self.email

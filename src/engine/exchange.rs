@@ -506,8 +506,7 @@ fn import_file(u: &mut Unit<'_>, f: FileLine) -> Result<Outcome, String> {
     let sha256 = super::units::details::sha256(&f.content.0);
     let info = FileInfo { id: f.id, name, media_type: kind.into(), bytes: size as u32, sha256, by, at };
     let stored = u.patron(f.patron).map_err(s)?;
-    let now_there = if f.id == 0 { stored.picture.as_ref() } else { stored.attachments.iter().find(|a| a.id == f.id) };
-    if now_there == Some(&info) {
+    if stored.file(f.id) == Some(&info) {
         return Ok(Outcome::Unchanged);
     }
     let mut outcome = Outcome::Created;
@@ -884,7 +883,7 @@ pub fn export(
         put(Line::Hold(h.clone()))?;
     }
     for p in state.patrons() {
-        for f in p.picture.iter().chain(&p.attachments) {
+        for f in p.files() {
             let Some(content) = files(p.id, f.id)? else { continue };
             put(Line::File(Box::new(FileLine {
                 patron: p.id,

@@ -514,13 +514,10 @@ impl Writer {
             Query::File { patron, file } => {
                 let info = match self.written.patron(patron) {
                     None => Err(Refusal::NoPatron(format!("#{patron}"))),
-                    Some(p) if file == 0 => p.picture.clone().ok_or(Refusal::NoEntry { what: "picture", id: 0 }),
                     Some(p) => p
-                        .attachments
-                        .iter()
-                        .find(|a| a.id == file)
+                        .file(file)
                         .cloned()
-                        .ok_or(Refusal::NoEntry { what: "attachment", id: file }),
+                        .ok_or(Refusal::NoEntry { what: if file == 0 { "picture" } else { "attachment" }, id: file }),
                 };
                 let info = match info {
                     Ok(i) => i,

@@ -452,10 +452,16 @@ impl Drop for Demo {
 }
 
 pub fn demo() -> Demo {
+    demo_with("")
+}
+
+/// The demo server with more configuration after the tests' own `[limits]` (a `[mail]` section).
+pub fn demo_with(more_config: &str) -> Demo {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let config = dir.path().join("sip2d.toml");
-    std::fs::write(&config, "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n").unwrap();
+    let limits = "[limits]\nlogin_failure_delay = \"20ms\"\nlogin_backoff_max = \"100ms\"\n";
+    std::fs::write(&config, format!("{limits}{more_config}")).unwrap();
     let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
     let args = [
         "--config",

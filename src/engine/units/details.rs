@@ -290,5 +290,5 @@ pub fn set_picture(u: &mut Unit<'_>, id: u64, content: Option<FileBytes>) -> Res
 
 /// The writes that remove every file of a patron leaving the register for good.
 pub fn remove_files(p: &Patron) -> impl Iterator<Item = Write> + '_ {
-    p.picture.iter().chain(&p.attachments).map(move |f| Write::RemoveFile(p.id, f.id))
+    p.files().map(move |f| Write::RemoveFile(p.id, f.id))
 }
