@@ -290,6 +290,8 @@ pub struct AdminState {
     pub server: crate::net::Handle,
     /// Staff members' console sessions.
     pub sessions: Arc<super::sessions::Sessions>,
+    /// Patrons' sessions on their own pages, and how often addresses try them.
+    pub patrons: Arc<super::selfservice::PatronPages>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -376,20 +378,43 @@ pub async fn serve_console(
     addr: std::net::SocketAddr,
     state: AdminState,
     limits: crate::net::http::HttpLimits,
+    with_patron_pages: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let server = state.server.clone();
-    let app = axum::Router::new()
-        .merge(super::console::routes())
-        .merge(super::selfservice::routes())
+    let mut app = axum::Router::new().merge(super::console::routes());
+    if with_patron_pages {
+        app = app.merge(super::selfservice::routes());
+    }
+    let app = app
         .merge(api_router(super::api::routes()))
         .fallback(super::api::no_route)
         .layer(axum::middleware::map_response(super::api::json_refusals))
         .with_state(AdminState { gate: Gate::StaffOnly, ..state });
-    let listener = crate::net::http::HttpListener::Tls(listener, server);
+    let listener = crate::net::http::HttpListener::Tls(listener, server, crate::net::http::Side::Console);
     tokio::spawn(crate::net::http::serve(listener, app, limits, "console", shutdown, GRACE));
+    Ok(bound)
+}
+
+/// Serves the patron pages alone on `addr` (HTTPS when `[patron_pages]` gives TLS files):
+/// nothing of the console or the API is there.
+pub async fn serve_patron_pages(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    limits: crate::net::http::HttpLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let server = state.server.clone();
+    let app = super::selfservice::routes()
+        .route("/", axum::routing::get(|| async { axum::response::Redirect::to("/my") }))
+        .fallback(super::selfservice::not_here)
+        .with_state(AdminState { gate: Gate::StaffOnly, ..state });
+    let listener = crate::net::http::HttpListener::Tls(listener, server, crate::net::http::Side::PatronPages);
+    tokio::spawn(crate::net::http::serve(listener, app, limits, "patron pages", shutdown, GRACE));
     Ok(bound)
 }
 

@@ -484,6 +484,7 @@ fn ogiltigt(i: &crate::domain::validate::Invalid) -> Option<String> {
         I::Email(e) => format!("e-postadressen '{e}' är ingen adress"),
         I::MinorWithoutGuardian => "en låntagare under 18 behöver en vårdnadshavares namn och kontaktuppgift, och datumet då villkoren godkändes".into(),
         I::NotADate { field, value } => format!("{} '{value}' är inget datum som 2027-06-30", ord(field)),
+        I::NotOptional(kind) => format!("{kind}-meddelanden skickas bara när låntagaren ber om dem; de går inte att välja bort"),
         I::TrivialPin(_) => "den PIN-koden är för lätt att gissa; välj en annan".into(),
         I::Pin(_) => return None,
     })

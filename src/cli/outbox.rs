@@ -93,18 +93,23 @@ pub fn send(smtp: &Smtp, n: &Notice, body: &str) -> Result<(), String> {
     transport.send(&msg).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// A notice's body with each set-PIN link's marker (`{pin-link:SERIAL}`) made the link: the
-/// patron pages' address, `/pin/`, and the token, which only now exists outside the key.
+/// A notice's body with each link's marker made the link: `{pin-link:SERIAL}` (choose a PIN)
+/// and `{email-link:SERIAL}` (confirm an e-mail address) become the patron pages' address, the
+/// page's path and the token, which only now exists outside the key.
 fn with_links(engine: &dyn Engine, smtp: &Smtp, body: &str) -> Result<String, String> {
+    const LINKS: [(&str, &str); 2] = [(crate::engine::LINK_MARKER, "pin"), (crate::engine::EMAIL_LINK_MARKER, "email")];
+    let base = smtp.self_service_url.trim_end_matches('/');
     let mut out = String::with_capacity(body.len() + 64);
     let mut rest = body;
-    while let Some(at) = rest.find(crate::engine::LINK_MARKER) {
+    while let Some((at, marker, page)) =
+        LINKS.iter().filter_map(|(m, page)| rest.find(m).map(|at| (at, *m, *page))).min_by_key(|(at, _, _)| *at)
+    {
         out.push_str(&rest[..at]);
-        let after = &rest[at + crate::engine::LINK_MARKER.len()..];
+        let after = &rest[at + marker.len()..];
         let Some((serial, tail)) = after.split_once('}') else { break };
         let serial: u64 = serial.parse().map_err(|_| format!("a link marker without a number: {serial}"))?;
         let token = engine.link_token(serial).map_err(|e| e.to_string())?;
-        out.push_str(&format!("{}/pin/{token}", smtp.self_service_url.trim_end_matches('/')));
+        out.push_str(&format!("{base}/{page}/{token}"));
         rest = tail;
     }
     out.push_str(rest);

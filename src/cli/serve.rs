@@ -96,6 +96,10 @@ The configuration file (TOML; every key optional, defaults shown):
   listen = \"127.0.0.1:9104\"
   tls = { cert = \"console.pem\", key = \"console.key\" }   HTTPS; read again on SIGHUP
   allow_plain_http = false           plain HTTP beyond loopback is refused unless true
+  [patron_pages]                     set PIN, forgot PIN, my pages on a listener of their own
+  listen = \"0.0.0.0:443\"            (default: served on the console's listener)
+  tls = { cert = \"pages.pem\", key = \"pages.key\" }   as for [console]; plain HTTP beyond
+                                     loopback needs allow_plain_http = true
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
@@ -124,6 +128,11 @@ The configuration file (TOML; every key optional, defaults shown):
   staff_session_idle = \"30m\"         a staff session without a request ends
   staff_session_max_age = \"12h\"      and ends in any case
   max_staff_sessions = 10000         at once; a new one ends the oldest
+  patron_session_idle = \"15m\"        a patron's session on their pages without a request ends
+  patron_session_max_age = \"2h\"      and ends in any case
+  max_patron_sessions = 10000        at once; a new one ends the oldest
+  patron_pages_attempts = 30         patron logins and forgot-PIN asks per client address,
+  patron_pages_window = \"15m\"        in this window; more get 429
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"
@@ -142,6 +151,8 @@ The configuration file (TOML; every key optional, defaults shown):
   max_attachment_bytes = 1048576     one attachment's size
   max_picture_bytes = 262144         a picture's size
   pin_link_hours = 72                how long a welcome's set-PIN link works
+  forgot_pin_minutes = 15            forgot PIN mails a patron at most one link this often
+  email_link_hours = 24              how long a new e-mail address's confirming link works
   staff_failures_before_lockout = 5  wrong staff passwords that lock the account
   staff_lockout_minutes = 15         for this long
   [log]
@@ -151,7 +162,8 @@ The configuration file (TOML; every key optional, defaults shown):
   relay = \"localhost:25\"             plain SMTP relay
   from = \"library@example.org\"
   interval = \"30s\"                   how often the outbox is delivered
-  self_service_url = \"https://...\"   where welcome links lead (default: the console's listener)
+  self_service_url = \"https://...\"   where e-mailed links lead (default: [patron_pages], else
+                                     the console's listener)
   [faults]                           for testing kiosks' retry logic; all off by default
   corrupt_checksum_every = 0         every Nth reply's checksum corrupted
   answer_96_every = 0                96 instead of every Nth reply
@@ -323,7 +335,7 @@ fn demo_dir(given: Option<&PathBuf>) -> Result<PathBuf> {
     }
 }
 
-fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo, console: Option<&str>) {
+fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo, console: Option<&str>, pages: Option<&str>) {
     println!("sip2d {} serving the demo register in {}", env!("CARGO_PKG_VERSION"), data.display());
     for (addr, tls) in server.addresses() {
         println!("  listening on {addr}{}", if tls { " (TLS)" } else { "" });
@@ -338,7 +350,10 @@ fn banner(data: &std::path::Path, server: &Server, d: &demo::Demo, console: Opti
             println!("  {:<8} password {:<17} {:<20} {}", s.login, s.password, s.role.code(), s.institutions.join(","));
         }
     }
-    println!("\npatrons (PIN {} for all):", demo::DEMO_PIN);
+    match pages {
+        Some(url) => println!("\npatrons (PIN {} for all; their own pages on {url}my):", demo::DEMO_PIN),
+        None => println!("\npatrons (PIN {} for all):", demo::DEMO_PIN),
+    }
     for p in &d.patrons {
         println!("  {}  {}", p.barcode, p.shows);
     }
@@ -407,6 +422,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             gate: admin::Gate::Owner,
             server: server.handle(),
             sessions,
+            patrons: std::sync::Arc::new(super::selfservice::PatronPages::new(&c.limits)),
         };
         admin::serve(&data, state.clone(), http, admin_stop.clone()).await?;
         if let Some(addr) = c.admin_listen {
@@ -414,13 +430,15 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             println!("sip2d admin API on http://{bound} (bearer token in {})", data.join("admin.token").display());
         }
         let mut console_url = None;
+        // The patron pages are on their own listener when one is configured, else the console's.
+        let own_pages = c.patron_pages.is_some();
         if let Some(console) = &c.console {
             let stop = admin_stop.clone();
-            let bound = match admin::serve_console(console.listen, state.clone(), http, stop).await {
+            let bound = match admin::serve_console(console.listen, state.clone(), http, !own_pages, stop).await {
                 // The demo's usual port may be taken (another demo, a test): any free one.
                 Err(_) if args.demo && args.console_listen.is_none() => {
                     let any = std::net::SocketAddr::new(console.listen.ip(), 0);
-                    admin::serve_console(any, state, http, admin_stop.clone()).await?
+                    admin::serve_console(any, state.clone(), http, !own_pages, admin_stop.clone()).await?
                 }
                 bound => bound?,
             };
@@ -431,8 +449,16 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
             }
             console_url = Some(url);
         }
+        let mut pages_url = if own_pages { None } else { console_url.clone() };
+        if let Some(pages) = &c.patron_pages {
+            let bound = admin::serve_patron_pages(pages.listen, state.clone(), http, admin_stop.clone()).await?;
+            let scheme = if pages.tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{bound}/");
+            println!("sip2d patron pages on {url}");
+            pages_url = Some(url);
+        }
         match &built {
-            Some(d) => banner(&data, &server, d, console_url.as_deref()),
+            Some(d) => banner(&data, &server, d, console_url.as_deref(), pages_url.as_deref()),
             None => {
                 for (addr, tls) in server.addresses() {
                     println!("sip2d listening on {addr}{}", if tls { " (TLS)" } else { "" });
@@ -445,9 +471,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         let shutdown = CancellationToken::new();
         if let Some(mail) = c.mail.clone() {
             // The links in welcomes lead to the patron pages: where the configuration says,
-            // else the console's listener, which serves them.
+            // else their own listener, else the console's, which then serves them.
             let pages =
-                mail.self_service_url.clone().or(console_url.clone()).unwrap_or_else(|| "http://127.0.0.1:9104".into());
+                mail.self_service_url.clone().or(pages_url.clone()).unwrap_or_else(|| "http://127.0.0.1:9104".into());
             tokio::spawn(deliver_mail(mail, pages, server.engine(), shutdown.clone()));
         }
         tokio::spawn(stop_on_signal(shutdown.clone()));

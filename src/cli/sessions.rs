@@ -30,6 +30,8 @@ struct Session {
     /// session opened with the old one, whoever set it and however.
     password: String,
     csrf: String,
+    /// What the session acts with besides the login (a patron's PIN tag), if anything.
+    bound: String,
     opened: Instant,
     last: Instant,
 }
@@ -39,6 +41,8 @@ struct Session {
 pub struct Open {
     pub login: String,
     pub csrf: String,
+    /// What [`Sessions::open_bound`] bound the session to (empty for staff).
+    pub bound: String,
     password: String,
 }
 
@@ -71,10 +75,20 @@ impl Sessions {
     /// Opens a session for `login`, who gave the password of `password_hash`: the cookie's
     /// value and the CSRF token, both random.
     pub fn open(&self, login: &str, password_hash: &str, now: Instant) -> std::io::Result<(String, String)> {
+        self.open_with(login, password_hash, String::new(), now)
+    }
+
+    /// Opens a session that carries `bound` to every request (a patron's PIN tag, which the
+    /// engine checks is still theirs).
+    pub fn open_bound(&self, login: &str, bound: &str, now: Instant) -> std::io::Result<(String, String)> {
+        self.open_with(login, bound, bound.to_string(), now)
+    }
+
+    fn open_with(&self, login: &str, secret: &str, bound: String, now: Instant) -> std::io::Result<(String, String)> {
         let cookie = secret::new_token()?;
         let csrf = secret::new_token()?;
-        let password = secret::token_digest(password_hash);
-        let session = Session { login: login.into(), password, csrf: csrf.clone(), opened: now, last: now };
+        let password = secret::token_digest(secret);
+        let session = Session { login: login.into(), password, csrf: csrf.clone(), bound, opened: now, last: now };
         let limits = self.limits;
         self.with(|open| {
             open.retain(|_, s| live(s, limits, now));
@@ -101,7 +115,12 @@ impl Sessions {
         self.with(|open| match open.get_mut(&key) {
             Some(s) if live(s, limits, now) => {
                 s.last = now;
-                Some(Open { login: s.login.clone(), csrf: s.csrf.clone(), password: s.password.clone() })
+                Some(Open {
+                    login: s.login.clone(),
+                    csrf: s.csrf.clone(),
+                    bound: s.bound.clone(),
+                    password: s.password.clone(),
+                })
             }
             Some(_) => {
                 open.remove(&key);
@@ -143,12 +162,22 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 /// HTTPS (browsers count loopback as secure) and only with requests from the console's own
 /// pages.
 pub fn set_cookie(value: &str, limits: SessionLimits) -> String {
-    format!("{COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}", limits.max_age.as_secs())
+    set_named_cookie(COOKIE, value, limits)
 }
 
 /// The `Set-Cookie` value that ends one.
 pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
+    clear_named_cookie(COOKIE)
+}
+
+/// [`set_cookie`] for another kind of session (the patron pages' own cookie).
+pub fn set_named_cookie(name: &str, value: &str, limits: SessionLimits) -> String {
+    format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}", limits.max_age.as_secs())
+}
+
+/// [`clear_cookie`] for another kind of session.
+pub fn clear_named_cookie(name: &str) -> String {
+    format!("{name}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
 }
 
 #[cfg(test)]

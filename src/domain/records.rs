@@ -413,6 +413,19 @@ pub struct PinLink {
     pub expires: Timestamp,
 }
 
+/// A new e-mail address a patron gave on their own pages, waiting for the link sent to it to
+/// be followed (until then the record keeps the old one). Kept, like a [`PinLink`], as the
+/// SHA-256 of the link's token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailCheck {
+    /// SHA-256 of the token, hex.
+    pub digest: String,
+    pub patron: u64,
+    pub email: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
 /// A guardian, required to register a patron under 18.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -816,17 +829,29 @@ pub enum NoticeKind {
     Report,
     /// A balance is due (deletion was refused because of it).
     BalanceDue,
+    /// The link a patron asked for on the forgot-PIN page. (New kinds go last: stored
+    /// notices and opt-outs keep their numbers.)
+    PinReset,
+    /// The link that confirms a new e-mail address, sent to that address.
+    EmailCheck,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 6] = [
+    pub const ALL: [NoticeKind; 8] = [
         NoticeKind::Welcome,
         NoticeKind::TransferRequested,
         NoticeKind::TransferAccepted,
         NoticeKind::TransferDeclined,
         NoticeKind::Report,
         NoticeKind::BalanceDue,
+        NoticeKind::PinReset,
+        NoticeKind::EmailCheck,
     ];
+
+    /// Whether a patron may opt out of this kind: not of what they ask for themselves.
+    pub fn optional(self) -> bool {
+        !matches!(self, NoticeKind::PinReset | NoticeKind::EmailCheck)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -836,6 +861,8 @@ impl NoticeKind {
             NoticeKind::TransferDeclined => "transfer-declined",
             NoticeKind::Report => "report",
             NoticeKind::BalanceDue => "balance-due",
+            NoticeKind::PinReset => "pin-reset",
+            NoticeKind::EmailCheck => "email-check",
         }
     }
 

@@ -43,6 +43,8 @@ pub enum Invalid {
     MinorWithoutGuardian,
     #[error("that PIN is too easy to guess ({0}); choose another")]
     TrivialPin(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
+    #[error("{0} notices go out only when the patron asks for them: there is no opting out of them")]
+    NotOptional(#[serde(deserialize_with = "super::refusal::word")] super::refusal::Word),
     #[error("{field} '{value}' is not a date such as 2027-06-30")]
     NotADate {
         #[serde(deserialize_with = "super::refusal::word")]

@@ -21,8 +21,14 @@ use super::units::{fees, patrons};
 /// The patron a kiosk names: one of their active identifiers (or the primary id) at the
 /// terminal's institution. Deleted patrons are unknown to kiosks.
 pub fn find_card(u: &Unit<'_>, at: &Kiosk, card: &str) -> Option<Arc<Patron>> {
+    card_holder(u, &at.institution, card)
+}
+
+/// The patron whose card (an active identifier, or the primary id) this is at the
+/// institution; deleted patrons have none.
+pub fn card_holder(u: &Unit<'_>, institution: &str, card: &str) -> Option<Arc<Patron>> {
     u.state
-        .identifier_owner(&at.institution, card)
+        .identifier_owner(institution, card)
         .and_then(|id| u.state.patron_shared(id))
         .filter(|p| p.deleted.is_none() && (p.primary_id == card || p.active_identifiers().any(|v| v == card)))
 }

@@ -54,7 +54,7 @@ pub use ops::*;
 pub use sled_engine::{Observer, SledEngine, Stats};
 pub use store::{RegisterLimits, StoreConfig, StoreError};
 pub use units::patrons::SYNCED;
-pub use units::selfservice::MARKER as LINK_MARKER;
+pub use units::selfservice::{EMAIL_MARKER as EMAIL_LINK_MARKER, MARKER as LINK_MARKER};
 pub use wal::Faults;
 
 /// Why an operation did not happen: a rule said no (nothing was written), or the engine

@@ -126,6 +126,39 @@ fn compose(kind: NoticeKind, p: &Patron, inst: &Institution, detail: &str, sv: b
                 "Hej {name},\n\ndu är skyldig {lib} {detail}. Betala gärna i informationsdisken eller i en automat.\n"
             ),
         ),
+        // `detail` is the link.
+        (NoticeKind::PinReset, false) => (
+            format!("A new PIN for {lib}"),
+            format!(
+                "Dear {name},\n\nsomeone, we hope you, asked for a new PIN for your library card at {lib}. Choose \
+                 it here:\n\n{detail}\n\nThe link works once, for a few days. If you did not ask, you need do \
+                 nothing: your PIN stays as it is.\n"
+            ),
+        ),
+        (NoticeKind::PinReset, true) => (
+            format!("Ny PIN-kod för {lib}"),
+            format!(
+                "Hej {name},\n\nnågon, förhoppningsvis du, har bett om en ny PIN-kod till ditt lånekort på {lib}. \
+                 Välj den här:\n\n{detail}\n\nLänken fungerar en gång, i några dagar. Om det inte var du behöver \
+                 du inte göra något: din PIN-kod är oförändrad.\n"
+            ),
+        ),
+        (NoticeKind::EmailCheck, false) => (
+            format!("Confirm your e-mail address at {lib}"),
+            format!(
+                "Dear {name},\n\nthis address was given for your library account at {lib}. To start using it, \
+                 follow this link:\n\n{detail}\n\nUntil then, the library writes to the address it had. If you \
+                 did not ask for this, you need do nothing.\n"
+            ),
+        ),
+        (NoticeKind::EmailCheck, true) => (
+            format!("Bekräfta din e-postadress hos {lib}"),
+            format!(
+                "Hej {name},\n\nden här adressen har angetts för ditt lånekonto på {lib}. Följ länken för att \
+                 börja använda den:\n\n{detail}\n\nTills dess skriver biblioteket till den adress det hade. \
+                 Om det inte var du behöver du inte göra något.\n"
+            ),
+        ),
     };
     let sign = if sv { format!("\nVänliga hälsningar\n{lib}\n") } else { format!("\nKind regards,\n{lib}\n") };
     (subject, format!("{text}{sign}"))
@@ -192,7 +225,7 @@ pub fn draft(
         id: u.new_id(),
         kind,
         detail: detail.to_string(),
-        opted_out: u.state.optouts(id).contains(&kind),
+        opted_out: kind.optional() && u.state.optouts(id).contains(&kind),
         home: home.clone(),
         moving_to: moving_to.cloned(),
         now: u.now(),

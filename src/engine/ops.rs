@@ -493,6 +493,36 @@ pub enum Operation {
         token: Pin,
         pin: Pin,
     },
+    /// A patron logs in to their own pages with a card (or the primary id) and PIN. The
+    /// attempt counts toward the lockout kiosks count, both ways; what it writes stands,
+    /// refused or not.
+    #[serde(skip)]
+    PatronLogin {
+        institution: String,
+        card: String,
+        pin: Pin,
+    },
+    /// "Forgot PIN": a card number or e-mail address at the institution. When it names a
+    /// patron with an e-mail address who was sent no link in the last `[register]
+    /// forgot_pin_minutes`, a set-PIN link goes to them; the receipt is the same either way.
+    #[serde(skip)]
+    ForgotPin {
+        institution: String,
+        given: String,
+    },
+    /// What a logged-in patron does on their own pages. `session` is the tag of the PIN they
+    /// logged in with ([`pin_session_tag`]): a PIN changed since, or a lockout, ends it.
+    #[serde(skip)]
+    AsPatron {
+        patron: u64,
+        session: String,
+        act: OwnAct,
+    },
+    /// A patron follows the link sent to a new e-mail address: the address becomes theirs.
+    #[serde(skip)]
+    ConfirmEmail {
+        token: Pin,
+    },
     AddItem(Box<NewItem>),
     EditItem {
         barcode: String,
@@ -618,6 +648,9 @@ impl Operation {
             O::Import { .. } => (System, "import"),
             O::Delivered { .. } => (System, "record deliveries"),
             O::RedeemPinLink { .. } => (System, "set a PIN from a patron's link"),
+            O::PatronLogin { .. } | O::ForgotPin { .. } | O::AsPatron { .. } | O::ConfirmEmail { .. } => {
+                (System, "act on a patron's own pages")
+            }
             O::Purge { .. } => (System, "purge the register"),
             O::StaffLogin { .. } => (System, "record logins"),
             O::AddInstitution { .. } => (System, "add institutions"),
@@ -696,6 +729,29 @@ impl PinVerdict {
             PinVerdict::NotChecked | PinVerdict::Right => None,
         }
     }
+}
+
+/// What a patron does on their own pages, each by the rule staff and kiosks use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnAct {
+    /// Renews one of their loans, where the lending rules allow.
+    Renew { item: String },
+    /// Cancels one of their requests.
+    CancelHold { hold: u64 },
+    /// Their phone and postal address (an external account's are its sync's).
+    Contact { phone: String, address: String, postal_code: String },
+    /// A new e-mail address: a link goes to it, and it is theirs once that is followed.
+    ChangeEmail { email: String },
+    /// Out of (or back into) a kind of notice.
+    OptOut { kind: NoticeKind, out: bool },
+    /// Asks to move to another library; its staff accept or decline.
+    RequestMove { to: String },
+}
+
+/// The tag a patron's session on their own pages carries: a digest of the PIN hash they
+/// logged in with, so that a PIN set since (at the desk, from a link) ends the session.
+pub fn pin_session_tag(p: &Patron) -> Option<String> {
+    p.pin.as_ref().map(|h| crate::domain::secret::token_digest(&crate::domain::secret::hex(&h.0)))
 }
 
 /// A patron as a kiosk sees them (23, 63, and the 24 that answers 01 and 25).

@@ -59,6 +59,7 @@ pub enum Undo {
     Staff(String, Option<Arc<Staff>>),
     Optouts(u64, Option<Vec<NoticeKind>>),
     Link(String, Option<Arc<PinLink>>),
+    EmailCheck(String, Option<Arc<EmailCheck>>),
 }
 
 #[derive(Clone, Default)]
@@ -85,6 +86,8 @@ pub struct State {
     optouts: OrdMap<u64, Vec<NoticeKind>>,
     /// Patrons' set-PIN links, by their token's digest.
     links: OrdMap<String, Arc<PinLink>>,
+    /// New e-mail addresses waiting for their link, by the token's digest.
+    email_checks: OrdMap<String, Arc<EmailCheck>>,
     last_id: u64,
     audit_seq: u64,
     /// The caps units check (not stored: the server's configuration).
@@ -126,6 +129,9 @@ impl State {
         }
         for link in l.links {
             s.links.insert(link.digest.clone(), Arc::new(link));
+        }
+        for c in l.email_checks {
+            s.email_checks.insert(c.digest.clone(), Arc::new(c));
         }
         Ok(s)
     }
@@ -170,6 +176,10 @@ impl State {
             for link in store.records::<PinLink>(Kind::Link) {
                 let link = link?;
                 s.links.insert(link.digest.clone(), Arc::new(link));
+            }
+            for c in store.records::<EmailCheck>(Kind::EmailCheck) {
+                let c = c?;
+                s.email_checks.insert(c.digest.clone(), Arc::new(c));
             }
             for (p, kinds) in store.optouts()? {
                 s.optouts.insert(p, kinds);
@@ -378,6 +388,16 @@ impl State {
         self.links.values().map(Arc::as_ref).filter(move |l| l.patron == patron)
     }
 
+    /// The new e-mail address waiting for the link whose token has this digest.
+    pub fn email_check(&self, digest: &str) -> Option<&EmailCheck> {
+        self.email_checks.get(digest).map(Arc::as_ref)
+    }
+
+    /// A patron's new e-mail addresses waiting for their links.
+    pub fn email_checks_of(&self, patron: u64) -> impl Iterator<Item = &EmailCheck> {
+        self.email_checks.values().map(Arc::as_ref).filter(move |c| c.patron == patron)
+    }
+
     pub fn optouts(&self, patron: u64) -> &[NoticeKind] {
         self.optouts.get(&patron).map_or(&[], Vec::as_slice)
     }
@@ -466,6 +486,12 @@ impl State {
             }
             Write::RemoveLink(digest) => {
                 self.links.remove(digest);
+            }
+            Write::EmailCheck(c) => {
+                self.email_checks.insert(c.digest.clone(), Arc::new(c.as_ref().clone()));
+            }
+            Write::RemoveEmailCheck(digest) => {
+                self.email_checks.remove(digest);
             }
             Write::LastId(id) => self.last_id = self.last_id.max(*id),
             Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
@@ -601,6 +627,8 @@ impl State {
             Write::Optouts(p, _) => Undo::Optouts(*p, self.optouts.get(p).cloned()),
             Write::Link(l) => Undo::Link(l.digest.clone(), self.links.get(&l.digest).cloned()),
             Write::RemoveLink(d) => Undo::Link(d.clone(), self.links.get(d).cloned()),
+            Write::EmailCheck(c) => Undo::EmailCheck(c.digest.clone(), self.email_checks.get(&c.digest).cloned()),
+            Write::RemoveEmailCheck(d) => Undo::EmailCheck(d.clone(), self.email_checks.get(d).cloned()),
             // Counters are put back by the unit; the rest is not in memory.
             Write::LastId(_)
             | Write::AuditSeq(_)
@@ -669,6 +697,14 @@ impl State {
                 }
                 None => {
                     self.links.remove(&d);
+                }
+            },
+            Undo::EmailCheck(d, old) => match old {
+                Some(c) => {
+                    self.email_checks.insert(d, c);
+                }
+                None => {
+                    self.email_checks.remove(&d);
                 }
             },
             Undo::Optouts(p, old) => match old {

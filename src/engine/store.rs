@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use sled::Tree;
 
 use crate::domain::{
-    Account, AuditEntry, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, PinLink, Staff,
+    Account, AuditEntry, EmailCheck, Fee, Hold, Institution, Item, Loan, Notice, NoticeKind, Patron, PinLink, Staff,
 };
 
 /// Format version written before every value, so records can evolve. 2: bincode with
@@ -45,6 +45,7 @@ impl Record for AuditEntry {}
 impl Record for Notice {}
 impl Record for Vec<NoticeKind> {}
 impl Record for PinLink {}
+impl Record for EmailCheck {}
 
 /// The directory sled keeps its files in, inside the data directory.
 pub const DIR: &str = "db";
@@ -96,7 +97,7 @@ fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> 
 const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-const TREES: usize = 14;
+const TREES: usize = 15;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
     Meta,
@@ -113,6 +114,7 @@ enum TreeId {
     Staff,
     Files,
     Links,
+    EmailChecks,
 }
 
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
@@ -139,6 +141,8 @@ impl Pending {
                 Write::RemoveFile(patron, id) => (T::Files, file_key(*patron, *id), None),
                 Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec(), Some(encode(l.as_ref()))),
                 Write::RemoveLink(d) => (T::Links, d.as_bytes().to_vec(), None),
+                Write::EmailCheck(c) => (T::EmailChecks, c.digest.as_bytes().to_vec(), Some(encode(c.as_ref()))),
+                Write::RemoveEmailCheck(d) => (T::EmailChecks, d.as_bytes().to_vec(), None),
                 Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
                 Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
                 Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
@@ -281,6 +285,11 @@ pub struct RegisterLimits {
     pub max_picture_bytes: u32,
     /// How long the set-PIN link in a welcome works (default 72 hours).
     pub pin_link_hours: u32,
+    /// "Forgot PIN" sends a patron at most one link in this many minutes (default 15); more
+    /// asks meanwhile are answered the same and send nothing.
+    pub forgot_pin_minutes: u32,
+    /// How long the link that confirms a new e-mail address works (default 24 hours).
+    pub email_link_hours: u32,
     /// Wrong staff passwords in a row that lock the account (default 5).
     pub staff_failures_before_lockout: u32,
     /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
@@ -317,6 +326,8 @@ impl Default for RegisterLimits {
             max_attachment_bytes: 1024 * 1024,
             max_picture_bytes: 256 * 1024,
             pin_link_hours: 72,
+            forgot_pin_minutes: 15,
+            email_link_hours: 24,
             staff_failures_before_lockout: 5,
             staff_lockout_minutes: 15,
         }
@@ -378,6 +389,9 @@ pub enum Write {
     /// A patron's set-PIN link (by its token's digest).
     Link(Box<PinLink>),
     RemoveLink(String),
+    /// A new e-mail address waiting for its link (by the token's digest).
+    EmailCheck(Box<EmailCheck>),
+    RemoveEmailCheck(String),
 }
 
 impl Write {
@@ -402,6 +416,7 @@ pub enum Kind {
     Hold,
     Staff,
     Link,
+    EmailCheck,
 }
 
 /// Everything the working set is built from (tests build a state from one).
@@ -417,6 +432,7 @@ pub struct Loaded {
     pub holds: Vec<Hold>,
     pub optouts: Vec<(u64, Vec<NoticeKind>)>,
     pub links: Vec<PinLink>,
+    pub email_checks: Vec<EmailCheck>,
     pub last_id: u64,
     pub audit_seq: u64,
 }
@@ -445,6 +461,7 @@ pub struct Store {
     files: Tree,
     /// token digest -> a patron's set-PIN link
     links: Tree,
+    email_checks: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Audit entries kept per patron.
     history_cap: usize,
@@ -508,6 +525,7 @@ impl Store {
             staff: tree("staff")?,
             files: tree("files")?,
             links: tree("links")?,
+            email_checks: tree("email_checks")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
             db,
@@ -531,6 +549,7 @@ impl Store {
             Kind::Hold => (&self.holds, "hold"),
             Kind::Staff => (&self.staff, "staff account"),
             Kind::Link => (&self.links, "set-PIN link"),
+            Kind::EmailCheck => (&self.email_checks, "e-mail check"),
         };
         tree.iter().values().map(move |v| decode(name, &v?))
     }
@@ -659,6 +678,7 @@ impl Store {
             &self.staff,
             &self.files,
             &self.links,
+            &self.email_checks,
         ]
     }
 

@@ -35,6 +35,10 @@ pub struct Config {
     /// The staff console, with the resource API, on an HTTP listener of its own (default: not
     /// served; `serve --demo` serves it on 127.0.0.1:9104).
     pub console: Option<Console>,
+    /// The patron pages (set a PIN, forgot PIN, my pages) on a listener of their own, apart
+    /// from the staff console, to face the public (default: not on their own; the console's
+    /// listener serves them). Keys as for `[console]`.
+    pub patron_pages: Option<Console>,
     pub limits: Limits,
     pub log: Log,
     pub store: Store,
@@ -257,6 +261,21 @@ pub struct Limits {
     pub staff_session_max_age: Duration,
     /// Staff sessions open at once (default 10000); a new one beyond ends the oldest.
     pub max_staff_sessions: usize,
+    /// A patron's session on their own pages ends after this long without a request
+    /// (default 15m).
+    #[serde(with = "humantime_serde")]
+    pub patron_session_idle: Duration,
+    /// ... and after this long in any case (default 2h).
+    #[serde(with = "humantime_serde")]
+    pub patron_session_max_age: Duration,
+    /// Patron sessions open at once (default 10000); a new one beyond ends the oldest.
+    pub max_patron_sessions: usize,
+    /// Logins and forgot-PIN requests on the patron pages from one client address per
+    /// `patron_pages_window` (default 30); more are answered 429 until the window has passed.
+    pub patron_pages_attempts: u32,
+    /// The window of `patron_pages_attempts` (default 15m).
+    #[serde(with = "humantime_serde")]
+    pub patron_pages_window: Duration,
     /// Latest no-block due date accepted, in days after the checkout (default 90).
     pub no_block_max_days: u32,
     /// Wrong PINs one terminal may send per `pin_window` before its PIN checks are refused
@@ -351,6 +370,7 @@ impl Default for Config {
             ops_listen: None,
             admin_listen: None,
             console: None,
+            patron_pages: None,
             limits: Limits::default(),
             log: Log::default(),
             store: Store::default(),
@@ -385,6 +405,11 @@ impl Default for Limits {
             staff_session_idle: Duration::from_secs(30 * 60),
             staff_session_max_age: Duration::from_secs(12 * 3600),
             max_staff_sessions: 10_000,
+            patron_session_idle: Duration::from_secs(15 * 60),
+            patron_session_max_age: Duration::from_secs(2 * 3600),
+            max_patron_sessions: 10_000,
+            patron_pages_attempts: 30,
+            patron_pages_window: Duration::from_secs(15 * 60),
             no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
             pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
             pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),
@@ -456,6 +481,19 @@ impl Config {
                 )));
             }
         }
+        if let Some(c) = &self.patron_pages {
+            if c.tls.is_none() && !c.listen.ip().is_loopback() && !c.allow_plain_http {
+                return Err(ConfigError::Invalid(format!(
+                    "patron_pages.listen {} is not loopback: give it tls = {{ cert, key }}, or allow_plain_http = true to send patrons' PINs in clear",
+                    c.listen
+                )));
+            }
+            if c.listen.port() != 0 && self.console.as_ref().is_some_and(|console| console.listen == c.listen) {
+                return bad(
+                    "patron_pages.listen is the console's address: give it one of its own, or leave [patron_pages] out",
+                );
+            }
+        }
         let s = &self.store;
         if s.log_segment_mib == 0 || s.checkpoint_mib == 0 {
             return bad("store.log_segment_mib and checkpoint_mib must be at least 1");
@@ -519,6 +557,9 @@ mod tests {
         assert!(with("[console]\nlisten = \"0.0.0.0:9104\"\nallow_plain_http = true").is_ok());
         let tls = "[console]\nlisten = \"0.0.0.0:9104\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }";
         assert!(with(tls).is_ok());
+        let e = with("[patron_pages]\nlisten = \"0.0.0.0:443\"").unwrap_err();
+        assert!(e.contains("not loopback") && e.contains("PINs"), "{e}");
+        assert!(with("[patron_pages]\nlisten = \"0.0.0.0:443\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }").is_ok());
     }
 
     #[test]

@@ -33,7 +33,16 @@ pub enum HttpListener {
     Unix(tokio::net::UnixListener),
     /// HTTPS: each connection's handshake with the server's TLS as it is then (a reload
     /// reads the files again), or plain HTTP while it has none.
-    Tls(tokio::net::TcpListener, crate::net::Handle),
+    Tls(tokio::net::TcpListener, crate::net::Handle, Side),
+}
+
+/// Whose TLS an HTTPS listener takes from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub enum Side {
+    /// `[console] tls`.
+    Console,
+    /// `[patron_pages] tls`.
+    PatronPages,
 }
 
 /// A connection accepted, before its TLS handshake if it needs one (made on the connection's
@@ -61,9 +70,13 @@ impl HttpListener {
                 (Accepted::Ready(Box::new(io)), Peer(Some(addr.ip())))
             }
             HttpListener::Unix(l) => (Accepted::Ready(Box::new(l.accept().await?.0)), Peer(None)),
-            HttpListener::Tls(l, server) => {
+            HttpListener::Tls(l, server, side) => {
                 let (io, addr) = l.accept().await?;
-                let accepted = match server.console_tls() {
+                let tls = match side {
+                    Side::Console => server.console_tls(),
+                    Side::PatronPages => server.patron_tls(),
+                };
+                let accepted = match tls {
                     Some(tls) => Accepted::Handshake(io, tls),
                     None => Accepted::Ready(Box::new(io)),
                 };

@@ -103,6 +103,8 @@ struct Settings {
     addresses: Vec<SocketAddr>,
     /// The console's TLS, when it has any (its files read again on a reload).
     console_tls: Option<TlsAcceptor>,
+    /// The patron pages' listener's TLS, likewise.
+    patron_tls: Option<TlsAcceptor>,
     /// By listener: the session rules (its strictness before login) and whether telnet login
     /// is on.
     listeners: Vec<(SessionRules, bool)>,
@@ -132,8 +134,13 @@ impl Settings {
             Some((address, files)) => Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address, source })?),
             None => None,
         };
+        let patron_tls = match config.patron_pages.as_ref().and_then(|c| c.tls.as_ref().map(|t| (c.listen, t))) {
+            Some((address, files)) => Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address, source })?),
+            None => None,
+        };
         Ok(Settings {
             console_tls,
+            patron_tls,
             limits: config.limits.clone(),
             rules: config.session_rules(),
             service_limits: config.service_limits(),
@@ -183,6 +190,11 @@ impl Handle {
         self.shared.settings().console_tls.clone()
     }
 
+    /// The patron pages' listener's TLS as the configuration now has it (none: plain HTTP).
+    pub fn patron_tls(&self) -> Option<TlsAcceptor> {
+        self.shared.settings().patron_tls.clone()
+    }
+
     /// The connections open now and each one's last requests (no PIN, patron or item).
     pub fn terminals(&self) -> Vec<terminals::TerminalView> {
         self.shared.terminals.snapshot()
@@ -199,6 +211,7 @@ impl Handle {
         if new.addresses != old.addresses
             || new.tls.iter().map(Option::is_some).ne(old.tls.iter().map(Option::is_some))
             || new.console_tls.is_some() != old.console_tls.is_some()
+            || new.patron_tls.is_some() != old.patron_tls.is_some()
         {
             return Err(ServeError::Config(ConfigError::Invalid(
                 "the listeners (addresses, plain or TLS) changed: that needs a restart".into(),

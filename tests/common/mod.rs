@@ -436,6 +436,8 @@ pub fn api_operations() -> Vec<(String, String)> {
 pub struct Demo {
     pub sip: SocketAddr,
     pub console: SocketAddr,
+    /// The patron pages' own listener, when the configuration gives one.
+    pub pages: Option<SocketAddr>,
     pub admin: SocketAddr,
     /// The admin listener's token: the system.
     pub system: String,
@@ -480,6 +482,8 @@ pub fn demo_with(more_config: &str) -> Demo {
     // The admin API is announced first, then the demo's banner: the SIP listener, the console.
     let (child, mut stdout, admin) =
         spawn_sip2d(&args, "warn", std::process::Stdio::null(), "sip2d admin API on http://");
+    // The patron pages' own listener is announced before the demo's banner.
+    let pages = more_config.contains("[patron_pages]").then(|| address_after(&mut stdout, "patron pages on http://"));
     let sip = address_after(&mut stdout, "listening on ");
     let console = address_after(&mut stdout, "staff console on http://");
     std::thread::spawn(move || {
@@ -487,5 +491,5 @@ pub fn demo_with(more_config: &str) -> Demo {
         for _ in stdout.lines() {}
     });
     let system = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
-    Demo { sip, console, admin, system, data, _dir: dir, child }
+    Demo { sip, console, pages, admin, system, data, _dir: dir, child }
 }

@@ -116,6 +116,16 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
         }
         O::SetPicture { patron, content } => Receipt::Patron(Box::new(details::set_picture(u, patron, content)?)),
         O::RedeemPinLink { token, pin } => Receipt::Patron(Box::new(selfservice::redeem(u, &token.0, &pin.0)?)),
+        O::PatronLogin { institution, card, pin } => match selfservice::login(u, &institution, &card, &pin.0)? {
+            Ok(p) => Receipt::Patron(Box::new(p)),
+            Err(r) => Receipt::Refused(r),
+        },
+        O::ForgotPin { institution, given } => {
+            selfservice::forgot_pin(u, &institution, &given)?;
+            Receipt::Done
+        }
+        O::AsPatron { patron, session, act } => selfservice::act(u, patron, &session, act)?,
+        O::ConfirmEmail { token } => Receipt::Patron(Box::new(selfservice::confirm_email(u, &token.0)?)),
         O::AddItem(new) => Receipt::Item(Box::new(circulation::add_item(u, *new)?)),
         O::EditItem { barcode, sets } => Receipt::Item(Box::new(circulation::edit_item(u, &barcode, &sets)?)),
         O::DeleteItem { barcode } => {

@@ -681,6 +681,9 @@ pub fn purge(u: &mut Unit<'_>, dry_run: bool) -> Result<PurgeReport, Refusal> {
 /// Opts a patron out of (or back into) a kind of notice.
 pub fn set_optout(u: &mut Unit<'_>, id: u64, kind: NoticeKind, out: bool) -> Result<Vec<NoticeKind>, Refusal> {
     u.patron(id)?;
+    if !kind.optional() {
+        return Err(validate::Invalid::NotOptional(kind.name()).into());
+    }
     let mut kinds = u.state.optouts(id).to_vec();
     kinds.retain(|k| *k != kind);
     if out {

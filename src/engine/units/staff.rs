@@ -154,7 +154,11 @@ pub fn authorise(u: &mut Unit<'_>, op: &Operation) -> Result<(), Refusal> {
         | O::StaffLogin { .. }
         | O::Import { .. }
         | O::Delivered { .. }
-        | O::RedeemPinLink { .. } => Err(Refusal::NotPermitted { role: actor.role, needs: None, what }),
+        | O::RedeemPinLink { .. }
+        | O::PatronLogin { .. }
+        | O::ForgotPin { .. }
+        | O::AsPatron { .. }
+        | O::ConfirmEmail { .. } => Err(Refusal::NotPermitted { role: actor.role, needs: None, what }),
     }
 }
 
