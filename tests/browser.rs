@@ -2,7 +2,8 @@
 //! chromedriver): a User Manager logs in, finds a patron and blocks them with a reason, and a
 //! kiosk's 23 on a live SIP connection shows the block; a User Manager cannot delete; a form
 //! posted without its CSRF token is refused; two staff members editing one patron: the second
-//! save gets the conflict page and nothing is lost.
+//! save gets the conflict page and nothing is lost. A patron chooses a PIN from the welcome's
+//! link and uses their own pages, on a phone-sized window.
 //!
 //! Not part of a plain `cargo test` (it needs chromium): `.ci/run` installs it and runs
 //! `cargo test --test browser`. Where chromedriver is missing this test fails and says what to
@@ -11,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -358,4 +358,112 @@ async fn wait_for(b: &Client, wanted: &str) {
         assert!(Instant::now() < deadline, "no {wanted:?} in {page}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether the page needs sideways scrolling at the window's width (not usable on a phone).
+async fn wider_than_window(b: &Client) -> bool {
+    let v = b.execute("return document.documentElement.scrollWidth > window.innerWidth;", vec![]).await.unwrap();
+    v.as_bool().unwrap_or(true)
+}
+
+/// The patron pages on a phone-sized window: the welcome's link opens the choose-a-PIN page, the
+/// PIN works at a kiosk, the link does not work twice; forgot PIN says the same for a known and
+/// an unknown card; my pages show the loan and renew it, take a new e-mail address through its
+/// link, and are labelled, legible and not wider than the phone, in English and Swedish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patron_uses_the_patron_pages_in_a_browser() {
+    use common::smtp::SmtpSink;
+    let driver = chromedriver();
+    let sink = SmtpSink::start();
+    let d = common::demo_with(&format!(
+        "[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
+        sink.relay()
+    ));
+    let b = browser(&driver, "en").await;
+    b.set_window_size(390, 844).await.unwrap();
+    let mail_to = |to: &str, path: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = sink.received().into_iter().find_map(|m| {
+                let body = m.data.replace("=\r\n", "").replace("\r\n", "\n");
+                let at = body.find(&format!("http://{}{path}", d.console))?;
+                (m.to == [to]).then(|| body[at..].split_whitespace().next().unwrap().to_string())
+            });
+            if let Some(link) = found {
+                return link;
+            }
+            assert!(Instant::now() < deadline, "no mail to {to}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Registered at the desk with an e-mail address and no PIN: the welcome's link.
+    let new = r#"{"institution":"MAIN","primary_id":"S400","first_name":"Noor","last_name":"Self","birth_date":"1988-08-08","email":"noor@example.org","barcodes":["29990000000004"]}"#;
+    let r = common::http(d.admin, "POST", "/api/v1/patrons", Some(&d.system), "", new);
+    assert_eq!(r.status, 201, "{}", r.raw);
+    let link = mail_to("noor@example.org", "/pin/");
+    b.goto(&link).await.unwrap();
+    assert!(text(&b).await.contains("Choose your PIN"));
+    assert!(unlabelled(&b).await.is_empty(), "{:?}", unlabelled(&b).await);
+    assert!(!wider_than_window(&b).await);
+    snap(&b, "patron-choose-pin").await;
+    set_field(&b, "pin", "4821").await;
+    set_field(&b, "again", "4821").await;
+    submit(&b, "main button[type=submit]").await;
+    assert!(text(&b).await.contains("Your PIN is saved"));
+    let mut k = common::Kiosk::connect(d.sip);
+    assert_eq!(k.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let status = k.ask("2300120261203    120000AOMAIN|AA29990000000004|AC|AD4821|");
+    assert!(status.contains("|CQY|"), "{status}");
+    // The same link again: refused.
+    b.goto(&link).await.unwrap();
+    set_field(&b, "pin", "5930").await;
+    set_field(&b, "again", "5930").await;
+    submit(&b, "main button[type=submit]").await;
+    assert!(text(&b).await.contains("does not work"));
+
+    // Forgot PIN: the same answer for a card that is there and one that is not.
+    let mut answers = Vec::new();
+    for card in ["29990000000004", "29990000009999"] {
+        b.goto(&format!("http://{}/forgot", d.console)).await.unwrap();
+        set_field(&b, "given", card).await;
+        submit(&b, "main button[type=submit]").await;
+        answers.push(text(&b).await);
+    }
+    assert!(answers[0].contains("on its way"), "{}", answers[0]);
+    assert_eq!(answers[0], answers[1]);
+
+    // My pages, as Avery: the loan, renewed.
+    b.goto(&format!("http://{}/my", d.console)).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().starts_with("/my/login"));
+    set_field(&b, "card", "21000000000001").await;
+    set_field(&b, "pin", "1234").await;
+    submit(&b, "main button[type=submit]").await;
+    let page = text(&b).await;
+    assert!(page.contains("Hello Avery") && page.contains("31000000000003"), "{page}");
+    assert!(unlabelled(&b).await.is_empty(), "{:?}", unlabelled(&b).await);
+    assert!(low_contrast(&b).await.is_empty(), "{:?}", low_contrast(&b).await);
+    assert!(!wider_than_window(&b).await, "my pages fit a phone");
+    snap(&b, "patron-my-pages").await;
+    submit(&b, "form[action='/my/renew'] button").await;
+    assert!(text(&b).await.contains("Renewed."));
+    // A new e-mail address, in force once its link is followed.
+    set_field(&b, "email", "avery@example.org").await;
+    submit(&b, "form[action='/my/email'] button").await;
+    assert!(text(&b).await.contains("We sent a link"));
+    let confirm = mail_to("avery@example.org", "/email/");
+    b.goto(&confirm).await.unwrap();
+    submit(&b, "main button[type=submit]").await;
+    assert!(text(&b).await.contains("now writes to avery@example.org"));
+    b.goto(&format!("http://{}/my", d.console)).await.unwrap();
+    submit(&b, "form[action='/my/logout'] button").await;
+    assert!(text(&b).await.contains("You are logged out"));
+    b.close().await.unwrap();
+
+    // In Swedish.
+    let sv = browser(&driver, "sv").await;
+    sv.goto(&format!("http://{}/my/login", d.console)).await.unwrap();
+    let page = text(&sv).await;
+    assert!(page.contains("Logga in på ditt lånekonto") && page.contains("Glömt din PIN-kod?"), "{page}");
+    sv.close().await.unwrap();
 }

@@ -86,8 +86,8 @@ enum Command {
     Import(circulation::ImportArgs),
     /// Export the whole register as JSON Lines, the format `import` reads.
     Export(circulation::ExportArgs),
-    /// Notifications to patrons (welcome, transfers, reports, balance due): list them, and
-    /// deliver the pending ones through an SMTP relay with retries.
+    /// Notifications to patrons (welcome, set-PIN and e-mail links, transfers, reports, balance
+    /// due): list them, and deliver the pending ones through an SMTP relay with retries.
     #[command(subcommand)]
     Outbox(outbox::OutboxCmd),
     /// The register's PIN key: show its fingerprint, export it, import it.

@@ -973,6 +973,10 @@ pub enum Query {
         patron: u64,
         file: u32,
     },
+    /// The PIN policy the patron of a known set-PIN link is held to (the page asks for four
+    /// digits or a password accordingly).
+    #[serde(skip)]
+    LinkPolicy(Pin),
     /// A kiosk's 17.
     #[serde(skip)]
     KioskItem {
@@ -1020,4 +1024,7 @@ pub enum Answer {
     File(Box<FileInfo>, FileBytes),
     #[serde(skip)]
     KioskItem(Option<Box<ItemFacts>>),
+    /// A link that is not (or no longer) good has none.
+    #[serde(skip)]
+    PinPolicy(Option<PinPolicy>),
 }

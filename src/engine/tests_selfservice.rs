@@ -401,3 +401,28 @@ fn a_renewal_on_the_pages_and_a_kiosk_checkin_at_once_end_serially() {
     }
     assert_eq!(renewed_first + checked_in_first, 40);
 }
+
+/// The set-PIN page asks for what the link's patron's institution takes: four digits, or a
+/// password it chose; a link that is not known has no policy to show.
+#[test]
+fn a_link_tells_the_page_the_pin_policy_it_is_held_to() {
+    let (_d, reg, _p) = open();
+    let t = token(&reg);
+    let policy = |t: &str| match reg.desk().query(Query::LinkPolicy(Pin(t.into()))).unwrap() {
+        Answer::PinPolicy(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(policy(&t), Some(PinPolicy::FourDigits));
+    assert_eq!(policy("0123abcd"), None);
+    let password = InstitutionChange::Settings {
+        name: None,
+        patterns: Default::default(),
+        pin_policy: Some(PinPolicy::Password { min_len: 8 }),
+        audit_retention_days: None,
+    };
+    reg.change_institution("MAIN", password).unwrap();
+    assert_eq!(policy(&t), Some(PinPolicy::Password { min_len: 8 }));
+    assert!(matches!(refusal(redeem(&reg, &t, "4821", now()).unwrap_err()), Refusal::Invalid(_)));
+    redeem(&reg, &t, "a-long-passphrase", now()).unwrap();
+    assert_eq!(policy(&t), None, "used");
+}

@@ -11,26 +11,43 @@ use serde::Deserialize;
 use super::{ACTOR, lang, page, t};
 use crate::cli::admin::AdminState;
 use crate::cli::console::Lang;
+use crate::domain::PinPolicy;
 use crate::engine::{Answer, By, Error, Operation, Pin, Query, Receipt, Refusal};
 
-fn pin_form(lang: Lang, status: StatusCode, error: Option<&str>) -> Response {
+/// The policy the link's patron is held to (four digits when the link is not known: the
+/// answer to the form then says so).
+async fn policy(state: &AdminState, token: &str) -> PinPolicy {
+    match state.engine.query(Query::LinkPolicy(Pin(token.to_string()))).await {
+        Ok(Answer::PinPolicy(Some(p))) => p,
+        _ => PinPolicy::FourDigits,
+    }
+}
+
+fn pin_form(lang: Lang, status: StatusCode, error: Option<&str>, policy: &PinPolicy) -> Response {
     let title = t(lang, "Choose your PIN", "Välj din PIN-kod");
+    let (about, numeric) = match policy {
+        PinPolicy::FourDigits => (t(lang, "Your PIN is four digits you use with your library card at the self-service machines. Choose one that is hard to guess: not 0000, 1234 or your birth year.", "PIN-koden är fyra siffror som du använder med ditt lånekort i automaterna. Välj en som är svår att gissa: inte 0000, 1234 eller ditt födelseår.").to_string(), true),
+        PinPolicy::Password { min_len } => (match lang {
+            Lang::Sv => format!("Ditt lösenord använder du med ditt lånekort i automaterna. Det ska ha minst {min_len} tecken."),
+            Lang::En => format!("You use your password with your library card at the self-service machines. It has at least {min_len} characters."),
+        }, false),
+    };
     let body = html! {
         @if let Some(e) = error { p.error role="alert" { (e) } }
-        p { (t(lang, "Your PIN is four digits you use with your library card at the self-service machines. Choose one that is hard to guess: not 0000, 1234 or your birth year.", "PIN-koden är fyra siffror som du använder med ditt lånekort i automaterna. Välj en som är svår att gissa: inte 0000, 1234 eller ditt födelseår.")) }
+        p { (about) }
         form method="post" {
             label for="pin" { (t(lang, "New PIN", "Ny PIN-kod")) }
-            input #pin name="pin" type="password" inputmode="numeric" autocomplete="new-password" required autofocus;
+            input #pin name="pin" type="password" inputmode=[numeric.then_some("numeric")] autocomplete="new-password" required autofocus;
             label for="again" { (t(lang, "The same PIN again", "Samma PIN-kod igen")) }
-            input #again name="again" type="password" inputmode="numeric" autocomplete="new-password" required;
+            input #again name="again" type="password" inputmode=[numeric.then_some("numeric")] autocomplete="new-password" required;
             button type="submit" { (t(lang, "Save my PIN", "Spara min PIN-kod")) }
         }
     };
     page(lang, status, title, body)
 }
 
-pub(super) async fn show(headers: HeaderMap) -> Response {
-    pin_form(lang(&headers), StatusCode::OK, None)
+pub(super) async fn show(State(state): State<AdminState>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+    pin_form(lang(&headers), StatusCode::OK, None, &policy(&state, &token).await)
 }
 
 #[derive(Deserialize)]
@@ -47,16 +64,16 @@ fn told(lang: Lang, e: &Error) -> (StatusCode, &'static str) {
             StatusCode::GONE,
             t(
                 lang,
-                "This link has expired. Ask the library to send you a new one.",
-                "Länken har gått ut. Be biblioteket skicka en ny.",
+                "This link has expired. Get a new one below, or ask the library.",
+                "Länken har gått ut. Få en ny nedan, eller fråga biblioteket.",
             ),
         ),
         Error::Refused(Refusal::LinkUnusable { expired: false }) => (
             StatusCode::NOT_FOUND,
             t(
                 lang,
-                "This link does not work: it was used already, or a newer one was sent. Ask the library for a new one.",
-                "Länken fungerar inte: den har redan använts, eller så har en nyare skickats. Be biblioteket om en ny.",
+                "This link does not work: it was used already, or a newer one was sent. Get a new one below, or ask the library.",
+                "Länken fungerar inte: den har redan använts, eller så har en nyare skickats. Få en ny nedan, eller fråga biblioteket.",
             ),
         ),
         Error::Refused(Refusal::Invalid(Invalid::TrivialPin(_))) => (
@@ -69,7 +86,11 @@ fn told(lang: Lang, e: &Error) -> (StatusCode, &'static str) {
         ),
         Error::Refused(Refusal::Invalid(Invalid::Pin(_))) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            t(lang, "A PIN is exactly four digits.", "En PIN-kod är exakt fyra siffror."),
+            t(
+                lang,
+                "That PIN does not follow the rule above. Choose another.",
+                "PIN-koden följer inte regeln ovan. Välj en annan.",
+            ),
         ),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -89,8 +110,10 @@ pub(super) async fn choose(
     form: Result<Form<PinForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let lang = lang(&headers);
+    let rule = policy(&state, &token).await;
     let Ok(Form(f)) = form else {
-        return pin_form(lang, StatusCode::BAD_REQUEST, Some(t(lang, "Fill in both fields.", "Fyll i båda fälten.")));
+        let fill = t(lang, "Fill in both fields.", "Fyll i båda fälten.");
+        return pin_form(lang, StatusCode::BAD_REQUEST, Some(fill), &rule);
     };
     if f.pin != f.again {
         let differ = t(
@@ -98,7 +121,7 @@ pub(super) async fn choose(
             "The two PINs differ. Type the same PIN twice.",
             "PIN-koderna skiljer sig åt. Skriv samma PIN-kod två gånger.",
         );
-        return pin_form(lang, StatusCode::UNPROCESSABLE_ENTITY, Some(differ));
+        return pin_form(lang, StatusCode::UNPROCESSABLE_ENTITY, Some(differ), &rule);
     }
     let op = Operation::RedeemPinLink { token: Pin(token), pin: Pin(f.pin) };
     match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
@@ -107,7 +130,7 @@ pub(super) async fn choose(
             let body = html! { p role="status" { (t(lang, "Use it with your library card at the self-service machines. This link now no longer works.", "Använd den med ditt lånekort i automaterna. Länken fungerar inte längre.")) } };
             page(lang, StatusCode::OK, title, body)
         }
-        Ok(_) => pin_form(lang, StatusCode::SERVICE_UNAVAILABLE, None),
+        Ok(_) => pin_form(lang, StatusCode::SERVICE_UNAVAILABLE, None, &rule),
         Err(e) => {
             let (status, text) = told(lang, &e);
             match status {
@@ -116,9 +139,12 @@ pub(super) async fn choose(
                     lang,
                     status,
                     t(lang, "Choose your PIN", "Välj din PIN-kod"),
-                    html! { p.error role="alert" { (text) } },
+                    html! {
+                        p.error role="alert" { (text) }
+                        p { a href="/forgot" { (t(lang, "Get a new link", "Få en ny länk")) } }
+                    },
                 ),
-                _ => pin_form(lang, status, Some(text)),
+                _ => pin_form(lang, status, Some(text), &rule),
             }
         }
     }
@@ -247,6 +273,14 @@ pub(super) async fn confirm_email(
                 lang,
                 "Your e-mail address comes from your school's or employer's system: change it there.",
                 "Din e-postadress kommer från skolans eller arbetsgivarens system: ändra den där.",
+            ),
+        ),
+        Err(Error::Refused(Refusal::LinkUnusable { expired })) => (
+            if expired { StatusCode::GONE } else { StatusCode::NOT_FOUND },
+            t(
+                lang,
+                "This link does not work any more: it was used, replaced by a newer one, or has expired. Give the address again on your pages.",
+                "Länken fungerar inte längre: den har använts, ersatts av en nyare eller gått ut. Ange adressen igen på dina sidor.",
             ),
         ),
         Err(e) => told(lang, &e),
