@@ -345,3 +345,40 @@ fn pki_in(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     pki(dir)
 }
+
+/// The patron pages on a listener of their own over HTTPS, facing the public: the page is
+/// served with the configured certificate, plain HTTP on that port gets none, and the
+/// console's pages are not there.
+#[test]
+fn the_patron_pages_listener_speaks_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let config = dir.path().join("sip2d.toml");
+    let files = format!(
+        "[patron_pages]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        pki.files.cert.display(),
+        pki.files.key.display()
+    );
+    std::fs::write(&config, files).unwrap();
+    let data = dir.path().join("demo");
+    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0"];
+    let (mut child, stdout, pages) =
+        common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), "patron pages on https://");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    let page = https_get(pages, &pki.ca, "/my/login").unwrap();
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in to your library account"), "{page}");
+    let console = https_get(pages, &pki.ca, "/login").unwrap();
+    assert!(console.starts_with("HTTP/1.1 404"), "{console}");
+    let mut plain = TcpStream::connect(pages).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain.write_all(b"GET /my/login HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("library account"), "no page over plain HTTP");
+    let _ = child.kill();
+    let _ = child.wait();
+}
