@@ -247,6 +247,22 @@ fn forgot_pin_answers_alike_and_a_new_email_waits_for_its_link() {
     assert_eq!(patron()["transfer"]["to"], "BRANCH");
     let page = http_as(console, "GET", "/my", "text/plain", &format!("Cookie: {cookie}\r\n"), "");
     assert!(page.raw.contains("waiting for the library"), "{}", page.raw);
+
+    // Made an external account: the details are the student system's, shown read-only.
+    let r = http(admin, "GET", &format!("/api/v1/patrons/{id}"), Some(&system), "", "");
+    let etag = r.etag.unwrap();
+    let body = r#"{"account-type":"external:ladok"}"#;
+    let r =
+        http(admin, "PATCH", &format!("/api/v1/patrons/{id}"), Some(&system), &format!("If-Match: {etag}\r\n"), body);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let page = http_as(console, "GET", "/my", "text/plain", &format!("Cookie: {cookie}\r\n"), "");
+    assert!(page.raw.contains("Your details come from ladok; change them there."), "{}", page.raw);
+    assert!(page.raw.contains("name=\"phone\" type=\"tel\" autocomplete=\"tel\" value=\"\" disabled"), "{}", page.raw);
+    let r = post_as(console, &cookie, "/my/contact", &format!("csrf={token}&phone=123&address=&postal_code="));
+    assert_eq!(r.status, 409, "{}", r.raw);
+    assert!(r.raw.contains("change it there"), "{}", r.raw);
+    let r = post_as(console, &cookie, "/my/email", &format!("csrf={token}&email=x%40example.org"));
+    assert_eq!(r.status, 409, "{}", r.raw);
 }
 
 fn wait_for_mail(sink: &SmtpSink, to: &str, containing: &str) -> String {
