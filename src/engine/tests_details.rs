@@ -294,7 +294,18 @@ fn a_register_of_store_format_2_is_read_into_todays_records() {
 
     // Rewrite every stored record as format 2 had it.
     {
-        let db = sled::open(dir.path().join(store::DIR)).unwrap();
+        // sled lets go of its lock a moment after the engine closed it (`Store::open` waits too).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::open(dir.path().join(store::DIR)) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let old = bincode::DefaultOptions::new();
         use bincode::Options as _;
         let patrons = db.open_tree("patrons").unwrap();
