@@ -426,6 +426,7 @@ async fn a_patron_uses_the_patron_pages_in_a_browser() {
     let mut answers = Vec::new();
     for card in ["29990000000004", "29990000009999"] {
         b.goto(&format!("http://{}/forgot", d.console)).await.unwrap();
+        b.find(Locator::Id("library")).await.unwrap().select_by_value("MAIN").await.unwrap();
         set_field(&b, "given", card).await;
         submit(&b, "main button[type=submit]").await;
         answers.push(text(&b).await);
@@ -436,6 +437,7 @@ async fn a_patron_uses_the_patron_pages_in_a_browser() {
     // My pages, as Avery: the loan, renewed.
     b.goto(&format!("http://{}/my", d.console)).await.unwrap();
     assert!(b.current_url().await.unwrap().path().starts_with("/my/login"));
+    b.find(Locator::Id("library")).await.unwrap().select_by_value("MAIN").await.unwrap();
     set_field(&b, "card", "21000000000001").await;
     set_field(&b, "pin", "1234").await;
     submit(&b, "main button[type=submit]").await;
@@ -460,10 +462,13 @@ async fn a_patron_uses_the_patron_pages_in_a_browser() {
     assert!(text(&b).await.contains("You are logged out"));
     b.close().await.unwrap();
 
-    // In Swedish.
-    let sv = browser(&driver, "sv").await;
+    // In Swedish, from the link on every page.
+    let sv = browser(&driver, "en").await;
     sv.goto(&format!("http://{}/my/login", d.console)).await.unwrap();
+    submit(&sv, "header a[lang=sv]").await;
+    assert!(sv.current_url().await.unwrap().path() == "/my/login");
     let page = text(&sv).await;
     assert!(page.contains("Logga in på ditt lånekonto") && page.contains("Glömt din PIN-kod?"), "{page}");
+    snap(&sv, "patron-login-sv").await;
     sv.close().await.unwrap();
 }

@@ -116,6 +116,10 @@ pub(super) async fn login(
         return super::too_many(lang, wait);
     }
     let all = libraries(&state).await;
+    if f.library.trim().is_empty() {
+        let choose = t(lang, "Choose your library.", "Välj ditt bibliotek.");
+        return login_page(lang, StatusCode::UNPROCESSABLE_ENTITY, &all, None, Some(choose));
+    }
     let op = Operation::PatronLogin { institution: f.library.trim().into(), card: f.card, pin: Pin(f.pin) };
     let refused = match state.engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
         Ok(Receipt::Patron(p)) => {

@@ -108,7 +108,16 @@ fn page_with(lang: Lang, status: StatusCode, title: &str, body: Markup, set_cook
                 title { (title) }
                 style { (STYLE) }
             }
-            body { main { h1 { (title) } (body) } }
+            body {
+                header {
+                    @if lang == Lang::Sv {
+                        a href="?lang=en" lang="en" hreflang="en" { "In English" }
+                    } @else {
+                        a href="?lang=sv" lang="sv" hreflang="sv" { "På svenska" }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
         }
     };
     let mut response = (status, Html(markup.into_string())).into_response();
@@ -132,7 +141,7 @@ label{display:block;margin-top:1rem;font-weight:600}input,select{font:inherit;pa
 input:disabled{background:#eee;color:#333}button{font:inherit;margin-top:1rem;padding:.6rem 1.2rem;background:#0b3d91;color:#fff;border:0;border-radius:.3rem}\
 button.small{margin-top:0;padding:.3rem .8rem}:focus-visible{outline:3px solid #f90;outline-offset:2px}.error{color:#8b0000;font-weight:600}\
 .done{color:#0a5c2b;font-weight:600}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.4rem .3rem;border-bottom:1px solid #ccc;vertical-align:top}\
-section{margin-top:2rem}.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}a{color:#0b3d91}.note{background:#fff4ce;padding:.5rem;border-left:4px solid #8a6d00}";
+header{text-align:right}section{margin-top:2rem}.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}a{color:#0b3d91}.note{background:#fff4ce;padding:.5rem;border-left:4px solid #8a6d00}";
 
 /// The client's address, as the listener saw it.
 fn peer(request: &axum::http::Extensions) -> Option<IpAddr> {
@@ -177,6 +186,24 @@ fn lang(headers: &HeaderMap) -> Lang {
     Lang::of(headers)
 }
 
+/// `?lang=sv` (or `en`) on any patron page: that language from now on (a cookie, as the
+/// console's), and the same page again without it.
+async fn language(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wanted = request.uri().query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| match pair {
+        "lang=sv" => Some("sv"),
+        "lang=en" => Some("en"),
+        _ => None,
+    });
+    match wanted {
+        Some(code) if request.method() == axum::http::Method::GET => {
+            let cookie = format!("lang={code}; Path=/; SameSite=Strict; Max-Age=31536000");
+            let here = request.uri().path().to_string();
+            ([(header::SET_COOKIE, cookie)], axum::response::Redirect::to(&here)).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// The patron pages' routes.
 pub fn routes() -> axum::Router<AdminState> {
     use axum::routing::{get, post};
@@ -193,6 +220,7 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/my/email", post(mine::email))
         .route("/my/notices", post(mine::set_notices))
         .route("/my/move", post(mine::request_move))
+        .layer(axum::middleware::from_fn(language))
 }
 
 #[cfg(test)]

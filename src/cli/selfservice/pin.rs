@@ -163,7 +163,8 @@ pub(super) fn library_field(lang: Lang, all: &[(String, String)], chosen: Option
     html! {
         @if all.len() > 1 {
             label for="library" { (t(lang, "Library", "Bibliotek")) }
-            select #library name="library" {
+            select #library name="library" required {
+                option value="" selected[chosen.is_none()] { (t(lang, "Choose your library", "Välj ditt bibliotek")) }
                 @for (code, name) in all {
                     option value=(code) selected[chosen == Some(code.as_str())] { (name) }
                 }
@@ -174,10 +175,11 @@ pub(super) fn library_field(lang: Lang, all: &[(String, String)], chosen: Option
     }
 }
 
-async fn forgot_page(state: &AdminState, lang: Lang, status: StatusCode, sent: bool) -> Response {
+async fn forgot_page(state: &AdminState, lang: Lang, status: StatusCode, sent: bool, error: Option<&str>) -> Response {
     let all = libraries(state).await;
     let title = t(lang, "Forgot your PIN?", "Glömt din PIN-kod?");
     let body = html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
         @if sent {
             p.done role="status" { (t(lang, "Thank you. If the card number or e-mail address belongs to an account with an e-mail address, a link to choose a new PIN is on its way there. It works once, for a few days.", "Tack. Om kortnumret eller e-postadressen hör till ett konto med en e-postadress är en länk för att välja en ny PIN-kod på väg dit. Den fungerar en gång, i några dagar.")) }
         }
@@ -194,7 +196,7 @@ async fn forgot_page(state: &AdminState, lang: Lang, status: StatusCode, sent: b
 }
 
 pub(super) async fn forgot_form(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    forgot_page(&state, lang(&headers), StatusCode::OK, false).await
+    forgot_page(&state, lang(&headers), StatusCode::OK, false, None).await
 }
 
 #[derive(Deserialize)]
@@ -218,6 +220,10 @@ pub(super) async fn forgot(
     if let Err(wait) = state.patrons.throttle.admit(super::peer(&request), std::time::Instant::now()) {
         return super::too_many(lang, wait);
     }
+    if f.library.trim().is_empty() {
+        let choose = t(lang, "Choose your library.", "Välj ditt bibliotek.");
+        return forgot_page(&state, lang, StatusCode::UNPROCESSABLE_ENTITY, false, Some(choose)).await;
+    }
     if !f.given.trim().is_empty() {
         let op = Operation::ForgotPin { institution: f.library.trim().to_string(), given: f.given };
         let engine = state.engine.clone();
@@ -227,7 +233,7 @@ pub(super) async fn forgot(
             }
         });
     }
-    forgot_page(&state, lang, StatusCode::OK, true).await
+    forgot_page(&state, lang, StatusCode::OK, true, None).await
 }
 
 pub(super) async fn email_form(headers: HeaderMap) -> Response {
