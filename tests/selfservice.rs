@@ -314,3 +314,57 @@ fn the_patron_pages_can_have_a_listener_of_their_own() {
     let mail = wait_for_mail(&sink, "sky@example.org", "/pin/");
     assert!(mail.contains(&format!("http://{pages}/pin/")), "{mail}");
 }
+
+/// A renewal on my pages and a checkin at a kiosk of the same item at the same moment, over
+/// HTTP and SIP: each round ends as one of the two serial orders (renewed, then returned; or
+/// returned, then the renewal refused as no longer on loan), and the item is back every time.
+#[test]
+fn a_renewal_on_my_pages_and_a_kiosk_checkin_at_once_end_serially() {
+    let d = common::demo();
+    let (sip, console) = (d.sip, d.console);
+    let (avery, page) = my_pages(console, "21000000000001", "1234");
+    let token = csrf(&page.raw);
+    let mut lend = common::Kiosk::connect(sip);
+    assert_eq!(lend.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let mut back = common::Kiosk::connect(sip);
+    assert_eq!(back.ask("9300CNkiosk1|COkiosk1-secret|"), "941");
+    let (mut renewed_first, mut returned_first) = (0, 0);
+    for round in 0..12 {
+        let out =
+            lend.ask("11YN20261203    120000                  AOMAIN|AA21000000000001|AB31000000000002|AC|AD1234|");
+        assert!(out.starts_with("121"), "round {round}: {out}");
+        let renew = {
+            let (cookie, body) = (avery.clone(), format!("csrf={token}&item=31000000000002"));
+            std::thread::spawn(move || post_as(console, &cookie, "/my/renew", &body).status)
+        };
+        let checkin = back.ask("09N20261203    12000020261203    120000APMAIN|AOMAIN|AB31000000000002|AC|");
+        assert!(checkin.starts_with("101"), "round {round}: the checkin takes the item back: {checkin}");
+        match renew.join().unwrap() {
+            303 => renewed_first += 1,
+            409 => returned_first += 1,
+            other => panic!("round {round}: the renewal answered {other}"),
+        }
+        let info = lend.ask("6300120261203    120000  Y       AOMAIN|AA21000000000001|AC|AD1234|");
+        assert!(!info.contains("|AU31000000000002|"), "round {round}: nothing left on loan: {info}");
+    }
+    assert_eq!(renewed_first + returned_first, 12);
+}
+
+/// A link past `[register] pin_link_hours` is refused as expired (here the hours are 0, so
+/// every link has expired by the time it is opened).
+#[test]
+fn an_expired_link_is_refused() {
+    let sink = SmtpSink::start();
+    let d = common::demo_with(&format!(
+        "[register]\npin_link_hours = 0\n[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
+        sink.relay()
+    ));
+    let new = r#"{"institution":"MAIN","primary_id":"S500","first_name":"Ola","last_name":"Late","email":"ola@example.org","barcodes":["29990000000005"]}"#;
+    let r = http(d.admin, "POST", "/api/v1/patrons", Some(&d.system), "", new);
+    assert_eq!(r.status, 201, "{}", r.raw);
+    let mail = wait_for_mail(&sink, "ola@example.org", "/pin/");
+    let token = link_token(&mail, &format!("http://{}/pin/", d.console));
+    let r = form_post(d.console, &format!("/pin/{token}"), "", "pin=4821&again=4821");
+    assert_eq!(r.status, 410, "{}", r.raw);
+    assert!(r.raw.contains("expired") && r.raw.contains("href=\"/forgot\""), "{}", r.raw);
+}
