@@ -375,10 +375,7 @@ async fn a_patron_uses_the_patron_pages_in_a_browser() {
     use common::smtp::SmtpSink;
     let driver = chromedriver();
     let sink = SmtpSink::start();
-    let d = common::demo_with(&format!(
-        "[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
-        sink.relay()
-    ));
+    let d = common::demo_with(&sink.mail_config());
     let b = browser(&driver, "en").await;
     b.set_window_size(390, 844).await.unwrap();
     let mail_to = |to: &str, path: &str| {

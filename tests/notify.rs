@@ -137,11 +137,7 @@ fn a_running_server_with_a_relay_delivers_the_outbox_by_itself() {
     let data = dir.path().join("data");
     let sink = SmtpSink::start();
     let config = dir.path().join("sip2d.toml");
-    std::fs::write(
-        &config,
-        format!("[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n", sink.relay()),
-    )
-    .unwrap();
+    std::fs::write(&config, sink.mail_config()).unwrap();
     ok(sip2d(&data, &["init"]));
     ok(sip2d(&data, &["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
     let mut server = Killed(

@@ -13,10 +13,7 @@ use common::{form_post, http, http_as};
 #[test]
 fn a_new_patron_chooses_a_pin_from_the_welcome_link_and_borrows_with_it() {
     let sink = SmtpSink::start();
-    let d = common::demo_with(&format!(
-        "[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
-        sink.relay()
-    ));
+    let d = common::demo_with(&sink.mail_config());
     let (sip, console, admin, system, data) = (d.sip, d.console, d.admin, d.system.clone(), d.data.clone());
 
     // Registered at the desk (here through the API), with an e-mail address and no PIN.
@@ -201,10 +198,7 @@ fn my_pages_share_the_kiosk_lockout_and_renew_cancel_and_show_fees() {
 #[test]
 fn forgot_pin_answers_alike_and_a_new_email_waits_for_its_link() {
     let sink = SmtpSink::start();
-    let d = common::demo_with(&format!(
-        "[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
-        sink.relay()
-    ));
+    let d = common::demo_with(&sink.mail_config());
     let (console, admin, system) = (d.console, d.admin, d.system.clone());
     let new = r#"{"institution":"MAIN","primary_id":"S200","first_name":"Robin","last_name":"Self","birth_date":"1990-01-02","email":"robin@example.org","barcodes":["29990000000002"],"invite":false}"#;
     let r = http(admin, "POST", "/api/v1/patrons", Some(&system), "", new);
@@ -291,10 +285,7 @@ fn link_token(body: &str, prefix: &str) -> String {
 #[test]
 fn the_patron_pages_can_have_a_listener_of_their_own() {
     let sink = SmtpSink::start();
-    let d = common::demo_with(&format!(
-        "[patron_pages]\nlisten = \"127.0.0.1:0\"\n[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
-        sink.relay()
-    ));
+    let d = common::demo_with(&format!("[patron_pages]\nlisten = \"127.0.0.1:0\"\n{}", sink.mail_config()));
     let pages = d.pages.expect("announced");
     let (cookie, page) = my_pages(pages, "21000000000001", "1234");
     assert!(page.raw.contains("Hello Avery"), "{}", page.raw);
@@ -355,10 +346,7 @@ fn a_renewal_on_my_pages_and_a_kiosk_checkin_at_once_end_serially() {
 #[test]
 fn an_expired_link_is_refused() {
     let sink = SmtpSink::start();
-    let d = common::demo_with(&format!(
-        "[register]\npin_link_hours = 0\n[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n",
-        sink.relay()
-    ));
+    let d = common::demo_with(&format!("[register]\npin_link_hours = 0\n{}", sink.mail_config()));
     let new = r#"{"institution":"MAIN","primary_id":"S500","first_name":"Ola","last_name":"Late","email":"ola@example.org","barcodes":["29990000000005"]}"#;
     let r = http(d.admin, "POST", "/api/v1/patrons", Some(&d.system), "", new);
     assert_eq!(r.status, 201, "{}", r.raw);

@@ -293,23 +293,7 @@ fn https_get(addr: SocketAddr, ca: &str, path: &str) -> std::io::Result<String> 
 #[test]
 fn the_console_speaks_https_and_takes_new_certificates_on_a_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let config = dir.path().join("sip2d.toml");
-    let files = format!(
-        "[console]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-        pki.files.cert.display(),
-        pki.files.key.display()
-    );
-    std::fs::write(&config, files).unwrap();
-    let data = dir.path().join("demo");
-    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let args = ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0"];
-    let (mut child, mut stdout, _) = common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), "listening on ");
-    let console = common::address_after(&mut stdout, "staff console on https://");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
+    let (pki, mut child, console) = https_demo(dir.path(), "console", "staff console on https://");
 
     let page = https_get(console, &pki.ca, "/login").unwrap();
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in"), "{page}");
@@ -352,23 +336,7 @@ fn pki_in(dir: &Path) -> Pki {
 #[test]
 fn the_patron_pages_listener_speaks_https() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let config = dir.path().join("sip2d.toml");
-    let files = format!(
-        "[patron_pages]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-        pki.files.cert.display(),
-        pki.files.key.display()
-    );
-    std::fs::write(&config, files).unwrap();
-    let data = dir.path().join("demo");
-    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let args = ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0"];
-    let (mut child, stdout, pages) =
-        common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), "patron pages on https://");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for _ in stdout.lines() {}
-    });
+    let (pki, mut child, pages) = https_demo(dir.path(), "patron_pages", "patron pages on https://");
     let page = https_get(pages, &pki.ca, "/my/login").unwrap();
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in to your library account"), "{page}");
     let console = https_get(pages, &pki.ca, "/login").unwrap();
@@ -381,4 +349,26 @@ fn the_patron_pages_listener_speaks_https() {
     assert!(!String::from_utf8_lossy(&answer).contains("library account"), "no page over plain HTTP");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The demo with `[SECTION]` (the console or the patron pages) on HTTPS, with test
+/// certificates made in `dir`: the certificates, the server, and the address it announced.
+fn https_demo(dir: &Path, section: &str, announced: &str) -> (Pki, std::process::Child, std::net::SocketAddr) {
+    let pki = pki(dir);
+    let config = dir.join("sip2d.toml");
+    let files = format!(
+        "[{section}]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        pki.files.cert.display(),
+        pki.files.key.display()
+    );
+    std::fs::write(&config, files).unwrap();
+    let data = dir.join("demo");
+    let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["--config", c, "--data", d, "serve", "--demo", "--listen", "127.0.0.1:0"];
+    let (child, stdout, address) = common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), announced);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for _ in stdout.lines() {}
+    });
+    (pki, child, address)
 }

@@ -51,6 +51,11 @@ impl SmtpSink {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A `[mail]` section that delivers here, looking at the outbox every 200 ms.
+    pub fn mail_config(&self) -> String {
+        format!("[mail]\nrelay = \"{}\"\nfrom = \"library@example.org\"\ninterval = \"200ms\"\n", self.relay())
+    }
+
     /// The messages received so far.
     pub fn received(&self) -> Vec<Mail> {
         self.received.lock().unwrap().clone()

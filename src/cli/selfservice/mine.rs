@@ -165,13 +165,7 @@ pub(super) async fn login(
     login_page(lang, status, &all, Some(f.library.trim()), Some(text))
 }
 
-#[derive(Deserialize)]
-pub(super) struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-pub(super) async fn logout(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
+pub(super) async fn logout(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<OwnForm>) -> Response {
     match session(&state, &headers) {
         Some((open, _, cookie)) if same_secret(&f.csrf, &open.csrf) => to_login(&state, Some(&cookie), "out"),
         Some(_) => forbidden(lang(&headers)),
@@ -636,81 +630,52 @@ async fn act(state: &AdminState, headers: &HeaderMap, csrf: &str, act: OwnAct, d
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct RenewForm {
-    #[serde(default)]
+/// Any of my pages' forms: the session's token and the fields of the one posted (a missing
+/// field is empty, and the engine's rules answer it).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct OwnForm {
     csrf: String,
-    #[serde(default)]
     item: String,
-}
-
-pub(super) async fn renew(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<RenewForm>) -> Response {
-    act(&state, &headers, &f.csrf, OwnAct::Renew { item: f.item }, "renewed").await
-}
-
-#[derive(Deserialize)]
-pub(super) struct CancelForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     hold: u64,
+    phone: String,
+    address: String,
+    postal_code: String,
+    email: String,
+    kind: String,
+    out: String,
+    to: String,
+}
+
+pub(super) async fn renew(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<OwnForm>) -> Response {
+    act(&state, &headers, &f.csrf, OwnAct::Renew { item: f.item }, "renewed").await
 }
 
 pub(super) async fn cancel_hold(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Form(f): Form<CancelForm>,
+    Form(f): Form<OwnForm>,
 ) -> Response {
     act(&state, &headers, &f.csrf, OwnAct::CancelHold { hold: f.hold }, "cancelled").await
-}
-
-#[derive(Deserialize)]
-pub(super) struct ContactForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    phone: String,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    postal_code: String,
 }
 
 pub(super) async fn save_contact(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Form(f): Form<ContactForm>,
+    Form(f): Form<OwnForm>,
 ) -> Response {
     let change = OwnAct::Contact { phone: f.phone, address: f.address, postal_code: f.postal_code };
     act(&state, &headers, &f.csrf, change, "contact").await
 }
 
-#[derive(Deserialize)]
-pub(super) struct EmailForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    email: String,
-}
-
-pub(super) async fn email(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<EmailForm>) -> Response {
+pub(super) async fn email(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<OwnForm>) -> Response {
     act(&state, &headers, &f.csrf, OwnAct::ChangeEmail { email: f.email }, "email").await
-}
-
-#[derive(Deserialize)]
-pub(super) struct NoticeForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    out: String,
 }
 
 pub(super) async fn set_notices(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Form(f): Form<NoticeForm>,
+    Form(f): Form<OwnForm>,
 ) -> Response {
     let Some(kind) = NoticeKind::parse(&f.kind) else {
         let lang = lang(&headers);
@@ -726,18 +691,10 @@ pub(super) async fn set_notices(
     act(&state, &headers, &f.csrf, OwnAct::OptOut { kind, out: f.out == "yes" }, "notices").await
 }
 
-#[derive(Deserialize)]
-pub(super) struct MoveForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    to: String,
-}
-
 pub(super) async fn request_move(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Form(f): Form<MoveForm>,
+    Form(f): Form<OwnForm>,
 ) -> Response {
     act(&state, &headers, &f.csrf, OwnAct::RequestMove { to: f.to }, "move").await
 }
