@@ -383,6 +383,16 @@ impl State {
         self.links.get(digest).map(Arc::as_ref)
     }
 
+    /// Every set-PIN link.
+    pub fn links(&self) -> impl Iterator<Item = &PinLink> {
+        self.links.values().map(Arc::as_ref)
+    }
+
+    /// Every new e-mail address waiting for its link.
+    pub fn email_checks(&self) -> impl Iterator<Item = &EmailCheck> {
+        self.email_checks.values().map(Arc::as_ref)
+    }
+
     /// A patron's set-PIN links.
     pub fn links_of(&self, patron: u64) -> impl Iterator<Item = &PinLink> {
         self.links.values().map(Arc::as_ref).filter(move |l| l.patron == patron)

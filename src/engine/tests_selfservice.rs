@@ -426,3 +426,16 @@ fn a_link_tells_the_page_the_pin_policy_it_is_held_to() {
     redeem(&reg, &t, "a-long-passphrase", now()).unwrap();
     assert_eq!(policy(&t), None, "used");
 }
+
+/// Purging removes links past their time (they could do nothing), and keeps good ones.
+#[test]
+fn a_purge_removes_links_past_their_time() {
+    let (_d, reg, _p) = open();
+    let t = token(&reg);
+    let known =
+        |t: &str| matches!(reg.desk().query(Query::LinkPolicy(Pin(t.into()))).unwrap(), Answer::PinPolicy(Some(_)));
+    reg.purge(now() + SignedDuration::from_hours(71), false).unwrap();
+    assert!(known(&t), "still good");
+    reg.purge(now() + SignedDuration::from_hours(72), false).unwrap();
+    assert!(!known(&t), "expired, and gone");
+}

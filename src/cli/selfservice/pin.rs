@@ -273,6 +273,14 @@ pub(super) async fn confirm_email(
                 "Adressen används redan av ett annat konto. Fråga biblioteket.",
             ),
         ),
+        Err(Error::Refused(Refusal::Invalid(_))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            t(
+                lang,
+                "The library does not take that address. Ask at the desk.",
+                "Biblioteket tar inte emot den adressen. Fråga i informationsdisken.",
+            ),
+        ),
         Err(Error::Refused(Refusal::Synced { .. })) => (
             StatusCode::CONFLICT,
             t(

@@ -661,6 +661,20 @@ pub fn purge(u: &mut Unit<'_>, dry_run: bool) -> Result<PurgeReport, Refusal> {
             u.put(Write::RemoveAudit(k))?;
         }
     }
+    if !dry_run {
+        // Links past their time, or of a patron no longer here, can do nothing: they go too.
+        let gone = |patron: u64, expires: jiff::Timestamp| expires <= now || u.state.patron(patron).is_none();
+        let links: Vec<String> =
+            u.state.links().filter(|l| gone(l.patron, l.expires)).map(|l| l.digest.clone()).collect();
+        let checks: Vec<String> =
+            u.state.email_checks().filter(|c| gone(c.patron, c.expires)).map(|c| c.digest.clone()).collect();
+        for digest in links {
+            u.put(Write::RemoveLink(digest))?;
+        }
+        for digest in checks {
+            u.put(Write::RemoveEmailCheck(digest))?;
+        }
+    }
     for inst in institutions {
         let Some(days) = inst.audit_retention_days else { continue };
         let cutoff = now.checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(days))).unwrap_or(now);
