@@ -66,6 +66,9 @@ fn a_new_patron_chooses_a_pin_from_the_welcome_link_and_borrows_with_it() {
     let r = form_post(console, &link, "", "pin=5930&again=5930");
     assert_eq!(r.status, 404, "{}", r.raw);
     assert!(r.raw.contains("does not work"), "{}", r.raw);
+    let opened = http_as(console, "GET", &link, "text/plain", "", "");
+    assert_eq!(opened.status, 404, "said as it opens: {}", opened.raw);
+    assert!(!opened.raw.contains("name=\"pin\""), "no form to fill in vain: {}", opened.raw);
     let status = k.ask("2300120261203    120000AOMAIN|AA29990000000001|AC|AD4821|");
     assert!(status.contains("|CQY|"), "the PIN stands: {status}");
     // The history says the patron set it.
@@ -179,6 +182,16 @@ fn my_pages_share_the_kiosk_lockout_and_renew_cancel_and_show_fees() {
     assert_eq!(r.status, 303, "{}", r.raw);
     let page = http_as(console, "GET", "/my", "text/plain", &format!("Cookie: {harper}\r\n"), "");
     assert!(page.raw.contains("You have no requests."), "{}", page.raw);
+
+    // A login form posted from another site is refused, PIN right or wrong, and counts nothing.
+    for from in ["Origin: https://evil.example\r\n", "Sec-Fetch-Site: cross-site\r\n"] {
+        let r = form_post(console, "/my/login", from, "library=MAIN&card=21000000000001&pin=9999");
+        assert_eq!(r.status, 403, "{}", r.raw);
+        assert!(r.raw.contains("another site"), "{}", r.raw);
+    }
+    let same =
+        form_post(console, "/my/login", "Origin: http://localhost\r\n", "library=MAIN&card=21000000000001&pin=1234");
+    assert_eq!(same.status, 303, "from the pages themselves: {}", same.raw);
 
     // Five wrong PINs at the kiosk end Avery's session on the pages.
     for _ in 0..5 {

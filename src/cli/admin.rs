@@ -414,6 +414,7 @@ pub async fn serve_patron_pages(
         .fallback(super::selfservice::not_here)
         .with_state(AdminState { gate: Gate::StaffOnly, ..state });
     let listener = crate::net::http::HttpListener::Tls(listener, server, crate::net::http::Side::PatronPages);
+    let limits = crate::net::http::HttpLimits { max_body_bytes: super::selfservice::MAX_BODY_BYTES, ..limits };
     tokio::spawn(crate::net::http::serve(listener, app, limits, "patron pages", shutdown, GRACE));
     Ok(bound)
 }

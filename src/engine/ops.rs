@@ -742,8 +742,8 @@ pub enum OwnAct {
     Contact { phone: String, address: String, postal_code: String },
     /// A new e-mail address: a link goes to it, and it is theirs once that is followed.
     ChangeEmail { email: String },
-    /// Out of (or back into) a kind of notice.
-    OptOut { kind: NoticeKind, out: bool },
+    /// Out of (or back into) kinds of notice, together (a move's three notices are one choice).
+    OptOut { kinds: Vec<NoticeKind>, out: bool },
     /// Asks to move to another library; its staff accept or decline.
     RequestMove { to: String },
 }
@@ -973,10 +973,13 @@ pub enum Query {
         patron: u64,
         file: u32,
     },
-    /// The PIN policy the patron of a known set-PIN link is held to (the page asks for four
-    /// digits or a password accordingly).
+    /// The PIN policy the patron of a set-PIN link is held to (the page asks for four digits
+    /// or a password accordingly), or why the link does not work at `now`.
     #[serde(skip)]
-    LinkPolicy(Pin),
+    LinkPolicy {
+        token: Pin,
+        now: Timestamp,
+    },
     /// A kiosk's 17.
     #[serde(skip)]
     KioskItem {
@@ -1024,7 +1027,7 @@ pub enum Answer {
     File(Box<FileInfo>, FileBytes),
     #[serde(skip)]
     KioskItem(Option<Box<ItemFacts>>),
-    /// A link that is not (or no longer) good has none.
+    /// A link that is not (or no longer) good has none: `LinkUnusable`.
     #[serde(skip)]
-    PinPolicy(Option<PinPolicy>),
+    PinPolicy(Result<PinPolicy, Refusal>),
 }

@@ -279,8 +279,17 @@ fn a_patron_acts_on_their_own_loans_and_requests_only() {
     own(&reg, &me, OwnAct::CancelHold { hold: held.id }, day).unwrap();
     assert!(reg.desk().holds_of(p.id).unwrap().is_empty());
 
-    let out = own(&reg, &me, OwnAct::OptOut { kind: NoticeKind::Report, out: true }, day).unwrap();
+    let out = own(&reg, &me, OwnAct::OptOut { kinds: vec![NoticeKind::Report], out: true }, day).unwrap();
     assert!(matches!(out, Receipt::Optouts(k) if k == vec![NoticeKind::Report]));
+    let moves = vec![NoticeKind::TransferRequested, NoticeKind::TransferAccepted, NoticeKind::TransferDeclined];
+    let Receipt::Optouts(k) = own(&reg, &me, OwnAct::OptOut { kinds: moves.clone(), out: true }, day).unwrap() else {
+        panic!()
+    };
+    assert_eq!(k.len(), 4, "{k:?}");
+    let Receipt::Optouts(k) = own(&reg, &me, OwnAct::OptOut { kinds: moves, out: false }, day).unwrap() else {
+        panic!()
+    };
+    assert_eq!(k, vec![NoticeKind::Report]);
     let contact =
         OwnAct::Contact { phone: "+46 8 123 45".into(), address: "Storgatan 1".into(), postal_code: "111 22".into() };
     let Receipt::Patron(changed) = own(&reg, &me, contact, day).unwrap() else { panic!() };
@@ -343,9 +352,10 @@ fn a_new_email_address_takes_effect_only_through_its_link() {
     // Another patron's address: answered the same, and no link is sent anywhere.
     let other = NewPatron { email: Some("blake@example.org".into()), no_invitation: true, ..avery_like() };
     reg.add_patron(other, true, now()).unwrap();
-    let before = reg.store.notices().unwrap().len();
     assert!(matches!(ask("blake@example.org").unwrap(), Receipt::Done));
-    assert_eq!(reg.store.notices().unwrap().len(), before);
+    let last = reg.store.notices().unwrap().pop().unwrap();
+    assert_eq!((last.kind, last.delivery), (NoticeKind::EmailCheck, Delivery::Skipped), "written alike, not sent");
+    assert!(last.note.as_deref().is_some_and(|n| n.contains("another patron")), "{last:?}");
 
     // An external account's address is the student system's.
     reg.edit(p.id, &[("account-type".into(), "external:ladok".into())], now()).unwrap();
@@ -408,12 +418,14 @@ fn a_renewal_on_the_pages_and_a_kiosk_checkin_at_once_end_serially() {
 fn a_link_tells_the_page_the_pin_policy_it_is_held_to() {
     let (_d, reg, _p) = open();
     let t = token(&reg);
-    let policy = |t: &str| match reg.desk().query(Query::LinkPolicy(Pin(t.into()))).unwrap() {
-        Answer::PinPolicy(p) => p,
+    let policy = |t: &str| match reg.desk().query(Query::LinkPolicy { token: Pin(t.into()), now: now() }).unwrap() {
+        Answer::PinPolicy(p) => p.ok(),
         other => panic!("{other:?}"),
     };
     assert_eq!(policy(&t), Some(PinPolicy::FourDigits));
     assert_eq!(policy("0123abcd"), None);
+    let late = Query::LinkPolicy { token: Pin(t.clone()), now: now() + SignedDuration::from_hours(72) };
+    assert!(matches!(reg.desk().query(late).unwrap(), Answer::PinPolicy(Err(Refusal::LinkUnusable { expired: true }))));
     let password = InstitutionChange::Settings {
         name: None,
         patterns: Default::default(),
@@ -432,8 +444,11 @@ fn a_link_tells_the_page_the_pin_policy_it_is_held_to() {
 fn a_purge_removes_links_past_their_time() {
     let (_d, reg, _p) = open();
     let t = token(&reg);
-    let known =
-        |t: &str| matches!(reg.desk().query(Query::LinkPolicy(Pin(t.into()))).unwrap(), Answer::PinPolicy(Some(_)));
+    // Known at all: good, or expired (rather than unknown).
+    let known = |t: &str| {
+        let q = Query::LinkPolicy { token: Pin(t.into()), now: now() + SignedDuration::from_hours(100) };
+        matches!(reg.desk().query(q).unwrap(), Answer::PinPolicy(Err(Refusal::LinkUnusable { expired: true })))
+    };
     reg.purge(now() + SignedDuration::from_hours(71), false).unwrap();
     assert!(known(&t), "still good");
     reg.purge(now() + SignedDuration::from_hours(72), false).unwrap();

@@ -137,12 +137,18 @@ pub fn answer(s: &State, q: Query) -> Result<Answer, Error> {
             Answer::Optouts(s.optouts(id).to_vec())
         }
         Query::KioskItem { item, .. } => Answer::KioskItem(item_facts(s, &item).map(Box::new)),
-        Query::LinkPolicy(token) => Answer::PinPolicy(
-            s.link(&crate::domain::secret::token_digest(&token.0))
-                .and_then(|l| s.patron(l.patron))
-                .and_then(|p| s.institution(&p.institution))
-                .map(|i| i.pin_policy.clone()),
-        ),
+        Query::LinkPolicy { token, now } => {
+            Answer::PinPolicy(match s.link(&crate::domain::secret::token_digest(&token.0)) {
+                Some(l) if l.expires <= now => Err(Refusal::LinkUnusable { expired: true }),
+                Some(l) => s
+                    .patron(l.patron)
+                    .filter(|p| p.deleted.is_none())
+                    .and_then(|p| s.institution(&p.institution))
+                    .map(|i| i.pin_policy.clone())
+                    .ok_or(Refusal::LinkUnusable { expired: false }),
+                None => Err(Refusal::LinkUnusable { expired: false }),
+            })
+        }
         // Only the writer holds these; an engine sends them there.
         Query::History(_) | Query::Outbox | Query::File { .. } => {
             return Err(Error::Refused(Refusal::rule("history, outbox and files are read by the writer")));

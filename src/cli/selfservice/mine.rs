@@ -16,7 +16,7 @@ use crate::cli::admin::AdminState;
 use crate::cli::console::Lang;
 use crate::cli::sessions::{Open, clear_named_cookie, cookies, same_secret, set_named_cookie};
 use crate::domain::profile::Language;
-use crate::domain::{AccountType, FeeStatus, HoldStatus, NoticeKind, Patron};
+use crate::domain::{AccountType, FeeKind, FeeStatus, HoldStatus, NoticeKind, Patron};
 use crate::engine::{
     Answer, By, Card, Error, Operation, OwnAct, Pin, Query, QueuedHold, Receipt, Refusal, pin_session_tag,
 };
@@ -103,7 +103,8 @@ pub(super) struct LoginForm {
 }
 
 /// Card and PIN, checked by the engine on the counter kiosks use: five wrong ones in a row
-/// lock the card wherever they were typed. An unknown card and a wrong PIN get the same words.
+/// lock the card wherever they were typed. An unknown card and a wrong PIN get the same words,
+/// after the same time.
 pub(super) async fn login(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -111,8 +112,8 @@ pub(super) async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let lang = lang(&headers);
-    let peer = super::peer(&request);
-    if let Err(wait) = state.patrons.throttle.admit(peer, std::time::Instant::now()) {
+    let started = tokio::time::Instant::now();
+    if let Err(wait) = state.patrons.throttle.admit(super::peer(&request), std::time::Instant::now()) {
         return super::too_many(lang, wait);
     }
     let all = libraries(&state).await;
@@ -145,9 +146,8 @@ pub(super) async fn login(
             return login_page(lang, StatusCode::SERVICE_UNAVAILABLE, &all, Some(f.library.trim()), Some(busy));
         }
     };
-    if let Some(ip) = peer {
-        state.server.staff_login_refused(ip).await;
-    }
+    // Every refusal is answered the same time after the login began, whatever it wrote.
+    tokio::time::sleep_until(started + state.patrons.refusal_time).await;
     let (status, text) = match refused {
         Refusal::LockedOut => (
             StatusCode::FORBIDDEN,
@@ -361,7 +361,7 @@ fn requests(lang: Lang, m: &Mine, csrf: &str) -> Markup {
                             @let what = h.item.as_ref().and_then(|i| m.titles.get(i)).or(h.title.as_ref()).or(h.item.as_ref()).cloned().unwrap_or_default();
                             tr {
                                 td { (what) }
-                                td { (h.pickup) }
+                                td { (m.libraries.iter().find(|(code, _)| *code == h.pickup).map_or(h.pickup.as_str(), |(_, name)| name.as_str())) }
                                 td {
                                     @match (h.status, q.position) {
                                         (HoldStatus::Available, _) => (t(lang, "Ready to pick up", "Klar att hämta")),
@@ -390,7 +390,7 @@ fn fees(lang: Lang, m: &Mine) -> Markup {
     let disputed: Vec<_> = m.fees.iter().filter(|f| f.status == FeeStatus::Disputed).collect();
     let line = |f: &crate::domain::Fee| {
         let what = f.item.as_ref().and_then(|i| m.titles.get(i).or(Some(i))).cloned().unwrap_or_default();
-        html! { li { (f.kind.name()) @if !what.is_empty() { ", " (what) } ": " (f.outstanding()) " " (f.currency) } }
+        html! { li { (fee_name(lang, f.kind)) @if !what.is_empty() { ", " (what) } ": " (f.outstanding()) " " (f.currency) } }
     };
     html! {
         section aria-labelledby="fees" {
@@ -407,6 +407,21 @@ fn fees(lang: Lang, m: &Mine) -> Markup {
                 ul { @for f in &disputed { (line(f)) } }
             }
         }
+    }
+}
+
+/// What a fee is for, in the patron's words.
+fn fee_name(lang: Lang, kind: FeeKind) -> &'static str {
+    match kind {
+        FeeKind::Other => t(lang, "Fee", "Avgift"),
+        FeeKind::Administrative => t(lang, "Administrative fee", "Administrativ avgift"),
+        FeeKind::Damage => t(lang, "Damage", "Skada"),
+        FeeKind::Overdue => t(lang, "Overdue fine", "Förseningsavgift"),
+        FeeKind::Processing => t(lang, "Processing fee", "Hanteringsavgift"),
+        FeeKind::Rental => t(lang, "Rental", "Hyra"),
+        FeeKind::Replacement => t(lang, "Replacement", "Ersättning"),
+        FeeKind::ComputerAccess => t(lang, "Computer use", "Datoranvändning"),
+        FeeKind::Hold => t(lang, "Request fee", "Reservationsavgift"),
     }
 }
 
@@ -453,36 +468,40 @@ fn contact(lang: Lang, p: &Patron, csrf: &str) -> Markup {
     }
 }
 
-fn notice_name(lang: Lang, k: NoticeKind) -> &'static str {
-    match k {
-        NoticeKind::Welcome => t(lang, "Welcome letters", "Välkomstbrev"),
-        NoticeKind::TransferRequested | NoticeKind::TransferAccepted | NoticeKind::TransferDeclined => {
-            t(lang, "News of moves between libraries", "Besked om flytt mellan bibliotek")
-        }
-        NoticeKind::Report => t(lang, "Reports of loans and requests", "Sammanställningar av lån och reservationer"),
-        NoticeKind::BalanceDue => t(lang, "Reminders of fees due", "Påminnelser om avgifter"),
-        NoticeKind::PinReset | NoticeKind::EmailCheck => t(lang, "Links you ask for", "Länkar du ber om"),
+/// The e-mail a patron may stop, as they choose it: each a name on the form and its kinds
+/// (a move's three notices are one choice).
+const CHOICES: [(&str, &[NoticeKind]); 3] = [
+    ("report", &[NoticeKind::Report]),
+    ("balance-due", &[NoticeKind::BalanceDue]),
+    ("transfer", &[NoticeKind::TransferRequested, NoticeKind::TransferAccepted, NoticeKind::TransferDeclined]),
+];
+
+fn choice_name(lang: Lang, choice: &str) -> &'static str {
+    match choice {
+        "report" => t(lang, "Reports of loans and requests", "Sammanställningar av lån och reservationer"),
+        "balance-due" => t(lang, "Reminders of fees due", "Påminnelser om avgifter"),
+        _ => t(lang, "News of moves between libraries", "Besked om flytt mellan bibliotek"),
     }
 }
 
 fn notices(lang: Lang, m: &Mine, csrf: &str) -> Markup {
-    let kinds = [NoticeKind::Report, NoticeKind::BalanceDue, NoticeKind::TransferRequested];
     html! {
         section aria-labelledby="notices" {
             h2 #notices { (t(lang, "E-mail from the library", "E-post från biblioteket")) }
             table {
                 tbody {
-                    @for k in kinds {
-                        @let out = m.optouts.contains(&k);
+                    @for (choice, kinds) in CHOICES {
+                        @let out = kinds.iter().all(|k| m.optouts.contains(k));
+                        @let name = choice_name(lang, choice);
                         tr {
-                            td { (notice_name(lang, k)) }
+                            td { (name) }
                             td { (if out { t(lang, "Not sent", "Skickas inte") } else { t(lang, "Sent", "Skickas") }) }
                             td {
                                 form method="post" action="/my/notices" {
                                     input type="hidden" name="csrf" value=(csrf);
-                                    input type="hidden" name="kind" value=(k.name());
+                                    input type="hidden" name="kind" value=(choice);
                                     input type="hidden" name="out" value=(if out { "no" } else { "yes" });
-                                    button.small type="submit" aria-label=(format!("{}: {}", notice_name(lang, k), if out { t(lang, "start", "starta") } else { t(lang, "stop", "stoppa") })) {
+                                    button.small type="submit" aria-label=(format!("{name}: {}", if out { t(lang, "start", "starta") } else { t(lang, "stop", "stoppa") })) {
                                         (if out { t(lang, "Start", "Starta") } else { t(lang, "Stop", "Stoppa") })
                                     }
                                 }
@@ -637,7 +656,8 @@ async fn act(state: &AdminState, headers: &HeaderMap, csrf: &str, act: OwnAct, d
 pub(super) struct OwnForm {
     csrf: String,
     item: String,
-    hold: u64,
+    /// A number; anything else is no request of theirs.
+    hold: String,
     phone: String,
     address: String,
     postal_code: String,
@@ -656,7 +676,8 @@ pub(super) async fn cancel_hold(
     headers: HeaderMap,
     Form(f): Form<OwnForm>,
 ) -> Response {
-    act(&state, &headers, &f.csrf, OwnAct::CancelHold { hold: f.hold }, "cancelled").await
+    let hold = f.hold.trim().parse().unwrap_or(0);
+    act(&state, &headers, &f.csrf, OwnAct::CancelHold { hold }, "cancelled").await
 }
 
 pub(super) async fn save_contact(
@@ -668,7 +689,16 @@ pub(super) async fn save_contact(
     act(&state, &headers, &f.csrf, change, "contact").await
 }
 
-pub(super) async fn email(State(state): State<AdminState>, headers: HeaderMap, Form(f): Form<OwnForm>) -> Response {
+/// A new address sends an e-mail: counted with the address's logins and forgot-PIN asks.
+pub(super) async fn email(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    request: axum::http::Extensions,
+    Form(f): Form<OwnForm>,
+) -> Response {
+    if let Err(wait) = state.patrons.throttle.admit(super::peer(&request), std::time::Instant::now()) {
+        return super::too_many(lang(&headers), wait);
+    }
     act(&state, &headers, &f.csrf, OwnAct::ChangeEmail { email: f.email }, "email").await
 }
 
@@ -677,7 +707,7 @@ pub(super) async fn set_notices(
     headers: HeaderMap,
     Form(f): Form<OwnForm>,
 ) -> Response {
-    let Some(kind) = NoticeKind::parse(&f.kind) else {
+    let Some((_, kinds)) = CHOICES.iter().find(|(choice, _)| *choice == f.kind) else {
         let lang = lang(&headers);
         return page(
             lang,
@@ -688,7 +718,8 @@ pub(super) async fn set_notices(
             },
         );
     };
-    act(&state, &headers, &f.csrf, OwnAct::OptOut { kind, out: f.out == "yes" }, "notices").await
+    let choice = OwnAct::OptOut { kinds: kinds.to_vec(), out: f.out == "yes" };
+    act(&state, &headers, &f.csrf, choice, "notices").await
 }
 
 pub(super) async fn request_move(

@@ -31,7 +31,17 @@ pub const COOKIE: &str = "__Host-sip2d_patron";
 pub struct PatronPages {
     pub sessions: Sessions,
     pub throttle: Throttle,
+    /// How long every refused login takes, counted from its start (`[limits]
+    /// login_failure_delay`): a known card with a wrong PIN, whose count is written, and an
+    /// unknown card, which writes nothing, are answered after the same time.
+    pub refusal_time: Duration,
+    /// Forgot-PIN asks being looked up at once; more are answered alike and dropped (with a
+    /// warning in the log), so a flood holds a bounded number of tasks.
+    pub lookups: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Forgot-PIN asks looked up at once.
+const LOOKUPS: usize = 64;
 
 impl PatronPages {
     pub fn new(limits: &crate::net::config::Limits) -> PatronPages {
@@ -42,9 +52,14 @@ impl PatronPages {
                 max: limits.max_patron_sessions,
             }),
             throttle: Throttle::new(limits.patron_pages_attempts, limits.patron_pages_window),
+            refusal_time: limits.login_failure_delay,
+            lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(LOOKUPS)),
         }
     }
 }
+
+/// The body the patron pages' own listener takes: their forms are a few short fields.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Addresses whose attempts are counted at once; beyond this the oldest are forgotten first.
 const ADDRESSES_KEPT: usize = 65_536;
@@ -62,16 +77,28 @@ impl Throttle {
         Throttle { attempts: attempts.max(1), window, seen: Mutex::default() }
     }
 
-    /// Counts an attempt from `from`; refused, says how long until the address may try again.
+    /// Counts an attempt from `from` (an IPv6 address by its /64, which one subscriber
+    /// holds); refused, says how long until the address may try again.
     pub fn admit(&self, from: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let from = from.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let from = match from.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)) {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+            v4 => v4,
+        };
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.len() >= ADDRESSES_KEPT && !seen.contains_key(&from) {
-            let window = self.window;
+            let (window, attempts) = (self.window, self.attempts);
             seen.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+            // Still full: forget the oldest address that is not held back, so cycling through
+            // addresses does not free the ones that are.
             if seen.len() >= ADDRESSES_KEPT {
-                if let Some(oldest) = seen.iter().min_by_key(|(_, (start, _))| *start).map(|(a, _)| *a) {
-                    seen.remove(&oldest);
+                let oldest = |held: bool| {
+                    seen.iter()
+                        .filter(|(_, (_, n))| (*n >= attempts) == held)
+                        .min_by_key(|(_, (s, _))| *s)
+                        .map(|(a, _)| *a)
+                };
+                if let Some(a) = oldest(false).or_else(|| oldest(true)) {
+                    seen.remove(&a);
                 }
             }
         }
@@ -197,10 +224,49 @@ async fn language(request: axum::extract::Request, next: axum::middleware::Next)
     match wanted {
         Some(code) if request.method() == axum::http::Method::GET => {
             let cookie = format!("lang={code}; Path=/; SameSite=Strict; Max-Age=31536000");
-            let here = request.uri().path().to_string();
-            ([(header::SET_COOKIE, cookie)], axum::response::Redirect::to(&here)).into_response()
+            // A page answering a form (`/my/renew`) is not there to get again: back to `/my`.
+            let path = request.uri().path();
+            let pages = ["/my/login", "/forgot"];
+            let here = if path.starts_with("/my/") && !pages.contains(&path) { "/my" } else { path };
+            ([(header::SET_COOKIE, cookie)], axum::response::Redirect::to(here)).into_response()
         }
         _ => next.run(request).await,
+    }
+}
+
+/// Forms posted from another site are refused: the login and forgot-PIN forms need no
+/// session, so a hostile page could otherwise make its visitors' browsers guess PINs (spread
+/// past the per-address throttle) or log them in as someone else. Browsers say where a form
+/// came from (`Sec-Fetch-Site`, `Origin`); a client that says nothing is let through.
+async fn same_site(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.method() == axum::http::Method::POST && from_elsewhere(request.headers()) {
+        let lang = lang(request.headers());
+        let text = t(
+            lang,
+            "That form came from another site. Open this site's page and try again.",
+            "Formuläret kom från en annan webbplats. Öppna den här webbplatsens sida och försök igen.",
+        );
+        return page(
+            lang,
+            StatusCode::FORBIDDEN,
+            t(lang, "Please try again", "Försök igen"),
+            html! {
+                p.error role="alert" { (text) }
+            },
+        );
+    }
+    next.run(request).await
+}
+
+fn from_elsewhere(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = value("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (value("origin"), value("host")) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").is_none_or(|(_, h)| h != host),
+        _ => false,
     }
 }
 
@@ -221,11 +287,40 @@ pub fn routes() -> axum::Router<AdminState> {
         .route("/my/notices", post(mine::set_notices))
         .route("/my/move", post(mine::request_move))
         .layer(axum::middleware::from_fn(language))
+        .layer(axum::middleware::from_fn(same_site))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_from_another_site_are_told_apart() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            from_elsewhere(&h)
+        };
+        assert!(!h(&[]), "a client that says nothing");
+        assert!(!h(&[("sec-fetch-site", "same-origin"), ("origin", "https://evil.example")]));
+        assert!(h(&[("sec-fetch-site", "cross-site")]));
+        assert!(h(&[("sec-fetch-site", "same-site")]), "a neighbouring subdomain is another site");
+        assert!(!h(&[("origin", "https://library.example"), ("host", "library.example")]));
+        assert!(h(&[("origin", "https://evil.example"), ("host", "library.example")]));
+        assert!(h(&[("origin", "null"), ("host", "library.example")]));
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_address() {
+        let t = Throttle::new(2, Duration::from_secs(600));
+        let t0 = Instant::now();
+        assert!(t.admit(Some("2001:db8:1:2::1".parse().unwrap()), t0).is_ok());
+        assert!(t.admit(Some("2001:db8:1:2:ffff::9".parse().unwrap()), t0).is_ok());
+        assert!(t.admit(Some("2001:db8:1:2::77".parse().unwrap()), t0).is_err(), "the same /64");
+        assert!(t.admit(Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok(), "another /64");
+    }
 
     #[test]
     fn an_address_gets_so_many_tries_a_window_and_others_are_not_held_up() {

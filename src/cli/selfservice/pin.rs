@@ -14,13 +14,27 @@ use crate::cli::console::Lang;
 use crate::domain::PinPolicy;
 use crate::engine::{Answer, By, Error, Operation, Pin, Query, Receipt, Refusal};
 
-/// The policy the link's patron is held to (four digits when the link is not known: the
-/// answer to the form then says so).
-async fn policy(state: &AdminState, token: &str) -> PinPolicy {
-    match state.engine.query(Query::LinkPolicy(Pin(token.to_string()))).await {
-        Ok(Answer::PinPolicy(Some(p))) => p,
-        _ => PinPolicy::FourDigits,
+/// The policy the link's patron is held to, or why the link does not work now.
+async fn policy(state: &AdminState, token: &str) -> Result<PinPolicy, Error> {
+    let q = Query::LinkPolicy { token: Pin(token.to_string()), now: jiff::Timestamp::now() };
+    match state.engine.query(q).await? {
+        Answer::PinPolicy(p) => p.map_err(Error::Refused),
+        _ => Err(Error::Refused(Refusal::LinkUnusable { expired: false })),
     }
+}
+
+/// The page of a link that does not work: why, and where to get a new one.
+fn link_gone(lang: Lang, e: &Error) -> Response {
+    let (status, text) = told(lang, e);
+    page(
+        lang,
+        status,
+        t(lang, "Choose your PIN", "Välj din PIN-kod"),
+        html! {
+            p.error role="alert" { (text) }
+            p { a href="/forgot" { (t(lang, "Get a new link", "Få en ny länk")) } }
+        },
+    )
 }
 
 fn pin_form(lang: Lang, status: StatusCode, error: Option<&str>, policy: &PinPolicy) -> Response {
@@ -46,8 +60,14 @@ fn pin_form(lang: Lang, status: StatusCode, error: Option<&str>, policy: &PinPol
     page(lang, status, title, body)
 }
 
+/// The form, once the link is known to work (a used, replaced or expired link is said at
+/// once: the patron types nothing in vain).
 pub(super) async fn show(State(state): State<AdminState>, Path(token): Path<String>, headers: HeaderMap) -> Response {
-    pin_form(lang(&headers), StatusCode::OK, None, &policy(&state, &token).await)
+    let lang = lang(&headers);
+    match policy(&state, &token).await {
+        Ok(rule) => pin_form(lang, StatusCode::OK, None, &rule),
+        Err(e) => link_gone(lang, &e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,7 +88,7 @@ fn told(lang: Lang, e: &Error) -> (StatusCode, &'static str) {
                 "Länken har gått ut. Få en ny nedan, eller fråga biblioteket.",
             ),
         ),
-        Error::Refused(Refusal::LinkUnusable { expired: false }) => (
+        Error::Refused(Refusal::LinkUnusable { expired: false } | Refusal::NoPatron(_)) => (
             StatusCode::NOT_FOUND,
             t(
                 lang,
@@ -110,7 +130,10 @@ pub(super) async fn choose(
     form: Result<Form<PinForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let lang = lang(&headers);
-    let rule = policy(&state, &token).await;
+    let rule = match policy(&state, &token).await {
+        Ok(rule) => rule,
+        Err(e) => return link_gone(lang, &e),
+    };
     let Ok(Form(f)) = form else {
         let fill = t(lang, "Fill in both fields.", "Fyll i båda fälten.");
         return pin_form(lang, StatusCode::BAD_REQUEST, Some(fill), &rule);
@@ -135,15 +158,7 @@ pub(super) async fn choose(
             let (status, text) = told(lang, &e);
             match status {
                 // The link is gone: no form to fill again.
-                StatusCode::GONE | StatusCode::NOT_FOUND => page(
-                    lang,
-                    status,
-                    t(lang, "Choose your PIN", "Välj din PIN-kod"),
-                    html! {
-                        p.error role="alert" { (text) }
-                        p { a href="/forgot" { (t(lang, "Get a new link", "Få en ny länk")) } }
-                    },
-                ),
+                StatusCode::GONE | StatusCode::NOT_FOUND => link_gone(lang, &e),
                 _ => pin_form(lang, status, Some(text), &rule),
             }
         }
@@ -227,11 +242,17 @@ pub(super) async fn forgot(
     if !f.given.trim().is_empty() {
         let op = Operation::ForgotPin { institution: f.library.trim().to_string(), given: f.given };
         let engine = state.engine.clone();
-        tokio::spawn(async move {
-            if let Err(e) = engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
-                tracing::warn!(error = %e, "a forgot-PIN request could not be recorded");
+        match state.patrons.lookups.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    if let Err(e) = engine.run(op, By::new(ACTOR, jiff::Timestamp::now())).await {
+                        tracing::warn!(error = %e, "a forgot-PIN request could not be recorded");
+                    }
+                    drop(permit);
+                });
             }
-        });
+            Err(_) => tracing::warn!("forgot-PIN asks are arriving faster than they are looked up; one was dropped"),
+        }
     }
     forgot_page(&state, lang, StatusCode::OK, true, None).await
 }

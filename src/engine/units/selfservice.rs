@@ -157,7 +157,13 @@ pub fn act(u: &mut Unit<'_>, patron: u64, session: &str, act: OwnAct) -> Result<
             ask_email(u, &p, email.trim())?;
             Receipt::Done
         }
-        OwnAct::OptOut { kind, out } => Receipt::Optouts(patrons::set_optout(u, p.id, kind, out)?),
+        OwnAct::OptOut { kinds, out } => {
+            let mut now = u.state.optouts(p.id).to_vec();
+            for kind in kinds {
+                now = patrons::set_optout(u, p.id, kind, out)?;
+            }
+            Receipt::Optouts(now)
+        }
         OwnAct::RequestMove { to } => Receipt::Patron(Box::new(patrons::request_transfer(u, p.id, &to)?)),
     })
 }
@@ -169,8 +175,9 @@ fn same(a: &str, b: &str) -> bool {
 
 /// A new e-mail address for the patron: a link goes to it (their earlier such links stop
 /// working), and the record keeps the old address until it is followed. An address another
-/// patron has gets no link, and the patron is told the same (no one learns who has it);
-/// confirming refuses it in any case.
+/// patron has gets no link, and the patron is told the same (no one learns who has it): the
+/// notice is written all the same, skipped, so both commit alike; confirming refuses it in any
+/// case.
 fn ask_email(u: &mut Unit<'_>, p: &Patron, email: &str) -> Result<(), Refusal> {
     if let AccountType::External { source } = &p.account_type {
         return Err(Refusal::Synced { field: "email", source: source.clone() });
@@ -183,19 +190,26 @@ fn ask_email(u: &mut Unit<'_>, p: &Patron, email: &str) -> Result<(), Refusal> {
     for digest in earlier {
         u.put(Write::RemoveEmailCheck(digest))?;
     }
-    if u.state.email_owner(&p.institution, email).is_some_and(|other| other != p.id) {
-        return Ok(());
-    }
+    let taken = u.state.email_owner(&p.institution, email).is_some_and(|other| other != p.id);
     let serial = u.new_id();
     let token = u.key.link_token(serial);
     let (now, expires) = (u.now(), expiry(u, u.state.limits().email_link_hours));
-    let check = EmailCheck { digest: token_digest(&token), patron: p.id, email: email.into(), created: now, expires };
-    u.put(Write::EmailCheck(Box::new(check)))?;
+    if !taken {
+        let check =
+            EmailCheck { digest: token_digest(&token), patron: p.id, email: email.into(), created: now, expires };
+        u.put(Write::EmailCheck(Box::new(check)))?;
+    }
     let inst = u.institution(&p.institution)?;
     // Written to the new address, in the patron's language.
     let mut to = p.clone();
     to.email = Some(email.into());
-    let notice = draft(u, p.id, NoticeKind::EmailCheck, &format!("{EMAIL_MARKER}{serial}}}"), &inst, None).notice(&to);
+    let mut notice =
+        draft(u, p.id, NoticeKind::EmailCheck, &format!("{EMAIL_MARKER}{serial}}}"), &inst, None).notice(&to);
+    if taken {
+        notice.delivery = Delivery::Skipped;
+        notice.next_attempt = None;
+        notice.note = Some("the address is another patron's at the library: no link was sent".into());
+    }
     u.notice(notice);
     Ok(())
 }
