@@ -654,3 +654,72 @@ fn kiosks_racing_for_the_last_holds_never_pass_the_cap() {
         }
     }
 }
+
+/// Behind a load balancer: connections from the addresses a listener trusts start with a
+/// PROXY header, and the kiosk's address it names is the one the per-address limit counts.
+/// From any other address the header is never read, so no client can claim another address.
+#[test]
+fn a_proxy_header_names_the_kiosk_only_from_a_trusted_balancer() {
+    let serve = |trusted: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sip2d.toml");
+        let text = format!(
+            "[[listen]]\naddress = \"127.0.0.1:0\"\nproxy_from = [\"{trusted}\"]\n[limits]\nmax_connections_per_address = 1\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let data = dir.path().join("demo");
+        let (c, d) = (config.to_str().unwrap(), data.to_str().unwrap());
+        let args = ["--config", c, "--data", d, "serve", "--demo"];
+        let (child, stdout, sip) = common::spawn_sip2d(&args, "warn", std::process::Stdio::null(), "listening on ");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for _ in stdout.lines() {}
+        });
+        (dir, child, sip)
+    };
+    // A connection that sends `bytes` then a login: the login's reply (after any refusal of
+    // what came before it), or None when the server closed the connection unanswered.
+    let logs_in = |sip: std::net::SocketAddr, bytes: &str| -> (Option<String>, std::net::TcpStream) {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(sip).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(format!("{bytes}9300CNkiosk1|COkiosk1-secret|\r").as_bytes());
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        for _ in 0..3 {
+            let mut line = Vec::new();
+            match r.read_until(b'\r', &mut line) {
+                Ok(0) | Err(_) => return (None, s),
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line).trim().to_string();
+                    if text.starts_with("94") {
+                        return (Some(text), s);
+                    }
+                }
+            }
+        }
+        (None, s)
+    };
+
+    // Trusted: two kiosks behind one balancer each get their own slot; a second connection of
+    // one of them is over its limit of one.
+    let (_dir, mut child, sip) = serve("127.0.0.1");
+    let (a, _a) = logs_in(sip, "PROXY TCP4 192.0.2.7 127.0.0.1 5555 6001\r\n");
+    assert_eq!(a.as_deref(), Some("941"));
+    let (b, _b) = logs_in(sip, "PROXY TCP4 192.0.2.8 127.0.0.1 5556 6001\r\n");
+    assert_eq!(b.as_deref(), Some("941"), "another kiosk behind the same balancer");
+    let (again, _c) = logs_in(sip, "PROXY TCP4 192.0.2.7 127.0.0.1 5557 6001\r\n");
+    assert_eq!(again, None, "192.0.2.7 has its one connection");
+    // Without a header, a trusted balancer's connection is closed unserved.
+    assert_eq!(logs_in(sip, "").0, None);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Not trusted: the header is just bytes, and the connections are 127.0.0.1's, one at a time.
+    let (_dir, mut child, sip) = serve("192.0.2.1");
+    let (a, _a) = logs_in(sip, "PROXY TCP4 192.0.2.7 127.0.0.1 5555 6001\r\n");
+    assert_eq!(a.as_deref(), Some("941"), "served as 127.0.0.1");
+    let (forged, _f) = logs_in(sip, "PROXY TCP4 192.0.2.9 127.0.0.1 5555 6001\r\n");
+    assert_eq!(forged, None, "a claimed address does not get past 127.0.0.1's limit");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -104,6 +104,8 @@ The configuration file (TOML; every key optional, defaults shown):
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
                                      TLS-only listener; client_ca turns on mutual TLS
+  proxy_from = [\"10.0.0.5\"]          load balancers sending a PROXY header (v1 or v2) first;
+                                     the kiosk's address it names counts for every limit
   [limits]
   max_message_bytes = 8192           longer frame: closed, no reply
   max_connections = 512              all listeners together

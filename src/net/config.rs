@@ -144,12 +144,24 @@ pub struct Listener {
     /// before any credentials, in clear unless the listener is TLS.
     #[serde(default)]
     pub telnet_login: bool,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or v2) naming
+    /// the kiosk's address: addresses or networks ("10.0.0.5", "10.0.0.0/24"). From these the
+    /// header is required, and the kiosk's address is the one every per-address limit and log
+    /// line uses; from anyone else it is never read. Default: none.
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
 }
 
 impl Listener {
     /// A plain TCP listener with the defaults.
     pub fn plain(address: SocketAddr) -> Listener {
-        Listener { address, tls: None, strictness: ListenerStrictness::Lenient, telnet_login: false }
+        Listener {
+            address,
+            tls: None,
+            strictness: ListenerStrictness::Lenient,
+            telnet_login: false,
+            proxy_from: Vec::new(),
+        }
     }
 
     /// A TLS-only listener with the defaults.
@@ -480,6 +492,10 @@ impl Config {
                     c.listen
                 )));
             }
+        }
+        for l in &self.listen {
+            super::proxy::networks(&l.proxy_from)
+                .map_err(|e| ConfigError::Invalid(format!("listen {}: {e}", l.address)))?;
         }
         if let Some(c) = &self.patron_pages {
             if c.tls.is_none() && !c.listen.ip().is_loopback() && !c.allow_plain_http {

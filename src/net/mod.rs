@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod logins;
 pub mod ops;
+pub mod proxy;
 pub mod telnet;
 pub mod terminals;
 mod tls;
@@ -108,6 +109,8 @@ struct Settings {
     /// By listener: the session rules (its strictness before login) and whether telnet login
     /// is on.
     listeners: Vec<(SessionRules, bool)>,
+    /// By listener: the load balancers whose connections start with a PROXY header.
+    proxies: Vec<Vec<ipnet::IpNet>>,
 }
 
 impl Settings {
@@ -153,6 +156,12 @@ impl Settings {
                 .iter()
                 .map(|l| (SessionRules { strictness: l.strictness.get(), ..config.session_rules() }, l.telnet_login))
                 .collect(),
+            proxies: config
+                .listen
+                .iter()
+                .map(|l| proxy::networks(&l.proxy_from))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ServeError::Config(ConfigError::Invalid(e)))?,
         })
     }
 }
@@ -460,6 +469,15 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
             warn!(%peer, limit = settings.limits.max_connections, "connection refused: server at its connection limit");
             continue;
         };
+        if settings.proxies.get(b.index).is_some_and(|p| proxy::trusted(p, peer.ip())) {
+            // The kiosk's address comes first, from the load balancer; its slot is taken then.
+            let (shared, shutdown) = (shared.clone(), shutdown.child_token());
+            let index = b.index;
+            tracker.spawn(async move {
+                proxied(stream, peer, index, shared, settings, shutdown, permit).await;
+            });
+            continue;
+        }
         let Some(slot) = AddressSlot::take(&shared, peer.ip(), settings.limits.max_connections_per_address) else {
             warn!(%peer, limit = settings.limits.max_connections_per_address, "connection refused: too many from this address");
             continue;
@@ -475,6 +493,43 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, shutdown: CancellationToken,
             connection(stream, peer, index, tls, shared, settings, shutdown, permit, slot).await;
         });
     }
+}
+
+/// A connection from a trusted load balancer: its PROXY header names the kiosk (within the
+/// login timeout), whose address then counts toward the per-address limit, and the
+/// connection goes on as the kiosk's. A LOCAL header (the balancer's own check) keeps the
+/// balancer's address. Without a readable header the connection is closed.
+async fn proxied(
+    mut stream: TcpStream,
+    proxy_peer: SocketAddr,
+    listener: usize,
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+    permit: Permit,
+) {
+    let header = tokio::time::timeout(settings.limits.login_timeout, proxy::read_header(&mut stream));
+    let peer = match tokio::select! { _ = shutdown.cancelled() => return, r = header => r } {
+        Ok(Ok(Some(kiosk))) => kiosk,
+        Ok(Ok(None)) => proxy_peer,
+        Ok(Err(why)) => {
+            warn!(proxy = %proxy_peer, %why, "closing a connection from a load balancer without a usable PROXY header");
+            return;
+        }
+        Err(_) => {
+            warn!(proxy = %proxy_peer, "closing a connection from a load balancer that sent no PROXY header in time");
+            return;
+        }
+    };
+    let limit = settings.limits.max_connections_per_address;
+    let Some(slot) = AddressSlot::take(&shared, peer.ip(), limit) else {
+        warn!(%peer, proxy = %proxy_peer, limit, "connection refused: too many from this address");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let tls = settings.tls.get(listener).cloned().flatten();
+    connection(stream, peer, listener, tls, shared, settings, shutdown, permit, slot).await;
 }
 
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
