@@ -369,3 +369,32 @@ fn an_expired_link_is_refused() {
     assert_eq!(r.status, 410, "{}", r.raw);
     assert!(r.raw.contains("expired") && r.raw.contains("href=\"/forgot\""), "{}", r.raw);
 }
+
+/// The patron pages behind a load balancer (`proxy_from`): each patron's address, from the
+/// PROXY header, is throttled on its own, not all of them as the balancer's one address.
+#[test]
+fn behind_a_balancer_each_patrons_address_is_throttled_on_its_own() {
+    let d = common::demo_with(
+        "patron_pages_attempts = 2\n[patron_pages]\nlisten = \"127.0.0.1:0\"\nproxy_from = [\"127.0.0.1\"]\n",
+    );
+    let pages = d.pages.expect("announced");
+    let ask = |from: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(pages).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = "library=MAIN&given=29990000000009";
+        write!(
+            s,
+            "PROXY TCP4 {from} 127.0.0.1 40000 443\r\nPOST /forgot HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0)
+    };
+    assert_eq!([ask("192.0.2.7"), ask("192.0.2.7"), ask("192.0.2.7")], [200, 200, 429]);
+    assert_eq!(ask("192.0.2.8"), 200, "another patron behind the same balancer");
+    // Without the header, the balancer's connection is closed unanswered.
+    assert_eq!(http_as(pages, "GET", "/my/login", "text/plain", "", "").status, 0);
+}

@@ -99,7 +99,8 @@ The configuration file (TOML; every key optional, defaults shown):
   [patron_pages]                     set PIN, forgot PIN, my pages on a listener of their own
   listen = \"0.0.0.0:443\"            (default: served on the console's listener)
   tls = { cert = \"pages.pem\", key = \"pages.key\" }   as for [console]; plain HTTP beyond
-                                     loopback needs allow_plain_http = true
+                                     loopback needs allow_plain_http = true;
+                                     proxy_from as for [[listen]], here and in [console]
   [[listen]]                         repeatable; default one plain 127.0.0.1:6001
   address = \"0.0.0.0:6001\"
   tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"ca.pem\" }
@@ -210,11 +211,21 @@ fn config(args: &ServeArgs, common: &Common) -> Result<Config> {
     match (args.console_listen, &mut c.console) {
         (Some(addr), Some(console)) => console.listen = addr,
         (Some(addr), None) => {
-            c.console = Some(crate::net::config::Console { listen: addr, tls: None, allow_plain_http: false })
+            c.console = Some(crate::net::config::Console {
+                listen: addr,
+                tls: None,
+                allow_plain_http: false,
+                proxy_from: Vec::new(),
+            })
         }
         (None, None) if args.demo => {
             let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 9104));
-            c.console = Some(crate::net::config::Console { listen, tls: None, allow_plain_http: false });
+            c.console = Some(crate::net::config::Console {
+                listen,
+                tls: None,
+                allow_plain_http: false,
+                proxy_from: Vec::new(),
+            });
         }
         (None, _) => {}
     }

@@ -125,6 +125,11 @@ pub struct Console {
     /// passwords and session cookies would cross the network in clear).
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// Load balancers whose connections start with a PROXY header naming the client, as for
+    /// a SIP listener's `proxy_from` (the client's address is the one the per-address limits
+    /// use). Default: none.
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
 }
 
 /// One listening address, plain TCP or TLS-only.
@@ -496,6 +501,11 @@ impl Config {
         for l in &self.listen {
             super::proxy::networks(&l.proxy_from)
                 .map_err(|e| ConfigError::Invalid(format!("listen {}: {e}", l.address)))?;
+        }
+        for (name, c) in [("console", &self.console), ("patron_pages", &self.patron_pages)] {
+            if let Some(c) = c {
+                super::proxy::networks(&c.proxy_from).map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+            }
         }
         if let Some(c) = &self.patron_pages {
             if c.tls.is_none() && !c.listen.ip().is_loopback() && !c.allow_plain_http {

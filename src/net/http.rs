@@ -50,6 +50,8 @@ pub enum Side {
 enum Accepted {
     Ready(Box<dyn Io>),
     Handshake(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
+    /// From a load balancer: a PROXY header names the client first (then TLS, if any).
+    Proxied(tokio::net::TcpStream, Option<tokio_rustls::TlsAcceptor>),
 }
 
 /// How long a client may take over the TLS handshake.
@@ -77,6 +79,7 @@ impl HttpListener {
                     Side::PatronPages => server.patron_tls(),
                 };
                 let accepted = match tls {
+                    _ if server.behind_proxy(*side, addr.ip()) => Accepted::Proxied(io, tls),
                     Some(tls) => Accepted::Handshake(io, tls),
                     None => Accepted::Ready(Box::new(io)),
                 };
@@ -151,16 +154,42 @@ pub async fn serve(
             }
             continue;
         };
-        let (app, stop) = (app.clone().layer(axum::Extension(peer)), shutdown.clone());
+        let (app, stop) = (app.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let io: Box<dyn Io> = match io {
-                Accepted::Ready(io) => io,
-                Accepted::Handshake(tcp, tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => Box::new(stream),
+            let handshake = |tcp, tls: tokio_rustls::TlsAcceptor| async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => Some(Box::new(stream) as Box<dyn Io>),
                     // A failed or slow handshake: nothing was said, nothing to answer.
-                    _ => return,
-                },
+                    _ => None,
+                }
             };
+            let (io, peer): (Box<dyn Io>, Peer) = match io {
+                Accepted::Ready(io) => (io, peer),
+                Accepted::Handshake(tcp, tls) => match handshake(tcp, tls).await {
+                    Some(io) => (io, peer),
+                    None => return,
+                },
+                Accepted::Proxied(mut tcp, tls) => {
+                    let header = tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy::read_header(&mut tcp));
+                    let named = match header.await {
+                        Ok(Ok(Some(client))) => Peer(Some(client.ip())),
+                        Ok(Ok(None)) => peer,
+                        Ok(Err(why)) => {
+                            warn!(listener = name, %why, "closing a connection from a load balancer without a usable PROXY header");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    match tls {
+                        Some(tls) => match handshake(tcp, tls).await {
+                            Some(io) => (io, named),
+                            None => return,
+                        },
+                        None => (Box::new(tcp), named),
+                    }
+                }
+            };
+            let app = app.layer(axum::Extension(peer));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout)

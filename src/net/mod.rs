@@ -106,6 +106,9 @@ struct Settings {
     console_tls: Option<TlsAcceptor>,
     /// The patron pages' listener's TLS, likewise.
     patron_tls: Option<TlsAcceptor>,
+    /// The load balancers in front of the console's and the patron pages' listeners.
+    console_proxies: Vec<ipnet::IpNet>,
+    patron_proxies: Vec<ipnet::IpNet>,
     /// By listener: the session rules (its strictness before login) and whether telnet login
     /// is on.
     listeners: Vec<(SessionRules, bool)>,
@@ -141,7 +144,14 @@ impl Settings {
             Some((address, files)) => Some(tls::acceptor(files).map_err(|source| ServeError::Tls { address, source })?),
             None => None,
         };
+        let proxies = |c: &Option<config::Console>| {
+            c.as_ref()
+                .map_or(Ok(Vec::new()), |c| proxy::networks(&c.proxy_from))
+                .map_err(|e| ServeError::Config(ConfigError::Invalid(e)))
+        };
         Ok(Settings {
+            console_proxies: proxies(&config.console)?,
+            patron_proxies: proxies(&config.patron_pages)?,
             console_tls,
             patron_tls,
             limits: config.limits.clone(),
@@ -202,6 +212,17 @@ impl Handle {
     /// The patron pages' listener's TLS as the configuration now has it (none: plain HTTP).
     pub fn patron_tls(&self) -> Option<TlsAcceptor> {
         self.shared.settings().patron_tls.clone()
+    }
+
+    /// Whether a connection from `peer` to the console's (or the patron pages') listener comes
+    /// from a load balancer that starts it with a PROXY header.
+    pub fn behind_proxy(&self, side: http::Side, peer: std::net::IpAddr) -> bool {
+        let settings = self.shared.settings();
+        let proxies = match side {
+            http::Side::Console => &settings.console_proxies,
+            http::Side::PatronPages => &settings.patron_proxies,
+        };
+        proxy::trusted(proxies, peer)
     }
 
     /// The connections open now and each one's last requests (no PIN, patron or item).
