@@ -265,6 +265,11 @@ fn tls_1_0_and_1_1_handshakes_are_refused() {
 
 /// One HTTPS request for `path`: the response's text.
 fn https_get(addr: SocketAddr, ca: &str, path: &str) -> std::io::Result<String> {
+    https_get_after(addr, ca, path, b"")
+}
+
+/// [`https_get`] with `prefix` sent in clear first (a load balancer's PROXY header).
+fn https_get_after(addr: SocketAddr, ca: &str, path: &str, prefix: &[u8]) -> std::io::Result<String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -272,8 +277,9 @@ fn https_get(addr: SocketAddr, ca: &str, path: &str) -> std::io::Result<String> 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(addr)?;
+    let mut tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.write_all(prefix)?;
     let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
@@ -293,7 +299,7 @@ fn https_get(addr: SocketAddr, ca: &str, path: &str) -> std::io::Result<String> 
 #[test]
 fn the_console_speaks_https_and_takes_new_certificates_on_a_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let (pki, mut child, console) = https_demo(dir.path(), "console", "staff console on https://");
+    let (pki, mut child, console) = https_demo(dir.path(), "console", "", "staff console on https://");
 
     let page = https_get(console, &pki.ca, "/login").unwrap();
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in"), "{page}");
@@ -336,7 +342,7 @@ fn pki_in(dir: &Path) -> Pki {
 #[test]
 fn the_patron_pages_listener_speaks_https() {
     let dir = tempfile::tempdir().unwrap();
-    let (pki, mut child, pages) = https_demo(dir.path(), "patron_pages", "patron pages on https://");
+    let (pki, mut child, pages) = https_demo(dir.path(), "patron_pages", "", "patron pages on https://");
     let page = https_get(pages, &pki.ca, "/my/login").unwrap();
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in to your library account"), "{page}");
     let console = https_get(pages, &pki.ca, "/login").unwrap();
@@ -351,13 +357,19 @@ fn the_patron_pages_listener_speaks_https() {
     let _ = child.wait();
 }
 
-/// The demo with `[SECTION]` (the console or the patron pages) on HTTPS, with test
-/// certificates made in `dir`: the certificates, the server, and the address it announced.
-fn https_demo(dir: &Path, section: &str, announced: &str) -> (Pki, std::process::Child, std::net::SocketAddr) {
+/// The demo with `[SECTION]` (the console or the patron pages) on HTTPS, and `more` keys in
+/// it, with test certificates made in `dir`: the certificates, the server, and the address it
+/// announced.
+fn https_demo(
+    dir: &Path,
+    section: &str,
+    more: &str,
+    announced: &str,
+) -> (Pki, std::process::Child, std::net::SocketAddr) {
     let pki = pki(dir);
     let config = dir.join("sip2d.toml");
     let files = format!(
-        "[{section}]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        "[{section}]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n{more}",
         pki.files.cert.display(),
         pki.files.key.display()
     );
@@ -371,4 +383,20 @@ fn https_demo(dir: &Path, section: &str, announced: &str) -> (Pki, std::process:
         for _ in stdout.lines() {}
     });
     (pki, child, address)
+}
+
+/// Behind a load balancer on an HTTPS listener: the PROXY header comes in clear before the TLS
+/// hello, as HAProxy sends it, and the page is served over TLS after it; without the header
+/// the balancer's connection gets nothing.
+#[test]
+fn a_proxy_header_comes_before_the_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, mut child, pages) =
+        https_demo(dir.path(), "patron_pages", "proxy_from = [\"127.0.0.1\"]\n", "patron pages on https://");
+    let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 443\r\n";
+    let page = https_get_after(pages, &pki.ca, "/my/login", header).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("Log in to your library account"), "{page}");
+    assert!(https_get(pages, &pki.ca, "/my/login").is_err(), "no header from the balancer: no page");
+    let _ = child.kill();
+    let _ = child.wait();
 }
