@@ -404,3 +404,21 @@ fn an_admin_connection_flood_is_capped_and_kiosks_are_still_served() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }
+
+/// A SIGTERM as soon as the first address is announced (a systemd stop during start-up) stops
+/// the server cleanly: the signal is taken over before anything is served, not once start-up
+/// has finished.
+#[test]
+fn a_sigterm_right_at_start_up_stops_the_server_cleanly() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("demo");
+        let args = ["--data", data.to_str().unwrap(), "serve", "--demo", "--listen", "127.0.0.1:0"];
+        let args = [&args[..], &["--admin-listen", "127.0.0.1:0"]].concat();
+        let (mut child, stdout, _) = spawn_sip2d(&args, "warn", Stdio::null(), "sip2d admin API on http://");
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        let status = child.wait().unwrap();
+        assert!(status.success(), "round {round}: {status}");
+    }
+}

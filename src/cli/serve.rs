@@ -412,6 +412,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
+        // Taken before anything is served: a SIGTERM as soon as a listener is announced (a
+        // systemd stop, a test) stops the server cleanly instead of killing it.
+        let signals = Signals::take();
         let mut server = Server::bind(&c, engine).await?;
         if let Some(write) = &logging.requests {
             server = server.with_request_log(write.clone());
@@ -489,7 +492,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
                 mail.self_service_url.clone().or(pages_url.clone()).unwrap_or_else(|| "http://127.0.0.1:9104".into());
             tokio::spawn(deliver_mail(mail, pages, server.engine(), shutdown.clone()));
         }
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        tokio::spawn(signals.stop(shutdown.clone()));
         #[cfg(unix)]
         tokio::spawn(reload_on_hangup(args.clone(), common.clone(), server.handle(), log_handle));
         let ran = server.run(shutdown).await;
@@ -508,6 +511,7 @@ fn run_null(c: &Config) -> Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
+        let signals = Signals::take();
         let shutdown = CancellationToken::new();
         for l in &c.listen {
             anyhow::ensure!(l.tls.is_none(), "serve --null answers plain TCP only; {} is a TLS listener", l.address);
@@ -517,26 +521,57 @@ fn run_null(c: &Config) -> Result<ExitCode> {
             println!("sip2d listening on {} (canned responder: no register)", listener.local_addr()?);
             tokio::spawn(crate::tools::bench::null_responder(listener, shutdown.clone()));
         }
-        stop_on_signal(shutdown).await;
+        signals.stop(shutdown).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT, taken over from their default (ending the process at once) from the
+/// moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn take() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
+
+    /// Waits for one, then cancels `shutdown`.
+    async fn stop(self, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        {
+            async fn next(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            match (self.term.is_some(), self.int.is_some()) {
+                (false, false) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+                _ => {
+                    tokio::select! {
+                        _ = next(self.term) => {}
+                        _ = next(self.int) => {}
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    }
 }
