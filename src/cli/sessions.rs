@@ -153,10 +153,7 @@ pub fn cookies<'h>(headers: &'h axum::http::HeaderMap, name: &'h str) -> impl It
         .map(|(_, v)| v.trim())
 }
 
-/// Whether two secrets are equal, in time that does not depend on where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::domain::secret::same_secret;
 
 /// The `Set-Cookie` value that opens a session: not readable by scripts, sent only over
 /// HTTPS (browsers count loopback as secure) and only with requests from the console's own

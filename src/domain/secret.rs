@@ -160,6 +160,12 @@ pub fn link_token() -> io::Result<String> {
     Ok(hex(&bytes))
 }
 
+/// Whether two secrets (tokens, digests, tags) are equal, in time that does not depend on
+/// where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A bearer token's digest as kept (SHA-256, hex). A token has 256 random bits, so a fast
 /// hash is enough: nothing is gained guessing against it.
 pub fn token_digest(token: &str) -> String {

@@ -3,7 +3,7 @@
 
 use jiff::SignedDuration;
 
-use crate::domain::secret::token_digest;
+use crate::domain::secret::{same_secret, token_digest};
 use crate::domain::validate;
 use crate::domain::*;
 
@@ -122,7 +122,7 @@ pub fn act(u: &mut Unit<'_>, patron: u64, session: &str, act: OwnAct) -> Result<
     if p.locked {
         return Err(Refusal::LockedOut.into());
     }
-    if pin_session_tag(&p).is_none_or(|tag| !same(&tag, session)) {
+    if pin_session_tag(&p).is_none_or(|tag| !same_secret(&tag, session)) {
         return Err(Refusal::PinNeeded.into());
     }
     Ok(match act {
@@ -166,11 +166,6 @@ pub fn act(u: &mut Unit<'_>, patron: u64, session: &str, act: OwnAct) -> Result<
         }
         OwnAct::RequestMove { to } => Receipt::Patron(Box::new(patrons::request_transfer(u, p.id, &to)?)),
     })
-}
-
-/// Whether two tags are equal, in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A new e-mail address for the patron: a link goes to it (their earlier such links stop
