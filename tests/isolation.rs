@@ -5,7 +5,10 @@
 //! acknowledged action in it.
 //!
 //! The register is made by `sip2d import` and read back by `sip2d export`, and the server is the
-//! `sip2d serve` binary, so these tests hold whatever engine is behind it.
+//! `sip2d serve` binary, so these tests hold whatever engine is behind it. With
+//! `SIP2D_TEST_POSTGRES` set to a PostgreSQL server (`host=127.0.0.1 user=postgres`), the
+//! register is in a database of its own there, three nodes serve it, and each kiosk and the
+//! staff member talk to different nodes: `.ci/run` runs them so as well.
 
 mod common;
 
@@ -25,15 +28,21 @@ const DATE: &str = "20261202    120000";
 const BLANK_DATE: &str = "                  ";
 
 struct World {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
+    /// The nodes: a server each, its address, its data directory.
+    nodes: Vec<(Child, SocketAddr, PathBuf)>,
+    /// Holds the data directories and configuration.
+    _dir: tempfile::TempDir,
+    /// The test database, when the register is on PostgreSQL (dropped after the nodes stop).
+    db: Option<common::pg::TestDb>,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for (child, _, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(self.db.take());
     }
 }
 
@@ -43,10 +52,14 @@ fn sip2d(data: &Path) -> Command {
     c
 }
 
+fn run_ok(c: &mut Command, what: &str) {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
 /// The institution, its two kiosks (which may block and enable cards) and `lines`.
 fn world(lines: Vec<Value>) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let mut all =
         vec![json!({"type":"institution","code":"MAIN","name":"Main Library","currency":"USD","timezone":"UTC",
                "default_policy":{"loan_days":21,"max_loans":100000,"max_renewals":1000,"fine_threshold":"100000.00"}})];
@@ -57,34 +70,71 @@ fn world(lines: Vec<Value>) -> World {
     all.extend(lines);
     let file = dir.path().join("register.jsonl");
     std::fs::write(&file, all.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    assert!(sip2d(&data).arg("init").output().unwrap().status.success());
-    let o = sip2d(&data).arg("import").arg(&file).output().unwrap();
-    assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
+    let db =
+        std::env::var("SIP2D_TEST_POSTGRES").ok().filter(|s| !s.is_empty()).map(|s| common::pg::TestDb::create(&s));
     // Many wrong PINs, and 200 rounds' holds on one patron, on purpose: the terminals' rate
     // limit and the register's caps are not what is tested here.
+    let mut settings = "[limits]\npin_failures_per_window = 1000000\nlogin_failure_delay = \"0s\"\n\
+         [register]\nmax_holds_per_patron = 100000\n"
+        .to_string();
+    if let Some(db) = &db {
+        settings.push_str(&format!("[store]\nengine = \"postgres\"\nurl = \"{}\"\n", db.url()));
+    }
     let config = dir.path().join("sip2d.toml");
-    std::fs::write(
-        &config,
-        "[limits]\npin_failures_per_window = 1000000\nlogin_failure_delay = \"0s\"\n\
-         [register]\nmax_holds_per_patron = 100000\n",
-    )
-    .unwrap();
-    let (child, _out, addr) = common::spawn_sip2d(
-        &["--data", data.to_str().unwrap(), "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"],
-        "warn",
-        Stdio::null(),
-        "listening on ",
-    );
-    World { child, addr, dir }
+    std::fs::write(&config, settings).unwrap();
+    let nodes = if db.is_some() { 3 } else { 1 };
+    let data: Vec<PathBuf> = (0..nodes).map(|n| dir.path().join(format!("data{n}"))).collect();
+    let with_config = |d: &Path| {
+        let mut c = sip2d(d);
+        c.arg("--config").arg(&config);
+        c
+    };
+    if db.is_some() {
+        run_ok(with_config(&data[0]).arg("migrate"), "migrate");
+    }
+    run_ok(with_config(&data[0]).arg("init"), "init");
+    run_ok(with_config(&data[0]).arg("import").arg(&file), "import");
+    if nodes > 1 {
+        // Every node holds the register's PIN key.
+        let key = dir.path().join("pin.key");
+        run_ok(with_config(&data[0]).args(["key", "export", "-o"]).arg(&key), "key export");
+        for d in &data[1..] {
+            run_ok(with_config(d).args(["key", "import"]).arg(&key), "key import");
+        }
+    }
+    let nodes = data
+        .into_iter()
+        .map(|d| {
+            let (child, _out, addr) = common::spawn_sip2d(
+                &[
+                    "--data",
+                    d.to_str().unwrap(),
+                    "serve",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                "warn",
+                Stdio::null(),
+                "listening on ",
+            );
+            (child, addr, d)
+        })
+        .collect();
+    World { nodes, _dir: dir, db }
 }
 
 impl World {
+    /// The node staff work on: the last (not kiosk1's, which races staff).
     fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.nodes[self.nodes.len() - 1].2.clone()
     }
 
+    /// A kiosk logged in on a node of its own: kiosk1 on the first, kiosk2 on the second...
     fn kiosk(&self, login: &str) -> Kiosk {
-        let mut k = Kiosk::connect(self.addr);
+        let n: usize = login.trim_start_matches("kiosk").parse().unwrap();
+        let mut k = Kiosk::connect(self.nodes[(n - 1) % self.nodes.len()].1);
         assert_eq!(k.ask(&format!("9300CN{login}|COkiosk-secret|")), "941");
         k
     }
@@ -95,9 +145,9 @@ impl World {
         common::operation(&self.data(), op).expect("the server answers on its admin socket")
     }
 
-    /// The register as `sip2d export` writes it, by kind.
+    /// The register as `sip2d export` writes it, by kind (from the first node).
     fn export(&self) -> Register {
-        let out = common::export(&self.data()).expect("the server answers on its admin socket");
+        let out = common::export(&self.nodes[0].2).expect("the server answers on its admin socket");
         let mut r = Register::default();
         for line in out.lines().filter(|l| l.starts_with('{')) {
             let v: Value = serde_json::from_str(line).unwrap();

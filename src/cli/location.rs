@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use super::exit;
 use crate::domain::{Institution, Patron};
-use crate::engine::{Answer, Card, Desk, Engine, Operation, Query, Receipt, SledEngine, StoreConfig};
+use crate::engine::{Answer, Card, Desk, Engine, Operation, Query, Receipt, StoreConfig};
 use crate::net::Config;
 
 /// The configuration file read when neither `--config` nor `$SIP2D_CONFIG` names one.
@@ -145,7 +145,8 @@ impl Common {
             return Ok(Opened { engine: Arc::new(remote), actor: self.actor(), served: true });
         }
         dir.enter_existing()?;
-        Ok(Opened { engine: Arc::new(dir.open(&StoreConfig::default())?), actor: self.actor(), served: false })
+        let settings = self.load_config()?.store_config();
+        Ok(Opened { engine: dir.open(&settings)?, actor: self.actor(), served: false })
     }
 }
 
@@ -291,7 +292,9 @@ impl DataDir {
         ) {
             return Err(self.no_access(std::io::Error::from(e)));
         }
-        if !self.path.join(crate::engine::STORE_DIR).exists() {
+        // A node of a register on PostgreSQL keeps only the PIN key here.
+        let here = |f: &str| self.path.join(f).exists();
+        if !here(crate::engine::STORE_DIR) && !here(crate::engine::PIN_KEY) {
             return Err(exit::not_found(format!(
                 "no register at {} (the directory holds none); create one with `sip2d --data {} init`",
                 shown(),
@@ -317,9 +320,10 @@ impl DataDir {
         }
     }
 
-    /// Opens the register here, once checked with [`DataDir::enter_existing`].
-    pub fn open(&self, settings: &StoreConfig) -> Result<SledEngine> {
-        crate::engine::open_existing(&self.path, settings)
+    /// Opens the register here (or, on PostgreSQL, the database's with the PIN key here), once
+    /// checked with [`DataDir::enter_existing`].
+    pub fn open(&self, settings: &StoreConfig) -> Result<crate::engine::Shared> {
+        crate::engine::open_register(&self.path, settings)
             .with_context(|| format!("cannot open the register at {} ({})", self.path.display(), self.source))
     }
 

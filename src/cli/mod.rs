@@ -97,6 +97,11 @@ enum Command {
     /// damage starts.
     #[command(subcommand)]
     Log(setup::LogCmd),
+    /// Create or bring up to date the schema of the PostgreSQL database a register on
+    /// `[store] engine = "postgres"` is in (migrations applied in order, each in a transaction
+    /// of its own); a node refuses to serve a schema it does not know. Run it before the first
+    /// node starts and after each upgrade (docs/deploy.md).
+    Migrate(setup::MigrateArgs),
     /// Print a completion script for a shell, e.g.
     /// `sip2d completions bash > /etc/bash_completion.d/sip2d`.
     Completions {
@@ -148,6 +153,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man { out } => manual::write(&out),
         Command::Key(cmd) => setup::key(&cmd, &cli.common),
         Command::Log(cmd) => setup::log(&cmd, &cli.common),
+        Command::Migrate(args) => setup::migrate(&args, &cli.common),
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
         Command::Conform(args) => conform::run(&args),

@@ -397,9 +397,9 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         // --data, or the configuration's, when given; otherwise a new temporary directory.
         let d = demo_dir(common.data.as_ref())?;
         c.data = Some(d.clone());
-        let engine = demo::open_or_create(&d, &store)
+        let engine = demo::open_or_create(&d, &crate::engine::StoreConfig { postgres: None, ..store.clone() })
             .with_context(|| format!("cannot create the demo register in {}", d.display()))?;
-        (d, engine)
+        (d, std::sync::Arc::new(engine) as std::sync::Arc<dyn Engine>)
     } else {
         let dir = common.data_dir()?;
         dir.enter_existing()?;
@@ -407,8 +407,7 @@ pub fn run(args: &ServeArgs, common: &Common) -> Result<ExitCode> {
         let engine = dir.open(&store)?;
         (dir.path, engine)
     };
-    let built = if args.demo { Some(demo::build_demo(&engine, jiff::Timestamp::now())?) } else { None };
-    let engine: std::sync::Arc<dyn Engine> = std::sync::Arc::new(engine);
+    let built = if args.demo { Some(demo::build_demo(engine.as_ref(), jiff::Timestamp::now())?) } else { None };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {

@@ -1,5 +1,6 @@
-//! `sip2d init` (a new, empty register), `sip2d key` (the PIN key: show, export, import) and
-//! `sip2d log` (the write-ahead log: verify, repair).
+//! `sip2d init` (a new, empty register), `sip2d key` (the PIN key: show, export, import),
+//! `sip2d log` (the write-ahead log: verify, repair) and `sip2d migrate` (the PostgreSQL
+//! database's schema).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use serde_json::json;
 use super::exit;
 use super::location::Common;
 use crate::domain::secret::PinKey;
-use crate::engine::{Engine, PIN_KEY};
+use crate::engine::PIN_KEY;
 
 /// The PIN key: every PIN in the register is a keyed hash under it, so exported PIN hashes are
 /// of use only to a register with the same key. Key files are written owner-only.
@@ -37,13 +38,30 @@ pub enum KeyCmd {
 pub fn init(common: &Common) -> Result<ExitCode> {
     let dir = common.data_dir()?;
     dir.enter_new()?;
-    let reg = crate::engine::init(&dir.path)
-        .with_context(|| format!("cannot create a register at {} ({})", dir.path.display(), dir.source))?;
+    let settings = common.load_config()?.store_config();
+    let (reg, at): (crate::engine::Shared, String) = match &settings.postgres {
+        Some(pg) => {
+            let reg = crate::engine::init_postgres(&dir.path, &settings).with_context(|| {
+                format!(
+                    "cannot set up this node at {} ({}) for the database at {}",
+                    dir.path.display(),
+                    dir.source,
+                    pg.shown()
+                )
+            })?;
+            (reg, format!("the database at {}, PIN key in {} ({})", pg.shown(), dir.path.display(), dir.source))
+        }
+        None => {
+            let reg = crate::engine::init(&dir.path)
+                .with_context(|| format!("cannot create a register at {} ({})", dir.path.display(), dir.source))?;
+            (std::sync::Arc::new(reg), format!("{} ({})", dir.path.display(), dir.source))
+        }
+    };
     let fingerprint = reg.pin_key_fingerprint()?;
     if common.json {
         outln!("{}", json!({"data": dir.path, "pin_key": fingerprint}));
     } else {
-        outln!("created an empty register at {} ({})", dir.path.display(), dir.source);
+        outln!("created an empty register at {at}");
         outln!("  PIN key       {} (fingerprint {})", dir.path.join(PIN_KEY).display(), fingerprint);
         outln!("next: `sip2d --data {} institution add --code CODE --name NAME`", dir.path.display());
     }
@@ -84,8 +102,14 @@ pub fn key(cmd: &KeyCmd, common: &Common) -> Result<ExitCode> {
         }
         KeyCmd::Import { file } => {
             let key = PinKey::load(file).with_context(|| format!("cannot read the key in {}", file.display()))?;
-            dir.enter_existing()?;
-            let done = crate::engine::install_pin_key(&dir.path, &key, false)?;
+            let done = if common.load_config()?.postgres().is_some() {
+                // A node of a register on PostgreSQL: the directory may be new.
+                dir.enter_new()?;
+                crate::engine::install_node_key(&dir.path, &key)?
+            } else {
+                dir.enter_existing()?;
+                crate::engine::install_pin_key(&dir.path, &key, false)?
+            };
             outln!(
                 "{} {} at {}",
                 if done { "installed PIN key" } else { "the register has PIN key" },
@@ -112,6 +136,12 @@ pub enum LogCmd {
 }
 
 pub fn log(cmd: &LogCmd, common: &Common) -> Result<ExitCode> {
+    if let Some(pg) = common.load_config()?.postgres() {
+        return Err(exit::refused(format!(
+            "the register is in the database at {}: its log is PostgreSQL's, and this node keeps none",
+            pg.shown()
+        )));
+    }
     let dir = common.data_dir()?;
     dir.enter_existing()?;
     match cmd {
@@ -159,6 +189,52 @@ pub fn log(cmd: &LogCmd, common: &Common) -> Result<ExitCode> {
                 }
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sip2d migrate`: what the command line takes.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The database (a URL or key=value connection string); default: `[store] url` of the
+    /// configuration.
+    #[arg(long, value_name = "URL", env = "SIP2D_POSTGRES_URL", hide_env_values = true)]
+    pub url: Option<String>,
+    /// Only say which schema the database has and which this sip2d needs; change nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Applies the schema migrations the database lacks (or, with `--check`, reports them).
+pub fn migrate(args: &MigrateArgs, common: &Common) -> Result<ExitCode> {
+    let mut pg = match (&args.url, common.load_config()?.postgres()) {
+        (Some(url), _) => crate::engine::pg::PgSettings::new(url.clone()),
+        (None, Some(pg)) => pg,
+        (None, None) => {
+            return Err(exit::usage(
+                "no database: give --url, or set [store] engine = \"postgres\" and url in the configuration",
+            ));
+        }
+    };
+    pg.node = format!("migrate:{}", std::process::id());
+    let at = pg.shown();
+    if args.check {
+        let s = crate::engine::pg::schema_of(&pg)?;
+        let current = s.current.map_or("no sip2d schema".to_string(), |c| format!("schema {c}"));
+        if common.json {
+            outln!("{}", json!({"database": at, "schema": s.current, "needed": s.known}));
+        } else {
+            outln!("the database at {at} has {current}; this sip2d needs schema {}", s.known);
+        }
+        return Ok(if s.current == Some(s.known) { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let done = crate::engine::pg::migrate(&pg).with_context(|| format!("cannot migrate the database at {at}"))?;
+    if common.json {
+        outln!("{}", json!({"database": at, "applied": done.applied, "schema": done.version}));
+    } else if done.applied.is_empty() {
+        outln!("the database at {at} has sip2d schema {} already; nothing to do", done.version);
+    } else {
+        outln!("applied {} to the database at {at}; it has sip2d schema {}", done.applied.join(", "), done.version);
     }
     Ok(ExitCode::SUCCESS)
 }

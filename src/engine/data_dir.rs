@@ -55,15 +55,81 @@ pub fn open_existing(dir: &Path, settings: &StoreConfig) -> Result<SledEngine, E
     if !dir.join(STORE_DIR).is_dir() {
         return Err(Refusal::rule(format!("no register at {}", dir.display())).into());
     }
+    SledEngine::open(dir, load_key(dir)?, settings)
+}
+
+/// Opens the register `settings` name for the data directory `dir`: the sled register in it,
+/// or, with `settings.postgres`, the database's, with the PIN key in `dir`. Creates nothing.
+pub fn open_register(dir: &Path, settings: &StoreConfig) -> Result<super::Shared, Error> {
+    let Some(pg) = &settings.postgres else { return Ok(std::sync::Arc::new(open_existing(dir, settings)?)) };
+    let key = load_key(dir)?;
+    Ok(std::sync::Arc::new(super::pg::PgEngine::open(pg, key, settings.limits)?))
+}
+
+/// The PIN key in `dir`, refused when missing (a new key would make every stored PIN wrong).
+fn load_key(dir: &Path) -> Result<PinKey, Error> {
     let path = dir.join(PIN_KEY);
-    let key = PinKey::load(&path).map_err(|e| match e.kind() {
+    PinKey::load(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Refused(Refusal::rule(format!(
             "the PIN key {} is missing, and every stored PIN depends on it; put the register's key back with `sip2d key import FILE`",
             path.display()
         ))),
         _ => open_error(dir, e),
-    })?;
-    SledEngine::open(dir, key, settings)
+    })
+}
+
+/// `sip2d init` for a register on PostgreSQL: `dir` (owner-only) gets a new PIN key, which the
+/// database adopts if it has none yet. A database that has another refuses it, and the new
+/// key is removed again: the nodes after the first import the first one's key.
+pub fn init_postgres(dir: &Path, settings: &StoreConfig) -> Result<super::Shared, Error> {
+    let path = dir.join(PIN_KEY);
+    if path.exists() {
+        return Err(Refusal::rule(format!(
+            "{} holds a PIN key already: this node is set up (`sip2d serve`), or remove the key first",
+            dir.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
+    }
+    PinKey::load_or_create(&path).map_err(|e| open_error(dir, e))?;
+    let opened = open_register(dir, settings);
+    if opened.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    opened
+}
+
+/// Gives a node of a register on PostgreSQL the register's PIN key: `dir` (made owner-only if
+/// new) gets `key` unless it has a key already (`Ok(false)` when that is this one; refused
+/// when another: every PIN in the database depends on one key).
+pub fn install_node_key(dir: &Path, key: &PinKey) -> Result<bool, Error> {
+    let path = dir.join(PIN_KEY);
+    match PinKey::load(&path) {
+        Ok(current) if current.fingerprint() == key.fingerprint() => return Ok(false),
+        Ok(current) => {
+            return Err(Refusal::rule(format!(
+                "this node has PIN key {} already; remove {} first if it is not the register's",
+                current.fingerprint(),
+                path.display()
+            ))
+            .into());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Refusal::rule(format!("cannot read the PIN key {}: {e}", path.display())).into()),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
+    }
+    key.replace(&path).map_err(|e| open_error(dir, e))?;
+    Ok(true)
 }
 
 /// Makes `key` the PIN key of the register in `dir`, when no stored PIN depends on another:

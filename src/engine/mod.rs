@@ -18,6 +18,7 @@ mod kiosk;
 mod legacy;
 mod notices;
 pub mod ops;
+pub mod pg;
 mod sled_engine;
 mod state;
 pub mod store;
@@ -44,7 +45,8 @@ use std::task::{Context, Poll};
 
 pub use crate::domain::Refusal;
 pub use data_dir::{
-    LogReport, PIN_KEY, STORE_DIR, init, install_pin_key, open_existing, open_or_create, repair_log, verify_log,
+    LogReport, PIN_KEY, STORE_DIR, init, init_postgres, install_node_key, install_pin_key, open_existing,
+    open_or_create, open_register, repair_log, verify_log,
 };
 pub use demo_data::{DEMO_PIN, Demo, build as build_demo};
 pub use desk::{Desk, hash_password, hash_staff_password};
@@ -78,6 +80,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same failure, as "could not complete", for each of several waiting on it.
+    pub fn clone_not_done(&self) -> Error {
+        match self {
+            Error::NotDone(w) | Error::Stopped(w) => Error::NotDone(w.clone()),
+            other => Error::NotDone(Arc::from(other.to_string())),
+        }
+    }
+
     /// The refusal, when a rule decided.
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {

@@ -83,7 +83,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     let corrupt = |e: bincode::Error| StoreError::Corrupt { kind, detail: e.to_string() };
     match bytes.split_first() {
         Some((&VERSION, rest)) => codec().deserialize(rest).map_err(corrupt),
@@ -97,7 +97,25 @@ fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, StoreError> 
 const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-const TREES: usize = 15;
+pub const TREES: usize = 15;
+/// Their names, in the same order: sled's trees, and the PostgreSQL engine's tables.
+pub const TREE_NAMES: [&str; TREES] = [
+    "meta",
+    "institutions",
+    "patrons",
+    "items",
+    "loans",
+    "fees",
+    "holds",
+    "accounts",
+    "audit",
+    "outbox",
+    "optouts",
+    "staff",
+    "files",
+    "links",
+    "email_checks",
+];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
     Meta,
@@ -200,7 +218,7 @@ impl Pending {
 }
 
 /// A key and its new value (none: removed).
-type Change = (Vec<u8>, Option<Vec<u8>>);
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
 /// Changes taken out of [`Pending`], per tree in key order, written a part at a time.
 #[derive(Default)]
@@ -209,6 +227,11 @@ pub struct Sorted([Vec<Change>; TREES]);
 impl Sorted {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Vec::is_empty)
+    }
+
+    /// Each tree's changes by the tree's name (keys in descending order).
+    pub fn into_trees(self) -> impl Iterator<Item = (&'static str, Vec<Change>)> {
+        TREE_NAMES.into_iter().zip(self.0)
     }
 }
 
@@ -233,7 +256,7 @@ fn file_key(patron: u64, id: u32) -> Vec<u8> {
     k
 }
 
-fn read_u64(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
@@ -259,6 +282,9 @@ pub struct StoreConfig {
     pub faults: super::wal::Faults,
     /// How much of a patron's record anyone can make grow.
     pub limits: RegisterLimits,
+    /// The PostgreSQL database the register is in, instead of the data directory's sled
+    /// (default none).
+    pub postgres: Option<super::pg::PgSettings>,
 }
 
 /// Caps on what a client (a kiosk, staff, an integration) can add to one patron, so that no
@@ -344,6 +370,7 @@ impl Default for StoreConfig {
             retry_interval: std::time::Duration::from_secs(5),
             faults: Default::default(),
             limits: RegisterLimits::default(),
+            postgres: None,
         }
     }
 }

@@ -107,15 +107,55 @@ pub struct Reg {
     actor: String,
 }
 
+/// Set to a PostgreSQL server's connection string (key=value form, `host=127.0.0.1
+/// user=postgres`), this runs the engine suite on the PostgreSQL engine: each [`Scratch`]
+/// is then a database of its own on that server, made and migrated for the test and dropped
+/// after it.
+pub const POSTGRES_ENV: &str = "SIP2D_TEST_POSTGRES";
+
+/// The file in a scratch directory that names its test database.
+const POSTGRES_FILE: &str = "test-postgres";
+
+/// A place for one test's register: a temporary directory (the PIN key), and, when the suite
+/// runs on PostgreSQL, a database of its own, dropped with it.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    /// Dropped after the directory's engine (tests drop their register first).
+    _db: Option<pg::TestDb>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty()).map(|server| {
+            let db = pg::TestDb::create(&server).unwrap();
+            std::fs::write(dir.path().join(POSTGRES_FILE), db.url()).unwrap();
+            db
+        });
+        Scratch { dir, _db: db }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
 impl Reg {
-    /// The engine under test, over a register in `dir` (made if there is none).
+    /// The engine under test, over a register in `dir` (made if there is none): the
+    /// PostgreSQL engine when `dir` is a [`Scratch`] on PostgreSQL, else the sled engine.
     pub fn open(dir: &std::path::Path, actor: &str) -> Result<Reg, Error> {
         Reg::open_with(dir, actor, &StoreConfig::default())
     }
 
     /// The same, with the store's settings (limits) given.
     pub fn open_with(dir: &std::path::Path, actor: &str, settings: &StoreConfig) -> Result<Reg, Error> {
-        let engine: Arc<dyn Engine> = Arc::new(open_or_create(dir, settings)?);
+        let engine: Arc<dyn Engine> = match std::fs::read_to_string(dir.join(POSTGRES_FILE)) {
+            Ok(url) => {
+                let key = secret::PinKey::load_or_create(&dir.join(PIN_KEY)).unwrap();
+                Arc::new(pg::PgEngine::open(&pg::PgSettings::new(url), key, settings.limits)?)
+            }
+            Err(_) => Arc::new(open_or_create(dir, settings)?),
+        };
         Ok(Reg { store: View { engine: engine.clone() }, engine, actor: actor.into() })
     }
 

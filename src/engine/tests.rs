@@ -8,7 +8,7 @@
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 
-use super::testkit::{Added, Reg as Register};
+use super::testkit::{Added, Reg as Register, Scratch};
 use super::*;
 use crate::domain::rules::PinCheck;
 use crate::domain::*;
@@ -23,8 +23,8 @@ fn dry() -> ImportOptions {
     ImportOptions { dry_run: true, ..Default::default() }
 }
 
-fn open() -> (tempfile::TempDir, Register) {
-    let dir = tempfile::tempdir().unwrap();
+fn open() -> (Scratch, Register) {
+    let dir = Scratch::new();
     let reg = Register::open(dir.path(), "tester").unwrap();
     reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
     (dir, reg)
@@ -487,7 +487,7 @@ nonsense
     let mut out = Vec::new();
     reg.export(&mut out).unwrap();
     assert!(String::from_utf8_lossy(&out).contains(r#""type":"file""#));
-    let copy = tempfile::tempdir().unwrap();
+    let copy = Scratch::new();
     std::fs::copy(dir.path().join("pin.key"), copy.path().join("pin.key")).unwrap();
     let reg2 = Register::open(copy.path(), "tester").unwrap();
     let r = reg2.import(std::io::Cursor::new(&out), &ImportOptions::default(), now()).unwrap();
@@ -639,7 +639,7 @@ fn faulty(
 }
 
 /// The institution and Avery in `engine`, and the desk that put them there.
-fn with_avery(engine: &SledEngine) -> (Desk<'_>, Patron) {
+fn with_avery(engine: &dyn Engine) -> (Desk<'_>, Patron) {
     let desk = Desk::new(engine, "tester");
     desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
     let p = desk.add_patron(avery(), false, now()).unwrap();
@@ -905,7 +905,7 @@ fn a_refused_unit_is_undone_write_by_write() {
 /// audit history rotates (the oldest entries go at the checkpoint) instead of growing.
 #[test]
 fn notes_holds_and_history_are_capped_per_patron() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let limits = RegisterLimits {
         max_notes_per_patron: 5,
         max_holds_per_patron: 2,
@@ -913,8 +913,8 @@ fn notes_holds_and_history_are_capped_per_patron() {
         ..Default::default()
     };
     let settings = StoreConfig { limits, ..Default::default() };
-    let engine = open_or_create(dir.path(), &settings).unwrap();
-    let (desk, p) = with_avery(&engine);
+    let engine = Register::open_with(dir.path(), "tester", &settings).unwrap().engine;
+    let (desk, p) = with_avery(engine.as_ref());
     let note =
         |n: u32| Operation::AddNote { patron: p.id, kind: "general".into(), text: format!("note {n}"), public: false };
     for n in 0..5 {
@@ -944,8 +944,8 @@ fn notes_holds_and_history_are_capped_per_patron() {
         desk.run(Operation::Unblock { patron: p.id, kind: None }, now()).unwrap();
     }
     drop(engine);
-    let engine = open_or_create(dir.path(), &settings).unwrap();
-    let history = Desk::new(&engine, "tester").history(p.id).unwrap();
+    let engine = Register::open_with(dir.path(), "tester", &settings).unwrap().engine;
+    let history = Desk::new(engine.as_ref(), "tester").history(p.id).unwrap();
     // The record's creation (always first, from the record itself) and the newest 40.
     assert_eq!(history.len(), 1 + 40, "rotated to the cap");
     assert_eq!(history.last().map(|e| e.action.as_str()), Some("unblock"), "the newest kept");

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use jiff::civil::date;
 
 use super::ops::FileBytes;
-use super::testkit::{Added, Reg as Register};
+use super::testkit::{Added, Reg as Register, Scratch};
 use super::*;
 use crate::domain::*;
 
@@ -14,8 +14,8 @@ fn now() -> Timestamp {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Register) {
-    let dir = tempfile::tempdir().unwrap();
+fn open() -> (Scratch, Register) {
+    let dir = Scratch::new();
     let reg = Register::open(dir.path(), "tester").unwrap();
     reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
     (dir, reg)
@@ -113,10 +113,11 @@ fn contacts_are_checked_unique_and_swap_with_the_preferred_one() {
 
 #[test]
 fn contacts_and_statistics_are_capped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let limits = RegisterLimits { max_contacts_per_patron: 2, max_statistics_per_patron: 2, ..Default::default() };
-    let engine = open_or_create(dir.path(), &StoreConfig { limits, ..Default::default() }).unwrap();
-    let desk = Desk::new(&engine, "tester");
+    let engine =
+        Register::open_with(dir.path(), "tester", &StoreConfig { limits, ..Default::default() }).unwrap().engine;
+    let desk = Desk::new(engine.as_ref(), "tester");
     desk.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm", now()).unwrap();
     let new = NewPatron {
         institution: "MAIN".into(),
@@ -166,7 +167,7 @@ const PNG: &[u8] = &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13
 
 #[test]
 fn attachments_keep_their_bytes_and_are_typed_from_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let limits = RegisterLimits { max_attachment_bytes: 1000, max_attachments_per_patron: 3, ..Default::default() };
     let settings = StoreConfig { limits, ..Default::default() };
     let reg = Register::open_with(dir.path(), "tester", &settings).unwrap();

@@ -5,7 +5,7 @@
 use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
 
-use super::testkit::{Added, Reg as Register};
+use super::testkit::{Added, Reg as Register, Scratch};
 use super::*;
 use crate::domain::rules::PinCheck;
 use crate::domain::*;
@@ -14,8 +14,8 @@ fn now() -> Timestamp {
     "2026-11-22T10:00:00Z".parse().unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Register, Patron) {
-    let dir = tempfile::tempdir().unwrap();
+fn open() -> (Scratch, Register, Patron) {
+    let dir = Scratch::new();
     let reg = Register::open(dir.path(), "tester").unwrap();
     reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
     let new = NewPatron {

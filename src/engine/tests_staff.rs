@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::testkit::{Added, Reg};
+use super::testkit::{Added, Reg, Scratch};
 use super::*;
 use crate::domain::*;
 
@@ -12,8 +12,8 @@ fn now() -> Timestamp {
     "2026-12-03T10:00:00Z".parse().unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Reg) {
-    let dir = tempfile::tempdir().unwrap();
+fn open() -> (Scratch, Reg) {
+    let dir = Scratch::new();
     let reg = Reg::open(dir.path(), "tester").unwrap();
     reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
     reg.add_institution("BRANCH", "Harbour Branch", "SEK", "Europe/Stockholm").unwrap();

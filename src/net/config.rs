@@ -315,10 +315,34 @@ impl Limits {
     }
 }
 
-/// The register's storage: its write-ahead log and sled's checkpoints (docs/engine.md).
+/// The register's storage: the embedded engine's write-ahead log and sled's checkpoints
+/// (docs/engine.md), or the PostgreSQL database several nodes share (docs/deploy.md).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
+    /// `sled` (default: the register in the data directory, one node) or `postgres` (the
+    /// register in the database `url` names, shared by every node given the same `url`).
+    pub engine: EngineKind,
+    /// The PostgreSQL database: a URL (`postgresql://sip2d@db1/sip2d`) or key=value string
+    /// (`host=db1 user=sip2d dbname=sip2d`). Needed with `engine = "postgres"`. It is never
+    /// logged whole; a password in it makes this file a secret, to be readable by sip2d alone.
+    pub url: Option<DbUrl>,
+    /// This node's name in the database's commits and in the log (default: host name:pid).
+    pub node: Option<String>,
+    /// Commits the database keeps for nodes to catch up from (default 100000); a node further
+    /// behind reloads the register.
+    pub commits_kept: u64,
+    /// How long connecting to the database may take (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one statement may take, waiting for the register's lock included (default
+    /// 10s); the units of a transaction past it are answered "could not complete".
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How often an idle node looks for other nodes' commits when none was announced
+    /// (default 1s).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
     /// A log segment is closed and a new one begun at this size, in MiB (default 64).
     pub log_segment_mib: u64,
     /// sled is brought up to date with the log when this much log awaits it, in MiB (default
@@ -333,9 +357,36 @@ pub struct Store {
     pub retry_interval: Duration,
 }
 
+/// Which engine keeps the register.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// A database connection string, never shown whole (it may hold a password).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DbUrl(pub String);
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::engine::pg::PgSettings::new(self.0.clone()).shown())
+    }
+}
+
 impl Default for Store {
     fn default() -> Store {
         Store {
+            engine: EngineKind::Sled,
+            url: None,
+            node: None,
+            commits_kept: 100_000,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
             log_segment_mib: 64,
             checkpoint_mib: 64,
             checkpoint_interval: Duration::from_secs(30),
@@ -527,7 +578,38 @@ impl Config {
         if s.checkpoint_interval.is_zero() || s.retry_interval.is_zero() {
             return bad("store.checkpoint_interval and retry_interval must be more than 0s");
         }
+        if s.engine == EngineKind::Postgres {
+            match &s.url {
+                None => return bad("store.engine = \"postgres\" needs store.url, the database's connection string"),
+                Some(u) => {
+                    if let Err(e) = u.0.parse::<postgres::Config>() {
+                        return bad(&format!("store.url is not a PostgreSQL connection string: {e}"));
+                    }
+                }
+            }
+            if s.connect_timeout.is_zero() || s.statement_timeout.is_zero() || s.poll_interval.is_zero() {
+                return bad("store.connect_timeout, statement_timeout and poll_interval must be more than 0s");
+            }
+            if s.commits_kept < 1000 {
+                return bad("store.commits_kept must be at least 1000");
+            }
+        }
         Ok(())
+    }
+
+    /// The database these settings name, when the register is on PostgreSQL.
+    pub fn postgres(&self) -> Option<crate::engine::pg::PgSettings> {
+        let s = &self.store;
+        let url = s.url.as_ref().filter(|_| s.engine == EngineKind::Postgres)?;
+        let mut pg = crate::engine::pg::PgSettings::new(url.0.clone());
+        if let Some(node) = &s.node {
+            pg.node = node.clone();
+        }
+        pg.commits_kept = s.commits_kept;
+        pg.connect_timeout = s.connect_timeout;
+        pg.statement_timeout = s.statement_timeout;
+        pg.poll_interval = s.poll_interval;
+        Some(pg)
     }
 
     /// The storage settings these give the engine.
@@ -541,6 +623,7 @@ impl Config {
             retry_interval: self.store.retry_interval,
             faults: Default::default(),
             limits: self.register,
+            postgres: self.postgres(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A server on a free port over a temporary register, and a blocking kiosk to talk to it.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod smtp;
 
 use std::io::{Read, Write};
