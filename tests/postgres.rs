@@ -467,3 +467,62 @@ fn the_database_lost_under_load_refuses_what_is_in_flight_loses_nothing_and_serv
         assert!(t.after_last_failure > 20, "serving resumed by itself: {t:?}");
     }
 }
+
+#[test]
+fn a_register_moves_to_postgres_and_back_whole() {
+    let db = TestDb::create(&common::pg::server());
+    let dir = tempfile::tempdir().unwrap();
+    let plain = |data: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sip2d"));
+        c.arg("--data").arg(data).env_remove("SIP2D_DATA").env_remove("SIP2D_CONFIG");
+        c
+    };
+    // A register on sled with history, notices and a file besides the records.
+    let sled = dir.path().join("sled");
+    run_ok(plain(&sled).arg("init"));
+    let file = dir.path().join("register.jsonl");
+    let lines = load_register(2, 5);
+    std::fs::write(&file, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    run_ok(plain(&sled).arg("import").arg(&file));
+    run_ok(plain(&sled).args(["patron", "block", &card(0), "--type", "lost-card", "--note", "reported lost"]));
+    run_ok(plain(&sled).args(["patron", "note", "add", &card(0), "called about the fee"]));
+    let picture = dir.path().join("me.png");
+    std::fs::write(&picture, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89")
+        .unwrap();
+    run_ok(plain(&sled).args(["patron", "picture", "set", &card(1)]).arg(&picture));
+    let before = run_ok(plain(&sled).arg("export"));
+
+    let config = config(dir.path(), &db.url(), "");
+    let node = dir.path().join("node");
+    run_ok(sip2d(&config, &node).arg("migrate"));
+    let to = format!("postgres:{}", db.url());
+    let out_to =
+        run_ok(plain(&sled).args(["migrate-store", "--from", &format!("sled:{}", sled.display()), "--to", &to]));
+    for kind in ["read back, it holds the same entries", "patrons", "audit", "files"] {
+        assert!(out_to.contains(kind), "{kind}: {out_to}");
+    }
+    // Once is enough: a database holding a register takes no second one.
+    let (ok2, again) =
+        run(plain(&sled).args(["migrate-store", "--from", &format!("sled:{}", sled.display()), "--to", &to]));
+    assert!(!ok2 && again.contains("holds a register already"), "{again}");
+
+    // A node on the database serves the same register.
+    let key = dir.path().join("key");
+    run_ok(plain(&sled).args(["key", "export", "-o"]).arg(&key));
+    run_ok(sip2d(&config, &node).args(["key", "import"]).arg(&key));
+    let on_postgres = run_ok(sip2d(&config, &node).arg("export"));
+    assert_eq!(on_postgres, before, "the export from PostgreSQL is the export from sled");
+
+    // And back, into a new directory, with the node's PIN key.
+    let back = dir.path().join("back");
+    let out_back = run_ok(sip2d(&config, &node).args([
+        "migrate-store",
+        "--from",
+        &to,
+        "--to",
+        &format!("sled:{}", back.display()),
+    ]));
+    let checksum = |s: &str| s.lines().find(|l| l.contains("checksum")).map(str::to_string);
+    assert_eq!(checksum(&out_back), checksum(&out_to), "{out_back}");
+    assert_eq!(run_ok(plain(&back).arg("export")), before);
+}

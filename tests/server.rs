@@ -504,6 +504,11 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
             interval: Duration::from_secs(30),
             self_service_url: Some("https://library.example.org".into()),
         }),
+        store: sip2d::net::config::Store {
+            url: Some(sip2d::net::config::DbUrl("host=db1 user=sip2d dbname=sip2d".into())),
+            node: Some("sip2d-1".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     assert_eq!(full, want);

@@ -102,6 +102,11 @@ enum Command {
     /// of its own); a node refuses to serve a schema it does not know. Run it before the first
     /// node starts and after each upgrade (docs/deploy.md).
     Migrate(setup::MigrateArgs),
+    /// Move a register between the embedded store and PostgreSQL, every entry as it is
+    /// (history, outbox and files included), and compare the counts and a checksum of both
+    /// sides after: `--from sled:/var/lib/sip2d --to postgres:host=db1 user=sip2d dbname=sip2d`,
+    /// or back with `--from postgres:... --to sled:DIR`. Stop the servers first.
+    MigrateStore(setup::MigrateStoreArgs),
     /// Print a completion script for a shell, e.g.
     /// `sip2d completions bash > /etc/bash_completion.d/sip2d`.
     Completions {
@@ -154,6 +159,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => setup::key(&cmd, &cli.common),
         Command::Log(cmd) => setup::log(&cmd, &cli.common),
         Command::Migrate(args) => setup::migrate(&args, &cli.common),
+        Command::MigrateStore(args) => setup::migrate_store(&args, &cli.common),
         Command::Serve(args) => serve::run(&args, &cli.common),
         Command::Client(args) => client::run(&args),
         Command::Conform(args) => conform::run(&args),

@@ -139,7 +139,14 @@ The configuration file (TOML; every key optional, defaults shown):
   no_block_max_days = 90             latest no-block due date accepted
   pin_failures_per_window = 20       wrong PINs per terminal before its PIN checks stop
   pin_window = \"10m\"
-  [store]                            the write-ahead log and sled's checkpoints (docs/engine.md)
+  [store]                            where the register is kept
+  engine = \"sled\"                    or \"postgres\": nodes on one database (docs/deploy.md)
+  url = ...                          the database, with engine = \"postgres\"
+  node = ...                         this node's name (default host name:pid)
+  commits_kept = 100000              commits kept for nodes to catch up from
+  connect_timeout = \"5s\"             connecting to the database
+  statement_timeout = \"10s\"          one statement, the wait for the lock included
+  poll_interval = \"1s\"               an idle node looks for other nodes' commits
   log_segment_mib = 64               a new log segment at this size
   checkpoint_mib = 64                sled brought up to date when this much log awaits it,
   checkpoint_interval = \"30s\"        or this long after the last time

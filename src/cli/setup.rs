@@ -238,3 +238,69 @@ pub fn migrate(args: &MigrateArgs, common: &Common) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `sip2d migrate-store`: what the command line takes.
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    /// Where the register is: `sled:DIR` (a data directory; stop its server first) or
+    /// `postgres:URL`.
+    #[arg(long, value_name = "sled:DIR|postgres:URL")]
+    pub from: String,
+    /// Where it goes: `postgres:URL` (migrated, and holding no register yet) or `sled:DIR` (a
+    /// new directory; the PIN key is taken from --data, a node of the register).
+    #[arg(long, value_name = "sled:DIR|postgres:URL")]
+    pub to: String,
+}
+
+/// One end of a move.
+enum End {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+fn end(s: &str) -> Result<End> {
+    if let Some(dir) = s.strip_prefix("sled:") {
+        return Ok(End::Sled(PathBuf::from(dir)));
+    }
+    if let Some(url) = s.strip_prefix("postgres:").or_else(|| s.strip_prefix("postgresql:")) {
+        // `postgres://...` is a URL as it stands; `postgres:host=...` a key=value string.
+        let url = if url.starts_with("//") { s.to_string() } else { url.to_string() };
+        return Ok(End::Postgres(url));
+    }
+    Err(exit::usage(format!("{s:?}: give sled:DIR or postgres:URL")))
+}
+
+/// Moves a register between sled and PostgreSQL, and says what it moved.
+pub fn migrate_store(args: &MigrateStoreArgs, common: &Common) -> Result<ExitCode> {
+    use crate::engine::pg::{self, PgSettings};
+    let (moved, to) = match (end(&args.from)?, end(&args.to)?) {
+        (End::Sled(dir), End::Postgres(url)) => {
+            let pg = PgSettings::new(url);
+            let at = pg.shown();
+            let m = pg::sled_to_postgres(&dir, &pg)
+                .with_context(|| format!("cannot move the register at {} to {at}", dir.display()))?;
+            (m, at)
+        }
+        (End::Postgres(url), End::Sled(dir)) => {
+            let pg = PgSettings::new(url);
+            let key_dir = common.data_dir()?.path;
+            let m = pg::postgres_to_sled(&pg, &key_dir, &dir)
+                .with_context(|| format!("cannot move the register at {} to {}", pg.shown(), dir.display()))?;
+            (m, dir.display().to_string())
+        }
+        _ => return Err(exit::usage("move from sled to postgres, or from postgres to sled")),
+    };
+    let c = &moved.contents;
+    if common.json {
+        let counts: serde_json::Map<String, serde_json::Value> =
+            c.counts.iter().map(|(t, n)| (t.to_string(), json!(n))).collect();
+        outln!("{}", json!({"to": to, "counts": counts, "checksum": c.checksum}));
+    } else {
+        outln!("moved the register to {to}; read back, it holds the same entries:");
+        for (table, n) in &c.counts {
+            outln!("  {table:<14} {n}");
+        }
+        outln!("  checksum       {}", c.checksum);
+    }
+    Ok(ExitCode::SUCCESS)
+}

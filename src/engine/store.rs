@@ -94,7 +94,7 @@ pub(crate) fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, S
 }
 
 /// The meta key under which sled records the last log record it holds.
-const APPLIED: &[u8] = b"wal_applied";
+pub const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
 pub const TREES: usize = 15;
@@ -707,6 +707,25 @@ impl Store {
             &self.links,
             &self.email_checks,
         ]
+    }
+
+    /// Every entry of the tree named `name` (of [`TREE_NAMES`]), in key order, as stored.
+    pub fn raw(&self, name: &str) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        let tree = TREE_NAMES.iter().position(|n| *n == name).map(|i| self.trees()[i]);
+        tree.into_iter().flat_map(|t| t.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into)))
+    }
+
+    /// Puts entries, as stored elsewhere, into the tree named `name` (not synced: [`Store::checkpoint`]).
+    pub fn put_raw(&self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let Some(i) = TREE_NAMES.iter().position(|n| *n == name) else {
+            return Err(StoreError::Corrupt { kind: "tree", detail: format!("no tree {name}") });
+        };
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.trees()[i].apply_batch(batch)?;
+        Ok(())
     }
 
     /// The last log record sled holds (all batches up to it, flushed).

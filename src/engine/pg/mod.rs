@@ -16,6 +16,7 @@
 //!
 //! Audit history, files and the outbox are read from the database, never held in memory.
 
+mod moving;
 mod schema;
 
 use std::cell::RefCell;
@@ -38,6 +39,8 @@ use super::store::{self, Loaded, StoreError, TREE_NAMES, TREES, Write, encode_ba
 use super::unit::Unit;
 use super::{Engine, Error, Observer, Pending, Stats, units};
 
+pub use moving::{Contents, Moved, postgres_to_sled, sled_to_postgres};
+pub(crate) use schema::check as check_schema;
 pub use schema::{Migrated, SchemaState, migrate, schema_of, schema_state};
 
 /// Units the writer takes into one transaction at most.
@@ -49,7 +52,7 @@ const REGISTER_LOCK: i64 = 0x7369_7032;
 /// The channel commits are announced on; the payload is the committing node's name.
 const CHANNEL: &str = "sip2d_commits";
 /// The `meta` key of the PIN key's fingerprint every stored PIN depends on.
-const PIN_KEY_META: &[u8] = b"pin_key_fingerprint";
+pub(crate) const PIN_KEY_META: &[u8] = b"pin_key_fingerprint";
 
 /// How a node reaches its database, with the defaults in [`PgSettings::new`].
 #[derive(Clone)]
@@ -142,7 +145,7 @@ fn reason(e: &Error) -> Arc<str> {
     }
 }
 
-fn db_error(what: &str, e: &postgres::Error) -> Error {
+pub(crate) fn db_error(what: &str, e: &postgres::Error) -> Error {
     Error::NotDone(Arc::from(format!("{what}: {}", describe(e))))
 }
 
@@ -155,7 +158,7 @@ fn describe(e: &postgres::Error) -> String {
 }
 
 /// Connects, with the session settings every connection of the engine runs with.
-fn connect(settings: &PgSettings) -> Result<Client, Error> {
+pub(crate) fn connect(settings: &PgSettings) -> Result<Client, Error> {
     let mut client = settings
         .config()?
         .connect(NoTls)

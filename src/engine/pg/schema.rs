@@ -90,7 +90,7 @@ fn newer(s: SchemaState) -> Error {
 }
 
 /// Refuses to serve a database whose schema this build does not know.
-pub(super) fn check(client: &mut Client, settings: &PgSettings) -> Result<(), Error> {
+pub(crate) fn check(client: &mut Client, settings: &PgSettings) -> Result<(), Error> {
     let s = schema_state(client)?;
     match s.current {
         Some(c) if c == s.known => Ok(()),
