@@ -43,6 +43,8 @@ pub use moving::{Contents, Moved, postgres_to_sled, sled_to_postgres};
 pub(crate) use schema::check as check_schema;
 pub use schema::{Migrated, SchemaState, migrate, schema_of, schema_state};
 
+/// Histories are cut to their cap every this many commits.
+const ROTATE_EVERY: u64 = 1024;
 /// Units the writer takes into one transaction at most.
 const MAX_BATCH: usize = 1024;
 /// Units that may wait for the writer before senders wait for room.
@@ -300,6 +302,7 @@ impl PgEngine {
             seq,
             limits,
             retry_at: None,
+            audited: Default::default(),
         };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = vec![
@@ -470,6 +473,8 @@ struct Writer {
     limits: super::RegisterLimits,
     /// While the database is away: not before then is it tried again.
     retry_at: Option<Instant>,
+    /// Patrons whose history this node wrote since it last rotated histories.
+    audited: std::collections::BTreeSet<u64>,
 }
 
 /// Where a unit's answer goes.
@@ -484,7 +489,10 @@ impl Writer {
                     let _ = self.refresh();
                     continue;
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.rotate_now();
+                    break;
+                }
             };
             let mut batch: Vec<(Operation, By, Reply)> = Vec::new();
             let (mut reads, mut peeks) = (Vec::new(), Vec::new());
@@ -544,6 +552,22 @@ impl Writer {
                 }
                 self.commit(wrote);
             }
+        }
+    }
+
+    /// Cuts the histories written since the last rotation to their cap (at a clean stop).
+    fn rotate_now(&mut self) {
+        if self.audited.is_empty() {
+            return;
+        }
+        let (audited, cap) = (std::mem::take(&mut self.audited), i64::from(self.limits.max_history_per_patron));
+        let r = self.with_conn(|conn, _, _| {
+            let mut tx = conn.client.transaction().map_err(|e| db_error("cannot begin", &e))?;
+            rotate(&mut tx, &conn.rotate_audit, &audited, cap)?;
+            tx.commit().map_err(|e| db_error("cannot rotate the history", &e))
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "the histories were not cut to their cap; the next rotation will");
         }
     }
 
@@ -743,20 +767,27 @@ impl Writer {
             };
         }
         let seq = self.seq + 1;
-        let written =
-            write_batch(&mut tx, seq, node, &writes, insert_commit, upsert, delete, rotate_audit, history_cap)
-                .and_then(|()| {
-                    tx.execute(&*notify, &[&CHANNEL, &node]).map_err(|e| db_error("cannot announce the commit", &e))?;
-                    if seq % 1024 == 0 && seq > kept {
+        let mut audited = self.audited.clone();
+        // The histories written since are rotated every ROTATE_EVERY commits (and at a clean
+        // stop), as sled's are at its checkpoints: between, a patron may have a few more.
+        let rotating = seq % ROTATE_EVERY == 0;
+        let written = write_batch(&mut tx, seq, node, &writes, insert_commit, upsert, delete, &mut audited)
+            .and_then(|()| {
+                tx.execute(&*notify, &[&CHANNEL, &node]).map_err(|e| db_error("cannot announce the commit", &e))?;
+                if rotating {
+                    rotate(&mut tx, rotate_audit, &audited, history_cap)?;
+                    if seq > kept {
                         tx.execute("DELETE FROM commits WHERE seq <= $1", &[&((seq - kept) as i64)])
                             .map_err(|e| db_error("cannot trim the commits", &e))?;
                     }
-                    Ok(())
-                })
-                .and_then(|()| tx.commit().map_err(|e| db_error("could not commit", &e)));
+                }
+                Ok(())
+            })
+            .and_then(|()| tx.commit().map_err(|e| db_error("could not commit", &e)));
         match written {
             Ok(()) => {
                 self.seq = seq;
+                self.audited = if rotating { Default::default() } else { audited };
                 Ok(true)
             }
             Err(e) => Err(fail(e, replies)),
@@ -852,6 +883,21 @@ fn catch_up(tx: &mut Transaction<'_>, since: &Statement, state: &mut State, seq:
     }
 }
 
+/// Removes each of `patrons`' oldest audit entries beyond `cap` (one index scan of the
+/// patron's history each: done every so many commits, not in each).
+fn rotate(
+    tx: &mut Transaction<'_>,
+    rotate_audit: &Statement,
+    patrons: &std::collections::BTreeSet<u64>,
+    cap: i64,
+) -> Result<(), Error> {
+    for p in patrons {
+        let (from, to) = patron_range(*p);
+        tx.execute(rotate_audit, &[&from, &to, &cap]).map_err(|e| db_error("cannot rotate the history", &e))?;
+    }
+    Ok(())
+}
+
 /// A patron's stored audit history with each entry's key, oldest first.
 fn read_history(tx: &mut Transaction<'_>, patron: u64) -> Result<Vec<(Vec<u8>, AuditEntry)>, Error> {
     let (from, to) = patron_range(patron);
@@ -870,7 +916,8 @@ fn patron_range(patron: u64) -> (Vec<u8>, Vec<u8>) {
     (patron.to_be_bytes().to_vec(), to)
 }
 
-/// Writes one batch: its `commits` row, and the record rows it put or removed.
+/// Writes one batch: its `commits` row, and the record rows it put or removed; notes in
+/// `audited` the patrons it wrote history for.
 #[allow(clippy::too_many_arguments)]
 fn write_batch(
     tx: &mut Transaction<'_>,
@@ -880,8 +927,7 @@ fn write_batch(
     insert_commit: &Statement,
     upsert: &[Statement],
     delete: &[Statement],
-    rotate_audit: &Statement,
-    history_cap: i64,
+    audited: &mut std::collections::BTreeSet<u64>,
 ) -> Result<(), Error> {
     let mut payload = Vec::new();
     encode_batch(writes, &mut payload);
@@ -889,7 +935,6 @@ fn write_batch(
         .map_err(|e| db_error("cannot write the commit", &e))?;
     let mut pending = store::Pending::default();
     pending.fold(writes);
-    let mut audited = std::collections::BTreeSet::new();
     for (i, (table, changes)) in pending.take_sorted().into_trees().enumerate() {
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         for (k, v) in changes {
@@ -912,11 +957,6 @@ fn write_batch(
         if !gone.is_empty() {
             tx.execute(&delete[i], &[&gone]).map_err(|e| db_error(&format!("cannot write {table}"), &e))?;
         }
-    }
-    // Each patron keeps the newest `max_history_per_patron` entries.
-    for p in audited {
-        let (from, to) = patron_range(p);
-        tx.execute(rotate_audit, &[&from, &to, &history_cap]).map_err(|e| db_error("cannot rotate the history", &e))?;
     }
     Ok(())
 }
