@@ -19,6 +19,7 @@ mod legacy;
 mod notices;
 pub mod ops;
 pub mod pg;
+mod seam;
 mod sled_engine;
 mod state;
 pub mod store;

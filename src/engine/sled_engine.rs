@@ -17,7 +17,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,9 @@ use crate::domain::secret::PinKey;
 use crate::domain::*;
 
 use super::checkpoint::{self, Checkpointer, Counters, ToCheckpointer};
-use super::exchange::{self, Line};
+use super::exchange::Line;
 use super::ops::*;
+use super::seam::{self, Queue};
 use super::state::State;
 use super::store::{StoreConfig, StoreError, Write, encode_batch};
 use super::unit::Unit;
@@ -89,16 +90,14 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     key: PinKey,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    jobs: Queue<Job>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The writer commits what it holds and ends when its queue closes.
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
+        self.jobs.close();
         if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = h.join();
         }
@@ -154,7 +153,7 @@ impl SledEngine {
             .spawn(move || writer.run(rx))
             .map_err(spawn_error)?;
         Ok(SledEngine {
-            inner: Arc::new(Inner { shared, key, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) }),
+            inner: Arc::new(Inner { shared, key, jobs: Queue::new(tx), writer: Mutex::new(Some(handle)) }),
         })
     }
 
@@ -164,17 +163,7 @@ impl SledEngine {
     }
 
     fn send(&self, job: Job) -> Result<(), Error> {
-        let jobs = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
-        let Some(tx) = jobs.as_ref() else { return Err(Error::Closed) };
-        match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => {
-                let tx = tx.clone();
-                drop(jobs);
-                tx.send(job).map_err(|_| Error::Closed)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
-        }
+        self.inner.jobs.send(job)
     }
 
     /// The number of patrons in the view (for start-up messages and benchmarks).
@@ -183,19 +172,12 @@ impl SledEngine {
     }
 }
 
-/// Whether an operation is tried on the view first, to be answered there when it writes
-/// nothing: the ones that usually only read (a patron status or information, a PIN test).
-/// The rest go straight to the writer: trying them first would run a checkout twice.
-fn may_read(op: &Operation) -> bool {
-    matches!(op, Operation::KioskPatron { .. } | Operation::CheckPin { .. })
-}
-
 impl Engine for SledEngine {
     fn run(&self, op: Operation, by: By) -> Pending<Receipt> {
         if let Some(why) = self.inner.shared.stopped() {
             return Pending::ready(Err(Error::Stopped(why)));
         }
-        if may_read(&op) {
+        if seam::may_read(&op) {
             let mut scratch = State::clone(&self.view());
             let mut unit = Unit::new(&mut scratch, &self.inner.key, &by);
             let r = units::run(op.clone(), &mut unit);
@@ -223,29 +205,14 @@ impl Engine for SledEngine {
     }
 
     fn check(&self, ops: Vec<Operation>, by: By) -> Pending<Vec<Result<Receipt, Error>>> {
-        let mut scratch = State::clone(&self.view());
-        let out = ops
-            .into_iter()
-            .map(|op| {
-                let mut unit = Unit::new(&mut scratch, &self.inner.key, &by);
-                unit.attempt(|u| units::run(op, u))
-            })
-            .collect();
-        Pending::ready(Ok(out))
+        Pending::ready(Ok(seam::dry_run(&self.view(), &self.inner.key, ops, &by)))
     }
 
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
         let view = self.view();
         // The files are read from the store, a batch behind the view at most: one removed
         // since is left out, as the view's record still names it.
-        let files = |patron: u64, file: u32| match self.query(Query::File { patron, file }).wait() {
-            Ok(Answer::File(_, bytes)) => Ok(Some(bytes.0)),
-            Err(Error::Refused(Refusal::NoEntry { .. } | Refusal::NoPatron(_))) => Ok(None),
-            Ok(_) => Err(std::io::Error::other("unexpected answer")),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        exchange::export(&view, &self.inner.key.fingerprint(), &files, sink)
-            .map_err(|e| Error::Refused(Refusal::rule(format!("cannot write the export: {e}"))))
+        seam::export(self, &view, &self.inner.key, sink)
     }
 
     fn link_token(&self, serial: u64) -> Result<String, Error> {

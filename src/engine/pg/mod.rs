@@ -32,8 +32,9 @@ use tokio::sync::oneshot;
 use crate::domain::secret::PinKey;
 use crate::domain::*;
 
-use super::exchange::{self, Line};
+use super::exchange::Line;
 use super::ops::*;
+use super::seam::{self, Queue};
 use super::state::State;
 use super::store::{self, Loaded, StoreError, TREE_NAMES, TREES, Write, encode_batch};
 use super::unit::Unit;
@@ -246,7 +247,7 @@ impl Shared {
 struct Inner {
     shared: Arc<Shared>,
     key: PinKey,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    jobs: Queue<Job>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Tells the listener thread to stop.
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -255,9 +256,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
+        self.jobs.close();
         if let Ok(mut threads) = self.threads.lock() {
             for h in threads.drain(..) {
                 let _ = h.join();
@@ -319,7 +318,7 @@ impl PgEngine {
                 .map_err(spawn_error)?,
         );
         Ok(PgEngine {
-            inner: Arc::new(Inner { shared, key, jobs: Mutex::new(Some(tx)), threads: Mutex::new(threads), stop }),
+            inner: Arc::new(Inner { shared, key, jobs: Queue::new(tx), threads: Mutex::new(threads), stop }),
         })
     }
 
@@ -328,17 +327,7 @@ impl PgEngine {
     }
 
     fn send(&self, job: Job) -> Result<(), Error> {
-        let jobs = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
-        let Some(tx) = jobs.as_ref() else { return Err(Error::Closed) };
-        match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => {
-                let tx = tx.clone();
-                drop(jobs);
-                tx.send(job).map_err(|_| Error::Closed)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
-        }
+        self.inner.jobs.send(job)
     }
 
     /// The number of patrons in the view.
@@ -371,14 +360,19 @@ fn adopt_pin_key(client: &mut Client, key: &PinKey) -> Result<(), Error> {
     }
 }
 
-/// The whole register as one consistent snapshot of the tables, and the last batch it holds.
-fn load(client: &mut Client) -> Result<(State, u64), Error> {
-    let mut tx = client
+/// A read-only transaction that sees one moment of the database throughout.
+pub(crate) fn snapshot(client: &mut Client) -> Result<Transaction<'_>, Error> {
+    client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .map_err(|e| db_error("cannot begin reading the register", &e))?;
+        .map_err(|e| db_error("cannot begin reading the register", &e))
+}
+
+/// The whole register as one consistent snapshot of the tables, and the last batch it holds.
+fn load(client: &mut Client) -> Result<(State, u64), Error> {
+    let mut tx = snapshot(client)?;
     let loaded = load_in(&mut tx)?;
     tx.commit().map_err(|e| db_error("cannot read the register", &e))?;
     Ok(loaded)
@@ -1017,17 +1011,10 @@ impl Listener {
     }
 }
 
-/// Whether an operation is decided on the up-to-date register before it is committed: the ones
-/// that usually only read (a patron status or information, a PIN test), which then need no
-/// transaction (as on the sled engine).
-fn may_read(op: &Operation) -> bool {
-    matches!(op, Operation::KioskPatron { .. } | Operation::CheckPin { .. })
-}
-
 impl Engine for PgEngine {
     fn run(&self, op: Operation, by: By) -> Pending<Receipt> {
         let (reply, rx) = oneshot::channel();
-        let job = if may_read(&op) { Job::Peek { op, by, reply } } else { Job::Run { op, by, reply } };
+        let job = if seam::may_read(&op) { Job::Peek { op, by, reply } } else { Job::Run { op, by, reply } };
         match self.send(job) {
             Ok(()) => Pending::waiting(rx),
             Err(e) => Pending::ready(Err(e)),
@@ -1053,15 +1040,7 @@ impl Engine for PgEngine {
     }
 
     fn check(&self, ops: Vec<Operation>, by: By) -> Pending<Vec<Result<Receipt, Error>>> {
-        let mut scratch = State::clone(&self.view());
-        let out = ops
-            .into_iter()
-            .map(|op| {
-                let mut unit = Unit::new(&mut scratch, &self.inner.key, &by);
-                unit.attempt(|u| units::run(op, u))
-            })
-            .collect();
-        Pending::ready(Ok(out))
+        Pending::ready(Ok(seam::dry_run(&self.view(), &self.inner.key, ops, &by)))
     }
 
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
@@ -1072,14 +1051,7 @@ impl Engine for PgEngine {
         }));
         self.send(read)?;
         let view = rx.blocking_recv().map_err(|_| Error::Closed)??;
-        let files = |patron: u64, file: u32| match self.query(Query::File { patron, file }).wait() {
-            Ok(Answer::File(_, bytes)) => Ok(Some(bytes.0)),
-            Err(Error::Refused(Refusal::NoEntry { .. } | Refusal::NoPatron(_))) => Ok(None),
-            Ok(_) => Err(std::io::Error::other("unexpected answer")),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        exchange::export(&view, &self.inner.key.fingerprint(), &files, sink)
-            .map_err(|e| Error::Refused(Refusal::rule(format!("cannot write the export: {e}"))))
+        seam::export(self, &view, &self.inner.key, sink)
     }
 
     fn pin_key_fingerprint(&self) -> Result<String, Error> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use postgres::Client;
 use sha2::{Digest, Sha256};
 
-use super::{PIN_KEY_META, PgSettings, check_schema, connect, db_error};
+use super::{PIN_KEY_META, PgSettings, check_schema, connect, db_error, snapshot};
 use crate::domain::Refusal;
 use crate::domain::secret::PinKey;
 use crate::engine::store::{APPLIED, Store, StoreConfig, TREE_NAMES};
@@ -81,12 +81,7 @@ fn sled_contents(store: &Store) -> Result<Contents, Error> {
 /// What the database holds, read in one snapshot.
 fn postgres_contents(client: &mut Client) -> Result<Contents, Error> {
     let read = |e: postgres::Error| db_error("cannot read the register", &e);
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(read)?;
+    let mut tx = snapshot(client)?;
     let mut t = Tally::new();
     for name in TREE_NAMES {
         t.table(name);
@@ -218,12 +213,7 @@ pub fn postgres_to_sled(pg: &PgSettings, key_dir: &Path, dir: &Path) -> Result<M
     }
     let read = |e: postgres::Error| db_error("cannot read the register", &e);
     let store = Store::open(dir, &StoreConfig::default())?;
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(read)?;
+    let mut tx = snapshot(&mut client)?;
     let mut source = Tally::new();
     for name in TREE_NAMES {
         source.table(name);
