@@ -577,3 +577,51 @@ fn a_read_on_one_node_sees_what_another_node_committed_before_it() {
     }
     assert_eq!(on_a.history(p.id).unwrap().len(), on_b.history(p.id).unwrap().len());
 }
+
+#[test]
+fn the_database_over_tls_is_verified_and_never_plain() {
+    use common::pg::{TlsFront, tls_for_localhost};
+    use sip2d::engine::pg::{PgEngine, PgSettings, migrate};
+    let db = TestDb::create(&common::pg::server());
+    migrate(&PgSettings::new(db.url())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, config) = tls_for_localhost();
+    let ca_file = dir.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let key = sip2d::domain::secret::PinKey::from_bytes([9; 32]);
+    let limits = sip2d::engine::RegisterLimits::default();
+    let via = |front: &TlsFront, ca: Option<&Path>| {
+        let url = format!("host=localhost port={} user=postgres dbname={}", front.addr.port(), db.name);
+        PgSettings {
+            ca_file: ca.map(Path::to_path_buf),
+            connect_timeout: Duration::from_secs(3),
+            ..PgSettings::new(url)
+        }
+    };
+
+    // Through TLS, the certificate chaining to the CA given: the register is served.
+    let front = TlsFront::start(db.server_addr(), Some(config));
+    let engine = PgEngine::open(&via(&front, Some(&ca_file)), key.clone(), limits).unwrap();
+    sip2d::engine::Desk::new(&engine, "tester")
+        .add_institution("MAIN", "Main Library", "USD", "UTC", jiff::Timestamp::now())
+        .unwrap();
+    drop(engine);
+    let n: i64 = db.client().query_one("SELECT count(*) FROM institutions", &[]).unwrap().get(0);
+    assert_eq!(n, 1, "the change went through the TLS connection");
+
+    // An impostor with a certificate from another CA is refused.
+    let (_, impostor) = tls_for_localhost();
+    let front = TlsFront::start(db.server_addr(), Some(impostor));
+    let e = PgEngine::open(&via(&front, Some(&ca_file)), key.clone(), limits).err().expect("refused");
+    assert!(e.to_string().contains("cannot reach the database") && e.to_string().contains("certificate"), "{e}");
+
+    // A server that answers "no TLS" is not talked to in the clear.
+    let plain = TlsFront::start(db.server_addr(), None);
+    let e = PgEngine::open(&via(&plain, Some(&ca_file)), key.clone(), limits).err().expect("refused");
+    assert!(e.to_string().contains("cannot reach the database") && e.to_string().contains("TLS"), "{e}");
+
+    // Asking for TLS in the URL without saying whom to trust is refused before connecting.
+    let url = format!("{} sslmode=require", db.url());
+    let e = PgEngine::open(&PgSettings::new(url), key, limits).err().expect("refused");
+    assert!(e.to_string().contains("give store.ca_file"), "{e}");
+}

@@ -507,6 +507,7 @@ fn the_sample_configuration_is_valid_and_says_the_defaults() {
         store: sip2d::net::config::Store {
             url: Some(sip2d::net::config::DbUrl("host=db1 user=sip2d dbname=sip2d".into())),
             node: Some("sip2d-1".into()),
+            ca_file: Some("/etc/sip2d/db-ca.pem".into()),
             ..Default::default()
         },
         ..Default::default()

@@ -147,6 +147,7 @@ The configuration file (TOML; every key optional, defaults shown):
   connect_timeout = \"5s\"             connecting to the database
   statement_timeout = \"10s\"          one statement, the wait for the lock included
   poll_interval = \"1s\"               an idle node looks for other nodes' commits
+  ca_file = ...                      TLS to the database, its certificate verified
   log_segment_mib = 64               a new log segment at this size
   checkpoint_mib = 64                sled brought up to date when this much log awaits it,
   checkpoint_interval = \"30s\"        or this long after the last time

@@ -208,7 +208,7 @@ pub struct MigrateArgs {
 /// Applies the schema migrations the database lacks (or, with `--check`, reports them).
 pub fn migrate(args: &MigrateArgs, common: &Common) -> Result<ExitCode> {
     let mut pg = match (&args.url, common.load_config()?.postgres()) {
-        (Some(url), _) => crate::engine::pg::PgSettings::new(url.clone()),
+        (Some(url), _) => database(url.clone(), common)?,
         (None, Some(pg)) => pg,
         (None, None) => {
             return Err(exit::usage(
@@ -252,6 +252,14 @@ pub struct MigrateStoreArgs {
     pub to: String,
 }
 
+/// The database at `url`, with the rest of the configuration's `[store]` (its CA, timeouts).
+fn database(url: String, common: &Common) -> Result<crate::engine::pg::PgSettings> {
+    Ok(match common.load_config()?.postgres() {
+        Some(configured) => crate::engine::pg::PgSettings { url, ..configured },
+        None => crate::engine::pg::PgSettings::new(url),
+    })
+}
+
 /// One end of a move.
 enum End {
     Sled(PathBuf),
@@ -272,17 +280,17 @@ fn end(s: &str) -> Result<End> {
 
 /// Moves a register between sled and PostgreSQL, and says what it moved.
 pub fn migrate_store(args: &MigrateStoreArgs, common: &Common) -> Result<ExitCode> {
-    use crate::engine::pg::{self, PgSettings};
+    use crate::engine::pg;
     let (moved, to) = match (end(&args.from)?, end(&args.to)?) {
         (End::Sled(dir), End::Postgres(url)) => {
-            let pg = PgSettings::new(url);
+            let pg = database(url, common)?;
             let at = pg.shown();
             let m = pg::sled_to_postgres(&dir, &pg)
                 .with_context(|| format!("cannot move the register at {} to {at}", dir.display()))?;
             (m, at)
         }
         (End::Postgres(url), End::Sled(dir)) => {
-            let pg = PgSettings::new(url);
+            let pg = database(url, common)?;
             let key_dir = common.data_dir()?.path;
             let m = pg::postgres_to_sled(&pg, &key_dir, &dir)
                 .with_context(|| format!("cannot move the register at {} to {}", pg.shown(), dir.display()))?;

@@ -343,6 +343,10 @@ pub struct Store {
     /// (default 1s).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The CA certificates (PEM) the database's certificate must chain to, for the host name in
+    /// `url`. Given, every connection to the database is TLS, and one that is not is refused
+    /// (default: none, plain TCP: a database on this host or a private network).
+    pub ca_file: Option<PathBuf>,
     /// A log segment is closed and a new one begun at this size, in MiB (default 64).
     pub log_segment_mib: u64,
     /// sled is brought up to date with the log when this much log awaits it, in MiB (default
@@ -387,6 +391,7 @@ impl Default for Store {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            ca_file: None,
             log_segment_mib: 64,
             checkpoint_mib: 64,
             checkpoint_interval: Duration::from_secs(30),
@@ -609,6 +614,7 @@ impl Config {
         pg.connect_timeout = s.connect_timeout;
         pg.statement_timeout = s.statement_timeout;
         pg.poll_interval = s.poll_interval;
+        pg.ca_file = s.ca_file.clone();
         Some(pg)
     }
 

@@ -125,3 +125,78 @@ impl Proxy {
         self.cut.store(false, Ordering::SeqCst);
     }
 }
+
+/// A front for the test server as PostgreSQL speaks TLS: it answers a client's SSLRequest
+/// with `S` and a TLS handshake under `tls` (its certificate), then relays to the server in
+/// the clear; or, without `tls`, with `N`, as a server that will not do TLS, and relays the
+/// rest as it comes.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    pub fn start(to: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> TlsFront {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let mut first = [0u8; 8];
+                    if client.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else { return };
+                    // The SSLRequest: length 8, code 80877103.
+                    if first != [0, 0, 0, 8, 4, 210, 22, 47] {
+                        let _ = server.write_all(&first).await;
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                    match tls {
+                        Some(config) => {
+                            if client.write_all(b"S").await.is_err() {
+                                return;
+                            }
+                            let Ok(mut secured) = tokio_rustls::TlsAcceptor::from(config).accept(client).await else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut secured, &mut server).await;
+                        }
+                        None => {
+                            if client.write_all(b"N").await.is_ok() {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        TlsFront { addr, _runtime: runtime }
+    }
+}
+
+/// A CA (its certificate as PEM), and a server configuration for `localhost` signed by it.
+pub fn tls_for_localhost() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(config))
+}

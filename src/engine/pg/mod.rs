@@ -75,6 +75,10 @@ pub struct PgSettings {
     /// How often an idle node looks for other nodes' commits when no announcement came
     /// (default 1 s).
     pub poll_interval: Duration,
+    /// The CA certificates (PEM) the database's certificate must chain to, for its name in the
+    /// connection string: with it every connection is TLS and refused otherwise (default none:
+    /// plain TCP, for a database on the same host or a private network).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgSettings {
@@ -91,6 +95,7 @@ impl PgSettings {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 
@@ -152,20 +157,59 @@ pub(crate) fn db_error(what: &str, e: &postgres::Error) -> Error {
     Error::NotDone(Arc::from(format!("{what}: {}", describe(e))))
 }
 
-/// A database error in one line: the server's message when it sent one.
+/// A database error in one line: the server's message when it sent one, else the error and
+/// its causes (a TLS handshake's says which certificate was refused and why).
 fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
     }
+    let mut line = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        line.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    line
 }
 
-/// Connects, with the session settings every connection of the engine runs with.
+/// A TLS connector that trusts the CA certificates in `ca` alone.
+fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bad = |why: String| Error::Refused(Refusal::rule(format!("store.ca_file {}: {why}", ca.display())));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no CERTIFICATE block found".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connects, with the session settings every connection of the engine runs with: over TLS,
+/// the database's certificate verified, when `ca_file` is given (never falling back to plain).
 pub(crate) fn connect(settings: &PgSettings) -> Result<Client, Error> {
-    let mut client = settings
-        .config()?
-        .connect(NoTls)
-        .map_err(|e| db_error(&format!("cannot reach the database at {}", settings.shown()), &e))?;
+    let mut config = settings.config()?;
+    let unreachable = |e: postgres::Error| db_error(&format!("cannot reach the database at {}", settings.shown()), &e);
+    let mut client = match &settings.ca_file {
+        Some(ca) => {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            config.connect(tls(ca)?).map_err(unreachable)?
+        }
+        None if config.get_ssl_mode() == postgres::config::SslMode::Require => {
+            return Err(Refusal::rule(
+                "store.url asks for TLS (sslmode=require): give store.ca_file, the CA that signed the database's certificate",
+            )
+            .into());
+        }
+        None => config.connect(NoTls).map_err(unreachable)?,
+    };
     let ms = settings.statement_timeout.as_millis();
     // An "ok" waits for the commit to be on disk whatever the server's default; no statement
     // (the lock included) waits past the timeout.
@@ -500,9 +544,11 @@ impl Writer {
                     Job::Read(f) => reads.push(f),
                     Job::Peek { op, by, reply } => peeks.push((op, by, reply)),
                     Job::Cold { query, reply } => {
-                        // Answered after the units before it are committed.
+                        // Answered after the units before it are committed, and with every
+                        // other node's before it read (the patron may be new).
                         self.commit(std::mem::take(&mut batch));
-                        let _ = reply.send(self.cold(query));
+                        let answer = self.refresh().and_then(|()| self.cold(query));
+                        let _ = reply.send(answer);
                     }
                     Job::Run { op, by, reply } => {
                         if matches!(op, Operation::Purge { .. }) {
