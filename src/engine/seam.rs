@@ -1,11 +1,12 @@
 //! What both engines do alike around their writers: the queue to the writer, which operations
-//! are tried as reads first, the dry run and the export over a view.
+//! are tried as reads first, the dry run and the export over a view, and the parts of the
+//! reads of history and files that come from the register in memory.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
-use crate::domain::Refusal;
 use crate::domain::secret::PinKey;
+use crate::domain::{AuditEntry, FileInfo, Refusal};
 
 use super::exchange::{self, Line};
 use super::ops::{Answer, By, Operation, Query, Receipt};
@@ -79,4 +80,18 @@ pub(crate) fn export(
     };
     exchange::export(view, &key.fingerprint(), &files, sink)
         .map_err(|e| Error::Refused(Refusal::rule(format!("cannot write the export: {e}"))))
+}
+
+/// The entry a patron's history opens with: the record's own creation (kept in the record, not
+/// among the stored entries).
+pub(crate) fn creation(state: &State, patron: u64) -> Result<AuditEntry, Refusal> {
+    let p = state.patron(patron).ok_or_else(|| Refusal::NoPatron(format!("#{patron}")))?;
+    let c = &p.created;
+    Ok(AuditEntry { patron, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] })
+}
+
+/// What the record says of a patron's file `file` (the picture is 0), whose bytes the store holds.
+pub(crate) fn file_info(state: &State, patron: u64, file: u32) -> Result<FileInfo, Refusal> {
+    let p = state.patron(patron).ok_or_else(|| Refusal::NoPatron(format!("#{patron}")))?;
+    p.file(file).cloned().ok_or(Refusal::NoEntry { what: if file == 0 { "picture" } else { "attachment" }, id: file })
 }

@@ -25,7 +25,6 @@ use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
 use crate::domain::secret::PinKey;
-use crate::domain::*;
 
 use super::checkpoint::{self, Checkpointer, Counters, ToCheckpointer};
 use super::exchange::Line;
@@ -462,13 +461,13 @@ impl Writer {
         let not_done = |why: Arc<str>| Error::NotDone(why);
         match query {
             Query::History(id) => {
-                let Some(p) = self.written.patron(id) else {
-                    let _ = reply.send(Err(Refusal::NoPatron(format!("#{id}")).into()));
-                    return;
+                let created = match seam::creation(&self.written, id) {
+                    Ok(c) => c,
+                    Err(r) => {
+                        let _ = reply.send(Err(r.into()));
+                        return;
+                    }
                 };
-                let c = &p.created;
-                let created =
-                    AuditEntry { patron: id, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] };
                 self.send(ToSyncer::Read(Box::new(move |store| {
                     let r = store.map_err(not_done).and_then(|s| {
                         let mut out = vec![created];
@@ -479,14 +478,7 @@ impl Writer {
                 })));
             }
             Query::File { patron, file } => {
-                let info = match self.written.patron(patron) {
-                    None => Err(Refusal::NoPatron(format!("#{patron}"))),
-                    Some(p) => p
-                        .file(file)
-                        .cloned()
-                        .ok_or(Refusal::NoEntry { what: if file == 0 { "picture" } else { "attachment" }, id: file }),
-                };
-                let info = match info {
+                let info = match seam::file_info(&self.written, patron, file) {
                     Ok(i) => i,
                     Err(r) => {
                         let _ = reply.send(Err(r.into()));

@@ -250,7 +250,7 @@ pub fn decode_batch(payload: &[u8]) -> Result<Vec<Write>, StoreError> {
 }
 
 /// A file's key: the patron, then the file's number, so a patron's files are one range.
-fn file_key(patron: u64, id: u32) -> Vec<u8> {
+pub(crate) fn file_key(patron: u64, id: u32) -> Vec<u8> {
     let mut k = patron.to_be_bytes().to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k

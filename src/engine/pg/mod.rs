@@ -10,9 +10,12 @@
 //! (`synchronous_commit` on), so an "ok" is as durable as the database. What the rule decided
 //! is serial across every node: each unit sees every unit committed before it, on any node.
 //!
-//! Reads are answered from the node's committed view, which other nodes' commits reach when
-//! they are announced (LISTEN/NOTIFY), or at the latest `poll_interval` later. A read that
-//! writes (a wrong PIN counted) goes to the writer, and so is decided on the current register.
+//! Reads go to the writer too: it answers them once it has read every batch committed before
+//! them, on any node (one query for all the reads it has taken), so a kiosk that moves to
+//! another node sees what it did on the first. A patron status that writes nothing is such a
+//! read; one that writes (a wrong PIN counted) is committed like any change. Other nodes'
+//! commits are announced (LISTEN/NOTIFY), and an idle node reads them then or every
+//! `poll_interval`, so the next unit finds less to catch up on.
 //!
 //! Audit history, files and the outbox are read from the database, never held in memory.
 
@@ -25,7 +28,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use postgres::{Client, NoTls, Statement, Transaction};
 use tokio::sync::oneshot;
 
@@ -244,13 +246,12 @@ enum Job {
         by: By,
         reply: Reply,
     },
-    /// Another node committed: bring the view up to date.
+    /// Another node committed: read its batch now.
     Refresh,
 }
 
 /// What the writer and the readers share.
 struct Shared {
-    view: ArcSwap<State>,
     /// Why the database cannot be used now, and since when (cleared by the next success).
     down: Mutex<Option<(Arc<str>, Instant)>>,
     observer: Mutex<Option<Observer>>,
@@ -326,7 +327,6 @@ impl PgEngine {
         let (state, seq) = load(&mut client)?;
         let state = state.with_limits(limits);
         let shared = Arc::new(Shared {
-            view: ArcSwap::from_pointee(state.clone()),
             down: Mutex::new(None),
             observer: Mutex::new(None),
             batches: AtomicU64::new(0),
@@ -343,7 +343,6 @@ impl PgEngine {
             shared: shared.clone(),
             working: state,
             seq,
-            limits,
             retry_at: None,
             audited: Default::default(),
         };
@@ -366,17 +365,20 @@ impl PgEngine {
         })
     }
 
-    fn view(&self) -> Arc<State> {
-        self.inner.shared.view.load_full()
-    }
-
     fn send(&self, job: Job) -> Result<(), Error> {
         self.inner.jobs.send(job)
     }
 
-    /// The number of patrons in the view.
-    pub fn patron_count(&self) -> usize {
-        self.view().patron_count()
+    /// Has `f` answered by the writer from the register up to date (see [`Job::Read`]).
+    fn read<T: Send + 'static>(&self, f: impl FnOnce(&State) -> Result<T, Error> + Send + 'static) -> Pending<T> {
+        let (reply, rx) = oneshot::channel();
+        let read = Job::Read(Box::new(move |state: Result<&State, Error>| {
+            let _ = reply.send(state.and_then(f));
+        }));
+        match self.send(read) {
+            Ok(()) => Pending::waiting(rx),
+            Err(e) => Pending::ready(Err(e)),
+        }
     }
 }
 
@@ -508,7 +510,6 @@ struct Writer {
     working: State,
     /// The last batch `working` holds.
     seq: u64,
-    limits: super::RegisterLimits,
     /// While the database is away: not before then is it tried again.
     retry_at: Option<Instant>,
     /// Patrons whose history this node wrote since it last rotated histories.
@@ -600,7 +601,8 @@ impl Writer {
         if self.audited.is_empty() {
             return;
         }
-        let (audited, cap) = (std::mem::take(&mut self.audited), i64::from(self.limits.max_history_per_patron));
+        let (audited, cap) =
+            (std::mem::take(&mut self.audited), i64::from(self.working.limits().max_history_per_patron));
         let r = self.with_conn(|conn, _, _| {
             let mut tx = conn.client.transaction().map_err(|e| db_error("cannot begin", &e))?;
             rotate(&mut tx, &conn.rotate_audit, &audited, cap)?;
@@ -638,9 +640,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Brings the view up to date with what other nodes committed (no lock: it only reads).
+    /// Brings the register up to date with what other nodes committed (no lock: it only reads).
     fn refresh(&mut self) -> Result<(), Error> {
-        let before = self.seq;
         let result = self.with_conn(|conn, working, seq| {
             let mut tx = conn.client.transaction().map_err(|e| db_error("cannot begin", &e))?;
             catch_up(&mut tx, &conn.since, working, seq)?;
@@ -649,9 +650,6 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.shared.set_down(None);
-                if self.seq != before {
-                    self.shared.view.store(Arc::new(self.working.clone()));
-                }
                 Ok(())
             }
             Err(e) => {
@@ -697,9 +695,6 @@ impl Writer {
             Ok(wrote) => {
                 self.shared.set_down(None);
                 self.shared.units.fetch_add(replies.len() as u64, Ordering::Relaxed);
-                if wrote || self.seq != seq_before {
-                    self.shared.view.store(Arc::new(self.working.clone()));
-                }
                 if wrote {
                     let took = started.elapsed();
                     self.shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -737,7 +732,7 @@ impl Writer {
     ) -> Result<bool, (Error, Vec<Reply>)> {
         let node = self.settings.node.clone();
         let kept = self.settings.commits_kept;
-        let history_cap = i64::from(self.limits.max_history_per_patron);
+        let history_cap = i64::from(self.working.limits().max_history_per_patron);
         if let Err(e) = self.conn() {
             return Err((e, batch.into_iter().map(|(_, _, r)| r).collect()));
         }
@@ -838,10 +833,7 @@ impl Writer {
     fn cold(&mut self, query: Query) -> Result<Answer, Error> {
         match query {
             Query::History(id) => {
-                let Some(p) = self.working.patron(id) else { return Err(Refusal::NoPatron(format!("#{id}")).into()) };
-                let c = &p.created;
-                let created =
-                    AuditEntry { patron: id, at: c.at, by: c.by.clone(), action: c.via.clone(), changes: vec![] };
+                let created = seam::creation(&self.working, id)?;
                 self.with_conn(|conn, _, _| {
                     let mut tx = conn.client.transaction().map_err(|e| db_error("cannot begin", &e))?;
                     let mut out = vec![created];
@@ -851,15 +843,8 @@ impl Writer {
                 })
             }
             Query::File { patron, file } => {
-                let info = match self.working.patron(patron) {
-                    None => return Err(Refusal::NoPatron(format!("#{patron}")).into()),
-                    Some(p) => p
-                        .file(file)
-                        .cloned()
-                        .ok_or(Refusal::NoEntry { what: if file == 0 { "picture" } else { "attachment" }, id: file })?,
-                };
-                let mut key = patron.to_be_bytes().to_vec();
-                key.extend_from_slice(&file.to_be_bytes());
+                let info = seam::file_info(&self.working, patron, file)?;
+                let key = store::file_key(patron, file);
                 let row = self.with_conn(|conn, _, _| {
                     conn.client
                         .query_opt("SELECT value FROM files WHERE key = $1", &[&key])
@@ -1075,28 +1060,17 @@ impl Engine for PgEngine {
                 Err(e) => Pending::ready(Err(e)),
             };
         }
-        let (reply, rx) = oneshot::channel();
-        let read = Job::Read(Box::new(move |state: Result<&State, Error>| {
-            let _ = reply.send(state.and_then(|s| super::view::answer(s, query)));
-        }));
-        match self.send(read) {
-            Ok(()) => Pending::waiting(rx),
-            Err(e) => Pending::ready(Err(e)),
-        }
+        self.read(move |s| super::view::answer(s, query))
     }
 
     fn check(&self, ops: Vec<Operation>, by: By) -> Pending<Vec<Result<Receipt, Error>>> {
-        Pending::ready(Ok(seam::dry_run(&self.view(), &self.inner.key, ops, &by)))
+        let key = self.inner.key.clone();
+        self.read(move |s| Ok(seam::dry_run(s, &key, ops, &by)))
     }
 
     fn export(&self, sink: &mut dyn FnMut(&Line) -> std::io::Result<()>) -> Result<usize, Error> {
         // The register as it is now on every node.
-        let (reply, rx) = oneshot::channel();
-        let read = Job::Read(Box::new(move |state: Result<&State, Error>| {
-            let _ = reply.send(state.map(|s| Arc::new(s.clone())));
-        }));
-        self.send(read)?;
-        let view = rx.blocking_recv().map_err(|_| Error::Closed)??;
+        let view = self.read(|s| Ok(s.clone())).wait()?;
         seam::export(self, &view, &self.inner.key, sink)
     }
 
