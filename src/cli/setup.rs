@@ -207,16 +207,12 @@ pub struct MigrateArgs {
 
 /// Applies the schema migrations the database lacks (or, with `--check`, reports them).
 pub fn migrate(args: &MigrateArgs, common: &Common) -> Result<ExitCode> {
-    let mut pg = match (&args.url, common.load_config()?.postgres()) {
-        (Some(url), _) => database(url.clone(), common)?,
-        (None, Some(pg)) => pg,
-        (None, None) => {
-            return Err(exit::usage(
-                "no database: give --url, or set [store] engine = \"postgres\" and url in the configuration",
-            ));
-        }
+    let pg = match &args.url {
+        Some(url) => database(url.clone(), common)?,
+        None => common.load_config()?.postgres().ok_or_else(|| {
+            exit::usage("no database: give --url, or set [store] engine = \"postgres\" and url in the configuration")
+        })?,
     };
-    pg.node = format!("migrate:{}", std::process::id());
     let at = pg.shown();
     if args.check {
         let s = crate::engine::pg::schema_of(&pg)?;

@@ -18,6 +18,17 @@ fn open_error(dir: &Path, e: std::io::Error) -> Error {
     Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() })
 }
 
+/// Makes `dir` (and its parents) if missing, and readable by its owner alone.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Opens the register in `dir`, creating it (store and PIN key, readable by their owner only)
 /// if there is none. The command line creates registers only with `sip2d init` and opens them
 /// with [`open_existing`]; tests and the demo use this.
@@ -40,12 +51,7 @@ pub fn init(dir: &Path) -> Result<SledEngine, Error> {
         ))
         .into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
-    }
+    private_dir(dir)?;
     open_or_create(dir, &StoreConfig::default())
 }
 
@@ -90,12 +96,7 @@ pub fn init_postgres(dir: &Path, settings: &StoreConfig) -> Result<super::Shared
         ))
         .into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
-    }
+    private_dir(dir)?;
     PinKey::load_or_create(&path).map_err(|e| open_error(dir, e))?;
     let opened = open_register(dir, settings);
     if opened.is_err() {
@@ -122,12 +123,7 @@ pub fn install_node_key(dir: &Path, key: &PinKey) -> Result<bool, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Refusal::rule(format!("cannot read the PIN key {}: {e}", path.display())).into()),
     }
-    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| open_error(dir, e))?;
-    }
+    private_dir(dir)?;
     key.replace(&path).map_err(|e| open_error(dir, e))?;
     Ok(true)
 }

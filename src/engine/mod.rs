@@ -10,7 +10,7 @@
 //! and makes each batch durable with one sync. `docs/engine.md` says what a read may see.
 
 mod checkpoint;
-mod data_dir;
+pub(crate) mod data_dir;
 mod demo_data;
 mod desk;
 pub mod exchange;

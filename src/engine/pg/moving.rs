@@ -204,13 +204,7 @@ pub fn postgres_to_sled(pg: &PgSettings, key_dir: &Path, dir: &Path) -> Result<M
         ))
         .into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| Refusal::rule(format!("cannot create {}: {e}", dir.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Refusal::rule(format!("cannot make {} owner-only: {e}", dir.display())))?;
-    }
+    crate::engine::data_dir::private_dir(dir)?;
     let read = |e: postgres::Error| db_error("cannot read the register", &e);
     let store = Store::open(dir, &StoreConfig::default())?;
     let mut tx = snapshot(&mut client)?;
