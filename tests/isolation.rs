@@ -57,8 +57,14 @@ fn run_ok(c: &mut Command, what: &str) {
     assert!(o.status.success(), "{what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
-/// The institution, its two kiosks (which may block and enable cards) and `lines`.
+/// The institution, its kiosks (which may block and enable cards) and `lines`.
 fn world(lines: Vec<Value>) -> World {
+    // Many wrong PINs on purpose: the terminals' budget is not what most tests test.
+    world_with(lines, 1_000_000)
+}
+
+/// The same, with each terminal allowed `pin_budget` wrong PINs per window.
+fn world_with(lines: Vec<Value>, pin_budget: u32) -> World {
     let dir = tempfile::tempdir().unwrap();
     let mut all =
         vec![json!({"type":"institution","code":"MAIN","name":"Main Library","currency":"USD","timezone":"UTC",
@@ -72,11 +78,11 @@ fn world(lines: Vec<Value>) -> World {
     std::fs::write(&file, all.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let db =
         std::env::var("SIP2D_TEST_POSTGRES").ok().filter(|s| !s.is_empty()).map(|s| common::pg::TestDb::create(&s));
-    // Many wrong PINs, and 200 rounds' holds on one patron, on purpose: the terminals' rate
-    // limit and the register's caps are not what is tested here.
-    let mut settings = "[limits]\npin_failures_per_window = 1000000\nlogin_failure_delay = \"0s\"\n\
+    // 200 rounds' holds on one patron, on purpose: the register's caps are not tested here.
+    let mut settings = format!(
+        "[limits]\npin_failures_per_window = {pin_budget}\nlogin_failure_delay = \"0s\"\n\
          [register]\nmax_holds_per_patron = 100000\n"
-        .to_string();
+    );
     if let Some(db) = &db {
         settings.push_str(&format!("[store]\nengine = \"postgres\"\nurl = \"{}\"\n", db.url()));
     }
@@ -134,7 +140,12 @@ impl World {
     /// A kiosk logged in on a node of its own: kiosk1 on the first, kiosk2 on the second...
     fn kiosk(&self, login: &str) -> Kiosk {
         let n: usize = login.trim_start_matches("kiosk").parse().unwrap();
-        let mut k = Kiosk::connect(self.nodes[(n - 1) % self.nodes.len()].1);
+        self.kiosk_on(login, n - 1)
+    }
+
+    /// A connection logged in as `login` on node `node` (modulo the nodes there are).
+    fn kiosk_on(&self, login: &str, node: usize) -> Kiosk {
+        let mut k = Kiosk::connect(self.nodes[node % self.nodes.len()].1);
         assert_eq!(k.ask(&format!("9300CN{login}|COkiosk-secret|")), "941");
         k
     }
@@ -506,4 +517,90 @@ fn wrong_pins_on_four_connections_lock_the_card_after_exactly_five() {
         let p = &reg.patrons[&(100 + r)];
         assert_eq!((p["failed_pins"].as_u64(), p["locked"].as_bool()), (Some(5), Some(true)), "round {r}: {p}");
     }
+}
+
+/// A reply without its transaction date (characters 3 to 20 of a 38), which is the time of
+/// answering, and the checksum that covers it.
+fn undated(reply: &str) -> String {
+    let body = reply.rsplit_once("AZ").map_or(reply, |(b, _)| b);
+    format!("{}{}", &body[..3], &body[21..])
+}
+
+#[test]
+fn a_payment_sent_again_on_another_connection_or_node_is_answered_as_before_and_paid_once() {
+    let c = 10;
+    let mut lines = vec![patron(c, &card(c), "1234")];
+    lines.extend((0..ROUNDS as u64).map(|r| {
+        json!({"type":"fee","id":7000 + r,"patron":c,"kind":"damage","amount":"5.00","paid":"0.00","currency":"USD",
+               "status":"active","created":"2026-11-01T10:00:00Z"})
+    }));
+    let w = world(lines);
+    let pay = |r: usize| {
+        let body = format!("37{DATE}0400USDBV1.00|AOMAIN|AA{}|AC|CG{}|", card(c), 7000 + r);
+        common::sealed(&body, (r % 10) as u8)
+    };
+    // The reply lost with the connection: the kiosk sends the request again on a new one, to
+    // another node, and hears what it would have heard.
+    let mut first = w.kiosk_on("kiosk1", 0);
+    let before = first.ask(&pay(0));
+    drop(first);
+    let mut again = w.kiosk_on("kiosk1", 1);
+    let after = again.ask(&pay(0));
+    assert!(before.starts_with("38Y"), "{before}");
+    assert_eq!(undated(&after), undated(&before), "the same answer, from the first run's receipt");
+    // Sent on two connections (two nodes) at the same instant, round after round: one runs,
+    // the other is answered from its receipt.
+    let (mut k1, mut k2) = (w.kiosk_on("kiosk1", 1), w.kiosk_on("kiosk1", 2));
+    for r in 1..ROUNDS {
+        let frame = pay(r);
+        let (ra, rb) = race(|go| send_at(&mut k1, go, &frame), |go| send_at(&mut k2, go, &frame));
+        assert!(ra.starts_with("38Y"), "round {r}: {ra}");
+        assert_eq!(undated(&ra), undated(&rb), "round {r}: both connections hear the one payment");
+    }
+    // Another request (another sequence number) is another payment.
+    let body = format!("37{DATE}0400USDBV1.00|AOMAIN|AA{}|AC|CG7000|", card(c));
+    assert!(k1.ask(&common::sealed(&body, 9)).starts_with("38Y"));
+    let reg = w.export();
+    assert_eq!(reg.paid(7000), "2.00", "fee 7000: the first payment once, and the later one");
+    for r in 1..ROUNDS as u64 {
+        assert_eq!(reg.paid(7000 + r), "1.00", "fee {}: paid once", 7000 + r);
+    }
+}
+
+#[test]
+fn a_terminals_wrong_pins_count_on_every_connection_and_node_and_stop_at_its_budget() {
+    const BUDGET: usize = 20;
+    let w = world_with((0..60u64).map(|p| patron(100 + p, &card(100 + p), "1111")).collect(), BUDGET as u32);
+    // One terminal on three connections (three nodes when there are), wrong PINs from all at
+    // once: each on a patron of its own, so no card locks.
+    let mut conns: Vec<Kiosk> = (0..3).map(|n| w.kiosk_on("kiosk3", n)).collect();
+    let mut replies = Vec::new();
+    for round in 0..10u64 {
+        let barrier = Barrier::new(conns.len());
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = conns
+                .iter_mut()
+                .enumerate()
+                .map(|(n, k)| {
+                    let status = format!("23001{DATE}AOMAIN|AA{}|AC|AD0000|", card(100 + round * 3 + n as u64));
+                    let barrier = &barrier;
+                    sc.spawn(move || send_at(k, barrier, &status))
+                })
+                .collect();
+            replies.extend(handles.into_iter().map(|h| h.join().unwrap()));
+        });
+    }
+    let wrong = replies.iter().filter(|r| r.contains("The PIN is not correct")).count();
+    let held = replies.iter().filter(|r| r.contains("Too many wrong PINs")).count();
+    assert_eq!((wrong, held), (BUDGET, 30 - BUDGET), "{replies:?}");
+    // Held on every node, even for a right PIN; another terminal is not.
+    for k in &mut conns {
+        let r = k.ask(&format!("23001{DATE}AOMAIN|AA{}|AC|AD1111|", card(150)));
+        assert!(r.contains("|CQN|") && r.contains("Too many wrong PINs"), "{r}");
+    }
+    let r = w.kiosk("kiosk2").ask(&format!("23001{DATE}AOMAIN|AA{}|AC|AD1111|", card(150)));
+    assert!(r.contains("|CQY|"), "{r}");
+    let reg = w.export();
+    let counted: u64 = (0..30u64).map(|p| reg.patrons[&(100 + p)]["failed_pins"].as_u64().unwrap()).sum();
+    assert_eq!(counted, BUDGET as u64, "only the PINs tried count on the patrons");
 }

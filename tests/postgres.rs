@@ -67,12 +67,12 @@ fn a_node_serves_only_a_schema_it_knows_and_migrate_makes_it() {
     assert!(!ok && out.contains("run `sip2d migrate`"), "{out}");
     assert!(!data.join("pin.key").exists());
     let (ok, out) = run(sip2d(&config, &data).args(["migrate", "--check"]));
-    assert!(!ok && out.contains("has no sip2d schema; this sip2d needs schema 1"), "{out}");
+    assert!(!ok && out.contains("has no sip2d schema; this sip2d needs schema 2"), "{out}");
 
     let out = run_ok(sip2d(&config, &data).arg("migrate"));
-    assert!(out.contains("applied V1__register") && out.contains("sip2d schema 1"), "{out}");
+    assert!(out.contains("applied V1__register, V2__terminals") && out.contains("sip2d schema 2"), "{out}");
     let out = run_ok(sip2d(&config, &data).arg("migrate"));
-    assert!(out.contains("schema 1 already; nothing to do"), "{out}");
+    assert!(out.contains("schema 2 already; nothing to do"), "{out}");
     run_ok(sip2d(&config, &data).args(["migrate", "--check"]));
     run_ok(sip2d(&config, &data).arg("init"));
     run_ok(sip2d(&config, &data).args(["institution", "add", "--code", "MAIN", "--name", "Main Library"]));
@@ -80,14 +80,14 @@ fn a_node_serves_only_a_schema_it_knows_and_migrate_makes_it() {
     // A database migrated by a newer sip2d: this one neither serves it nor migrates it back.
     db.client()
         .execute(
-            "INSERT INTO sip2d_schema_history (version, name, applied_on, checksum) VALUES (2, 'later', 'now', '0')",
+            "INSERT INTO sip2d_schema_history (version, name, applied_on, checksum) VALUES (3, 'later', 'now', '0')",
             &[],
         )
         .unwrap();
     let (ok, out) = run(sip2d(&config, &data).args(["serve", "--listen", "127.0.0.1:0"]));
-    assert!(!ok && out.contains("has sip2d schema 2, newer than the 1 this sip2d knows"), "{out}");
+    assert!(!ok && out.contains("has sip2d schema 3, newer than the 2 this sip2d knows"), "{out}");
     let (ok, out) = run(sip2d(&config, &data).arg("migrate"));
-    assert!(!ok && out.contains("newer than the 1"), "{out}");
+    assert!(!ok && out.contains("newer than the 2"), "{out}");
     let (ok, out) = run(sip2d(&config, &data).args(["institution", "list"]));
     assert!(!ok && out.contains("newer"), "{out}");
 }

@@ -189,6 +189,8 @@ pub enum Refusal {
     /// A rule of staff upkeep (an edit, a note, a proxy, a transfer...), in staff words. Kiosks
     /// never meet these.
     Rule(String),
+    /// The terminal has sent as many wrong PINs as its window allows: the PIN was not tried.
+    PinThrottled,
 }
 
 impl Refusal {
@@ -375,6 +377,9 @@ impl fmt::Display for Refusal {
             Refusal::Full { what, limit } => write!(
                 f,
                 "the patron has {limit} {what}, as many as the register keeps ([register] in the configuration); remove some first"
+            ),
+            Refusal::PinThrottled => f.write_str(
+                "the terminal has sent too many wrong PINs lately ([limits] pin_failures_per_window): the PIN was not tried",
             ),
             Refusal::PinNeeded => f.write_str(
                 "the patron's PIN is needed: this terminal's patron-verification asks for it with the request, or earlier on the connection",

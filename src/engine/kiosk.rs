@@ -14,6 +14,8 @@ use crate::domain::*;
 
 use super::Error;
 use super::ops::*;
+use super::store::Write;
+use super::terminals::PinWindow;
 use super::unit::Unit;
 use super::units::circulation::{self as circ, Lend};
 use super::units::{fees, patrons};
@@ -42,12 +44,24 @@ fn pin(u: &mut Unit<'_>, at: &Kiosk, p: &Patron, pin: Option<&Pin>) -> Result<Pi
     if pin.0.is_empty() {
         return Ok(if at.empty_pin_ok { PinVerdict::Right } else { PinVerdict::Wrong });
     }
-    Ok(match patrons::attempt_pin(u, p, &pin.0)? {
+    // The terminal's budget of wrong PINs is checked, and spent, in the same unit as the
+    // patron's own count, so every node and connection of the terminal shares it.
+    let limits = *u.state.limits();
+    let window = u.state.pin_window(&at.login).cloned();
+    if !PinWindow::allows(window.as_ref(), &limits, u.now()) {
+        return Ok(PinVerdict::Throttled);
+    }
+    let verdict = match patrons::attempt_pin(u, p, &pin.0)? {
         PinCheck::Accepted => PinVerdict::Right,
         PinCheck::Wrong { .. } => PinVerdict::Wrong,
         // "Not correct" would mislead on a locked card, where even the right PIN is refused.
         PinCheck::LockedOut => PinVerdict::Locked,
-    })
+    };
+    if verdict != PinVerdict::Right {
+        let spent = PinWindow::after_failure(window.as_ref(), &at.login, &limits, u.now());
+        u.put(Write::PinWindow(Box::new(spent)))?;
+    }
+    Ok(verdict)
 }
 
 /// Whether a request without a PIN may act for `card`: the terminal's `patron-verification`

@@ -86,16 +86,26 @@ pub struct By {
     /// commit and refuses what their role or institutions do not allow. None: the system (the
     /// owner's command line, a kiosk, the server itself), allowed everything.
     pub staff: Option<Arc<str>>,
+    /// A terminal's request with a sequence number (`actor` is the terminal's login): a
+    /// change it makes is kept with its receipt, and the same request sent again from the
+    /// same address, on any connection or node, is answered from that receipt instead of
+    /// running again (`engine::terminals`).
+    pub request: Option<super::terminals::RequestMark>,
 }
 
 impl By {
     pub fn new(actor: impl Into<String>, now: Timestamp) -> By {
-        By { actor: actor.into(), now, staff: None }
+        By { actor: actor.into(), now, staff: None, request: None }
     }
 
     /// A staff member's request: the audit history names them.
     pub fn staff(member: &Staff, now: Timestamp) -> By {
-        By { actor: member.actor(), now, staff: Some(member.login.as_str().into()) }
+        By { actor: member.actor(), now, staff: Some(member.login.as_str().into()), request: None }
+    }
+
+    /// This request, marked as a terminal's (see [`By::request`]).
+    pub fn marked(self, request: Option<super::terminals::RequestMark>) -> By {
+        By { request, ..self }
     }
 }
 
@@ -710,7 +720,7 @@ impl Operation {
 }
 
 /// What a kiosk is told about the PIN it sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinVerdict {
     /// The profile asks for no PIN: no `CQ` is sent.
     NotChecked,
@@ -718,6 +728,8 @@ pub enum PinVerdict {
     Wrong,
     /// Locked by wrong PINs (this one may have been the fifth): no PIN is accepted.
     Locked,
+    /// Not tried: the terminal has sent as many wrong PINs as its window allows.
+    Throttled,
 }
 
 impl PinVerdict {
@@ -726,6 +738,7 @@ impl PinVerdict {
         match self {
             PinVerdict::Wrong => Some(Refusal::WrongPin { remaining: 0 }),
             PinVerdict::Locked => Some(Refusal::LockedOut),
+            PinVerdict::Throttled => Some(Refusal::PinThrottled),
             PinVerdict::NotChecked | PinVerdict::Right => None,
         }
     }
@@ -755,7 +768,7 @@ pub fn pin_session_tag(p: &Patron) -> Option<String> {
 }
 
 /// A patron as a kiosk sees them (23, 63, and the 24 that answers 01 and 25).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KioskPatron {
     /// Shared with the working set: a status request copies no record.
     pub patron: std::sync::Arc<Patron>,
@@ -790,28 +803,28 @@ pub struct Lent {
 }
 
 /// The answer to a kiosk's checkout, with the facts the reply reports even when refused.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckoutReceipt {
     /// The item, when it is in the catalogue.
     pub item: Option<Item>,
     pub result: Result<CheckoutDone, Refusal>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CheckoutDone {
     Lent(Box<Lent>),
     Cancelled,
 }
 
 /// Someone waiting for a returned item.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Waiting {
     pub hold: Hold,
     pub primary_id: String,
     pub name: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckinReceipt {
     /// `None`: not in the catalogue (nothing was done).
     pub item: Option<Item>,
@@ -820,7 +833,7 @@ pub struct CheckinReceipt {
     pub waiting: Option<Waiting>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewReceipt {
     pub item: Option<Item>,
     pub result: Result<Lent, Refusal>,
@@ -829,24 +842,24 @@ pub struct RenewReceipt {
 /// One loan of a renew-all: the item, and its renewal or why not.
 pub type Renewed = (String, Result<Lent, Refusal>);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewAllReceipt {
     /// `Err`: the patron or PIN refused the request as a whole.
     pub result: Result<Vec<Renewed>, Refusal>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Payment {
     pub fees: Vec<Fee>,
     pub receipt: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HoldReceipt {
     pub result: Result<HoldDone, Refusal>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HoldDone {
     pub hold: Hold,
     pub cancelled: bool,
@@ -869,21 +882,13 @@ pub struct PurgeReport {
 pub enum Receipt {
     /// The kiosk's patron report; `Err` when the card is unknown (or, for 01/25, the action
     /// refused: the report is then of the patron as they stand).
-    #[serde(skip)]
     KioskPatron(Result<Box<KioskPatron>, Refusal>, Option<Refusal>),
-    #[serde(skip)]
     Checkout(Box<CheckoutReceipt>),
-    #[serde(skip)]
     Checkin(Box<CheckinReceipt>),
-    #[serde(skip)]
     Renew(Box<RenewReceipt>),
-    #[serde(skip)]
     RenewAll(Box<RenewAllReceipt>),
-    #[serde(skip)]
     Paid(Result<Payment, Refusal>),
-    #[serde(skip)]
     KioskHold(Box<HoldReceipt>),
-    #[serde(skip)]
     ItemProperties(Result<Box<Item>, Refusal>),
     Institution(Box<Institution>),
     Patron(Box<Patron>),

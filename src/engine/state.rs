@@ -8,6 +8,7 @@ use std::sync::Arc;
 use imbl::{HashMap, OrdMap, OrdSet};
 
 use super::store::{Kind, Loaded, Store, StoreError, Write};
+use super::terminals::{LastChange, PinWindow};
 use crate::domain::*;
 
 /// A key of the maps and indexes: shared text, so that copying an index node (each batch's
@@ -60,6 +61,8 @@ pub enum Undo {
     Optouts(u64, Option<Vec<NoticeKind>>),
     Link(String, Option<Arc<PinLink>>),
     EmailCheck(String, Option<Arc<EmailCheck>>),
+    PinWindow(String, Option<Arc<PinWindow>>),
+    LastChange(String, Option<Arc<LastChange>>),
 }
 
 #[derive(Clone, Default)]
@@ -88,6 +91,10 @@ pub struct State {
     links: OrdMap<String, Arc<PinLink>>,
     /// New e-mail addresses waiting for their link, by the token's digest.
     email_checks: OrdMap<String, Arc<EmailCheck>>,
+    /// Terminals' wrong PINs in their current window, by login.
+    pin_windows: HashMap<String, Arc<PinWindow>>,
+    /// Terminals' last changes, by login and address (`terminals::change_key`).
+    last_changes: HashMap<String, Arc<LastChange>>,
     last_id: u64,
     audit_seq: u64,
     /// The caps units check (not stored: the server's configuration).
@@ -132,6 +139,12 @@ impl State {
         }
         for c in l.email_checks {
             s.email_checks.insert(c.digest.clone(), Arc::new(c));
+        }
+        for w in l.pin_windows {
+            s.pin_windows.insert(w.terminal.clone(), Arc::new(w));
+        }
+        for c in l.last_changes {
+            s.last_changes.insert(c.key(), Arc::new(c));
         }
         Ok(s)
     }
@@ -180,6 +193,14 @@ impl State {
             for c in store.records::<EmailCheck>(Kind::EmailCheck) {
                 let c = c?;
                 s.email_checks.insert(c.digest.clone(), Arc::new(c));
+            }
+            for w in store.records::<PinWindow>(Kind::PinWindow) {
+                let w = w?;
+                s.pin_windows.insert(w.terminal.clone(), Arc::new(w));
+            }
+            for c in store.records::<LastChange>(Kind::LastChange) {
+                let c = c?;
+                s.last_changes.insert(c.key(), Arc::new(c));
             }
             for (p, kinds) in store.optouts()? {
                 s.optouts.insert(p, kinds);
@@ -393,6 +414,16 @@ impl State {
         self.email_checks.values().map(Arc::as_ref)
     }
 
+    /// A terminal's wrong PINs in its current window (or the last one).
+    pub fn pin_window(&self, terminal: &str) -> Option<&PinWindow> {
+        self.pin_windows.get(terminal).map(Arc::as_ref)
+    }
+
+    /// The last change a terminal asked for from an address.
+    pub fn last_change(&self, terminal: &str, from: &str) -> Option<&LastChange> {
+        self.last_changes.get(&super::terminals::change_key(terminal, from)).map(Arc::as_ref)
+    }
+
     /// A patron's set-PIN links.
     pub fn links_of(&self, patron: u64) -> impl Iterator<Item = &PinLink> {
         self.links.values().map(Arc::as_ref).filter(move |l| l.patron == patron)
@@ -502,6 +533,12 @@ impl State {
             }
             Write::RemoveEmailCheck(digest) => {
                 self.email_checks.remove(digest);
+            }
+            Write::PinWindow(w) => {
+                self.pin_windows.insert(w.terminal.clone(), Arc::new(w.as_ref().clone()));
+            }
+            Write::LastChange(c) => {
+                self.last_changes.insert(c.key(), Arc::new(c.as_ref().clone()));
             }
             Write::LastId(id) => self.last_id = self.last_id.max(*id),
             Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
@@ -639,6 +676,12 @@ impl State {
             Write::RemoveLink(d) => Undo::Link(d.clone(), self.links.get(d).cloned()),
             Write::EmailCheck(c) => Undo::EmailCheck(c.digest.clone(), self.email_checks.get(&c.digest).cloned()),
             Write::RemoveEmailCheck(d) => Undo::EmailCheck(d.clone(), self.email_checks.get(d).cloned()),
+            Write::PinWindow(w) => Undo::PinWindow(w.terminal.clone(), self.pin_windows.get(&w.terminal).cloned()),
+            Write::LastChange(c) => {
+                let k = c.key();
+                let old = self.last_changes.get(&k).cloned();
+                Undo::LastChange(k, old)
+            }
             // Counters are put back by the unit; the rest is not in memory.
             Write::LastId(_)
             | Write::AuditSeq(_)
@@ -715,6 +758,22 @@ impl State {
                 }
                 None => {
                     self.email_checks.remove(&d);
+                }
+            },
+            Undo::PinWindow(t, old) => match old {
+                Some(w) => {
+                    self.pin_windows.insert(t, w);
+                }
+                None => {
+                    self.pin_windows.remove(&t);
+                }
+            },
+            Undo::LastChange(k, old) => match old {
+                Some(c) => {
+                    self.last_changes.insert(k, c);
+                }
+                None => {
+                    self.last_changes.remove(&k);
                 }
             },
             Undo::Optouts(p, old) => match old {

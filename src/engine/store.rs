@@ -46,6 +46,8 @@ impl Record for Notice {}
 impl Record for Vec<NoticeKind> {}
 impl Record for PinLink {}
 impl Record for EmailCheck {}
+impl Record for super::terminals::PinWindow {}
+impl Record for super::terminals::LastChange {}
 
 /// The directory sled keeps its files in, inside the data directory.
 pub const DIR: &str = "db";
@@ -97,7 +99,7 @@ pub(crate) fn decode<T: Record>(kind: &'static str, bytes: &[u8]) -> Result<T, S
 pub const APPLIED: &[u8] = b"wal_applied";
 
 /// The trees, in the order of [`Store::trees`].
-pub const TREES: usize = 15;
+pub const TREES: usize = 17;
 /// Their names, in the same order: sled's trees, and the PostgreSQL engine's tables.
 pub const TREE_NAMES: [&str; TREES] = [
     "meta",
@@ -115,6 +117,8 @@ pub const TREE_NAMES: [&str; TREES] = [
     "files",
     "links",
     "email_checks",
+    "pin_windows",
+    "last_changes",
 ];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum TreeId {
@@ -133,6 +137,8 @@ enum TreeId {
     Files,
     Links,
     EmailChecks,
+    PinWindows,
+    LastChanges,
 }
 
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
@@ -182,6 +188,8 @@ impl Pending {
                 Write::AuditSeq(seq) => (T::Meta, b"audit_seq".to_vec(), Some(seq.to_be_bytes().to_vec())),
                 Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec(), Some(encode(m.as_ref()))),
                 Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec(), None),
+                Write::PinWindow(w) => (T::PinWindows, w.terminal.as_bytes().to_vec(), Some(encode(w.as_ref()))),
+                Write::LastChange(c) => (T::LastChanges, c.key().into_bytes(), Some(encode(c.as_ref()))),
             };
             self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             self.entries.insert((tree, key), value);
@@ -321,6 +329,16 @@ pub struct RegisterLimits {
     /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
     /// unlock` opens it sooner.
     pub staff_lockout_minutes: u32,
+    /// Wrong PINs one terminal may send within `pin_window_secs` (default 20). Beyond that
+    /// its PIN checks are refused untried, so one kiosk cannot walk the 10,000 four-digit
+    /// PINs of many patrons; each patron's own lockout still holds. Counted in the register,
+    /// so a kiosk that reconnects, or moves to another node, keeps its count. Set from
+    /// `[limits] pin_failures_per_window`.
+    #[serde(skip)]
+    pub pin_failures_per_window: u32,
+    /// The window of `pin_failures_per_window`, in seconds (default 600; `[limits] pin_window`).
+    #[serde(skip)]
+    pub pin_window_secs: u32,
 }
 
 impl RegisterLimits {
@@ -356,6 +374,8 @@ impl Default for RegisterLimits {
             email_link_hours: 24,
             staff_failures_before_lockout: 5,
             staff_lockout_minutes: 15,
+            pin_failures_per_window: 20,
+            pin_window_secs: 600,
         }
     }
 }
@@ -419,6 +439,10 @@ pub enum Write {
     /// A new e-mail address waiting for its link (by the token's digest).
     EmailCheck(Box<EmailCheck>),
     RemoveEmailCheck(String),
+    /// A terminal's wrong PINs in its current window.
+    PinWindow(Box<super::terminals::PinWindow>),
+    /// The last change a terminal asked for from one address, for a retry.
+    LastChange(Box<super::terminals::LastChange>),
 }
 
 impl Write {
@@ -444,6 +468,8 @@ pub enum Kind {
     Staff,
     Link,
     EmailCheck,
+    PinWindow,
+    LastChange,
 }
 
 /// Everything the working set is built from (tests build a state from one).
@@ -460,6 +486,8 @@ pub struct Loaded {
     pub optouts: Vec<(u64, Vec<NoticeKind>)>,
     pub links: Vec<PinLink>,
     pub email_checks: Vec<EmailCheck>,
+    pub pin_windows: Vec<super::terminals::PinWindow>,
+    pub last_changes: Vec<super::terminals::LastChange>,
     pub last_id: u64,
     pub audit_seq: u64,
 }
@@ -489,6 +517,10 @@ pub struct Store {
     /// token digest -> a patron's set-PIN link
     links: Tree,
     email_checks: Tree,
+    /// terminal login -> its wrong PINs in the current window
+    pin_windows: Tree,
+    /// terminal login, NUL, address -> the last change it asked for from there
+    last_changes: Tree,
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Audit entries kept per patron.
     history_cap: usize,
@@ -553,6 +585,8 @@ impl Store {
             files: tree("files")?,
             links: tree("links")?,
             email_checks: tree("email_checks")?,
+            pin_windows: tree("pin_windows")?,
+            last_changes: tree("last_changes")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
             db,
@@ -577,6 +611,8 @@ impl Store {
             Kind::Staff => (&self.staff, "staff account"),
             Kind::Link => (&self.links, "set-PIN link"),
             Kind::EmailCheck => (&self.email_checks, "e-mail check"),
+            Kind::PinWindow => (&self.pin_windows, "terminal PIN window"),
+            Kind::LastChange => (&self.last_changes, "terminal's last change"),
         };
         tree.iter().values().map(move |v| decode(name, &v?))
     }
@@ -706,6 +742,8 @@ impl Store {
             &self.files,
             &self.links,
             &self.email_checks,
+            &self.pin_windows,
+            &self.last_changes,
         ]
     }
 

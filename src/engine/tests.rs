@@ -99,6 +99,107 @@ fn registration_warns_of_duplicates_and_checks_minors_and_national_ids() {
     assert!(reg.add_patron(nameless, true, now()).unwrap_err().to_string().contains("first name is required"));
 }
 
+fn kiosk_at(login: &str) -> Kiosk {
+    Kiosk {
+        login: login.into(),
+        institution: "MAIN".into(),
+        location: None,
+        pin_required: true,
+        empty_pin_ok: false,
+        renewals: true,
+        status_update: false,
+        patron_enable: false,
+        verification: crate::domain::profile::Verification::PinEachRequest,
+        verified_card: None,
+    }
+}
+
+/// A kiosk's 23 from terminal `login`: the PIN verdict.
+fn kiosk_pin(reg: &Register, login: &str, card: &str, pin: &str, at: Timestamp) -> PinVerdict {
+    let op =
+        Operation::KioskPatron { at: kiosk_at(login), card: card.into(), pin: Some(Pin(pin.into())), detail: false };
+    match reg.run(op, at).unwrap() {
+        Receipt::KioskPatron(Ok(k), _) => k.pin,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The terminal's budget of wrong PINs is kept in the register: spent by wrong PINs on any
+/// patron, it holds the terminal's next PIN checks untried (right ones too) until its window
+/// ends, other terminals go on, and a register opened again still holds it.
+#[test]
+fn a_terminals_budget_of_wrong_pins_is_the_registers() {
+    let dir = Scratch::new();
+    let mut settings = StoreConfig::default();
+    settings.limits.pin_failures_per_window = 3;
+    settings.limits.pin_window_secs = 600;
+    let reg = Register::open_with(dir.path(), "tester", &settings).unwrap();
+    reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
+    let mut cards = Vec::new();
+    for (n, first) in ["Ann", "Ben", "Cid", "Dee"].iter().enumerate() {
+        let new = NewPatron {
+            primary_id: format!("P{n}"),
+            first_name: (*first).into(),
+            barcodes: vec![format!("C{n}")],
+            pin: Some(Pin("1234".into())),
+            ..avery()
+        };
+        added(reg.add_patron(new, false, now()).unwrap());
+        cards.push(format!("C{n}"));
+    }
+    for card in &cards[..3] {
+        assert_eq!(kiosk_pin(&reg, "kiosk1", card, "0000", now()), PinVerdict::Wrong);
+    }
+    assert_eq!(kiosk_pin(&reg, "kiosk1", &cards[3], "1234", now()), PinVerdict::Throttled);
+    assert_eq!(kiosk_pin(&reg, "kiosk2", &cards[3], "1234", now()), PinVerdict::Right, "another terminal");
+    assert_eq!(reg.store.patron(reg.find("MAIN", &cards[3]).unwrap().id).unwrap().failed_pins, 0, "not tried");
+    drop(reg);
+    let reg = Register::open_with(dir.path(), "tester", &settings).unwrap();
+    assert_eq!(kiosk_pin(&reg, "kiosk1", &cards[3], "1234", now()), PinVerdict::Throttled, "kept");
+    let later = now() + jiff::SignedDuration::from_secs(600);
+    assert_eq!(kiosk_pin(&reg, "kiosk1", &cards[3], "1234", later), PinVerdict::Right, "a new window");
+}
+
+/// A terminal's request marked as sent before from the same address is answered from the
+/// receipt of its first run, which changed the register once; the same bytes from another
+/// address, or other bytes, run; a request that changed nothing leaves no receipt.
+#[test]
+fn a_request_sent_again_is_answered_from_its_first_receipt() {
+    let (dir, reg) = open();
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
+    let fee = reg.add_fee(p.id, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
+    let pay = || Operation::KioskPay {
+        at: kiosk_at("kiosk1"),
+        card: "21234000012345".into(),
+        currency: "SEK".into(),
+        amount: "1.00".into(),
+        fee: Some(fee.id.to_string()),
+        transaction: None,
+    };
+    let mark = |from: &str, frame: &[u8]| Some(RequestMark::of(from.into(), frame));
+    let run = |by_mark, at| {
+        let by = By::new("kiosk1", at).marked(by_mark);
+        match reg.engine.run(pay(), by).wait().unwrap() {
+            Receipt::Paid(Ok(p)) => p.receipt,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = run(mark("10.0.0.5", b"37...AY1AZ0001"), now());
+    let later = now() + jiff::SignedDuration::from_secs(5);
+    assert_eq!(run(mark("10.0.0.5", b"37...AY1AZ0001"), later), first, "answered from the receipt");
+    assert_eq!(reg.store.fee(fee.id).unwrap().unwrap().paid, Money(1_00), "paid once");
+    assert_ne!(run(mark("10.0.0.6", b"37...AY1AZ0001"), later), first, "another address: another payment");
+    assert_ne!(run(mark("10.0.0.5", b"37...AY2AZ0002"), later), first, "another request");
+    assert_eq!(run(None, later), run(None, later) - 1, "unmarked requests always run");
+    assert_eq!(reg.store.fee(fee.id).unwrap().unwrap().paid, Money(5_00));
+    // Kept in the register: opened again (or on another node), the retry is still known.
+    drop(reg);
+    let reg = Register::open(dir.path(), "tester").unwrap();
+    let by = By::new("kiosk1", later).marked(mark("10.0.0.5", b"37...AY2AZ0002"));
+    let Receipt::Paid(Ok(again)) = reg.engine.run(pay(), by).wait().unwrap() else { panic!() };
+    assert_eq!(reg.store.fee(fee.id).unwrap().unwrap().paid, Money(5_00), "not paid again: {again:?}");
+}
+
 #[test]
 fn pins_lock_after_five_wrong_tries_and_staff_unlock() {
     let (_d, reg) = open();

@@ -484,8 +484,8 @@ impl Default for Limits {
             patron_pages_attempts: 30,
             patron_pages_window: Duration::from_secs(15 * 60),
             no_block_max_days: ServiceLimits::DEFAULT.no_block_max_days,
-            pin_failures_per_window: ServiceLimits::DEFAULT.pin_failures_per_window,
-            pin_window: Duration::from_secs(u64::from(ServiceLimits::DEFAULT.pin_window_secs)),
+            pin_failures_per_window: crate::engine::RegisterLimits::default().pin_failures_per_window,
+            pin_window: Duration::from_secs(u64::from(crate::engine::RegisterLimits::default().pin_window_secs)),
         }
     }
 }
@@ -628,7 +628,11 @@ impl Config {
             checkpoint_interval: self.store.checkpoint_interval,
             retry_interval: self.store.retry_interval,
             faults: Default::default(),
-            limits: self.register,
+            limits: crate::engine::RegisterLimits {
+                pin_failures_per_window: self.limits.pin_failures_per_window,
+                pin_window_secs: u32::try_from(self.limits.pin_window.as_secs().max(1)).unwrap_or(u32::MAX),
+                ..self.register
+            },
             postgres: self.postgres(),
         }
     }
@@ -645,11 +649,7 @@ impl Config {
 
     /// The service limits these settings give.
     pub fn service_limits(&self) -> ServiceLimits {
-        ServiceLimits {
-            no_block_max_days: self.limits.no_block_max_days,
-            pin_failures_per_window: self.limits.pin_failures_per_window,
-            pin_window_secs: u32::try_from(self.limits.pin_window.as_secs().max(1)).unwrap_or(u32::MAX),
-        }
+        ServiceLimits { no_block_max_days: self.limits.no_block_max_days }
     }
 }
 

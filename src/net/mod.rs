@@ -29,7 +29,7 @@ pub use tls::TlsError;
 
 use crate::engine::Engine;
 use crate::proto::{FrameDecoder, FrameEvent};
-use crate::service::{PinGuard, Service, ServiceLimits, Session, SessionRules, Verdict};
+use crate::service::{PinTally, Service, ServiceLimits, Session, SessionRules, Verdict};
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ struct Shared {
     engine: Arc<dyn Engine>,
     /// The settings a reload may change; each connection keeps the ones it started with.
     settings: std::sync::RwLock<Arc<Settings>>,
-    guard: PinGuard,
+    pins: PinTally,
     logins: logins::LoginGate,
     /// Connections open now, all listeners together.
     open: std::sync::atomic::AtomicUsize,
@@ -364,7 +364,7 @@ impl Server {
             metrics,
             engine,
             settings: std::sync::RwLock::new(Arc::new(settings)),
-            guard: PinGuard::new(),
+            pins: PinTally::new(),
             logins: logins::LoginGate::new(config.limits.login_hashes).map_err(ServeError::Random)?,
             open: std::sync::atomic::AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
@@ -434,7 +434,7 @@ impl Server {
             let state = Arc::new(ops::OpsState {
                 metrics,
                 refresh: Box::new(move || {
-                    let (failures, lockouts) = shared.guard.totals();
+                    let (failures, lockouts) = shared.pins.totals();
                     shared.metrics.pins(failures, lockouts);
                     let l = shared.logins.stats();
                     shared.metrics.logins(l.hashed, l.remembered);
@@ -598,7 +598,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut decoder = FrameDecoder::new(limits.max_message_bytes).accept_lf(settings.accept_lf);
     let mut buf = BytesMut::with_capacity(1024);
     let (rules, telnet) = settings.listener(listener);
-    let mut session = Some(Session::new(rules));
+    let mut session = Some(Session::new(rules).from_address(peer.ip()));
     let peer_text = peer.to_string();
     let seen = shared.terminals.open(peer, listener);
     let mut replies: u64 = 0;
@@ -775,7 +775,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// The service a request from one peer is answered by: passwords go through the login gate
 /// for that peer.
 fn service<'a>(shared: &'a Shared, settings: &'a Settings, checker: &'a logins::PeerLogins<'a>) -> Service<'a> {
-    Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.guard).with_passwords(checker)
+    Service::with_limits(shared.engine.as_ref(), &settings.service_limits, &shared.pins).with_passwords(checker)
 }
 
 /// After a refused login, the pause the login gate asks of this peer and account (it doubles

@@ -36,7 +36,7 @@ mod session;
 pub mod words;
 
 pub use answer::refusal;
-pub use guard::{PinGuard, ServiceLimits};
+pub use guard::{PinTally, ServiceLimits};
 pub use session::{Outcome, Session, SessionRules, Verdict, nearest_request};
 pub use words::Phrase;
 
@@ -51,6 +51,9 @@ pub struct Terminal {
     pub verified: Option<Arc<str>>,
     /// What [`Terminal::kiosk`] names but the verified card, made once at login.
     kiosk: Kiosk,
+    /// The request being served, when it carries a sequence number: the engine keeps a
+    /// change's receipt under it (see `engine::By::request`).
+    pub request: Option<crate::engine::RequestMark>,
 }
 
 impl Terminal {
@@ -69,7 +72,7 @@ impl Terminal {
             verification: p.verification,
             verified_card: None,
         };
-        Terminal { account, profile, institution, verified: None, kiosk }
+        Terminal { account, profile, institution, verified: None, kiosk, request: None }
     }
 
     /// The terminal as the engine's kiosk operations name it (copied without allocating).
@@ -94,8 +97,8 @@ impl Terminal {
 pub struct Service<'r> {
     engine: &'r dyn Engine,
     limits: &'r ServiceLimits,
-    /// Wrong PINs per terminal, shared by all connections; `None` applies no rate limit.
-    guard: Option<&'r PinGuard>,
+    /// Wrong PINs this node answered, for metrics.
+    tally: Option<&'r PinTally>,
     /// How a login's password is checked; `None` runs Argon2 here, every time.
     passwords: Option<&'r dyn Passwords>,
 }
@@ -183,42 +186,34 @@ pub fn status_flags(s: &Standing) -> PatronStatus {
     f
 }
 
-/// What a kiosk's PIN verdict comes to, with the terminal's throttle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pinned {
-    Verdict(PinVerdict),
-    /// Not tried: the terminal is over its budget of wrong PINs.
-    Throttled,
+/// Whether a PIN verdict goes in `CQ`: none when no PIN was checked.
+fn cq(v: PinVerdict) -> Option<bool> {
+    match v {
+        PinVerdict::NotChecked => None,
+        PinVerdict::Right => Some(true),
+        _ => Some(false),
+    }
 }
 
-impl Pinned {
-    fn cq(self) -> Option<bool> {
-        match self {
-            Pinned::Verdict(PinVerdict::NotChecked) => None,
-            Pinned::Verdict(PinVerdict::Right) => Some(true),
-            _ => Some(false),
-        }
-    }
-
-    fn phrase(self) -> Option<Phrase> {
-        match self {
-            Pinned::Verdict(PinVerdict::Wrong) => Some(Phrase::WrongPin),
-            Pinned::Verdict(PinVerdict::Locked) => Some(Phrase::LockedOut),
-            Pinned::Throttled => Some(Phrase::PinThrottled),
-            Pinned::Verdict(_) => None,
-        }
+/// What a kiosk is told of a PIN that did not pass.
+fn pin_phrase(v: PinVerdict) -> Option<Phrase> {
+    match v {
+        PinVerdict::Wrong => Some(Phrase::WrongPin),
+        PinVerdict::Locked => Some(Phrase::LockedOut),
+        PinVerdict::Throttled => Some(Phrase::PinThrottled),
+        PinVerdict::NotChecked | PinVerdict::Right => None,
     }
 }
 
 impl<'r> Service<'r> {
     /// A service with the default limits and no PIN rate limit (staff tools and tests).
     pub fn new(engine: &'r dyn Engine) -> Service<'r> {
-        Service { engine, limits: &ServiceLimits::DEFAULT, guard: None, passwords: None }
+        Service { engine, limits: &ServiceLimits::DEFAULT, tally: None, passwords: None }
     }
 
-    /// A service as the server runs it: these limits, and wrong PINs counted in `guard`.
-    pub fn with_limits(engine: &'r dyn Engine, limits: &'r ServiceLimits, guard: &'r PinGuard) -> Service<'r> {
-        Service { engine, limits, guard: Some(guard), passwords: None }
+    /// A service as the server runs it: these limits, and wrong PINs counted in `tally`.
+    pub fn with_limits(engine: &'r dyn Engine, limits: &'r ServiceLimits, tally: &'r PinTally) -> Service<'r> {
+        Service { engine, limits, tally: Some(tally), passwords: None }
     }
 
     /// This service, checking login passwords with `passwords`.
@@ -231,38 +226,31 @@ impl<'r> Service<'r> {
     }
 
     async fn run(&self, terminal: &Terminal, op: Operation, now: Timestamp) -> Result<Receipt, Error> {
-        self.engine.run(op, By::new(terminal.account.login.clone(), now)).await
+        self.engine.run(op, By::new(terminal.account.login.clone(), now).marked(terminal.request.clone())).await
     }
 
-    /// The PIN to send to the engine: `None` when the terminal is over its budget of wrong
-    /// PINs (then nothing is tried, and the kiosk hears so).
-    fn pin_to_try(&self, terminal: &Terminal, pin: Option<&Secret<'_>>, now: Timestamp) -> Result<Option<Pin>, ()> {
-        let Some(pin) = pin else { return Ok(None) };
-        if terminal.profile.pin_required && !pin.is_empty() {
-            if let Some(g) = self.guard {
-                if !g.allows(&terminal.account.login, self.limits, now) {
-                    return Err(());
-                }
-            }
-        }
-        Ok(Some(Pin(pin.expose().to_string())))
+    /// The PIN to send to the engine.
+    fn pin(pin: Option<&Secret<'_>>) -> Option<Pin> {
+        pin.map(|p| Pin(p.expose().to_string()))
     }
 
-    /// Counts a wrong PIN toward the terminal's budget.
-    fn note_pin(&self, terminal: &Terminal, verdict: PinVerdict, now: Timestamp) {
-        if let (Some(g), PinVerdict::Wrong | PinVerdict::Locked) = (self.guard, verdict) {
-            g.failed(&terminal.account.login, self.limits, now);
-            if verdict == PinVerdict::Locked {
-                g.locked_out();
+    /// Counts a wrong PIN, or a locked card's, for metrics.
+    fn note_pin(&self, verdict: PinVerdict) {
+        match (self.tally, verdict) {
+            (Some(t), PinVerdict::Wrong) => t.failed(),
+            (Some(t), PinVerdict::Locked) => {
+                t.failed();
+                t.locked_out();
             }
+            _ => {}
         }
     }
 
-    /// Counts a PIN refusal from a receipt toward the terminal's budget.
-    fn note_refusal(&self, terminal: &Terminal, r: &Refusal, now: Timestamp) {
+    /// Counts a PIN refusal from a receipt, for metrics.
+    fn note_refusal(&self, r: &Refusal) {
         match r {
-            Refusal::WrongPin { .. } => self.note_pin(terminal, PinVerdict::Wrong, now),
-            Refusal::LockedOut => self.note_pin(terminal, PinVerdict::Locked, now),
+            Refusal::WrongPin { .. } => self.note_pin(PinVerdict::Wrong),
+            Refusal::LockedOut => self.note_pin(PinVerdict::Locked),
             _ => {}
         }
     }
@@ -328,16 +316,13 @@ impl<'r> Service<'r> {
         pin: Option<&Secret<'_>>,
         detail: bool,
         now: Timestamp,
-    ) -> Result<Option<(Box<KioskPatron>, Pinned)>, Error> {
-        let (sent, throttled) = match self.pin_to_try(terminal, pin, now) {
-            Ok(p) => (p, false),
-            Err(()) => (None, true),
-        };
-        let op = Operation::KioskPatron { at: terminal.kiosk(), card: card.to_string(), pin: sent, detail };
+    ) -> Result<Option<(Box<KioskPatron>, PinVerdict)>, Error> {
+        let op =
+            Operation::KioskPatron { at: terminal.kiosk(), card: card.to_string(), pin: Service::pin(pin), detail };
         match self.run(terminal, op, now).await? {
             Receipt::KioskPatron(Ok(report), _) => {
-                self.note_pin(terminal, report.pin, now);
-                let pinned = if throttled { Pinned::Throttled } else { Pinned::Verdict(report.pin) };
+                self.note_pin(report.pin);
+                let pinned = report.pin;
                 Ok(Some((report, pinned)))
             }
             _ => Ok(None),
@@ -347,15 +332,15 @@ impl<'r> Service<'r> {
     /// Whether a 23 or 63 may show the patron's details: their PIN was right on this very
     /// request, or the terminal uses no PINs (`pin-required = no`: the library lets the card
     /// alone identify its holder).
-    fn verified(terminal: &Terminal, pinned: Pinned) -> bool {
-        !terminal.profile.pin_required || pinned == Pinned::Verdict(PinVerdict::Right)
+    fn verified(terminal: &Terminal, pinned: PinVerdict) -> bool {
+        !terminal.profile.pin_required || pinned == PinVerdict::Right
     }
 
     /// What a 23 or 63 shows of a patron whose PIN was not verified on this request: only
     /// what the profile lets an unverified terminal see (the status flags and the reason not
     /// to lend by default, the name if `unverified-name`); never contacts, fees, item lists or
     /// public notes.
-    fn unverified(terminal: &Terminal, a: &KioskPatron, pinned: Pinned) -> Unverified {
+    fn unverified(terminal: &Terminal, a: &KioskPatron, pinned: PinVerdict) -> Unverified {
         let p = &terminal.profile;
         Unverified {
             status: if p.unverified_status { status_flags(&a.standing) } else { PatronStatus::default() },
@@ -366,17 +351,17 @@ impl<'r> Service<'r> {
 
     /// The screen messages for an assessed patron: the warnings, then their public notes
     /// (staff notes stay with staff).
-    fn screen(terminal: &Terminal, a: &KioskPatron, pinned: Pinned) -> Vec<Cow<'static, str>> {
+    fn screen(terminal: &Terminal, a: &KioskPatron, pinned: PinVerdict) -> Vec<Cow<'static, str>> {
         let mut out = Service::warnings(terminal, a, pinned, true);
         out.extend(a.patron.notes.iter().filter(|n| n.public).map(|n| Cow::Owned(n.text.clone())));
         out
     }
 
     /// A PIN refusal, then (with `reason`) the first reason the patron may not borrow.
-    fn warnings(terminal: &Terminal, a: &KioskPatron, pinned: Pinned, reason: bool) -> Vec<Cow<'static, str>> {
+    fn warnings(terminal: &Terminal, a: &KioskPatron, pinned: PinVerdict, reason: bool) -> Vec<Cow<'static, str>> {
         let mut out = Vec::new();
         let lang = terminal.language();
-        let refusal = pinned.phrase().map(|p| words::phrase(p, lang).to_string());
+        let refusal = pin_phrase(pinned).map(|p| words::phrase(p, lang).to_string());
         out.extend(refusal.clone().map(Cow::Owned));
         // A lockout is both a PIN refusal and a reason not to lend: said once.
         if let Some(r) = a
@@ -427,7 +412,7 @@ impl<'r> Service<'r> {
         }
         reply.patron_status = status_flags(&a.standing);
         reply.personal_name = Cow::Owned(a.patron.display_name());
-        reply.valid_patron_password = pinned.cq();
+        reply.valid_patron_password = cq(pinned);
         if a.balance.0 != 0 {
             reply.currency_type = Some(Cow::Owned(a.currency.clone()));
             reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
@@ -457,10 +442,7 @@ impl<'r> Service<'r> {
             item_identifier: Cow::Owned(req.item_identifier.to_string()),
             ..Default::default()
         };
-        let Ok(pin) = self.pin_to_try(terminal, req.patron_password.as_ref(), now) else {
-            reply.screen_message.push(terminal.say(Phrase::PinThrottled));
-            return Ok(reply);
-        };
+        let pin = Service::pin(req.patron_password.as_ref());
         let latest = now + jiff::SignedDuration::from_hours(24 * i64::from(self.limits.no_block_max_days));
         let no_block = req.no_block.then(|| moment(&req.nb_due_date, inst).filter(|due| *due > now && *due <= latest));
         let op = Operation::KioskCheckout(Box::new(KioskCheckout {
@@ -498,7 +480,7 @@ impl<'r> Service<'r> {
                 }
             }
             Err(r) => {
-                self.note_refusal(terminal, &r, now);
+                self.note_refusal(&r);
                 if let Refusal::Lending(Denial::FeeNotAcknowledged { fee }) = &r {
                     reply.fee_type = Some(FeeType::Rental);
                     reply.currency_type = Some(Cow::Owned(inst.currency.clone()));
@@ -644,10 +626,7 @@ impl<'r> Service<'r> {
             item_identifier: Cow::Owned(req.item_identifier.as_deref().unwrap_or("").to_string()),
             ..Default::default()
         };
-        let Ok(pin) = self.pin_to_try(terminal, req.patron_password.as_ref(), now) else {
-            reply.screen_message.push(terminal.say(Phrase::PinThrottled));
-            return Ok(reply);
-        };
+        let pin = Service::pin(req.patron_password.as_ref());
         let op = Operation::KioskRenew {
             at: terminal.kiosk(),
             card: req.patron_identifier.to_string(),
@@ -669,7 +648,7 @@ impl<'r> Service<'r> {
                 reply.due_date = Cow::Owned(due_text(lent.loan.due, inst));
             }
             Err(r) => {
-                self.note_refusal(terminal, &r, now);
+                self.note_refusal(&r);
                 reply.screen_message.push(terminal.refusal(&r));
             }
         }
@@ -746,10 +725,7 @@ impl<'r> Service<'r> {
             institution_id: Cow::Owned(inst.code.clone()),
             ..Default::default()
         };
-        let Ok(pin) = self.pin_to_try(terminal, req.patron_password.as_ref(), now) else {
-            reply.screen_message.push(terminal.say(Phrase::PinThrottled));
-            return Ok(reply);
-        };
+        let pin = Service::pin(req.patron_password.as_ref());
         let op = Operation::KioskRenewAll {
             at: terminal.kiosk(),
             card: req.patron_identifier.to_string(),
@@ -759,7 +735,7 @@ impl<'r> Service<'r> {
         let Receipt::RenewAll(r) = self.run(terminal, op, now).await? else { return Err(unexpected("65")) };
         match r.result {
             Err(r) => {
-                self.note_refusal(terminal, &r, now);
+                self.note_refusal(&r);
                 reply.screen_message.push(terminal.refusal(&r));
             }
             Ok(each) => {
@@ -795,10 +771,7 @@ impl<'r> Service<'r> {
             title_identifier: req.title_identifier.clone().map(|c| Cow::Owned(c.into_owned())),
             ..Default::default()
         };
-        let Ok(pin) = self.pin_to_try(terminal, req.patron_password.as_ref(), now) else {
-            reply.screen_message.push(terminal.say(Phrase::PinThrottled));
-            return Ok(reply);
-        };
+        let pin = Service::pin(req.patron_password.as_ref());
         let item = req.item_identifier.as_deref().filter(|v| !v.is_empty());
         let title = req.title_identifier.as_deref().filter(|v| !v.is_empty());
         let target = match (item, title) {
@@ -843,7 +816,7 @@ impl<'r> Service<'r> {
                 reply.available = done.available.unwrap_or(false);
             }
             Err(r) => {
-                self.note_refusal(terminal, &r, now);
+                self.note_refusal(&r);
                 reply.screen_message.push(terminal.refusal(&r));
             }
         }
@@ -881,7 +854,7 @@ impl<'r> Service<'r> {
                     reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
                 }
                 reply.screen_message.extend(refused.map(|r| terminal.refusal(&r)));
-                reply.screen_message.extend(Service::screen(terminal, &a, Pinned::Verdict(PinVerdict::NotChecked)));
+                reply.screen_message.extend(Service::screen(terminal, &a, PinVerdict::NotChecked));
             }
         }
         reply
@@ -915,22 +888,13 @@ impl<'r> Service<'r> {
         req: &PatronEnable<'_>,
         now: Timestamp,
     ) -> Result<PatronEnableResponse<'static>, Error> {
-        let Ok(pin) = self.pin_to_try(terminal, req.patron_password.as_ref(), now) else {
-            let s = Service::status_reply(terminal, &req.patron_identifier, Err(Refusal::UnknownCard), None, now);
-            return Ok(PatronEnableResponse {
-                transaction_date: s.transaction_date,
-                institution_id: s.institution_id,
-                patron_identifier: s.patron_identifier,
-                screen_message: vec![terminal.say(Phrase::PinThrottled)],
-                ..Default::default()
-            });
-        };
+        let pin = Service::pin(req.patron_password.as_ref());
         let op = Operation::KioskEnable { at: terminal.kiosk(), card: req.patron_identifier.to_string(), pin };
         let Receipt::KioskPatron(report, refused) = self.run(terminal, op, now).await? else {
             return Err(unexpected("25"));
         };
         if let Some(r) = &refused {
-            self.note_refusal(terminal, r, now);
+            self.note_refusal(r);
         }
         let s = Service::status_reply(terminal, &req.patron_identifier, report, refused, now);
         Ok(PatronEnableResponse {
@@ -1045,7 +1009,7 @@ impl<'r> Service<'r> {
         reply.charged_items_limit = Some(Cow::Owned(format!("{:04}", a.policy.max_loans.min(9999))));
         reply.personal_name = Cow::Owned(p.display_name());
         reply.valid_patron = Some(true);
-        reply.valid_patron_password = pinned.cq();
+        reply.valid_patron_password = cq(pinned);
         reply.currency_type = Some(Cow::Owned(a.currency.clone()));
         reply.fee_amount = Some(Cow::Owned(a.balance.to_string()));
         reply.fee_limit = Some(Cow::Owned(a.policy.fine_threshold.to_string()));

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use super::words::{self, Phrase};
 use super::{Service, Terminal, refusal, sip_date};
 use crate::domain::profile::{Charset, ErrorDetection, LineEnd, Profile};
-use crate::engine::Error;
+use crate::engine::{Error, RequestMark};
 use crate::proto::{
     self, AcsStatus, Decoded, Deviations, Direction, Encoding, LoginResponse, Message, ParseErrorKind, ProtocolVersion,
     RequestScResend, Seal, Sequence, SipDate, Strictness, SupportedMessages, Terminator, Trailer, Zone, ZoneLetter,
@@ -128,6 +128,9 @@ pub struct Session {
     last_reply: Option<Bytes>,
     /// `(AY, AZ)` of the last request served, to recognise a retransmission.
     last_request: Option<(Sequence, u16)>,
+    /// The address the terminal connects from, as its requests are marked for the register
+    /// (empty when not known).
+    peer: std::sync::Arc<str>,
 }
 
 /// The SIP2 2.00 request whose code is numerically nearest to `code` (the lower one on a tie),
@@ -234,7 +237,22 @@ fn says_yes(reply: &Message<'_>) -> bool {
 
 impl Session {
     pub fn new(rules: SessionRules) -> Session {
-        Session { rules, terminal: None, failed_logins: 0, unreadable: 0, last_reply: None, last_request: None }
+        Session {
+            rules,
+            terminal: None,
+            failed_logins: 0,
+            unreadable: 0,
+            last_reply: None,
+            last_request: None,
+            peer: std::sync::Arc::from(""),
+        }
+    }
+
+    /// This session, for a terminal connecting from `peer` (its IP address): a change it asks
+    /// for is kept with its receipt under that address, so the same request sent again on
+    /// another connection, or to another node, is answered from it and not run twice.
+    pub fn from_address(self, peer: std::net::IpAddr) -> Session {
+        Session { peer: std::sync::Arc::from(peer.to_string()), ..self }
     }
 
     /// The logged-in terminal, if any.
@@ -377,6 +395,11 @@ impl Session {
             if self.last_request == Some(id) {
                 return Outcome::new(code, Some(last.clone()), Verdict::Duplicate, false);
             }
+        }
+        // Sequenced requests are marked, so that the register knows one sent again on another
+        // connection (the duplicate check above only knows this one's).
+        if let Some(t) = self.terminal.as_mut() {
+            t.request = id.map(|_| RequestMark::of(self.peer.clone(), frame));
         }
         let (reply, verdict, close) = match self.serve(svc, &request, now).await {
             Ok(served) => served,

@@ -618,3 +618,29 @@ fn a_session_is_driven_by_frames_and_a_fixed_clock() {
     }
     assert_eq!(send("96"), (None, Verdict::Ignored, true));
 }
+
+/// A sequenced request sent again on a new connection from the same address (the reply was
+/// lost with the first) gets the same bytes, and the register changed once; from another
+/// address the same bytes are another terminal's request.
+#[test]
+fn a_request_sent_again_on_a_new_connection_is_answered_as_before() {
+    let f = fixture();
+    let fee = f.reg.add_fee(f.patron, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
+    let svc = Service::new(f.reg.engine.as_ref());
+    let pay = sealed(&format!("3720261122    1100000400SEKBV2.00|AOMAIN|AA21234000012345|AC|CG{}|", fee.id), 3);
+    let on_new_connection = |from: [u8; 4]| {
+        let mut s = Session::new(SessionRules::default()).from_address(std::net::IpAddr::from(from));
+        let login = settle(s.on_frame(&svc, sealed("9300CNkiosk1|COkiosk-secret|", 1).as_bytes(), now()));
+        assert_eq!(login.verdict, Verdict::Ok);
+        let o = settle(s.on_frame(&svc, pay.as_bytes(), now()));
+        (String::from_utf8(o.reply.unwrap().to_vec()).unwrap(), o.verdict)
+    };
+    let (first, verdict) = on_new_connection([10, 0, 0, 5]);
+    assert!(first.starts_with("38Y"), "{first}");
+    assert_eq!(verdict, Verdict::Ok);
+    assert_eq!(on_new_connection([10, 0, 0, 5]), (first.clone(), Verdict::Ok));
+    assert_eq!(f.reg.balance(f.patron).unwrap(), Money(8_00), "paid once");
+    let (other, _) = on_new_connection([10, 0, 0, 6]);
+    assert_ne!(other, first, "another payment, another transaction id");
+    assert_eq!(f.reg.balance(f.patron).unwrap(), Money(6_00));
+}

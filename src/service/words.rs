@@ -209,6 +209,7 @@ pub fn refusal(r: &Refusal, language: Language) -> String {
         Refusal::WrongPin { .. } => phrase(Phrase::WrongPin, language).into(),
         Refusal::LockedOut => phrase(Phrase::LockedOut, language).into(),
         Refusal::PinNeeded => phrase(Phrase::PinNeeded, language).into(),
+        Refusal::PinThrottled => phrase(Phrase::PinThrottled, language).into(),
         Refusal::Lending(d) => denial(d, language),
         Refusal::NotOnLoanToPatron => phrase(Phrase::NotOnLoanToYou, language).into(),
         Refusal::NothingToCancel => phrase(Phrase::NothingToCancel, language).into(),

@@ -79,7 +79,8 @@ pub fn test_config() -> Config {
 
 pub fn start(setup: impl FnOnce(&Desk<'_>), config: Config) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
+    // The register's limits are the configuration's, as `sip2d serve` opens it.
+    let engine = sip2d::engine::open_or_create(dir.path(), &config.store_config()).unwrap();
     setup(&Desk::new(&engine, "test"));
     start_in(dir, engine, config)
 }

@@ -445,6 +445,8 @@ fn load_in(tx: &mut Transaction<'_>) -> Result<(State, u64), Error> {
     l.holds = all(tx, "holds", "hold")?;
     l.links = all(tx, "links", "set-PIN link")?;
     l.email_checks = all(tx, "email_checks", "e-mail check")?;
+    l.pin_windows = all(tx, "pin_windows", "terminal PIN window")?;
+    l.last_changes = all(tx, "last_changes", "terminal's last change")?;
     for r in tx.query("SELECT key, value FROM optouts", &[]).map_err(read)? {
         let id = store::read_u64(r.get::<_, &[u8]>(0))
             .ok_or(StoreError::Corrupt { kind: "opt-outs", detail: "key".into() })?;

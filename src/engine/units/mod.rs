@@ -12,14 +12,38 @@ use crate::domain::validate::{self, Invalid};
 use crate::domain::*;
 
 use super::ops::{Operation, Receipt};
+use super::store::Write;
+use super::terminals::{self, LastChange};
 use super::unit::Unit;
 use super::{Error, exchange, kiosk};
 
 pub use circulation::check_item;
 pub use patrons::check_login;
 
-/// Runs one operation as a unit.
+/// Runs one operation as a unit. A terminal's request sent again (the same bytes from the same
+/// address) is answered from the receipt its first run left, and runs no rule; a first one
+/// that changes the register leaves its receipt with the change.
 pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
+    let Some(mark) = u.by.request.clone() else { return decide(op, u) };
+    let terminal = u.by.actor.clone();
+    if let Some(receipt) =
+        u.state.last_change(&terminal, &mark.from).filter(|c| c.request == mark.digest).and_then(LastChange::receipt)
+    {
+        return Ok(receipt);
+    }
+    let receipt = decide(op, u)?;
+    if u.writes() > 0 {
+        if let Some(bytes) = terminals::encode_receipt(&receipt) {
+            let change =
+                LastChange { terminal, from: mark.from.to_string(), request: mark.digest, at: u.now(), receipt: bytes };
+            u.put(Write::LastChange(Box::new(change)))?;
+        }
+    }
+    Ok(receipt)
+}
+
+/// Decides one operation.
+fn decide(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
     use Operation as O;
     staff::authorise(u, &op)?;
     Ok(match op {
