@@ -99,6 +99,23 @@ impl View {
     }
 }
 
+/// A kiosk at MAIN that asks for PINs, with the connection's verification (`patron-
+/// verification = session`), logged in as `login`.
+pub fn kiosk(login: &str) -> Kiosk {
+    Kiosk {
+        login: login.into(),
+        institution: "MAIN".into(),
+        location: None,
+        pin_required: true,
+        empty_pin_ok: false,
+        renewals: true,
+        status_update: false,
+        patron_enable: false,
+        verification: crate::domain::profile::Verification::Session,
+        verified_card: None,
+    }
+}
+
 /// The register as tests drive it.
 #[derive(Clone)]
 pub struct Reg {

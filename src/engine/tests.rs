@@ -99,25 +99,14 @@ fn registration_warns_of_duplicates_and_checks_minors_and_national_ids() {
     assert!(reg.add_patron(nameless, true, now()).unwrap_err().to_string().contains("first name is required"));
 }
 
-fn kiosk_at(login: &str) -> Kiosk {
-    Kiosk {
-        login: login.into(),
-        institution: "MAIN".into(),
-        location: None,
-        pin_required: true,
-        empty_pin_ok: false,
-        renewals: true,
-        status_update: false,
-        patron_enable: false,
-        verification: crate::domain::profile::Verification::PinEachRequest,
-        verified_card: None,
-    }
-}
-
 /// A kiosk's 23 from terminal `login`: the PIN verdict.
 fn kiosk_pin(reg: &Register, login: &str, card: &str, pin: &str, at: Timestamp) -> PinVerdict {
-    let op =
-        Operation::KioskPatron { at: kiosk_at(login), card: card.into(), pin: Some(Pin(pin.into())), detail: false };
+    let op = Operation::KioskPatron {
+        at: super::testkit::kiosk(login),
+        card: card.into(),
+        pin: Some(Pin(pin.into())),
+        detail: false,
+    };
     match reg.run(op, at).unwrap() {
         Receipt::KioskPatron(Ok(k), _) => k.pin,
         other => panic!("{other:?}"),
@@ -169,7 +158,7 @@ fn a_request_sent_again_is_answered_from_its_first_receipt() {
     let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let fee = reg.add_fee(p.id, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
     let pay = || Operation::KioskPay {
-        at: kiosk_at("kiosk1"),
+        at: super::testkit::kiosk("kiosk1"),
         card: "21234000012345".into(),
         currency: "SEK".into(),
         amount: "1.00".into(),

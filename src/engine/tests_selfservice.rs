@@ -132,18 +132,7 @@ fn one_link_used_twice_at_once_sets_one_pin() {
 // -- the patron's own pages ---------------------------------------------------------------
 
 fn kiosk() -> Kiosk {
-    Kiosk {
-        login: "kiosk1".into(),
-        institution: "MAIN".into(),
-        location: None,
-        pin_required: true,
-        empty_pin_ok: false,
-        renewals: true,
-        status_update: false,
-        patron_enable: false,
-        verification: crate::domain::profile::Verification::Session,
-        verified_card: None,
-    }
+    super::testkit::kiosk("kiosk1")
 }
 
 fn login(reg: &Register, card: &str, pin: &str) -> Result<Patron, Refusal> {
