@@ -5,9 +5,7 @@
 # cell: requests/s, p99, errors, the sip2d servers' CPU per request (over the measured window)
 # and PostgreSQL's (every postgres process's user + system time over the whole run, warm-up
 # included, divided by the requests that rate makes in that time).
-# The PostgreSQL cells run once per way of keeping nodes apart in CONCURRENCY (default
-# "lock serializable": [store] concurrency).
-# Usage: [MIX=status] [CONCURRENCY=lock] benches/nodes.sh [OUT.txt]   (needs target/release/sip2d and psql; the PostgreSQL
+# Usage: [MIX=status] benches/nodes.sh [OUT.txt]   (needs target/release/sip2d and psql; the PostgreSQL
 # server in SIP2D_BENCH_POSTGRES, default "host=127.0.0.1 user=postgres"; about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,18 +100,11 @@ printf '[store]\nengine = "postgres"\nurl = "%s dbname=%s"\n' "$PG" "$db" >"$wor
 "$BIN" --config "$work/pg.toml" --data "$work/n0" key export -o "$work/key" >/dev/null
 for n in 1 2; do "$BIN" --config "$work/pg.toml" --data "$work/n$n" key import "$work/key" >/dev/null; done
 
-for mode in ${CONCURRENCY:-lock serializable}; do
-  printf '[store]\nengine = "postgres"\nurl = "%s dbname=%s"\nconcurrency = "%s"\n' "$PG" "$db" "$mode" >"$work/pg-$mode.toml"
-  serve_node "pg1-$mode" "$work/n0" "$work/pg-$mode.toml" 16211
-  sleep 2
-  for c in 16 128; do cell "one node, PostgreSQL, $mode" "$c" 16211; done
-  kill "${servers[-1]}"; wait "${servers[-1]}" 2>/dev/null || true
+serve_node pg1 "$work/n0" "$work/pg.toml" 16211
+sleep 2
+for c in 16 128; do cell "one node, PostgreSQL" "$c" 16211; done
+kill "${servers[-1]}"; wait "${servers[-1]}" 2>/dev/null || true
 
-  for n in 0 1 2; do serve_node "pg3-$mode-$n" "$work/n$n" "$work/pg-$mode.toml" $((16221 + n)); done
-  sleep 2
-  for c in 16 128; do cell "three nodes, PostgreSQL, $mode" "$c" 16221 16222 16223; done
-  for n in 1 2 3; do kill "${servers[-n]}" 2>/dev/null || true; done
-  for n in 1 2 3; do wait "${servers[-n]}" 2>/dev/null || true; done
-  # Batches decided again because another node committed first (logged by each writer as it stops).
-  echo "$mode: $(cat "$work"/pg*-"$mode"*.log | grep -o 'decided_again=[0-9]*' | cut -d= -f2 | awk '{s+=$1} END {print s+0}') batches decided again" >&2
-done
+for n in 0 1 2; do serve_node "pg3-$n" "$work/n$n" "$work/pg.toml" $((16221 + n)); done
+sleep 2
+for c in 16 128; do cell "three nodes, PostgreSQL" "$c" 16221 16222 16223; done

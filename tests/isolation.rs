@@ -85,10 +85,6 @@ fn world_with(lines: Vec<Value>, pin_budget: u32) -> World {
     );
     if let Some(db) = &db {
         settings.push_str(&format!("[store]\nengine = \"postgres\"\nurl = \"{}\"\n", db.url()));
-        // `SIP2D_TEST_CONCURRENCY=serializable` runs them with that way of keeping nodes apart.
-        if let Ok(c) = std::env::var("SIP2D_TEST_CONCURRENCY") {
-            settings.push_str(&format!("concurrency = \"{c}\"\n"));
-        }
     }
     let config = dir.path().join("sip2d.toml");
     std::fs::write(&config, settings).unwrap();

@@ -56,9 +56,6 @@ pub struct Stats {
     pub checkpoints: u64,
     /// Checkpoints that failed (sled is reopened and the log read back into it).
     pub checkpoint_failures: u64,
-    /// Batches decided again because another node committed first (PostgreSQL, with
-    /// `concurrency = "serializable"`).
-    pub retries: u64,
 }
 
 /// Called after each committed batch with the time its sync took and how many units it held.
@@ -234,7 +231,6 @@ impl Engine for SledEngine {
             sync_micros: s.sync_micros.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.checkpoints.load(Ordering::Relaxed),
             checkpoint_failures: s.checkpoints.failures.load(Ordering::Relaxed),
-            retries: 0,
         }
     }
 

@@ -347,11 +347,6 @@ pub struct Store {
     /// `url`. Given, every connection to the database is TLS, and one that is not is refused
     /// (default: none, plain TCP: a database on this host or a private network).
     pub ca_file: Option<PathBuf>,
-    /// How a node's changes are kept apart from other nodes': `lock` (default: writers take
-    /// turns under one advisory lock, each batch decided once) or `serializable` (no lock; a
-    /// batch another node overtook is rolled back and decided again). Measured in
-    /// docs/BENCHMARKS.md.
-    pub concurrency: crate::engine::pg::Concurrency,
     /// A log segment is closed and a new one begun at this size, in MiB (default 64).
     pub log_segment_mib: u64,
     /// sled is brought up to date with the log when this much log awaits it, in MiB (default
@@ -397,7 +392,6 @@ impl Default for Store {
             statement_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             ca_file: None,
-            concurrency: Default::default(),
             log_segment_mib: 64,
             checkpoint_mib: 64,
             checkpoint_interval: Duration::from_secs(30),
@@ -621,7 +615,6 @@ impl Config {
         pg.statement_timeout = s.statement_timeout;
         pg.poll_interval = s.poll_interval;
         pg.ca_file = s.ca_file.clone();
-        pg.concurrency = s.concurrency;
         Some(pg)
     }
 

@@ -81,27 +81,7 @@ pub struct PgSettings {
     /// connection string: with it every connection is TLS and refused otherwise (default none:
     /// plain TCP, for a database on the same host or a private network).
     pub ca_file: Option<std::path::PathBuf>,
-    /// How a node's batch is kept apart from other nodes' (default: the lock).
-    pub concurrency: Concurrency,
 }
-
-/// How a node's writer keeps its batch apart from the batches of other nodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Concurrency {
-    /// The register's advisory lock is taken before other nodes' commits are read and the
-    /// units decided: writers on different nodes take turns, and a batch is decided once.
-    #[default]
-    Lock,
-    /// No lock: the batch is decided in a SERIALIZABLE transaction. When another node commits
-    /// first (a serialization failure, or the batch's number taken), it is rolled back, that
-    /// commit read, and the batch decided again (up to `SERIALIZABLE_TRIES` times).
-    Serializable,
-}
-
-/// Times a batch is decided again under [`Concurrency::Serializable`] before its units are
-/// answered "could not complete".
-const SERIALIZABLE_TRIES: u32 = 50;
 
 impl PgSettings {
     pub fn new(url: impl Into<String>) -> PgSettings {
@@ -118,7 +98,6 @@ impl PgSettings {
             statement_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             ca_file: None,
-            concurrency: Concurrency::Lock,
         }
     }
 
@@ -280,7 +259,6 @@ struct Shared {
     units: AtomicU64,
     reads: AtomicU64,
     sync_micros: AtomicU64,
-    retries: AtomicU64,
 }
 
 impl Shared {
@@ -355,7 +333,6 @@ impl PgEngine {
             units: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
         });
         let spawn_error = |e: std::io::Error| Error::NotDone(Arc::from(format!("cannot start a thread: {e}")));
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -525,24 +502,6 @@ impl Conn {
     }
 }
 
-/// Why a batch's transaction did not commit.
-enum Failed {
-    /// Another node committed first (`Concurrency::Serializable` only): decided again.
-    Overtaken(Error),
-    Other(Error),
-}
-
-impl Failed {
-    /// A database error; under SERIALIZABLE, a serialization failure or the batch's number
-    /// taken means another node committed first.
-    fn of(serializable: bool, what: &str, e: &postgres::Error) -> Failed {
-        use postgres::error::SqlState;
-        let overtaken = matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::UNIQUE_VIOLATION);
-        let error = db_error(what, e);
-        if serializable && overtaken { Failed::Overtaken(error) } else { Failed::Other(error) }
-    }
-}
-
 /// The writer thread: decides every change this node makes, one transaction per batch.
 struct Writer {
     settings: PgSettings,
@@ -573,12 +532,6 @@ impl Writer {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     self.rotate_now();
-                    let s = &self.shared;
-                    tracing::info!(
-                        batches = s.batches.load(Ordering::Relaxed),
-                        decided_again = s.retries.load(Ordering::Relaxed),
-                        "the register's writer stopped"
-                    );
                     break;
                 }
             };
@@ -654,8 +607,7 @@ impl Writer {
             (std::mem::take(&mut self.audited), i64::from(self.working.limits().max_history_per_patron));
         let r = self.with_conn(|conn, _, _| {
             let mut tx = conn.client.transaction().map_err(|e| db_error("cannot begin", &e))?;
-            rotate(&mut tx, &conn.rotate_audit, &audited, cap)
-                .map_err(|e| db_error("cannot rotate the history", &e))?;
+            rotate(&mut tx, &conn.rotate_audit, &audited, cap)?;
             tx.commit().map_err(|e| db_error("cannot rotate the history", &e))
         });
         if let Err(e) = r {
@@ -739,41 +691,25 @@ impl Writer {
         }
         let started = Instant::now();
         let (before, seq_before) = (self.working.clone(), self.seq);
-        let (ops, replies): (Vec<(Operation, By)>, Vec<Reply>) =
-            batch.into_iter().map(|(op, by, reply)| ((op, by), reply)).unzip();
-        let mut tries = 0;
-        let result = loop {
-            tries += 1;
-            match self.transact(&ops) {
-                Err(Failed::Overtaken(e)) if tries < SERIALIZABLE_TRIES => {
-                    // Another node committed first: nothing of this try stands. Decided again
-                    // on the register with that commit in it.
-                    tracing::debug!(error = %e, tries, "another node committed first; deciding the batch again");
-                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                    self.working = before.clone();
-                    self.seq = seq_before;
-                }
-                Err(Failed::Overtaken(e) | Failed::Other(e)) => break Err(e),
-                Ok(done) => break Ok(done),
-            }
-        };
+        let mut replies = Vec::with_capacity(batch.len());
+        let result = self.transact(batch, &mut replies);
         match result {
-            Ok((wrote, results)) => {
+            Ok(wrote) => {
                 self.shared.set_down(None);
-                self.shared.units.fetch_add(results.len() as u64, Ordering::Relaxed);
+                self.shared.units.fetch_add(replies.len() as u64, Ordering::Relaxed);
                 if wrote {
                     let took = started.elapsed();
                     self.shared.batches.fetch_add(1, Ordering::Relaxed);
                     self.shared.sync_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                     if let Some(o) = self.shared.observer.lock().ok().as_ref().and_then(|o| o.as_ref()) {
-                        o(took, results.len());
+                        o(took, replies.len());
                     }
                 }
-                for (reply, r) in replies.into_iter().zip(results) {
+                for (reply, r) in replies {
                     let _ = reply.send(r);
                 }
             }
-            Err(e) => {
+            Err((e, unanswered)) => {
                 // Nothing of the batch is acknowledged: decide the next one from what is known
                 // to be committed (a commit the broken connection could not confirm is read
                 // back with the other nodes' batches).
@@ -781,60 +717,72 @@ impl Writer {
                 self.seq = seq_before;
                 let why = reason(&e);
                 self.failed(e);
-                for reply in replies {
+                for reply in unanswered.into_iter().chain(replies.into_iter().map(|(r, _)| r)) {
                     let _ = reply.send(Err(Error::NotDone(why.clone())));
                 }
             }
         }
     }
 
-    /// The transaction of one batch: whether it wrote anything, and each unit's answer.
-    fn transact(&mut self, ops: &[(Operation, By)]) -> Result<(bool, Vec<Result<Receipt, Error>>), Failed> {
+    /// The transaction of one batch. Ok(whether it wrote anything); on failure the replies
+    /// not yet moved into `replies` come back with the error.
+    #[allow(clippy::type_complexity)]
+    fn transact(
+        &mut self,
+        batch: Vec<(Operation, By, Reply)>,
+        replies: &mut Vec<(Reply, Result<Receipt, Error>)>,
+    ) -> Result<bool, (Error, Vec<Reply>)> {
         let node = self.settings.node.clone();
         let kept = self.settings.commits_kept;
         let history_cap = i64::from(self.working.limits().max_history_per_patron);
-        self.conn().map_err(Failed::Other)?;
-        let Some(mut conn) = self.conn.take() else { return Err(Failed::Other(Error::Closed)) };
-        let r = self.transact_on(&mut conn, ops, &node, kept, history_cap);
+        if let Err(e) = self.conn() {
+            return Err((e, batch.into_iter().map(|(_, _, r)| r).collect()));
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return Err((Error::Closed, batch.into_iter().map(|(_, _, r)| r).collect()));
+        };
+        let r = self.transact_on(&mut conn, batch, replies, &node, kept, history_cap);
         self.conn = Some(conn);
         r
     }
 
+    #[allow(clippy::type_complexity)]
     fn transact_on(
         &mut self,
         conn: &mut Conn,
-        ops: &[(Operation, By)],
+        batch: Vec<(Operation, By, Reply)>,
+        replies: &mut Vec<(Reply, Result<Receipt, Error>)>,
         node: &str,
         kept: u64,
         history_cap: i64,
-    ) -> Result<(bool, Vec<Result<Receipt, Error>>), Failed> {
-        let serializable = self.settings.concurrency == Concurrency::Serializable;
+    ) -> Result<bool, (Error, Vec<Reply>)> {
         let Conn { client, lock, since, insert_commit, upsert, delete, rotate_audit, notify } = conn;
-        let begun = if serializable {
-            client.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start()
-        } else {
-            client.transaction()
+        let mut tx = match client.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                return Err((db_error("cannot begin", &e), batch.into_iter().map(|(_, _, r)| r).collect()));
+            }
         };
-        let mut tx = begun.map_err(|e| Failed::of(serializable, "cannot begin", &e))?;
-        if !serializable {
-            tx.execute(&*lock, &[&REGISTER_LOCK])
-                .map_err(|e| Failed::of(false, "cannot take the register's lock", &e))?;
+        let prepared = tx
+            .execute(&*lock, &[&REGISTER_LOCK])
+            .map_err(|e| db_error("cannot take the register's lock", &e))
+            .and_then(|_| catch_up(&mut tx, since, &mut self.working, &mut self.seq));
+        if let Err(e) = prepared {
+            return Err((e, batch.into_iter().map(|(_, _, r)| r).collect()));
         }
-        catch_up(&mut tx, since, &mut self.working, &mut self.seq).map_err(Failed::Other)?;
         let counters = self.working.counters();
         let mut writes = Vec::new();
-        let mut results = Vec::with_capacity(ops.len());
         {
             let tx = RefCell::new(&mut tx);
             let history = |patron: u64| read_history(&mut tx.borrow_mut(), patron).unwrap_or_default();
-            for (op, by) in ops {
-                let mut unit = Unit::new(&mut self.working, &self.key, by).with_history(&history);
-                let result = units::run(op.clone(), &mut unit);
+            for (op, by, reply) in batch {
+                let mut unit = Unit::new(&mut self.working, &self.key, &by).with_history(&history);
+                let result = units::run(op, &mut unit);
                 if result.is_err() {
                     unit.roll_back();
                 }
                 writes.extend(unit.into_writes());
-                results.push(result);
+                replies.push((reply, result));
             }
         }
         let (last_id, audit_seq) = counters;
@@ -844,33 +792,43 @@ impl Writer {
         if self.working.audit_seq() != audit_seq {
             writes.push(Write::AuditSeq(self.working.audit_seq()));
         }
+        let fail = |e: Error, replies: &mut Vec<(Reply, Result<Receipt, Error>)>| {
+            (e, replies.drain(..).map(|(r, _)| r).collect::<Vec<_>>())
+        };
         if writes.is_empty() {
             // Decided on the current register; nothing to keep. Ending the transaction lets
             // the lock go.
-            tx.commit().map_err(|e| Failed::of(serializable, "cannot end the transaction", &e))?;
-            return Ok((false, results));
+            return match tx.commit() {
+                Ok(()) => Ok(false),
+                Err(e) => Err(fail(db_error("cannot end the transaction", &e), replies)),
+            };
         }
         let seq = self.seq + 1;
         let mut audited = self.audited.clone();
         // The histories written since are rotated every ROTATE_EVERY commits (and at a clean
         // stop), as sled's are at its checkpoints: between, a patron may have a few more.
         let rotating = seq % ROTATE_EVERY == 0;
-        write_batch(&mut tx, seq, node, &writes, insert_commit, upsert, delete, &mut audited)
-            .map_err(|(what, e)| Failed::of(serializable, &what, &e))?;
-        tx.execute(&*notify, &[&CHANNEL, &node])
-            .map_err(|e| Failed::of(serializable, "cannot announce the commit", &e))?;
-        if rotating {
-            rotate(&mut tx, rotate_audit, &audited, history_cap)
-                .map_err(|e| Failed::of(serializable, "cannot rotate the history", &e))?;
-            if seq > kept {
-                tx.execute("DELETE FROM commits WHERE seq <= $1", &[&((seq - kept) as i64)])
-                    .map_err(|e| Failed::of(serializable, "cannot trim the commits", &e))?;
+        let written = write_batch(&mut tx, seq, node, &writes, insert_commit, upsert, delete, &mut audited)
+            .and_then(|()| {
+                tx.execute(&*notify, &[&CHANNEL, &node]).map_err(|e| db_error("cannot announce the commit", &e))?;
+                if rotating {
+                    rotate(&mut tx, rotate_audit, &audited, history_cap)?;
+                    if seq > kept {
+                        tx.execute("DELETE FROM commits WHERE seq <= $1", &[&((seq - kept) as i64)])
+                            .map_err(|e| db_error("cannot trim the commits", &e))?;
+                    }
+                }
+                Ok(())
+            })
+            .and_then(|()| tx.commit().map_err(|e| db_error("could not commit", &e)));
+        match written {
+            Ok(()) => {
+                self.seq = seq;
+                self.audited = if rotating { Default::default() } else { audited };
+                Ok(true)
             }
+            Err(e) => Err(fail(e, replies)),
         }
-        tx.commit().map_err(|e| Failed::of(serializable, "could not commit", &e))?;
-        self.seq = seq;
-        self.audited = if rotating { Default::default() } else { audited };
-        Ok((true, results))
     }
 
     /// Reads of what only the database holds: history, files, the outbox.
@@ -959,10 +917,10 @@ fn rotate(
     rotate_audit: &Statement,
     patrons: &std::collections::BTreeSet<u64>,
     cap: i64,
-) -> Result<(), postgres::Error> {
+) -> Result<(), Error> {
     for p in patrons {
         let (from, to) = patron_range(*p);
-        tx.execute(rotate_audit, &[&from, &to, &cap])?;
+        tx.execute(rotate_audit, &[&from, &to, &cap]).map_err(|e| db_error("cannot rotate the history", &e))?;
     }
     Ok(())
 }
@@ -986,7 +944,7 @@ fn patron_range(patron: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Writes one batch: its `commits` row, and the record rows it put or removed; notes in
-/// `audited` the patrons it wrote history for. An error says what could not be written.
+/// `audited` the patrons it wrote history for.
 #[allow(clippy::too_many_arguments)]
 fn write_batch(
     tx: &mut Transaction<'_>,
@@ -997,11 +955,11 @@ fn write_batch(
     upsert: &[Statement],
     delete: &[Statement],
     audited: &mut std::collections::BTreeSet<u64>,
-) -> Result<(), (String, postgres::Error)> {
+) -> Result<(), Error> {
     let mut payload = Vec::new();
     encode_batch(writes, &mut payload);
     tx.execute(insert_commit, &[&(seq as i64), &node, &payload])
-        .map_err(|e| ("cannot write the commit".to_string(), e))?;
+        .map_err(|e| db_error("cannot write the commit", &e))?;
     let mut pending = store::Pending::default();
     pending.fold(writes);
     for (i, (table, changes)) in pending.take_sorted().into_trees().enumerate() {
@@ -1021,10 +979,10 @@ fn write_batch(
             }
         }
         if !keys.is_empty() {
-            tx.execute(&upsert[i], &[&keys, &values]).map_err(|e| (format!("cannot write {table}"), e))?;
+            tx.execute(&upsert[i], &[&keys, &values]).map_err(|e| db_error(&format!("cannot write {table}"), &e))?;
         }
         if !gone.is_empty() {
-            tx.execute(&delete[i], &[&gone]).map_err(|e| (format!("cannot write {table}"), e))?;
+            tx.execute(&delete[i], &[&gone]).map_err(|e| db_error(&format!("cannot write {table}"), &e))?;
         }
     }
     Ok(())
@@ -1135,7 +1093,6 @@ impl Engine for PgEngine {
             sync_micros: s.sync_micros.load(Ordering::Relaxed),
             checkpoints: 0,
             checkpoint_failures: 0,
-            retries: s.retries.load(Ordering::Relaxed),
         }
     }
 
