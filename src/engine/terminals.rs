@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bincode::Options;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -69,7 +70,7 @@ impl LastChange {
 
     /// The stored receipt; `None` when this build cannot read it (then the request runs).
     pub fn receipt(&self) -> Option<Receipt> {
-        bincode::deserialize(&self.receipt).ok()
+        bincode::DefaultOptions::new().deserialize(&self.receipt).ok()
     }
 }
 
@@ -99,9 +100,10 @@ impl RequestMark {
     }
 }
 
-/// The receipt as kept for a retry, when it can be encoded.
+/// The receipt as kept for a retry, when it can be encoded (bincode with variable-length
+/// integers, as the store's records: it is written with every change a kiosk makes).
 pub fn encode_receipt(r: &Receipt) -> Option<Vec<u8>> {
-    bincode::serialize(r).ok()
+    bincode::DefaultOptions::new().serialize(r).ok()
 }
 
 #[cfg(test)]
