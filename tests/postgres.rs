@@ -446,8 +446,9 @@ fn the_database_lost_under_load_refuses_what_is_in_flight_loses_nothing_and_serv
         while acked.load(Ordering::SeqCst) < ITEMS {
             std::thread::sleep(Duration::from_millis(2));
         }
-        proxy.cut();
+        // Taken before the cut: a kiosk can see its connection fail while `cut` returns.
         let cut_at = Instant::now();
+        proxy.cut();
         std::thread::sleep(Duration::from_millis(1500));
         proxy.restore();
         restored.store(true, Ordering::SeqCst);

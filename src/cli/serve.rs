@@ -166,6 +166,7 @@ The configuration file (TOML; every key optional, defaults shown):
   email_link_hours = 24              how long a new e-mail address's confirming link works
   staff_failures_before_lockout = 5  wrong staff passwords that lock the account
   staff_lockout_minutes = 15         for this long
+  retry_receipt_hours = 24           a terminal's receipt kept per address, for a request sent again
   [log]
   format = \"text\"                    or \"json\"
   level = \"info\"                     a tracing filter; RUST_LOG overrides

@@ -94,7 +94,7 @@ pub struct State {
     /// Terminals' wrong PINs in their current window, by login.
     pin_windows: HashMap<String, Arc<PinWindow>>,
     /// Terminals' last changes, by login and address (`terminals::change_key`).
-    last_changes: HashMap<String, Arc<LastChange>>,
+    last_changes: OrdMap<String, Arc<LastChange>>,
     last_id: u64,
     audit_seq: u64,
     /// The caps units check (not stored: the server's configuration).
@@ -424,6 +424,13 @@ impl State {
         self.last_changes.get(&super::terminals::change_key(terminal, from)).map(Arc::as_ref)
     }
 
+    /// A terminal's last changes, one per address it asked from.
+    pub fn last_changes_of(&self, terminal: &str) -> impl Iterator<Item = &LastChange> {
+        let from = super::terminals::change_key(terminal, "");
+        let to = format!("{terminal}\u{1}");
+        self.last_changes.range(from..to).map(|(_, c)| c.as_ref())
+    }
+
     /// A patron's set-PIN links.
     pub fn links_of(&self, patron: u64) -> impl Iterator<Item = &PinLink> {
         self.links.values().map(Arc::as_ref).filter(move |l| l.patron == patron)
@@ -539,6 +546,9 @@ impl State {
             }
             Write::LastChange(c) => {
                 self.last_changes.insert(c.key(), Arc::new(c.as_ref().clone()));
+            }
+            Write::RemoveLastChange(k) => {
+                self.last_changes.remove(k);
             }
             Write::LastId(id) => self.last_id = self.last_id.max(*id),
             Write::AuditSeq(seq) => self.audit_seq = self.audit_seq.max(*seq),
@@ -682,6 +692,7 @@ impl State {
                 let old = self.last_changes.get(&k).cloned();
                 Undo::LastChange(k, old)
             }
+            Write::RemoveLastChange(k) => Undo::LastChange(k.clone(), self.last_changes.get(k).cloned()),
             // Counters are put back by the unit; the rest is not in memory.
             Write::LastId(_)
             | Write::AuditSeq(_)

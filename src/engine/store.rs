@@ -190,6 +190,7 @@ impl Pending {
                 Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec(), None),
                 Write::PinWindow(w) => (T::PinWindows, w.terminal.as_bytes().to_vec(), Some(encode(w.as_ref()))),
                 Write::LastChange(c) => (T::LastChanges, c.key().into_bytes(), Some(encode(c.as_ref()))),
+                Write::RemoveLastChange(k) => (T::LastChanges, k.as_bytes().to_vec(), None),
             };
             self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             self.entries.insert((tree, key), value);
@@ -334,6 +335,10 @@ pub struct RegisterLimits {
     /// PINs of many patrons; each patron's own lockout still holds. Counted in the register,
     /// so a kiosk that reconnects, or moves to another node, keeps its count. Set from
     /// `[limits] pin_failures_per_window`.
+    /// How long the receipt of a terminal's last change from one address is kept once the
+    /// terminal has changed something from another address since (default 24 hours): a
+    /// kiosk retries within seconds, and addresses that change (DHCP) are not kept for ever.
+    pub retry_receipt_hours: u32,
     #[serde(skip)]
     pub pin_failures_per_window: u32,
     /// The window of `pin_failures_per_window`, in seconds (default 600; `[limits] pin_window`).
@@ -374,6 +379,7 @@ impl Default for RegisterLimits {
             email_link_hours: 24,
             staff_failures_before_lockout: 5,
             staff_lockout_minutes: 15,
+            retry_receipt_hours: 24,
             pin_failures_per_window: 20,
             pin_window_secs: 600,
         }
@@ -443,6 +449,8 @@ pub enum Write {
     PinWindow(Box<super::terminals::PinWindow>),
     /// The last change a terminal asked for from one address, for a retry.
     LastChange(Box<super::terminals::LastChange>),
+    /// Removes one (by its key, `terminals::change_key`).
+    RemoveLastChange(String),
 }
 
 impl Write {

@@ -189,6 +189,40 @@ fn a_request_sent_again_is_answered_from_its_first_receipt() {
     assert_eq!(reg.store.fee(fee.id).unwrap().unwrap().paid, Money(5_00), "not paid again: {again:?}");
 }
 
+/// A terminal's receipts from other addresses go once they are older than
+/// `retry_receipt_hours` and the terminal changes something again: an address it left is not
+/// kept for ever.
+#[test]
+fn receipts_of_addresses_a_terminal_left_are_not_kept_for_ever() {
+    let dir = Scratch::new();
+    let mut settings = StoreConfig::default();
+    settings.limits.retry_receipt_hours = 1;
+    let reg = Register::open_with(dir.path(), "tester", &settings).unwrap();
+    reg.add_institution("MAIN", "Main Library", "SEK", "Europe/Stockholm").unwrap();
+    let p = added(reg.add_patron(avery(), false, now()).unwrap());
+    let fee = reg.add_fee(p.id, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
+    let pay = |from: &str, frame: &[u8], at: Timestamp| {
+        let op = Operation::KioskPay {
+            at: super::testkit::kiosk("kiosk1"),
+            card: "21234000012345".into(),
+            currency: "SEK".into(),
+            amount: "1.00".into(),
+            fee: Some(fee.id.to_string()),
+            transaction: None,
+        };
+        let by = By::new("kiosk1", at).marked(Some(RequestMark::of(from.into(), frame)));
+        reg.engine.run(op, by).wait().unwrap();
+        reg.store.fee(fee.id).unwrap().unwrap().paid
+    };
+    let half = now() + jiff::SignedDuration::from_mins(30);
+    let later = now() + jiff::SignedDuration::from_hours(2);
+    assert_eq!(pay("10.0.0.5", b"37 one", now()), Money(1_00));
+    assert_eq!(pay("10.0.0.6", b"37 two", half), Money(2_00));
+    assert_eq!(pay("10.0.0.5", b"37 one", half), Money(2_00), "within the hour: answered from the receipt");
+    assert_eq!(pay("10.0.0.6", b"37 three", later), Money(3_00));
+    assert_eq!(pay("10.0.0.5", b"37 one", later), Money(4_00), "its receipt went: the request runs");
+}
+
 #[test]
 fn pins_lock_after_five_wrong_tries_and_staff_unlock() {
     let (_d, reg) = open();

@@ -34,6 +34,18 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
     let receipt = decide(op, u)?;
     if u.writes() > 0 {
         if let Some(bytes) = terminals::encode_receipt(&receipt) {
+            // The same terminal's receipts from other addresses, old enough that no retry can
+            // want them, go with it.
+            let keep = jiff::SignedDuration::from_hours(i64::from(u.state.limits().retry_receipt_hours));
+            let stale: Vec<String> = u
+                .state
+                .last_changes_of(&terminal)
+                .filter(|c| c.from != *mark.from && u.now().duration_since(c.at) >= keep)
+                .map(LastChange::key)
+                .collect();
+            for key in stale {
+                u.put(Write::RemoveLastChange(key))?;
+            }
             let change =
                 LastChange { terminal, from: mark.from.to_string(), request: mark.digest, at: u.now(), receipt: bytes };
             u.put(Write::LastChange(Box::new(change)))?;
