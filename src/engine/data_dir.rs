@@ -73,7 +73,7 @@ pub fn open_register(dir: &Path, settings: &StoreConfig) -> Result<super::Shared
 }
 
 /// The PIN key in `dir`, refused when missing (a new key would make every stored PIN wrong).
-fn load_key(dir: &Path) -> Result<PinKey, Error> {
+pub(crate) fn load_key(dir: &Path) -> Result<PinKey, Error> {
     let path = dir.join(PIN_KEY);
     PinKey::load(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Refused(Refusal::rule(format!(

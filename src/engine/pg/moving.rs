@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 
 use super::{PIN_KEY_META, PgSettings, check_schema, connect, db_error, snapshot};
 use crate::domain::Refusal;
-use crate::domain::secret::PinKey;
 use crate::engine::store::{APPLIED, Store, StoreConfig, TREE_NAMES};
 use crate::engine::{Error, PIN_KEY, STORE_DIR};
 
@@ -114,11 +113,6 @@ fn empty(client: &mut Client) -> Result<bool, Error> {
     Ok(true)
 }
 
-fn key_of(dir: &Path) -> Result<PinKey, Error> {
-    let path = dir.join(PIN_KEY);
-    PinKey::load(&path).map_err(|e| Refusal::rule(format!("cannot read the PIN key {}: {e}", path.display())).into())
-}
-
 /// What a move did: the source's contents, which the target was found to hold.
 #[derive(Debug)]
 pub struct Moved {
@@ -132,7 +126,7 @@ pub fn sled_to_postgres(dir: &Path, pg: &PgSettings) -> Result<Moved, Error> {
     if !dir.join(STORE_DIR).is_dir() {
         return Err(Refusal::rule(format!("no register at {}", dir.display())).into());
     }
-    let key = key_of(dir)?;
+    let key = crate::engine::data_dir::load_key(dir)?;
     let (store, log) = crate::engine::checkpoint::recover(dir, &StoreConfig::default())?;
     drop(log);
     let source = sled_contents(&store)?;
@@ -187,7 +181,7 @@ pub fn postgres_to_sled(pg: &PgSettings, key_dir: &Path, dir: &Path) -> Result<M
             Refusal::rule(format!("{} holds a register already: move into a new directory", dir.display())).into()
         );
     }
-    let key = key_of(key_dir)?;
+    let key = crate::engine::data_dir::load_key(key_dir)?;
     let mut client = connect(pg)?;
     check_schema(&mut client, pg)?;
     if empty(&mut client)? {
