@@ -149,6 +149,18 @@ fn a_terminals_budget_of_wrong_pins_is_the_registers() {
     assert_eq!(kiosk_pin(&reg, "kiosk1", &cards[3], "1234", later), PinVerdict::Right, "a new window");
 }
 
+/// kiosk1 pays 1.00 on Avery's fee `fee`.
+fn kiosk_pays(fee: u64) -> Operation {
+    Operation::KioskPay {
+        at: super::testkit::kiosk("kiosk1"),
+        card: "21234000012345".into(),
+        currency: "SEK".into(),
+        amount: "1.00".into(),
+        fee: Some(fee.to_string()),
+        transaction: None,
+    }
+}
+
 /// A terminal's request marked as sent before from the same address is answered from the
 /// receipt of its first run, which changed the register once; the same bytes from another
 /// address, or other bytes, run; a request that changed nothing leaves no receipt.
@@ -157,14 +169,7 @@ fn a_request_sent_again_is_answered_from_its_first_receipt() {
     let (dir, reg) = open();
     let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let fee = reg.add_fee(p.id, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
-    let pay = || Operation::KioskPay {
-        at: super::testkit::kiosk("kiosk1"),
-        card: "21234000012345".into(),
-        currency: "SEK".into(),
-        amount: "1.00".into(),
-        fee: Some(fee.id.to_string()),
-        transaction: None,
-    };
+    let pay = || kiosk_pays(fee.id);
     let mark = |from: &str, frame: &[u8]| Some(RequestMark::of(from.into(), frame));
     let run = |by_mark, at| {
         let by = By::new("kiosk1", at).marked(by_mark);
@@ -202,14 +207,7 @@ fn receipts_of_addresses_a_terminal_left_are_not_kept_for_ever() {
     let p = added(reg.add_patron(avery(), false, now()).unwrap());
     let fee = reg.add_fee(p.id, FeeKind::Damage, Money(10_00), None, None, now()).unwrap();
     let pay = |from: &str, frame: &[u8], at: Timestamp| {
-        let op = Operation::KioskPay {
-            at: super::testkit::kiosk("kiosk1"),
-            card: "21234000012345".into(),
-            currency: "SEK".into(),
-            amount: "1.00".into(),
-            fee: Some(fee.id.to_string()),
-            transaction: None,
-        };
+        let op = kiosk_pays(fee.id);
         let by = By::new("kiosk1", at).marked(Some(RequestMark::of(from.into(), frame)));
         reg.engine.run(op, by).wait().unwrap();
         reg.store.fee(fee.id).unwrap().unwrap().paid
