@@ -46,9 +46,7 @@ fn pin(u: &mut Unit<'_>, at: &Kiosk, p: &Patron, pin: Option<&Pin>) -> Result<Pi
     }
     // The terminal's budget of wrong PINs is checked, and spent, in the same unit as the
     // patron's own count, so every node and connection of the terminal shares it.
-    let limits = *u.state.limits();
-    let window = u.state.pin_window(&at.login).cloned();
-    if !PinWindow::allows(window.as_ref(), &limits, u.now()) {
+    if !PinWindow::allows(u.state.pin_window(&at.login), u.state.limits(), u.now()) {
         return Ok(PinVerdict::Throttled);
     }
     let verdict = match patrons::attempt_pin(u, p, &pin.0)? {
@@ -58,7 +56,7 @@ fn pin(u: &mut Unit<'_>, at: &Kiosk, p: &Patron, pin: Option<&Pin>) -> Result<Pi
         PinCheck::LockedOut => PinVerdict::Locked,
     };
     if verdict != PinVerdict::Right {
-        let spent = PinWindow::after_failure(window.as_ref(), &at.login, &limits, u.now());
+        let spent = PinWindow::after_failure(u.state.pin_window(&at.login), &at.login, u.state.limits(), u.now());
         u.put(Write::PinWindow(Box::new(spent)))?;
     }
     Ok(verdict)

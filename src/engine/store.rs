@@ -330,15 +330,15 @@ pub struct RegisterLimits {
     /// How long a locked staff account stays locked (default 15 minutes); `sip2d staff
     /// unlock` opens it sooner.
     pub staff_lockout_minutes: u32,
+    /// How long the receipt of a terminal's last change from one address is kept once the
+    /// terminal has changed something from another address since (default 24 hours): a
+    /// kiosk retries within seconds, and addresses that change (DHCP) are not kept for ever.
+    pub retry_receipt_hours: u32,
     /// Wrong PINs one terminal may send within `pin_window_secs` (default 20). Beyond that
     /// its PIN checks are refused untried, so one kiosk cannot walk the 10,000 four-digit
     /// PINs of many patrons; each patron's own lockout still holds. Counted in the register,
     /// so a kiosk that reconnects, or moves to another node, keeps its count. Set from
     /// `[limits] pin_failures_per_window`.
-    /// How long the receipt of a terminal's last change from one address is kept once the
-    /// terminal has changed something from another address since (default 24 hours): a
-    /// kiosk retries within seconds, and addresses that change (DHCP) are not kept for ever.
-    pub retry_receipt_hours: u32,
     #[serde(skip)]
     pub pin_failures_per_window: u32,
     /// The window of `pin_failures_per_window`, in seconds (default 600; `[limits] pin_window`).

@@ -24,10 +24,12 @@ pub use patrons::check_login;
 /// address) is answered from the receipt its first run left, and runs no rule; a first one
 /// that changes the register leaves its receipt with the change.
 pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
-    let Some(mark) = u.by.request.clone() else { return decide(op, u) };
-    let terminal = u.by.actor.clone();
+    // The unit's `By` outlives the unit's borrow, so nothing of it is copied to read it.
+    let by = u.by;
+    let Some(mark) = &by.request else { return decide(op, u) };
+    let terminal = &by.actor;
     if let Some(receipt) =
-        u.state.last_change(&terminal, &mark.from).filter(|c| c.request == mark.digest).and_then(LastChange::receipt)
+        u.state.last_change(terminal, &mark.from).filter(|c| c.request == mark.digest).and_then(LastChange::receipt)
     {
         return Ok(receipt);
     }
@@ -39,15 +41,20 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
             let keep = jiff::SignedDuration::from_hours(i64::from(u.state.limits().retry_receipt_hours));
             let stale: Vec<String> = u
                 .state
-                .last_changes_of(&terminal)
+                .last_changes_of(terminal)
                 .filter(|c| c.from != *mark.from && u.now().duration_since(c.at) >= keep)
                 .map(LastChange::key)
                 .collect();
             for key in stale {
                 u.put(Write::RemoveLastChange(key))?;
             }
-            let change =
-                LastChange { terminal, from: mark.from.to_string(), request: mark.digest, at: u.now(), receipt: bytes };
+            let change = LastChange {
+                terminal: terminal.clone(),
+                from: mark.from.to_string(),
+                request: mark.digest,
+                at: u.now(),
+                receipt: bytes,
+            };
             u.put(Write::LastChange(Box::new(change)))?;
         }
     }
