@@ -47,6 +47,18 @@ fn claims(p: &Patron) -> impl Iterator<Item = (&'static str, String, &str)> {
         .chain(p.identifiers.iter().map(|i| ("identifier", scoped(&p.institution, &i.value), i.value.as_str())))
 }
 
+/// Puts `key`'s entry back as it was: `old`, or none.
+fn put_back<K: Ord + Clone, V: Clone>(map: &mut OrdMap<K, V>, key: K, old: Option<V>) {
+    match old {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
 /// A record as it was before a write: see [`State::undo_of`].
 pub enum Undo {
     Nothing,
@@ -92,7 +104,7 @@ pub struct State {
     /// New e-mail addresses waiting for their link, by the token's digest.
     email_checks: OrdMap<String, Arc<EmailCheck>>,
     /// Terminals' wrong PINs in their current window, by login.
-    pin_windows: HashMap<String, Arc<PinWindow>>,
+    pin_windows: OrdMap<String, Arc<PinWindow>>,
     /// Terminals' last changes, by login and address (`terminals::change_key`).
     last_changes: OrdMap<String, Arc<LastChange>>,
     last_id: u64,
@@ -709,28 +721,14 @@ impl State {
     pub fn undo(&mut self, u: Undo) {
         match u {
             Undo::Nothing => {}
-            Undo::Institution(code, old) => match old {
-                Some(i) => {
-                    self.institutions.insert(code, i);
-                }
-                None => {
-                    self.institutions.remove(&code);
-                }
-            },
+            Undo::Institution(code, old) => put_back(&mut self.institutions, code, old),
             Undo::Patron(id, old) => match old {
                 Some(p) => {
                     let _ = self.put_patron(p);
                 }
                 None => self.remove_patron(id),
             },
-            Undo::Item(b, old) => match old {
-                Some(i) => {
-                    self.items.insert(key(&b), i);
-                }
-                None => {
-                    self.items.remove(b.as_str());
-                }
-            },
+            Undo::Item(b, old) => put_back(&mut self.items, key(&b), old),
             Undo::Loan(item, old) => match old {
                 Some(l) => self.put_loan(l),
                 None => self.remove_loan(&item),
@@ -743,58 +741,16 @@ impl State {
                 Some(h) => self.put_hold(h),
                 None => self.remove_hold(id),
             },
-            Undo::Account(login, old) => match old {
-                Some(a) => {
-                    self.accounts.insert(login, a);
-                }
-                None => {
-                    self.accounts.remove(&login);
-                }
-            },
+            Undo::Account(login, old) => put_back(&mut self.accounts, login, old),
             Undo::Staff(login, old) => match old {
                 Some(m) => self.put_staff(m),
                 None => self.remove_staff(&login),
             },
-            Undo::Link(d, old) => match old {
-                Some(l) => {
-                    self.links.insert(d, l);
-                }
-                None => {
-                    self.links.remove(&d);
-                }
-            },
-            Undo::EmailCheck(d, old) => match old {
-                Some(c) => {
-                    self.email_checks.insert(d, c);
-                }
-                None => {
-                    self.email_checks.remove(&d);
-                }
-            },
-            Undo::PinWindow(t, old) => match old {
-                Some(w) => {
-                    self.pin_windows.insert(t, w);
-                }
-                None => {
-                    self.pin_windows.remove(&t);
-                }
-            },
-            Undo::LastChange(k, old) => match old {
-                Some(c) => {
-                    self.last_changes.insert(k, c);
-                }
-                None => {
-                    self.last_changes.remove(&k);
-                }
-            },
-            Undo::Optouts(p, old) => match old {
-                Some(k) => {
-                    self.optouts.insert(p, k);
-                }
-                None => {
-                    self.optouts.remove(&p);
-                }
-            },
+            Undo::Link(d, old) => put_back(&mut self.links, d, old),
+            Undo::EmailCheck(d, old) => put_back(&mut self.email_checks, d, old),
+            Undo::PinWindow(t, old) => put_back(&mut self.pin_windows, t, old),
+            Undo::LastChange(k, old) => put_back(&mut self.last_changes, k, old),
+            Undo::Optouts(p, old) => put_back(&mut self.optouts, p, old),
         }
     }
 
