@@ -209,6 +209,12 @@ fn patron(id: u64, card: &str, pin: &str) -> Value {
            "last_name":format!("Ron{id}"),"expiry":"2099-01-01","identifiers":[{"kind":"barcode","value":card}],"pin":pin})
 }
 
+/// An open fee, nothing paid yet.
+fn fee(id: u64, patron: u64, kind: &str, amount: &str) -> Value {
+    json!({"type":"fee","id":id,"patron":patron,"kind":kind,"amount":amount,"paid":"0.00","currency":"USD",
+           "status":"active","created":"2026-11-01T10:00:00Z"})
+}
+
 fn item(barcode: &str) -> Value {
     json!({"type":"item","barcode":barcode,"institution":"MAIN","title":format!("Book {barcode}"),"media_type":1,"security_marker":2})
 }
@@ -364,11 +370,7 @@ fn a_renewal_racing_a_checkin_never_brings_the_loan_back() {
 #[test]
 fn payments_on_one_fee_from_three_kiosks_at_once_are_all_counted() {
     let c = 10;
-    let w = world(vec![
-        patron(c, &card(c), "1234"),
-        json!({"type":"fee","id":5001,"patron":c,"kind":"overdue","amount":"12.50","paid":"0.00","currency":"USD",
-               "status":"active","created":"2026-11-01T10:00:00Z"}),
-    ]);
+    let w = world(vec![patron(c, &card(c), "1234"), fee(5001, c, "overdue", "12.50")]);
     // Three kiosks, on three nodes when there are.
     let mut kiosks: Vec<Kiosk> = ["kiosk1", "kiosk2", "kiosk3"].iter().map(|l| w.kiosk(l)).collect();
     let pay = format!("37{DATE}0400USDBV0.01|AOMAIN|AA{}|AC|CG5001|", card(c));
@@ -389,10 +391,7 @@ fn payments_on_one_fee_from_three_kiosks_at_once_are_all_counted() {
 fn a_payment_racing_a_staff_waive_loses_neither() {
     let d = 10;
     let mut lines = vec![patron(d, &card(d), "1234")];
-    lines.extend((0..ROUNDS as u64).map(|r| {
-        json!({"type":"fee","id":6000 + r,"patron":d,"kind":"damage","amount":"5.00","paid":"0.00","currency":"USD",
-               "status":"active","created":"2026-11-01T10:00:00Z"})
-    }));
+    lines.extend((0..ROUNDS as u64).map(|r| fee(6000 + r, d, "damage", "5.00")));
     let w = world(lines);
     let mut k1 = w.kiosk("kiosk1");
     let mut paid = Vec::new();
@@ -541,10 +540,7 @@ fn undated(reply: &str) -> String {
 fn a_payment_sent_again_on_another_connection_or_node_is_answered_as_before_and_paid_once() {
     let c = 10;
     let mut lines = vec![patron(c, &card(c), "1234")];
-    lines.extend((0..ROUNDS as u64).map(|r| {
-        json!({"type":"fee","id":7000 + r,"patron":c,"kind":"damage","amount":"5.00","paid":"0.00","currency":"USD",
-               "status":"active","created":"2026-11-01T10:00:00Z"})
-    }));
+    lines.extend((0..ROUNDS as u64).map(|r| fee(7000 + r, c, "damage", "5.00")));
     let w = world(lines);
     let pay = |r: usize| {
         let body = format!("37{DATE}0400USDBV1.00|AOMAIN|AA{}|AC|CG{}|", card(c), 7000 + r);
