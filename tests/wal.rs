@@ -75,11 +75,11 @@ fn segment(data: &Path) -> PathBuf {
     files.remove(0)
 }
 
-/// The byte offsets where each record of a segment starts.
+/// The byte offsets where each record of a segment starts (up to the zeros laid down ahead).
 fn record_starts(bytes: &[u8]) -> Vec<usize> {
     let mut at = 16;
     let mut starts = Vec::new();
-    while at + 16 <= bytes.len() {
+    while at + 16 <= bytes.len() && bytes[at..at + 16] != [0; 16] {
         starts.push(at);
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         at += 16 + len;
