@@ -532,6 +532,8 @@ pub struct Store {
     fail_flushes: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Audit entries kept per patron.
     history_cap: usize,
+    /// Each patron's stored audit entries, once counted (see [`Store::rotate_history`]).
+    history_counts: std::sync::Mutex<std::collections::HashMap<[u8; 8], usize>>,
 }
 
 /// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
@@ -597,6 +599,7 @@ impl Store {
             last_changes: tree("last_changes")?,
             fail_flushes: settings.faults.fail_checkpoints.clone(),
             history_cap: settings.limits.max_history_per_patron as usize,
+            history_counts: Default::default(),
             db,
         })
     }
@@ -698,11 +701,19 @@ impl Store {
             let mut batch = sled::Batch::default();
             // Kept in descending order, so the smallest keys are at the end to be split off.
             let chunk = changes.split_off(changes.len() - n);
-            let chunk_patrons: std::collections::BTreeSet<[u8; 8]> = if std::ptr::eq(*tree, &self.audit) {
-                chunk.iter().filter(|(_, v)| v.is_some()).filter_map(|(k, _)| k.first_chunk::<8>().copied()).collect()
-            } else {
-                Default::default()
-            };
+            // Per audited patron: how many entries this part adds (less those it removes).
+            let mut audited = std::collections::BTreeMap::<[u8; 8], isize>::new();
+            if std::ptr::eq(*tree, &self.audit) {
+                for (k, v) in &chunk {
+                    let Some(p) = k.first_chunk::<8>() else { continue };
+                    let change = match (v.is_some(), self.audit.contains_key(k)?) {
+                        (true, false) => 1,
+                        (false, true) => -1,
+                        _ => 0,
+                    };
+                    *audited.entry(*p).or_default() += change;
+                }
+            }
             for (key, value) in chunk.into_iter().rev() {
                 match value {
                     Some(v) => batch.insert(key, v),
@@ -711,24 +722,35 @@ impl Store {
             }
             left -= n;
             tree.apply_batch(batch)?;
-            if std::ptr::eq(*tree, &self.audit) {
-                self.rotate_history(&chunk_patrons)?;
+            if !audited.is_empty() {
+                self.rotate_history(&audited)?;
             }
         }
         Ok(())
     }
 
-    /// Removes each patron's oldest audit entries beyond the cap.
-    fn rotate_history(&self, patrons: &std::collections::BTreeSet<[u8; 8]>) -> Result<(), StoreError> {
-        for p in patrons {
-            // Keys sort by patron, then time: the newest `history_cap` are the last ones.
-            let keys = self.audit.scan_prefix(p).keys().collect::<Result<Vec<_>, _>>()?;
-            let Some(over) = keys.len().checked_sub(self.history_cap).filter(|n| *n > 0) else { continue };
-            let mut batch = sled::Batch::default();
-            for key in keys.into_iter().take(over) {
-                batch.remove(key);
+    /// Removes each patron's oldest audit entries beyond the cap. A patron's entries are
+    /// counted once, by a scan, and then kept count of (`audited` says by how many each part
+    /// changed them), so the cut reads only the keys it removes: a scan of every history at
+    /// every checkpoint had cost more than the rest of the checkpoint (docs/BENCHMARKS.md).
+    fn rotate_history(&self, audited: &std::collections::BTreeMap<[u8; 8], isize>) -> Result<(), StoreError> {
+        let mut counts = self.history_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (p, change) in audited {
+            // Taken out until the cut is made: if it fails, the patron is counted afresh.
+            let n = match counts.remove(p) {
+                Some(n) => n.saturating_add_signed(*change),
+                None => self.audit.scan_prefix(p).keys().try_fold(0, |n, k| k.map(|_| n + 1))?,
+            };
+            // Keys sort by patron, then time: the oldest are the first ones.
+            let over = n.saturating_sub(self.history_cap);
+            if over > 0 {
+                let mut batch = sled::Batch::default();
+                for key in self.audit.scan_prefix(p).keys().take(over) {
+                    batch.remove(key?);
+                }
+                self.audit.apply_batch(batch)?;
             }
-            self.audit.apply_batch(batch)?;
+            counts.insert(*p, n - over);
         }
         Ok(())
     }
@@ -771,6 +793,8 @@ impl Store {
             batch.insert(k.as_slice(), v.as_slice());
         }
         self.trees()[i].apply_batch(batch)?;
+        // Histories written this way are counted afresh when next audited.
+        self.history_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         Ok(())
     }
 
@@ -793,5 +817,59 @@ impl Store {
         }
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(patron: u64, seq: u64) -> Write {
+        let at = jiff::Timestamp::from_second(1_800_000_000 + seq as i64).unwrap();
+        let e = AuditEntry { patron, at, by: "desk".into(), action: format!("e{seq}"), changes: Vec::new() };
+        Write::Audit(seq, Box::new(e))
+    }
+
+    fn actions(store: &Store, patron: u64) -> Vec<String> {
+        store.history(patron).unwrap().into_iter().map(|(_, e)| e.action).collect()
+    }
+
+    fn apply_in_parts(store: &Store, writes: &[Write]) {
+        let mut pending = Pending::default();
+        pending.fold(writes);
+        let mut sorted = pending.take_sorted();
+        while !sorted.is_empty() {
+            store.apply_some(&mut sorted, 2).unwrap();
+        }
+    }
+
+    /// Histories are cut to the cap at every checkpoint from a count kept between them: entries
+    /// added in parts, one written again (as a replay after a crash does) and one removed leave
+    /// exactly the newest `cap` each time.
+    #[test]
+    fn histories_are_cut_to_the_cap_from_a_count_kept_between_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RegisterLimits { max_history_per_patron: 5, ..Default::default() };
+        let store = Store::open(dir.path(), &StoreConfig { limits, ..Default::default() }).unwrap();
+        let newest = |from: u64, to: u64| (from..=to).map(|s| format!("e{s}")).collect::<Vec<_>>();
+        let mut seq = 0;
+        for round in 1..=4u64 {
+            let writes: Vec<Write> = (seq + 1..=seq + 3).map(|s| entry(1, s)).collect();
+            seq += 3;
+            apply_in_parts(&store, &[writes, vec![entry(2, 1000 + round)]].concat());
+            assert_eq!(actions(&store, 1), newest(seq.saturating_sub(4).max(1), seq), "round {round}");
+        }
+        assert_eq!(actions(&store, 2).len(), 4);
+        // The newest entry written again, with one new one: only the oldest goes.
+        apply_in_parts(&store, &[entry(1, seq), entry(1, seq + 1)]);
+        seq += 1;
+        assert_eq!(actions(&store, 1), newest(seq - 4, seq));
+        // One removed, then one added: five again, none lost to a stale count.
+        let (oldest, _) = store.history(1).unwrap().remove(0);
+        apply_in_parts(&store, &[Write::RemoveAudit(oldest)]);
+        assert_eq!(actions(&store, 1), newest(seq - 3, seq));
+        apply_in_parts(&store, &[entry(1, seq + 1)]);
+        seq += 1;
+        assert_eq!(actions(&store, 1), newest(seq - 4, seq));
     }
 }
