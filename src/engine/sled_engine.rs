@@ -131,7 +131,13 @@ impl SledEngine {
             durable: Mutex::new(log.durable()),
         });
         let (to_syncer, from_writer) = std::sync::mpsc::channel();
-        let syncer = Syncer { checkpointer, shared: shared.clone(), faults: log.faults().clone() };
+        let syncer = Arc::new(Syncer {
+            checkpointer,
+            shared: shared.clone(),
+            faults: log.faults().clone(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let inline = syncer.clone();
         let syncer = std::thread::Builder::new()
             .name("sip2d-sync".into())
             .spawn(move || syncer.run(from_writer))
@@ -140,6 +146,9 @@ impl SledEngine {
         let writer = Writer {
             log,
             syncer: Some((to_syncer, syncer)),
+            inline,
+            jobs: rx,
+            carried: None,
             retry_interval: settings.retry_interval,
             buf: Vec::new(),
             key: key.clone(),
@@ -147,10 +156,8 @@ impl SledEngine {
             written: state.clone(),
             working: state,
         };
-        let handle = std::thread::Builder::new()
-            .name("sip2d-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(spawn_error)?;
+        let handle =
+            std::thread::Builder::new().name("sip2d-writer".into()).spawn(move || writer.run()).map_err(spawn_error)?;
         Ok(SledEngine {
             inner: Arc::new(Inner { shared, key, jobs: Queue::new(tx), writer: Mutex::new(Some(handle)) }),
         })
@@ -253,6 +260,11 @@ struct Writer {
     log: Log,
     /// The way to the syncer, and its thread (joined when the writer ends).
     syncer: Option<(Sender<ToSyncer>, std::thread::JoinHandle<()>)>,
+    /// The syncer itself, for rounds the writer runs on its own thread.
+    inline: Arc<Syncer>,
+    jobs: Receiver<Job>,
+    /// A job taken from the queue to see whether any waited, to be run next.
+    carried: Option<Job>,
     retry_interval: Duration,
     /// The batch's log record, reused.
     buf: Vec<u8>,
@@ -275,12 +287,16 @@ struct Batch {
 }
 
 impl Writer {
-    fn run(mut self, jobs: Receiver<Job>) {
+    fn run(mut self) {
         loop {
             // A failed sync is found by the syncer, maybe while the writer waits here: it looks
             // every `retry_interval`, and while stopped tries to reopen the log each time,
             // refusing what arrives meanwhile.
-            let first = match jobs.recv_timeout(self.retry_interval) {
+            let waited = match self.carried.take() {
+                Some(job) => Ok(job),
+                None => self.jobs.recv_timeout(self.retry_interval),
+            };
+            let first = match waited {
                 Ok(job) => job,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if self.shared.stopped().is_some() {
@@ -305,7 +321,7 @@ impl Writer {
                 taken += 1;
                 self.take(j, &mut batch);
                 if taken < MAX_BATCH {
-                    job = jobs.try_recv().ok();
+                    job = self.jobs.try_recv().ok();
                 }
             }
             self.commit(&mut batch);
@@ -320,9 +336,23 @@ impl Writer {
 
     fn send(&self, m: ToSyncer) {
         if let Some((tx, _)) = &self.syncer {
+            self.inline.in_flight.fetch_add(1, Ordering::AcqRel);
             // The syncer ends only after the writer has let it go.
             let _ = tx.send(m);
         }
+    }
+
+    /// Hands a written batch to the syncer, or, when the syncer has nothing before it and no
+    /// job waits for the writer, syncs and answers it on this thread: with nothing to decide
+    /// meanwhile, the syncer's thread would only add a crossing (two wake-ups) to every reply.
+    fn hand_on(&mut self, m: ToSyncer) {
+        if self.carried.is_none() && self.inline.in_flight.load(Ordering::Acquire) == 0 {
+            match self.jobs.try_recv() {
+                Ok(job) => self.carried = Some(job),
+                Err(_) => return self.inline.round(vec![m]),
+            }
+        }
+        self.send(m);
     }
 
     /// Waits until the syncer has answered everything sent to it so far.
@@ -426,7 +456,7 @@ impl Writer {
                 self.written = self.working.clone();
                 let bytes = self.buf.len() as u64;
                 let state = Some(self.written.clone());
-                self.send(ToSyncer::Batch(Box::new(Synced { written: Some(w), state, replies, writes, bytes })));
+                self.hand_on(ToSyncer::Batch(Box::new(Synced { written: Some(w), state, replies, writes, bytes })));
                 if let Some((path, last)) = self.log.rotate_if_full() {
                     self.send(ToSyncer::Sealed { path, last });
                 }
@@ -539,10 +569,12 @@ struct Syncer {
     checkpointer: Checkpointer,
     shared: Arc<Shared>,
     faults: wal::Faults,
+    /// Messages the writer has sent that the syncer has not finished yet.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Syncer {
-    fn run(self, from_writer: Receiver<ToSyncer>) {
+    fn run(self: Arc<Self>, from_writer: Receiver<ToSyncer>) {
         while let Ok(first) = from_writer.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -551,7 +583,9 @@ impl Syncer {
                     Err(_) => break,
                 }
             }
+            let n = group.len();
             self.round(group);
+            self.in_flight.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
