@@ -11,9 +11,9 @@
 //!
 //! A segment is written over zeros laid down ahead of the records (a mebibyte at a time), as
 //! PostgreSQL fills its WAL segments: a record then changes no file size, and its `fdatasync`
-//! writes the data alone, without a journal commit for the inode (on this machine's ext4 a
-//! sync took 30-40% less time and CPU so; docs/BENCHMARKS.md). Zeros where a record header
-//! is due, and only zeros after them, are the end of the log.
+//! writes the data alone, not the inode as well, as it must when the file grew (what that
+//! saves is in docs/BENCHMARKS.md). Zeros where a record header is due, and only zeros after
+//! them, are the end of the log.
 //!
 //! Reading the log back, a record that does not check out is one of two things. If no valid
 //! record follows it anywhere, it is the tail of an append a crash cut short: its sync never
