@@ -3,7 +3,9 @@
 # before-and-after measure behind docs/BENCHMARKS.md's step-by-step table.
 # Usage: benches/cells.sh [BIN] -- "--connections 16" "--connections 128 --mix checkout,checkin" ...
 # BIN (default target/release/sip2d) is the server measured; the generator is always this
-# checkout's target/release/sip2d. Each cell: 1 s warm-up, 4 s measured.
+# checkout's target/release/sip2d. Each cell: 1 s warm-up, DURATION (4s) measured. THREADS=1
+# also prints each of the server's threads' CPU seconds over the cell (with DURATION=60s, a
+# cell takes in checkpoints, which 4 s cells mostly miss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GEN=target/release/sip2d
@@ -19,11 +21,21 @@ printf '[[listen]]\naddress = "127.0.0.1:%s"\n[limits]\nmax_connections = 12000\
 "$BIN" --data "$work/data" serve --config "$work/c.toml" >/dev/null 2>"$work/server.log" &
 server=$!
 sleep 2
+threads() {
+  for t in /proc/"$server"/task/*; do
+    echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
 for args in "$@"; do
+  threads >"$work/t0"
   # shellcheck disable=SC2086
-  line=$("$GEN" bench --port "$PORT" --duration 4s --warmup 1s --json --server-pid "$server" $args)
+  line=$("$GEN" bench --port "$PORT" --duration "${DURATION:-4s}" --warmup 1s --json --server-pid "$server" $args)
   rps=$(printf '%s' "$line" | grep -o '"throughput":[0-9.]*' | cut -d: -f2)
   cpu=$(printf '%s' "$line" | grep -o '"server_cpu_us_per_request":[0-9.]*' | cut -d: -f2)
   p99=$(printf '%s' "$line" | grep -o '"latency":{[^}]*}' | grep -o '"p99_us":[0-9]*' | cut -d: -f2)
   printf '%-45s %10.0f req/s  %6.1f µs CPU/req  p99 %s µs\n' "$args" "$rps" "${cpu:-0}" "$p99"
+  if [ -n "${THREADS:-}" ]; then
+    threads >"$work/t1"
+    join "$work/t0" "$work/t1" | awk -v t="$(getconf CLK_TCK)" '$3 > $2 {printf "  %-18s %7.2f s\n", $1, ($3 - $2) / t}'
+  fi
 done
