@@ -321,7 +321,9 @@ impl Writer {
                 taken += 1;
                 self.take(j, &mut batch);
                 if taken < MAX_BATCH {
-                    job = self.jobs.try_recv().ok();
+                    // A job carried by a commit inside this batch (before a cold read, say)
+                    // came before any still queued.
+                    job = self.carried.take().or_else(|| self.jobs.try_recv().ok());
                 }
             }
             self.commit(&mut batch);
