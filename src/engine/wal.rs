@@ -84,7 +84,7 @@ fn record_at(bytes: &[u8], at: usize) -> Result<Option<(u64, std::ops::Range<usi
         return Ok(None);
     }
     // Zeros to the end of the file: the end of the records, in a segment filled ahead.
-    if rest.first() == Some(&0) && rest.iter().all(|b| *b == 0) {
+    if rest.iter().all(|b| *b == 0) {
         return Ok(None);
     }
     let Some(head) = rest.get(..RECORD_HEADER) else {
@@ -604,7 +604,7 @@ fn new_segment(path: &Path, segment_bytes: u64) -> Result<(File, u64), LogError>
 }
 
 /// Writes zeros from `from` up to `to` (past the file's cursor, which it leaves where it is);
-/// how far the file is on disk then.
+/// how far the file is on disk then (`from`, if `to` is not past it).
 fn zeros_to(file: &File, from: u64, to: u64) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -614,7 +614,7 @@ fn zeros_to(file: &File, from: u64, to: u64) -> io::Result<u64> {
         file.write_all_at(&CHUNK[..n], at)?;
         at += n as u64;
     }
-    Ok(at.max(from))
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -719,7 +719,8 @@ mod tests {
     fn records_are_written_over_zeros_laid_down_ahead() {
         let d = tempfile::tempdir().unwrap();
         let mut log = Log::create(d.path(), 1, 3 << 20, Faults::default()).unwrap();
-        let size = || fs::metadata(log_path(d.path())).unwrap().len();
+        let path = log.path().to_path_buf();
+        let size = || fs::metadata(&path).unwrap().len();
         assert_eq!(size(), ZEROS_AHEAD, "a new segment is a mebibyte of header and zeros");
         let big = vec![7u8; 300 << 10];
         for i in 1..=3 {
@@ -731,10 +732,6 @@ mod tests {
         let (got, r) = records(d.path(), 0).unwrap();
         assert_eq!((got.len(), r.last, r.torn), (4, 4, None));
         assert_eq!(repair(d.path()).unwrap().cut, None, "zeros are not damage");
-    }
-
-    fn log_path(dir: &Path) -> PathBuf {
-        segments(dir).unwrap().pop().unwrap()
     }
 
     /// A byte changed in a record that valid records follow: the log is refused with the file and
