@@ -344,8 +344,8 @@ impl Writer {
         }
     }
 
-    /// Hands a written batch to the syncer, or, when the syncer has nothing before it and no
-    /// job waits for the writer, syncs and answers it on this thread: with nothing to decide
+    /// Hands a batch to the syncer, or, when the syncer has nothing before it and no job waits
+    /// for the writer, syncs (if it wrote) and answers it on this thread: with nothing to decide
     /// meanwhile, the syncer's thread would only add a crossing (two wake-ups) to every reply.
     fn hand_on(&mut self, m: ToSyncer) {
         if self.carried.is_none() && self.inline.in_flight.load(Ordering::Acquire) == 0 {
@@ -449,7 +449,7 @@ impl Writer {
         if writes.is_empty() {
             // Every unit wrote nothing; still, each was decided on what the batches before
             // left, so it is answered after their sync.
-            self.send(ToSyncer::Batch(Box::new(Synced { written: None, state: None, replies, writes, bytes: 0 })));
+            self.hand_on(ToSyncer::Batch(Box::new(Synced { written: None, state: None, replies, writes, bytes: 0 })));
             return;
         }
         encode_batch(&writes, &mut self.buf);
