@@ -184,8 +184,8 @@ impl Engine for SledEngine {
             return Pending::ready(Err(Error::Stopped(why)));
         }
         if seam::may_read(&op) {
-            let mut scratch = State::clone(&self.view());
-            let mut unit = Unit::new(&mut scratch, &self.inner.key, &by);
+            let view = self.inner.shared.view.load();
+            let mut unit = Unit::reading(&view, &self.inner.key, &by);
             let r = units::run(op.clone(), &mut unit);
             if unit.writes() == 0 {
                 self.inner.shared.reads.fetch_add(1, Ordering::Relaxed);

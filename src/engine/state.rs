@@ -230,6 +230,11 @@ impl State {
         self.institutions.get(code).map(Arc::as_ref)
     }
 
+    /// The institution's record, shared rather than copied (every checkout reads it).
+    pub fn institution_shared(&self, code: &str) -> Option<Arc<Institution>> {
+        self.institutions.get(code).cloned()
+    }
+
     pub fn institutions(&self) -> impl Iterator<Item = &Institution> {
         self.institutions.values().map(Arc::as_ref)
     }

@@ -214,7 +214,13 @@ impl Pending {
     /// Takes every change out, each tree's in key order: sled takes keys in order much faster
     /// (fewer node splits), and a million-record import is mostly new keys.
     pub fn take_sorted(&mut self) -> Sorted {
-        let mut out: [Vec<Change>; TREES] = Default::default();
+        // Each tree's vector made once at its size: grown by doubling instead, the large ones
+        // of an import were copied over and over into fresh pages.
+        let mut sizes = [0; TREES];
+        for (tree, _) in self.entries.keys() {
+            sizes[*tree as usize] += 1;
+        }
+        let mut out: [Vec<Change>; TREES] = sizes.map(Vec::with_capacity);
         for ((tree, key), value) in self.entries.drain() {
             out[tree as usize].push((key, value));
         }

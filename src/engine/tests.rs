@@ -1023,6 +1023,55 @@ fn a_refused_unit_is_undone_write_by_write() {
     assert_eq!(picture(&state), before);
 }
 
+/// A status request tried on the shared view (before the writer) reads it in place when it
+/// changes nothing, as with a right PIN; a wrong PIN, which counts against the patron, works
+/// on a copy and leaves the view as it was.
+#[test]
+fn a_read_on_the_view_copies_it_only_when_it_changes_something() {
+    use super::state::State;
+    use super::store::Loaded;
+    use super::unit::Unit;
+    let key = crate::domain::secret::PinKey::generate().unwrap();
+    let mut p = Patron::new(1, "MAIN", "P1", "Pat", "Ron", now());
+    p.identifiers.push(Identifier {
+        kind: "barcode".into(),
+        value: "C1".into(),
+        note: None,
+        active: true,
+        internal: true,
+    });
+    p.pin = Some(key.hash(1, "1234"));
+    let view = State::build(Loaded {
+        institutions: vec![Institution::new("MAIN", "Main Library", "SEK", "Europe/Stockholm")],
+        patrons: vec![p],
+        last_id: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let by = By::new("kiosk1", now());
+    let status = |pin: &str| Operation::KioskPatron {
+        at: super::testkit::kiosk("kiosk1"),
+        card: "C1".into(),
+        pin: Some(Pin(pin.into())),
+        detail: false,
+    };
+    let verdict = |r: Result<Receipt, Error>| match r {
+        Ok(Receipt::KioskPatron(Ok(k), _)) => k.pin,
+        other => panic!("{other:?}"),
+    };
+
+    let mut unit = Unit::reading(&view, &key, &by);
+    assert_eq!(verdict(units::run(status("1234"), &mut unit)), PinVerdict::Right);
+    assert_eq!((unit.writes(), unit.copied()), (0, false), "a right PIN reads the view in place");
+
+    let mut unit = Unit::reading(&view, &key, &by);
+    assert_eq!(verdict(units::run(status("0000"), &mut unit)), PinVerdict::Wrong);
+    assert!(unit.writes() > 0 && unit.copied(), "a wrong PIN is counted on a copy");
+    assert_eq!(unit.state.patron(1).unwrap().failed_pins, 1);
+    drop(unit);
+    assert_eq!(view.patron(1).unwrap().failed_pins, 0, "the view is not changed");
+}
+
 /// Issue 14, item 6: notes and holds on one patron stop at their caps with a refusal, and the
 /// audit history rotates (the oldest entries go at the checkpoint) instead of growing.
 #[test]

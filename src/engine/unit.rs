@@ -1,6 +1,9 @@
 //! A unit of work as it runs on the writer: the state it reads and changes, and the writes it
 //! yields for the commit. Refused, a unit's changes are dropped with it.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
 use crate::domain::secret::PinKey;
 use crate::domain::*;
 
@@ -12,8 +15,43 @@ use super::store::Write;
 /// entry's storage key.
 pub type History<'a> = &'a dyn Fn(u64) -> Vec<(Vec<u8>, AuditEntry)>;
 
+/// The state a unit runs on: the writer's own, changed in place, or a shared one (the view a
+/// reader tries first) that is copied only when the unit first changes it. Copying the view
+/// for every status request cost a count on each of its maps' shared roots, and back, on
+/// cache lines every connection's thread touches.
+pub enum Held<'a> {
+    Own(&'a mut State),
+    Shared(&'a State),
+    /// The shared state, copied when the unit first changed it.
+    Copied(Box<State>),
+}
+
+impl Deref for Held<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match self {
+            Held::Own(s) => s,
+            Held::Shared(s) => s,
+            Held::Copied(s) => s,
+        }
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        if let Held::Shared(s) = *self {
+            *self = Held::Copied(Box::new(s.clone()));
+        }
+        match self {
+            Held::Own(s) => s,
+            Held::Copied(s) => s,
+            Held::Shared(_) => unreachable!("a shared state is replaced by its copy just above"),
+        }
+    }
+}
+
 pub struct Unit<'a> {
-    pub state: &'a mut State,
+    pub state: Held<'a>,
     writes: Vec<Write>,
     /// How to put back what each applied write changed, in order.
     undos: Vec<Undo>,
@@ -30,8 +68,23 @@ pub struct Unit<'a> {
 
 impl<'a> Unit<'a> {
     pub fn new(state: &'a mut State, key: &'a PinKey, by: &'a By) -> Unit<'a> {
+        Unit::on(Held::Own(state), key, by)
+    }
+
+    /// A unit that reads `state` and copies it only if it changes anything (then it is not
+    /// kept: the caller runs the operation again on the writer).
+    pub fn reading(state: &'a State, key: &'a PinKey, by: &'a By) -> Unit<'a> {
+        Unit::on(Held::Shared(state), key, by)
+    }
+
+    fn on(state: Held<'a>, key: &'a PinKey, by: &'a By) -> Unit<'a> {
         let counters = state.counters();
         Unit { state, writes: Vec::new(), undos: Vec::new(), counters, key, by, history: None, scope: None }
+    }
+
+    /// Whether the unit has copied the shared state it was given (it changed something).
+    pub fn copied(&self) -> bool {
+        matches!(self.state, Held::Copied(_))
     }
 
     /// A unit that may read stored audit history (purge).
@@ -125,6 +178,18 @@ impl<'a> Unit<'a> {
             Some(p) if self.scope.as_deref().is_none_or(|s| s.contains(&p.institution)) => Ok(p.clone()),
             _ => Err(Refusal::NoPatron(format!("#{id}"))),
         }
+    }
+
+    /// The patron's record shared, not copied, for a unit that reads it and writes others.
+    pub fn patron_shared(&self, id: u64) -> Result<Arc<Patron>, Refusal> {
+        match self.state.patron_shared(id) {
+            Some(p) if self.scope.as_deref().is_none_or(|s| s.contains(&p.institution)) => Ok(p),
+            _ => Err(Refusal::NoPatron(format!("#{id}"))),
+        }
+    }
+
+    pub fn institution_shared(&self, code: &str) -> Result<Arc<Institution>, Refusal> {
+        self.state.institution_shared(code).ok_or_else(|| Refusal::NoInstitution(code.into()))
     }
 
     pub fn institution(&self, code: &str) -> Result<Institution, Refusal> {

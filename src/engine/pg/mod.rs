@@ -583,8 +583,7 @@ impl Writer {
                         let _ = reply.send(Err(e.clone_not_done()));
                         continue;
                     }
-                    let mut scratch = self.working.clone();
-                    let mut unit = Unit::new(&mut scratch, &self.key, &by);
+                    let mut unit = Unit::reading(&self.working, &self.key, &by);
                     let r = units::run(op.clone(), &mut unit);
                     if unit.writes() == 0 {
                         self.shared.reads.fetch_add(1, Ordering::Relaxed);

@@ -136,8 +136,8 @@ pub fn set_item_properties(u: &mut Unit<'_>, barcode: &str, properties: &str) ->
 /// so the due date, is the institution's, whoever lends.
 pub fn lend(u: &mut Unit<'_>, patron: u64, barcode: &str, r: &Lend) -> Result<Lent, Refusal> {
     let now = u.now();
-    let p = u.patron(patron)?;
-    let inst = u.institution(&p.institution)?;
+    let p = u.patron_shared(patron)?;
+    let inst = u.institution_shared(&p.institution)?;
     let mut item = u.item(barcode)?;
     let standing = u.state.standing(&p, &inst, now);
     let tz = inst.time_zone();
