@@ -240,7 +240,7 @@ impl Worker {
             // Whatever was gathered was sent before the message just taken.
             self.take_gathered();
             match got {
-                Ok(ToCheckpointer::Batch { seq, writes, bytes }) => self.take_batch(seq, writes, bytes),
+                Ok(ToCheckpointer::Batch { seq, writes, bytes }) => self.take_batch(seq, &writes, bytes),
                 Ok(ToCheckpointer::Sealed { path, last }) => {
                     self.sealed.push((path, last));
                     self.remove_sealed();
@@ -281,7 +281,7 @@ impl Worker {
     /// Takes in a message that arrived during a checkpoint (a read waits for its end).
     fn arrived(&mut self, m: ToCheckpointer) {
         match m {
-            ToCheckpointer::Batch { seq, writes, bytes } => self.take_batch(seq, writes, bytes),
+            ToCheckpointer::Batch { seq, writes, bytes } => self.take_batch(seq, &writes, bytes),
             ToCheckpointer::Sealed { path, last } => self.sealed.push((path, last)),
             ToCheckpointer::Read(f) => self.deferred.push(f),
             ToCheckpointer::Retire(old) => drop(old),
@@ -289,8 +289,8 @@ impl Worker {
         }
     }
 
-    fn take_batch(&mut self, seq: u64, writes: Vec<Write>, bytes: u64) {
-        self.pending.fold_owned(writes);
+    fn take_batch(&mut self, seq: u64, writes: &[Write], bytes: u64) {
+        self.pending.fold(writes);
         self.received = seq;
         self.log_bytes += bytes;
     }

@@ -144,29 +144,56 @@ enum TreeId {
 /// Changes that await sled, one per key: the last write to a key is all sled needs of it.
 #[derive(Default)]
 pub struct Pending {
-    entries: std::collections::HashMap<(TreeId, Vec<u8>), Value>,
-}
-
-/// A pending change's value: encoded already, or the write itself, encoded only if no later
-/// write to its key supersedes it before the checkpoint (most of a busy kiosk's item, loan and
-/// receipt writes are).
-enum Value {
-    Encoded(Option<Vec<u8>>),
-    Write(Write),
+    entries: std::collections::HashMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    /// Bytes of the values held.
+    bytes: usize,
 }
 
 impl Pending {
-    /// Takes in one batch's writes, in order, encoding each.
+    /// Takes in one batch's writes, in order.
     pub fn fold(&mut self, writes: &[Write]) {
+        use TreeId as T;
         for w in writes {
-            self.entries.insert(place(w), Value::Encoded(value(w)));
-        }
-    }
-
-    /// Takes in one batch's writes, in order, keeping each to be encoded at the checkpoint.
-    pub fn fold_owned(&mut self, writes: Vec<Write>) {
-        for w in writes {
-            self.entries.insert(place(&w), Value::Write(w));
+            let (tree, key, value): (TreeId, Vec<u8>, Option<Vec<u8>>) = match w {
+                Write::Institution(i) => (T::Institutions, i.code.as_bytes().to_vec(), Some(encode(i.as_ref()))),
+                Write::Patron(p) => (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(p.as_ref()))),
+                Write::PatronV2(p) => {
+                    let p = Patron::from(p.as_ref().clone());
+                    (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(&p)))
+                }
+                Write::File(patron, id, bytes) => (T::Files, file_key(*patron, *id), Some(bytes.clone())),
+                Write::RemoveFile(patron, id) => (T::Files, file_key(*patron, *id), None),
+                Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec(), Some(encode(l.as_ref()))),
+                Write::RemoveLink(d) => (T::Links, d.as_bytes().to_vec(), None),
+                Write::EmailCheck(c) => (T::EmailChecks, c.digest.as_bytes().to_vec(), Some(encode(c.as_ref()))),
+                Write::RemoveEmailCheck(d) => (T::EmailChecks, d.as_bytes().to_vec(), None),
+                Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
+                Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
+                Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
+                Write::Loan(l) => (T::Loans, l.item.as_bytes().to_vec(), Some(encode(l))),
+                Write::EndLoan(item) => (T::Loans, item.as_bytes().to_vec(), None),
+                Write::Fee(f) => (T::Fees, f.id.to_be_bytes().to_vec(), Some(encode(f.as_ref()))),
+                Write::RemoveFee(id) => (T::Fees, id.to_be_bytes().to_vec(), None),
+                Write::Hold(h) => (T::Holds, h.id.to_be_bytes().to_vec(), Some(encode(h.as_ref()))),
+                Write::RemoveHold(id) => (T::Holds, id.to_be_bytes().to_vec(), None),
+                Write::Account(a) => (T::Accounts, a.login.as_bytes().to_vec(), Some(encode(a.as_ref()))),
+                Write::RemoveAccount(login) => (T::Accounts, login.as_bytes().to_vec(), None),
+                Write::Audit(seq, a) => (T::Audit, audit_key(a, *seq), Some(encode(a.as_ref()))),
+                Write::RemoveAudit(k) => (T::Audit, k.clone(), None),
+                Write::Notice(n) => (T::Outbox, n.id.to_be_bytes().to_vec(), Some(encode(n.as_ref()))),
+                Write::Optouts(patron, kinds) => {
+                    (T::Optouts, patron.to_be_bytes().to_vec(), (!kinds.is_empty()).then(|| encode(kinds)))
+                }
+                Write::LastId(id) => (T::Meta, b"next_id".to_vec(), Some(id.to_be_bytes().to_vec())),
+                Write::AuditSeq(seq) => (T::Meta, b"audit_seq".to_vec(), Some(seq.to_be_bytes().to_vec())),
+                Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec(), Some(encode(m.as_ref()))),
+                Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec(), None),
+                Write::PinWindow(w) => (T::PinWindows, w.terminal.as_bytes().to_vec(), Some(encode(w.as_ref()))),
+                Write::LastChange(c) => (T::LastChanges, c.key().into_bytes(), Some(encode(c.as_ref()))),
+                Write::RemoveLastChange(k) => (T::LastChanges, k.as_bytes().to_vec(), None),
+            };
+            self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            self.entries.insert((tree, key), value);
         }
     }
 
@@ -174,8 +201,14 @@ impl Pending {
         self.entries.is_empty()
     }
 
+    /// Roughly the memory the values take (bytes).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.bytes = 0;
     }
 
     /// Takes every change out, each tree's in key order: sled takes keys in order much faster
@@ -188,94 +221,15 @@ impl Pending {
             sizes[*tree as usize] += 1;
         }
         let mut out: [Vec<Change>; TREES] = sizes.map(Vec::with_capacity);
-        for ((tree, key), v) in self.entries.drain() {
-            let value = match v {
-                Value::Encoded(v) => v,
-                Value::Write(w) => value(&w),
-            };
+        for ((tree, key), value) in self.entries.drain() {
             out[tree as usize].push((key, value));
         }
         for v in &mut out {
             v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         }
+        self.bytes = 0;
         Sorted(out)
     }
-}
-
-/// The tree and key a write changes.
-fn place(w: &Write) -> (TreeId, Vec<u8>) {
-    use TreeId as T;
-    let id = |n: u64| n.to_be_bytes().to_vec();
-    match w {
-        Write::Institution(i) => (T::Institutions, i.code.as_bytes().to_vec()),
-        Write::Patron(p) => (T::Patrons, id(p.id)),
-        Write::PatronV2(p) => (T::Patrons, id(p.id())),
-        Write::RemovePatron(p) => (T::Patrons, id(*p)),
-        Write::File(patron, f, _) | Write::RemoveFile(patron, f) => (T::Files, file_key(*patron, *f)),
-        Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec()),
-        Write::RemoveLink(d) => (T::Links, d.as_bytes().to_vec()),
-        Write::EmailCheck(c) => (T::EmailChecks, c.digest.as_bytes().to_vec()),
-        Write::RemoveEmailCheck(d) => (T::EmailChecks, d.as_bytes().to_vec()),
-        Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec()),
-        Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec()),
-        Write::Loan(l) => (T::Loans, l.item.as_bytes().to_vec()),
-        Write::EndLoan(item) => (T::Loans, item.as_bytes().to_vec()),
-        Write::Fee(f) => (T::Fees, id(f.id)),
-        Write::RemoveFee(f) => (T::Fees, id(*f)),
-        Write::Hold(h) => (T::Holds, id(h.id)),
-        Write::RemoveHold(h) => (T::Holds, id(*h)),
-        Write::Account(a) => (T::Accounts, a.login.as_bytes().to_vec()),
-        Write::RemoveAccount(login) => (T::Accounts, login.as_bytes().to_vec()),
-        Write::Audit(seq, a) => (T::Audit, audit_key(a, *seq)),
-        Write::RemoveAudit(k) => (T::Audit, k.clone()),
-        Write::Notice(n) => (T::Outbox, id(n.id)),
-        Write::Optouts(patron, _) => (T::Optouts, id(*patron)),
-        Write::LastId(_) => (T::Meta, b"next_id".to_vec()),
-        Write::AuditSeq(_) => (T::Meta, b"audit_seq".to_vec()),
-        Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec()),
-        Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec()),
-        Write::PinWindow(w) => (T::PinWindows, w.terminal.as_bytes().to_vec()),
-        Write::LastChange(c) => (T::LastChanges, c.key().into_bytes()),
-        Write::RemoveLastChange(k) => (T::LastChanges, k.as_bytes().to_vec()),
-    }
-}
-
-/// The value a write leaves at its key, as stored (none: the key is removed).
-fn value(w: &Write) -> Option<Vec<u8>> {
-    Some(match w {
-        Write::Institution(i) => encode(i.as_ref()),
-        Write::Patron(p) => encode(p.as_ref()),
-        Write::PatronV2(p) => encode(&Patron::from(p.as_ref().clone())),
-        Write::File(_, _, bytes) => bytes.clone(),
-        Write::Link(l) => encode(l.as_ref()),
-        Write::EmailCheck(c) => encode(c.as_ref()),
-        Write::Item(i) => encode(i.as_ref()),
-        Write::Loan(l) => encode(l),
-        Write::Fee(f) => encode(f.as_ref()),
-        Write::Hold(h) => encode(h.as_ref()),
-        Write::Account(a) => encode(a.as_ref()),
-        Write::Audit(_, a) => encode(a.as_ref()),
-        Write::Notice(n) => encode(n.as_ref()),
-        Write::Optouts(_, kinds) if !kinds.is_empty() => encode(kinds),
-        Write::LastId(id) => id.to_be_bytes().to_vec(),
-        Write::AuditSeq(seq) => seq.to_be_bytes().to_vec(),
-        Write::Staff(m) => encode(m.as_ref()),
-        Write::PinWindow(w) => encode(w.as_ref()),
-        Write::LastChange(c) => encode(c.as_ref()),
-        Write::Optouts(..)
-        | Write::RemovePatron(_)
-        | Write::RemoveFile(..)
-        | Write::RemoveLink(_)
-        | Write::RemoveEmailCheck(_)
-        | Write::RemoveItem(_)
-        | Write::EndLoan(_)
-        | Write::RemoveFee(_)
-        | Write::RemoveHold(_)
-        | Write::RemoveAccount(_)
-        | Write::RemoveAudit(_)
-        | Write::RemoveStaff(_)
-        | Write::RemoveLastChange(_) => return None,
-    })
 }
 
 /// A key and its new value (none: removed).
@@ -892,42 +846,6 @@ mod tests {
         let mut sorted = pending.take_sorted();
         while !sorted.is_empty() {
             store.apply_some(&mut sorted, 2).unwrap();
-        }
-    }
-
-    /// Writes kept to be encoded at the checkpoint come out exactly as writes encoded as they
-    /// arrive: the last write to each key, removals as removals.
-    #[test]
-    fn writes_encoded_late_come_out_as_writes_encoded_at_once() {
-        let again = AuditEntry { action: "written again".into(), ..entry_of(1, 2) };
-        let writes = vec![
-            entry(1, 1),
-            entry(1, 2),
-            Write::LastId(5),
-            Write::Optouts(3, vec![NoticeKind::Welcome]),
-            Write::Audit(2, Box::new(again)),
-            entry(2, 3),
-            Write::RemoveAudit(audit_key(&entry_of(2, 3), 3)),
-            Write::LastId(9),
-            Write::Optouts(3, vec![]),
-        ];
-        let taken = |p: &mut Pending| -> Vec<(&'static str, Vec<Change>)> { p.take_sorted().into_trees().collect() };
-        let (mut now, mut late) = (Pending::default(), Pending::default());
-        now.fold(&writes);
-        late.fold_owned(writes);
-        let late = taken(&mut late);
-        assert_eq!(taken(&mut now), late);
-        let audit = &late.iter().find(|(n, _)| *n == "audit").unwrap().1;
-        assert_eq!(audit.iter().filter(|(_, v)| v.is_some()).count(), 2, "the entry written twice is one");
-        assert!(audit.iter().any(|(_, v)| v.is_none()), "the removal");
-        let last_id = &late.iter().find(|(n, _)| *n == "meta").unwrap().1;
-        assert_eq!(last_id, &vec![(b"next_id".to_vec(), Some(9u64.to_be_bytes().to_vec()))]);
-    }
-
-    fn entry_of(patron: u64, seq: u64) -> AuditEntry {
-        match entry(patron, seq) {
-            Write::Audit(_, e) => *e,
-            _ => unreachable!(),
         }
     }
 
