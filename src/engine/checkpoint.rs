@@ -240,14 +240,13 @@ impl Worker {
             // Whatever was gathered was sent before the message just taken.
             self.take_gathered();
             match got {
-                Ok(ToCheckpointer::Batch { seq, writes, bytes }) => self.take_batch(seq, &writes, bytes),
+                // Outside a checkpoint, a read is answered and a sealed segment looked at now.
+                Ok(ToCheckpointer::Read(f)) => self.read(f),
                 Ok(ToCheckpointer::Sealed { path, last }) => {
                     self.sealed.push((path, last));
                     self.remove_sealed();
                 }
-                Ok(ToCheckpointer::Read(f)) => self.read(f),
-                Ok(ToCheckpointer::Retire(old)) => drop(old),
-                Ok(ToCheckpointer::Wake) => {}
+                Ok(m) => self.arrived(m),
                 Err(RecvTimeoutError::Timeout) if Instant::now() < due => {}
                 Err(RecvTimeoutError::Timeout) => {
                     if self.received > self.applied || self.failing.is_some() {
@@ -278,7 +277,7 @@ impl Worker {
         }
     }
 
-    /// Takes in a message that arrived during a checkpoint (a read waits for its end).
+    /// Takes in a message (one that arrived during a checkpoint: a read waits for its end).
     fn arrived(&mut self, m: ToCheckpointer) {
         match m {
             ToCheckpointer::Batch { seq, writes, bytes } => self.take_batch(seq, &writes, bytes),

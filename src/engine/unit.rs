@@ -174,10 +174,7 @@ impl<'a> Unit<'a> {
     }
 
     pub fn patron(&self, id: u64) -> Result<Patron, Refusal> {
-        match self.state.patron(id) {
-            Some(p) if self.scope.as_deref().is_none_or(|s| s.contains(&p.institution)) => Ok(p.clone()),
-            _ => Err(Refusal::NoPatron(format!("#{id}"))),
-        }
+        self.patron_shared(id).map(|p| Patron::clone(&p))
     }
 
     /// The patron's record shared, not copied, for a unit that reads it and writes others.
@@ -193,7 +190,7 @@ impl<'a> Unit<'a> {
     }
 
     pub fn institution(&self, code: &str) -> Result<Institution, Refusal> {
-        self.state.institution(code).cloned().ok_or_else(|| Refusal::NoInstitution(code.into()))
+        self.institution_shared(code).map(|i| Institution::clone(&i))
     }
 
     pub fn item(&self, barcode: &str) -> Result<Item, Refusal> {
