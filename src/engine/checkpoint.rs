@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::store::{Pending, Store, StoreConfig, StoreError, Write, decode_batch};
+use super::store::{Payload, Pending, Store, StoreConfig, StoreError, Write, decode_batch};
 
 /// Changes written to sled at a time during a checkpoint; between two such parts the
 /// checkpointer takes in the batches that arrived meanwhile, so none pile up.
@@ -35,10 +35,12 @@ use super::wal::{self, Log};
 pub type Read = Box<dyn FnOnce(Result<&Store, Arc<str>>) + Send>;
 
 pub enum ToCheckpointer {
-    /// A durable batch: its number in the log, its writes, and the bytes of its log record.
+    /// A durable batch: its number in the log, its writes, its log record (the records are
+    /// copied out of it) and that record's length.
     Batch {
         seq: u64,
         writes: Vec<Write>,
+        payload: Option<Box<Payload>>,
         bytes: u64,
     },
     /// A log segment the writer closed, holding records up to `last`.
@@ -70,7 +72,7 @@ pub fn recover(dir: &Path, settings: &StoreConfig) -> Result<(Store, Log), Store
     let log_dir = dir.join(wal::DIR);
     let mut pending = Pending::default();
     let replayed = wal::replay(&log_dir, applied, |_, payload| {
-        pending.fold(&decode_batch(payload)?);
+        pending.fold(&decode_batch(payload)?, None);
         Ok::<(), StoreError>(())
     })?;
     if let Some(t) = &replayed.torn {
@@ -280,7 +282,9 @@ impl Worker {
     /// Takes in a message (one that arrived during a checkpoint: a read waits for its end).
     fn arrived(&mut self, m: ToCheckpointer) {
         match m {
-            ToCheckpointer::Batch { seq, writes, bytes } => self.take_batch(seq, &writes, bytes),
+            ToCheckpointer::Batch { seq, writes, payload, bytes } => {
+                self.take_batch(seq, &writes, payload.as_deref(), bytes)
+            }
             ToCheckpointer::Sealed { path, last } => self.sealed.push((path, last)),
             ToCheckpointer::Read(f) => self.deferred.push(f),
             ToCheckpointer::Retire(old) => drop(old),
@@ -288,8 +292,8 @@ impl Worker {
         }
     }
 
-    fn take_batch(&mut self, seq: u64, writes: &[Write], bytes: u64) {
-        self.pending.fold(writes);
+    fn take_batch(&mut self, seq: u64, writes: &[Write], payload: Option<&Payload>, bytes: u64) {
+        self.pending.fold(writes, payload);
         self.received = seq;
         self.log_bytes += bytes;
     }
@@ -334,7 +338,7 @@ impl Worker {
         let received = self.received;
         wal::replay(&self.dir.join(wal::DIR), self.applied, |seq, payload| {
             if seq <= received {
-                pending.fold(&decode_batch(payload)?);
+                pending.fold(&decode_batch(payload)?, None);
             }
             Ok::<(), StoreError>(())
         })?;
@@ -425,11 +429,21 @@ mod tests {
             |seq: u64| AuditEntry { patron: 7, at, by: "desk".into(), action: format!("e{seq}"), changes: vec![] };
         // Fewer than wake it: they wait for its next look, or for the read.
         for seq in 1..WAKE_AT as u64 / 2 {
-            c.send(ToCheckpointer::Batch { seq, writes: vec![Write::Audit(seq, Box::new(entry(seq)))], bytes: 10 });
+            c.send(ToCheckpointer::Batch {
+                seq,
+                writes: vec![Write::Audit(seq, Box::new(entry(seq)))],
+                payload: None,
+                bytes: 10,
+            });
         }
         let seen = c.handle().read_blocking(|s| Ok(s.history(7)?.len())).unwrap();
         assert_eq!(seen, WAKE_AT / 2 - 1);
-        c.send(ToCheckpointer::Batch { seq: 40, writes: vec![Write::Audit(40, Box::new(entry(40)))], bytes: 10 });
+        c.send(ToCheckpointer::Batch {
+            seq: 40,
+            writes: vec![Write::Audit(40, Box::new(entry(40)))],
+            payload: None,
+            bytes: 10,
+        });
         drop(c);
         let store = Store::open(dir.path(), &settings).unwrap();
         assert_eq!((store.applied().unwrap(), store.history(7).unwrap().len()), (40, WAKE_AT / 2));

@@ -31,7 +31,7 @@ use super::exchange::Line;
 use super::ops::*;
 use super::seam::{self, Queue};
 use super::state::State;
-use super::store::{StoreConfig, StoreError, Write, encode_batch};
+use super::store::{Payload, StoreConfig, StoreError, Write};
 use super::unit::Unit;
 use super::wal::{self, AppendError, Durable, Log, Written};
 use super::{Engine, Error, Pending, units};
@@ -150,7 +150,7 @@ impl SledEngine {
             jobs: rx,
             carried: None,
             retry_interval: settings.retry_interval,
-            buf: Vec::new(),
+            payload: Payload::default(),
             key: key.clone(),
             shared: shared.clone(),
             written: state.clone(),
@@ -266,8 +266,8 @@ struct Writer {
     /// A job taken from the queue to see whether any waited, to be run next.
     carried: Option<Job>,
     retry_interval: Duration,
-    /// The batch's log record, reused.
-    buf: Vec<u8>,
+    /// The batch's log record, its buffers reused.
+    payload: Payload,
     key: PinKey,
     shared: Arc<Shared>,
     /// The state with the batch so far applied.
@@ -449,16 +449,21 @@ impl Writer {
         if writes.is_empty() {
             // Every unit wrote nothing; still, each was decided on what the batches before
             // left, so it is answered after their sync.
-            self.hand_on(ToSyncer::Batch(Box::new(Synced { written: None, state: None, replies, writes, bytes: 0 })));
+            let synced = Synced { written: None, state: None, replies, writes, payload: None, bytes: 0 };
+            self.hand_on(ToSyncer::Batch(Box::new(synced)));
             return;
         }
-        encode_batch(&writes, &mut self.buf);
-        match self.log.write(&self.buf) {
+        self.payload.encode(&writes);
+        match self.log.write(&self.payload.bytes) {
             Ok(w) => {
                 self.written = self.working.clone();
-                let bytes = self.buf.len() as u64;
+                let bytes = self.payload.bytes.len() as u64;
                 let state = Some(self.written.clone());
-                self.hand_on(ToSyncer::Batch(Box::new(Synced { written: Some(w), state, replies, writes, bytes })));
+                // The checkpointer copies the records out of the log record: a copy of a few
+                // kilobytes instead of encoding each again.
+                let payload = Some(Box::new(self.payload.clone()));
+                let synced = Synced { written: Some(w), state, replies, writes, payload, bytes };
+                self.hand_on(ToSyncer::Batch(Box::new(synced)));
                 if let Some((path, last)) = self.log.rotate_if_full() {
                     self.send(ToSyncer::Sealed { path, last });
                 }
@@ -545,6 +550,8 @@ struct Synced {
     state: Option<State>,
     replies: Vec<(Reply, Result<Receipt, Error>)>,
     writes: Vec<Write>,
+    /// The batch's log record, when it wrote one.
+    payload: Option<Box<Payload>>,
     bytes: u64,
 }
 
@@ -640,7 +647,7 @@ impl Syncer {
         for m in group {
             match m {
                 ToSyncer::Batch(b) => {
-                    let Synced { written, state, replies, writes, bytes } = *b;
+                    let Synced { written, state, replies, writes, payload, bytes } = *b;
                     drop(state);
                     match &synced {
                         Ok(()) => {
@@ -648,7 +655,7 @@ impl Syncer {
                                 let _ = reply.send(r);
                             }
                             if let Some(w) = written {
-                                self.checkpointer.send(ToCheckpointer::Batch { seq: w.seq, writes, bytes });
+                                self.checkpointer.send(ToCheckpointer::Batch { seq: w.seq, writes, payload, bytes });
                             }
                         }
                         Err(why) => {

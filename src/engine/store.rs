@@ -80,8 +80,7 @@ pub enum StoreError {
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![VERSION];
-    // Serialising plain data into a Vec cannot fail.
-    codec().serialize_into(&mut out, value).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
+    put(&mut out, value);
     out
 }
 
@@ -150,46 +149,77 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Takes in one batch's writes, in order.
-    pub fn fold(&mut self, writes: &[Write]) {
+    /// Takes in one batch's writes, in order; with the batch's log record (`payload`), each
+    /// stored record is copied out of it rather than encoded a second time.
+    pub fn fold(&mut self, writes: &[Write], payload: Option<&Payload>) {
         use TreeId as T;
-        for w in writes {
+        let payload = payload.filter(|p| p.bounds.len() == writes.len() + 1);
+        for (n, w) in writes.iter().enumerate() {
+            // A stored record is its write's last field, so its bytes end the write's in the
+            // log record, after the variant's tag (and, for some, a number before the record).
+            let record = |after_tag: Option<u64>, encode: &dyn Fn() -> Vec<u8>| match payload
+                .and_then(|p| p.record(n, after_tag))
+            {
+                Some(v) => {
+                    debug_assert_eq!(v, encode(), "a record cut from its log record differs from its encoding");
+                    v
+                }
+                None => encode(),
+            };
             let (tree, key, value): (TreeId, Vec<u8>, Option<Vec<u8>>) = match w {
-                Write::Institution(i) => (T::Institutions, i.code.as_bytes().to_vec(), Some(encode(i.as_ref()))),
-                Write::Patron(p) => (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(p.as_ref()))),
+                Write::Institution(i) => {
+                    (T::Institutions, i.code.as_bytes().to_vec(), Some(record(None, &|| encode(i.as_ref()))))
+                }
+                Write::Patron(p) => {
+                    (T::Patrons, p.id.to_be_bytes().to_vec(), Some(record(None, &|| encode(p.as_ref()))))
+                }
                 Write::PatronV2(p) => {
                     let p = Patron::from(p.as_ref().clone());
                     (T::Patrons, p.id.to_be_bytes().to_vec(), Some(encode(&p)))
                 }
                 Write::File(patron, id, bytes) => (T::Files, file_key(*patron, *id), Some(bytes.clone())),
                 Write::RemoveFile(patron, id) => (T::Files, file_key(*patron, *id), None),
-                Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec(), Some(encode(l.as_ref()))),
+                Write::Link(l) => (T::Links, l.digest.as_bytes().to_vec(), Some(record(None, &|| encode(l.as_ref())))),
                 Write::RemoveLink(d) => (T::Links, d.as_bytes().to_vec(), None),
-                Write::EmailCheck(c) => (T::EmailChecks, c.digest.as_bytes().to_vec(), Some(encode(c.as_ref()))),
+                Write::EmailCheck(c) => {
+                    (T::EmailChecks, c.digest.as_bytes().to_vec(), Some(record(None, &|| encode(c.as_ref()))))
+                }
                 Write::RemoveEmailCheck(d) => (T::EmailChecks, d.as_bytes().to_vec(), None),
                 Write::RemovePatron(id) => (T::Patrons, id.to_be_bytes().to_vec(), None),
-                Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(encode(i.as_ref()))),
+                Write::Item(i) => (T::Items, i.barcode.as_bytes().to_vec(), Some(record(None, &|| encode(i.as_ref())))),
                 Write::RemoveItem(b) => (T::Items, b.as_bytes().to_vec(), None),
-                Write::Loan(l) => (T::Loans, l.item.as_bytes().to_vec(), Some(encode(l))),
+                Write::Loan(l) => (T::Loans, l.item.as_bytes().to_vec(), Some(record(None, &|| encode(l)))),
                 Write::EndLoan(item) => (T::Loans, item.as_bytes().to_vec(), None),
-                Write::Fee(f) => (T::Fees, f.id.to_be_bytes().to_vec(), Some(encode(f.as_ref()))),
+                Write::Fee(f) => (T::Fees, f.id.to_be_bytes().to_vec(), Some(record(None, &|| encode(f.as_ref())))),
                 Write::RemoveFee(id) => (T::Fees, id.to_be_bytes().to_vec(), None),
-                Write::Hold(h) => (T::Holds, h.id.to_be_bytes().to_vec(), Some(encode(h.as_ref()))),
+                Write::Hold(h) => (T::Holds, h.id.to_be_bytes().to_vec(), Some(record(None, &|| encode(h.as_ref())))),
                 Write::RemoveHold(id) => (T::Holds, id.to_be_bytes().to_vec(), None),
-                Write::Account(a) => (T::Accounts, a.login.as_bytes().to_vec(), Some(encode(a.as_ref()))),
-                Write::RemoveAccount(login) => (T::Accounts, login.as_bytes().to_vec(), None),
-                Write::Audit(seq, a) => (T::Audit, audit_key(a, *seq), Some(encode(a.as_ref()))),
-                Write::RemoveAudit(k) => (T::Audit, k.clone(), None),
-                Write::Notice(n) => (T::Outbox, n.id.to_be_bytes().to_vec(), Some(encode(n.as_ref()))),
-                Write::Optouts(patron, kinds) => {
-                    (T::Optouts, patron.to_be_bytes().to_vec(), (!kinds.is_empty()).then(|| encode(kinds)))
+                Write::Account(a) => {
+                    (T::Accounts, a.login.as_bytes().to_vec(), Some(record(None, &|| encode(a.as_ref()))))
                 }
+                Write::RemoveAccount(login) => (T::Accounts, login.as_bytes().to_vec(), None),
+                Write::Audit(seq, a) => {
+                    (T::Audit, audit_key(a, *seq), Some(record(Some(*seq), &|| encode(a.as_ref()))))
+                }
+                Write::RemoveAudit(k) => (T::Audit, k.clone(), None),
+                Write::Notice(n) => {
+                    (T::Outbox, n.id.to_be_bytes().to_vec(), Some(record(None, &|| encode(n.as_ref()))))
+                }
+                Write::Optouts(patron, kinds) => (
+                    T::Optouts,
+                    patron.to_be_bytes().to_vec(),
+                    (!kinds.is_empty()).then(|| record(Some(*patron), &|| encode(kinds))),
+                ),
                 Write::LastId(id) => (T::Meta, b"next_id".to_vec(), Some(id.to_be_bytes().to_vec())),
                 Write::AuditSeq(seq) => (T::Meta, b"audit_seq".to_vec(), Some(seq.to_be_bytes().to_vec())),
-                Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec(), Some(encode(m.as_ref()))),
+                Write::Staff(m) => (T::Staff, m.login.as_bytes().to_vec(), Some(record(None, &|| encode(m.as_ref())))),
                 Write::RemoveStaff(login) => (T::Staff, login.as_bytes().to_vec(), None),
-                Write::PinWindow(w) => (T::PinWindows, w.terminal.as_bytes().to_vec(), Some(encode(w.as_ref()))),
-                Write::LastChange(c) => (T::LastChanges, c.key().into_bytes(), Some(encode(c.as_ref()))),
+                Write::PinWindow(w) => {
+                    (T::PinWindows, w.terminal.as_bytes().to_vec(), Some(record(None, &|| encode(w.as_ref()))))
+                }
+                Write::LastChange(c) => {
+                    (T::LastChanges, c.key().into_bytes(), Some(record(None, &|| encode(c.as_ref()))))
+                }
                 Write::RemoveLastChange(k) => (T::LastChanges, k.as_bytes().to_vec(), None),
             };
             self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
@@ -250,11 +280,49 @@ impl Sorted {
     }
 }
 
-/// A batch's writes as one log record's payload.
-pub fn encode_batch(writes: &[Write], out: &mut Vec<u8>) {
-    out.clear();
+/// A batch's writes as one log record's payload (bincode of the list), and where each
+/// write's bytes end in it: a checkpoint copies each stored record out of it
+/// ([`Pending::fold`]) instead of encoding the record again.
+#[derive(Clone, Debug, Default)]
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    /// Where the writes begin (after the list's length), then where each one ends.
+    bounds: Vec<usize>,
+}
+
+impl Payload {
+    /// Encodes `writes` in place of what it held (keeping its buffers).
+    pub fn encode(&mut self, writes: &[Write]) {
+        self.bytes.clear();
+        self.bounds.clear();
+        // Written one write at a time: bincode lays a list down as its length and then each
+        // element, so the bytes are the same as the list's in one go (a test holds them to it).
+        put(&mut self.bytes, &(writes.len() as u64));
+        self.bounds.push(self.bytes.len());
+        for w in writes {
+            put(&mut self.bytes, w);
+            self.bounds.push(self.bytes.len());
+        }
+    }
+
+    /// The `n`th write's record as the store keeps it: the version, then the write's bytes
+    /// after its variant's tag and `after_tag` (a number the variant holds before the record).
+    fn record(&self, n: usize, after_tag: Option<u64>) -> Option<Vec<u8>> {
+        // bincode numbers a variant with a variable-length integer: one byte below 251.
+        let head = 1 + after_tag.map_or(Some(0), |x| codec().serialized_size(&x).ok())? as usize;
+        let (start, end) = (*self.bounds.get(n)?, *self.bounds.get(n + 1)?);
+        let bytes = self.bytes.get(start + head..end)?;
+        let mut v = Vec::with_capacity(1 + bytes.len());
+        v.push(VERSION);
+        v.extend_from_slice(bytes);
+        Some(v)
+    }
+}
+
+/// Appends `value`'s bincode to `out`.
+fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Serialising plain data into a Vec cannot fail.
-    codec().serialize_into(&mut *out, writes).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
+    codec().serialize_into(out, value).unwrap_or_else(|e| unreachable!("bincode into a Vec: {e}"));
 }
 
 /// A log record's payload back as the batch's writes.
@@ -842,7 +910,7 @@ mod tests {
 
     fn apply_in_parts(store: &Store, writes: &[Write]) {
         let mut pending = Pending::default();
-        pending.fold(writes);
+        pending.fold(writes, None);
         let mut sorted = pending.take_sorted();
         while !sorted.is_empty() {
             store.apply_some(&mut sorted, 2).unwrap();
@@ -877,5 +945,57 @@ mod tests {
         apply_in_parts(&store, &[entry(1, seq + 1)]);
         seq += 1;
         assert_eq!(actions(&store, 1), newest(seq - 4, seq));
+    }
+
+    /// A checkpoint copies each record out of the batch's log record: the log record is the
+    /// list's bincode as before, and every record cut from it is the record's own encoding,
+    /// numbers before the record of every width included.
+    #[test]
+    fn records_cut_from_the_log_record_are_the_records_encoded() {
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let item = Item {
+            barcode: "31000000000001".into(),
+            institution: "MAIN".into(),
+            title: "Dune".into(),
+            author: Some("Herbert".into()),
+            call_number: None,
+            location: Some("Floor 1".into()),
+            media_type: 1,
+            status: crate::domain::ItemStatus::OnLoan,
+            security_marker: 2,
+            rental_fee: None,
+            loan_days: Some(21),
+            properties: None,
+        };
+        let loan = Loan { item: item.barcode.clone(), patron: 70_000, out: at, due: at, renewals: 1 };
+        let writes = vec![
+            entry(1, 5),
+            entry(2, 70_000),
+            entry(3, u64::MAX),
+            Write::Item(Box::new(item.clone())),
+            Write::Loan(loan),
+            Write::Optouts(300, vec![NoticeKind::Welcome, NoticeKind::TransferAccepted]),
+            Write::Optouts(1 << 40, Vec::new()),
+            Write::RemoveItem(item.barcode),
+            Write::LastId(1 << 33),
+        ];
+        let mut payload = Payload::default();
+        // Reused, as the writer reuses it: nothing of an earlier batch is left.
+        payload.encode(&[entry(9, 9)]);
+        payload.encode(&writes);
+        assert_eq!(payload.bytes, codec().serialize(&writes).unwrap());
+        assert_eq!(decode_batch(&payload.bytes).unwrap().len(), writes.len());
+        let sorted = |payload: Option<&Payload>| {
+            let mut pending = Pending::default();
+            pending.fold(&writes, payload);
+            pending.take_sorted().into_trees().collect::<Vec<_>>()
+        };
+        let (cut, encoded) = (sorted(Some(&payload)), sorted(None));
+        assert_eq!(cut.iter().map(|(_, c)| c.len()).sum::<usize>(), 8);
+        assert_eq!(cut, encoded);
+        // A payload of another batch is not taken for this one.
+        let mut other = Payload::default();
+        other.encode(&writes[..2]);
+        assert_eq!(sorted(Some(&other)), encoded);
     }
 }

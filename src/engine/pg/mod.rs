@@ -38,7 +38,7 @@ use super::exchange::Line;
 use super::ops::*;
 use super::seam::{self, Queue};
 use super::state::State;
-use super::store::{self, Loaded, StoreError, TREE_NAMES, TREES, Write, encode_batch};
+use super::store::{self, Loaded, Payload, StoreError, TREE_NAMES, TREES, Write};
 use super::unit::Unit;
 use super::{Engine, Error, Observer, Pending, Stats, units};
 
@@ -955,12 +955,12 @@ fn write_batch(
     delete: &[Statement],
     audited: &mut std::collections::BTreeSet<u64>,
 ) -> Result<(), Error> {
-    let mut payload = Vec::new();
-    encode_batch(writes, &mut payload);
-    tx.execute(insert_commit, &[&(seq as i64), &node, &payload])
+    let mut payload = Payload::default();
+    payload.encode(writes);
+    tx.execute(insert_commit, &[&(seq as i64), &node, &payload.bytes])
         .map_err(|e| db_error("cannot write the commit", &e))?;
     let mut pending = store::Pending::default();
-    pending.fold(writes);
+    pending.fold(writes, Some(&payload));
     for (i, (table, changes)) in pending.take_sorted().into_trees().enumerate() {
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
         for (k, v) in changes {
