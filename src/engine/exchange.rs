@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Seek};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -389,7 +390,7 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
                 Some(_) => Outcome::Updated,
                 None => Outcome::Created,
             };
-            u.put(Write::Item(Box::new(item))).map_err(s)?;
+            u.put(Write::Item(Arc::new(item))).map_err(s)?;
             Ok(outcome)
         }
         Line::Loan(loan) => {
@@ -412,9 +413,9 @@ fn import_line(u: &mut Unit<'_>, line: Line, take_pin_hashes: bool) -> Result<Ou
             };
             if item.status != ItemStatus::OnLoan {
                 item.status = ItemStatus::OnLoan;
-                u.put(Write::Item(Box::new(item))).map_err(s)?;
+                u.put(Write::Item(Arc::new(item))).map_err(s)?;
             }
-            u.put(Write::Loan(loan)).map_err(s)?;
+            u.put(Write::Loan(Arc::new(loan))).map_err(s)?;
             Ok(outcome)
         }
         Line::Fee(fee) => {

@@ -515,12 +515,12 @@ impl State {
             Write::PatronV2(p) => self.put_patron(Arc::new(Patron::from(p.as_ref().clone())))?,
             Write::RemovePatron(id) => self.remove_patron(*id),
             Write::Item(i) => {
-                self.items.insert(key(&i.barcode), Arc::new(i.as_ref().clone()));
+                self.items.insert(key(&i.barcode), Arc::clone(i));
             }
             Write::RemoveItem(b) => {
                 self.items.remove(b.as_str());
             }
-            Write::Loan(l) => self.put_loan(Arc::new(l.clone())),
+            Write::Loan(l) => self.put_loan(Arc::clone(l)),
             Write::EndLoan(item) => self.remove_loan(item),
             Write::Fee(f) => self.put_fee(Arc::new(f.as_ref().clone())),
             Write::RemoveFee(id) => self.remove_fee(*id),
@@ -562,7 +562,7 @@ impl State {
                 self.pin_windows.insert(w.terminal.clone(), Arc::new(w.as_ref().clone()));
             }
             Write::LastChange(c) => {
-                self.last_changes.insert(c.key(), Arc::new(c.as_ref().clone()));
+                self.last_changes.insert(c.key(), Arc::clone(c));
             }
             Write::RemoveLastChange(k) => {
                 self.last_changes.remove(k);

@@ -5,6 +5,7 @@
 //! the read.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bincode::Options;
 use serde::Serialize;
@@ -483,10 +484,10 @@ pub enum Write {
     /// A patron as logs written before store format 3 hold it; read, never written.
     PatronV2(Box<super::legacy::PatronV2>),
     RemovePatron(u64),
-    Item(Box<Item>),
+    Item(Arc<Item>),
     RemoveItem(String),
     /// Opens or replaces the loan of `loan.item`.
-    Loan(Loan),
+    Loan(Arc<Loan>),
     EndLoan(String),
     Fee(Box<Fee>),
     RemoveFee(u64),
@@ -522,7 +523,7 @@ pub enum Write {
     /// A terminal's wrong PINs in its current window.
     PinWindow(Box<super::terminals::PinWindow>),
     /// The last change a terminal asked for from one address, for a retry.
-    LastChange(Box<super::terminals::LastChange>),
+    LastChange(Arc<super::terminals::LastChange>),
     /// Removes one (by its key, `terminals::change_key`).
     RemoveLastChange(String),
 }
@@ -972,8 +973,8 @@ mod tests {
             entry(1, 5),
             entry(2, 70_000),
             entry(3, u64::MAX),
-            Write::Item(Box::new(item.clone())),
-            Write::Loan(loan),
+            Write::Item(Arc::new(item.clone())),
+            Write::Loan(Arc::new(loan)),
             Write::Optouts(300, vec![NoticeKind::Welcome, NoticeKind::TransferAccepted]),
             Write::Optouts(1 << 40, Vec::new()),
             Write::RemoveItem(item.barcode),

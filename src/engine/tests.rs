@@ -1002,10 +1002,10 @@ fn a_refused_unit_is_undone_write_by_write() {
         moved.email = None;
         u.put(Write::Patron(Box::new(moved)))?;
         u.put(Write::RemovePatron(1))?;
-        u.put(Write::Item(Box::new(Item { title: "Changed".into(), ..item("I2") })))?;
+        u.put(Write::Item(Arc::new(Item { title: "Changed".into(), ..item("I2") })))?;
         u.put(Write::RemoveItem("I3".into()))?;
         u.put(Write::EndLoan("I1".into()))?;
-        u.put(Write::Loan(loan("I2", 2)))?;
+        u.put(Write::Loan(Arc::new(loan("I2", 2))))?;
         u.put(Write::RemoveFee(10))?;
         u.put(Write::Fee(Box::new(fee(11, 2))))?;
         u.put(Write::RemoveHold(20))?;

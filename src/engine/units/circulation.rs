@@ -4,6 +4,7 @@
 use crate::domain::rules::{self, CheckoutDecision, CheckoutRequest};
 use crate::domain::validate;
 use crate::domain::*;
+use std::sync::Arc;
 
 use super::super::ops::{HoldTarget, Lent, NewItem};
 use super::super::store::Write;
@@ -63,7 +64,7 @@ pub fn add_item(u: &mut Unit<'_>, new: NewItem) -> Result<Item, Refusal> {
     if u.state.item(&item.barcode).is_some() {
         return Err(Refusal::Exists { what: "item", key: item.barcode });
     }
-    u.put(Write::Item(Box::new(item.clone())))?;
+    u.put(Write::Item(Arc::new(item.clone())))?;
     Ok(item)
 }
 
@@ -104,7 +105,7 @@ pub fn edit_item(u: &mut Unit<'_>, barcode: &str, sets: &[(String, String)]) -> 
         }
     }
     check_item(&item)?;
-    u.put(Write::Item(Box::new(item.clone())))?;
+    u.put(Write::Item(Arc::new(item.clone())))?;
     Ok(item)
 }
 
@@ -127,7 +128,7 @@ pub fn set_item_properties(u: &mut Unit<'_>, barcode: &str, properties: &str) ->
     let mut item = u.item(barcode)?;
     validate::plain("item properties", properties)?;
     item.properties = if properties.is_empty() { None } else { Some(properties.into()) };
-    u.put(Write::Item(Box::new(item.clone())))?;
+    u.put(Write::Item(Arc::new(item.clone())))?;
     Ok(item)
 }
 
@@ -195,8 +196,8 @@ pub fn lend(u: &mut Unit<'_>, patron: u64, barcode: &str, r: &Lend) -> Result<Le
         }
     };
     item.status = ItemStatus::OnLoan;
-    u.put(Write::Item(Box::new(item.clone())))?;
-    u.put(Write::Loan(loan.clone()))?;
+    u.put(Write::Item(Arc::new(item.clone())))?;
+    u.put(Write::Loan(Arc::new(loan.clone())))?;
     let change = vec![("loan".into(), String::new(), format!("{barcode} due {}", loan.due))];
     u.audit(patron, if renewed { "renew" } else { "checkout" }, change);
     Ok(Lent { loan, item, fee: charged, renewed })
@@ -222,7 +223,7 @@ pub fn checkin(
         }
         None => ItemStatus::Available,
     };
-    u.put(Write::Item(Box::new(item)))?;
+    u.put(Write::Item(Arc::new(item)))?;
     if let Some(l) = &loan {
         let at = returned.unwrap_or(u.now());
         u.audit_at(l.patron, "checkin", vec![("loan".into(), barcode.into(), String::new())], at);

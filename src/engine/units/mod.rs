@@ -10,6 +10,7 @@ pub(super) mod staff;
 
 use crate::domain::validate::{self, Invalid};
 use crate::domain::*;
+use std::sync::Arc;
 
 use super::ops::{Operation, Receipt};
 use super::store::Write;
@@ -55,7 +56,7 @@ pub fn run(op: Operation, u: &mut Unit<'_>) -> Result<Receipt, Error> {
                 at: u.now(),
                 receipt: bytes,
             };
-            u.put(Write::LastChange(Box::new(change)))?;
+            u.put(Write::LastChange(Arc::new(change)))?;
         }
     }
     Ok(receipt)
