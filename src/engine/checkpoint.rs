@@ -97,6 +97,24 @@ pub fn recover(dir: &Path, settings: &StoreConfig) -> Result<(Store, Log), Store
     Ok((store, log))
 }
 
+/// Lowers the calling thread's scheduling priority by `nice` (to 19 at most): checkpoints are
+/// work that can wait, and on a busy machine the threads answering kiosks then get the cores
+/// first. Linux keeps a niceness per thread; elsewhere it is the process's, so it is left.
+pub(crate) fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: both calls only read their arguments; `who` 0 is the calling thread.
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let to = now.saturating_add(libc::c_int::from(nice)).min(19);
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, to) } != 0 {
+            let e = std::io::Error::last_os_error();
+            warn!(error = %e, nice = to, "could not lower the checkpointer's priority; it runs at the server's");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// Batches and retired views waiting for the checkpointer to take them, in order.
 #[derive(Clone, Default)]
 struct Gathered(Arc<Mutex<Vec<ToCheckpointer>>>);
@@ -143,7 +161,11 @@ impl Checkpointer {
             failing: None,
             counters,
         };
-        let handle = std::thread::Builder::new().name("sip2d-checkpoint".into()).spawn(move || worker.run())?;
+        let nice = settings.checkpoint_nice;
+        let handle = std::thread::Builder::new().name("sip2d-checkpoint".into()).spawn(move || {
+            lower_priority(nice);
+            worker.run()
+        })?;
         Ok(Checkpointer { tx: Some(tx), gathered, handle: Some(handle) })
     }
 
@@ -415,6 +437,34 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::domain::AuditEntry;
+
+    /// The calling thread's niceness, from /proc (field 19 of its stat).
+    #[cfg(target_os = "linux")]
+    fn niceness() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    /// The checkpointer's thread lowers its own priority, and only its own: the threads that
+    /// answer kiosks keep theirs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowering_the_priority_lowers_the_calling_thread_only() {
+        let before = niceness();
+        let (lowered, unchanged) = std::thread::spawn(move || {
+            let start = niceness();
+            lower_priority(3);
+            let once = niceness();
+            lower_priority(0);
+            (once - start, niceness() - once)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, 3.min(19 - before));
+        assert_eq!(unchanged, 0);
+        assert_eq!(niceness(), before);
+    }
 
     /// Batches wait to be gathered rather than waking the checkpointer one by one; a read still
     /// sees every batch sent before it, and closing leaves sled holding them all.

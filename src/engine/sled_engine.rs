@@ -112,8 +112,19 @@ pub struct SledEngine {
 impl SledEngine {
     /// Opens the register in `dir` (the store, and the PIN key `key`) and starts its writer.
     pub fn open(dir: &Path, key: PinKey, settings: &StoreConfig) -> Result<SledEngine, Error> {
-        let (store, log) = checkpoint::recover(dir, settings)?;
-        let state = State::load(&store)?.with_limits(settings.limits);
+        // sled starts its own threads (its flusher, its I/O pool) from the thread that first
+        // opens it, and they take that thread's niceness: opened on a thread lowered as the
+        // checkpointer's is, they too leave the cores to the threads answering kiosks.
+        let opened = std::thread::scope(|s| {
+            s.spawn(|| {
+                checkpoint::lower_priority(settings.checkpoint_nice);
+                let (store, log) = checkpoint::recover(dir, settings)?;
+                let state = State::load(&store)?.with_limits(settings.limits);
+                Ok::<_, Error>((store, log, state))
+            })
+            .join()
+        });
+        let (store, log, state) = opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         let counters = Arc::new(Counters::default());
         let spawn_error =
             |e: std::io::Error| Error::Store(StoreError::Open { path: dir.to_path_buf(), source: e.into() });

@@ -362,6 +362,9 @@ pub struct StoreConfig {
     /// How long after a failed log sync (or a failed checkpoint) the engine tries to reopen
     /// the log (or sled). Default 5 s.
     pub retry_interval: std::time::Duration,
+    /// The niceness the checkpointer's thread runs at (0-19, default 10): the threads that
+    /// answer kiosks take a busy core first, and checkpoints use what they leave.
+    pub checkpoint_nice: u8,
     /// Faults injected by tests.
     pub faults: super::wal::Faults,
     /// How much of a patron's record anyone can make grow.
@@ -469,6 +472,7 @@ impl Default for StoreConfig {
             checkpoint_bytes: 64 * 1024 * 1024,
             checkpoint_interval: std::time::Duration::from_secs(30),
             retry_interval: std::time::Duration::from_secs(5),
+            checkpoint_nice: 10,
             faults: Default::default(),
             limits: RegisterLimits::default(),
             postgres: None,

@@ -359,6 +359,9 @@ pub struct Store {
     /// reopened and tried again (default 5s). Until the log is reopened no change is taken.
     #[serde(with = "humantime_serde")]
     pub retry_interval: Duration,
+    /// The niceness of the thread that brings sled up to date (0-19, default 10): on a busy
+    /// machine the threads answering kiosks get the cores first. 0 runs it as they run.
+    pub checkpoint_nice: u8,
 }
 
 /// Which engine keeps the register.
@@ -396,6 +399,7 @@ impl Default for Store {
             checkpoint_mib: 64,
             checkpoint_interval: Duration::from_secs(30),
             retry_interval: Duration::from_secs(5),
+            checkpoint_nice: 10,
         }
     }
 }
@@ -583,6 +587,9 @@ impl Config {
         if s.checkpoint_interval.is_zero() || s.retry_interval.is_zero() {
             return bad("store.checkpoint_interval and retry_interval must be more than 0s");
         }
+        if s.checkpoint_nice > 19 {
+            return bad("store.checkpoint_nice is a niceness from 0 to 19");
+        }
         if s.engine == EngineKind::Postgres {
             match &s.url {
                 None => return bad("store.engine = \"postgres\" needs store.url, the database's connection string"),
@@ -627,6 +634,7 @@ impl Config {
             checkpoint_bytes: mib(self.store.checkpoint_mib),
             checkpoint_interval: self.store.checkpoint_interval,
             retry_interval: self.store.retry_interval,
+            checkpoint_nice: self.store.checkpoint_nice,
             faults: Default::default(),
             limits: crate::engine::RegisterLimits {
                 pin_failures_per_window: self.limits.pin_failures_per_window,
@@ -702,5 +710,17 @@ mod tests {
         let none = Config { listen: vec![], ..Config::default() };
         assert!(none.check().is_err());
         assert_eq!(Config::default().listen[0].address.ip().to_string(), "127.0.0.1");
+    }
+
+    /// The checkpointer's niceness reaches the engine, and one no system has is refused.
+    #[test]
+    fn the_checkpointer_niceness_is_a_niceness() {
+        let with = |toml: &str| toml::from_str::<Config>(toml).unwrap();
+        assert_eq!(Config::default().store_config().checkpoint_nice, 10);
+        let c = with("[store]\ncheckpoint_nice = 0");
+        assert!(c.check().is_ok());
+        assert_eq!(c.store_config().checkpoint_nice, 0);
+        let e = with("[store]\ncheckpoint_nice = 20").check().unwrap_err().to_string();
+        assert!(e.contains("checkpoint_nice"), "{e}");
     }
 }
