@@ -5,11 +5,13 @@
 # BIN (default target/release/sip2d) is the server measured; the generator is always this
 # checkout's target/release/sip2d. Each cell: 1 s warm-up, DURATION (4s) measured. THREADS=1
 # also prints each of the server's threads' CPU seconds over the cell (with DURATION=60s, a
-# cell takes in checkpoints, which 4 s cells mostly miss).
+# cell takes in checkpoints, which 4 s cells mostly miss). EXTRA is appended to the server's
+# configuration (printf format), e.g. EXTRA='[store]\ncheckpoint_nice = 0'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GEN=target/release/sip2d
-BIN="${1:-$GEN}"; shift || true
+BIN=$GEN
+if [ "${1:-}" != "--" ]; then BIN="${1:-$GEN}"; shift || true; fi
 [ "${1:-}" = "--" ] && shift
 PORT="${PORT:-16150}"
 work=$(mktemp -d)
@@ -17,7 +19,7 @@ trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wor
 "$GEN" bench --write-register "$work/bench.jsonl" --register-patrons 2000 --register-items 2000 >/dev/null
 "$BIN" --data "$work/data" init >/dev/null
 "$BIN" --data "$work/data" import "$work/bench.jsonl" >/dev/null
-printf '[[listen]]\naddress = "127.0.0.1:%s"\n[limits]\nmax_connections = 12000\nmax_connections_per_address = 12000\nlogin_timeout = "10m"\n' "$PORT" >"$work/c.toml"
+printf '[[listen]]\naddress = "127.0.0.1:%s"\n[limits]\nmax_connections = 12000\nmax_connections_per_address = 12000\nlogin_timeout = "10m"\n'"${EXTRA:-}"'\n' "$PORT" >"$work/c.toml"
 "$BIN" --data "$work/data" serve --config "$work/c.toml" >/dev/null 2>"$work/server.log" &
 server=$!
 sleep 2
