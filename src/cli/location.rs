@@ -92,6 +92,13 @@ pub fn choose(
     user_default().map(|path| DataDir { path, source: Source::UserDefault })
 }
 
+/// The store's settings for a command that opens the register itself. No kiosk waits on this
+/// process, so its checkpoints keep up with the command (an import writes as fast as it can) at
+/// the priority the command was started with, whatever `checkpoint_nice` says for the server.
+fn command_store_config(config: &Config) -> StoreConfig {
+    StoreConfig { checkpoint_nice: 0, ..config.store_config() }
+}
+
 /// An environment variable naming a path; empty counts as unset.
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
@@ -145,7 +152,7 @@ impl Common {
             return Ok(Opened { engine: Arc::new(remote), actor: self.actor(), served: true });
         }
         dir.enter_existing()?;
-        let settings = self.load_config()?.store_config();
+        let settings = command_store_config(&self.load_config()?);
         Ok(Opened { engine: dir.open(&settings)?, actor: self.actor(), served: false })
     }
 }
@@ -377,5 +384,16 @@ mod tests {
         assert_eq!(choose(None, None, conf(), home), dir("/c", Source::Config("/etc/sip2d/sip2d.toml".into())));
         assert_eq!(choose(None, None, None, home), dir("/home", Source::UserDefault));
         assert_eq!(choose(None, None, None, || None), None);
+    }
+
+    #[test]
+    fn a_command_checkpoints_at_its_own_priority_and_keeps_the_rest_of_the_store_settings() {
+        let mut config = Config::default();
+        config.store.checkpoint_nice = 15;
+        config.store.checkpoint_mib = 8;
+        let settings = command_store_config(&config);
+        assert_eq!(settings.checkpoint_nice, 0);
+        assert_eq!(settings.checkpoint_bytes, config.store_config().checkpoint_bytes);
+        assert_eq!(config.store_config().checkpoint_nice, 15, "the server's setting stands");
     }
 }

@@ -361,6 +361,8 @@ pub struct Store {
     pub retry_interval: Duration,
     /// The niceness of the thread that brings sled up to date (0-19, default 10): on a busy
     /// machine the threads answering kiosks get the cores first. 0 runs it as they run.
+    /// `sip2d serve` only: a command that opens the register itself (an import) has no kiosks
+    /// to give way to and checkpoints at its own priority (start it under `nice` to lower it).
     pub checkpoint_nice: u8,
 }
 
