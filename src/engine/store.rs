@@ -259,16 +259,18 @@ impl Pending {
             v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         }
         self.bytes = 0;
-        Sorted(out)
+        Sorted(out, None)
     }
 }
 
 /// A key and its new value (none: removed).
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
-/// Changes taken out of [`Pending`], per tree in key order, written a part at a time.
+/// Changes taken out of [`Pending`], per tree in key order, written a part at a time; and
+/// the patron whose audit entries go on into the next part, with how many the parts so far
+/// added (less those they removed), to be cut once all are written.
 #[derive(Default)]
-pub struct Sorted([Vec<Change>; TREES]);
+pub struct Sorted([Vec<Change>; TREES], Option<([u8; 8], isize)>);
 
 impl Sorted {
     pub fn is_empty(&self) -> bool {
@@ -762,10 +764,34 @@ impl Store {
     /// checkpoint a crash cut short.
     pub fn apply(&self, pending: &mut Pending) -> Result<(), StoreError> {
         let mut sorted = pending.take_sorted();
+        self.drop_entries_past_the_cap(&mut sorted);
         while !sorted.is_empty() {
             self.apply_some(&mut sorted, usize::MAX)?;
         }
         Ok(())
+    }
+
+    /// Drops from `sorted` each new audit entry that has `history_cap` or more of the
+    /// patron's new entries after it: the cut to the cap ([`Store::rotate_history`]) would take
+    /// it at once. A patron who borrows all day otherwise had most of each checkpoint spent
+    /// writing entries to sled and removing them again (docs/BENCHMARKS.md). Exact whatever
+    /// sled holds: the entries after it are written and stay, so it could never be among the
+    /// newest `history_cap`; stored already (a replay after a crash), it is cut as before.
+    pub fn drop_entries_past_the_cap(&self, sorted: &mut Sorted) {
+        let cap = self.history_cap;
+        let (mut patron, mut newer) = (None, 0usize);
+        // In descending order: each patron's newest first.
+        sorted.0[TreeId::Audit as usize].retain(|(key, value)| {
+            let p = key.first_chunk::<8>();
+            if p != patron.as_ref() {
+                (patron, newer) = (p.copied(), 0);
+            }
+            if value.is_none() || p.is_none() {
+                return true;
+            }
+            newer += 1;
+            newer <= cap
+        });
     }
 
     /// Writes up to `most` of `sorted`'s changes, removing them from it.
@@ -783,14 +809,33 @@ impl Store {
             // Per audited patron: how many entries this part adds (less those it removes).
             let mut audited = std::collections::BTreeMap::<[u8; 8], isize>::new();
             if std::ptr::eq(*tree, &self.audit) {
+                let counts = self.history_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (k, v) in &chunk {
                     let Some(p) = k.first_chunk::<8>() else { continue };
-                    let change = match (v.is_some(), self.audit.contains_key(k)?) {
-                        (true, false) => 1,
-                        (false, true) => -1,
-                        _ => 0,
+                    // A patron not counted yet is counted by a scan once written: no need to look.
+                    let change = match counts.contains_key(p) {
+                        true => match (v.is_some(), self.audit.contains_key(k)?) {
+                            (true, false) => 1,
+                            (false, true) => -1,
+                            _ => 0,
+                        },
+                        false => 0,
                     };
                     *audited.entry(*p).or_default() += change;
+                }
+                drop(counts);
+                if let Some((p, change)) = sorted.1.take() {
+                    *audited.entry(p).or_default() += change;
+                }
+                // A patron whose changes go on into the next part is cut once they are all
+                // written, its count carried till then: cut before a removal that comes later
+                // in key order, a history could end shorter than the cap. (A part that fails
+                // takes the store, and the counts, with it: the checkpointer opens sled again.)
+                let goes_on = chunk.first().zip(changes.last()).and_then(|((a, _), (b, _))| {
+                    a.first_chunk::<8>().filter(|p| b.first_chunk::<8>() == Some(*p)).copied()
+                });
+                if let Some(p) = goes_on {
+                    sorted.1 = audited.remove(&p).map(|change| (p, change));
                 }
             }
             for (key, value) in chunk.into_iter().rev() {
@@ -950,6 +995,114 @@ mod tests {
         apply_in_parts(&store, &[entry(1, seq + 1)]);
         seq += 1;
         assert_eq!(actions(&store, 1), newest(seq - 4, seq));
+    }
+
+    fn entry_at(patron: u64, second: i64, seq: u64) -> Write {
+        let at = jiff::Timestamp::from_second(1_800_000_000 + second).unwrap();
+        let e = AuditEntry { patron, at, by: "desk".into(), action: format!("e{second}.{seq}"), changes: Vec::new() };
+        Write::Audit(seq, Box::new(e))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+        /// Each history holds its patron's newest `cap` entries of all ever written and not
+        /// removed, whether entries past the cap are dropped before the checkpoint or written and
+        /// cut: two stores take the same checkpoints, one with the drop, with new entries older
+        /// than stored ones, entries written again (a replay after a crash), entries removed, two
+        /// patrons, in parts of any size.
+        #[test]
+        fn entries_dropped_past_the_cap_leave_the_histories_writing_them_would(
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec((1u64..3, 0i64..30, proptest::bool::ANY), 0..24),
+                 proptest::collection::vec(0usize..6, 0..3), 1usize..9),
+                1..4,
+            ),
+        ) {
+            let cap = 4;
+            let limits = RegisterLimits { max_history_per_patron: cap, ..Default::default() };
+            let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+            let open = |d: &tempfile::TempDir| Store::open(d.path(), &StoreConfig { limits, ..Default::default() }).unwrap();
+            let (dropping, writing) = (open(&dirs[0]), open(&dirs[1]));
+            let mut seq = 0;
+            let mut written: Vec<Write> = Vec::new();
+            // What each history holds: every write made, then each patron's newest `cap` kept.
+            let mut model = std::collections::BTreeMap::<Vec<u8>, String>::new();
+            for (added, removals, part) in rounds {
+                let mut writes = Vec::new();
+                for patron in 1..3u64 {
+                    let stored = writing.history(patron).unwrap();
+                    for r in &removals {
+                        if let Some((k, _)) = stored.get(*r) {
+                            writes.push(Write::RemoveAudit(k.clone()));
+                        }
+                    }
+                }
+                for (patron, second, again) in added {
+                    // Again: one of the entries written in an earlier round, its key and record.
+                    match written.iter().find(|w| matches!(w, Write::Audit(_, e) if e.patron == patron && again)) {
+                        Some(Write::Audit(s, e)) => writes.push(Write::Audit(*s, e.clone())),
+                        _ => {
+                            seq += 1;
+                            writes.push(entry_at(patron, second, seq));
+                        }
+                    }
+                }
+                written.extend(writes.iter().filter_map(|w| match w {
+                    Write::Audit(s, e) => Some(Write::Audit(*s, e.clone())),
+                    _ => None,
+                }));
+                for (store, drop) in [(&dropping, true), (&writing, false)] {
+                    let mut pending = Pending::default();
+                    pending.fold(&writes, None);
+                    let mut sorted = pending.take_sorted();
+                    if drop {
+                        store.drop_entries_past_the_cap(&mut sorted);
+                    }
+                    while !sorted.is_empty() {
+                        store.apply_some(&mut sorted, part).unwrap();
+                    }
+                }
+                for w in &writes {
+                    match w {
+                        Write::Audit(s, e) => model.insert(audit_key(e, *s), e.action.clone()),
+                        Write::RemoveAudit(k) => model.remove(k),
+                        _ => None,
+                    };
+                }
+                for patron in 1..3u64 {
+                    let p = patron.to_be_bytes();
+                    let all: Vec<String> = model.iter().filter(|(k, _)| k[..8] == p).map(|(_, a)| a.clone()).collect();
+                    let newest = all[all.len().saturating_sub(cap as usize)..].to_vec();
+                    model.retain(|k, a| k[..8] != p || newest.contains(a));
+                    proptest::prop_assert_eq!(actions(&writing, patron), newest.clone());
+                    proptest::prop_assert_eq!(actions(&dropping, patron), newest);
+                }
+            }
+        }
+    }
+
+    /// More new entries for one patron than the cap: only the newest `cap` are written, and
+    /// removals are kept whatever their place.
+    #[test]
+    fn only_the_newest_entries_up_to_the_cap_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = RegisterLimits { max_history_per_patron: 3, ..Default::default() };
+        let store = Store::open(dir.path(), &StoreConfig { limits, ..Default::default() }).unwrap();
+        let mut writes: Vec<Write> = (1..=6).map(|s| entry_at(1, s as i64, s)).collect();
+        writes.push(entry_at(2, 1, 7));
+        let Write::Audit(seq, e) = entry_at(1, 0, 99) else { unreachable!() };
+        writes.push(Write::RemoveAudit(audit_key(&e, seq)));
+        let mut pending = Pending::default();
+        pending.fold(&writes, None);
+        let mut sorted = pending.take_sorted();
+        store.drop_entries_past_the_cap(&mut sorted);
+        let audit: Vec<(Vec<u8>, bool)> =
+            sorted.0[TreeId::Audit as usize].iter().map(|(k, v)| (k.clone(), v.is_some())).collect();
+        assert_eq!(audit.len(), 5, "three of patron 1's six, patron 2's one, the removal");
+        assert_eq!(audit.iter().filter(|(_, v)| !v).count(), 1);
+        store.apply_some(&mut sorted, usize::MAX).unwrap();
+        assert_eq!(actions(&store, 1), ["e4.4", "e5.5", "e6.6"]);
+        assert_eq!(actions(&store, 2), ["e1.7"]);
     }
 
     /// A checkpoint copies each record out of the batch's log record: the log record is the
