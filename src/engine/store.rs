@@ -773,10 +773,11 @@ impl Store {
 
     /// Drops from `sorted` each new audit entry that has `history_cap` or more of the
     /// patron's new entries after it: the cut to the cap ([`Store::rotate_history`]) would take
-    /// it at once. A patron who borrows all day otherwise had most of each checkpoint spent
-    /// writing entries to sled and removing them again (docs/BENCHMARKS.md). Exact whatever
-    /// sled holds: the entries after it are written and stay, so it could never be among the
-    /// newest `history_cap`; stored already (a replay after a crash), it is cut as before.
+    /// it at once. A patron with more new entries in one checkpoint than the cap (a busy
+    /// account, a long interval) would have them written to sled only to be removed again.
+    /// Exact whatever sled holds: the entries after it are written and stay, so it could never
+    /// be among the newest `history_cap`; stored already (a replay after a crash), it is cut as
+    /// before.
     pub fn drop_entries_past_the_cap(&self, sorted: &mut Sorted) {
         let cap = self.history_cap;
         let (mut patron, mut newer) = (None, 0usize);
