@@ -617,6 +617,9 @@ pub struct Store {
     history_counts: std::sync::Mutex<std::collections::HashMap<[u8; 8], usize>>,
 }
 
+/// Removals of a history's cut written to sled at a time.
+const CUT_BATCH: usize = 256;
+
 /// Audit key: patron, time, then a sequence number, so that entries sort by time and two in
 /// the same microsecond both survive.
 fn audit_key(e: &AuditEntry, seq: u64) -> Vec<u8> {
@@ -868,11 +871,16 @@ impl Store {
             };
             // Keys sort by patron, then time: the oldest are the first ones.
             let over = n.saturating_sub(self.history_cap);
-            if over > 0 {
-                let mut batch = sled::Batch::default();
-                for key in self.audit.scan_prefix(p).keys().take(over) {
-                    batch.remove(key?);
+            // In batches of a part's size: one batch of thousands (a busy patron's cut, made
+            // once all its entries are written) costs sled more an entry.
+            let mut batch = sled::Batch::default();
+            for (i, key) in self.audit.scan_prefix(p).keys().take(over).enumerate() {
+                batch.remove(key?);
+                if (i + 1) % CUT_BATCH == 0 {
+                    self.audit.apply_batch(std::mem::take(&mut batch))?;
                 }
+            }
+            if over % CUT_BATCH != 0 {
                 self.audit.apply_batch(batch)?;
             }
             counts.insert(*p, n - over);
@@ -1080,6 +1088,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A cut of more entries than one removal batch holds (the cap lowered under a long
+    /// history) takes exactly the oldest, whatever the batch boundaries.
+    #[test]
+    fn a_cut_larger_than_a_batch_leaves_the_newest_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |cap| {
+            let limits = RegisterLimits { max_history_per_patron: cap, ..Default::default() };
+            Store::open(dir.path(), &StoreConfig { limits, ..Default::default() }).unwrap()
+        };
+        let n = 2 * CUT_BATCH as u64 + 37;
+        let store = open(1000);
+        apply_in_parts(&store, &(1..=n).map(|s| entry_at(1, s as i64, s)).collect::<Vec<_>>());
+        assert_eq!(actions(&store, 1).len(), n as usize);
+        drop(store);
+        let store = open(10);
+        apply_in_parts(&store, &[entry_at(1, n as i64 + 1, n + 1)]);
+        let want: Vec<String> = (n - 8..=n + 1).map(|s| format!("e{s}.{s}")).collect();
+        assert_eq!(actions(&store, 1), want);
     }
 
     /// More new entries for one patron than the cap: only the newest `cap` are written, and
