@@ -873,14 +873,18 @@ impl Store {
             let over = n.saturating_sub(self.history_cap);
             // In batches of a part's size: one batch of thousands (a busy patron's cut, made
             // once all its entries are written) costs sled more an entry.
-            let mut batch = sled::Batch::default();
-            for (i, key) in self.audit.scan_prefix(p).keys().take(over).enumerate() {
+            let (mut batch, mut held) = (sled::Batch::default(), 0);
+            for key in self.audit.scan_prefix(p).keys().take(over) {
                 batch.remove(key?);
-                if (i + 1) % CUT_BATCH == 0 {
+                held += 1;
+                if held == CUT_BATCH {
                     self.audit.apply_batch(std::mem::take(&mut batch))?;
+                    held = 0;
                 }
             }
-            if over % CUT_BATCH != 0 {
+            // What the batch holds, not what `over` says: a history shorter than its count
+            // (a count gone stale) still has its last removals written.
+            if held > 0 {
                 self.audit.apply_batch(batch)?;
             }
             counts.insert(*p, n - over);
