@@ -259,27 +259,30 @@ impl Pending {
             v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         }
         self.bytes = 0;
-        Sorted(out, None)
+        Sorted { trees: out, carried: None }
     }
 }
 
 /// A key and its new value (none: removed).
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
-/// Changes taken out of [`Pending`], per tree in key order, written a part at a time; and
-/// the patron whose audit entries go on into the next part, with how many the parts so far
-/// added (less those they removed), to be cut once all are written.
+/// Changes taken out of [`Pending`], per tree in key order, written a part at a time.
 #[derive(Default)]
-pub struct Sorted([Vec<Change>; TREES], Option<([u8; 8], isize)>);
+pub struct Sorted {
+    trees: [Vec<Change>; TREES],
+    /// The patron whose audit entries go on into the next part, with how many the parts so
+    /// far added (less those they removed): cut once all are written.
+    carried: Option<([u8; 8], isize)>,
+}
 
 impl Sorted {
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Vec::is_empty)
+        self.trees.iter().all(Vec::is_empty)
     }
 
     /// Each tree's changes by the tree's name (keys in descending order).
     pub fn into_trees(self) -> impl Iterator<Item = (&'static str, Vec<Change>)> {
-        TREE_NAMES.into_iter().zip(self.0)
+        TREE_NAMES.into_iter().zip(self.trees)
     }
 }
 
@@ -785,7 +788,7 @@ impl Store {
         let cap = self.history_cap;
         let (mut patron, mut newer) = (None, 0usize);
         // In descending order: each patron's newest first.
-        sorted.0[TreeId::Audit as usize].retain(|(key, value)| {
+        sorted.trees[TreeId::Audit as usize].retain(|(key, value)| {
             let p = key.first_chunk::<8>();
             if p != patron.as_ref() {
                 (patron, newer) = (p.copied(), 0);
@@ -802,7 +805,7 @@ impl Store {
     pub fn apply_some(&self, sorted: &mut Sorted, most: usize) -> Result<(), StoreError> {
         let trees = self.trees();
         let mut left = most;
-        for (tree, changes) in trees.iter().zip(sorted.0.iter_mut()) {
+        for (tree, changes) in trees.iter().zip(sorted.trees.iter_mut()) {
             if left == 0 {
                 break;
             }
@@ -828,7 +831,7 @@ impl Store {
                     *audited.entry(*p).or_default() += change;
                 }
                 drop(counts);
-                if let Some((p, change)) = sorted.1.take() {
+                if let Some((p, change)) = sorted.carried.take() {
                     *audited.entry(p).or_default() += change;
                 }
                 // A patron whose changes go on into the next part is cut once they are all
@@ -839,7 +842,7 @@ impl Store {
                     a.first_chunk::<8>().filter(|p| b.first_chunk::<8>() == Some(*p)).copied()
                 });
                 if let Some(p) = goes_on {
-                    sorted.1 = audited.remove(&p).map(|change| (p, change));
+                    sorted.carried = audited.remove(&p).map(|change| (p, change));
                 }
             }
             for (key, value) in chunk.into_iter().rev() {
@@ -1130,7 +1133,7 @@ mod tests {
         let mut sorted = pending.take_sorted();
         store.drop_entries_past_the_cap(&mut sorted);
         let audit: Vec<(Vec<u8>, bool)> =
-            sorted.0[TreeId::Audit as usize].iter().map(|(k, v)| (k.clone(), v.is_some())).collect();
+            sorted.trees[TreeId::Audit as usize].iter().map(|(k, v)| (k.clone(), v.is_some())).collect();
         assert_eq!(audit.len(), 5, "three of patron 1's six, patron 2's one, the removal");
         assert_eq!(audit.iter().filter(|(_, v)| !v).count(), 1);
         store.apply_some(&mut sorted, usize::MAX).unwrap();
