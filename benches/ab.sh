@@ -3,9 +3,10 @@
 # ceilings, cell after cell in alternation: the before-and-after measure on a machine whose
 # speed drifts from minute to minute (each round compares like with like within a minute).
 # Usage: A=/path/to/old/sip2d [B=target/release/sip2d] [ROUNDS=3] [CONN=16] [MIX=status]
-#        [FLOOR=1] benches/ab.sh
-# The floor needs `cargo bench --bench floor --no-run` first. Each cell: 1 s warm-up, 4 s
-# measured, and the server's CPU per request over the measured window.
+#        [FLOOR=1] [DURATION=4s] [THREADS=1] benches/ab.sh
+# The floor needs `cargo bench --bench floor --no-run` first. Each cell: 1 s warm-up, DURATION (4 s)
+# measured, and the server's CPU per request over the measured window; THREADS=1 shares it out
+# among the server's threads (by name), as their part of its CPU over the cell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GEN=target/release/sip2d
@@ -35,12 +36,25 @@ if [ -n "${FLOOR:-}" ]; then
   pids+=("$floor")
 fi
 sleep 2
+# Each thread name's CPU ticks (threads of one name, or numbered alike as sled's, summed).
+threads() {
+  for t in /proc/"$1"/task/*; do
+    echo "$(tr ' ' _ <"$t/comm" 2>/dev/null | sed 's/-[0-9]*$//') $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+  done | awk 'NF == 2 {a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
 cell() {
+  [ -n "${THREADS:-}" ] && threads "$3" >"$work/t0"
   # shellcheck disable=SC2086
-  line=$("$GEN" bench --port "$2" --duration 4s --warmup 1s --json --server-pid "$3" --connections "${CONN:-16}" --mix "${MIX:-status}")
+  line=$("$GEN" bench --port "$2" --duration "${DURATION:-4s}" --warmup 1s --json --server-pid "$3" --connections "${CONN:-16}" --mix "${MIX:-status}")
   rps=$(printf '%s' "$line" | grep -o '"throughput":[0-9.]*' | cut -d: -f2)
   cpu=$(printf '%s' "$line" | grep -o '"server_cpu_us_per_request":[0-9.]*' | cut -d: -f2)
   printf '%-7s %9.0f req/s %6.1f µs CPU/req\n' "$1" "$rps" "${cpu:-0}"
+  if [ -n "${THREADS:-}" ]; then
+    # The server's CPU a request shared out by the threads' part of it over the cell.
+    threads "$3" >"$work/t1"
+    join "$work/t0" "$work/t1" | awk -v c="${cpu:-0}" '{d[$1] = $3 - $2; s += $3 - $2}
+      END {for (k in d) if (d[k] > 0) printf "  %-18s %5.1f µs\n", k, c * d[k] / s}' | sort
+  fi
 }
 echo "connections ${CONN:-16}, mix ${MIX:-status}"
 for _ in $(seq "${ROUNDS:-3}"); do

@@ -175,7 +175,11 @@ fn main() {
     let counts: Counts = Arc::default();
     let (tx, rx) = std::sync::mpsc::sync_channel(16 * 1024);
     let c = counts.clone();
-    std::thread::spawn(move || writer(rx, log, c));
+    // Named, so that a per-thread measure (benches/ab.sh THREADS=1) tells it from the listener.
+    std::thread::Builder::new()
+        .name("floor-writer".into())
+        .spawn(move || writer(rx, log, c))
+        .expect("the writer thread");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
