@@ -398,10 +398,8 @@ impl Worker {
         }
         let upto = self.received;
         self.log_bytes = 0;
-        let mut sorted = self.pending.take_sorted();
-        if let Some(store) = &self.store {
-            store.drop_entries_past_the_cap(&mut sorted);
-        }
+        let Some(store) = &self.store else { return };
+        let mut sorted = store.take_sorted(&mut self.pending);
         while !sorted.is_empty() {
             let Some(store) = &self.store else { return };
             if let Err(e) = store.apply_some(&mut sorted, PART) {

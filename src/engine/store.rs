@@ -769,12 +769,19 @@ impl Store {
     /// across trees: the log is what makes a batch atomic, and replaying it puts right a
     /// checkpoint a crash cut short.
     pub fn apply(&self, pending: &mut Pending) -> Result<(), StoreError> {
-        let mut sorted = pending.take_sorted();
-        self.drop_entries_past_the_cap(&mut sorted);
+        let mut sorted = self.take_sorted(pending);
         while !sorted.is_empty() {
             self.apply_some(&mut sorted, usize::MAX)?;
         }
         Ok(())
+    }
+
+    /// `pending`'s changes taken out in key order, as they are to be written: without the
+    /// audit entries the history's cut would take at once.
+    pub fn take_sorted(&self, pending: &mut Pending) -> Sorted {
+        let mut sorted = pending.take_sorted();
+        self.drop_entries_past_the_cap(&mut sorted);
+        sorted
     }
 
     /// Drops from `sorted` each new audit entry that has `history_cap` or more of the
@@ -784,7 +791,7 @@ impl Store {
     /// Exact whatever sled holds: the entries after it are written and stay, so it could never
     /// be among the newest `history_cap`; stored already (a replay after a crash), it is cut as
     /// before.
-    pub fn drop_entries_past_the_cap(&self, sorted: &mut Sorted) {
+    fn drop_entries_past_the_cap(&self, sorted: &mut Sorted) {
         let cap = self.history_cap;
         let (mut patron, mut newer) = (None, 0usize);
         // In descending order: each patron's newest first.
