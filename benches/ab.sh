@@ -36,12 +36,8 @@ if [ -n "${FLOOR:-}" ]; then
   pids+=("$floor")
 fi
 sleep 2
-# Each thread name's CPU ticks (threads of one name, or numbered alike as sled's, summed).
-threads() {
-  for t in /proc/"$1"/task/*; do
-    echo "$(tr ' ' _ <"$t/comm" 2>/dev/null | sed 's/-[0-9]*$//') $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
-  done | awk 'NF == 2 {a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
-}
+# shellcheck source=benches/threads.sh
+. benches/threads.sh
 cell() {
   [ -n "${THREADS:-}" ] && threads "$3" >"$work/t0"
   # shellcheck disable=SC2086

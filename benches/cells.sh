@@ -23,13 +23,10 @@ printf '[[listen]]\naddress = "127.0.0.1:%s"\n[limits]\nmax_connections = 12000\
 "$BIN" --data "$work/data" serve --config "$work/c.toml" >/dev/null 2>"$work/server.log" &
 server=$!
 sleep 2
-threads() {
-  for t in /proc/"$server"/task/*; do
-    echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
-  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
-}
+# shellcheck source=benches/threads.sh
+. benches/threads.sh
 for args in "$@"; do
-  threads >"$work/t0"
+  threads "$server" >"$work/t0"
   # shellcheck disable=SC2086
   line=$("$GEN" bench --port "$PORT" --duration "${DURATION:-4s}" --warmup 1s --json --server-pid "$server" $args)
   rps=$(printf '%s' "$line" | grep -o '"throughput":[0-9.]*' | cut -d: -f2)
@@ -37,7 +34,7 @@ for args in "$@"; do
   p99=$(printf '%s' "$line" | grep -o '"latency":{[^}]*}' | grep -o '"p99_us":[0-9]*' | cut -d: -f2)
   printf '%-45s %10.0f req/s  %6.1f µs CPU/req  p99 %s µs\n' "$args" "$rps" "${cpu:-0}" "$p99"
   if [ -n "${THREADS:-}" ]; then
-    threads >"$work/t1"
+    threads "$server" >"$work/t1"
     join "$work/t0" "$work/t1" | awk -v t="$(getconf CLK_TCK)" '$3 > $2 {printf "  %-18s %7.2f s\n", $1, ($3 - $2) / t}'
   fi
 done
